@@ -1,0 +1,442 @@
+//! Configuration: command-line flags, `STREAMGAUGE_*` environment variables
+//! and an optional TOML file, all with the same names, parsed into raw
+//! [`Args`] and validated once into a [`Config`] that cannot hold invalid
+//! values. Nothing else in the server reads flags or the environment.
+//!
+//! Precedence: defaults < file < environment < flags. Clap already puts
+//! flags over the environment; the file is layered under both by
+//! [`Args::load`], generically over every field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::queue;
+use crate::writer::BatchLimits;
+
+/// A duration written the human way: `250ms`, `15s`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s).map(Self)
+    }
+}
+
+impl TryFrom<String> for HumanDuration {
+    type Error = humantime::DurationError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<HumanDuration> for String {
+    fn from(d: HumanDuration) -> Self {
+        humantime::format_duration(d.0).to_string()
+    }
+}
+
+/// The reference streaming server of streamgauge: SSE and WebSocket streams
+/// with backpressure-aware batching.
+///
+/// Every flag also reads the environment variable `STREAMGAUGE_<FLAG>`, and
+/// the file given by `--config` may set any of them (same names, e.g.
+/// `max-batch = 64`, `write-timeout = "10s"`).
+#[derive(Debug, Default, Parser, Serialize, Deserialize)]
+#[command(name = "streamgauge-server", version)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long, env = "STREAMGAUGE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// TOML file with any of these settings
+    #[arg(long, env = "STREAMGAUGE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Log filter, in `tracing` syntax (e.g. `info`, `streamgauge_server=debug`) [default: info]
+    #[arg(long, env = "STREAMGAUGE_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Runtime worker threads [default: one per core]
+    #[arg(long, env = "STREAMGAUGE_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Most streams open at once; over it SSE gets 503 and WebSocket close 1013 [default: 10000]
+    #[arg(long, env = "STREAMGAUGE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Most events waiting in one connection's queue [default: 1024]
+    #[arg(long, env = "STREAMGAUGE_QUEUE_EVENTS", value_name = "N")]
+    pub queue_events: Option<usize>,
+
+    /// Most bytes waiting in one connection's queue [default: 1048576]
+    #[arg(long, env = "STREAMGAUGE_QUEUE_BYTES", value_name = "BYTES")]
+    pub queue_bytes: Option<usize>,
+
+    /// Most events written per batch (one flush); 1 disables batching [default: 256]
+    #[arg(long, env = "STREAMGAUGE_MAX_BATCH", value_name = "N")]
+    pub max_batch: Option<usize>,
+
+    /// Most bytes written per batch [default: 65536]
+    #[arg(long, env = "STREAMGAUGE_MAX_BATCH_BYTES", value_name = "BYTES")]
+    pub max_batch_bytes: Option<usize>,
+
+    /// Keep-alive interval: SSE comment on an idle stream, WebSocket ping [default: 15s]
+    #[arg(long, env = "STREAMGAUGE_KEEPALIVE_INTERVAL", value_name = "DURATION")]
+    pub keepalive_interval: Option<HumanDuration>,
+
+    /// A WebSocket peer silent for this long (no pong) is closed [default: 45s]
+    #[arg(long, env = "STREAMGAUGE_PONG_TIMEOUT", value_name = "DURATION")]
+    pub pong_timeout: Option<HumanDuration>,
+
+    /// A connection whose writes make no progress for this long is dropped [default: 30s]
+    #[arg(long, env = "STREAMGAUGE_WRITE_TIMEOUT", value_name = "DURATION")]
+    pub write_timeout: Option<HumanDuration>,
+
+    /// How long a graceful shutdown may take before open streams are abandoned [default: 10s]
+    #[arg(long, env = "STREAMGAUGE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<HumanDuration>,
+
+    /// `Retry-After` sent with 503 at the connection limit [default: 1s]
+    #[arg(long, env = "STREAMGAUGE_RETRY_AFTER", value_name = "DURATION")]
+    pub retry_after: Option<HumanDuration>,
+
+    /// Highest `rate` (and `tps`) a client may ask for, events/s [default: 1000000]
+    #[arg(long, env = "STREAMGAUGE_MAX_RATE", value_name = "N")]
+    pub max_rate: Option<u64>,
+
+    /// Highest ticker `size` a client may ask for, bytes [default: 65536]
+    #[arg(long, env = "STREAMGAUGE_MAX_SIZE", value_name = "BYTES")]
+    pub max_size: Option<usize>,
+
+    /// Largest WebSocket message accepted from a client, bytes [default: 65536]
+    #[arg(long, env = "STREAMGAUGE_WS_MAX_MESSAGE", value_name = "BYTES")]
+    pub ws_max_message: Option<usize>,
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What and where (line and column).
+        source: Box<toml::de::Error>,
+    },
+    /// A setting is out of its range.
+    #[error("invalid `{name}`: {reason}")]
+    Invalid {
+        /// The setting's flag name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Args {
+    /// Layers the config file (if any) under these arguments and validates
+    /// the result.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable or invalid file (with its path, line and column), or a
+    /// setting out of range.
+    pub fn load(self) -> Result<Config, Error> {
+        let merged = match &self.config {
+            Some(path) => layer(read_file(path)?, self),
+            None => self,
+        };
+        Config::from_args(merged)
+    }
+}
+
+fn read_file(path: &Path) -> Result<Args, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| Error::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// `over`'s settings where given, `base`'s elsewhere.
+fn layer(base: Args, over: Args) -> Args {
+    // Round-trips through JSON so that every field is layered without being
+    // named here; both values serialize from the same plain struct.
+    let mut merged = serde_json::to_value(base).expect("Args serialize");
+    let over = serde_json::to_value(over).expect("Args serialize");
+    if let (Some(merged), Some(over)) = (merged.as_object_mut(), over.as_object()) {
+        for (key, value) in over {
+            if !value.is_null() {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    serde_json::from_value(merged).expect("layered Args deserialize")
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Log filter.
+    pub log: String,
+    /// Runtime worker threads; `None` means one per core.
+    pub workers: Option<usize>,
+    /// Most streams open at once.
+    pub max_connections: usize,
+    /// Bounds of each connection's queue.
+    pub queue: queue::Limits,
+    /// Bounds of each batch.
+    pub batch: BatchLimits,
+    /// Keep-alive interval.
+    pub keepalive_interval: Duration,
+    /// Silence after which a WebSocket peer is closed.
+    pub pong_timeout: Duration,
+    /// Time a write may make no progress before its connection is dropped.
+    pub write_timeout: Duration,
+    /// Deadline of a graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// `Retry-After` at the connection limit.
+    pub retry_after: Duration,
+    /// Highest rate a client may ask for, events/s.
+    pub max_rate: u64,
+    /// Highest ticker `size` a client may ask for, bytes.
+    pub max_size: usize,
+    /// Largest WebSocket message accepted from a client, bytes.
+    pub ws_max_message: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log: "info".to_owned(),
+            workers: None,
+            max_connections: 10_000,
+            queue: queue::Limits {
+                max_events: 1024,
+                max_bytes: 1 << 20,
+            },
+            batch: BatchLimits {
+                max_events: 256,
+                max_bytes: 64 << 10,
+            },
+            keepalive_interval: Duration::from_secs(15),
+            pong_timeout: Duration::from_secs(45),
+            write_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            retry_after: Duration::from_secs(1),
+            max_rate: 1_000_000,
+            max_size: 64 << 10,
+            ws_max_message: 64 << 10,
+        }
+    }
+}
+
+impl Config {
+    /// Validates `args` over the defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the first setting out of range.
+    pub fn from_args(args: Args) -> Result<Self, Error> {
+        let d = Self::default();
+        let duration = |v: Option<HumanDuration>, default: Duration| v.map_or(default, |h| h.0);
+        let config = Self {
+            listen: args.listen.unwrap_or(d.listen),
+            log: args.log.unwrap_or(d.log),
+            workers: args.workers.or(d.workers),
+            max_connections: args.max_connections.unwrap_or(d.max_connections),
+            queue: queue::Limits {
+                max_events: args.queue_events.unwrap_or(d.queue.max_events),
+                max_bytes: args.queue_bytes.unwrap_or(d.queue.max_bytes),
+            },
+            batch: BatchLimits {
+                max_events: args.max_batch.unwrap_or(d.batch.max_events),
+                max_bytes: args.max_batch_bytes.unwrap_or(d.batch.max_bytes),
+            },
+            keepalive_interval: duration(args.keepalive_interval, d.keepalive_interval),
+            pong_timeout: duration(args.pong_timeout, d.pong_timeout),
+            write_timeout: duration(args.write_timeout, d.write_timeout),
+            shutdown_timeout: duration(args.shutdown_timeout, d.shutdown_timeout),
+            retry_after: duration(args.retry_after, d.retry_after),
+            max_rate: args.max_rate.unwrap_or(d.max_rate),
+            max_size: args.max_size.unwrap_or(d.max_size),
+            ws_max_message: args.ws_max_message.unwrap_or(d.ws_max_message),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let positive = [
+            ("workers", self.workers.unwrap_or(1)),
+            ("max-connections", self.max_connections),
+            ("queue-events", self.queue.max_events),
+            ("queue-bytes", self.queue.max_bytes),
+            ("max-batch", self.batch.max_events),
+            ("max-batch-bytes", self.batch.max_bytes),
+            ("ws-max-message", self.ws_max_message),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        let durations = [
+            ("keepalive-interval", self.keepalive_interval),
+            ("pong-timeout", self.pong_timeout),
+            ("write-timeout", self.write_timeout),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                return Err(invalid(name, "must be longer than zero"));
+            }
+        }
+        if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(invalid(
+                "max-connections",
+                "is larger than any server can hold",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(invalid("log", &e.to_string()));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(name: &'static str, reason: &str) -> Error {
+    Error::Invalid {
+        name,
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("streamgauge-server").chain(flags.iter().copied()))
+            .unwrap()
+    }
+
+    fn config_file(text: &str) -> tempfile_path::TempFile {
+        tempfile_path::TempFile::new(text)
+    }
+
+    /// A file in the system temp dir, removed on drop.
+    mod tempfile_path {
+        use std::path::PathBuf;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        pub(super) struct TempFile(pub(super) PathBuf);
+
+        impl TempFile {
+            pub(super) fn new(text: &str) -> Self {
+                static N: AtomicU32 = AtomicU32::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "streamgauge-config-{}-{}.toml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&path, text).unwrap();
+                Self(path)
+            }
+        }
+
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Args::default().load().unwrap(), Config::default());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let file =
+            config_file("max-batch = 8\nwrite-timeout = \"250ms\"\nlisten = \"127.0.0.1:0\"\n");
+        let path = file.0.to_str().unwrap();
+        let config = args(&["--config", path, "--max-batch", "4"])
+            .load()
+            .unwrap();
+        assert_eq!(config.batch.max_events, 4);
+        assert_eq!(config.write_timeout, Duration::from_millis(250));
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.queue, Config::default().queue);
+    }
+
+    #[test]
+    fn a_bad_file_names_the_file_the_line_and_the_key() {
+        let file = config_file("max-batch = 8\nmax-bacth = 9\n");
+        let err = args(&["--config", file.0.to_str().unwrap()])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(file.0.to_str().unwrap()), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("max-bacth"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_says_which() {
+        let err = args(&["--config", "/nonexistent/streamgauge.toml"])
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/streamgauge.toml"));
+    }
+
+    #[test]
+    fn out_of_range_settings_are_named() {
+        let err = args(&["--max-batch", "0"]).load().unwrap_err().to_string();
+        assert_eq!(err, "invalid `max-batch`: must be at least 1");
+        let err = args(&["--write-timeout", "0s"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid `write-timeout`"), "{err}");
+        let err = args(&["--log", "not a [filter"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid `log`"), "{err}");
+    }
+
+    #[test]
+    fn unparsable_flags_are_refused_by_clap() {
+        let err =
+            Args::try_parse_from(["streamgauge-server", "--pong-timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--pong-timeout"));
+    }
+}

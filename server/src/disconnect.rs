@@ -1,0 +1,114 @@
+//! Why a stream ended, and what that means on the wire.
+//!
+//! Once a stream has started, errors are no longer HTTP errors: every end of
+//! a stream is a [`Disconnect`], and the reason decides the WebSocket close
+//! code (RFC 6455) or, on SSE, a clean end of the body. The reason is also
+//! the `reason` label of `streamgauge_disconnects_total`.
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disconnect {
+    /// The source finished (`count` reached): WS 1000, SSE end of body.
+    Complete,
+    /// The server is shutting down: WS 1001, SSE end of body.
+    Shutdown,
+    /// The peer closed the stream or its connection went away.
+    PeerGone,
+    /// The peer stopped answering pings within the timeout: WS 1008.
+    PeerTimeout,
+    /// The peer stopped reading for longer than the write timeout. Its
+    /// connection is dropped: nothing more can be written to it.
+    SlowConsumer,
+    /// The peer sent a message this stream does not accept: WS 1003.
+    UnsupportedData,
+    /// The peer sent a message over the size limit: WS 1009.
+    MessageTooBig,
+    /// The server is at its connection limit: WS 1013.
+    OverCapacity,
+}
+
+impl Disconnect {
+    /// The WebSocket close code to send, or `None` when nothing can or need
+    /// be sent (the peer is gone or not reading).
+    pub fn close_code(self) -> Option<u16> {
+        match self {
+            Disconnect::Complete => Some(1000),
+            Disconnect::Shutdown => Some(1001),
+            Disconnect::UnsupportedData => Some(1003),
+            Disconnect::PeerTimeout => Some(1008),
+            Disconnect::MessageTooBig => Some(1009),
+            Disconnect::OverCapacity => Some(1013),
+            Disconnect::PeerGone | Disconnect::SlowConsumer => None,
+        }
+    }
+
+    /// The metric label: a stable snake_case name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Disconnect::Complete => "complete",
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::PeerGone => "peer_gone",
+            Disconnect::PeerTimeout => "peer_timeout",
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::UnsupportedData => "unsupported_data",
+            Disconnect::MessageTooBig => "message_too_big",
+            Disconnect::OverCapacity => "over_capacity",
+        }
+    }
+
+    /// A short human-readable reason, sent in WebSocket close frames.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Disconnect::Complete => "stream complete",
+            Disconnect::Shutdown => "server shutting down",
+            Disconnect::PeerGone => "peer gone",
+            Disconnect::PeerTimeout => "no pong within the timeout",
+            Disconnect::SlowConsumer => "peer stopped reading",
+            Disconnect::UnsupportedData => "this stream accepts no messages",
+            Disconnect::MessageTooBig => "message too big",
+            Disconnect::OverCapacity => "server at connection limit, try again later",
+        }
+    }
+}
+
+impl EncodeLabelValue for Disconnect {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_follow_rfc_6455_and_protocol_md() {
+        assert_eq!(Disconnect::Complete.close_code(), Some(1000));
+        assert_eq!(Disconnect::Shutdown.close_code(), Some(1001));
+        assert_eq!(Disconnect::PeerTimeout.close_code(), Some(1008));
+        assert_eq!(Disconnect::MessageTooBig.close_code(), Some(1009));
+        assert_eq!(Disconnect::OverCapacity.close_code(), Some(1013));
+        assert_eq!(Disconnect::PeerGone.close_code(), None);
+    }
+
+    #[test]
+    fn reasons_fit_a_close_frame() {
+        // A close frame's reason must fit in 123 bytes (RFC 6455, 5.5).
+        for d in [
+            Disconnect::Complete,
+            Disconnect::Shutdown,
+            Disconnect::PeerGone,
+            Disconnect::PeerTimeout,
+            Disconnect::SlowConsumer,
+            Disconnect::UnsupportedData,
+            Disconnect::MessageTooBig,
+            Disconnect::OverCapacity,
+        ] {
+            assert!(d.reason().len() <= 123);
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+/// The content type of the OpenMetrics text exposition.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The operations routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// 200 while the process serves.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 once listening (the router only exists then), 503 while draining.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.shutdown.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+    } else {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    }
+}
+
+/// The metrics, with queue depths read from the open streams now.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    for (transport, depth) in state.connections.queue_depths() {
+        state.metrics.set_queue_depth(transport, depth);
+    }
+    ([(CONTENT_TYPE, OPENMETRICS)], state.metrics.encode())
+}

@@ -1,0 +1,132 @@
+//! Wires a source to a queue, a batching writer and a transport, and
+//! answers the request: an SSE response whose body runs the session, or a
+//! WebSocket upgrade whose task runs it. Also the generic handler pair that
+//! serves any source built from query parameters on both transports.
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::params::Params;
+use crate::config::Config;
+use crate::connections::StreamGuard;
+use crate::disconnect::Disconnect;
+use crate::error::ApiError;
+use crate::metrics::TransportKind;
+use crate::protocol::Framing;
+use crate::queue;
+use crate::session;
+use crate::source::Source;
+use crate::state::AppState;
+use crate::transport::sse::{self, SseTransport};
+use crate::transport::ws::{self, WsTransport};
+use crate::writer::Writer;
+
+/// Read buffer of a server-side WebSocket. Clients send only pongs and
+/// small control frames on these streams; tungstenite's 128 KiB default
+/// would be reserved (and zeroed) per connection.
+const WS_READ_BUFFER: usize = 4096;
+
+/// A source whose parameters come from the query string.
+pub(crate) trait FromQuery: Source + Sized {
+    /// Builds the source, or names the parameter that is wrong.
+    fn from_query(params: &Params<'_>, config: &Config) -> Result<Self, ApiError>;
+}
+
+/// `GET /sse/{name}` and `GET /ws/{name}` serving `S`.
+pub(crate) fn routes<S: FromQuery>(name: &str) -> Router<AppState> {
+    Router::new()
+        .route(&format!("/sse/{name}"), get(sse_handler::<S>))
+        .route(&format!("/ws/{name}"), get(ws_handler::<S>))
+}
+
+fn source_from<S: FromQuery>(state: &AppState, query: Option<&str>) -> Result<S, ApiError> {
+    S::from_query(&Params::parse(query)?, &state.config)
+}
+
+async fn sse_handler<S: FromQuery>(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let source: S = source_from(&state, query.as_deref())?;
+    sse_stream(&state, source)
+}
+
+async fn ws_handler<S: FromQuery>(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let source: S = source_from(&state, query.as_deref())?;
+    Ok(ws_stream(&state, upgrade?, source))
+}
+
+fn admit(state: &AppState, transport: TransportKind) -> Result<StreamGuard, ApiError> {
+    state
+        .connections
+        .admit(transport)
+        .map_err(|limit| ApiError::OverCapacity {
+            limit,
+            retry_after: state.config.retry_after,
+        })
+}
+
+/// The queue between source and writer, watched by the stream's guard.
+fn pipeline(state: &AppState, guard: &StreamGuard, framing: Framing) -> (queue::Sender, Writer) {
+    let (tx, rx) = queue::channel(state.config.queue);
+    guard.watch_queue(rx.probe());
+    (tx, Writer::new(rx, framing, state.config.batch))
+}
+
+/// Streams `source` as Server-Sent Events.
+pub(crate) fn sse_stream<S: Source>(state: &AppState, source: S) -> Result<Response, ApiError> {
+    let guard = admit(state, TransportKind::Sse)?;
+    let (tx, writer) = pipeline(state, &guard, SseTransport::FRAMING);
+    let session = state.session(TransportKind::Sse);
+    let body = sse::body(move |transport| async move {
+        let reason = session::run(source.run(tx), writer, transport, &session).await;
+        tracing::debug!(reason = reason.label(), "sse stream ended");
+        guard.finish(reason);
+    });
+    let headers = [
+        (CONTENT_TYPE, "text/event-stream"),
+        (CACHE_CONTROL, "no-cache"),
+    ];
+    // Tells reverse proxies such as nginx not to buffer the stream.
+    Ok((headers, [("x-accel-buffering", "no")], body).into_response())
+}
+
+/// Streams `source` over the WebSocket that `upgrade` opens; over the
+/// connection limit, the socket is opened and closed at once with 1013.
+pub(crate) fn ws_stream<S: Source>(
+    state: &AppState,
+    upgrade: WebSocketUpgrade,
+    source: S,
+) -> Response {
+    let upgrade = upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .max_message_size(state.config.ws_max_message)
+        .max_frame_size(state.config.ws_max_message)
+        .write_buffer_size(state.config.batch.max_bytes);
+    let shutdown = state.shutdown.clone();
+    let Ok(guard) = admit(state, TransportKind::Ws) else {
+        return upgrade.on_upgrade(move |socket| {
+            shutdown.track(ws::reject(socket, Disconnect::OverCapacity))
+        });
+    };
+    let (tx, writer) = pipeline(state, &guard, WsTransport::FRAMING);
+    let session = state.session(TransportKind::Ws);
+    let pong_timeout = state.config.pong_timeout;
+    upgrade.on_upgrade(move |socket| {
+        shutdown.track(async move {
+            let transport = WsTransport::new(socket, pong_timeout);
+            let reason = session::run(source.run(tx), writer, transport, &session).await;
+            tracing::debug!(reason = reason.label(), "websocket stream ended");
+            guard.finish(reason);
+        })
+    })
+}

@@ -1,0 +1,101 @@
+//! The streamgauge reference streaming server: Server-Sent Events and
+//! WebSocket streams with backpressure-aware batching.
+//!
+//! Data flows one way, and each step is one module:
+//!
+//! ```text
+//! source ──▶ per-connection queue ──▶ batching writer ──▶ transport (SSE | WebSocket)
+//! ```
+//!
+//! A slow reader stops the transport, the writer stops draining, the
+//! bounded queue fills and a pausable source waits: memory per connection is
+//! bounded by configuration, and batches grow instead. The wire contract is
+//! `PROTOCOL.md`; the command line is `CLI.md`.
+//!
+//! # Layout
+//!
+//! - [`main`](../streamgauge_server/index.html) (binary): parse [`config`],
+//!   set up tracing, bind, print `listening on …`, call [`run`].
+//! - [`config`]: flags, environment and TOML file into a validated [`Config`].
+//! - [`app`]: the router; [`http`]: handlers by endpoint group; [`error`]:
+//!   the JSON error of the HTTP edge; [`state`]: what handlers share.
+//! - [`source`]: event producers ([`source::ticker`], [`source::tokens`]).
+//! - [`queue`]: the bounded per-connection queue, where backpressure lives.
+//! - [`writer`]: the batching writer; [`protocol`]: the event envelope and
+//!   its framing.
+//! - [`transport`]: SSE and WebSocket delivery, keep-alive, close codes;
+//!   [`session`]: one stream's loop; [`disconnect`]: why a stream ended.
+//! - [`admission`] and [`connections`]: the connection limit and the live
+//!   streams; [`listener`]: accept loop with a write deadline.
+//! - [`shutdown`]: graceful shutdown; [`metrics`]: everything `/metrics`
+//!   exposes.
+
+pub mod admission;
+pub mod app;
+pub mod config;
+pub mod connections;
+pub mod disconnect;
+pub mod error;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod protocol;
+pub mod queue;
+pub mod session;
+pub mod shutdown;
+pub mod source;
+pub mod state;
+pub mod transport;
+pub mod writer;
+
+use std::future::IntoFuture;
+use std::pin::pin;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+pub use crate::config::Config;
+use crate::metrics::SlowConsumerAction;
+pub use crate::shutdown::Shutdown;
+use crate::state::AppState;
+
+/// Serves on `listener` with `config` until `shutdown` is triggered, then
+/// drains: stops accepting, ends every stream cleanly (SSE end of body,
+/// WebSocket close 1001) and waits for them up to the configured deadline.
+///
+/// # Errors
+///
+/// If the listener fails for good. A drain that overruns its deadline is
+/// logged, not an error: the streams left are abandoned.
+pub async fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let deadline = config.shutdown_timeout;
+    let state = AppState::new(config, shutdown.clone());
+    let stalled = state.metrics.slow_consumers(SlowConsumerAction::Disconnect);
+    let listener = listener::Listener::new(listener, state.config.write_timeout, stalled);
+    let token = shutdown.token().clone();
+    let mut serve = pin!(
+        axum::serve(listener, app::router(state))
+            .with_graceful_shutdown(token.cancelled_owned())
+            .into_future()
+    );
+
+    tokio::select! {
+        result = &mut serve => return result.context("serving"),
+        () = shutdown.token().cancelled() => {}
+    }
+    tracing::info!("shutting down: draining open streams");
+    let drain = async {
+        let served = serve.await;
+        shutdown.tracked_tasks_done().await;
+        served
+    };
+    match tokio::time::timeout(deadline, drain).await {
+        Ok(served) => served.context("serving while draining")?,
+        Err(_) => tracing::warn!(
+            ?deadline,
+            "shutdown deadline passed; abandoning the streams still open"
+        ),
+    }
+    tracing::info!("shut down");
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Every metric the server exposes on `/metrics`, defined in one place.
+//!
+//! Hot paths update plain atomics once per batch (never per event); queue
+//! depths are read from the live connections when `/metrics` is scraped, so
+//! the producers pay nothing for them. The exposition is the OpenMetrics
+//! text format, which Prometheus scrapes natively.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::disconnect::Disconnect;
+use crate::queue::Depth;
+
+/// The transport a stream uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket.
+    Ws,
+}
+
+impl TransportKind {
+    /// Both transports, in label order.
+    pub const ALL: [TransportKind; 2] = [TransportKind::Sse, TransportKind::Ws];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::Sse => "sse",
+            TransportKind::Ws => "ws",
+        }
+    }
+}
+
+impl EncodeLabelValue for TransportKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.label())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabels {
+    transport: TransportKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DisconnectLabels {
+    transport: TransportKind,
+    reason: Disconnect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionLabels {
+    action: SlowConsumerAction,
+}
+
+/// What the server did about a consumer that could not keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlowConsumerAction {
+    /// Its connection was closed (it stopped reading for the write timeout).
+    Disconnect,
+}
+
+impl EncodeLabelValue for SlowConsumerAction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            SlowConsumerAction::Disconnect => "disconnect",
+        })
+    }
+}
+
+/// Upper bounds of the batch-size histogram: powers of two up to 1024.
+const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// A histogram of batch sizes (events per flush) with power-of-two buckets.
+///
+/// Hand-written because prometheus-client's `Histogram` takes a mutex shared
+/// by every connection on each observation; this one is a few relaxed
+/// atomic adds, once per batch.
+#[derive(Debug, Clone, Default)]
+pub struct BatchHistogram(Arc<BatchHistogramInner>);
+
+#[derive(Debug, Default)]
+struct BatchHistogramInner {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    buckets: [AtomicU64; BATCH_BUCKETS.len() + 1],
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl BatchHistogram {
+    /// Records one batch of `events` events.
+    pub fn observe(&self, events: u64) {
+        let bucket = BATCH_BUCKETS.partition_point(|&bound| bound < events);
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.0.sum.fetch_add(events, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for BatchHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for BatchHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> std::fmt::Result {
+        let buckets: Vec<(f64, u64)> = BATCH_BUCKETS
+            .iter()
+            .map(|&b| b as f64)
+            .chain([f64::INFINITY])
+            .zip(&self.0.buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            self.0.sum.load(Ordering::Relaxed) as f64,
+            self.0.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The metrics of one transport, cloned into each of its streams.
+#[derive(Debug, Clone)]
+pub struct TransportMetrics {
+    /// Streams open now.
+    pub open: Gauge,
+    /// Streams accepted since start.
+    pub opened: Counter,
+    /// Streams refused at the connection limit.
+    pub rejected: Counter,
+    /// Events written.
+    pub events: Counter,
+    /// Bytes written (framed).
+    pub bytes: Counter,
+    /// Events per batch, one observation per flush.
+    pub batch_events: BatchHistogram,
+    /// Keep-alives sent (SSE comments, WebSocket pings).
+    pub keepalives: Counter,
+}
+
+impl TransportMetrics {
+    /// Records one batch written: `events` events in `bytes` bytes.
+    pub fn record_batch(&self, events: usize, bytes: usize) {
+        self.events.inc_by(events as u64);
+        self.bytes.inc_by(bytes as u64);
+        self.batch_events.observe(events as u64);
+    }
+}
+
+/// The server's metrics registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    sse: TransportMetrics,
+    ws: TransportMetrics,
+    disconnects: Family<DisconnectLabels, Counter>,
+    slow_consumers: Family<ActionLabels, Counter>,
+    queue_events: Family<TransportLabels, Gauge>,
+    queue_bytes: Family<TransportLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("streamgauge");
+        let open = Family::<TransportLabels, Gauge>::default();
+        let opened = Family::<TransportLabels, Counter>::default();
+        let rejected = Family::<TransportLabels, Counter>::default();
+        let events = Family::<TransportLabels, Counter>::default();
+        let bytes = Family::<TransportLabels, Counter>::default();
+        let batch_events = Family::<TransportLabels, BatchHistogram>::default();
+        let keepalives = Family::<TransportLabels, Counter>::default();
+        let disconnects = Family::default();
+        let slow_consumers = Family::default();
+        let queue_events = Family::default();
+        let queue_bytes = Family::default();
+
+        registry.register("connections_open", "Streams open now", open.clone());
+        registry.register("connections_opened", "Streams accepted", opened.clone());
+        registry.register(
+            "connections_rejected",
+            "Streams refused at the connection limit (SSE 503, WebSocket close 1013)",
+            rejected.clone(),
+        );
+        registry.register("events_sent", "Events written", events.clone());
+        registry.register("bytes_sent", "Bytes written, framed", bytes.clone());
+        registry.register(
+            "batch_events",
+            "Events per batch: one observation per flush",
+            batch_events.clone(),
+        );
+        registry.register(
+            "keepalives_sent",
+            "Keep-alives sent (SSE comments, WebSocket pings)",
+            keepalives.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Streams ended, by reason",
+            disconnects.clone(),
+        );
+        registry.register(
+            "slow_consumers",
+            "Consumers that could not keep up, by what the server did",
+            slow_consumers.clone(),
+        );
+        registry.register(
+            "queue_depth_events",
+            "Events waiting in per-connection queues",
+            queue_events.clone(),
+        );
+        registry.register(
+            "queue_depth_bytes",
+            "Bytes waiting in per-connection queues",
+            queue_bytes.clone(),
+        );
+
+        let for_transport = |transport| {
+            let labels = TransportLabels { transport };
+            TransportMetrics {
+                open: open.get_or_create_owned(&labels),
+                opened: opened.get_or_create_owned(&labels),
+                rejected: rejected.get_or_create_owned(&labels),
+                events: events.get_or_create_owned(&labels),
+                bytes: bytes.get_or_create_owned(&labels),
+                batch_events: batch_events.get_or_create_owned(&labels),
+                keepalives: keepalives.get_or_create_owned(&labels),
+            }
+        };
+        Self {
+            sse: for_transport(TransportKind::Sse),
+            ws: for_transport(TransportKind::Ws),
+            registry,
+            disconnects,
+            slow_consumers,
+            queue_events,
+            queue_bytes,
+        }
+    }
+
+    /// The metrics of one transport.
+    pub fn transport(&self, kind: TransportKind) -> &TransportMetrics {
+        match kind {
+            TransportKind::Sse => &self.sse,
+            TransportKind::Ws => &self.ws,
+        }
+    }
+
+    /// Counts a stream that ended for `reason`.
+    pub fn record_disconnect(&self, transport: TransportKind, reason: Disconnect) {
+        self.disconnects
+            .get_or_create(&DisconnectLabels { transport, reason })
+            .inc();
+    }
+
+    /// The counter of slow consumers handled with `action`.
+    pub fn slow_consumers(&self, action: SlowConsumerAction) -> Counter {
+        self.slow_consumers
+            .get_or_create_owned(&ActionLabels { action })
+    }
+
+    /// Sets the queue-depth gauges of `transport` (done at scrape time).
+    pub fn set_queue_depth(&self, transport: TransportKind, depth: Depth) {
+        let labels = TransportLabels { transport };
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.queue_events
+            .get_or_create(&labels)
+            .set(gauge(depth.events));
+        self.queue_bytes
+            .get_or_create(&labels)
+            .set(gauge(depth.bytes));
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding metrics into a String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_histogram_buckets_are_cumulative_powers_of_two() {
+        let metrics = Metrics::new();
+        let sse = metrics.transport(TransportKind::Sse);
+        for n in [1, 1, 3, 300, 5000] {
+            sse.batch_events.observe(n);
+        }
+        let text = metrics.encode();
+        for line in [
+            "streamgauge_batch_events_bucket{le=\"1.0\",transport=\"sse\"} 2",
+            "streamgauge_batch_events_bucket{le=\"4.0\",transport=\"sse\"} 3",
+            "streamgauge_batch_events_bucket{le=\"256.0\",transport=\"sse\"} 3",
+            "streamgauge_batch_events_bucket{le=\"512.0\",transport=\"sse\"} 4",
+            "streamgauge_batch_events_bucket{le=\"+Inf\",transport=\"sse\"} 5",
+            "streamgauge_batch_events_count{transport=\"sse\"} 5",
+            "streamgauge_batch_events_sum{transport=\"sse\"} 5305.0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn exposition_names_every_family_with_snake_case_labels() {
+        let metrics = Metrics::new();
+        metrics.record_disconnect(TransportKind::Ws, Disconnect::PeerTimeout);
+        metrics.slow_consumers(SlowConsumerAction::Disconnect).inc();
+        metrics.set_queue_depth(
+            TransportKind::Sse,
+            Depth {
+                events: 3,
+                bytes: 99,
+            },
+        );
+        metrics.transport(TransportKind::Ws).record_batch(4, 100);
+        let text = metrics.encode();
+        for line in [
+            "streamgauge_disconnects_total{transport=\"ws\",reason=\"peer_timeout\"} 1",
+            "streamgauge_slow_consumers_total{action=\"disconnect\"} 1",
+            "streamgauge_queue_depth_events{transport=\"sse\"} 3",
+            "streamgauge_queue_depth_bytes{transport=\"sse\"} 99",
+            "streamgauge_events_sent_total{transport=\"ws\"} 4",
+            "streamgauge_bytes_sent_total{transport=\"ws\"} 100",
+            "streamgauge_connections_open{transport=\"sse\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

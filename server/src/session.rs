@@ -1,0 +1,276 @@
+//! One stream's life: the source fills the queue, the writer drains it into
+//! batches, the transport delivers them, until something ends the stream.
+//!
+//! Everything runs in one task (for SSE, inside the response body): the
+//! source, the writer, keep-alive and cancellation are polled together in one
+//! `select!`. The session returns the [`Disconnect`] that ended it after the
+//! transport has closed accordingly.
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::disconnect::Disconnect;
+use crate::metrics::TransportMetrics;
+use crate::transport::Transport;
+use crate::writer::{Batch, Writer};
+
+/// What a session needs besides its parts.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Cancelled when the server shuts down.
+    pub cancel: CancellationToken,
+    /// How often the transport is asked for a keep-alive.
+    pub keep_alive: Duration,
+    /// Where batches and keep-alives are counted.
+    pub metrics: TransportMetrics,
+}
+
+enum Step<'a> {
+    SourceDone,
+    Batch(Batch<'a>),
+    KeepAlive,
+    End(Disconnect),
+}
+
+/// Runs one stream until it ends, and returns why it ended.
+///
+/// `source` produces into the queue that `writer` drains; when it finishes
+/// (dropping its queue sender), the writer drains what is left and the
+/// stream ends as [`Disconnect::Complete`].
+pub async fn run<T: Transport>(
+    source: impl Future<Output = ()> + Send,
+    mut writer: Writer,
+    mut transport: T,
+    session: &Session,
+) -> Disconnect {
+    let mut source = pin!(source);
+    let mut source_done = false;
+    let mut keep_alive = interval_at(Instant::now() + session.keep_alive, session.keep_alive);
+    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    let reason = loop {
+        let step = tokio::select! {
+            biased;
+            () = session.cancel.cancelled() => Step::End(Disconnect::Shutdown),
+            reason = transport.recv() => Step::End(reason),
+            () = &mut source, if !source_done => Step::SourceDone,
+            batch = writer.next_batch() => batch.map_or(Step::End(Disconnect::Complete), Step::Batch),
+            _ = keep_alive.tick() => Step::KeepAlive,
+        };
+        match step {
+            Step::SourceDone => source_done = true,
+            Step::Batch(batch) => {
+                if let Err(reason) = transport.write_batch(&batch).await {
+                    break reason;
+                }
+                session
+                    .metrics
+                    .record_batch(batch.events(), batch.bytes.len());
+            }
+            Step::KeepAlive => match transport.keep_alive().await {
+                Ok(sent) => {
+                    if sent {
+                        session.metrics.keepalives.inc();
+                    }
+                }
+                Err(reason) => break reason,
+            },
+            Step::End(reason) => break reason,
+        }
+    };
+    transport.close(reason).await;
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::metrics::{Metrics, TransportKind};
+    use crate::protocol::{Event, Framing};
+    use crate::queue::{self, Limits};
+    use crate::source::{Source, ticker::Ticker};
+    use crate::transport::memory::{self, Record};
+    use crate::writer::BatchLimits;
+
+    fn session(cancel: CancellationToken) -> Session {
+        Session {
+            cancel,
+            keep_alive: Duration::from_secs(15),
+            metrics: Metrics::new().transport(TransportKind::Ws).clone(),
+        }
+    }
+
+    fn writer(rx: queue::Receiver, max_events: usize) -> Writer {
+        Writer::new(
+            rx,
+            Framing::WebSocket,
+            BatchLimits {
+                max_events,
+                max_bytes: 1 << 20,
+            },
+        )
+    }
+
+    const QUEUE: Limits = Limits {
+        max_events: 64,
+        max_bytes: 1 << 20,
+    };
+
+    fn seqs(records: &[Record]) -> Vec<u64> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Batch(frames) => Some(frames),
+                _ => None,
+            })
+            .flatten()
+            .map(|f| {
+                serde_json::from_slice::<serde_json::Value>(f).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    async fn collect(mut rx: mpsc::Receiver<Record>) -> Vec<Record> {
+        let mut out = Vec::new();
+        while let Some(r) = rx.recv().await {
+            out.push(r);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn ticker_with_count_delivers_every_event_then_completes() {
+        let (tx, rx) = queue::channel(QUEUE);
+        let (transport, records) = memory::channel(1024);
+        let ticker = Ticker {
+            rate: 0,
+            count: 500,
+            size: 8,
+        };
+        let reason = run(
+            ticker.run(tx),
+            writer(rx, 16),
+            transport,
+            &session(CancellationToken::new()),
+        )
+        .await;
+        assert_eq!(reason, Disconnect::Complete);
+        let records = collect(records).await;
+        assert_eq!(seqs(&records), (1..=500).collect::<Vec<_>>());
+        assert_eq!(records.last(), Some(&Record::Closed(Disconnect::Complete)));
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_gets_bigger_batches_not_more_memory() {
+        let (tx, rx) = queue::channel(QUEUE);
+        let probe = rx.probe();
+        // Room for one record: the session blocks on every write until read.
+        let (transport, mut records) = memory::channel(1);
+        let ticker = Ticker {
+            rate: 0,
+            count: 2000,
+            size: 8,
+        };
+        let session = session(CancellationToken::new());
+        let stream =
+            tokio::spawn(
+                async move { run(ticker.run(tx), writer(rx, 256), transport, &session).await },
+            );
+        let mut sizes = Vec::new();
+        let mut seen = Vec::new();
+        while let Some(record) = records.recv().await {
+            let depth = probe.depth().map_or(0, |d| d.events);
+            assert!(
+                depth <= QUEUE.max_events,
+                "queue grew past its bound: {depth}"
+            );
+            if let Record::Batch(frames) = &record {
+                sizes.push(frames.len());
+            }
+            seen.push(record);
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(stream.await.unwrap(), Disconnect::Complete);
+        assert_eq!(seqs(&seen), (1..=2000).collect::<Vec<_>>());
+        assert!(
+            sizes.iter().any(|&n| n > 1),
+            "batches never grew: {sizes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancellation_ends_the_stream_as_shutdown() {
+        let (tx, rx) = queue::channel(QUEUE);
+        let (transport, records) = memory::channel(1024);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let ticker = Ticker {
+            rate: 10,
+            count: 0,
+            size: 8,
+        };
+        let reason = run(ticker.run(tx), writer(rx, 16), transport, &session(cancel)).await;
+        assert_eq!(reason, Disconnect::Shutdown);
+        assert_eq!(
+            collect(records).await.last(),
+            Some(&Record::Closed(Disconnect::Shutdown))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_vanished_peer_ends_the_stream_and_stops_the_source() {
+        let (mut tx, rx) = queue::channel(QUEUE);
+        let (transport, records) = memory::channel(1);
+        drop(records);
+        let source = async move {
+            let mut seq = 0;
+            while tx
+                .push(Event {
+                    seq: {
+                        seq += 1;
+                        seq
+                    },
+                    data: Bytes::from_static(b"1"),
+                })
+                .await
+                .is_ok()
+            {}
+        };
+        let reason = run(
+            source,
+            writer(rx, 16),
+            transport,
+            &session(CancellationToken::new()),
+        )
+        .await;
+        assert_eq!(reason, Disconnect::PeerGone);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_gets_keep_alives_at_the_interval() {
+        let (_tx, rx) = queue::channel(QUEUE);
+        let (transport, mut records) = memory::channel(16);
+        let mut session = session(CancellationToken::new());
+        session.keep_alive = Duration::from_secs(5);
+        let cancel = session.cancel.clone();
+        let stream = tokio::spawn(async move {
+            run(std::future::pending(), writer(rx, 16), transport, &session).await
+        });
+        for _ in 0..3 {
+            assert_eq!(records.recv().await, Some(Record::KeepAlive));
+        }
+        cancel.cancel();
+        assert_eq!(stream.await.unwrap(), Disconnect::Shutdown);
+    }
+}

@@ -1,0 +1,74 @@
+//! The synthetic ticker of PROTOCOL.md: `count` events (or endless) at `rate`
+//! per second (or as fast as the client reads), each carrying a filler
+//! string of `size` bytes as its `data`.
+
+use bytes::Bytes;
+
+use super::{Pacer, Source};
+use crate::protocol::Event;
+use crate::queue::Sender;
+
+/// Ticker parameters, validated by the HTTP layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticker {
+    /// Events per second; 0 means as fast as the client reads.
+    pub rate: u64,
+    /// Events to send before the stream ends; 0 means no end.
+    pub count: u64,
+    /// Length in bytes of the filler string in `data`.
+    pub size: usize,
+}
+
+impl Ticker {
+    /// The `data` of every event: a JSON string of `size` `x` characters,
+    /// built once per stream and shared by its events.
+    fn filler(&self) -> Bytes {
+        let mut json = Vec::with_capacity(self.size + 2);
+        json.push(b'"');
+        json.resize(self.size + 1, b'x');
+        json.push(b'"');
+        Bytes::from(json)
+    }
+}
+
+impl Source for Ticker {
+    async fn run(self, mut queue: Sender) {
+        let data = self.filler();
+        let mut pacer = Pacer::new(self.rate);
+        let mut seq = 0;
+        while self.count == 0 || seq < self.count {
+            pacer.next().await;
+            seq += 1;
+            let event = Event {
+                seq,
+                data: data.clone(),
+            };
+            if queue.push(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filler_is_a_json_string_of_the_requested_size() {
+        let data = Ticker {
+            rate: 0,
+            count: 1,
+            size: 5,
+        }
+        .filler();
+        assert_eq!(&data[..], b"\"xxxxx\"");
+        let empty = Ticker {
+            rate: 0,
+            count: 1,
+            size: 0,
+        }
+        .filler();
+        assert_eq!(serde_json::from_slice::<String>(&empty).unwrap(), "");
+    }
+}

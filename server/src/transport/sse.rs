@@ -1,0 +1,136 @@
+//! Server-Sent Events: batches become chunks of one streaming response body.
+//!
+//! The stream's whole session (source, queue, writer) is polled from inside
+//! the response body, in the HTTP connection's own task: no extra task and
+//! no channel hop per connection. Hyper polls the body only when it can take
+//! more bytes, so a slow reader stops the session at its next write and the
+//! queue behind it fills: that is the backpressure. An SSE stream ends with
+//! the end of the body, whatever the [`Disconnect`] reason.
+
+use std::convert::Infallible;
+use std::future::{Future, pending, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::Transport;
+use crate::disconnect::Disconnect;
+use crate::protocol::{Framing, SSE_KEEPALIVE};
+use crate::writer::Batch;
+
+/// The one chunk handed from the session to the body, waiting to be taken.
+type Slot = Arc<Mutex<Option<Bytes>>>;
+
+fn lock(slot: &Slot) -> MutexGuard<'_, Option<Bytes>> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The SSE side of a session: writes hand chunks to the response body.
+#[derive(Debug)]
+pub struct SseTransport {
+    slot: Slot,
+    /// Whether anything was written since the last keep-alive tick; an
+    /// active stream needs no keep-alive comments.
+    active: bool,
+}
+
+impl SseTransport {
+    /// Hands `chunk` to the body, waiting until the previous one is taken.
+    ///
+    /// Pending here registers no waker on purpose: the body polls the
+    /// session right after taking a chunk, and only then can there be room.
+    async fn put(&mut self, chunk: Bytes) {
+        let mut chunk = Some(chunk);
+        poll_fn(|_| {
+            let mut slot = lock(&self.slot);
+            if slot.is_some() {
+                return Poll::Pending;
+            }
+            *slot = chunk.take();
+            Poll::Ready(())
+        })
+        .await;
+    }
+}
+
+impl SseTransport {
+    /// How the writer must frame events for this transport.
+    pub const FRAMING: Framing = Framing::Sse;
+}
+
+impl Transport for SseTransport {
+    async fn write_batch(&mut self, batch: &Batch<'_>) -> Result<(), Disconnect> {
+        self.active = true;
+        self.put(batch.bytes.clone()).await;
+        Ok(())
+    }
+
+    async fn keep_alive(&mut self) -> Result<bool, Disconnect> {
+        if std::mem::take(&mut self.active) {
+            return Ok(false);
+        }
+        self.put(Bytes::from_static(SSE_KEEPALIVE)).await;
+        Ok(true)
+    }
+
+    async fn recv(&mut self) -> Disconnect {
+        // An SSE client sends nothing once the request is made; its going
+        // away is seen by hyper, which then drops the body and the session.
+        pending().await
+    }
+
+    async fn close(self, _reason: Disconnect) {
+        // The body ends when the session completes.
+    }
+}
+
+/// A streaming response body driven by the session that `make` builds
+/// around an [`SseTransport`].
+pub fn body<F, Fut>(make: F) -> Body
+where
+    F: FnOnce(SseTransport) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slot = Slot::default();
+    let session = make(SseTransport {
+        slot: Arc::clone(&slot),
+        active: false,
+    });
+    Body::from_stream(SessionBody {
+        session: Some(Box::pin(session)),
+        slot,
+    })
+}
+
+struct SessionBody {
+    /// The running session; dropped (with everything it owns) once it ends.
+    session: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    slot: Slot,
+}
+
+impl Stream for SessionBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(chunk) = lock(&this.slot).take() {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        let Some(session) = this.session.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let done = session.as_mut().poll(cx).is_ready();
+        if done {
+            this.session = None;
+        }
+        match lock(&this.slot).take() {
+            Some(chunk) => Poll::Ready(Some(Ok(chunk))),
+            None if done => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
