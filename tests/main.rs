@@ -1,1 +1,16 @@
+//! End-to-end tests of the streamgauge server: a real server on
+//! `127.0.0.1:0` (in-process, through `streamgauge_server::run`), real
+//! HTTP, SSE and WebSocket clients, synchronized on events and on the
+//! server's `/metrics`, never on sleeps.
 
+// Helpers are `pub` to share them between the modules of this one binary.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod backpressure;
+mod limits;
+mod liveness;
+mod ops;
+mod shutdown;
+mod streams;

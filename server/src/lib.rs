@@ -79,9 +79,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> a
             .into_future()
     );
 
-    tokio::select! {
-        result = &mut serve => return result.context("serving"),
-        () = shutdown.token().cancelled() => {}
+    // Biased: once the shutdown has started, `serve` may finish at once (no
+    // connection left), and the drain below must still run.
+    let failed = tokio::select! {
+        biased;
+        () = shutdown.token().cancelled() => None,
+        result = &mut serve => Some(result),
+    };
+    if let Some(result) = failed {
+        // `serve` only returns after the shutdown signal, or on an error.
+        return result.context("serving");
     }
     tracing::info!("shutting down: draining open streams");
     let drain = async {

@@ -4,7 +4,7 @@
 //! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on a bad
 //! flag, environment variable or config file.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(EnvFilter::new(&config.log))
         .init();
     match serve(config) {

@@ -30,7 +30,6 @@ pub struct Session {
 }
 
 enum Step<'a> {
-    SourceDone,
     Batch(Batch<'a>),
     KeepAlive,
     End(Disconnect),
@@ -38,17 +37,34 @@ enum Step<'a> {
 
 /// Runs one stream until it ends, and returns why it ended.
 ///
-/// `source` produces into the queue that `writer` drains; when it finishes
-/// (dropping its queue sender), the writer drains what is left and the
-/// stream ends as [`Disconnect::Complete`].
+/// `source` produces into the queue that `writer` drains. It runs beside
+/// the delivery loop, in the same task, so it keeps filling the bounded
+/// queue while a write is blocked on a slow reader: the next batch is then
+/// as large as the limits allow. When the source finishes (dropping its
+/// queue sender), the writer drains what is left and the stream ends as
+/// [`Disconnect::Complete`]; when delivery ends first, the source is dropped.
 pub async fn run<T: Transport>(
     source: impl Future<Output = ()> + Send,
+    writer: Writer,
+    transport: T,
+    session: &Session,
+) -> Disconnect {
+    let mut deliver = pin!(deliver(writer, transport, session));
+    let mut source = pin!(source);
+    tokio::select! {
+        biased;
+        reason = &mut deliver => return reason,
+        () = &mut source => {}
+    }
+    deliver.await
+}
+
+/// The delivery loop: batches, keep-alives, the peer and cancellation.
+async fn deliver<T: Transport>(
     mut writer: Writer,
     mut transport: T,
     session: &Session,
 ) -> Disconnect {
-    let mut source = pin!(source);
-    let mut source_done = false;
     let mut keep_alive = interval_at(Instant::now() + session.keep_alive, session.keep_alive);
     keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
@@ -57,12 +73,10 @@ pub async fn run<T: Transport>(
             biased;
             () = session.cancel.cancelled() => Step::End(Disconnect::Shutdown),
             reason = transport.recv() => Step::End(reason),
-            () = &mut source, if !source_done => Step::SourceDone,
             batch = writer.next_batch() => batch.map_or(Step::End(Disconnect::Complete), Step::Batch),
             _ = keep_alive.tick() => Step::KeepAlive,
         };
         match step {
-            Step::SourceDone => source_done = true,
             Step::Batch(batch) => {
                 if let Err(reason) = transport.write_batch(&batch).await {
                     break reason;
@@ -189,12 +203,14 @@ mod tests {
             );
         let mut sizes = Vec::new();
         let mut seen = Vec::new();
+        let mut depths_seen_full = false;
         while let Some(record) = records.recv().await {
             let depth = probe.depth().map_or(0, |d| d.events);
             assert!(
                 depth <= QUEUE.max_events,
                 "queue grew past its bound: {depth}"
             );
+            depths_seen_full |= depth == QUEUE.max_events;
             if let Record::Batch(frames) = &record {
                 sizes.push(frames.len());
             }
@@ -203,6 +219,10 @@ mod tests {
         }
         assert_eq!(stream.await.unwrap(), Disconnect::Complete);
         assert_eq!(seqs(&seen), (1..=2000).collect::<Vec<_>>());
+        assert!(
+            depths_seen_full,
+            "the queue never filled while a write was blocked"
+        );
         assert!(
             sizes.iter().any(|&n| n > 1),
             "batches never grew: {sizes:?}"

@@ -1,0 +1,234 @@
+//! The `streamgauge-server` binary as CLI.md specifies it: the readiness
+//! line, environment variables, exit codes, graceful stop on a signal.
+//!
+//! Test with `cargo test -p streamgauge-server --test cli`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// The longest any wait on the child process may take.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn server() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"));
+    command
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A running server and the address from its readiness line.
+struct Running {
+    child: Child,
+    addr: String,
+}
+
+impl Running {
+    fn start(command: &mut Command) -> Self {
+        let mut child = command.spawn().expect("spawning streamgauge-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).expect("the readiness line");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .unwrap_or_else(|| panic!("first stdout line was {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> (ExitStatus, String) {
+        let status = wait_timeout(&mut self.child);
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child) -> ExitStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit within {WAIT:?}"
+        );
+        thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+/// A raw HTTP/1.1 GET; returns the status line and the body.
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connecting to the server");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+fn run_to_exit(command: &mut Command) -> (i32, String) {
+    let mut child = command.spawn().expect("spawning streamgauge-server");
+    let status = wait_timeout(&mut child);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code().expect("an exit code"), stderr)
+}
+
+#[test]
+fn prints_the_readiness_line_serves_and_exits_0_on_sigterm() {
+    let running = Running::start(server().args(["--listen", "127.0.0.1:0"]));
+    assert!(running.addr.starts_with("127.0.0.1:"));
+    assert!(!running.addr.ends_with(":0"), "the real port is printed");
+    let (status, body) = get(&running.addr, "/healthz");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("ok"));
+    running.signal("TERM");
+    let (status, stderr) = running.wait();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains("shut down"), "logs go to stderr:\n{stderr}");
+}
+
+#[test]
+fn ctrl_c_also_stops_it_cleanly_and_streams_end() {
+    let running = Running::start(server().args(["--listen", "127.0.0.1:0"]));
+    let mut stream = TcpStream::connect(&running.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET /sse/ticker?rate=100 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    running.signal("INT");
+    // The SSE body ends with the last chunk of the chunked encoding.
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.ends_with(b"0\r\n\r\n"), "the body did not end cleanly");
+    let (status, stderr) = running.wait();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+}
+
+#[test]
+fn flags_also_read_streamgauge_environment_variables() {
+    let running = Running::start(
+        server()
+            .env("STREAMGAUGE_LISTEN", "127.0.0.1:0")
+            .env("STREAMGAUGE_MAX_SIZE", "8"),
+    );
+    let (status, body) = get(&running.addr, "/sse/ticker?size=9");
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    assert!(body.contains("`size`"), "{body}");
+    running.signal("TERM");
+    assert_eq!(running.wait().0.code(), Some(0));
+}
+
+#[test]
+fn a_flag_overrides_its_environment_variable() {
+    let running = Running::start(
+        server()
+            .env("STREAMGAUGE_LISTEN", "127.0.0.2:1")
+            .args(["--listen", "127.0.0.1:0"]),
+    );
+    assert!(running.addr.starts_with("127.0.0.1:"));
+}
+
+#[test]
+fn bad_flags_and_settings_exit_2_with_a_message_naming_them() {
+    let (code, stderr) = run_to_exit(server().args(["--max-batch", "many"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--max-batch"), "{stderr}");
+
+    let (code, stderr) = run_to_exit(server().env("STREAMGAUGE_MAX_CONNECTIONS", "0"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("invalid `max-connections`"), "{stderr}");
+
+    let (code, stderr) = run_to_exit(server().args(["--no-such-flag"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
+
+#[test]
+fn a_bad_config_file_exits_2_naming_the_file_and_line() {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-bad-config.toml");
+    std::fs::write(&path, "max-batch = 16\nwrite-timeout = 30\n").unwrap();
+    let (code, stderr) = run_to_exit(server().arg("--config").arg(&path));
+    assert_eq!(code, 2);
+    assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+#[test]
+fn a_busy_port_is_a_runtime_error_with_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run_to_exit(server().args(["--listen", &addr]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&addr), "{stderr}");
+}
+
+#[test]
+fn help_lists_the_flags_and_exits_0() {
+    let output = server().arg("--help").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--config",
+        "--max-batch",
+        "--max-connections",
+        "--write-timeout",
+        "STREAMGAUGE_LISTEN",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+}

@@ -1,0 +1,186 @@
+//! Bad requests are refused with a precise 4xx before any stream starts,
+//! and the connection limit sheds new streams while serving the others.
+
+use serde_json::Value;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::support::{self, End, Item, TestServer, Transport};
+
+/// Each request with the parameter its error must name.
+const BAD: [(&str, &str); 12] = [
+    ("ticker?rate=abc", "rate"),
+    ("ticker?rate=-1", "rate"),
+    ("ticker?rate=1000001", "rate"),
+    ("ticker?count=1.5", "count"),
+    ("ticker?size=65537", "size"),
+    ("ticker?size=", "size"),
+    ("ticker?count=1&count=2", "count"),
+    ("tokens?ttft_ms=soon", "ttft_ms"),
+    ("tokens?ttft_ms=600001", "ttft_ms"),
+    ("tokens?tps=1e3", "tps"),
+    ("tokens?tokens=10000001", "tokens"),
+    ("tokens?jitter_ms=-5", "jitter_ms"),
+];
+
+fn assert_names(body: &[u8], param: &str, request: &str) {
+    let body: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{request}: body is not JSON ({e})"));
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{request}: no error in {body}"));
+    assert!(
+        message.contains(&format!("`{param}`")),
+        "{request}: {message:?} does not name {param}"
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_get_400_naming_the_parameter_on_both_transports() {
+    let server = TestServer::start(support::config()).await;
+    for (path, param) in BAD {
+        let response = server
+            .http()
+            .get(server.url(&format!("/sse/{path}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "/sse/{path}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_names(&response.bytes().await.unwrap(), param, path);
+
+        // A real WebSocket handshake is refused before the upgrade.
+        let url = format!("ws://{}/ws/{path}", server.addr);
+        match connect_async(&url).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 400, "/ws/{path}");
+                assert_names(response.body().as_deref().unwrap_or_default(), param, path);
+            }
+            other => panic!("/ws/{path}: expected a 400, got {other:?}"),
+        }
+    }
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metrics.of("streamgauge_connections_opened_total", "sse"),
+        0.0
+    );
+    assert_eq!(
+        metrics.of("streamgauge_connections_opened_total", "ws"),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn wrong_paths_methods_and_missing_upgrades_get_json_errors() {
+    let server = TestServer::start(support::config()).await;
+    let http = server.http();
+    let cases = [
+        (http.get(server.url("/nowhere")), 404),
+        (http.post(server.url("/sse/ticker")), 405),
+        (http.get(server.url("/ws/ticker")), 400),
+    ];
+    for (request, status) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn over_the_connection_limit_sse_gets_503_and_ws_gets_1013_while_others_stream() {
+    let mut config = support::config();
+    config.max_connections = 2;
+    let server = TestServer::start(config).await;
+    let mut sse = server.open(Transport::Sse, "ticker?rate=50").await;
+    let mut ws = server.open(Transport::Ws, "ticker?rate=50").await;
+    sse.next_event().await;
+    ws.next_event().await;
+
+    let response = server
+        .http()
+        .get(server.url("/sse/ticker"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2 streams"),
+        "{body}"
+    );
+
+    let mut rejected = server.open(Transport::Ws, "ticker").await;
+    assert_eq!(rejected.next().await, Item::End(End::Close(1013)));
+
+    // The streams already admitted carry on.
+    let seq = sse.next_event().await["seq"].as_u64().unwrap();
+    assert_eq!(sse.next_event().await["seq"].as_u64().unwrap(), seq + 1);
+    ws.next_event().await;
+
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metrics.of("streamgauge_connections_rejected_total", "sse"),
+        1.0
+    );
+    assert_eq!(
+        metrics.of("streamgauge_connections_rejected_total", "ws"),
+        1.0
+    );
+
+    // A freed slot admits a new stream.
+    drop(sse);
+    server
+        .wait_for("the dropped SSE stream to be released", |m| {
+            m.of("streamgauge_connections_open", "sse") == 0.0
+        })
+        .await;
+    server
+        .open(Transport::Sse, "ticker")
+        .await
+        .next_event()
+        .await;
+}
+
+#[tokio::test]
+async fn websocket_messages_on_a_stream_that_takes_none_close_1003_and_oversized_1009() {
+    let mut config = support::config();
+    config.ws_max_message = 1024;
+    let server = TestServer::start(config).await;
+
+    let mut client = server.open(Transport::Ws, "ticker?rate=1").await;
+    client.send(Message::text("hello")).await;
+    assert_eq!(client.drain().await.1, End::Close(1003));
+
+    let mut client = server.open(Transport::Ws, "ticker?rate=1").await;
+    client.send(Message::text("x".repeat(4096))).await;
+    assert_eq!(client.drain().await.1, End::Close(1009));
+
+    server
+        .wait_for("both refusals to be counted", |m| {
+            m.disconnects("ws", "unsupported_data") == 1.0
+                && m.disconnects("ws", "message_too_big") == 1.0
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_stream_frees_its_slot() {
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::BOTH {
+        let mut client = server.open(transport, "ticker?rate=100").await;
+        client.next_event().await;
+        drop(client);
+        let t = transport.label();
+        server
+            .wait_for("the vanished client's stream to close", |m| {
+                m.of("streamgauge_connections_open", t) == 0.0
+                    && m.disconnects(t, "peer_gone") == 1.0
+            })
+            .await;
+    }
+}

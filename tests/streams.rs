@@ -1,0 +1,121 @@
+//! The ticker and token streams deliver exactly what PROTOCOL.md promises,
+//! on both transports.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::support::{self, End, TestServer, Transport, now_micros};
+
+/// The clean end each transport gives a stream that completed.
+fn completed(transport: Transport) -> End {
+    match transport {
+        Transport::Sse => End::Body,
+        Transport::Ws => End::Close(1000),
+    }
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+#[tokio::test]
+async fn ticker_delivers_count_events_in_order_with_sane_ts_then_ends_cleanly() {
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::BOTH {
+        for query in ["count=200&rate=0&size=16", "count=20&rate=200&size=16"] {
+            let before = now_micros();
+            let mut client = server.open(transport, &format!("ticker?{query}")).await;
+            let (events, end) = client.drain().await;
+            let after = now_micros();
+
+            assert_eq!(end, completed(transport), "{transport:?} {query}");
+            let count = events.len() as u64;
+            assert_eq!(
+                seqs(&events),
+                (1..=count).collect::<Vec<_>>(),
+                "{transport:?} {query}"
+            );
+            assert!(count == 200 || count == 20);
+            let ts: Vec<u64> = events
+                .iter()
+                .map(|e| e["ts"].as_u64().expect("ts"))
+                .collect();
+            assert!(
+                ts.iter().all(|&t| (before..=after).contains(&t)),
+                "{transport:?}: ts outside the request"
+            );
+            assert!(
+                ts.windows(2).all(|w| w[0] <= w[1]),
+                "{transport:?}: ts went back in time"
+            );
+            assert!(events.iter().all(|e| e["data"] == "x".repeat(16)));
+        }
+    }
+    let metrics = server.metrics().await;
+    for transport in ["sse", "ws"] {
+        assert_eq!(
+            metrics.of("streamgauge_events_sent_total", transport),
+            220.0
+        );
+        assert_eq!(metrics.disconnects(transport, "complete"), 2.0);
+    }
+}
+
+#[tokio::test]
+async fn ticker_defaults_stream_endlessly_at_ten_per_second_with_32_byte_data() {
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::BOTH {
+        let mut client = server.open(transport, "ticker").await;
+        let first = client.next_event().await;
+        let second = client.next_event().await;
+        assert_eq!(
+            (first["seq"].as_u64(), second["seq"].as_u64()),
+            (Some(1), Some(2))
+        );
+        assert_eq!(first["data"].as_str().map(str::len), Some(32));
+        // Ten per second: the second event is due 100 ms after the first.
+        let gap = second["ts"].as_u64().unwrap() - first["ts"].as_u64().unwrap();
+        assert!(
+            gap >= 90_000,
+            "{transport:?}: events {gap} µs apart at rate 10"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_stream_waits_for_ttft_then_sends_every_token_and_ends() {
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::BOTH {
+        let started = Instant::now();
+        let mut client = server
+            .open(transport, "tokens?ttft_ms=150&tps=200&tokens=12")
+            .await;
+        let first = client.next_event().await;
+        let ttft = started.elapsed();
+        assert!(
+            ttft.as_millis() >= 150,
+            "{transport:?}: first token after {ttft:?}"
+        );
+        let (rest, end) = client.drain().await;
+        assert_eq!(end, completed(transport));
+        let events: Vec<Value> = std::iter::once(first).chain(rest).collect();
+        assert_eq!(seqs(&events), (1..=12).collect::<Vec<_>>());
+        assert!(
+            events.iter().all(|e| e["data"]["token"].is_string()),
+            "{events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_empty_token_stream_still_ends_cleanly() {
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::BOTH {
+        let mut client = server.open(transport, "tokens?ttft_ms=0&tokens=0").await;
+        assert_eq!(client.drain().await, (vec![], completed(transport)));
+    }
+}

@@ -1,0 +1,221 @@
+//! One client type over both transports, so every behaviour is tested the
+//! same way on SSE and on WebSocket.
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use super::within;
+
+/// A transport under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Sse,
+    Ws,
+}
+
+impl Transport {
+    pub const BOTH: [Transport; 2] = [Transport::Sse, Transport::Ws];
+
+    /// The URL prefix and metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
+/// How a stream ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// SSE: the chunked body ended cleanly.
+    Body,
+    /// WebSocket: a close frame with this code.
+    Close(u16),
+    /// The connection broke (no clean end, no close frame).
+    Broken(String),
+}
+
+/// What a stream delivered next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// An event, parsed from its JSON.
+    Event(Value),
+    /// A keep-alive: an SSE comment or a WebSocket ping.
+    KeepAlive,
+    /// The end of the stream.
+    End(End),
+}
+
+/// A streaming client.
+pub enum Client {
+    Sse(SseClient),
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+}
+
+impl Client {
+    /// Opens `/{transport}/{path}` on `addr`, expecting the stream to start.
+    pub async fn open(addr: SocketAddr, transport: Transport, path: &str) -> Self {
+        let url = format!(
+            "{}://{addr}/{}/{path}",
+            scheme(transport),
+            transport.label()
+        );
+        match transport {
+            Transport::Sse => {
+                let response = within(
+                    "SSE response headers",
+                    super::http_client().get(&url).send(),
+                )
+                .await
+                .expect("SSE request");
+                assert_eq!(response.status(), 200, "GET {url}");
+                assert_eq!(response.headers()["content-type"], "text/event-stream");
+                Client::Sse(SseClient::new(response))
+            }
+            Transport::Ws => {
+                let (socket, response) = within("WebSocket handshake", connect_async(&url))
+                    .await
+                    .unwrap_or_else(|e| panic!("WebSocket {url}: {e}"));
+                assert_eq!(response.status(), 101);
+                Client::Ws(Box::new(socket))
+            }
+        }
+    }
+
+    /// The next thing the stream delivers, failing the test after the wait.
+    pub async fn next(&mut self) -> Item {
+        match self {
+            Client::Sse(sse) => within("the next SSE item", sse.next()).await,
+            Client::Ws(ws) => within("the next WebSocket item", next_ws(ws)).await,
+        }
+    }
+
+    /// The next event, skipping keep-alives; fails on an end.
+    pub async fn next_event(&mut self) -> Value {
+        loop {
+            match self.next().await {
+                Item::Event(event) => return event,
+                Item::KeepAlive => {}
+                Item::End(end) => panic!("stream ended before the next event: {end:?}"),
+            }
+        }
+    }
+
+    /// Every remaining event, then how the stream ended.
+    pub async fn drain(&mut self) -> (Vec<Value>, End) {
+        let mut events = Vec::new();
+        loop {
+            match self.next().await {
+                Item::Event(event) => events.push(event),
+                Item::KeepAlive => {}
+                Item::End(end) => return (events, end),
+            }
+        }
+    }
+
+    /// Sends a WebSocket message (panics on SSE, which has no upstream).
+    pub async fn send(&mut self, message: Message) {
+        let Client::Ws(ws) = self else {
+            panic!("SSE clients cannot send");
+        };
+        within("a WebSocket send", ws.send(message))
+            .await
+            .expect("WebSocket send");
+    }
+}
+
+fn scheme(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Sse => "http",
+        Transport::Ws => "ws",
+    }
+}
+
+async fn next_ws(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Item {
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) => {
+            Item::Event(serde_json::from_str(&text).expect("event JSON"))
+        }
+        Some(Ok(Message::Ping(_))) => Item::KeepAlive,
+        Some(Ok(Message::Close(frame))) => {
+            // Finish the closing handshake as a well-behaved client does:
+            // reading on flushes tungstenite's reply, then the stream ends.
+            while let Some(Ok(_)) = ws.next().await {}
+            Item::End(End::Close(frame.map_or(1005, |f| f.code.into())))
+        }
+        Some(Ok(other)) => panic!("unexpected WebSocket message {other:?}"),
+        Some(Err(e)) => Item::End(End::Broken(e.to_string())),
+        None => Item::End(End::Broken("closed without a close frame".to_owned())),
+    }
+}
+
+/// An SSE client parsing the body incrementally.
+pub struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+    ended: bool,
+}
+
+impl SseClient {
+    fn new(response: reqwest::Response) -> Self {
+        Self {
+            response,
+            buffer: String::new(),
+            ended: false,
+        }
+    }
+
+    async fn next(&mut self) -> Item {
+        loop {
+            if let Some(item) = self.parse_one() {
+                return item;
+            }
+            if self.ended {
+                assert!(
+                    self.buffer.is_empty(),
+                    "body ended inside an event: {:?}",
+                    self.buffer
+                );
+                return Item::End(End::Body);
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self
+                    .buffer
+                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8 body")),
+                Ok(None) => self.ended = true,
+                Err(e) => return Item::End(End::Broken(format!("{e:?}"))),
+            }
+        }
+    }
+
+    /// Takes one complete event or comment block off the buffer.
+    fn parse_one(&mut self) -> Option<Item> {
+        let end = self.buffer.find("\n\n")?;
+        let block: String = self.buffer.drain(..end + 2).collect();
+        let mut data = Vec::new();
+        let mut id = None;
+        for line in block.lines() {
+            if line.is_empty() || line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+            match field {
+                "data" => data.push(value),
+                "id" => id = Some(value.to_owned()),
+                other => panic!("unexpected SSE field {other:?} in {block:?}"),
+            }
+        }
+        if data.is_empty() {
+            return Some(Item::KeepAlive);
+        }
+        let event: Value = serde_json::from_str(&data.join("\n")).expect("event JSON");
+        assert_eq!(id, Some(event["seq"].to_string()), "SSE id must be the seq");
+        Some(Item::Event(event))
+    }
+}

@@ -1,0 +1,127 @@
+//! Test harness: the in-process server, clients for both transports, and
+//! `/metrics` reading with bounded waits.
+
+pub mod client;
+pub mod metrics;
+pub mod raw_ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use streamgauge_server::{Config, Shutdown, run};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use self::client::{Client, End, Item, Transport};
+pub use self::metrics::Metrics;
+
+/// The longest any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Awaits `future`, failing the test with `what` if it takes over [`WAIT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// A configuration for tests: a free loopback port and the defaults.
+pub fn config() -> Config {
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    }
+}
+
+/// A server running in this process until dropped or stopped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server with `config` on a free loopback port.
+    pub async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .expect("binding 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound address");
+        let shutdown = Shutdown::new();
+        let handle = tokio::spawn(run(listener, config, shutdown.clone()));
+        Self {
+            addr,
+            shutdown,
+            handle: Some(handle),
+            http: http_client(),
+        }
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A plain HTTP client for control requests.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Opens a stream on `transport` at `/{sse|ws}/{path}`.
+    pub async fn open(&self, transport: Transport, path: &str) -> Client {
+        Client::open(self.addr, transport, path).await
+    }
+
+    /// The server's metrics now.
+    pub async fn metrics(&self) -> Metrics {
+        Metrics::scrape(&self.http, &self.url("/metrics")).await
+    }
+
+    /// Polls `/metrics` until `ready` holds, failing after [`WAIT`] with
+    /// `what` and the last scrape.
+    pub async fn wait_for(&self, what: &str, ready: impl Fn(&Metrics) -> bool) -> Metrics {
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            poll.tick().await;
+            let metrics = self.metrics().await;
+            if ready(&metrics) {
+                return metrics;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {WAIT:?} waiting for {what}; last metrics:\n{metrics}"
+            );
+        }
+    }
+
+    /// Triggers the shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        let handle = self.handle.take().expect("stopped once");
+        within("the server to shut down", handle)
+            .await
+            .expect("server task")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// A reqwest client that talks to loopback directly (no proxy).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("building the HTTP client")
+}
+
+/// The wall clock in µs since the Unix epoch, as the server stamps `ts`.
+pub fn now_micros() -> u64 {
+    streamgauge_server::protocol::now_micros()
+}
