@@ -6,6 +6,7 @@ use std::future::Future;
 
 use tokio::time::{Duration, Instant, sleep_until};
 
+use crate::protocol::Event;
 use crate::queue::Sender;
 
 pub mod ticker;
@@ -16,6 +17,20 @@ pub trait Source: Send + 'static {
     /// Produces events into `queue` until done (then drops it, which ends
     /// the stream after the writer has drained it) or until the queue closes.
     fn run(self, queue: Sender) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Queues `events` one by one at `rate` per second (0: as fast as the
+/// queue takes them), waiting on a full queue; stops early once the stream
+/// has gone. Returning drops `queue`, which ends the stream after the
+/// writer has drained it.
+pub async fn paced(mut queue: Sender, rate: u64, events: impl Iterator<Item = Event>) {
+    let mut pacer = Pacer::new(rate);
+    for event in events {
+        pacer.next().await;
+        if queue.push(event).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Paces events at a steady rate, open-loop: the n-th event is due at

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{Pacer, Source};
+use super::{Source, paced};
 use crate::protocol::Event;
 use crate::queue::Sender;
 
@@ -32,21 +32,18 @@ impl Ticker {
 }
 
 impl Source for Ticker {
-    async fn run(self, mut queue: Sender) {
+    async fn run(self, queue: Sender) {
         let data = self.filler();
-        let mut pacer = Pacer::new(self.rate);
-        let mut seq = 0;
-        while self.count == 0 || seq < self.count {
-            pacer.next().await;
-            seq += 1;
-            let event = Event {
-                seq,
-                data: data.clone(),
-            };
-            if queue.push(event).await.is_err() {
-                return;
-            }
-        }
+        let last = if self.count == 0 {
+            u64::MAX
+        } else {
+            self.count
+        };
+        let events = (1..=last).map(|seq| Event {
+            seq,
+            data: data.clone(),
+        });
+        paced(queue, self.rate, events).await;
     }
 }
 

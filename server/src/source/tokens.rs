@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use tokio::time::{Duration, sleep};
 
-use super::{Pacer, Source};
+use super::{Source, paced};
 use crate::protocol::Event;
 use crate::queue::Sender;
 
@@ -50,19 +50,15 @@ impl Tokens {
 }
 
 impl Source for Tokens {
-    async fn run(self, mut queue: Sender) {
+    async fn run(self, queue: Sender) {
         sleep(self.first_token_delay()).await;
-        let mut pacer = Pacer::new(self.tps);
-        for (seq, word) in (1..=self.tokens).zip(WORDS.iter().cycle()) {
-            pacer.next().await;
-            let event = Event {
+        let events = (1..=self.tokens)
+            .zip(WORDS.iter().cycle())
+            .map(|(seq, word)| Event {
                 seq,
                 data: Bytes::from_static(word.as_bytes()),
-            };
-            if queue.push(event).await.is_err() {
-                return;
-            }
-        }
+            });
+        paced(queue, self.tps, events).await;
     }
 }
 
