@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamgauge_server::protocol::{Event, Framing, json_data};
+use streamgauge_server::protocol::{Event, Framing, Item, json_data};
 use streamgauge_server::queue::{self, Limits};
 use streamgauge_server::writer::{BatchLimits, Writer};
 
@@ -29,10 +29,11 @@ async fn push_and_drain(framing: Framing, batch: usize, data: &Bytes) -> usize {
         max_bytes: usize::MAX,
     });
     for seq in 1..=EVENTS {
-        let event = Event {
+        let event = Item::Event(Event {
             seq,
+            pts: None,
             data: data.clone(),
-        };
+        });
         tx.try_push(event).expect("the queue holds every event");
     }
     drop(tx);
@@ -42,7 +43,7 @@ async fn push_and_drain(framing: Framing, batch: usize, data: &Bytes) -> usize {
     };
     let mut writer = Writer::new(rx, framing, limits);
     let mut bytes = 0;
-    while let Some(batch) = writer.next_batch().await {
+    while let Ok(batch) = writer.next_batch().await {
         if framing == Framing::WebSocket {
             batch.frames().for_each(|frame| {
                 black_box(frame);
@@ -71,10 +72,11 @@ fn writer(c: &mut Criterion) {
 }
 
 fn encode(c: &mut Criterion) {
-    let event = Event {
+    let event = Item::Event(Event {
         seq: 123_456,
+        pts: None,
         data: payload(),
-    };
+    });
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(1));
     for (name, framing) in FRAMINGS {

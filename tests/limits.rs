@@ -144,16 +144,15 @@ async fn over_the_connection_limit_sse_gets_503_and_ws_gets_1013_while_others_st
 
 #[tokio::test]
 async fn websocket_messages_on_a_stream_that_takes_none_close_1003_and_oversized_1009() {
-    let mut config = support::config();
-    config.ws_max_message = 1024;
-    let server = TestServer::start(config).await;
+    let server = TestServer::start(support::config()).await;
 
     let mut client = server.open(Transport::Ws, "ticker?rate=1").await;
     client.send(Message::text("hello")).await;
     assert_eq!(client.drain().await.1, End::Close(1003));
 
     let mut client = server.open(Transport::Ws, "ticker?rate=1").await;
-    client.send(Message::text("x".repeat(4096))).await;
+    // Streams that take no messages read at most 4 KiB of one.
+    client.send(Message::text("x".repeat(8192))).await;
     assert_eq!(client.drain().await.1, End::Close(1009));
 
     server

@@ -6,11 +6,14 @@
 // Helpers are `pub` to share them between the modules of this one binary.
 #![allow(unreachable_pub)]
 
+#[macro_use]
 mod support;
 
 mod backpressure;
 mod limits;
 mod liveness;
 mod ops;
+mod replay;
 mod shutdown;
 mod streams;
+mod topics;

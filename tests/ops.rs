@@ -2,11 +2,11 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use streamgauge_server::Shutdown;
 use streamgauge_server::state::AppState;
+use streamgauge_server::{Shutdown, Store};
 use tower::ServiceExt;
 
-use crate::support::{self, TestServer};
+use crate::support::{self, Backend, Database, TestServer};
 
 #[tokio::test]
 async fn health_and_readiness_answer_200_and_metrics_are_openmetrics_text() {
@@ -46,8 +46,13 @@ async fn health_and_readiness_answer_200_and_metrics_are_openmetrics_text() {
 
 #[tokio::test]
 async fn readiness_turns_503_once_the_server_is_draining() {
+    let database = Database::fresh(Backend::Sqlite).await;
+    let mut config = support::config();
+    config.store.url = database.url().to_owned();
+    let store = Store::open(&config.store).await.unwrap();
     let shutdown = Shutdown::new();
-    let app = streamgauge_server::app::router(AppState::new(support::config(), shutdown.clone()));
+    let (state, _writer) = AppState::start(config, store, shutdown.clone());
+    let app = streamgauge_server::app::router(state);
     let readyz = || Request::get("/readyz").body(Body::empty()).unwrap();
     assert_eq!(
         app.clone().oneshot(readyz()).await.unwrap().status(),

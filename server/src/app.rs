@@ -1,9 +1,13 @@
 //! The router: the one place that lists every route group and layer.
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::http::{ops, ticker, tokens};
+use crate::http::{ops, replay, ticker, tokens, topics};
 use crate::state::AppState;
 
 /// The whole HTTP application over `state`.
@@ -11,8 +15,27 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ticker::router())
         .merge(tokens::router())
+        .merge(topics::router())
+        .merge(replay::router())
         .merge(ops::router())
         .fallback(async || ApiError::NotFound)
         .method_not_allowed_fallback(async || ApiError::MethodNotAllowed)
+        .layer(middleware::from_fn(log_server_errors))
         .with_state(state)
+}
+
+/// Logs every 5xx answer once, here rather than in each handler. A 503 is
+/// load being shed or a retryable outage (its cause is logged where it
+/// happens), so it is logged at debug level only.
+async fn log_server_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::debug!(%method, %path, %status, "request shed");
+    } else if status.is_server_error() {
+        tracing::error!(%method, %path, %status, "request failed");
+    }
+    response
 }

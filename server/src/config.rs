@@ -15,7 +15,10 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{ReadRule, Secret};
 use crate::queue;
+use crate::source::topic::OverflowPolicy;
+use crate::store::{self, Retention, SqliteDurability};
 use crate::writer::BatchLimits;
 
 /// A duration written the human way: `250ms`, `15s`, `2m`.
@@ -63,6 +66,67 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+
+    /// Database: `sqlite:PATH` (created and migrated on start) or `postgres://…` [default: sqlite://streamgauge.db]
+    #[arg(
+        long,
+        env = "STREAMGAUGE_DATABASE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+
+    /// Most database connections [default: 16]
+    #[arg(long, env = "STREAMGAUGE_DATABASE_CONNECTIONS", value_name = "N")]
+    pub database_connections: Option<u32>,
+
+    /// SQLite commits: `full` fsyncs each (survives power loss), `normal` survives a process crash [default: full]
+    #[arg(long, env = "STREAMGAUGE_SQLITE_DURABILITY", value_name = "MODE")]
+    pub sqlite_durability: Option<SqliteDurability>,
+
+    /// A token that may publish (repeatable; the variable takes a comma-separated list); with none, publishing is open
+    #[arg(
+        long,
+        env = "STREAMGAUGE_PUBLISH_TOKEN",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub publish_token: Option<Vec<Secret>>,
+
+    /// A read rule `PATTERN=TOKEN` (repeatable): topics matching PATTERN (`*` = any run) need TOKEN to be read
+    #[arg(
+        long,
+        env = "STREAMGAUGE_READ_TOKEN",
+        value_name = "RULE",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_token: Option<Vec<ReadRule>>,
+
+    /// Largest publish body, bytes; larger is 413 [default: 65536]
+    #[arg(long, env = "STREAMGAUGE_MAX_PUBLISH_BYTES", value_name = "BYTES")]
+    pub max_publish_bytes: Option<usize>,
+
+    /// Publishes waiting to be committed before new ones get 503 [default: 8192]
+    #[arg(long, env = "STREAMGAUGE_PUBLISH_QUEUE", value_name = "N")]
+    pub publish_queue: Option<usize>,
+
+    /// Events kept per topic (the newest) [default: 1000000]
+    #[arg(long, env = "STREAMGAUGE_RETENTION_EVENTS", value_name = "N")]
+    pub retention_events: Option<u64>,
+
+    /// Oldest event kept, by publish time [default: 7days]
+    #[arg(long, env = "STREAMGAUGE_RETENTION_AGE", value_name = "DURATION")]
+    pub retention_age: Option<HumanDuration>,
+
+    /// How often retention runs [default: 10s]
+    #[arg(long, env = "STREAMGAUGE_RETENTION_INTERVAL", value_name = "DURATION")]
+    pub retention_interval: Option<HumanDuration>,
+
+    /// A topic subscriber whose queue overflows: `catch-up` reads the store, `disconnect` closes it [default: catch-up]
+    #[arg(long, env = "STREAMGAUGE_OVERFLOW", value_name = "POLICY")]
+    pub overflow: Option<OverflowPolicy>,
 
     /// Log filter, in `tracing` syntax (e.g. `info`, `streamgauge_server=debug`) [default: info]
     #[arg(long, env = "STREAMGAUGE_LOG", value_name = "FILTER")]
@@ -119,10 +183,6 @@ pub struct Args {
     /// Highest ticker `size` a client may ask for, bytes [default: 65536]
     #[arg(long, env = "STREAMGAUGE_MAX_SIZE", value_name = "BYTES")]
     pub max_size: Option<usize>,
-
-    /// Largest WebSocket message accepted from a client, bytes [default: 65536]
-    #[arg(long, env = "STREAMGAUGE_WS_MAX_MESSAGE", value_name = "BYTES")]
-    pub ws_max_message: Option<usize>,
 }
 
 /// Why the configuration could not be built.
@@ -203,6 +263,22 @@ fn layer(base: Args, over: Args) -> Args {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// The database.
+    pub store: store::Options,
+    /// Tokens that may publish; none means publishing is open.
+    pub publish_tokens: Vec<Secret>,
+    /// Topics that need a token to be read.
+    pub read_rules: Vec<ReadRule>,
+    /// Largest publish body, bytes.
+    pub max_publish_bytes: usize,
+    /// Publishes waiting to be committed before new ones are refused.
+    pub publish_queue: usize,
+    /// How long topic events are kept.
+    pub retention: Retention,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// What happens to a topic subscriber whose queue overflows.
+    pub overflow: OverflowPolicy,
     /// Log filter.
     pub log: String,
     /// Runtime worker threads; `None` means one per core.
@@ -227,14 +303,27 @@ pub struct Config {
     pub max_rate: u64,
     /// Highest ticker `size` a client may ask for, bytes.
     pub max_size: usize,
-    /// Largest WebSocket message accepted from a client, bytes.
-    pub ws_max_message: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: store::Options {
+                url: "sqlite://streamgauge.db".to_owned(),
+                max_connections: 16,
+                sqlite_durability: SqliteDurability::Full,
+            },
+            publish_tokens: Vec::new(),
+            read_rules: Vec::new(),
+            max_publish_bytes: 64 << 10,
+            publish_queue: 8192,
+            retention: Retention {
+                max_events: 1_000_000,
+                max_age: Duration::from_secs(7 * 24 * 3600),
+            },
+            retention_interval: Duration::from_secs(10),
+            overflow: OverflowPolicy::CatchUp,
             log: "info".to_owned(),
             workers: None,
             max_connections: 10_000,
@@ -253,7 +342,6 @@ impl Default for Config {
             retry_after: Duration::from_secs(1),
             max_rate: 1_000_000,
             max_size: 64 << 10,
-            ws_max_message: 64 << 10,
         }
     }
 }
@@ -269,6 +357,21 @@ impl Config {
         let duration = |v: Option<HumanDuration>, default: Duration| v.map_or(default, |h| h.0);
         let config = Self {
             listen: args.listen.unwrap_or(d.listen),
+            store: store::Options {
+                url: args.database.unwrap_or(d.store.url),
+                max_connections: args.database_connections.unwrap_or(d.store.max_connections),
+                sqlite_durability: args.sqlite_durability.unwrap_or(d.store.sqlite_durability),
+            },
+            publish_tokens: args.publish_token.unwrap_or(d.publish_tokens),
+            read_rules: args.read_token.unwrap_or(d.read_rules),
+            max_publish_bytes: args.max_publish_bytes.unwrap_or(d.max_publish_bytes),
+            publish_queue: args.publish_queue.unwrap_or(d.publish_queue),
+            retention: Retention {
+                max_events: args.retention_events.unwrap_or(d.retention.max_events),
+                max_age: duration(args.retention_age, d.retention.max_age),
+            },
+            retention_interval: duration(args.retention_interval, d.retention_interval),
+            overflow: args.overflow.unwrap_or(d.overflow),
             log: args.log.unwrap_or(d.log),
             workers: args.workers.or(d.workers),
             max_connections: args.max_connections.unwrap_or(d.max_connections),
@@ -287,7 +390,6 @@ impl Config {
             retry_after: duration(args.retry_after, d.retry_after),
             max_rate: args.max_rate.unwrap_or(d.max_rate),
             max_size: args.max_size.unwrap_or(d.max_size),
-            ws_max_message: args.ws_max_message.unwrap_or(d.ws_max_message),
         };
         config.validate()?;
         Ok(config)
@@ -301,7 +403,13 @@ impl Config {
             ("queue-bytes", self.queue.max_bytes),
             ("max-batch", self.batch.max_events),
             ("max-batch-bytes", self.batch.max_bytes),
-            ("ws-max-message", self.ws_max_message),
+            ("database-connections", self.store.max_connections as usize),
+            ("max-publish-bytes", self.max_publish_bytes),
+            ("publish-queue", self.publish_queue),
+            (
+                "retention-events",
+                usize::try_from(self.retention.max_events).unwrap_or(usize::MAX),
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -312,6 +420,7 @@ impl Config {
             ("keepalive-interval", self.keepalive_interval),
             ("pong-timeout", self.pong_timeout),
             ("write-timeout", self.write_timeout),
+            ("retention-interval", self.retention_interval),
         ];
         for (name, value) in durations {
             if value.is_zero() {
@@ -323,6 +432,9 @@ impl Config {
                 "max-connections",
                 "is larger than any server can hold",
             ));
+        }
+        if let Err(e) = store::Backend::of(&self.store.url) {
+            return Err(invalid("database", &e.to_string()));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(invalid("log", &e.to_string()));
@@ -431,6 +543,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("invalid `log`"), "{err}");
+    }
+
+    #[test]
+    fn tokens_rules_and_policies_parse_from_flags_and_files() {
+        let file = config_file(
+            "publish-token = [\"f1\"]\nread-token = [\"private.*=r1\"]\noverflow = \"disconnect\"\n",
+        );
+        let config = args(&["--config", file.0.to_str().unwrap()])
+            .load()
+            .unwrap();
+        assert_eq!(config.publish_tokens, vec!["f1".parse().unwrap()]);
+        assert_eq!(config.read_rules, vec!["private.*=r1".parse().unwrap()]);
+        assert_eq!(config.overflow, OverflowPolicy::Disconnect);
+
+        let config = args(&[
+            "--publish-token",
+            "a",
+            "--publish-token",
+            "b",
+            "--sqlite-durability",
+            "normal",
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(config.publish_tokens.len(), 2);
+        assert_eq!(config.store.sqlite_durability, SqliteDurability::Normal);
+        assert!(
+            !format!("{config:?}").contains("\"a\""),
+            "tokens must not print"
+        );
+    }
+
+    #[test]
+    fn an_unsupported_database_is_named() {
+        let err = args(&["--database", "mysql://u:pw@h/db"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid `database`"), "{err}");
+        assert!(!err.contains("pw"), "the password leaked: {err}");
     }
 
     #[test]

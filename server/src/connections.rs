@@ -128,7 +128,7 @@ impl Drop for StreamGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Event;
+    use crate::protocol::{Event, Item};
     use crate::queue::{self, Limits};
 
     #[test]
@@ -143,10 +143,11 @@ mod tests {
             max_events: 8,
             max_bytes: 1 << 20,
         });
-        tx.try_push(Event {
+        tx.try_push(Item::Event(Event {
             seq: 1,
+            pts: None,
             data: "1".into(),
-        })
+        }))
         .unwrap();
         ws.watch_queue(rx.probe());
         let depths = connections.queue_depths();

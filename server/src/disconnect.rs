@@ -29,6 +29,15 @@ pub enum Disconnect {
     MessageTooBig,
     /// The server is at its connection limit: WS 1013.
     OverCapacity,
+    /// A topic subscriber fell behind and its policy is to be disconnected
+    /// (it may resume from its last `seq`): WS 1008.
+    Lagged,
+    /// The peer sent a message that is not a valid publish frame: WS 1007.
+    InvalidMessage,
+    /// The peer tried to publish without a valid token: WS 1008.
+    Unauthorized,
+    /// The store failed under this stream: WS 1011.
+    StorageUnavailable,
 }
 
 impl Disconnect {
@@ -42,6 +51,9 @@ impl Disconnect {
             Disconnect::PeerTimeout => Some(1008),
             Disconnect::MessageTooBig => Some(1009),
             Disconnect::OverCapacity => Some(1013),
+            Disconnect::Lagged | Disconnect::Unauthorized => Some(1008),
+            Disconnect::InvalidMessage => Some(1007),
+            Disconnect::StorageUnavailable => Some(1011),
             Disconnect::PeerGone | Disconnect::SlowConsumer => None,
         }
     }
@@ -57,6 +69,10 @@ impl Disconnect {
             Disconnect::UnsupportedData => "unsupported_data",
             Disconnect::MessageTooBig => "message_too_big",
             Disconnect::OverCapacity => "over_capacity",
+            Disconnect::Lagged => "lagged",
+            Disconnect::InvalidMessage => "invalid_message",
+            Disconnect::Unauthorized => "unauthorized",
+            Disconnect::StorageUnavailable => "storage_unavailable",
         }
     }
 
@@ -71,6 +87,10 @@ impl Disconnect {
             Disconnect::UnsupportedData => "this stream accepts no messages",
             Disconnect::MessageTooBig => "message too big",
             Disconnect::OverCapacity => "server at connection limit, try again later",
+            Disconnect::Lagged => "slow consumer: fell behind the topic; resume from your last seq",
+            Disconnect::InvalidMessage => "expected a publish frame: {\"publish\": <JSON>}",
+            Disconnect::Unauthorized => "publishing requires a valid bearer token",
+            Disconnect::StorageUnavailable => "storage unavailable; resume from your last seq",
         }
     }
 }
@@ -92,6 +112,9 @@ mod tests {
         assert_eq!(Disconnect::PeerTimeout.close_code(), Some(1008));
         assert_eq!(Disconnect::MessageTooBig.close_code(), Some(1009));
         assert_eq!(Disconnect::OverCapacity.close_code(), Some(1013));
+        assert_eq!(Disconnect::Lagged.close_code(), Some(1008));
+        assert_eq!(Disconnect::InvalidMessage.close_code(), Some(1007));
+        assert_eq!(Disconnect::StorageUnavailable.close_code(), Some(1011));
         assert_eq!(Disconnect::PeerGone.close_code(), None);
     }
 
@@ -107,6 +130,10 @@ mod tests {
             Disconnect::UnsupportedData,
             Disconnect::MessageTooBig,
             Disconnect::OverCapacity,
+            Disconnect::Lagged,
+            Disconnect::InvalidMessage,
+            Disconnect::Unauthorized,
+            Disconnect::StorageUnavailable,
         ] {
             assert!(d.reason().len() <= 123);
         }

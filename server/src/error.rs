@@ -9,6 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::admission::OverCapacity;
+use crate::auth::Denied;
+use crate::publish::PublishError;
 
 /// A request refused before any stream started.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,32 @@ pub enum ApiError {
         /// Sent as `Retry-After`.
         retry_after: Duration,
     },
+    /// No bearer token was presented where one is required.
+    #[error("{0} requires a bearer token")]
+    Unauthorized(&'static str),
+    /// The bearer token presented does not allow this.
+    #[error("the bearer token is not valid for {0}")]
+    Forbidden(&'static str),
+    /// The request body is over its limit; nothing was stored.
+    #[error("body is over the limit of {max} bytes; nothing was stored")]
+    PayloadTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The request body is malformed; nothing was stored.
+    #[error("{0}; nothing was stored")]
+    BadBody(String),
+    /// The server cannot take this now; the client should retry.
+    #[error("{reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+        /// Sent as `Retry-After`.
+        retry_after: Duration,
+    },
+    /// A concurrent request won.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// A WebSocket endpoint was requested without a valid upgrade.
     #[error("{0}")]
     Upgrade(#[from] WebSocketUpgradeRejection),
@@ -41,6 +69,28 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Access to `action` (such as "publishing") was denied.
+    pub fn denied(denied: Denied, action: &'static str) -> Self {
+        match denied {
+            Denied::Missing => ApiError::Unauthorized(action),
+            Denied::Wrong => ApiError::Forbidden(action),
+        }
+    }
+
+    /// A refused publish; `retry_after` goes with the retryable ones.
+    pub fn publish(error: PublishError, retry_after: Duration) -> Self {
+        match error {
+            PublishError::TooLarge { max, .. } => ApiError::PayloadTooLarge { max },
+            PublishError::InvalidJson(reason) => {
+                ApiError::BadBody(format!("body is not valid JSON: {reason}"))
+            }
+            PublishError::Busy | PublishError::Unavailable => ApiError::Unavailable {
+                reason: error.to_string(),
+                retry_after,
+            },
+        }
+    }
+
     /// A bad query parameter.
     pub fn bad_param(name: &str, reason: impl Into<String>) -> Self {
         ApiError::BadParam {
@@ -53,7 +103,14 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
-            ApiError::OverCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OverCapacity { .. } | ApiError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Upgrade(rejection) => rejection.status(),
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -65,12 +122,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(serde_json::json!({ "error": self.to_string() }));
         let mut response = (self.status_code(), body).into_response();
-        if let ApiError::OverCapacity { retry_after, .. } = self {
-            // Retry-After takes whole seconds; never advertise 0.
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::OverCapacity { retry_after, .. }
+            | ApiError::Unavailable { retry_after, .. } => {
+                // Retry-After takes whole seconds; never advertise 0.
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }

@@ -19,7 +19,12 @@
 //! - [`config`]: flags, environment and TOML file into a validated [`Config`].
 //! - [`app`]: the router; [`http`]: handlers by endpoint group; [`error`]:
 //!   the JSON error of the HTTP edge; [`state`]: what handlers share.
-//! - [`source`]: event producers ([`source::ticker`], [`source::tokens`]).
+//! - [`source`]: event producers ([`source::ticker`], [`source::tokens`],
+//!   [`source::topic`], [`source::replay`]).
+//! - [`store`]: topic events and the replay dataset in SQLite or
+//!   PostgreSQL; [`retention`] trims it. [`publish`]: the single writer that
+//!   group-commits publishes; [`hub`]: fan-out to live subscribers;
+//!   [`auth`]: bearer tokens.
 //! - [`queue`]: the bounded per-connection queue, where backpressure lives.
 //! - [`writer`]: the batching writer; [`protocol`]: the event envelope and
 //!   its framing.
@@ -32,19 +37,24 @@
 
 pub mod admission;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod disconnect;
 pub mod error;
 pub mod http;
+pub mod hub;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod publish;
 pub mod queue;
+pub mod retention;
 pub mod session;
 pub mod shutdown;
 pub mod source;
 pub mod state;
+pub mod store;
 pub mod transport;
 pub mod writer;
 
@@ -58,18 +68,38 @@ pub use crate::config::Config;
 use crate::metrics::SlowConsumerAction;
 pub use crate::shutdown::Shutdown;
 use crate::state::AppState;
+pub use crate::store::Store;
 
-/// Serves on `listener` with `config` until `shutdown` is triggered, then
-/// drains: stops accepting, ends every stream cleanly (SSE end of body,
-/// WebSocket close 1001) and waits for them up to the configured deadline.
+/// Serves on `listener` with `config` over `store` (opened and migrated)
+/// until `shutdown` is triggered, then drains: stops accepting, ends every
+/// stream cleanly (SSE end of body, WebSocket close 1001), commits the
+/// publishes already accepted, and closes the store, all within the
+/// configured deadline.
 ///
 /// # Errors
 ///
 /// If the listener fails for good. A drain that overruns its deadline is
 /// logged, not an error: the streams left are abandoned.
-pub async fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    store: Store,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let deadline = config.shutdown_timeout;
-    let state = AppState::new(config, shutdown.clone());
+    let (state, writer) = AppState::start(config, store.clone(), shutdown.clone());
+    if state.auth.publishing_is_open() {
+        tracing::warn!(
+            "no --publish-token configured: anyone who can reach this server may publish"
+        );
+    }
+    tokio::spawn(shutdown.track(retention::run(
+        store.clone(),
+        state.config.retention,
+        state.config.retention_interval,
+        state.metrics.topics().retention_deleted.clone(),
+        shutdown.token().clone(),
+    )));
     let stalled = state.metrics.slow_consumers(SlowConsumerAction::Disconnect);
     let listener = listener::Listener::new(listener, state.config.write_timeout, stalled);
     let token = shutdown.token().clone();
@@ -92,8 +122,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> a
     }
     tracing::info!("shutting down: draining open streams");
     let drain = async {
+        // Completing `serve` drops the router and its state; the tracked
+        // tasks hold the last publishers, so the writer then commits what
+        // was queued and ends.
         let served = serve.await;
         shutdown.tracked_tasks_done().await;
+        if writer.await.is_err() {
+            tracing::error!("the publish writer panicked");
+        }
         served
     };
     match tokio::time::timeout(deadline, drain).await {
@@ -103,6 +139,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> a
             "shutdown deadline passed; abandoning the streams still open"
         ),
     }
+    store.close().await;
     tracing::info!("shut down");
     Ok(())
 }

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use streamgauge_server::config::Args;
-use streamgauge_server::{Config, Shutdown, run, shutdown};
+use streamgauge_server::store::redact;
+use streamgauge_server::{Config, Shutdown, Store, run, shutdown};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -57,6 +58,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding --listen {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let store = Store::open(&config.store)
+            .await
+            .with_context(|| format!("opening --database {}", redact(&config.store.url)))?;
         announce(addr)?;
         let shutdown = Shutdown::new();
         let trigger = shutdown.clone();
@@ -64,12 +68,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
             shutdown::signal().await;
             trigger.trigger();
         });
-        run(listener, config, shutdown).await
+        run(listener, config, store, shutdown).await
     })
 }
 
-/// Prints the readiness line of CLI.md, the one line this program writes to
-/// stdout, and flushes it so a parent process sees it at once.
+/// Prints the readiness line of CLI.md (the socket is bound and the database
+/// migrated), the one line this program writes to stdout, and flushes it so
+/// a parent process sees it at once.
 fn announce(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     #[allow(clippy::print_stdout)]

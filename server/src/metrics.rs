@@ -68,15 +68,54 @@ struct ActionLabels {
 /// What the server did about a consumer that could not keep up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlowConsumerAction {
-    /// Its connection was closed (it stopped reading for the write timeout).
+    /// It was disconnected: it stopped reading for the write timeout, or it
+    /// fell behind a topic whose overflow policy is `disconnect`.
     Disconnect,
+    /// It fell behind a topic and switched to catch-up reads from the store.
+    CatchUp,
 }
 
 impl EncodeLabelValue for SlowConsumerAction {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         encoder.write_str(match self {
             SlowConsumerAction::Disconnect => "disconnect",
+            SlowConsumerAction::CatchUp => "catch_up",
         })
+    }
+}
+
+/// A short reason label (`busy`, `storage`, `retention`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The metrics of topic publishing and subscribing.
+#[derive(Debug, Clone, Default)]
+pub struct TopicMetrics {
+    /// Events committed and fanned out.
+    pub published: Counter,
+    /// Events per group commit.
+    pub commit_events: BatchHistogram,
+    /// Events deleted by retention.
+    pub retention_deleted: Counter,
+    /// Trade rows read from the store by replay streams.
+    pub replay_rows: Counter,
+    publish_failures: Family<ReasonLabels, Counter>,
+    gaps: Family<ReasonLabels, Counter>,
+}
+
+impl TopicMetrics {
+    /// Counts `n` publishes refused for `reason` (`busy`, `storage`).
+    pub fn publish_failed(&self, reason: &'static str, n: u64) {
+        self.publish_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(n);
+    }
+
+    /// Counts a gap notice sent for `reason`.
+    pub fn gap_sent(&self, reason: &'static str) {
+        self.gaps.get_or_create(&ReasonLabels { reason }).inc();
     }
 }
 
@@ -173,6 +212,8 @@ pub struct Metrics {
     slow_consumers: Family<ActionLabels, Counter>,
     queue_events: Family<TransportLabels, Gauge>,
     queue_bytes: Family<TransportLabels, Gauge>,
+    topics: TopicMetrics,
+    live_subscribers: Gauge,
 }
 
 impl Default for Metrics {
@@ -237,6 +278,44 @@ impl Metrics {
             queue_bytes.clone(),
         );
 
+        let topics = TopicMetrics::default();
+        let live_subscribers = Gauge::default();
+        registry.register(
+            "events_published",
+            "Topic events committed and fanned out",
+            topics.published.clone(),
+        );
+        registry.register(
+            "publish_commit_events",
+            "Topic events per group commit: one observation per transaction",
+            topics.commit_events.clone(),
+        );
+        registry.register(
+            "publish_failures",
+            "Publishes refused after validation, by reason (busy, storage)",
+            topics.publish_failures.clone(),
+        );
+        registry.register(
+            "gap_notices",
+            "Gap notices sent, by reason",
+            topics.gaps.clone(),
+        );
+        registry.register(
+            "retention_deleted",
+            "Topic events deleted by retention",
+            topics.retention_deleted.clone(),
+        );
+        registry.register(
+            "replay_rows_read",
+            "Trade rows read by replay streams",
+            topics.replay_rows.clone(),
+        );
+        registry.register(
+            "topic_live_subscribers",
+            "Topic subscribers receiving the live tail (not catching up)",
+            live_subscribers.clone(),
+        );
+
         let for_transport = |transport| {
             let labels = TransportLabels { transport };
             TransportMetrics {
@@ -257,7 +336,20 @@ impl Metrics {
             slow_consumers,
             queue_events,
             queue_bytes,
+            topics,
+            live_subscribers,
         }
+    }
+
+    /// The topic metrics.
+    pub fn topics(&self) -> &TopicMetrics {
+        &self.topics
+    }
+
+    /// Sets the live topic subscribers gauge (done at scrape time).
+    pub fn set_live_subscribers(&self, n: usize) {
+        self.live_subscribers
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The metrics of one transport.
@@ -268,11 +360,15 @@ impl Metrics {
         }
     }
 
-    /// Counts a stream that ended for `reason`.
+    /// Counts a stream that ended for `reason`; one that fell behind its
+    /// topic also counts as a slow consumer disconnected.
     pub fn record_disconnect(&self, transport: TransportKind, reason: Disconnect) {
         self.disconnects
             .get_or_create(&DisconnectLabels { transport, reason })
             .inc();
+        if reason == Disconnect::Lagged {
+            self.slow_consumers(SlowConsumerAction::Disconnect).inc();
+        }
     }
 
     /// The counter of slow consumers handled with `action`.

@@ -22,14 +22,64 @@ pub const SSE_KEEPALIVE: &[u8] = b": ping\n\n";
 pub struct Event {
     /// Per-stream sequence number (`seq` on the wire).
     pub seq: u64,
+    /// Topic events only: when the server accepted the publish (`pts`, µs
+    /// since the Unix epoch).
+    pub pts: Option<u64>,
     /// The payload, already serialized as one line of JSON.
     pub data: Bytes,
 }
 
-impl Event {
-    /// Bytes this event is charged against queue and batch limits.
+/// Why a subscriber is told of a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// Events `from..=to` were deleted by retention before this subscriber
+    /// read them.
+    Retention,
+    /// The subscriber resumed from a `since` beyond the topic's head: the
+    /// sequence numbers `from..=to` do not exist yet, and the stream
+    /// continues from `from` (the client should reset its cursor to
+    /// `from - 1`).
+    BeyondHead,
+}
+
+impl GapReason {
+    /// The `reason` string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Retention => "retention",
+            GapReason::BeyondHead => "beyond_head",
+        }
+    }
+}
+
+/// A gap notice: a range this subscriber will not receive, announced before
+/// the stream continues. It carries no `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// First sequence number missing.
+    pub from: u64,
+    /// Last sequence number missing.
+    pub to: u64,
+    /// Why.
+    pub reason: GapReason,
+}
+
+/// What a connection's queue holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// An event.
+    Event(Event),
+    /// A gap notice.
+    Gap(Gap),
+}
+
+impl Item {
+    /// Bytes this item is charged against queue and batch limits.
     pub fn cost(&self) -> usize {
-        self.data.len() + ENVELOPE_ALLOWANCE
+        match self {
+            Item::Event(event) => event.data.len() + ENVELOPE_ALLOWANCE,
+            Item::Gap(_) => ENVELOPE_ALLOWANCE,
+        }
     }
 }
 
@@ -43,31 +93,52 @@ pub enum Framing {
 }
 
 impl Framing {
-    /// Appends `event`, handed to the writer at `ts` (µs since the Unix
+    /// Appends `item`, handed to the writer at `ts` (µs since the Unix
     /// epoch), to `buf` in this framing.
-    pub fn encode(self, event: &Event, ts: u64, buf: &mut BytesMut) {
-        match self {
-            Framing::Sse => {
+    pub fn encode(self, item: &Item, ts: u64, buf: &mut BytesMut) {
+        match (self, item) {
+            (Framing::Sse, Item::Event(event)) => {
                 buf.put_slice(b"id: ");
                 put_u64(buf, event.seq);
                 buf.put_slice(b"\ndata: ");
-                encode_envelope(event, ts, buf);
+                encode_event(event, ts, buf);
                 buf.put_slice(b"\n\n");
             }
-            Framing::WebSocket => encode_envelope(event, ts, buf),
+            (Framing::Sse, Item::Gap(gap)) => {
+                buf.put_slice(b"event: gap\ndata: ");
+                encode_gap(gap, buf);
+                buf.put_slice(b"\n\n");
+            }
+            (Framing::WebSocket, Item::Event(event)) => encode_event(event, ts, buf),
+            (Framing::WebSocket, Item::Gap(gap)) => encode_gap(gap, buf),
         }
     }
 }
 
-/// Appends the JSON object `{"seq":…,"ts":…,"data":…}` to `buf`.
-fn encode_envelope(event: &Event, ts: u64, buf: &mut BytesMut) {
+/// Appends the JSON object `{"seq":…,"ts":…[,"pts":…],"data":…}` to `buf`.
+fn encode_event(event: &Event, ts: u64, buf: &mut BytesMut) {
     buf.put_slice(b"{\"seq\":");
     put_u64(buf, event.seq);
     buf.put_slice(b",\"ts\":");
     put_u64(buf, ts);
+    if let Some(pts) = event.pts {
+        buf.put_slice(b",\"pts\":");
+        put_u64(buf, pts);
+    }
     buf.put_slice(b",\"data\":");
     buf.put_slice(&event.data);
     buf.put_u8(b'}');
+}
+
+/// Appends `{"gap":{"from":…,"to":…,"reason":"…"}}` to `buf`.
+fn encode_gap(gap: &Gap, buf: &mut BytesMut) {
+    buf.put_slice(b"{\"gap\":{\"from\":");
+    put_u64(buf, gap.from);
+    buf.put_slice(b",\"to\":");
+    put_u64(buf, gap.to);
+    buf.put_slice(b",\"reason\":\"");
+    buf.put_slice(gap.reason.as_str().as_bytes());
+    buf.put_slice(b"\"}}");
 }
 
 fn put_u64(buf: &mut BytesMut, n: u64) {
@@ -81,6 +152,45 @@ pub fn now_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// A topic or wallet name: 1 to 200 characters from `A-Z a-z 0-9 . _ - :`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name(String);
+
+/// Longest topic or wallet name.
+pub const MAX_NAME_LEN: usize = 200;
+
+impl Name {
+    /// Validates `name`.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with it, in words fit for an error response.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(format!(
+                "must be 1 to {MAX_NAME_LEN} characters, not {}",
+                name.chars().count()
+            ));
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
+        match name.chars().find(|&c| !allowed(c)) {
+            Some(c) => Err(format!("{c:?} is not allowed (only A-Z a-z 0-9 . _ - :)")),
+            None => Ok(Self(name.to_owned())),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Serializes `value` as one line of JSON, ready to be an event's `data`.
 pub fn json_data<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
     // Serializing plain data (strings, maps of strings) into a Vec cannot fail.
@@ -91,11 +201,12 @@ pub fn json_data<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
 mod tests {
     use super::*;
 
-    fn event() -> Event {
-        Event {
+    fn event() -> Item {
+        Item::Event(Event {
             seq: 7,
+            pts: None,
             data: json_data("hi\nthere"),
-        }
+        })
     }
 
     #[test]
@@ -117,6 +228,50 @@ mod tests {
             parsed,
             serde_json::json!({"seq": 7, "ts": 5, "data": "hi\nthere"})
         );
+    }
+
+    #[test]
+    fn topic_events_carry_pts() {
+        let item = Item::Event(Event {
+            seq: 1,
+            pts: Some(4),
+            data: json_data(&serde_json::json!({"a": 1})),
+        });
+        let mut buf = BytesMut::new();
+        Framing::WebSocket.encode(&item, 5, &mut buf);
+        assert_eq!(&buf[..], br#"{"seq":1,"ts":5,"pts":4,"data":{"a":1}}"#);
+    }
+
+    #[test]
+    fn gap_notices_have_no_seq_and_an_sse_event_name() {
+        let gap = Item::Gap(Gap {
+            from: 3,
+            to: 9,
+            reason: GapReason::Retention,
+        });
+        let mut buf = BytesMut::new();
+        Framing::Sse.encode(&gap, 5, &mut buf);
+        assert_eq!(
+            &buf[..],
+            b"event: gap\ndata: {\"gap\":{\"from\":3,\"to\":9,\"reason\":\"retention\"}}\n\n"
+        );
+        buf.clear();
+        Framing::WebSocket.encode(&gap, 5, &mut buf);
+        let parsed: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"gap": {"from": 3, "to": 9, "reason": "retention"}})
+        );
+    }
+
+    #[test]
+    fn names_follow_the_protocol_rule() {
+        for good in ["a", "prices.BTC-USD", "x:y_z", &"n".repeat(200)] {
+            assert!(Name::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "a/b", "é", "a?", &"n".repeat(201)] {
+            assert!(Name::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

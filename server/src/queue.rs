@@ -6,7 +6,9 @@
 //! queue is full; a shared source such as a topic fan-out uses
 //! [`Sender::try_push`] and decides itself what an overflow means (catch-up
 //! or disconnect). The writer drains whatever is queued in one call
-//! ([`Receiver::recv_batch`]), up to its own event and byte limits.
+//! ([`Receiver::recv_batch`]), up to its own event and byte limits. A source
+//! may also end the stream at once with a reason ([`Sender::abort`]),
+//! dropping whatever is still queued.
 //!
 //! Written by hand because no channel crate accounts in bytes (tokio's and
 //! async-channel's bounds count items only) and because the writer must drain
@@ -17,14 +19,15 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 
-use crate::protocol::Event;
+use crate::disconnect::Disconnect;
+use crate::protocol::Item;
 
 /// The bounds of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Most events held at once (at least 1).
     pub max_events: usize,
-    /// Most bytes held at once, by [`Event::cost`]. An empty queue accepts
+    /// Most bytes held at once, by [`Item::cost`]. An empty queue accepts
     /// one event of any size, so a large event cannot wedge a stream.
     pub max_bytes: usize,
 }
@@ -34,7 +37,7 @@ pub struct Limits {
 pub struct Depth {
     /// Events waiting.
     pub events: usize,
-    /// Bytes waiting, by [`Event::cost`].
+    /// Bytes waiting, by [`Item::cost`].
     pub bytes: usize,
 }
 
@@ -43,15 +46,26 @@ pub struct Depth {
 #[error("the stream's writer has gone")]
 pub struct Closed;
 
-/// Why [`Sender::try_push`] gave an event back.
+/// Why [`Sender::try_push`] gave an item back.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TryPushError {
     /// The queue is at one of its limits.
     #[error("queue full")]
-    Full(Event),
+    Full(Item),
     /// The receiver went away.
     #[error("queue closed")]
-    Closed(Event),
+    Closed(Item),
+}
+
+/// What [`Receiver::recv_batch`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// At least one item was moved out.
+    Items,
+    /// The stream is over: [`Disconnect::Complete`] once the sender is gone
+    /// and everything it queued has been taken, or the reason the sender
+    /// gave to [`Sender::abort`].
+    End(Disconnect),
 }
 
 /// Creates a queue with the given limits.
@@ -76,9 +90,11 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    events: VecDeque<Event>,
+    items: VecDeque<Item>,
     bytes: usize,
     sender_gone: bool,
+    /// Set by [`Sender::abort`]: the stream ends now, for this reason.
+    aborted: Option<Disconnect>,
     receiver_gone: bool,
     /// The writer, waiting for an event.
     rx_waker: Option<Waker>,
@@ -95,16 +111,21 @@ impl Shared {
 
 impl State {
     fn has_room(&self, limits: Limits, cost: usize) -> bool {
-        self.events.is_empty()
-            || (self.events.len() < limits.max_events && self.bytes + cost <= limits.max_bytes)
+        self.items.is_empty()
+            || (self.items.len() < limits.max_events && self.bytes + cost <= limits.max_bytes)
     }
 
-    /// Queues `event` and returns the writer's waker, to be woken after the
+    /// Queues `item` and returns the writer's waker, to be woken after the
     /// lock is released.
-    fn enqueue(&mut self, event: Event) -> Option<Waker> {
-        self.bytes += event.cost();
-        self.events.push_back(event);
+    fn enqueue(&mut self, item: Item) -> Option<Waker> {
+        self.bytes += item.cost();
+        self.items.push_back(item);
         self.rx_waker.take()
+    }
+
+    fn clear(&mut self) {
+        self.items = VecDeque::new();
+        self.bytes = 0;
     }
 }
 
@@ -122,7 +143,7 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Queues `event`, waiting while the queue is full (the pause policy).
+    /// Queues `item`, waiting while the queue is full (the pause policy).
     ///
     /// # Errors
     ///
@@ -130,15 +151,15 @@ impl Sender {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes drops `event` unqueued.
-    pub async fn push(&mut self, event: Event) -> Result<(), Closed> {
-        let mut event = Some(event);
+    /// Dropping the future before it completes drops `item` unqueued.
+    pub async fn push(&mut self, item: Item) -> Result<(), Closed> {
+        let mut item = Some(item);
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if state.receiver_gone {
                 return Poll::Ready(Err(Closed));
             }
-            let next = event.take().expect("push polled after completion");
+            let next = item.take().expect("push polled after completion");
             if state.has_room(self.shared.limits, next.cost()) {
                 let waker = state.enqueue(next);
                 drop(state);
@@ -147,7 +168,7 @@ impl Sender {
                 }
                 Poll::Ready(Ok(()))
             } else {
-                event = Some(next);
+                item = Some(next);
                 register(&mut state.tx_waker, cx.waker());
                 Poll::Pending
             }
@@ -155,26 +176,35 @@ impl Sender {
         .await
     }
 
-    /// Queues `event` if there is room, without waiting.
+    /// Queues `item` if there is room, without waiting.
     ///
     /// # Errors
     ///
-    /// Gives the event back as [`TryPushError::Full`] or
+    /// Gives the item back as [`TryPushError::Full`] or
     /// [`TryPushError::Closed`].
-    pub fn try_push(&self, event: Event) -> Result<(), TryPushError> {
+    pub fn try_push(&self, item: Item) -> Result<(), TryPushError> {
         let mut state = self.shared.lock();
         if state.receiver_gone {
-            return Err(TryPushError::Closed(event));
+            return Err(TryPushError::Closed(item));
         }
-        if !state.has_room(self.shared.limits, event.cost()) {
-            return Err(TryPushError::Full(event));
+        if !state.has_room(self.shared.limits, item.cost()) {
+            return Err(TryPushError::Full(item));
         }
-        let waker = state.enqueue(event);
+        let waker = state.enqueue(item);
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
         Ok(())
+    }
+
+    /// Ends the stream now for `reason`: what is still queued is dropped and
+    /// the writer's next batch is the end.
+    pub fn abort(self, reason: Disconnect) {
+        let mut state = self.shared.lock();
+        state.aborted = Some(reason);
+        state.clear();
+        // Dropping `self` then marks the sender gone and wakes the writer.
     }
 }
 
@@ -197,38 +227,38 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Waits until at least one event is queued, then moves queued events
+    /// Waits until at least one item is queued, then moves queued items
     /// into `out`: at most `max_events`, and no more than `max_bytes` (by
-    /// [`Event::cost`]) unless a single event is larger.
-    ///
-    /// Returns `false` once the sender is gone and the queue is empty: the
-    /// source has finished and everything it produced has been taken.
+    /// [`Item::cost`]) unless a single item is larger.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: events are moved only in the poll that completes.
+    /// Cancel safe: items are moved only in the poll that completes.
     pub async fn recv_batch(
         &mut self,
-        out: &mut Vec<Event>,
+        out: &mut Vec<Item>,
         max_events: usize,
         max_bytes: usize,
-    ) -> bool {
+    ) -> Received {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
-            if state.events.is_empty() {
+            if let Some(reason) = state.aborted {
+                return Poll::Ready(Received::End(reason));
+            }
+            if state.items.is_empty() {
                 if state.sender_gone {
-                    return Poll::Ready(false);
+                    return Poll::Ready(Received::End(Disconnect::Complete));
                 }
                 register(&mut state.rx_waker, cx.waker());
                 return Poll::Pending;
             }
             let (mut taken, mut bytes) = (0, 0);
-            while let Some(front) = state.events.front() {
+            while let Some(front) = state.items.front() {
                 let cost = front.cost();
                 if taken == max_events || (taken > 0 && bytes + cost > max_bytes) {
                     break;
                 }
-                out.extend(state.events.pop_front());
+                out.extend(state.items.pop_front());
                 taken += 1;
                 bytes += cost;
             }
@@ -238,7 +268,7 @@ impl Receiver {
             if let Some(waker) = waker {
                 waker.wake();
             }
-            Poll::Ready(true)
+            Poll::Ready(Received::Items)
         })
         .await
     }
@@ -253,8 +283,7 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.receiver_gone = true;
-        state.events = VecDeque::new();
-        state.bytes = 0;
+        state.clear();
         let waker = state.tx_waker.take();
         drop(state);
         if let Some(waker) = waker {
@@ -276,7 +305,7 @@ impl Probe {
             return None;
         }
         Some(Depth {
-            events: state.events.len(),
+            events: state.items.len(),
             bytes: state.bytes,
         })
     }
@@ -289,13 +318,24 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::protocol::ENVELOPE_ALLOWANCE;
+    use crate::protocol::{ENVELOPE_ALLOWANCE, Event};
 
-    fn event(seq: u64, size: usize) -> Event {
-        Event {
+    fn event(seq: u64, size: usize) -> Item {
+        Item::Event(Event {
             seq,
+            pts: None,
             data: Bytes::from(vec![b'x'; size]),
-        }
+        })
+    }
+
+    fn seqs(items: &[Item]) -> Vec<u64> {
+        items
+            .iter()
+            .map(|item| match item {
+                Item::Event(e) => e.seq,
+                Item::Gap(_) => 0,
+            })
+            .collect()
     }
 
     const LIMITS: Limits = Limits {
@@ -310,11 +350,17 @@ mod tests {
             tx.try_push(event(seq, 10)).unwrap();
         }
         let mut out = Vec::new();
-        assert!(rx.recv_batch(&mut out, 3, usize::MAX).await);
-        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            rx.recv_batch(&mut out, 3, usize::MAX).await,
+            Received::Items
+        );
+        assert_eq!(seqs(&out), [1, 2, 3]);
         out.clear();
-        assert!(rx.recv_batch(&mut out, 3, usize::MAX).await);
-        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+        assert_eq!(
+            rx.recv_batch(&mut out, 3, usize::MAX).await,
+            Received::Items
+        );
+        assert_eq!(seqs(&out), [4]);
     }
 
     #[tokio::test]
@@ -328,10 +374,16 @@ mod tests {
         tx.try_push(event(3, 5000)).unwrap();
         let mut out = Vec::new();
         let max_bytes = 2 * (100 + ENVELOPE_ALLOWANCE);
-        assert!(rx.recv_batch(&mut out, 10, max_bytes).await);
+        assert_eq!(
+            rx.recv_batch(&mut out, 10, max_bytes).await,
+            Received::Items
+        );
         assert_eq!(out.len(), 2);
         out.clear();
-        assert!(rx.recv_batch(&mut out, 10, max_bytes).await);
+        assert_eq!(
+            rx.recv_batch(&mut out, 10, max_bytes).await,
+            Received::Items
+        );
         assert_eq!(
             out.len(),
             1,
@@ -347,7 +399,7 @@ mod tests {
         }
         assert!(matches!(
             tx.try_push(event(5, 10)),
-            Err(TryPushError::Full(e)) if e.seq == 5
+            Err(TryPushError::Full(Item::Event(e))) if e.seq == 5
         ));
 
         let (tx, _rx) = channel(Limits {
@@ -387,7 +439,10 @@ mod tests {
                 .is_pending()
         );
         let mut out = Vec::new();
-        assert!(rx.recv_batch(&mut out, 1, usize::MAX).await);
+        assert_eq!(
+            rx.recv_batch(&mut out, 1, usize::MAX).await,
+            Received::Items
+        );
         assert_eq!(blocked.await, Ok(()));
         assert_eq!(rx.probe().depth().unwrap().events, 4);
     }
@@ -398,8 +453,29 @@ mod tests {
         tx.try_push(event(1, 1)).unwrap();
         drop(tx);
         let mut out = Vec::new();
-        assert!(rx.recv_batch(&mut out, 10, usize::MAX).await);
-        assert!(!rx.recv_batch(&mut out, 10, usize::MAX).await);
+        assert_eq!(
+            rx.recv_batch(&mut out, 10, usize::MAX).await,
+            Received::Items
+        );
+        assert_eq!(
+            rx.recv_batch(&mut out, 10, usize::MAX).await,
+            Received::End(Disconnect::Complete)
+        );
+    }
+
+    #[tokio::test]
+    async fn abort_ends_the_stream_at_once_with_its_reason() {
+        let (tx, mut rx) = channel(LIMITS);
+        tx.try_push(event(1, 1)).unwrap();
+        let probe = rx.probe();
+        tx.abort(Disconnect::SlowConsumer);
+        assert_eq!(probe.depth().unwrap().events, 0, "queued items are dropped");
+        let mut out = Vec::new();
+        assert_eq!(
+            rx.recv_batch(&mut out, 10, usize::MAX).await,
+            Received::End(Disconnect::SlowConsumer)
+        );
+        assert!(out.is_empty());
     }
 
     #[tokio::test]

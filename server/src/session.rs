@@ -3,19 +3,21 @@
 //!
 //! Everything runs in one task (for SSE, inside the response body): the
 //! source, the writer, keep-alive and cancellation are polled together in one
-//! `select!`. The session returns the [`Disconnect`] that ended it after the
-//! transport has closed accordingly.
+//! `select!`. Messages the client sends go to the stream's [`Inbox`], and
+//! its replies back to the client. The session returns the [`Disconnect`]
+//! that ended it after the transport has closed accordingly.
 
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::disconnect::Disconnect;
 use crate::metrics::TransportMetrics;
-use crate::transport::Transport;
+use crate::transport::{Inbound, Transport};
 use crate::writer::{Batch, Writer};
 
 /// What a session needs besides its parts.
@@ -29,8 +31,33 @@ pub struct Session {
     pub metrics: TransportMetrics,
 }
 
+/// What a stream does with the messages its client sends.
+pub trait Inbox: Send {
+    /// Handles one text message; returns the reply to send back, if any.
+    ///
+    /// # Errors
+    ///
+    /// The [`Disconnect`] that ends the stream (a message it must refuse).
+    fn receive(
+        &mut self,
+        message: Bytes,
+    ) -> impl Future<Output = Result<Option<Bytes>, Disconnect>> + Send;
+}
+
+/// The inbox of a stream that takes no messages: any message closes it
+/// (WebSocket 1003).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Refuse;
+
+impl Inbox for Refuse {
+    async fn receive(&mut self, _message: Bytes) -> Result<Option<Bytes>, Disconnect> {
+        Err(Disconnect::UnsupportedData)
+    }
+}
+
 enum Step<'a> {
     Batch(Batch<'a>),
+    Message(Bytes),
     KeepAlive,
     End(Disconnect),
 }
@@ -47,9 +74,10 @@ pub async fn run<T: Transport>(
     source: impl Future<Output = ()> + Send,
     writer: Writer,
     transport: T,
+    inbox: impl Inbox,
     session: &Session,
 ) -> Disconnect {
-    let mut deliver = pin!(deliver(writer, transport, session));
+    let mut deliver = pin!(deliver(writer, transport, inbox, session));
     let mut source = pin!(source);
     tokio::select! {
         biased;
@@ -63,6 +91,7 @@ pub async fn run<T: Transport>(
 async fn deliver<T: Transport>(
     mut writer: Writer,
     mut transport: T,
+    mut inbox: impl Inbox,
     session: &Session,
 ) -> Disconnect {
     let mut keep_alive = interval_at(Instant::now() + session.keep_alive, session.keep_alive);
@@ -72,8 +101,14 @@ async fn deliver<T: Transport>(
         let step = tokio::select! {
             biased;
             () = session.cancel.cancelled() => Step::End(Disconnect::Shutdown),
-            reason = transport.recv() => Step::End(reason),
-            batch = writer.next_batch() => batch.map_or(Step::End(Disconnect::Complete), Step::Batch),
+            inbound = transport.recv() => match inbound {
+                Inbound::Text(message) => Step::Message(message),
+                Inbound::End(reason) => Step::End(reason),
+            },
+            batch = writer.next_batch() => match batch {
+                Ok(batch) => Step::Batch(batch),
+                Err(reason) => Step::End(reason),
+            },
             _ = keep_alive.tick() => Step::KeepAlive,
         };
         match step {
@@ -84,6 +119,16 @@ async fn deliver<T: Transport>(
                 session
                     .metrics
                     .record_batch(batch.events(), batch.bytes.len());
+            }
+            Step::Message(message) => {
+                let replied = match inbox.receive(message).await {
+                    Ok(Some(reply)) => transport.send_reply(reply).await,
+                    Ok(None) => Ok(()),
+                    Err(reason) => Err(reason),
+                };
+                if let Err(reason) = replied {
+                    break reason;
+                }
             }
             Step::KeepAlive => match transport.keep_alive().await {
                 Ok(sent) => {
@@ -109,7 +154,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::{Metrics, TransportKind};
-    use crate::protocol::{Event, Framing};
+    use crate::protocol::{Event, Framing, Item};
     use crate::queue::{self, Limits};
     use crate::source::{Source, ticker::Ticker};
     use crate::transport::memory::{self, Record};
@@ -176,6 +221,7 @@ mod tests {
             ticker.run(tx),
             writer(rx, 16),
             transport,
+            Refuse,
             &session(CancellationToken::new()),
         )
         .await;
@@ -197,10 +243,9 @@ mod tests {
             size: 8,
         };
         let session = session(CancellationToken::new());
-        let stream =
-            tokio::spawn(
-                async move { run(ticker.run(tx), writer(rx, 256), transport, &session).await },
-            );
+        let stream = tokio::spawn(async move {
+            run(ticker.run(tx), writer(rx, 256), transport, Refuse, &session).await
+        });
         let mut sizes = Vec::new();
         let mut seen = Vec::new();
         let mut depths_seen_full = false;
@@ -240,7 +285,14 @@ mod tests {
             count: 0,
             size: 8,
         };
-        let reason = run(ticker.run(tx), writer(rx, 16), transport, &session(cancel)).await;
+        let reason = run(
+            ticker.run(tx),
+            writer(rx, 16),
+            transport,
+            Refuse,
+            &session(cancel),
+        )
+        .await;
         assert_eq!(reason, Disconnect::Shutdown);
         assert_eq!(
             collect(records).await.last(),
@@ -256,13 +308,14 @@ mod tests {
         let source = async move {
             let mut seq = 0;
             while tx
-                .push(Event {
+                .push(Item::Event(Event {
                     seq: {
                         seq += 1;
                         seq
                     },
+                    pts: None,
                     data: Bytes::from_static(b"1"),
-                })
+                }))
                 .await
                 .is_ok()
             {}
@@ -271,6 +324,7 @@ mod tests {
             source,
             writer(rx, 16),
             transport,
+            Refuse,
             &session(CancellationToken::new()),
         )
         .await;
@@ -285,7 +339,14 @@ mod tests {
         session.keep_alive = Duration::from_secs(5);
         let cancel = session.cancel.clone();
         let stream = tokio::spawn(async move {
-            run(std::future::pending(), writer(rx, 16), transport, &session).await
+            run(
+                std::future::pending(),
+                writer(rx, 16),
+                transport,
+                Refuse,
+                &session,
+            )
+            .await
         });
         for _ in 0..3 {
             assert_eq!(records.recv().await, Some(Record::KeepAlive));

@@ -1,14 +1,25 @@
 //! The state shared by every handler: configuration, metrics, the live
-//! connections and the shutdown handle. Cheap to clone (`Arc` fields).
+//! connections, the store, the hub, the publisher, the access rules and the
+//! shutdown handle. Cheap to clone (`Arc` fields and handles).
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+
 use crate::admission::Admission;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::connections::Connections;
-use crate::metrics::{Metrics, TransportKind};
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::metrics::{Metrics, SlowConsumerAction, TransportKind};
+use crate::protocol::Name;
+use crate::publish::Publisher;
 use crate::session::Session;
 use crate::shutdown::Shutdown;
+use crate::source::replay::Replay;
+use crate::source::topic::{OverflowPolicy, Topic};
+use crate::store::{self, Store};
 
 /// What handlers share.
 #[derive(Debug, Clone)]
@@ -19,21 +30,44 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The open streams and the connection limit.
     pub connections: Arc<Connections>,
+    /// Topic events and the replay dataset.
+    pub store: Store,
+    /// Live topic subscribers.
+    pub hub: Arc<Hub>,
+    /// Hands publishes to the single writer.
+    pub publisher: Publisher,
+    /// Who may publish and read.
+    pub auth: Arc<Auth>,
     /// The shutdown handle every stream watches.
     pub shutdown: Shutdown,
 }
 
 impl AppState {
-    /// State for a server running with `config` until `shutdown`.
-    pub fn new(config: Config, shutdown: Shutdown) -> Self {
+    /// State for a server running with `config` over `store` until
+    /// `shutdown`; also starts the publish writer, which ends once every
+    /// clone of this state is dropped (await the handle to know).
+    pub fn start(config: Config, store: Store, shutdown: Shutdown) -> (Self, JoinHandle<()>) {
         let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new());
+        let (publisher, writer) = Publisher::start(
+            store.clone(),
+            Arc::clone(&hub),
+            metrics.topics().clone(),
+            config.publish_queue,
+            config.max_publish_bytes,
+        );
         let admission = Admission::new(config.max_connections);
-        Self {
+        let state = Self {
             connections: Arc::new(Connections::new(admission, Arc::clone(&metrics))),
+            auth: Arc::new(Auth::new(&config.publish_tokens, &config.read_rules)),
             config: Arc::new(config),
             metrics,
+            store,
+            hub,
+            publisher,
             shutdown,
-        }
+        };
+        (state, writer)
     }
 
     /// The session settings of a new stream on `transport`.
@@ -42,6 +76,39 @@ impl AppState {
             cancel: self.shutdown.token().child_token(),
             keep_alive: self.config.keepalive_interval,
             metrics: self.metrics.transport(transport).clone(),
+        }
+    }
+
+    /// A subscription to `topic`.
+    pub fn topic_source(&self, topic: Name, since: u64, policy: OverflowPolicy) -> Topic {
+        Topic {
+            name: topic,
+            since,
+            policy,
+            store: self.store.clone(),
+            hub: Arc::clone(&self.hub),
+            metrics: self.metrics.topics().clone(),
+            catch_ups: self.metrics.slow_consumers(SlowConsumerAction::CatchUp),
+        }
+    }
+
+    /// A replay of `wallet`'s trades after `after`, at `rate` per second.
+    pub fn replay_source(&self, wallet: Name, after: u64, rate: u64) -> Replay {
+        Replay {
+            wallet,
+            after,
+            rate,
+            store: self.store.clone(),
+            rows_read: self.metrics.topics().replay_rows.clone(),
+        }
+    }
+
+    /// Logs a store failure and turns it into a retryable 503.
+    pub fn storage_error(&self, error: &store::Error) -> ApiError {
+        tracing::error!(%error, "store failure");
+        ApiError::Unavailable {
+            reason: "storage unavailable".to_owned(),
+            retry_after: self.config.retry_after,
         }
     }
 }

@@ -9,15 +9,16 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::protocol::{Event, Framing, now_micros};
-use crate::queue::Receiver;
+use crate::disconnect::Disconnect;
+use crate::protocol::{Framing, Item, now_micros};
+use crate::queue::{Received, Receiver};
 
 /// How large one batch may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
     /// Most events per batch (at least 1; 1 disables batching).
     pub max_events: usize,
-    /// Most bytes per batch, by [`Event::cost`]; a single larger event still
+    /// Most bytes per batch, by [`Item::cost`]; a single larger event still
     /// goes out alone.
     pub max_bytes: usize,
 }
@@ -54,8 +55,8 @@ pub struct Writer {
     queue: Receiver,
     framing: Framing,
     limits: BatchLimits,
-    /// Events taken from the queue for the batch being encoded (reused).
-    taken: Vec<Event>,
+    /// Items taken from the queue for the batch being encoded (reused).
+    taken: Vec<Item>,
     /// The encode buffer; its allocation is reused once a transport has
     /// released the previous batch.
     buf: BytesMut,
@@ -75,34 +76,35 @@ impl Writer {
         }
     }
 
-    /// Waits for queued events and encodes as many as the limits allow.
-    /// Returns `None` once the source has finished and the queue is drained.
+    /// Waits for queued items and encodes as many as the limits allow.
+    ///
+    /// # Errors
+    ///
+    /// The stream is over: [`Disconnect::Complete`] once the source has
+    /// finished and the queue is drained, or the reason the source aborted.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: events leave the queue only in the poll that completes,
+    /// Cancel safe: items leave the queue only in the poll that completes,
     /// and are encoded before this returns.
-    pub async fn next_batch(&mut self) -> Option<Batch<'_>> {
-        let more = self
+    pub async fn next_batch(&mut self) -> Result<Batch<'_>, Disconnect> {
+        let limits = self.limits;
+        let received = self
             .queue
-            .recv_batch(
-                &mut self.taken,
-                self.limits.max_events,
-                self.limits.max_bytes,
-            )
+            .recv_batch(&mut self.taken, limits.max_events, limits.max_bytes)
             .await;
-        if !more {
-            return None;
+        if let Received::End(reason) = received {
+            return Err(reason);
         }
         let ts = now_micros();
-        let estimate: usize = self.taken.iter().map(Event::cost).sum();
+        let estimate: usize = self.taken.iter().map(Item::cost).sum();
         self.buf.reserve(estimate);
         self.frame_ends.clear();
-        for event in self.taken.drain(..) {
-            self.framing.encode(&event, ts, &mut self.buf);
+        for item in self.taken.drain(..) {
+            self.framing.encode(&item, ts, &mut self.buf);
             self.frame_ends.push(self.buf.len());
         }
-        Some(Batch {
+        Ok(Batch {
             bytes: self.buf.split().freeze(),
             frame_ends: &self.frame_ends,
         })
@@ -112,7 +114,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::json_data;
+    use crate::protocol::{Event, json_data};
     use crate::queue::{self, Limits};
 
     fn filled(n: u64) -> (queue::Sender, Receiver) {
@@ -121,10 +123,11 @@ mod tests {
             max_bytes: usize::MAX,
         });
         for seq in 1..=n {
-            tx.try_push(Event {
+            tx.try_push(Item::Event(Event {
                 seq,
+                pts: None,
                 data: json_data("x"),
-            })
+            }))
             .unwrap();
         }
         (tx, rx)
@@ -182,6 +185,6 @@ mod tests {
         drop(tx);
         let mut writer = Writer::new(rx, Framing::Sse, LIMITS);
         assert_eq!(writer.next_batch().await.unwrap().events(), 2);
-        assert!(writer.next_batch().await.is_none());
+        assert_eq!(writer.next_batch().await.unwrap_err(), Disconnect::Complete);
     }
 }

@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -13,11 +14,22 @@ use std::time::Duration;
 /// The longest any wait on the child process may take.
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The server binary, run in a working directory of its own (where its
+/// default SQLite database is created), emptied first.
 fn server() -> Command {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "cli-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a working directory");
     let mut command = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"));
     command
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .current_dir(dir)
         .env_remove("RUST_LOG")
+        .env_remove("STREAMGAUGE_DATABASE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -214,6 +226,58 @@ fn a_busy_port_is_a_runtime_error_with_the_address() {
     let (code, stderr) = run_to_exit(server().args(["--listen", &addr]));
     assert_eq!(code, 1);
     assert!(stderr.contains(&addr), "{stderr}");
+}
+
+#[test]
+fn the_default_database_is_an_sqlite_file_created_in_the_working_directory() {
+    let mut command = server();
+    command.args(["--listen", "127.0.0.1:0"]);
+    let dir = command.get_current_dir().unwrap().to_owned();
+    let running = Running::start(&mut command);
+    assert!(
+        dir.join("streamgauge.db").exists(),
+        "no streamgauge.db in {}",
+        dir.display()
+    );
+    running.signal("TERM");
+    assert_eq!(running.wait().0.code(), Some(0));
+}
+
+#[test]
+fn an_unreachable_database_is_a_runtime_error_that_hides_the_password() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://user:hunter2@127.0.0.1:{unused}/db");
+    let (code, stderr) =
+        run_to_exit(server().args(["--listen", "127.0.0.1:0", "--database", &url]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("opening --database"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+}
+
+#[test]
+fn tokens_never_reach_the_logs_or_help() {
+    let running = Running::start(
+        server()
+            .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+            .env("STREAMGAUGE_PUBLISH_TOKEN", "s3cret-one,s3cret-two"),
+    );
+    running.signal("TERM");
+    let (status, stderr) = running.wait();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !stderr.contains("s3cret"),
+        "a token leaked into the logs:\n{stderr}"
+    );
+    let help = server()
+        .arg("--help")
+        .env("STREAMGAUGE_PUBLISH_TOKEN", "s3cret-one")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("s3cret"));
 }
 
 #[test]

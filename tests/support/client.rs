@@ -7,6 +7,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use super::within;
@@ -46,6 +48,10 @@ pub enum End {
 pub enum Item {
     /// An event, parsed from its JSON.
     Event(Value),
+    /// A gap notice: its `{"from", "to", "reason"}`.
+    Gap(Value),
+    /// Any other frame (a WebSocket publish ack or error).
+    Reply(Value),
     /// A keep-alive: an SSE comment or a WebSocket ping.
     KeepAlive,
     /// The end of the stream.
@@ -59,8 +65,14 @@ pub enum Client {
 }
 
 impl Client {
-    /// Opens `/{transport}/{path}` on `addr`, expecting the stream to start.
-    pub async fn open(addr: SocketAddr, transport: Transport, path: &str) -> Self {
+    /// Opens `/{transport}/{path}` on `addr` with extra request `headers`,
+    /// expecting the stream to start.
+    pub async fn open(
+        addr: SocketAddr,
+        transport: Transport,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Self {
         let url = format!(
             "{}://{addr}/{}/{path}",
             scheme(transport),
@@ -68,18 +80,29 @@ impl Client {
         );
         match transport {
             Transport::Sse => {
-                let response = within(
-                    "SSE response headers",
-                    super::http_client().get(&url).send(),
-                )
-                .await
-                .expect("SSE request");
+                let mut request = super::http_client().get(&url);
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                let response = within("SSE response headers", request.send())
+                    .await
+                    .expect("SSE request");
                 assert_eq!(response.status(), 200, "GET {url}");
                 assert_eq!(response.headers()["content-type"], "text/event-stream");
                 Client::Sse(SseClient::new(response))
             }
             Transport::Ws => {
-                let (socket, response) = within("WebSocket handshake", connect_async(&url))
+                let mut request = url.as_str().into_client_request().expect("a WebSocket URL");
+                for (name, value) in headers {
+                    let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(
+                        name.as_bytes(),
+                    )
+                    .unwrap();
+                    request
+                        .headers_mut()
+                        .insert(name, HeaderValue::from_str(value).unwrap());
+                }
+                let (socket, response) = within("WebSocket handshake", connect_async(request))
                     .await
                     .unwrap_or_else(|e| panic!("WebSocket {url}: {e}"));
                 assert_eq!(response.status(), 101);
@@ -96,25 +119,33 @@ impl Client {
         }
     }
 
-    /// The next event, skipping keep-alives; fails on an end.
-    pub async fn next_event(&mut self) -> Value {
+    /// The next item that is not a keep-alive.
+    pub async fn next_item(&mut self) -> Item {
         loop {
             match self.next().await {
-                Item::Event(event) => return event,
                 Item::KeepAlive => {}
-                Item::End(end) => panic!("stream ended before the next event: {end:?}"),
+                item => return item,
             }
         }
     }
 
-    /// Every remaining event, then how the stream ended.
+    /// The next event, skipping keep-alives; fails on anything else.
+    pub async fn next_event(&mut self) -> Value {
+        match self.next_item().await {
+            Item::Event(event) => event,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// Every remaining event, then how the stream ended; fails on a gap
+    /// notice or a reply.
     pub async fn drain(&mut self) -> (Vec<Value>, End) {
         let mut events = Vec::new();
         loop {
-            match self.next().await {
+            match self.next_item().await {
                 Item::Event(event) => events.push(event),
-                Item::KeepAlive => {}
                 Item::End(end) => return (events, end),
+                other => panic!("expected an event, got {other:?}"),
             }
         }
     }
@@ -139,9 +170,7 @@ fn scheme(transport: Transport) -> &'static str {
 
 async fn next_ws(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Item {
     match ws.next().await {
-        Some(Ok(Message::Text(text))) => {
-            Item::Event(serde_json::from_str(&text).expect("event JSON"))
-        }
+        Some(Ok(Message::Text(text))) => classify(serde_json::from_str(&text).expect("frame JSON")),
         Some(Ok(Message::Ping(_))) => Item::KeepAlive,
         Some(Ok(Message::Close(frame))) => {
             // Finish the closing handshake as a well-behaved client does:
@@ -155,10 +184,24 @@ async fn next_ws(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Item {
     }
 }
 
+/// An event if it has a `seq`, a gap notice if it is `{"gap": …}`, a reply
+/// otherwise.
+fn classify(frame: Value) -> Item {
+    if frame.get("seq").is_some() {
+        Item::Event(frame)
+    } else if let Some(gap) = frame.get("gap") {
+        Item::Gap(gap.clone())
+    } else {
+        Item::Reply(frame)
+    }
+}
+
 /// An SSE client parsing the body incrementally.
 pub struct SseClient {
     response: reqwest::Response,
     buffer: String,
+    /// Where the unparsed part of `buffer` starts.
+    parsed: usize,
     ended: bool,
 }
 
@@ -167,6 +210,7 @@ impl SseClient {
         Self {
             response,
             buffer: String::new(),
+            parsed: 0,
             ended: false,
         }
     }
@@ -178,16 +222,21 @@ impl SseClient {
             }
             if self.ended {
                 assert!(
-                    self.buffer.is_empty(),
+                    self.buffer[self.parsed..].is_empty(),
                     "body ended inside an event: {:?}",
                     self.buffer
                 );
                 return Item::End(End::Body);
             }
             match self.response.chunk().await {
-                Ok(Some(chunk)) => self
-                    .buffer
-                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8 body")),
+                Ok(Some(chunk)) => {
+                    // Drop what was parsed before appending: one shift per
+                    // chunk, not one per event.
+                    self.buffer.drain(..self.parsed);
+                    self.parsed = 0;
+                    self.buffer
+                        .push_str(std::str::from_utf8(&chunk).expect("UTF-8 body"));
+                }
                 Ok(None) => self.ended = true,
                 Err(e) => return Item::End(End::Broken(format!("{e:?}"))),
             }
@@ -196,10 +245,11 @@ impl SseClient {
 
     /// Takes one complete event or comment block off the buffer.
     fn parse_one(&mut self) -> Option<Item> {
-        let end = self.buffer.find("\n\n")?;
-        let block: String = self.buffer.drain(..end + 2).collect();
+        let end = self.parsed + self.buffer[self.parsed..].find("\n\n")? + 2;
+        let block = self.buffer[self.parsed..end].to_owned();
+        self.parsed = end;
         let mut data = Vec::new();
-        let mut id = None;
+        let (mut id, mut name) = (None, None);
         for line in block.lines() {
             if line.is_empty() || line.starts_with(':') {
                 continue;
@@ -208,14 +258,20 @@ impl SseClient {
             match field {
                 "data" => data.push(value),
                 "id" => id = Some(value.to_owned()),
+                "event" => name = Some(value.to_owned()),
                 other => panic!("unexpected SSE field {other:?} in {block:?}"),
             }
         }
         if data.is_empty() {
             return Some(Item::KeepAlive);
         }
-        let event: Value = serde_json::from_str(&data.join("\n")).expect("event JSON");
-        assert_eq!(id, Some(event["seq"].to_string()), "SSE id must be the seq");
-        Some(Item::Event(event))
+        let frame: Value = serde_json::from_str(&data.join("\n")).expect("event JSON");
+        if name.as_deref() == Some("gap") {
+            assert_eq!(id, None, "gap notices carry no id");
+            return Some(Item::Gap(frame["gap"].clone()));
+        }
+        assert_eq!(name, None, "unexpected SSE event name in {block:?}");
+        assert_eq!(id, Some(frame["seq"].to_string()), "SSE id must be the seq");
+        Some(Item::Event(frame))
     }
 }

@@ -1,19 +1,45 @@
 //! Test harness: the in-process server, clients for both transports, and
 //! `/metrics` reading with bounded waits.
 
+/// Runs each listed `async fn(Backend)` as one test per database.
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 pub mod client;
+pub mod db;
 pub mod metrics;
+pub mod postgres;
 pub mod raw_ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use streamgauge_server::{Config, Shutdown, run};
+use serde_json::Value;
+use streamgauge_server::{Config, Shutdown, Store, run};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use self::client::{Client, End, Item, Transport};
+pub use self::db::{Backend, Database};
 pub use self::metrics::Metrics;
 
 /// The longest any single wait in a test may take before it fails.
@@ -40,25 +66,40 @@ pub struct TestServer {
     pub shutdown: Shutdown,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     http: reqwest::Client,
+    /// The database it made for itself, if it did.
+    _database: Option<Database>,
 }
 
 impl TestServer {
-    /// Starts a server with `config` on a free loopback port.
+    /// Starts a server with `config` on a free loopback port, over a fresh
+    /// SQLite database of its own.
     pub async fn start(config: Config) -> Self {
+        let database = Database::fresh(Backend::Sqlite).await;
+        let mut server = Self::start_on(config, &database).await;
+        server._database = Some(database);
+        server
+    }
+
+    /// Starts a server with `config` on a free loopback port over `database`.
+    pub async fn start_on(mut config: Config, database: &Database) -> Self {
+        config.store.url = database.url().to_owned();
+        let store = within("the store to open", Store::open(&config.store))
+            .await
+            .expect("opening the test database");
         let listener = TcpListener::bind(config.listen)
             .await
             .expect("binding 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
         let shutdown = Shutdown::new();
-        let handle = tokio::spawn(run(listener, config, shutdown.clone()));
+        let handle = tokio::spawn(run(listener, config, store, shutdown.clone()));
         Self {
             addr,
             shutdown,
             handle: Some(handle),
             http: http_client(),
+            _database: None,
         }
     }
-
     /// `http://ADDR{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -71,7 +112,44 @@ impl TestServer {
 
     /// Opens a stream on `transport` at `/{sse|ws}/{path}`.
     pub async fn open(&self, transport: Transport, path: &str) -> Client {
-        Client::open(self.addr, transport, path).await
+        Client::open(self.addr, transport, path, &[]).await
+    }
+
+    /// Opens a stream with extra request headers.
+    pub async fn open_with(
+        &self,
+        transport: Transport,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Client {
+        Client::open(self.addr, transport, path, headers).await
+    }
+
+    /// `POST /topics/{topic}/events` with `body` (and a bearer `token`):
+    /// the status and the JSON answer.
+    pub async fn try_publish(
+        &self,
+        topic: &str,
+        body: impl Into<reqwest::Body>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/topics/{topic}/events")))
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = within("a publish", request.send()).await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+
+    /// Publishes `body` to `topic`, expecting 201; returns the seq.
+    pub async fn publish(&self, topic: &str, body: &Value) -> u64 {
+        let (status, answer) = self.try_publish(topic, body.to_string(), None).await;
+        assert_eq!(status, 201, "publish to {topic}: {answer}");
+        answer["seq"].as_u64().expect("a seq")
     }
 
     /// The server's metrics now.

@@ -2,8 +2,11 @@
 //! the router beside its handlers; [`crate::app`] merges them. Only this
 //! module and [`crate::transport`] know about axum.
 
+mod credentials;
 pub mod ops;
 mod params;
+pub mod replay;
 mod stream;
 pub mod ticker;
 pub mod tokens;
+pub mod topics;

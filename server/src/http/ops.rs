@@ -26,7 +26,8 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 once listening (the router only exists then), 503 while draining.
+/// 200 once listening with the store migrated (the router only exists
+/// then), 503 while draining.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.shutdown.is_draining() {
         (
@@ -43,5 +44,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for (transport, depth) in state.connections.queue_depths() {
         state.metrics.set_queue_depth(transport, depth);
     }
+    state.metrics.set_live_subscribers(state.hub.live_members());
     ([(CONTENT_TYPE, OPENMETRICS)], state.metrics.encode())
 }

@@ -24,7 +24,8 @@ impl<'a> Params<'a> {
         Ok(Self(pairs))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    /// The raw value of `name`, if given.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -38,24 +39,51 @@ impl<'a> Params<'a> {
         default: u64,
         range: RangeInclusive<u64>,
     ) -> Result<u64, ApiError> {
-        let Some(text) = self.get(name) else {
-            return Ok(default);
-        };
-        let value: u64 = text.parse().map_err(|_| {
-            ApiError::bad_param(name, format!("{text:?} is not a non-negative integer"))
-        })?;
-        if !range.contains(&value) {
-            return Err(ApiError::bad_param(
-                name,
-                format!(
-                    "{value} is out of bounds ({}..={})",
-                    range.start(),
-                    range.end()
-                ),
-            ));
-        }
-        Ok(value)
+        Ok(self.opt_u64_in(name, range)?.unwrap_or(default))
     }
+
+    /// The integer parameter `name`, which must be given, within `range`.
+    pub(crate) fn required_u64_in(
+        &self,
+        name: &str,
+        range: RangeInclusive<u64>,
+    ) -> Result<u64, ApiError> {
+        self.opt_u64_in(name, range)?
+            .ok_or_else(|| ApiError::bad_param(name, "is required"))
+    }
+
+    /// The integer parameter `name` if given, within `range`.
+    pub(crate) fn opt_u64_in(
+        &self,
+        name: &str,
+        range: RangeInclusive<u64>,
+    ) -> Result<Option<u64>, ApiError> {
+        self.get(name)
+            .map(|text| parse_u64_in(name, text, range))
+            .transpose()
+    }
+}
+
+/// `text` as the integer parameter (or header) `name`, within `range`.
+pub(crate) fn parse_u64_in(
+    name: &str,
+    text: &str,
+    range: RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    let value: u64 = text.parse().map_err(|_| {
+        ApiError::bad_param(name, format!("{text:?} is not a non-negative integer"))
+    })?;
+    if !range.contains(&value) {
+        return Err(ApiError::bad_param(
+            name,
+            format!(
+                "{value} is out of bounds ({}..={})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -100,6 +128,17 @@ mod tests {
     fn a_repeated_parameter_is_refused() {
         let err = message(Params::parse(Some("size=1&size=2")).unwrap_err());
         assert_eq!(err, "invalid parameter `size`: given more than once");
+    }
+
+    #[test]
+    fn required_parameters_must_be_given() {
+        let params = Params::parse(Some("a=1")).unwrap();
+        assert_eq!(params.required_u64_in("a", 0..=9).unwrap(), 1);
+        assert_eq!(
+            message(params.required_u64_in("count", 0..=9).unwrap_err()),
+            "invalid parameter `count`: is required"
+        );
+        assert_eq!(params.opt_u64_in("since", 0..=9).unwrap(), None);
     }
 
     #[test]

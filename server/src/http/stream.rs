@@ -19,17 +19,21 @@ use crate::error::ApiError;
 use crate::metrics::TransportKind;
 use crate::protocol::Framing;
 use crate::queue;
-use crate::session;
+use crate::session::{self, Inbox, Refuse};
 use crate::source::Source;
 use crate::state::AppState;
 use crate::transport::sse::{self, SseTransport};
 use crate::transport::ws::{self, WsTransport};
 use crate::writer::Writer;
 
-/// Read buffer of a server-side WebSocket. Clients send only pongs and
-/// small control frames on these streams; tungstenite's 128 KiB default
-/// would be reserved (and zeroed) per connection.
+/// Read buffer of a server-side WebSocket. Clients send pongs, control
+/// frames and at most publish frames; tungstenite's 128 KiB default would be
+/// reserved (and zeroed) per connection.
 const WS_READ_BUFFER: usize = 4096;
+
+/// Largest message a client may send on a stream that takes none: any
+/// message closes such a stream (1003), this only bounds what is read first.
+pub(crate) const NO_MESSAGES: usize = 4096;
 
 /// A source whose parameters come from the query string.
 pub(crate) trait FromQuery: Source + Sized {
@@ -62,7 +66,7 @@ async fn ws_handler<S: FromQuery>(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let source: S = source_from(&state, query.as_deref())?;
-    Ok(ws_stream(&state, upgrade?, source))
+    Ok(ws_stream(&state, upgrade?, source, Refuse, NO_MESSAGES))
 }
 
 fn admit(state: &AppState, transport: TransportKind) -> Result<StreamGuard, ApiError> {
@@ -88,7 +92,7 @@ pub(crate) fn sse_stream<S: Source>(state: &AppState, source: S) -> Result<Respo
     let (tx, writer) = pipeline(state, &guard, SseTransport::FRAMING);
     let session = state.session(TransportKind::Sse);
     let body = sse::body(move |transport| async move {
-        let reason = session::run(source.run(tx), writer, transport, &session).await;
+        let reason = session::run(source.run(tx), writer, transport, Refuse, &session).await;
         tracing::debug!(reason = reason.label(), "sse stream ended");
         guard.finish(reason);
     });
@@ -100,17 +104,20 @@ pub(crate) fn sse_stream<S: Source>(state: &AppState, source: S) -> Result<Respo
     Ok((headers, [("x-accel-buffering", "no")], body).into_response())
 }
 
-/// Streams `source` over the WebSocket that `upgrade` opens; over the
-/// connection limit, the socket is opened and closed at once with 1013.
-pub(crate) fn ws_stream<S: Source>(
+/// Streams `source` over the WebSocket that `upgrade` opens, with the
+/// client's messages (at most `max_message` bytes) going to `inbox`; over
+/// the connection limit, the socket is opened and closed at once with 1013.
+pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     state: &AppState,
     upgrade: WebSocketUpgrade,
     source: S,
+    inbox: I,
+    max_message: usize,
 ) -> Response {
     let upgrade = upgrade
         .read_buffer_size(WS_READ_BUFFER)
-        .max_message_size(state.config.ws_max_message)
-        .max_frame_size(state.config.ws_max_message)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .write_buffer_size(state.config.batch.max_bytes);
     let shutdown = state.shutdown.clone();
     let Ok(guard) = admit(state, TransportKind::Ws) else {
@@ -124,7 +131,7 @@ pub(crate) fn ws_stream<S: Source>(
     upgrade.on_upgrade(move |socket| {
         shutdown.track(async move {
             let transport = WsTransport::new(socket, pong_timeout);
-            let reason = session::run(source.run(tx), writer, transport, &session).await;
+            let reason = session::run(source.run(tx), writer, transport, inbox, &session).await;
             tracing::debug!(reason = reason.label(), "websocket stream ended");
             guard.finish(reason);
         })

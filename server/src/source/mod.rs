@@ -6,11 +6,13 @@ use std::future::Future;
 
 use tokio::time::{Duration, Instant, sleep_until};
 
-use crate::protocol::Event;
+use crate::protocol::{Event, Item};
 use crate::queue::Sender;
 
+pub mod replay;
 pub mod ticker;
 pub mod tokens;
+pub mod topic;
 
 /// Something that produces one stream's events.
 pub trait Source: Send + 'static {
@@ -27,7 +29,7 @@ pub async fn paced(mut queue: Sender, rate: u64, events: impl Iterator<Item = Ev
     let mut pacer = Pacer::new(rate);
     for event in events {
         pacer.next().await;
-        if queue.push(event).await.is_err() {
+        if queue.push(Item::Event(event)).await.is_err() {
             return;
         }
     }

@@ -41,6 +41,7 @@ impl Source for Ticker {
         };
         let events = (1..=last).map(|seq| Event {
             seq,
+            pts: None,
             data: data.clone(),
         });
         paced(queue, self.rate, events).await;

@@ -56,6 +56,7 @@ impl Source for Tokens {
             .zip(WORDS.iter().cycle())
             .map(|(seq, word)| Event {
                 seq,
+                pts: None,
                 data: Bytes::from_static(word.as_bytes()),
             });
         paced(queue, self.tps, events).await;
@@ -67,7 +68,8 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::queue::{self, Limits};
+    use crate::protocol::Item;
+    use crate::queue::{self, Limits, Received};
 
     #[test]
     fn every_word_is_a_json_object_with_a_token() {
@@ -92,12 +94,22 @@ mod tests {
         };
         let producer = tokio::spawn(source.run(tx));
         let mut out = Vec::new();
-        assert!(rx.recv_batch(&mut out, 100, usize::MAX).await);
+        assert_eq!(
+            rx.recv_batch(&mut out, 100, usize::MAX).await,
+            Received::Items
+        );
         assert_eq!(start.elapsed(), Duration::from_millis(200));
         producer.await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(400));
-        while rx.recv_batch(&mut out, 100, usize::MAX).await {}
-        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        while rx.recv_batch(&mut out, 100, usize::MAX).await == Received::Items {}
+        let seqs: Vec<u64> = out
+            .iter()
+            .filter_map(|item| match item {
+                Item::Event(e) => Some(e.seq),
+                Item::Gap(_) => None,
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
     }
 
     #[test]

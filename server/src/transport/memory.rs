@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::Transport;
+use super::{Inbound, Transport};
 use crate::disconnect::Disconnect;
 use crate::writer::Batch;
 
@@ -52,9 +52,13 @@ impl Transport for MemoryTransport {
         self.record(Record::KeepAlive).await.map(|()| true)
     }
 
-    async fn recv(&mut self) -> Disconnect {
+    async fn recv(&mut self) -> Inbound {
         self.records.closed().await;
-        Disconnect::PeerGone
+        Inbound::End(Disconnect::PeerGone)
+    }
+
+    async fn send_reply(&mut self, reply: Bytes) -> Result<(), Disconnect> {
+        self.record(Record::Batch(vec![reply])).await
     }
 
     async fn close(mut self, reason: Disconnect) {

@@ -7,8 +7,20 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
+
 use crate::disconnect::Disconnect;
 use crate::writer::Batch;
+
+/// What the peer sent that the session must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A text message (WebSocket), for the stream's inbox.
+    Text(Bytes),
+    /// Something that ends the stream: a close, a forbidden message, an
+    /// error.
+    End(Disconnect),
+}
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
@@ -35,13 +47,21 @@ pub trait Transport: Send {
     /// The [`Disconnect`] that ends the stream (a dead peer, a failed write).
     fn keep_alive(&mut self) -> impl Future<Output = Result<bool, Disconnect>> + Send;
 
-    /// Reads from the peer and resolves only when what it read ends the
-    /// stream (a close, a message the stream does not accept, an error).
+    /// Reads from the peer and resolves only with a text message or with
+    /// what ends the stream; control frames are handled inside.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: used in `select!` against the queue and timers.
-    fn recv(&mut self) -> impl Future<Output = Disconnect> + Send;
+    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+
+    /// Sends a reply to a message the peer sent (one text frame, flushed).
+    /// Only transports that return [`Inbound::Text`] are ever asked to.
+    ///
+    /// # Errors
+    ///
+    /// The [`Disconnect`] that ends the stream when the write fails.
+    fn send_reply(&mut self, reply: Bytes) -> impl Future<Output = Result<(), Disconnect>> + Send;
 
     /// Ends the stream as `reason` says (close code, end of body).
     fn close(self, reason: Disconnect) -> impl Future<Output = ()> + Send;

@@ -17,7 +17,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::Transport;
+use super::{Inbound, Transport};
 use crate::disconnect::Disconnect;
 use crate::protocol::{Framing, SSE_KEEPALIVE};
 use crate::writer::Batch;
@@ -77,10 +77,14 @@ impl Transport for SseTransport {
         Ok(true)
     }
 
-    async fn recv(&mut self) -> Disconnect {
+    async fn recv(&mut self) -> Inbound {
         // An SSE client sends nothing once the request is made; its going
         // away is seen by hyper, which then drops the body and the session.
         pending().await
+    }
+
+    async fn send_reply(&mut self, _reply: Bytes) -> Result<(), Disconnect> {
+        unreachable!("SSE streams receive no messages to reply to")
     }
 
     async fn close(self, _reason: Disconnect) {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::time::{Instant, timeout};
 
-use super::Transport;
+use super::{Inbound, Transport};
 use crate::disconnect::Disconnect;
 use crate::protocol::Framing;
 use crate::writer::Batch;
@@ -82,18 +82,26 @@ impl Transport for WsTransport {
         Ok(true)
     }
 
-    async fn recv(&mut self) -> Disconnect {
+    async fn recv(&mut self) -> Inbound {
         loop {
-            match self.socket.recv().await {
+            let message = self.socket.recv().await;
+            self.last_heard = Instant::now();
+            return match message {
                 // Pings are answered by tungstenite itself.
-                Some(Ok(Message::Pong(_) | Message::Ping(_))) => self.last_heard = Instant::now(),
-                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
-                    return Disconnect::UnsupportedData;
-                }
-                Some(Ok(Message::Close(_))) | None => return Disconnect::PeerGone,
-                Some(Err(e)) => return read_failed(&e),
-            }
+                Some(Ok(Message::Pong(_) | Message::Ping(_))) => continue,
+                Some(Ok(Message::Text(text))) => Inbound::Text(Bytes::from(text)),
+                Some(Ok(Message::Binary(_))) => Inbound::End(Disconnect::UnsupportedData),
+                Some(Ok(Message::Close(_))) | None => Inbound::End(Disconnect::PeerGone),
+                Some(Err(e)) => Inbound::End(read_failed(&e)),
+            };
         }
+    }
+
+    async fn send_reply(&mut self, reply: Bytes) -> Result<(), Disconnect> {
+        self.socket
+            .send(Message::Text(text_frame(reply)))
+            .await
+            .map_err(|e| write_failed(&e))
     }
 
     async fn close(mut self, reason: Disconnect) {

@@ -1,0 +1,120 @@
+//! The replay dataset: `GET /sse/replay/{wallet}` and `GET /ws/replay/{wallet}`
+//! stream a wallet's trades from the store; `GET /api/trades/{wallet}`
+//! answers them all at once (to compare first-item latency and memory);
+//! `POST /api/trades/{wallet}/seed?count=N` adds synthetic trades.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::credentials;
+use super::params::Params;
+use super::stream::{NO_MESSAGES, sse_stream, ws_stream};
+use super::topics::path_name;
+use crate::error::ApiError;
+use crate::session::Refuse;
+use crate::source::replay::Replay;
+use crate::state::AppState;
+use crate::store::{MAX_SEED, WalletTrade};
+
+/// The replay routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sse/replay/{wallet}", get(sse_replay))
+        .route("/ws/replay/{wallet}", get(ws_replay))
+        .route("/api/trades/{wallet}", get(all_trades))
+        .route("/api/trades/{wallet}/seed", post(seed))
+}
+
+/// The replay a request asks for: `since` (a trade id) and `rate`.
+fn replay(
+    state: &AppState,
+    wallet: Result<Path<String>, PathRejection>,
+    query: Option<&str>,
+) -> Result<Replay, ApiError> {
+    let wallet = path_name("wallet", wallet)?;
+    let params = Params::parse(query)?;
+    Ok(state.replay_source(
+        wallet,
+        params.u64_in("since", 0, 0..=u64::MAX)?,
+        params.u64_in("rate", 0, 0..=state.config.max_rate)?,
+    ))
+}
+
+async fn sse_replay(
+    State(state): State<AppState>,
+    wallet: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let source = replay(&state, wallet, query.as_deref())?;
+    sse_stream(&state, source)
+}
+
+async fn ws_replay(
+    State(state): State<AppState>,
+    wallet: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let source = replay(&state, wallet, query.as_deref())?;
+    Ok(ws_stream(&state, upgrade?, source, Refuse, NO_MESSAGES))
+}
+
+/// Every trade of the wallet as one JSON array, built in memory.
+async fn all_trades(
+    State(state): State<AppState>,
+    wallet: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let wallet = path_name("wallet", wallet)?;
+    let trades = state
+        .store
+        .all_trades(wallet.as_str())
+        .await
+        .map_err(|e| state.storage_error(&e))?;
+    let rows: Vec<WalletTrade<'_>> = trades
+        .iter()
+        .map(|trade| WalletTrade {
+            wallet: wallet.as_str(),
+            trade,
+        })
+        .collect();
+    let body = serde_json::to_vec(&rows).expect("in-memory JSON serialization");
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Adds `count` synthetic trades to the wallet (a write: publish token).
+async fn seed(
+    State(state): State<AppState>,
+    wallet: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let wallet = path_name("wallet", wallet)?;
+    state
+        .auth
+        .may_publish(credentials::bearer(&headers))
+        .map_err(|denied| ApiError::denied(denied, "seeding trades"))?;
+    let count = Params::parse(query.as_deref())?.required_u64_in("count", 1..=MAX_SEED)?;
+    let total = state
+        .store
+        .seed_trades(wallet.as_str(), count)
+        .await
+        .map_err(|e| {
+            if e.is_conflict() {
+                ApiError::Conflict("another seed of this wallet ran at the same time; retry")
+            } else {
+                state.storage_error(&e)
+            }
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "wallet": wallet.as_str(), "added": count, "total": total })),
+    ))
+}

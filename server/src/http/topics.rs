@@ -1,0 +1,188 @@
+//! Topics: `POST /topics/{topic}/events`, `GET /sse/topics/{topic}` and
+//! `GET /ws/topics/{topic}` (which also takes `{"publish": …}` frames).
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::credentials;
+use super::params::{Params, parse_u64_in};
+use super::stream::{sse_stream, ws_stream};
+use crate::error::ApiError;
+use crate::protocol::Name;
+use crate::publish::SocketPublisher;
+use crate::source::topic::{OverflowPolicy, Topic};
+use crate::state::AppState;
+
+/// Room for the `{"publish": …, "id": …}` envelope around a publish body
+/// in a WebSocket frame.
+const PUBLISH_FRAME_OVERHEAD: usize = 1024;
+
+/// The topic routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/topics/{topic}/events", post(publish))
+        .route("/sse/topics/{topic}", get(sse_subscribe))
+        .route("/ws/topics/{topic}", get(ws_subscribe))
+}
+
+/// The path segment `param` as a [`Name`].
+pub(crate) fn path_name(
+    param: &str,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Name, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_param(param, e.body_text()))?;
+    Name::parse(&raw).map_err(|reason| ApiError::bad_param(param, reason))
+}
+
+/// Reads a request body of at most `max` bytes.
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<BytesMut, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(ApiError::PayloadTooLarge { max });
+    }
+    let mut chunks = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::BadBody("the body could not be read".to_owned()))?;
+        if buf.len() + chunk.len() > max {
+            return Err(ApiError::PayloadTooLarge { max });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    topic: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let topic = path_name("topic", topic)?;
+    state
+        .auth
+        .may_publish(credentials::bearer(&headers))
+        .map_err(|denied| ApiError::denied(denied, "publishing"))?;
+    let body = read_body(body, &headers, state.config.max_publish_bytes).await?;
+    let seq = state
+        .publisher
+        .publish(&topic, &body)
+        .await
+        .map_err(|e| ApiError::publish(e, state.config.retry_after))?;
+    Ok((StatusCode::CREATED, Json(json!({ "seq": seq }))))
+}
+
+/// A subscription request, validated before any stream starts.
+struct Subscription {
+    topic: Name,
+    since: Option<u64>,
+    policy: OverflowPolicy,
+}
+
+impl Subscription {
+    /// Reads the topic, `since` (the `Last-Event-ID` header wins over the
+    /// query, as an `EventSource` reconnecting keeps its first URL), the
+    /// `overflow` policy, and checks the read token.
+    fn parse(
+        state: &AppState,
+        topic: Result<Path<String>, PathRejection>,
+        params: &Params<'_>,
+        headers: &HeaderMap,
+    ) -> Result<Self, ApiError> {
+        let topic = path_name("topic", topic)?;
+        state
+            .auth
+            .may_read(topic.as_str(), credentials::token(headers, params))
+            .map_err(|denied| ApiError::denied(denied, "reading this topic"))?;
+        let since = match headers.get("last-event-id") {
+            Some(value) => {
+                let text = value
+                    .to_str()
+                    .map_err(|_| ApiError::bad_param("Last-Event-ID", "is not text"))?;
+                Some(parse_u64_in("Last-Event-ID", text, 0..=u64::MAX)?)
+            }
+            None => params.opt_u64_in("since", 0..=u64::MAX)?,
+        };
+        let policy = match params.get("overflow") {
+            None => state.config.overflow,
+            Some(name) => OverflowPolicy::parse(name).ok_or_else(|| {
+                ApiError::bad_param(
+                    "overflow",
+                    format!("{name:?} is not catch-up or disconnect"),
+                )
+            })?,
+        };
+        Ok(Self {
+            topic,
+            since,
+            policy,
+        })
+    }
+
+    /// The subscription's source. Without `since` it starts at the head as
+    /// of now, before the response: everything published after the client
+    /// has its answer is delivered.
+    async fn source(self, state: &AppState) -> Result<Topic, ApiError> {
+        let since = match self.since {
+            Some(since) => since,
+            None => state
+                .store
+                .head(self.topic.as_str())
+                .await
+                .map_err(|e| state.storage_error(&e))?,
+        };
+        Ok(state.topic_source(self.topic, since, self.policy))
+    }
+}
+
+async fn sse_subscribe(
+    State(state): State<AppState>,
+    topic: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref())?;
+    let subscription = Subscription::parse(&state, topic, &params, &headers)?;
+    sse_stream(&state, subscription.source(&state).await?)
+}
+
+async fn ws_subscribe(
+    State(state): State<AppState>,
+    topic: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref())?;
+    let subscription = Subscription::parse(&state, topic, &params, &headers)?;
+    let permission = state
+        .auth
+        .may_publish(credentials::token(&headers, &params));
+    let inbox = SocketPublisher::new(
+        state.publisher.clone(),
+        subscription.topic.clone(),
+        permission,
+    );
+    let max_message = state.config.max_publish_bytes + PUBLISH_FRAME_OVERHEAD;
+    let upgrade = upgrade?;
+    let source = subscription.source(&state).await?;
+    Ok(ws_stream(&state, upgrade, source, inbox, max_message))
+}

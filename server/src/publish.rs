@@ -1,0 +1,319 @@
+//! Publishing: a body is validated (size, JSON) and queued to the single
+//! writer, which group-commits whatever publishes are waiting in one
+//! transaction, fans the committed events out through the hub in `seq`
+//! order, and only then acknowledges each with its `seq`. An event is thus
+//! durable before its publisher hears `201`, and the hub sees every topic's
+//! events in order.
+//!
+//! Also the WebSocket side of publishing: [`SocketPublisher`] turns
+//! `{"publish": …}` frames into publishes and answers each with an ack.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::auth::Denied;
+use crate::disconnect::Disconnect;
+use crate::hub::Hub;
+use crate::metrics::TopicMetrics;
+use crate::protocol::{Event, Name, now_micros};
+use crate::session::Inbox;
+use crate::store::{Append, Store};
+
+/// Most publishes committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+/// Why a publish was refused; nothing was stored in any case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The body is over the size limit.
+    #[error("body is {size} bytes; the limit is {max}")]
+    TooLarge {
+        /// The body's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not one valid JSON value.
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// Too many publishes are waiting for the writer.
+    #[error("too many publishes are waiting; retry later")]
+    Busy,
+    /// The store failed (or the server is stopping).
+    #[error("storage unavailable; the event was not stored")]
+    Unavailable,
+}
+
+#[derive(Debug)]
+struct Request {
+    topic: Name,
+    pts: u64,
+    data: String,
+    reply: oneshot::Sender<Result<u64, PublishError>>,
+}
+
+/// Hands publishes to the writer; clones share it. The writer stops once
+/// every clone is dropped and the publishes already queued are committed.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    requests: mpsc::Sender<Request>,
+    max_body: usize,
+}
+
+impl Publisher {
+    /// Starts the writer over `store` and `hub`, with room for `capacity`
+    /// waiting publishes of at most `max_body` bytes each.
+    pub fn start(
+        store: Store,
+        hub: Arc<Hub>,
+        metrics: TopicMetrics,
+        capacity: usize,
+        max_body: usize,
+    ) -> (Self, JoinHandle<()>) {
+        let (requests, rx) = mpsc::channel(capacity);
+        let writer = tokio::spawn(write_loop(rx, store, hub, metrics));
+        (Self { requests, max_body }, writer)
+    }
+
+    /// Validates `body` and publishes it to `topic`; returns its `seq` once
+    /// it is committed.
+    ///
+    /// # Errors
+    ///
+    /// See [`PublishError`]; nothing was stored.
+    pub async fn publish(&self, topic: &Name, body: &[u8]) -> Result<u64, PublishError> {
+        let data = validate(body, self.max_body)?;
+        let (reply, response) = oneshot::channel();
+        let request = Request {
+            topic: topic.clone(),
+            pts: now_micros(),
+            data,
+            reply,
+        };
+        self.requests.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => PublishError::Busy,
+            mpsc::error::TrySendError::Closed(_) => PublishError::Unavailable,
+        })?;
+        response.await.map_err(|_| PublishError::Unavailable)?
+    }
+}
+
+/// Checks `body` against the limit and the JSON grammar, and returns it on
+/// one line.
+fn validate(body: &[u8], max: usize) -> Result<String, PublishError> {
+    if body.len() > max {
+        return Err(PublishError::TooLarge {
+            size: body.len(),
+            max,
+        });
+    }
+    let text = std::str::from_utf8(body).map_err(|e| PublishError::InvalidJson(e.to_string()))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| PublishError::InvalidJson(e.to_string()))?;
+    Ok(minify(text))
+}
+
+/// Removes the whitespace between the tokens of valid JSON, so that it fits
+/// one SSE `data:` line; every value is kept byte for byte. Hand-written
+/// because re-serializing through serde_json would change numbers beyond
+/// f64 precision, and this is a dozen lines.
+fn minify(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+async fn write_loop(
+    mut requests: mpsc::Receiver<Request>,
+    store: Store,
+    hub: Arc<Hub>,
+    metrics: TopicMetrics,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while requests.recv_many(&mut group, MAX_GROUP).await > 0 {
+        commit(&mut group, &store, &hub, &metrics).await;
+    }
+}
+
+/// Commits `group` in one transaction, fans it out, acknowledges it.
+async fn commit(group: &mut Vec<Request>, store: &Store, hub: &Hub, metrics: &TopicMetrics) {
+    let appends: Vec<Append<'_>> = group
+        .iter()
+        .map(|r| Append {
+            topic: r.topic.as_str(),
+            pts: r.pts,
+            data: &r.data,
+        })
+        .collect();
+    let committed = store.append(&appends).await;
+    drop(appends);
+    let seqs = match committed {
+        Ok(seqs) => seqs,
+        Err(e) => {
+            tracing::error!(error = %e, events = group.len(), "committing publishes failed");
+            metrics.publish_failed("storage", group.len() as u64);
+            for request in group.drain(..) {
+                let _ = request.reply.send(Err(PublishError::Unavailable));
+            }
+            return;
+        }
+    };
+    metrics.published.inc_by(group.len() as u64);
+    metrics.commit_events.observe(group.len() as u64);
+    let mut by_topic: HashMap<&str, Vec<Event>> = HashMap::new();
+    let mut replies = Vec::with_capacity(group.len());
+    for (request, &seq) in group.iter_mut().zip(&seqs) {
+        by_topic
+            .entry(request.topic.as_str())
+            .or_default()
+            .push(Event {
+                seq,
+                pts: Some(request.pts),
+                data: Bytes::from(std::mem::take(&mut request.data)),
+            });
+        replies.push(seq);
+    }
+    for (topic, events) in &by_topic {
+        hub.publish(topic, events);
+    }
+    drop(by_topic);
+    for (request, seq) in group.drain(..).zip(replies) {
+        // A publisher that went away still had its event committed.
+        let _ = request.reply.send(Ok(seq));
+    }
+}
+
+/// A `{"publish": …}` frame, with an optional `id` echoed in the ack.
+#[derive(Deserialize)]
+struct PublishFrame<'a> {
+    #[serde(borrow)]
+    publish: &'a RawValue,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    ack: AckBody<'a>,
+}
+
+#[derive(Serialize)]
+struct AckBody<'a> {
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct Refusal<'a> {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+}
+
+/// Publishing from a WebSocket subscriber: each `{"publish": <JSON>}` frame
+/// is published to the stream's topic and answered with
+/// `{"ack": {"seq": N}}` (plus the frame's `id`, if it had one). A publish
+/// the server cannot take now is answered `{"error": "…"}` and the stream
+/// goes on; a frame that breaks the rules closes it.
+#[derive(Debug)]
+pub struct SocketPublisher {
+    publisher: Publisher,
+    topic: Name,
+    /// Whether this socket presented a token that may publish.
+    permission: Result<(), Denied>,
+}
+
+impl SocketPublisher {
+    /// Publishes to `topic` through `publisher`, if `permission` allows.
+    pub fn new(publisher: Publisher, topic: Name, permission: Result<(), Denied>) -> Self {
+        Self {
+            publisher,
+            topic,
+            permission,
+        }
+    }
+}
+
+impl Inbox for SocketPublisher {
+    async fn receive(&mut self, message: Bytes) -> Result<Option<Bytes>, Disconnect> {
+        if self.permission.is_err() {
+            return Err(Disconnect::Unauthorized);
+        }
+        let frame: PublishFrame<'_> = std::str::from_utf8(&message)
+            .ok()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .ok_or(Disconnect::InvalidMessage)?;
+        let reply = match self
+            .publisher
+            .publish(&self.topic, frame.publish.get().as_bytes())
+            .await
+        {
+            Ok(seq) => serde_json::to_vec(&Ack {
+                ack: AckBody { seq, id: frame.id },
+            }),
+            Err(PublishError::TooLarge { .. }) => return Err(Disconnect::MessageTooBig),
+            Err(PublishError::InvalidJson(_)) => return Err(Disconnect::InvalidMessage),
+            Err(e @ (PublishError::Busy | PublishError::Unavailable)) => {
+                serde_json::to_vec(&Refusal {
+                    error: e.to_string(),
+                    id: frame.id,
+                })
+            }
+        };
+        Ok(Some(Bytes::from(
+            reply.expect("in-memory JSON serialization"),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_validated_and_put_on_one_line_unchanged() {
+        let body =
+            b"{ \"a\" : [1, 2.50,\n 123456789012345678901234567890 ],\r\n\t\"s\": \"x y\\\" z\" }";
+        assert_eq!(
+            validate(body, 1000).unwrap(),
+            r#"{"a":[1,2.50,123456789012345678901234567890],"s":"x y\" z"}"#
+        );
+        assert_eq!(validate(b" 42 ", 10).unwrap(), "42");
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_the_reason() {
+        assert_eq!(
+            validate(&[b'1'; 11], 10),
+            Err(PublishError::TooLarge { size: 11, max: 10 })
+        );
+        for bad in [&b""[..], b"{", b"{\"a\":1} x", b"nope", b"\xff"] {
+            assert!(
+                matches!(validate(bad, 100), Err(PublishError::InvalidJson(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! A topic subscription: history from the store, then the live tail from
+//! the hub, with no gap and no duplicate at the handover, and back to the
+//! store whenever the subscriber falls behind.
+//!
+//! The source reads the store from its cursor, page by page, into the
+//! queue (pausing when the queue is full), until it has caught up; it then
+//! joins the hub, which refuses the join if events after the cursor were
+//! fanned out meanwhile (the source reads again). Live, the hub pushes into
+//! the queue directly; if the queue overflows, the hub hands the queue back
+//! with the last `seq` it pushed, and by policy the source either catches up
+//! from the store again (nothing lost) or ends the stream. A range the store
+//! no longer holds is announced with a gap notice, never skipped silently.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::Source;
+use crate::disconnect::Disconnect;
+use crate::hub::{Hub, Why};
+use crate::metrics::TopicMetrics;
+use crate::protocol::{Gap, GapReason, Item, Name};
+use crate::queue::{Closed, Sender};
+use crate::store::{self, Store};
+
+/// Events read from the store per query.
+const PAGE: u32 = 256;
+
+/// What happens to a subscriber whose queue overflows.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// It catches up from the store and rejoins the live tail: nothing lost.
+    CatchUp,
+    /// It is disconnected (WebSocket 1008) and may resume from its last seq.
+    Disconnect,
+}
+
+impl OverflowPolicy {
+    /// The policy named `name` (`catch-up`, `disconnect`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "catch-up" => Some(OverflowPolicy::CatchUp),
+            "disconnect" => Some(OverflowPolicy::Disconnect),
+            _ => None,
+        }
+    }
+}
+
+/// One subscription to a topic.
+#[derive(Debug)]
+pub struct Topic {
+    /// The topic.
+    pub name: Name,
+    /// Resume after this `seq` (the HTTP layer puts the head here for a
+    /// subscriber that asked for new events only).
+    pub since: u64,
+    /// What to do on overflow.
+    pub policy: OverflowPolicy,
+    /// Where history comes from.
+    pub store: Store,
+    /// Where the live tail comes from.
+    pub hub: Arc<Hub>,
+    /// Gap notices sent.
+    pub metrics: TopicMetrics,
+    /// `streamgauge_slow_consumers_total{action="catch_up"}`.
+    pub catch_ups: Counter,
+}
+
+/// Why the subscription stopped.
+enum Stop {
+    /// The stream is gone.
+    Closed,
+    /// The store failed.
+    Storage(store::Error),
+}
+
+impl From<Closed> for Stop {
+    fn from(_: Closed) -> Self {
+        Stop::Closed
+    }
+}
+
+impl From<store::Error> for Stop {
+    fn from(e: store::Error) -> Self {
+        Stop::Storage(e)
+    }
+}
+
+impl Source for Topic {
+    async fn run(self, mut queue: Sender) {
+        let mut cursor = match self.start(&mut queue).await {
+            Ok(cursor) => cursor,
+            Err(stop) => return self.stop(queue, stop),
+        };
+        loop {
+            cursor = match self.catch_up(&mut queue, cursor).await {
+                Ok(cursor) => cursor,
+                Err(stop) => return self.stop(queue, stop),
+            };
+            let mut membership = match self.hub.join(self.name.as_str(), cursor, queue) {
+                Ok(membership) => membership,
+                Err(back) => {
+                    queue = back;
+                    continue;
+                }
+            };
+            let Some(back) = membership.handed_back().await else {
+                return; // The stream is gone.
+            };
+            queue = back.queue;
+            cursor = back.cursor;
+            if back.why == Why::Lagged {
+                match self.policy {
+                    OverflowPolicy::CatchUp => {
+                        self.catch_ups.inc();
+                    }
+                    OverflowPolicy::Disconnect => return queue.abort(Disconnect::Lagged),
+                }
+            }
+        }
+    }
+}
+
+impl Topic {
+    /// Ends the subscription: a store failure ends the stream with its
+    /// reason; a closed queue needs nothing more.
+    fn stop(&self, queue: Sender, stop: Stop) {
+        if let Stop::Storage(e) = stop {
+            tracing::error!(topic = %self.name, error = %e, "topic subscription lost its store");
+            queue.abort(Disconnect::StorageUnavailable);
+        }
+    }
+
+    /// The cursor to start from, after a gap notice if `since` is beyond
+    /// the head.
+    async fn start(&self, queue: &mut Sender) -> Result<u64, Stop> {
+        let head = self.store.head(self.name.as_str()).await?;
+        if self.since > head {
+            self.gap(queue, head + 1, self.since, GapReason::BeyondHead)
+                .await?;
+            return Ok(head);
+        }
+        Ok(self.since)
+    }
+    /// Reads the store from `cursor` into the queue until it has nothing
+    /// more; returns the new cursor.
+    async fn catch_up(&self, queue: &mut Sender, mut cursor: u64) -> Result<u64, Stop> {
+        loop {
+            // The head is read first: every event it counts was committed
+            // before the page is read, so one missing from the page was
+            // deleted by retention, not merely not yet visible.
+            let head = self.store.head(self.name.as_str()).await?;
+            if head <= cursor {
+                return Ok(cursor);
+            }
+            let page = self.store.read(self.name.as_str(), cursor, PAGE).await?;
+            let first = page.first().map_or(head + 1, |e| e.seq);
+            if first > cursor + 1 {
+                self.gap(queue, cursor + 1, first - 1, GapReason::Retention)
+                    .await?;
+                cursor = first - 1;
+            }
+            for event in page {
+                cursor = event.seq;
+                queue.push(Item::Event(event)).await?;
+            }
+        }
+    }
+
+    async fn gap(
+        &self,
+        queue: &mut Sender,
+        from: u64,
+        to: u64,
+        reason: GapReason,
+    ) -> Result<(), Closed> {
+        self.metrics.gap_sent(reason.as_str());
+        queue.push(Item::Gap(Gap { from, to, reason })).await
+    }
+}

@@ -1,0 +1,235 @@
+//! The durable store: topic events and the replay dataset, in SQLite (the
+//! embedded default: a file created and migrated on start) or PostgreSQL (a
+//! `postgres://` URL), behind one [`Store`].
+//!
+//! Each query is written once and expanded for the backend in use by
+//! `with_pool!`, so both dialects are type-checked and neither pays for
+//! dynamic dispatch. The DDL differs per dialect: [`SQLITE_MIGRATOR`] and
+//! [`POSTGRES_MIGRATOR`] embed `migrations/sqlite` and `migrations/postgres`.
+//! The store knows nothing of HTTP, queues or subscribers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+mod topics;
+mod trades;
+
+pub use self::topics::{Append, Retention};
+pub use self::trades::{MAX_SEED, Trade, WalletTrade};
+
+/// The SQLite schema.
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// The PostgreSQL schema.
+pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Expands `$body` once per backend with `$pool` bound to the typed pool.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+use with_pool;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL names no supported database.
+    #[error("unsupported database URL {0:?}: expected sqlite:PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Error {
+    /// Whether this is a unique-key violation (a concurrent writer won).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+/// How SQLite makes a commit durable.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SqliteDurability {
+    /// fsync at every commit: a committed event survives power loss.
+    Full,
+    /// fsync at checkpoints: a committed event survives a crash of the
+    /// process, not of the machine.
+    Normal,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `sqlite:PATH` (created if missing) or `postgres://…`.
+    pub url: String,
+    /// Most connections in the pool.
+    pub max_connections: u32,
+    /// SQLite only: how commits are made durable.
+    pub sqlite_durability: SqliteDurability,
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend `url` names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedUrl`] for any other scheme.
+    pub fn of(url: &str) -> Result<Self, Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::UnsupportedUrl(redact(url)))
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, fit for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The connection pool of the backend in use.
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The durable store; clones share one pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects (creating an SQLite file if missing) and migrates.
+    ///
+    /// # Errors
+    ///
+    /// An unsupported URL, an unreachable database, or a failed migration.
+    pub async fn open(options: &Options) -> Result<Self, Error> {
+        let pool = match Backend::of(&options.url)? {
+            Backend::Sqlite => {
+                let connect = SqliteConnectOptions::from_str(&options.url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(match options.sqlite_durability {
+                        SqliteDurability::Full => SqliteSynchronous::Full,
+                        SqliteDurability::Normal => SqliteSynchronous::Normal,
+                    })
+                    .busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(options.max_connections)
+                    .connect_with(connect)
+                    .await?;
+                SQLITE_MIGRATOR.run(&pool).await?;
+                Pool::Sqlite(pool)
+            }
+            Backend::Postgres => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(options.max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(&options.url)
+                    .await?;
+                POSTGRES_MIGRATOR.run(&pool).await?;
+                Pool::Postgres(pool)
+            }
+        };
+        Ok(Self { pool })
+    }
+
+    /// Which backend this store uses.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await);
+    }
+}
+
+/// A sequence number or time as the database stores it (`BIGINT`).
+fn to_db(n: u64) -> i64 {
+    // Beyond i64::MAX nothing is stored; saturating keeps comparisons right.
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A `BIGINT` read back as the unsigned value it was written from.
+fn from_db(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_select_the_backend() {
+        assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("sqlite:x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert!(
+            Backend::of("mysql://u:secret@h/db")
+                .unwrap_err()
+                .to_string()
+                .contains("u:***@h")
+        );
+    }
+
+    #[test]
+    fn passwords_never_leave_redact() {
+        assert_eq!(
+            redact("postgres://u:s3cret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
+}

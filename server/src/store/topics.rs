@@ -1,0 +1,178 @@
+//! Topic events: append in one transaction per group, read a range after a
+//! `seq`, the topic's head, and retention.
+//!
+//! `seq` is contiguous per topic and assigned inside the appending
+//! transaction from the `topics.head` row, so it is durable with the event
+//! and never reused, even after retention has deleted every event.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::{QueryBuilder, Row};
+
+use super::{Error, Store, from_db, to_db, with_pool};
+use crate::protocol::Event;
+
+/// Events per `INSERT` statement (4 bind parameters each, well under every
+/// backend's limit).
+const INSERT_CHUNK: usize = 1000;
+
+/// Rows per retention `DELETE`, so a large purge never holds the write lock
+/// for long.
+const DELETE_CHUNK: i64 = 10_000;
+
+/// One event to append.
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    /// Its topic (already validated).
+    pub topic: &'a str,
+    /// When the server accepted it, µs since the Unix epoch.
+    pub pts: u64,
+    /// Its payload: one line of JSON.
+    pub data: &'a str,
+}
+
+/// How long events are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Most events kept per topic (the newest).
+    pub max_events: u64,
+    /// Oldest event kept, by `pts`.
+    pub max_age: Duration,
+}
+
+impl Store {
+    /// Appends every event of `batch` in one transaction, and returns their
+    /// sequence numbers in order. Nothing is appended if it fails.
+    ///
+    /// # Errors
+    ///
+    /// The database failed; the transaction was rolled back.
+    pub async fn append(&self, batch: &[Append<'_>]) -> Result<Vec<u64>, Error> {
+        let seqs = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut next: HashMap<&str, u64> = HashMap::new();
+            for append in batch {
+                *next.entry(append.topic).or_default() += 1;
+            }
+            for (topic, count) in &mut next {
+                let head: i64 = sqlx::query_scalar(
+                    "INSERT INTO topics (name, head) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET head = topics.head + $2 RETURNING head",
+                )
+                .bind(*topic)
+                .bind(to_db(*count))
+                .fetch_one(&mut *tx)
+                .await?;
+                // The first seq of this group for the topic.
+                *count = from_db(head) - *count + 1;
+            }
+            let seqs: Vec<u64> = batch
+                .iter()
+                .map(|append| {
+                    let seq = next.get_mut(append.topic).expect("every topic counted");
+                    *seq += 1;
+                    *seq - 1
+                })
+                .collect();
+            for (appends, seqs) in batch.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
+                let mut insert = QueryBuilder::new("INSERT INTO events (topic, seq, pts, data) ");
+                insert.push_values(appends.iter().zip(seqs), |mut row, (append, &seq)| {
+                    row.push_bind(append.topic)
+                        .push_bind(to_db(seq))
+                        .push_bind(to_db(append.pts))
+                        .push_bind(append.data);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            seqs
+        });
+        Ok(seqs)
+    }
+
+    /// Up to `limit` events of `topic` with `seq > after`, in order.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn read(&self, topic: &str, after: u64, limit: u32) -> Result<Vec<Event>, Error> {
+        let rows = with_pool!(self, pool => {
+            sqlx::query("SELECT seq, pts, data FROM events WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                .bind(topic)
+                .bind(to_db(after))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| -> Result<Event, sqlx::Error> {
+                    Ok(Event {
+                        seq: from_db(row.try_get(0)?),
+                        pts: Some(from_db(row.try_get(1)?)),
+                        data: Bytes::from(row.try_get::<String, _>(2)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// The last `seq` assigned in `topic` (0 for a topic never published).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn head(&self, topic: &str) -> Result<u64, Error> {
+        let head: Option<i64> = with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT head FROM topics WHERE name = $1")
+                .bind(topic)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(head.map_or(0, from_db))
+    }
+
+    /// Deletes events beyond `retention` as of `now` (µs since the Unix
+    /// epoch); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// The database failed; what was deleted before stays deleted.
+    pub async fn trim(&self, retention: Retention, now: u64) -> Result<u64, Error> {
+        let max_age = u64::try_from(retention.max_age.as_micros()).unwrap_or(u64::MAX);
+        let cutoff = to_db(now.saturating_sub(max_age));
+        let max_events = to_db(retention.max_events);
+        let deleted = with_pool!(self, pool => {
+            let mut deleted = 0;
+            let over: Vec<(String, i64)> = sqlx::query_as("SELECT name, head FROM topics WHERE head > $1")
+                .bind(max_events)
+                .fetch_all(pool)
+                .await?;
+            for (topic, head) in over {
+                deleted += sqlx::query("DELETE FROM events WHERE topic = $1 AND seq <= $2")
+                    .bind(topic)
+                    .bind(head - max_events)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+            }
+            loop {
+                let chunk = sqlx::query(
+                    "DELETE FROM events WHERE (topic, seq) IN \
+                     (SELECT topic, seq FROM events WHERE pts < $1 LIMIT $2)",
+                )
+                .bind(cutoff)
+                .bind(DELETE_CHUNK)
+                .execute(pool)
+                .await?
+                .rows_affected();
+                deleted += chunk;
+                if chunk < DELETE_CHUNK as u64 {
+                    break deleted;
+                }
+            }
+        });
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,175 @@
+//! The replay dataset: a wallet's trades, numbered 1, 2, 3 … per wallet,
+//! seeded synthetically and read back in pages or all at once.
+
+use sqlx::QueryBuilder;
+
+use super::{Error, Store, from_db, to_db, with_pool};
+
+/// Most trades one seed call may add.
+pub const MAX_SEED: u64 = 10_000_000;
+
+/// Trades per `INSERT` statement (7 bind parameters each).
+const INSERT_CHUNK: u64 = 1000;
+
+/// The first synthetic trade's time: 2026-01-01T00:00:00Z, in µs.
+const FIRST_TRADE_TS: i64 = 1_767_225_600_000_000;
+
+/// Markets and a reference price for each.
+const MARKETS: [(&str, f64); 6] = [
+    ("BTC-USD", 97_000.0),
+    ("ETH-USD", 3_400.0),
+    ("SOL-USD", 180.0),
+    ("ARB-USD", 1.1),
+    ("OP-USD", 2.2),
+    ("DOGE-USD", 0.35),
+];
+
+/// One trade of a wallet.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct Trade {
+    /// 1, 2, 3 … per wallet.
+    pub id: i64,
+    /// When it happened, µs since the Unix epoch.
+    pub ts: i64,
+    /// The market, such as `BTC-USD`.
+    pub market: String,
+    /// `buy` or `sell`.
+    pub side: String,
+    /// Price in the quote currency.
+    pub price: f64,
+    /// Quantity in the base currency.
+    pub qty: f64,
+}
+
+impl Trade {
+    /// The `id`-th synthetic trade of `wallet`: the same on every call.
+    pub fn synthetic(wallet: &str, id: i64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(
+            fnv1a(wallet.as_bytes()) ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let (market, reference) = MARKETS[rng.usize(..MARKETS.len())];
+        let price = reference * (1.0 + (rng.f64() - 0.5) * 0.02);
+        Self {
+            id,
+            ts: FIRST_TRADE_TS + id * 1_000_000,
+            market: market.to_owned(),
+            side: if rng.bool() { "buy" } else { "sell" }.to_owned(),
+            price: (price * 100.0).round() / 100.0,
+            qty: (rng.f64() * 10.0 * 10_000.0).round() / 10_000.0,
+        }
+    }
+}
+
+/// A trade as it goes on the wire: the trade's fields and its wallet.
+#[derive(Debug, serde::Serialize)]
+pub struct WalletTrade<'a> {
+    /// The wallet.
+    pub wallet: &'a str,
+    /// The trade.
+    #[serde(flatten)]
+    pub trade: &'a Trade,
+}
+
+/// FNV-1a, 64-bit: a stable hash of the wallet to seed its trades.
+/// Hand-written because std's hashers promise no stability across releases,
+/// and a dataset must be the same on every machine.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Store {
+    /// Appends `count` synthetic trades to `wallet`'s, after its last one,
+    /// in one transaction. Returns the wallet's total afterwards.
+    ///
+    /// # Errors
+    ///
+    /// The database failed (a concurrent seed of the same wallet is a
+    /// conflict: see [`Error::is_conflict`]).
+    pub async fn seed_trades(&self, wallet: &str, count: u64) -> Result<u64, Error> {
+        let total = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM trades WHERE wallet = $1")
+                .bind(wallet)
+                .fetch_one(&mut *tx)
+                .await?;
+            let end = last + to_db(count);
+            let mut start = last + 1;
+            while start <= end {
+                let stop = (start + to_db(INSERT_CHUNK) - 1).min(end);
+                let mut insert = QueryBuilder::new("INSERT INTO trades (wallet, id, ts, market, side, price, qty) ");
+                insert.push_values((start..=stop).map(|id| Trade::synthetic(wallet, id)), |mut row, trade| {
+                    row.push_bind(wallet)
+                        .push_bind(trade.id)
+                        .push_bind(trade.ts)
+                        .push_bind(trade.market)
+                        .push_bind(trade.side)
+                        .push_bind(trade.price)
+                        .push_bind(trade.qty);
+                });
+                insert.build().execute(&mut *tx).await?;
+                start = stop + 1;
+            }
+            tx.commit().await?;
+            end
+        });
+        Ok(from_db(total))
+    }
+
+    /// Up to `limit` of `wallet`'s trades with `id > after`, in order: one
+    /// page of a keyset cursor, which holds no connection between pages.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn trades_after(
+        &self,
+        wallet: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Trade>, Error> {
+        let trades = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, ts, market, side, price, qty FROM trades \
+                 WHERE wallet = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(wallet)
+            .bind(to_db(after))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(trades)
+    }
+
+    /// Every trade of `wallet`, in order, in memory at once.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn all_trades(&self, wallet: &str) -> Result<Vec<Trade>, Error> {
+        let trades = with_pool!(self, pool => {
+            sqlx::query_as("SELECT id, ts, market, side, price, qty FROM trades WHERE wallet = $1 ORDER BY id")
+                .bind(wallet)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(trades)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_trades_are_deterministic_and_plausible() {
+        let a = Trade::synthetic("w1", 42);
+        assert_eq!(a, Trade::synthetic("w1", 42));
+        assert_ne!(a, Trade::synthetic("w2", 42));
+        assert!(a.price > 0.0 && a.qty >= 0.0 && a.qty <= 10.0);
+        assert!(a.side == "buy" || a.side == "sell");
+        assert_eq!(a.ts, FIRST_TRADE_TS + 42_000_000);
+    }
+}

@@ -1,0 +1,46 @@
+//! The databases tests run on: a fresh SQLite file in a temp dir (removed
+//! afterwards) or a fresh PostgreSQL database.
+
+use tempfile::TempDir;
+
+use super::postgres;
+
+/// A backend under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database; an SQLite one is deleted with this value.
+pub struct Database {
+    url: String,
+    _dir: Option<TempDir>,
+}
+
+impl Database {
+    /// A new, empty database on `backend`.
+    pub async fn fresh(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::Builder::new()
+                    .prefix("streamgauge-test-")
+                    .tempdir()
+                    .expect("a temp dir for SQLite");
+                Self {
+                    url: format!("sqlite://{}", dir.path().join("streamgauge.db").display()),
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => Self {
+                url: postgres::fresh_database().await,
+                _dir: None,
+            },
+        }
+    }
+
+    /// Its URL, for `--database`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}

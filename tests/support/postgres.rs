@@ -1,0 +1,259 @@
+//! PostgreSQL for the tests: the server named by `TEST_DATABASE_URL` when it
+//! is set, otherwise a throwaway cluster that this test process starts on a
+//! free loopback port (initdb into a temp dir) and that dies with it. Each
+//! test gets a fresh database. A machine without PostgreSQL fails these
+//! tests loudly: they are never skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Executor, PgConnection};
+
+/// The base URL of the PostgreSQL server the tests use.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_cluster(),
+    })
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn fresh_database() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = server_url();
+    let name = format!(
+        "streamgauge_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = PgConnection::connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL at {base}: {e}"));
+    admin
+        // The name is made of the pid and a counter: nothing to inject.
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    with_database(base, &name)
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (url, query) = url
+        .split_once('?')
+        .map_or((url, None), |(u, q)| (u, Some(q)));
+    let authority_end = url
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| url[start..].find('/').map(|i| start + i))
+        .unwrap_or(url.len());
+    let mut out = format!("{}/{name}", &url[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// The newest PostgreSQL's binaries: `PG_BIN`, or /usr/lib/postgresql/*/bin.
+fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL is required by these tests and was not found: install it (initdb and postgres \
+             under /usr/lib/postgresql/VERSION/bin), set PG_BIN, or set TEST_DATABASE_URL"
+        )
+    })
+}
+
+/// The uid and gid of the `postgres` user, when running as root (PostgreSQL
+/// refuses to run as root).
+fn postgres_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("running id");
+        assert!(
+            out.status.success(),
+            "running as root needs a `postgres` user for PostgreSQL"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a numeric id")
+    };
+    Some((id("-u"), id("-g")))
+}
+
+fn as_postgres(command: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    command
+}
+
+/// Removes data directories left by earlier test processes that are gone.
+fn remove_stale_clusters(parent: &Path) {
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("streamgauge-pg-"))
+        else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Starts a cluster that lives as long as this process; returns its URL.
+fn start_cluster() -> String {
+    let bin = bin_dir();
+    let user = postgres_user();
+    let parent = std::env::temp_dir();
+    remove_stale_clusters(&parent);
+    let dir = parent.join(format!("streamgauge-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating the cluster directory");
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .expect("giving the cluster directory to postgres");
+    }
+    let data = dir.join("data");
+    let initdb = as_postgres(&mut Command::new(bin.join("initdb")), user)
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "-N",
+            "-D",
+        ])
+        .arg(&data)
+        .output()
+        .expect("running initdb");
+    assert!(
+        initdb.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&initdb.stderr)
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let log = std::fs::File::create(dir.join("log")).expect("the cluster log");
+    let mut postgres = Command::new(bin.join("postgres"));
+    as_postgres(&mut postgres, user)
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(&dir)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=400",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    keep_alive_with_this_process(postgres);
+    wait_until_ready(&bin, port, &dir);
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+}
+
+/// Spawns `command` from a thread that never ends, with the parent-death
+/// signal set: the kernel sends SIGINT (a fast shutdown) to the child when
+/// that thread dies, which is when this process exits, however it exits.
+fn keep_alive_with_this_process(mut command: Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+            Ok(())
+        });
+    }
+    let (started, spawned) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("postgres-keeper".to_owned())
+        .spawn(move || {
+            let child = command.spawn();
+            let failed = child.as_ref().err().map(ToString::to_string);
+            let _ = started.send(failed);
+            loop {
+                std::thread::park();
+            }
+        })
+        .expect("spawning the postgres keeper thread");
+    if let Some(e) = spawned.recv().expect("the keeper thread reports") {
+        panic!("starting postgres: {e}");
+    }
+}
+
+fn wait_until_ready(bin: &Path, port: u16, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the test PostgreSQL did not become ready; its log:\n{}",
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn database_urls_are_rewritten_keeping_credentials_and_options() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5/postgres", "x"),
+        "postgres://u:p@h:5/x"
+    );
+    assert_eq!(
+        with_database("postgres://h/db?sslmode=disable", "x"),
+        "postgres://h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
