@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 use streamgauge_server::Config;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -24,6 +25,7 @@ on_both_databases!(
     bad_publishes_are_refused_precisely_and_store_nothing,
     tokens_guard_publishing_and_reading,
     websocket_subscribers_publish_and_get_acknowledgements,
+    a_hole_inside_the_history_is_announced_not_skipped,
 );
 
 async fn server(backend: Backend, config: Config) -> (TestServer, Database) {
@@ -479,4 +481,46 @@ async fn websocket_subscribers_publish_and_get_acknowledgements(backend: Backend
     // Other subscribers see it too.
     let mut other = server.open(Transport::Sse, "topics/chat?since=0").await;
     assert_eq!(other.next_event().await["data"], json!({ "text": "hi" }));
+}
+
+/// Deletes events `seqs` of `topic` behind the server's back, as a
+/// retention run or an operator would.
+async fn delete_events(database: &Database, backend: Backend, topic: &str, seqs: [i64; 2]) {
+    let sql = "DELETE FROM events WHERE topic = $1 AND seq IN ($2, $3)";
+    let deleted = match backend {
+        Backend::Sqlite => {
+            let mut db = SqliteConnection::connect(database.url()).await.unwrap();
+            let query = sqlx::query(sql).bind(topic).bind(seqs[0]).bind(seqs[1]);
+            query.execute(&mut db).await.unwrap().rows_affected()
+        }
+        Backend::Postgres => {
+            let mut db = PgConnection::connect(database.url()).await.unwrap();
+            let query = sqlx::query(sql).bind(topic).bind(seqs[0]).bind(seqs[1]);
+            query.execute(&mut db).await.unwrap().rows_affected()
+        }
+    };
+    assert_eq!(deleted, 2);
+}
+
+async fn a_hole_inside_the_history_is_announced_not_skipped(backend: Backend) {
+    let database = Database::fresh(backend).await;
+    let server = TestServer::start_on(support::config(), &database).await;
+    for i in 1..=10 {
+        server.publish("h", &json!(i)).await;
+    }
+    delete_events(&database, backend, "h", [4, 5]).await;
+    for transport in Transport::BOTH {
+        let mut client = server.open(transport, "topics/h?since=0").await;
+        for expected in 1..=3 {
+            assert_eq!(seq(&client.next_event().await), expected);
+        }
+        assert_eq!(
+            client.next_item().await,
+            gap(4, 5, "retention"),
+            "{transport:?}"
+        );
+        for expected in 6..=10 {
+            assert_eq!(seq(&client.next_event().await), expected);
+        }
+    }
 }

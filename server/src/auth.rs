@@ -35,10 +35,16 @@ impl FromStr for Secret {
     }
 }
 
+impl Secret {
+    /// The token itself, for the one place that must read it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A read rule from the configuration: `PATTERN=TOKEN`, where `*` in the
 /// pattern matches any run of characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadRule {
     pattern: String,
     token: Secret,
@@ -50,7 +56,7 @@ impl FromStr for ReadRule {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (pattern, token) = s
             .split_once('=')
-            .ok_or_else(|| "expected PATTERN=TOKEN, such as private.*=s3cret".to_owned())?;
+            .ok_or_else(|| "expected PATTERN=TOKEN, such as private.*=TOKEN".to_owned())?;
         if pattern.is_empty() {
             return Err("the topic pattern cannot be empty".to_owned());
         }
@@ -58,20 +64,6 @@ impl FromStr for ReadRule {
             pattern: pattern.to_owned(),
             token: token.parse()?,
         })
-    }
-}
-
-impl TryFrom<String> for ReadRule {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<ReadRule> for String {
-    fn from(rule: ReadRule) -> Self {
-        format!("{}={}", rule.pattern, rule.token.0)
     }
 }
 

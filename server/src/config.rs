@@ -84,25 +84,13 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_SQLITE_DURABILITY", value_name = "MODE")]
     pub sqlite_durability: Option<SqliteDurability>,
 
-    /// A token that may publish (repeatable; the variable takes a comma-separated list); with none, publishing is open
-    #[arg(
-        long,
-        env = "STREAMGAUGE_PUBLISH_TOKEN",
-        value_name = "TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    /// A token that may publish (repeatable; or STREAMGAUGE_PUBLISH_TOKEN, comma-separated); with none, publishing is open
+    #[arg(long, value_name = "TOKEN")]
     pub publish_token: Option<Vec<Secret>>,
 
-    /// A read rule `PATTERN=TOKEN` (repeatable): topics matching PATTERN (`*` = any run) need TOKEN to be read
-    #[arg(
-        long,
-        env = "STREAMGAUGE_READ_TOKEN",
-        value_name = "RULE",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub read_token: Option<Vec<ReadRule>>,
+    /// A read rule `PATTERN=TOKEN` (repeatable; or STREAMGAUGE_READ_TOKEN, comma-separated): topics matching PATTERN (`*` = any run) need TOKEN to be read
+    #[arg(long, value_name = "RULE")]
+    pub read_token: Option<Vec<Secret>>,
 
     /// Largest publish body, bytes; larger is 413 [default: 65536]
     #[arg(long, env = "STREAMGAUGE_MAX_PUBLISH_BYTES", value_name = "BYTES")]
@@ -222,12 +210,44 @@ impl Args {
     ///
     /// An unreadable or invalid file (with its path, line and column), or a
     /// setting out of range.
-    pub fn load(self) -> Result<Config, Error> {
+    pub fn load(mut self) -> Result<Config, Error> {
+        self.read_token_lists_from_env()?;
         let merged = match &self.config {
             Some(path) => layer(read_file(path)?, self),
             None => self,
         };
         Config::from_args(merged)
+    }
+}
+
+impl Args {
+    /// Fills the token lists not given as flags from their environment
+    /// variables, split on commas. Done here rather than by clap, whose
+    /// delimiter would also split a flag's value: a token holding a comma
+    /// would turn into two weaker tokens.
+    fn read_token_lists_from_env(&mut self) -> Result<(), Error> {
+        for (list, name, flag) in [
+            (
+                &mut self.publish_token,
+                "STREAMGAUGE_PUBLISH_TOKEN",
+                "publish-token",
+            ),
+            (&mut self.read_token, "STREAMGAUGE_READ_TOKEN", "read-token"),
+        ] {
+            if list.is_some() {
+                continue;
+            }
+            let Ok(value) = std::env::var(name) else {
+                continue;
+            };
+            let tokens = value
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<Secret>, _>>()
+                .map_err(|reason: String| invalid(flag, &format!("{name}: {reason}")))?;
+            *list = Some(tokens);
+        }
+        Ok(())
     }
 }
 
@@ -363,7 +383,15 @@ impl Config {
                 sqlite_durability: args.sqlite_durability.unwrap_or(d.store.sqlite_durability),
             },
             publish_tokens: args.publish_token.unwrap_or(d.publish_tokens),
-            read_rules: args.read_token.unwrap_or(d.read_rules),
+            read_rules: match args.read_token {
+                // A malformed rule is reported without its text: it holds a token.
+                Some(rules) => rules
+                    .iter()
+                    .map(|rule| rule.expose().parse())
+                    .collect::<Result<_, String>>()
+                    .map_err(|reason| invalid("read-token", &reason))?,
+                None => d.read_rules,
+            },
             max_publish_bytes: args.max_publish_bytes.unwrap_or(d.max_publish_bytes),
             publish_queue: args.publish_queue.unwrap_or(d.publish_queue),
             retention: Retention {
@@ -426,6 +454,12 @@ impl Config {
             if value.is_zero() {
                 return Err(invalid(name, "must be longer than zero"));
             }
+        }
+        if self.pong_timeout <= self.keepalive_interval {
+            return Err(invalid(
+                "pong-timeout",
+                "must be longer than --keepalive-interval, or peers are closed before they are pinged",
+            ));
         }
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(invalid(
@@ -538,6 +572,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("invalid `write-timeout`"), "{err}");
+        let err = args(&["--pong-timeout", "10s", "--keepalive-interval", "15s"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid `pong-timeout`"), "{err}");
         let err = args(&["--log", "not a [filter"])
             .load()
             .unwrap_err()
@@ -556,6 +595,21 @@ mod tests {
         assert_eq!(config.publish_tokens, vec!["f1".parse().unwrap()]);
         assert_eq!(config.read_rules, vec!["private.*=r1".parse().unwrap()]);
         assert_eq!(config.overflow, OverflowPolicy::Disconnect);
+
+        let one = args(&["--publish-token", "ab,cd"]).load().unwrap();
+        assert_eq!(
+            one.publish_tokens,
+            vec!["ab,cd".parse().unwrap()],
+            "a flag's value is one token"
+        );
+        let err = args(&["--read-token", "no-pattern-s3cret"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid `read-token`") && !err.contains("s3cret"),
+            "{err}"
+        );
 
         let config = args(&[
             "--publish-token",

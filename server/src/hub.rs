@@ -54,26 +54,38 @@ struct Member {
 struct TopicState {
     /// The last `seq` fanned out (or known to the first joiner).
     last_seq: u64,
+    /// Whether any event was fanned out since start. Such an entry is kept
+    /// for good (its `last_seq` is what makes a racing join safe), so their
+    /// number is bounded by the topics published, like the store's.
+    published: bool,
     members: Vec<Member>,
 }
 
 type Topic = Arc<Mutex<TopicState>>;
+type Topics = HashMap<String, Topic>;
 
 fn lock(topic: &Topic) -> MutexGuard<'_, TopicState> {
     topic.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The live subscribers of every topic.
+///
+/// Locks: the map, then a topic's state; never the other way round. Joins
+/// and leaves hold both, so an entry without members that was never
+/// published can be removed without a join racing into it; a publish marks
+/// its entry published under the map lock before fanning out, so no entry
+/// it uses is ever removed.
 #[derive(Debug, Default)]
 pub struct Hub {
-    topics: Mutex<HashMap<String, Topic>>,
+    topics: Mutex<Topics>,
     next_id: AtomicU64,
 }
 
 /// A live subscription; dropping it leaves the topic.
 #[derive(Debug)]
 pub struct Membership {
-    topic: Topic,
+    hub: Arc<Hub>,
+    name: String,
     id: u64,
     back: oneshot::Receiver<Handback>,
 }
@@ -92,7 +104,17 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        lock(&self.topic).members.retain(|m| m.id != self.id);
+        let mut topics = self.hub.lock_topics();
+        let Some(topic) = topics.get(&self.name) else {
+            return;
+        };
+        let mut state = lock(topic);
+        state.members.retain(|m| m.id != self.id);
+        let forget = state.members.is_empty() && !state.published;
+        drop(state);
+        if forget {
+            topics.remove(&self.name);
+        }
     }
 }
 
@@ -108,18 +130,8 @@ impl Hub {
         Self::default()
     }
 
-    /// The entry of `name`, created with `last_seq` if it has none.
-    fn topic(&self, name: &str, last_seq: u64) -> Topic {
-        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(topic) = topics.get(name) {
-            return Arc::clone(topic);
-        }
-        let topic = Arc::new(Mutex::new(TopicState {
-            last_seq,
-            members: Vec::new(),
-        }));
-        topics.insert(name.to_owned(), Arc::clone(&topic));
-        topic
+    fn lock_topics(&self) -> MutexGuard<'_, Topics> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Joins `name` as a member that has received everything up to
@@ -129,9 +141,22 @@ impl Hub {
     ///
     /// Gives `queue` back when events after `cursor` have already been
     /// fanned out: the caller must read them from the store, then join again.
-    pub fn join(&self, name: &str, cursor: u64, queue: Sender) -> Result<Membership, Sender> {
-        let topic = self.topic(name, cursor);
-        let mut state = lock(&topic);
+    pub fn join(
+        self: &Arc<Self>,
+        name: &str,
+        cursor: u64,
+        queue: Sender,
+    ) -> Result<Membership, Sender> {
+        let mut topics = self.lock_topics();
+        // A topic without an entry has had nothing fanned out since start:
+        // the joiner's view of the store is the latest there is.
+        let topic = topics.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(Mutex::new(TopicState {
+                last_seq: cursor,
+                ..TopicState::default()
+            }))
+        });
+        let mut state = lock(topic);
         if state.last_seq > cursor {
             return Err(queue);
         }
@@ -143,12 +168,26 @@ impl Hub {
             cursor,
             back,
         });
-        drop(state);
         Ok(Membership {
-            topic,
+            hub: Arc::clone(self),
+            name: name.to_owned(),
             id,
             back: handed_back,
         })
+    }
+
+    /// The entry of `name`, marked published (created with `last_seq` if it
+    /// has none).
+    fn published_topic(&self, name: &str, last_seq: u64) -> Topic {
+        let mut topics = self.lock_topics();
+        let topic = topics.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(Mutex::new(TopicState {
+                last_seq,
+                ..TopicState::default()
+            }))
+        });
+        lock(topic).published = true;
+        Arc::clone(topic)
     }
 
     /// Pushes `events` (committed, consecutive, of topic `name`) to every
@@ -157,7 +196,7 @@ impl Hub {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return;
         };
-        let topic = self.topic(name, first.seq - 1);
+        let topic = self.published_topic(name, first.seq - 1);
         let mut state = lock(&topic);
         state.last_seq = state.last_seq.max(last.seq);
         let mut i = 0;
@@ -165,32 +204,43 @@ impl Hub {
             match deliver(&mut state.members[i], events) {
                 Outcome::Keep => i += 1,
                 Outcome::Gone => drop(state.members.swap_remove(i)),
-                Outcome::HandBack(why) => {
-                    let member = state.members.swap_remove(i);
-                    // If the source is gone too, the queue simply drops.
-                    let _ = member.back.send(Handback {
-                        queue: member.queue,
-                        cursor: member.cursor,
-                        why,
-                    });
-                }
+                Outcome::HandBack(why) => hand_back(state.members.swap_remove(i), why),
+            }
+        }
+    }
+
+    /// Hands every live member of `name` back to catch up from the store:
+    /// for when the store may hold events the hub has not seen.
+    pub fn resync(&self, name: &str) {
+        let topic = self.lock_topics().get(name).cloned();
+        if let Some(topic) = topic {
+            for member in lock(&topic).members.drain(..) {
+                hand_back(member, Why::Resync);
             }
         }
     }
 
     /// Live subscribers across all topics.
     pub fn live_members(&self) -> usize {
-        let topics: Vec<Topic> = self
-            .topics
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let topics: Vec<Topic> = self.lock_topics().values().cloned().collect();
         topics.iter().map(|topic| lock(topic).members.len()).sum()
+    }
+
+    /// Topics the hub keeps an entry for.
+    #[cfg(test)]
+    fn tracked_topics(&self) -> usize {
+        self.lock_topics().len()
     }
 }
 
+fn hand_back(member: Member, why: Why) {
+    // If the source is gone too, the queue simply drops.
+    let _ = member.back.send(Handback {
+        queue: member.queue,
+        cursor: member.cursor,
+        why,
+    });
+}
 /// Pushes to one member the events it has not received, in order.
 fn deliver(member: &mut Member, events: &[Event]) -> Outcome {
     for event in events {
@@ -246,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn members_receive_what_follows_their_cursor_in_order() {
-        let hub = Hub::new();
+        let hub = Arc::new(Hub::new());
         let (tx, mut rx) = queue(100);
         let _member = hub.join("t", 0, tx).unwrap();
         hub.publish("t", &events(1..=3));
@@ -257,7 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_a_member_already_has_are_skipped() {
-        let hub = Hub::new();
+        let hub = Arc::new(Hub::new());
         let (tx, mut rx) = queue(100);
         // The member read 1..=3 from the store before the hub fanned them out.
         let _member = hub.join("t", 3, tx).unwrap();
@@ -267,7 +317,7 @@ mod tests {
 
     #[test]
     fn joining_behind_what_was_fanned_out_is_refused() {
-        let hub = Hub::new();
+        let hub = Arc::new(Hub::new());
         hub.publish("t", &events(1..=5));
         let (tx, _rx) = queue(100);
         let tx = hub.join("t", 3, tx).unwrap_err();
@@ -276,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_member_is_handed_back_with_its_cursor_and_others_carry_on() {
-        let hub = Hub::new();
+        let hub = Arc::new(Hub::new());
         let (slow_tx, _slow_rx) = queue(2);
         let (fast_tx, mut fast_rx) = queue(100);
         let mut slow = hub.join("t", 0, slow_tx).unwrap();
@@ -290,7 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hole_in_the_sequence_hands_members_back_to_resync() {
-        let hub = Hub::new();
+        let hub = Arc::new(Hub::new());
         let (tx, _rx) = queue(100);
         let mut member = hub.join("t", 0, tx).unwrap();
         hub.publish("t", &events(1..=1));
@@ -299,9 +349,37 @@ mod tests {
         assert_eq!((back.cursor, back.why), (1, Why::Resync));
     }
 
+    #[test]
+    fn subscribers_to_topics_never_published_leave_no_trace() {
+        let hub = Arc::new(Hub::new());
+        for n in 0..100 {
+            let (tx, _rx) = queue(10);
+            drop(hub.join(&format!("random-{n}"), 0, tx).unwrap());
+        }
+        assert_eq!(hub.tracked_topics(), 0);
+        // A published topic keeps its entry: its last seq guards later joins.
+        hub.publish("kept", &events(1..=1));
+        let (tx, _rx) = queue(10);
+        drop(hub.join("kept", 1, tx).unwrap());
+        assert_eq!(hub.tracked_topics(), 1);
+        let (tx, _rx) = queue(10);
+        assert!(hub.join("kept", 0, tx).is_err());
+    }
+
+    #[tokio::test]
+    async fn resync_hands_every_member_back() {
+        let hub = Arc::new(Hub::new());
+        let (tx, _rx) = queue(10);
+        let mut member = hub.join("t", 4, tx).unwrap();
+        hub.resync("t");
+        let back = member.handed_back().await.unwrap();
+        assert_eq!((back.cursor, back.why), (4, Why::Resync));
+        assert_eq!(hub.live_members(), 0);
+    }
+
     #[tokio::test]
     async fn a_closed_stream_leaves_and_a_dropped_membership_leaves_at_once() {
-        let hub = Hub::new();
+        let hub = Arc::new(Hub::new());
         let (tx, rx) = queue(100);
         let mut member = hub.join("t", 0, tx).unwrap();
         drop(rx);

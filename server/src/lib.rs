@@ -70,6 +70,9 @@ pub use crate::shutdown::Shutdown;
 use crate::state::AppState;
 pub use crate::store::Store;
 
+/// The least time given to close the store at shutdown.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Serves on `listener` with `config` over `store` (opened and migrated)
 /// until `shutdown` is triggered, then drains: stops accepting, ends every
 /// stream cleanly (SSE end of body, WebSocket close 1001), commits the
@@ -121,6 +124,7 @@ pub async fn run(
         return result.context("serving");
     }
     tracing::info!("shutting down: draining open streams");
+    let started = tokio::time::Instant::now();
     let drain = async {
         // Completing `serve` drops the router and its state; the tracked
         // tasks hold the last publishers, so the writer then commits what
@@ -139,7 +143,12 @@ pub async fn run(
             "shutdown deadline passed; abandoning the streams still open"
         ),
     }
-    store.close().await;
+    // Closing waits for connections in use: bounded by what is left of the
+    // deadline (at least a moment, so idle connections close cleanly).
+    let left = deadline.saturating_sub(started.elapsed()).max(CLOSE_GRACE);
+    if tokio::time::timeout(left, store.close()).await.is_err() {
+        tracing::warn!("the database did not close in time; leaving it");
+    }
     tracing::info!("shut down");
     Ok(())
 }

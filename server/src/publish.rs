@@ -45,7 +45,9 @@ pub enum PublishError {
     /// Too many publishes are waiting for the writer.
     #[error("too many publishes are waiting; retry later")]
     Busy,
-    /// The store failed (or the server is stopping).
+    /// The store failed (or the server is stopping). The event was not
+    /// acknowledged; in the rare case where the database committed it but
+    /// could not say so, it is still delivered, once, under its own seq.
     #[error("storage unavailable; the event was not stored")]
     Unavailable,
 }
@@ -151,7 +153,15 @@ async fn write_loop(
     metrics: TopicMetrics,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut last_pts = 0;
     while requests.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // `pts` follows `seq`: handlers stamp it before queueing, and two of
+        // them can reach the queue out of order (or the clock can step
+        // back); retention by age then always deletes a prefix of a topic.
+        for request in &mut group {
+            request.pts = request.pts.max(last_pts);
+            last_pts = request.pts;
+        }
         commit(&mut group, &store, &hub, &metrics).await;
     }
 }
@@ -173,6 +183,12 @@ async fn commit(group: &mut Vec<Request>, store: &Store, hub: &Hub, metrics: &To
         Err(e) => {
             tracing::error!(error = %e, events = group.len(), "committing publishes failed");
             metrics.publish_failed("storage", group.len() as u64);
+            // The database may have committed before failing to say so:
+            // live subscribers of these topics catch up from the store
+            // rather than wait for the next publish to reveal a hole.
+            for request in group.iter() {
+                hub.resync(request.topic.as_str());
+            }
             for request in group.drain(..) {
                 let _ = request.reply.send(Err(PublishError::Unavailable));
             }

@@ -280,6 +280,64 @@ fn tokens_never_reach_the_logs_or_help() {
     assert!(!String::from_utf8_lossy(&help.stdout).contains("s3cret"));
 }
 
+/// A raw HTTP/1.1 POST of `body` with a bearer `token`; the status line.
+fn post(addr: &str, path: &str, token: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connecting to the server");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn the_token_variable_is_a_comma_separated_list_and_a_flag_one_token() {
+    let running = Running::start(
+        server()
+            .args(["--listen", "127.0.0.1:0"])
+            .env("STREAMGAUGE_PUBLISH_TOKEN", "alpha,beta"),
+    );
+    for (token, status) in [
+        ("alpha", "201 Created"),
+        ("beta", "201 Created"),
+        ("alpha,beta", "403 Forbidden"),
+    ] {
+        assert_eq!(
+            post(&running.addr, "/topics/t/events", token, "1"),
+            format!("HTTP/1.1 {status}"),
+            "{token}"
+        );
+    }
+    running.signal("TERM");
+    assert_eq!(running.wait().0.code(), Some(0));
+
+    let running =
+        Running::start(server().args(["--listen", "127.0.0.1:0", "--publish-token", "a,b"]));
+    assert_eq!(
+        post(&running.addr, "/topics/t/events", "a,b", "1"),
+        "HTTP/1.1 201 Created"
+    );
+    assert_eq!(
+        post(&running.addr, "/topics/t/events", "a", "1"),
+        "HTTP/1.1 403 Forbidden"
+    );
+}
+
+#[test]
+fn a_malformed_read_rule_is_refused_without_echoing_it() {
+    let (code, stderr) =
+        run_to_exit(server().env("STREAMGAUGE_READ_TOKEN", "s3cret-without-pattern"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("invalid `read-token`"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "a token leaked: {stderr}");
+}
+
 #[test]
 fn help_lists_the_flags_and_exits_0() {
     let output = server().arg("--help").output().unwrap();

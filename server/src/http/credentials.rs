@@ -6,17 +6,31 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 
 use super::params::Params;
+use crate::auth::Auth;
+use crate::error::ApiError;
 
 /// The bearer token of the `Authorization` header.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The bearer token of the header, else of the `token` query parameter.
 pub(crate) fn token<'a>(headers: &'a HeaderMap, params: &'a Params<'_>) -> Option<&'a str> {
     bearer(headers).or_else(|| params.get("token"))
+}
+
+/// Refuses `action` (a write, such as "publishing") unless the request's
+/// bearer token may publish: 401 without one, 403 with a wrong one.
+pub(crate) fn require_publisher(
+    auth: &Auth,
+    headers: &HeaderMap,
+    action: &'static str,
+) -> Result<(), ApiError> {
+    auth.may_publish(bearer(headers))
+        .map_err(|denied| ApiError::denied(denied, action))
 }
 
 #[cfg(test)]
@@ -34,5 +48,11 @@ mod tests {
         assert_eq!(token(&headers, &params), Some("h"));
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic h"));
         assert_eq!(bearer(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer  "));
+        assert_eq!(
+            bearer(&headers),
+            None,
+            "an empty token is no token (401, not 403)"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! value becomes a `400` naming its parameter, before any stream starts.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
 use crate::error::ApiError;
@@ -14,9 +15,10 @@ impl<'a> Params<'a> {
     /// Parses `raw` (without the `?`). Unknown parameters are kept and
     /// ignored, as HTTP clients expect; a repeated one is an error.
     pub(crate) fn parse(raw: Option<&'a str>) -> Result<Self, ApiError> {
+        let mut seen = HashSet::new();
         let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
         for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-            if pairs.iter().any(|(k, _)| *k == key) {
+            if !seen.insert(key.clone()) {
                 return Err(ApiError::bad_param(&key, "given more than once"));
             }
             pairs.push((key, value));

@@ -97,10 +97,7 @@ async fn seed(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let wallet = path_name("wallet", wallet)?;
-    state
-        .auth
-        .may_publish(credentials::bearer(&headers))
-        .map_err(|denied| ApiError::denied(denied, "seeding trades"))?;
+    credentials::require_publisher(&state.auth, &headers, "seeding trades")?;
     let count = Params::parse(query.as_deref())?.required_u64_in("count", 1..=MAX_SEED)?;
     let total = state
         .store

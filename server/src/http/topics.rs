@@ -77,10 +77,7 @@ async fn publish(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let topic = path_name("topic", topic)?;
-    state
-        .auth
-        .may_publish(credentials::bearer(&headers))
-        .map_err(|denied| ApiError::denied(denied, "publishing"))?;
+    credentials::require_publisher(&state.auth, &headers, "publishing")?;
     let body = read_body(body, &headers, state.config.max_publish_bytes).await?;
     let seq = state
         .publisher

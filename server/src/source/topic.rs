@@ -145,25 +145,29 @@ impl Topic {
         }
         Ok(self.since)
     }
+
     /// Reads the store from `cursor` into the queue until it has nothing
     /// more; returns the new cursor.
     async fn catch_up(&self, queue: &mut Sender, mut cursor: u64) -> Result<u64, Stop> {
         loop {
             // The head is read first: every event it counts was committed
             // before the page is read, so one missing from the page was
-            // deleted by retention, not merely not yet visible.
+            // deleted (by retention), not merely not yet visible.
             let head = self.store.head(self.name.as_str()).await?;
             if head <= cursor {
                 return Ok(cursor);
             }
             let page = self.store.read(self.name.as_str(), cursor, PAGE).await?;
-            let first = page.first().map_or(head + 1, |e| e.seq);
-            if first > cursor + 1 {
-                self.gap(queue, cursor + 1, first - 1, GapReason::Retention)
+            if page.is_empty() {
+                self.gap(queue, cursor + 1, head, GapReason::Retention)
                     .await?;
-                cursor = first - 1;
+                cursor = head;
             }
             for event in page {
+                if event.seq > cursor + 1 {
+                    self.gap(queue, cursor + 1, event.seq - 1, GapReason::Retention)
+                        .await?;
+                }
                 cursor = event.seq;
                 queue.push(Item::Event(event)).await?;
             }

@@ -75,7 +75,7 @@ pub enum SqliteDurability {
 }
 
 /// How to open the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Options {
     /// `sqlite:PATH` (created if missing) or `postgres://…`.
     pub url: String,
@@ -83,6 +83,16 @@ pub struct Options {
     pub max_connections: u32,
     /// SQLite only: how commits are made durable.
     pub sqlite_durability: SqliteDurability,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("url", &redact(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("sqlite_durability", &self.sqlite_durability)
+            .finish()
+    }
 }
 
 /// Which database a URL names.
@@ -221,6 +231,16 @@ mod tests {
                 .to_string()
                 .contains("u:***@h")
         );
+    }
+
+    #[test]
+    fn options_print_without_the_password() {
+        let options = Options {
+            url: "postgres://u:hunter2@h/db".to_owned(),
+            max_connections: 1,
+            sqlite_durability: SqliteDurability::Full,
+        };
+        assert!(!format!("{options:?}").contains("hunter2"));
     }
 
     #[test]
