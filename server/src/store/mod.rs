@@ -187,14 +187,6 @@ impl Store {
         Ok(Self { pool })
     }
 
-    /// Which backend this store uses.
-    pub fn backend(&self) -> Backend {
-        match self.pool {
-            Pool::Sqlite(_) => Backend::Sqlite,
-            Pool::Postgres(_) => Backend::Postgres,
-        }
-    }
-
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await);
