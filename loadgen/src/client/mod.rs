@@ -1,0 +1,4 @@
+//! Virtual clients.
+
+pub mod http;
+pub mod sse_parser;
