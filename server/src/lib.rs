@@ -14,8 +14,8 @@
 //!
 //! # Layout
 //!
-//! - [`main`](../streamgauge_server/index.html) (binary): parse [`config`],
-//!   set up tracing, bind, print `listening on …`, call [`run`].
+//! - [`cli`]: the program (the binary's `main`): parse [`config`], set up
+//!   tracing, bind, open the store, print `listening on …`, call [`run`].
 //! - [`config`]: flags, environment and TOML file into a validated [`Config`].
 //! - [`app`]: the router; [`http`]: handlers by endpoint group; [`error`]:
 //!   the JSON error of the HTTP edge; [`state`]: what handlers share.
@@ -38,6 +38,7 @@
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod disconnect;

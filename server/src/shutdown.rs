@@ -2,7 +2,7 @@
 //! and one [`TaskTracker`] for the tasks that outlive their HTTP request
 //! (upgraded WebSockets, which hyper's graceful shutdown does not see).
 //!
-//! Order: [`signal`] (or a test) cancels the token; the listener stops
+//! Order: [`Signals`] (or a test) cancels the token; the listener stops
 //! accepting and `/readyz` answers 503; every stream ends on the token (SSE
 //! ends its body, WebSocket sends close 1001); the server waits for all of
 //! it under a deadline.
@@ -53,29 +53,46 @@ impl Shutdown {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-///
-/// # Panics
-///
-/// If the signal handlers cannot be installed (only at process start, when
-/// the runtime has no signal driver).
-pub async fn signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c()
-            .await
-            .expect("installing the Ctrl-C handler");
-    };
+/// The signals that stop the server (Ctrl-C, SIGTERM), listened to from
+/// the moment this value exists: install it before announcing readiness,
+/// or a signal sent right after the announcement would kill the process.
+#[derive(Debug)]
+pub struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    ///
+    /// # Errors
+    ///
+    /// If the runtime cannot install signal handlers.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves on the next Ctrl-C or SIGTERM.
+    pub async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,0 +1,93 @@
+//! The `streamgauge-server` program: arguments in, exit code out. The
+//! binary calls [`main_with`]; so can another program that runs the server
+//! as a child process of its own (the load generator does).
+//!
+//! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on a bad
+//! flag, environment variable or config file.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use std::ffi::OsString;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Args;
+use crate::shutdown::Signals;
+use crate::store::redact;
+use crate::{Config, Shutdown, Store, run};
+
+/// Runs the server as the program invoked with `args` (the first being the
+/// program name), until a signal stops it.
+pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let config = match Args::try_parse_from(args) {
+        Ok(args) => args.load(),
+        Err(e) => {
+            // --help and --version print and succeed; errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("streamgauge-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(EnvFilter::new(&config.log))
+        .init();
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding --listen {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let store = Store::open(&config.store)
+            .await
+            .with_context(|| format!("opening --database {}", redact(&config.store.url)))?;
+        let signals = Signals::install().context("installing signal handlers")?;
+        announce(addr)?;
+        let shutdown = Shutdown::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            signals.recv().await;
+            trigger.trigger();
+        });
+        run(listener, config, store, shutdown).await
+    })
+}
+
+/// Prints the readiness line of CLI.md (the socket is bound and the database
+/// migrated), the one line this program writes to stdout, and flushes it so
+/// a parent process sees it at once.
+fn announce(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    #[allow(clippy::print_stdout)]
+    {
+        writeln!(stdout, "listening on http://{addr}").context("writing to stdout")?;
+    }
+    stdout.flush().context("flushing stdout")
+}
