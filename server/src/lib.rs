@@ -47,6 +47,7 @@ pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod metrics;
+pub mod process;
 pub mod protocol;
 pub mod publish;
 pub mod queue;

@@ -19,6 +19,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::disconnect::Disconnect;
+use crate::process::ProcessCollector;
 use crate::queue::Depth;
 
 /// The transport a stream uses.
@@ -225,7 +226,9 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("streamgauge");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("streamgauge");
         let open = Family::<TransportLabels, Gauge>::default();
         let opened = Family::<TransportLabels, Counter>::default();
         let rejected = Family::<TransportLabels, Counter>::default();
@@ -331,7 +334,7 @@ impl Metrics {
         Self {
             sse: for_transport(TransportKind::Sse),
             ws: for_transport(TransportKind::Ws),
-            registry,
+            registry: root,
             disconnects,
             slow_consumers,
             queue_events,
@@ -449,6 +452,8 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
+        assert!(text.contains("process_resident_memory_bytes "));
         assert!(text.ends_with("# EOF\n"));
     }
 }

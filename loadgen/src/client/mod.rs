@@ -1,4 +1,553 @@
-//! Virtual clients.
+//! Virtual clients: one loop for every scenario. A client connects (SSE or
+//! WebSocket), reads events, checks each `seq` for gaps and duplicates,
+//! records latency from `ts` (and, on topics, from the publisher's intended
+//! send time), spends its consumer delay, churns when its time comes, and
+//! reconnects after a failure with a backoff. What it streams is data
+//! ([`StreamPath`]); how it reads is the same for all.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{sleep, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::check::{NoticeKind, Seen, SeqCheck};
+use crate::metrics::{ErrorKind, Recorder, Sample};
+use crate::scenario::{Scenario, StreamKind, Transport};
+
+pub mod envelope;
 pub mod http;
+pub mod sse;
 pub mod sse_parser;
+pub mod ws;
+
+use self::envelope::{Envelope, GapReason};
+
+/// How long a connection (TCP, request, response head or handshake) may
+/// take before it counts as a timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stream may stay silent (no event, no keep-alive) before it
+/// counts as a timeout: twice the server's default 15 s keep-alive.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Loopback source addresses clients spread over (127.0.0.1 to .16), so
+/// that one process can open more connections than one port range holds.
+const LOOPBACK_SOURCES: u8 = 16;
+
+/// The wall clock in µs since the Unix epoch, the server's `ts` clock.
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The server under test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The `Host` header (`host:port`).
+    pub host: String,
+}
+
+impl Target {
+    /// The target at `url` (`http://host:port`).
+    ///
+    /// # Errors
+    ///
+    /// A URL that is not `http://host:port[/]`, or a host that does not
+    /// resolve.
+    pub async fn resolve(url: &str) -> anyhow::Result<Self> {
+        let host = url
+            .strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|host| !host.is_empty() && !host.contains('/'))
+            .ok_or_else(|| anyhow::anyhow!("--url {url:?}: expected http://HOST:PORT"))?;
+        let addr = tokio::net::lookup_host(host)
+            .await
+            .map_err(|e| anyhow::anyhow!("--url {url:?}: cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("--url {url:?}: {host} resolves to no address"))?;
+        Ok(Self {
+            addr,
+            host: host.to_owned(),
+        })
+    }
+
+    /// `http://host:port`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// The source address client `id` binds, spreading clients of a
+    /// loopback target over several loopback addresses.
+    fn source(&self, id: usize) -> Option<IpAddr> {
+        match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => {
+                let last = 1 + (id % usize::from(LOOPBACK_SOURCES)) as u8;
+                Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+            }
+            _ => None,
+        }
+    }
+
+    /// A TCP connection for client `id`.
+    async fn dial(&self, id: usize) -> Result<TcpStream, ClientError> {
+        let socket = match self.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(ClientError::Connect)?;
+        if let Some(ip) = self.source(id) {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(ClientError::Connect)?;
+        }
+        socket
+            .connect(self.addr)
+            .await
+            .map_err(ClientError::Connect)
+    }
+}
+
+/// Why a stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection could not be made.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The server refused the stream with this status (or close code 1013).
+    #[error("status {0}")]
+    Status(u16),
+    /// Malformed bytes.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// Nothing arrived in time.
+    #[error("timed out")]
+    Timeout,
+    /// The stream broke off.
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+impl ClientError {
+    /// How `summary.json` counts it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Connect(_) => ErrorKind::Connect,
+            ClientError::Status(_) => ErrorKind::HttpStatus,
+            ClientError::Protocol(_) => ErrorKind::Protocol,
+            ClientError::Timeout => ErrorKind::Timeout,
+            ClientError::Closed(_) => ErrorKind::Closed,
+        }
+    }
+}
+
+/// What a stream delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// An event or a gap notice.
+    Event {
+        /// What it says.
+        envelope: Envelope,
+        /// Its size on the wire (the JSON).
+        bytes: usize,
+        /// When it arrived, µs since the Unix epoch.
+        received_us: u64,
+    },
+    /// A keep-alive.
+    KeepAlive,
+    /// The server ended the stream cleanly.
+    End,
+}
+
+/// An open stream on either transport.
+#[derive(Debug)]
+pub enum Connection {
+    /// Server-Sent Events.
+    Sse(sse::SseStream),
+    /// WebSocket.
+    Ws(ws::WsStream),
+}
+
+impl Connection {
+    /// Opens `path` on `target` for client `id`.
+    ///
+    /// # Errors
+    ///
+    /// See [`ClientError`].
+    pub async fn open(
+        target: &Target,
+        id: usize,
+        transport: Transport,
+        path: &str,
+    ) -> Result<Self, ClientError> {
+        let stream = target.dial(id).await?;
+        Ok(match transport {
+            Transport::Sse => {
+                Connection::Sse(sse::SseStream::open(stream, &target.host, path).await?)
+            }
+            Transport::Ws => Connection::Ws(ws::WsStream::open(stream, &target.host, path).await?),
+        })
+    }
+
+    /// The next frame.
+    ///
+    /// # Errors
+    ///
+    /// See [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn next(&mut self) -> Result<Frame, ClientError> {
+        match self {
+            Connection::Sse(sse) => sse.next().await,
+            Connection::Ws(ws) => ws.next().await,
+        }
+    }
+}
+
+/// What clients stream, with what they need to build each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPath {
+    /// `/…/ticker?rate=R&count=0&size=S`.
+    Ticker {
+        /// Events/s.
+        rate: u64,
+        /// Filler bytes.
+        size: usize,
+    },
+    /// `/…/tokens?ttft_ms=T&tps=R&tokens=N`.
+    Tokens {
+        /// Delay before the first token, ms.
+        ttft_ms: u64,
+        /// Tokens/s.
+        tps: u64,
+        /// Tokens per stream.
+        tokens: u64,
+    },
+    /// `/…/topics/NAME?since=S`.
+    Topic {
+        /// The topic.
+        name: String,
+    },
+    /// `/…/replay/WALLET?rate=R`.
+    Replay {
+        /// The wallet.
+        wallet: String,
+        /// Rows/s (0: as fast as read).
+        rate: u64,
+    },
+}
+
+impl StreamPath {
+    /// What `scenario` streams; `name` names its topic or wallet.
+    pub fn of(scenario: &Scenario, name: &str) -> Self {
+        match scenario.stream {
+            StreamKind::Ticker => StreamPath::Ticker {
+                rate: scenario.rate,
+                size: scenario.size,
+            },
+            StreamKind::Tokens => StreamPath::Tokens {
+                ttft_ms: u64::try_from(scenario.tokens.ttft.as_millis()).unwrap_or(u64::MAX),
+                tps: scenario.tokens.tps,
+                tokens: scenario.tokens.tokens,
+            },
+            StreamKind::Topic => StreamPath::Topic {
+                name: name.to_owned(),
+            },
+            StreamKind::Replay => StreamPath::Replay {
+                wallet: name.to_owned(),
+                rate: scenario.rate,
+            },
+        }
+    }
+
+    /// The request path on `transport`, resuming after `since` on topics.
+    fn path(&self, transport: Transport, since: u64) -> String {
+        let t = transport.as_str();
+        match self {
+            StreamPath::Ticker { rate, size } => {
+                format!("/{t}/ticker?rate={rate}&count=0&size={size}")
+            }
+            StreamPath::Tokens {
+                ttft_ms,
+                tps,
+                tokens,
+            } => {
+                format!("/{t}/tokens?ttft_ms={ttft_ms}&tps={tps}&tokens={tokens}")
+            }
+            StreamPath::Topic { name } => format!("/{t}/topics/{name}?since={since}"),
+            StreamPath::Replay { wallet, rate } => format!("/{t}/replay/{wallet}?rate={rate}"),
+        }
+    }
+
+    /// Whether a stream of this kind ends by itself (then the client asks
+    /// for another); the others end only by failure.
+    fn completes(&self) -> bool {
+        matches!(self, StreamPath::Tokens { .. } | StreamPath::Replay { .. })
+    }
+
+    /// Whether a reconnecting client resumes where it stopped (topics);
+    /// the others start a new stream at `seq` 1.
+    fn resumes(&self) -> bool {
+        matches!(self, StreamPath::Topic { .. })
+    }
+}
+
+/// How every client of a run behaves.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// The transport.
+    pub transport: Transport,
+    /// What is streamed.
+    pub stream: StreamPath,
+    /// Time spent on each event.
+    pub consumer_delay: Duration,
+    /// Disconnect-and-resume rate per second.
+    pub churn: f64,
+}
+
+/// Why a client left a stream.
+enum Left {
+    /// Its run (or its slot) ended.
+    Cancelled,
+    /// The stream ended as it should.
+    Completed,
+    /// Its churn time came.
+    Churned,
+    /// It failed.
+    Failed(ErrorKind),
+}
+
+/// Doubling waits between failed attempts, with jitter, up to a second.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(20);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// Waits (unless cancelled first) and doubles the next wait.
+    async fn wait(&mut self, cancel: &CancellationToken) {
+        let wait = self.0.mul_f64(0.5 + fastrand::f64());
+        self.0 = (self.0 * 2).min(Self::MAX);
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = sleep(wait) => {}
+        }
+    }
+}
+
+/// One virtual client, running until `cancel`.
+#[derive(Debug)]
+pub struct VirtualClient {
+    /// Its number (chooses its source address and its shard).
+    pub id: usize,
+    /// How it behaves.
+    pub spec: Arc<ClientSpec>,
+    /// Where it connects.
+    pub target: Arc<Target>,
+    /// Where it records.
+    pub recorder: Recorder,
+}
+
+impl VirtualClient {
+    /// Streams, again and again, until `cancel`; flushes its measurements
+    /// before returning.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut check = SeqCheck::expecting(1);
+        let mut left_at: Option<Instant> = None;
+        let mut backoff = Backoff(Backoff::FIRST);
+        while !cancel.is_cancelled() {
+            let since = check.last().unwrap_or(0);
+            let path = self.spec.stream.path(self.spec.transport, since);
+            let requested = Instant::now();
+            self.recorder.count(|c| c.attempts += 1);
+            let opened = tokio::select! {
+                () = cancel.cancelled() => break,
+                opened = timeout(CONNECT_TIMEOUT, Connection::open(&self.target, self.id, self.spec.transport, &path)) => opened,
+            };
+            let connection = match opened {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = self.id, error = %e, "connection failed");
+                    self.recorder.error(e.kind());
+                    backoff.wait(&cancel).await;
+                    continue;
+                }
+                Err(_) => {
+                    self.recorder.error(ErrorKind::Timeout);
+                    backoff.wait(&cancel).await;
+                    continue;
+                }
+            };
+            self.recorder
+                .sample(Sample::Connect, micros(requested.elapsed()));
+            backoff = Backoff(Backoff::FIRST);
+            if !self.spec.stream.resumes() {
+                check = SeqCheck::expecting(1);
+            }
+            match self
+                .read(connection, &mut check, requested, left_at.take(), &cancel)
+                .await
+            {
+                Left::Cancelled => break,
+                Left::Completed => self.recorder.count(|c| c.completed += 1),
+                Left::Churned => {
+                    left_at = Some(Instant::now());
+                    self.recorder.count(|c| c.reconnects += 1);
+                }
+                Left::Failed(kind) => {
+                    self.recorder.error(kind);
+                    backoff.wait(&cancel).await;
+                }
+            }
+        }
+        self.recorder.flush();
+    }
+
+    /// The time until this client next churns, drawn from an exponential
+    /// distribution (churn is a rate per second).
+    fn next_churn(&self) -> Option<Instant> {
+        (self.spec.churn > 0.0).then(|| {
+            let wait = -(1.0 - fastrand::f64()).ln() / self.spec.churn;
+            Instant::now() + Duration::from_secs_f64(wait.min(3600.0))
+        })
+    }
+
+    /// Reads one stream until it ends, fails, churns or is cancelled.
+    async fn read(
+        &mut self,
+        mut connection: Connection,
+        check: &mut SeqCheck,
+        requested: Instant,
+        mut resuming_since: Option<Instant>,
+        cancel: &CancellationToken,
+    ) -> Left {
+        let churn_at = self.next_churn();
+        let mut first = true;
+        let mut stall = pin!(sleep(STALL_TIMEOUT));
+        let mut stall_armed = Instant::now();
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Left::Cancelled,
+                () = &mut stall => return Left::Failed(ErrorKind::Timeout),
+                frame = connection.next() => frame,
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::debug!(client = self.id, error = %e, "stream failed");
+                    return Left::Failed(e.kind());
+                }
+            };
+            // Re-arming the stall timer costs a timer-wheel update: do it
+            // at most once a second (the timeout is then 30 to 31 s).
+            if stall_armed.elapsed() >= Duration::from_secs(1) {
+                stall_armed = Instant::now();
+                stall.as_mut().reset((stall_armed + STALL_TIMEOUT).into());
+            }
+            let (envelope, bytes, received_us) = match frame {
+                Frame::KeepAlive => {
+                    self.recorder.count(|c| c.keepalives += 1);
+                    continue;
+                }
+                Frame::End if self.spec.stream.completes() => return Left::Completed,
+                Frame::End => return Left::Failed(ErrorKind::Closed),
+                Frame::Event {
+                    envelope,
+                    bytes,
+                    received_us,
+                } => (envelope, bytes, received_us),
+            };
+            if let Some(gap) = envelope.gap {
+                let kind = match gap.reason {
+                    GapReason::BeyondHead => NoticeKind::Rewound,
+                    GapReason::Skipped => NoticeKind::Skipped,
+                };
+                check.notice(kind, gap.from, gap.to);
+                self.recorder.count(|c| c.gap_notices += 1);
+                continue;
+            }
+            let Some(seq) = envelope.seq else {
+                return Left::Failed(ErrorKind::Protocol);
+            };
+            match check.observe(seq) {
+                Seen::Next => {}
+                Seen::Gap { missing } => self.recorder.count(|c| c.gaps += missing),
+                Seen::Duplicate => self.recorder.count(|c| c.dups += 1),
+            }
+            if first {
+                first = false;
+                self.recorder
+                    .sample(Sample::FirstEvent, micros(requested.elapsed()));
+                if let Some(left) = resuming_since.take() {
+                    self.recorder
+                        .sample(Sample::Reconnect, micros(left.elapsed()));
+                }
+            }
+            let latency = received_us.saturating_sub(envelope.ts.unwrap_or(received_us));
+            let end_to_end = envelope.data.0.map(|sent| received_us.saturating_sub(sent));
+            self.recorder.event(bytes, latency, end_to_end);
+            self.recorder.flush_if_due();
+            if !self.spec.consumer_delay.is_zero() {
+                tokio::select! {
+                    () = cancel.cancelled() => return Left::Cancelled,
+                    () = sleep(self.spec.consumer_delay) => {}
+                }
+            }
+            if churn_at.is_some_and(|at| Instant::now() >= at) {
+                return Left::Churned;
+            }
+        }
+    }
+}
+
+/// `duration` in whole µs.
+pub fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_protocol() {
+        let ticker = StreamPath::Ticker { rate: 0, size: 8 };
+        assert_eq!(
+            ticker.path(Transport::Ws, 0),
+            "/ws/ticker?rate=0&count=0&size=8"
+        );
+        let topic = StreamPath::Topic {
+            name: "t".to_owned(),
+        };
+        assert_eq!(topic.path(Transport::Sse, 41), "/sse/topics/t?since=41");
+        assert!(topic.resumes() && !topic.completes());
+        let tokens = StreamPath::Tokens {
+            ttft_ms: 200,
+            tps: 50,
+            tokens: 3,
+        };
+        assert_eq!(
+            tokens.path(Transport::Sse, 0),
+            "/sse/tokens?ttft_ms=200&tps=50&tokens=3"
+        );
+        assert!(tokens.completes());
+    }
+
+    #[tokio::test]
+    async fn loopback_clients_spread_over_source_addresses() {
+        let target = Target::resolve("http://127.0.0.1:9").await.unwrap();
+        let sources: std::collections::HashSet<_> = (0..64).map(|id| target.source(id)).collect();
+        assert_eq!(sources.len(), usize::from(LOOPBACK_SOURCES));
+        assert!(Target::resolve("127.0.0.1:9").await.is_err());
+        assert!(Target::resolve("http://127.0.0.1:9/path").await.is_err());
+    }
+}

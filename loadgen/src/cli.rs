@@ -1,0 +1,254 @@
+//! The command line: clap definitions only, as raw values. Turning them
+//! into a validated [`Scenario`] happens in [`RunArgs::scenario`], once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::scenario::{Scenario, StreamKind, Threshold, Transport, file, preset};
+
+/// A duration written the human way: `250ms`, `30s`, `10m`.
+fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(text)
+}
+
+/// The streamgauge load generator: measures a streaming server that speaks
+/// the streamgauge protocol (SSE and WebSocket).
+///
+/// Exit codes: 0 every threshold held; 1 at least one broke; 2 the run could
+/// not be made (bad arguments, bad scenario file, server not reachable).
+#[derive(Debug, Parser)]
+#[command(name = "streamgauge-loadgen", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter for the load generator's own logs on stderr
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMGAUGE_LOG",
+        default_value = "warn",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs one scenario: a preset, a scenario file, or inline flags
+    Run(RunArgs),
+    /// Runs the standard matrix of scenarios on both transports
+    Suite(SuiteArgs),
+    /// Lists the presets, one line each
+    Presets,
+}
+
+/// Which server to measure.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The server to measure (http://HOST:PORT); without it, a local server
+    /// is started on a free port with a fresh database, and stopped after
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// The server binary to start when no --url is given [default: the
+    /// server built into this load generator]
+    #[arg(long, value_name = "PATH", conflicts_with = "url")]
+    pub server_bin: Option<PathBuf>,
+
+    /// An extra argument for the local server (repeatable), such as
+    /// `--server-arg=--max-batch=1`
+    #[arg(
+        long,
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        conflicts_with = "url"
+    )]
+    pub server_arg: Vec<String>,
+
+    /// Where results go [default: ./streamgauge-results/RUN-ID/]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Multiplies every phase's duration (e.g. 0.1 for a smoke run)
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    pub time_scale: f64,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The server and results.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// A built-in scenario (see `presets`)
+    #[arg(long, value_name = "NAME", conflicts_with = "scenario")]
+    pub preset: Option<String>,
+
+    /// A scenario file (TOML)
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+
+    /// The transport: sse or ws
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+
+    /// What clients stream: ticker, topic, tokens or replay
+    #[arg(long, value_enum)]
+    pub stream: Option<StreamKind>,
+
+    /// Clients (replaces the phases with a ramp and a steady phase)
+    #[arg(long, value_name = "N")]
+    pub clients: Option<u32>,
+
+    /// Events per second per client; 0 means as fast as clients read
+    #[arg(long, value_name = "R")]
+    pub rate: Option<u64>,
+
+    /// Payload bytes per event
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<usize>,
+
+    /// How long the steady phase lasts (replaces the phases)
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub duration: Option<Duration>,
+
+    /// Ramp from 0 clients over this long first (replaces the phases)
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub ramp: Option<Duration>,
+
+    /// Time each client spends on each event (slow readers)
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub consumer_delay: Option<Duration>,
+
+    /// Disconnect-and-resume rate per client and second
+    #[arg(long, value_name = "P")]
+    pub churn: Option<f64>,
+
+    /// Topic publishes per second, all publishers together
+    #[arg(long, value_name = "R")]
+    pub publish_rate: Option<u64>,
+
+    /// A threshold such as `latency.p99<50ms` (repeatable)
+    #[arg(long, value_name = "EXPR")]
+    pub threshold: Vec<String>,
+}
+
+/// `suite`.
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// The server and results.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// A representative subset, under two minutes (the default)
+    #[arg(long, conflicts_with = "full")]
+    pub quick: bool,
+
+    /// The whole matrix (every preset, long soak included)
+    #[arg(long)]
+    pub full: bool,
+
+    /// Only this transport [default: both]
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+}
+
+impl RunArgs {
+    /// The scenario these arguments describe, validated.
+    ///
+    /// # Errors
+    ///
+    /// An unknown preset, a bad scenario file (with its line), a bad
+    /// threshold, or settings out of bounds.
+    pub fn scenario(&self) -> anyhow::Result<Scenario> {
+        let mut scenario = match (&self.preset, &self.scenario) {
+            (Some(name), _) => preset::find(name)
+                .with_context(|| {
+                    format!("no preset named {name:?}; `streamgauge-loadgen presets` lists them")
+                })?
+                .scenario(),
+            (None, Some(path)) => file::load(path)?,
+            (None, None) => Scenario::default(),
+        };
+        scenario.transport = self.transport.unwrap_or(scenario.transport);
+        scenario.stream = self.stream.unwrap_or(scenario.stream);
+        scenario.rate = self.rate.unwrap_or(scenario.rate);
+        scenario.size = self.size.unwrap_or(scenario.size);
+        scenario.consumer_delay = self.consumer_delay.unwrap_or(scenario.consumer_delay);
+        scenario.churn = self.churn.unwrap_or(scenario.churn);
+        scenario.publish_rate = self.publish_rate.unwrap_or(scenario.publish_rate);
+        if self.clients.is_some() || self.duration.is_some() || self.ramp.is_some() {
+            let clients = self.clients.unwrap_or_else(|| scenario.max_clients());
+            let steady = self.duration.unwrap_or_else(|| scenario.duration());
+            scenario.set_load(clients, steady, self.ramp.unwrap_or(Duration::ZERO));
+        }
+        for expr in &self.threshold {
+            scenario.thresholds.push(expr.parse::<Threshold>()?);
+        }
+        scenario.scale_time(self.target.time_scale);
+        scenario.validate()?;
+        Ok(scenario)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(args: &[&str]) -> anyhow::Result<Scenario> {
+        let cli = Cli::try_parse_from(["streamgauge-loadgen", "run"].iter().chain(args)).unwrap();
+        let Command::Run(run) = cli.command else {
+            unreachable!("parsed a run")
+        };
+        run.scenario()
+    }
+
+    #[test]
+    fn inline_flags_override_a_preset() {
+        let s = scenario(&[
+            "--preset",
+            "clients-10",
+            "--transport",
+            "ws",
+            "--rate",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.transport, s.rate),
+            ("clients-10", Transport::Ws, 100)
+        );
+        assert_eq!(s.max_clients(), 10);
+        let s = scenario(&[
+            "--clients",
+            "7",
+            "--duration",
+            "3s",
+            "--ramp",
+            "1s",
+            "--threshold",
+            "gaps==0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.max_clients(), s.duration(), s.thresholds.len()),
+            (7, Duration::from_secs(4), 1)
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let message = |args: &[&str]| scenario(args).unwrap_err().to_string();
+        assert!(message(&["--preset", "nope"]).contains("no preset named \"nope\""));
+        assert!(message(&["--threshold", "p99<1"]).contains("unknown metric"));
+        assert!(message(&["--churn=-2"]).contains("churn"));
+        assert!(message(&["--stream", "topic", "--publish-rate", "0"]).contains("publish rate"));
+    }
+}

@@ -1,0 +1,187 @@
+//! The part of an event the load generator reads: `seq`, `ts`, `pts`, a gap
+//! notice, and (topic scenarios) the `sent_us` that publishers put in
+//! `data`. Parsed straight from the frame's bytes into integers: nothing is
+//! allocated per event, and `data` is skimmed, not built.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// One frame, as far as measuring goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Envelope {
+    /// The event's sequence number (absent on gap notices).
+    pub seq: Option<u64>,
+    /// When the server handed it to its writer, µs since the Unix epoch.
+    pub ts: Option<u64>,
+    /// Topic events: when the server accepted the publish.
+    pub pts: Option<u64>,
+    /// A gap notice.
+    pub gap: Option<GapNotice>,
+    /// `data.sent_us`, when `data` is an object that has it.
+    #[serde(default)]
+    pub data: SentAt,
+}
+
+/// A gap notice's range and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct GapNotice {
+    /// First missing seq.
+    pub from: u64,
+    /// Last missing seq.
+    pub to: u64,
+    /// Why.
+    pub reason: GapReason,
+}
+
+/// The reasons of PROTOCOL.md's gap notices that change what comes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// The cursor was beyond the head: the stream continues at `from`.
+    BeyondHead,
+    /// Any other reason: `from..=to` will not come.
+    #[serde(other)]
+    Skipped,
+}
+
+/// `data.sent_us` if `data` is an object holding an integer `sent_us`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SentAt(pub Option<u64>);
+
+impl<'de> Deserialize<'de> for SentAt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SentAtVisitor)
+    }
+}
+
+struct SentAtVisitor;
+
+impl<'de> Visitor<'de> for SentAtVisitor {
+    type Value = SentAt;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SentAt, A::Error> {
+        let mut sent = None;
+        while let Some(key) = map.next_key::<Key>()? {
+            if key.0 {
+                sent = map.next_value::<u64>().ok();
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(SentAt(sent))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SentAt, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(SentAt(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SentAt, E> {
+        Ok(SentAt(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SentAt, E> {
+        Ok(SentAt(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SentAt, E> {
+        Ok(SentAt(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SentAt, E> {
+        Ok(SentAt(None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<SentAt, E> {
+        Ok(SentAt(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<SentAt, E> {
+        Ok(SentAt(None))
+    }
+}
+
+/// Whether a key is `sent_us`, read without allocating.
+struct Key(bool);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(Key(key == "sent_us"))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Parses one frame.
+///
+/// # Errors
+///
+/// The frame is not a JSON object of the protocol.
+pub fn parse(frame: &[u8]) -> Result<Envelope, serde_json::Error> {
+    serde_json::from_slice(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_events_of_every_stream() {
+        let ticker = parse(br#"{"seq":7,"ts":1795427796037182,"data":"xxxx"}"#).unwrap();
+        assert_eq!(
+            (ticker.seq, ticker.ts, ticker.data),
+            (Some(7), Some(1795427796037182), SentAt(None))
+        );
+        let token = parse(br#"{"seq":1,"ts":5,"data":{"token":" the"}}"#).unwrap();
+        assert_eq!(token.seq, Some(1));
+        let topic =
+            parse(br#"{"seq":3,"ts":9,"pts":8,"data":{"k":1,"sent_us":6,"pad":"x\"y"}}"#).unwrap();
+        assert_eq!((topic.pts, topic.data), (Some(8), SentAt(Some(6))));
+        let nested =
+            parse(br#"{"seq":1,"ts":1,"data":[{"sent_us":1},[1,2],null,true,-1.5]}"#).unwrap();
+        assert_eq!(nested.data, SentAt(None));
+    }
+
+    #[test]
+    fn reads_gap_notices() {
+        let gap = parse(br#"{"gap":{"from":3,"to":9,"reason":"retention"}}"#).unwrap();
+        assert_eq!(
+            gap.gap,
+            Some(GapNotice {
+                from: 3,
+                to: 9,
+                reason: GapReason::Skipped
+            })
+        );
+        let rewind = parse(br#"{"gap":{"from":4,"to":9,"reason":"beyond_head"}}"#).unwrap();
+        assert_eq!(rewind.gap.unwrap().reason, GapReason::BeyondHead);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_protocol_object() {
+        for bad in [
+            &b"not json"[..],
+            b"[1,2]",
+            b"{\"seq\":\"one\"}",
+            b"{\"seq\":1",
+        ] {
+            assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}

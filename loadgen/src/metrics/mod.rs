@@ -1,0 +1,353 @@
+//! What a run measures. Clients record into a [`Recorder`] of their own (a
+//! small buffer, no lock per event) that flushes into one of a few shared
+//! shards; once a second the runner takes every shard's [`Stats`] for the
+//! timeline and adds them to the run's totals. HDR histograms merge
+//! exactly, so nothing is averaged on the way.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// A failure, sorted as `summary.json` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The connection (TCP, HTTP head, WebSocket handshake) failed.
+    Connect,
+    /// The server answered with an unexpected HTTP status.
+    HttpStatus,
+    /// Malformed bytes: HTTP, SSE, WebSocket or JSON.
+    Protocol,
+    /// Nothing arrived for too long, or the server could not keep up.
+    Timeout,
+    /// The server ended a stream that should have gone on.
+    Closed,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Connect,
+        ErrorKind::HttpStatus,
+        ErrorKind::Protocol,
+        ErrorKind::Timeout,
+        ErrorKind::Closed,
+    ];
+
+    /// The key in `summary.json` (`errors.connect`, …).
+    pub fn key(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Closed => "closed",
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // Auto-resizing, 3 significant digits: memory follows the range seen.
+    Histogram::new(3).expect("3 significant digits is a valid histogram")
+}
+
+/// Counters of one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Events received.
+    pub events: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Events that never came (by `seq`).
+    pub gaps: u64,
+    /// Events that came twice.
+    pub dups: u64,
+    /// Gap notices the server sent.
+    pub gap_notices: u64,
+    /// Keep-alives received.
+    pub keepalives: u64,
+    /// Connection attempts.
+    pub attempts: u64,
+    /// Streams that ended as they should (tokens, replay).
+    pub completed: u64,
+    /// Resumes after churn.
+    pub reconnects: u64,
+    /// Events published (acknowledged).
+    pub published: u64,
+    /// Failures by [`ErrorKind`], in [`ErrorKind::ALL`] order.
+    pub errors: [u64; 5],
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.events += other.events;
+        self.bytes += other.bytes;
+        self.gaps += other.gaps;
+        self.dups += other.dups;
+        self.gap_notices += other.gap_notices;
+        self.keepalives += other.keepalives;
+        self.attempts += other.attempts;
+        self.completed += other.completed;
+        self.reconnects += other.reconnects;
+        self.published += other.published;
+        for (into, from) in self.errors.iter_mut().zip(other.errors) {
+            *into += from;
+        }
+    }
+
+    /// All failures.
+    pub fn error_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+}
+
+/// Which histogram a sample goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    /// Delivery latency: receipt − `ts`.
+    Latency,
+    /// Receipt − the publisher's intended send time (topic events).
+    EndToEnd,
+    /// Connection set-up.
+    Connect,
+    /// Request to first event of a stream (time to first token / row).
+    FirstEvent,
+    /// Churn: leaving to the first event after resuming.
+    Reconnect,
+    /// Publishes: intended send time to `201`.
+    Publish,
+}
+
+/// Everything measured over some interval. Every histogram is in µs.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Delivery latency: receipt − `ts`.
+    pub latency: Histogram<u64>,
+    /// Topic events: receipt − the publisher's intended send time.
+    pub end_to_end: Histogram<u64>,
+    /// Connection set-up.
+    pub connect: Histogram<u64>,
+    /// Request to first event of a stream (time to first token / row).
+    pub first_event: Histogram<u64>,
+    /// Churn: leaving to the first event after resuming.
+    pub reconnect: Histogram<u64>,
+    /// Publishes: intended send time to `201`.
+    pub publish: Histogram<u64>,
+    /// The counters.
+    pub counts: Counts,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            latency: histogram(),
+            end_to_end: histogram(),
+            connect: histogram(),
+            first_event: histogram(),
+            reconnect: histogram(),
+            publish: histogram(),
+            counts: Counts::default(),
+        }
+    }
+}
+
+impl Stats {
+    fn histograms(&mut self) -> [&mut Histogram<u64>; 6] {
+        [
+            &mut self.latency,
+            &mut self.end_to_end,
+            &mut self.connect,
+            &mut self.first_event,
+            &mut self.reconnect,
+            &mut self.publish,
+        ]
+    }
+
+    fn record(&mut self, sample: Sample, micros: u64) {
+        // `record` grows an auto-resizing histogram to fit the value (its
+        // `saturating_record` would clamp it to the current range instead);
+        // it fails only past 2^63 µs, which no measurement reaches.
+        let _ = self.histograms()[sample as usize].record(micros);
+    }
+
+    /// Adds `other` into this.
+    pub fn add(&mut self, other: &mut Stats) {
+        for (into, from) in self.histograms().into_iter().zip(other.histograms()) {
+            into.add(&*from)
+                .expect("auto-resizing histograms always merge");
+        }
+        self.counts.add(&other.counts);
+    }
+
+    /// Empties it, keeping the histograms' allocations.
+    pub fn reset(&mut self) {
+        for histogram in self.histograms() {
+            histogram.reset();
+        }
+        self.counts = Counts::default();
+    }
+}
+
+/// The shards clients flush into; the runner drains them every second.
+#[derive(Debug)]
+pub struct Shards(Vec<Mutex<Stats>>);
+
+impl Shards {
+    /// `n` shards (at least one).
+    pub fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self(
+            (0..n.max(1))
+                .map(|_| Mutex::new(Stats::default()))
+                .collect(),
+        ))
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Stats> {
+        self.0[i % self.0.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A recorder for client number `id`.
+    pub fn recorder(self: &Arc<Self>, id: usize) -> Recorder {
+        Recorder {
+            shards: Arc::clone(self),
+            shard: id,
+            samples: Vec::new(),
+            counts: Counts::default(),
+            last_flush: Instant::now(),
+        }
+    }
+
+    /// Moves what every shard holds into `into`, using `spare` (which comes
+    /// back empty) to keep the time under each lock short.
+    pub fn drain_into(&self, into: &mut Stats, spare: &mut Stats) {
+        for i in 0..self.0.len() {
+            std::mem::swap(&mut *self.lock(i), spare);
+            into.add(spare);
+            spare.reset();
+        }
+    }
+}
+
+/// Most samples a recorder holds before flushing.
+const FLUSH_SAMPLES: usize = 256;
+
+/// Longest a recorder holds samples before flushing.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// One client's measurements, flushed into a shard now and then.
+#[derive(Debug)]
+pub struct Recorder {
+    shards: Arc<Shards>,
+    shard: usize,
+    samples: Vec<(Sample, u64)>,
+    counts: Counts,
+    last_flush: Instant,
+}
+
+impl Recorder {
+    /// One event of `bytes` bytes, `latency_us` after its `ts`, and (topic
+    /// events) `end_to_end_us` after its intended publish time.
+    pub fn event(&mut self, bytes: usize, latency_us: u64, end_to_end_us: Option<u64>) {
+        self.counts.events += 1;
+        self.counts.bytes += bytes as u64;
+        self.sample(Sample::Latency, latency_us);
+        if let Some(e2e) = end_to_end_us {
+            self.sample(Sample::EndToEnd, e2e);
+        }
+    }
+
+    /// A sample for `histogram`, in µs.
+    pub fn sample(&mut self, histogram: Sample, micros: u64) {
+        self.samples.push((histogram, micros));
+        if self.samples.len() >= FLUSH_SAMPLES {
+            self.flush();
+        }
+    }
+
+    /// Updates the pending counters.
+    pub fn count(&mut self, update: impl FnOnce(&mut Counts)) {
+        update(&mut self.counts);
+    }
+
+    /// A failure.
+    pub fn error(&mut self, kind: ErrorKind) {
+        self.counts.errors[kind as usize] += 1;
+    }
+
+    /// Flushes if the last flush is older than the flush interval.
+    pub fn flush_if_due(&mut self) {
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    /// Moves everything pending into the shard.
+    pub fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        if self.samples.is_empty() && self.counts == Counts::default() {
+            return;
+        }
+        let mut shard = self.shards.lock(self.shard);
+        for &(histogram, micros) in &self.samples {
+            shard.record(histogram, micros);
+        }
+        shard.counts.add(&self.counts);
+        drop(shard);
+        self.samples.clear();
+        self.counts = Counts::default();
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorders_flush_into_shards_that_drain_exactly() {
+        let shards = Shards::new(3);
+        let mut recorders: Vec<Recorder> = (0..5).map(|id| shards.recorder(id)).collect();
+        for (i, recorder) in recorders.iter_mut().enumerate() {
+            for n in 0..1000u64 {
+                recorder.event(10, n + i as u64, Some(5));
+            }
+            recorder.error(ErrorKind::Timeout);
+            recorder.count(|c| c.gaps += 2);
+            recorder.sample(Sample::Connect, 700);
+        }
+        drop(recorders);
+        let (mut total, mut spare) = (Stats::default(), Stats::default());
+        shards.drain_into(&mut total, &mut spare);
+        assert_eq!(total.counts.events, 5000);
+        assert_eq!(total.counts.bytes, 50_000);
+        assert_eq!(total.latency.len(), 5000);
+        assert_eq!(total.end_to_end.len(), 5000);
+        assert_eq!(total.counts.gaps, 10);
+        assert_eq!(total.connect.len(), 5);
+        assert_eq!(total.counts.errors[ErrorKind::Timeout as usize], 5);
+        assert_eq!(total.latency.max(), 1003);
+
+        // Large samples are kept, not clamped to a histogram's first range.
+        let mut recorder = shards.recorder(0);
+        recorder.sample(Sample::Connect, 3_600_000_000);
+        recorder.flush();
+        let mut big = Stats::default();
+        shards.drain_into(&mut big, &mut spare);
+        assert!(big.connect.max() >= 3_600_000_000, "{}", big.connect.max());
+
+        let mut again = Stats::default();
+        shards.drain_into(&mut again, &mut spare);
+        assert_eq!(
+            (again.counts.events, again.latency.len()),
+            (0, 0),
+            "draining empties the shards"
+        );
+    }
+}

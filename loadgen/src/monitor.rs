@@ -1,0 +1,135 @@
+//! Samples the server's CPU and memory once a second, and the load
+//! generator's own CPU, so a report says who was busy. A server the load
+//! generator started is read from `/proc/PID`; any other from its
+//! `/metrics` (the standard `process_*` metrics, when it has them).
+
+use std::time::Instant;
+
+use streamgauge_server::process::{self, ProcessStats};
+
+/// Where the server's figures come from.
+#[derive(Debug)]
+enum Source {
+    /// A local child process.
+    Process(u32),
+    /// A remote server's `/metrics`.
+    Metrics { url: String, http: reqwest::Client },
+}
+
+/// One sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reading {
+    /// Server CPU since the last sample, % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// Server resident memory, MiB.
+    pub server_rss_mb: Option<f64>,
+    /// Load generator CPU since the last sample, % of one core.
+    pub loadgen_cpu_pct: Option<f64>,
+}
+
+/// CPU seconds at an instant, to turn the next reading into a percentage.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    seconds: f64,
+    at: Instant,
+}
+
+impl CpuMark {
+    /// % of one core used since `self`, and the new mark.
+    fn advance(mark: &mut Option<CpuMark>, seconds: f64) -> Option<f64> {
+        let now = CpuMark {
+            seconds,
+            at: Instant::now(),
+        };
+        let pct = mark.map(|before| {
+            let wall = now.at.duration_since(before.at).as_secs_f64();
+            if wall > 0.0 {
+                100.0 * (now.seconds - before.seconds) / wall
+            } else {
+                0.0
+            }
+        });
+        *mark = Some(now);
+        pct
+    }
+}
+
+/// Samples the server and the load generator.
+#[derive(Debug)]
+pub struct Monitor {
+    source: Source,
+    server: Option<CpuMark>,
+    loadgen: Option<CpuMark>,
+}
+
+impl Monitor {
+    /// Reads a local server process.
+    pub fn process(pid: u32) -> Self {
+        Self::new(Source::Process(pid))
+    }
+
+    /// Reads a server's `/metrics` at `base_url`.
+    pub fn metrics(base_url: &str, http: reqwest::Client) -> Self {
+        Self::new(Source::Metrics {
+            url: format!("{base_url}/metrics"),
+            http,
+        })
+    }
+
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            server: None,
+            loadgen: None,
+        }
+    }
+
+    /// Takes a sample (the first one gives no CPU figure: it sets the mark).
+    pub async fn sample(&mut self) -> Reading {
+        let server = match &self.source {
+            Source::Process(pid) => {
+                process::read(Some(*pid)).map(|s| (s.cpu_seconds, Some(s.rss_bytes)))
+            }
+            Source::Metrics { url, http } => scrape(http, url).await,
+        };
+        let loadgen = process::read(None).map(|s: ProcessStats| s.cpu_seconds);
+        Reading {
+            server_cpu_pct: server.and_then(|(cpu, _)| CpuMark::advance(&mut self.server, cpu)),
+            server_rss_mb: server
+                .and_then(|(_, rss)| rss)
+                .map(|b| b as f64 / (1024.0 * 1024.0)),
+            loadgen_cpu_pct: loadgen.and_then(|cpu| CpuMark::advance(&mut self.loadgen, cpu)),
+        }
+    }
+}
+
+/// CPU seconds and resident bytes from a Prometheus exposition.
+async fn scrape(http: &reqwest::Client, url: &str) -> Option<(f64, Option<u64>)> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let cpu = value("process_cpu_seconds_total")?;
+    Some((
+        cpu,
+        value("process_resident_memory_bytes").map(|b| b as u64),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_process_gives_memory_at_once_and_cpu_from_the_second_sample() {
+        let mut monitor = Monitor::process(std::process::id());
+        let first = monitor.sample().await;
+        assert!(first.server_rss_mb.unwrap() > 0.0);
+        assert_eq!(first.server_cpu_pct, None);
+        let second = monitor.sample().await;
+        assert!(second.server_cpu_pct.unwrap() >= 0.0);
+        assert!(second.loadgen_cpu_pct.is_some());
+    }
+}

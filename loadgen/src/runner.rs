@@ -1,0 +1,281 @@
+//! Runs one scenario against one target: sets its stream up (a topic's
+//! publishers, a replay's dataset), moves the number of virtual clients
+//! through the phases, and once a second drains the measurements into the
+//! timeline, samples the monitor and updates the progress line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
+use crate::metrics::{Shards, Stats};
+use crate::monitor::{Monitor, Reading};
+use crate::publisher;
+use crate::report::progress::Progress;
+use crate::report::{Measured, Row};
+use crate::scenario::{Phase, Scenario, StreamKind};
+
+/// How often the client count follows the phases.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How long clients and publishers may take to stop at the end.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything one run needs.
+#[derive(Debug)]
+pub struct Run<'a> {
+    /// What to run.
+    pub scenario: &'a Scenario,
+    /// Against what.
+    pub target: Arc<Target>,
+    /// For set-up requests and publishers.
+    pub http: reqwest::Client,
+    /// Samples the server, if it can be.
+    pub monitor: Option<Monitor>,
+    /// This run's id (names the topic or wallet).
+    pub run_id: String,
+}
+
+/// The phase at `elapsed` into `phases`, and how far into it.
+fn phase_at(phases: &[Phase], elapsed: Duration) -> (&Phase, Duration) {
+    let mut start = Duration::ZERO;
+    for phase in phases {
+        if elapsed < start + phase.duration {
+            return (phase, elapsed - start);
+        }
+        start += phase.duration;
+    }
+    let last = phases.last().expect("a validated scenario has phases");
+    (last, last.duration)
+}
+
+/// The clients running now, newest last.
+struct Clients {
+    spec: Arc<ClientSpec>,
+    target: Arc<Target>,
+    shards: Arc<Shards>,
+    stop: CancellationToken,
+    active: Vec<CancellationToken>,
+    tasks: JoinSet<()>,
+    next_id: usize,
+}
+
+impl Clients {
+    /// Starts or stops clients until `wanted` run.
+    fn scale_to(&mut self, wanted: usize) {
+        while self.active.len() < wanted {
+            let cancel = self.stop.child_token();
+            let client = VirtualClient {
+                id: self.next_id,
+                spec: Arc::clone(&self.spec),
+                target: Arc::clone(&self.target),
+                recorder: self.shards.recorder(self.next_id),
+            };
+            self.tasks.spawn(client.run(cancel.clone()));
+            self.active.push(cancel);
+            self.next_id += 1;
+        }
+        while self.active.len() > wanted {
+            self.active.pop().expect("more active than wanted").cancel();
+        }
+    }
+}
+
+impl Run<'_> {
+    /// A name for this run's topic or wallet (PROTOCOL.md's name rules).
+    fn stream_name(&self) -> String {
+        let raw = format!("sg-{}-{}", self.run_id, self.scenario.name);
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(200)
+            .collect()
+    }
+
+    /// Seeds the replay dataset.
+    async fn seed(&self, wallet: &str) -> anyhow::Result<()> {
+        let url = format!(
+            "{}/api/trades/{wallet}/seed?count={}",
+            self.target.base_url(),
+            self.scenario.replay_rows
+        );
+        let response = self
+            .http
+            .post(&url)
+            .send()
+            .await
+            .with_context(|| format!("seeding {url}"))?;
+        let status = response.status();
+        anyhow::ensure!(
+            status == reqwest::StatusCode::CREATED,
+            "seeding {url}: {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    /// Runs the scenario until its phases end or `cancel`.
+    ///
+    /// # Errors
+    ///
+    /// The stream could not be set up (a replay dataset not seeded).
+    pub async fn execute(mut self, cancel: &CancellationToken) -> anyhow::Result<Measured> {
+        let scenario = self.scenario;
+        let name = self.stream_name();
+        if scenario.stream == StreamKind::Replay {
+            self.seed(&name).await?;
+        }
+        let shards = Shards::new(2 * std::thread::available_parallelism().map_or(2, usize::from));
+        let stop = cancel.child_token();
+        let mut clients = Clients {
+            spec: Arc::new(ClientSpec {
+                transport: scenario.transport,
+                stream: StreamPath::of(scenario, &name),
+                consumer_delay: scenario.consumer_delay,
+                churn: scenario.churn,
+            }),
+            target: Arc::clone(&self.target),
+            shards: Arc::clone(&shards),
+            stop: stop.clone(),
+            active: Vec::new(),
+            tasks: JoinSet::new(),
+            next_id: 0,
+        };
+        if scenario.stream == StreamKind::Topic {
+            let url = format!("{}/topics/{name}/events", self.target.base_url());
+            let recorder = shards.recorder(usize::MAX);
+            let publishing = publisher::run(
+                self.http.clone(),
+                url,
+                scenario.publish_rate,
+                scenario.size,
+                recorder,
+                stop.child_token(),
+            );
+            clients.tasks.spawn(publishing);
+        }
+        if let Some(monitor) = &mut self.monitor {
+            monitor.sample().await; // the baseline the first CPU figure needs
+        }
+
+        let label = format!("{} ({})", scenario.name, scenario.transport.as_str());
+        let mut progress = Progress::new(&label, scenario.duration());
+        let (mut totals, mut second, mut spare) =
+            (Stats::default(), Stats::default(), Stats::default());
+        let mut timeline = Vec::new();
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let mut last_row = start;
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let total = scenario.duration();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= total {
+                break;
+            }
+            let (phase, into_phase) = phase_at(&scenario.phases, elapsed);
+            clients.scale_to(phase.clients_at(into_phase) as usize);
+            if last_row.elapsed() >= Duration::from_secs(1) {
+                let seconds = last_row.elapsed().as_secs_f64();
+                last_row = Instant::now();
+                shards.drain_into(&mut second, &mut spare);
+                let reading = match &mut self.monitor {
+                    Some(monitor) => monitor.sample().await,
+                    None => Reading::default(),
+                };
+                let row = row(
+                    &second,
+                    elapsed,
+                    seconds,
+                    &phase.name,
+                    clients.active.len(),
+                    reading,
+                );
+                totals.add(&mut second);
+                second.reset();
+                progress.update(&row, totals.counts.error_total());
+                timeline.push(row);
+            }
+        }
+        let duration = start.elapsed().min(total);
+        stop.cancel();
+        let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
+            while clients.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!("some clients did not stop within {STOP_TIMEOUT:?}");
+            clients.tasks.abort_all();
+        }
+        shards.drain_into(&mut totals, &mut spare);
+        progress.finish();
+        Ok(Measured {
+            run_id: self.run_id,
+            started_at,
+            duration,
+            totals,
+            timeline,
+            target: self.target.base_url(),
+        })
+    }
+}
+
+/// The timeline row of one interval of `seconds`.
+fn row(
+    stats: &Stats,
+    elapsed: Duration,
+    seconds: f64,
+    phase: &str,
+    clients: usize,
+    reading: Reading,
+) -> Row {
+    let latency = |q: f64| (!stats.latency.is_empty()).then(|| stats.latency.value_at_quantile(q));
+    Row {
+        t_s: elapsed.as_secs_f64(),
+        phase: phase.to_owned(),
+        clients: u32::try_from(clients).unwrap_or(u32::MAX),
+        events_per_s: stats.counts.events as f64 / seconds,
+        bytes_per_s: stats.counts.bytes as f64 / seconds,
+        latency_p50_us: latency(0.50),
+        latency_p99_us: latency(0.99),
+        errors: stats.counts.error_total(),
+        server_cpu_pct: reading.server_cpu_pct,
+        server_rss_mb: reading.server_rss_mb,
+        loadgen_cpu_pct: reading.loadgen_cpu_pct,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_follow_one_another() {
+        let phases = [
+            Phase::steady("a", 1, Duration::from_secs(2)),
+            Phase::steady("b", 5, Duration::from_secs(3)),
+        ];
+        let name = |s: f64| phase_at(&phases, Duration::from_secs_f64(s)).0.name.clone();
+        assert_eq!(
+            (name(0.0), name(1.9), name(2.0), name(4.9), name(9.0)),
+            ("a".into(), "a".into(), "b".into(), "b".into(), "b".into())
+        );
+        assert_eq!(
+            phase_at(&phases, Duration::from_secs(3)).1,
+            Duration::from_secs(1)
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! Scenario files (TOML). Every mistake is reported with the file, the line
+//! and what is wrong, such as `smoke.toml:12: a ramp needs \`from\` and \`to\``.
+//!
+//! ```toml
+//! name = "checkout"
+//! transport = "ws"            # sse | ws
+//! stream = "topic"            # ticker | topic | tokens | replay
+//! rate = 10                   # events/s per client (ticker, replay); 0 = as fast as read
+//! size = 64                   # payload bytes
+//! consumer-delay = "10ms"     # time spent per event (slow readers)
+//! churn = 0.1                 # disconnect-and-resume per client and second
+//! publish-rate = 500          # topic publishes/s
+//! thresholds = ["latency.p99<50ms", "gaps==0"]
+//! tokens = { ttft = "200ms", tps = 50, count = 100 }
+//! replay = { rows = 5000 }
+//!
+//! [[phase]]
+//! kind = "ramp"               # ramp | steady | spike | burst | soak
+//! duration = "10s"
+//! from = 1
+//! to = 100
+//!
+//! [[phase]]
+//! kind = "burst"
+//! duration = "5s"
+//! clients = 200
+//! cooldown = "5s"             # burst only: then no clients for this long
+//! ```
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Phase, Scenario, StreamKind, TokenShape, Transport};
+
+/// A scenario file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct Error {
+    path: PathBuf,
+    line: Option<usize>,
+    message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawScenario {
+    name: Option<String>,
+    transport: Option<Transport>,
+    stream: Option<StreamKind>,
+    rate: Option<u64>,
+    size: Option<usize>,
+    consumer_delay: Option<Spanned<String>>,
+    churn: Option<f64>,
+    publish_rate: Option<u64>,
+    #[serde(default)]
+    thresholds: Vec<Spanned<String>>,
+    tokens: Option<RawTokens>,
+    replay: Option<RawReplay>,
+    #[serde(default)]
+    phase: Vec<Spanned<RawPhase>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    ttft: Option<Spanned<String>>,
+    tps: Option<u64>,
+    count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplay {
+    rows: u64,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum PhaseKind {
+    Ramp,
+    Steady,
+    Spike,
+    Burst,
+    Soak,
+}
+
+impl PhaseKind {
+    fn name(self) -> &'static str {
+        match self {
+            PhaseKind::Ramp => "ramp",
+            PhaseKind::Steady => "steady",
+            PhaseKind::Spike => "spike",
+            PhaseKind::Burst => "burst",
+            PhaseKind::Soak => "soak",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhase {
+    kind: PhaseKind,
+    name: Option<String>,
+    duration: Spanned<String>,
+    clients: Option<u32>,
+    from: Option<u32>,
+    to: Option<u32>,
+    cooldown: Option<Spanned<String>>,
+}
+
+/// Reads and validates the scenario file at `path`.
+///
+/// # Errors
+///
+/// The file cannot be read, is not valid TOML for a scenario, or describes
+/// an invalid scenario: the error names the file and, when it can, the line.
+pub fn load(path: &Path) -> Result<Scenario, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error {
+        path: path.to_owned(),
+        line: None,
+        message: format!("cannot read it: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Parses a scenario from `text`, reporting errors against `path`.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
+    let at = |span: Option<Range<usize>>, message: String| Error {
+        path: path.to_owned(),
+        line: span.map(|s| line_of(text, s.start)),
+        message,
+    };
+    let raw: RawScenario =
+        toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
+    let duration = |value: &Spanned<String>| {
+        humantime::parse_duration(value.get_ref()).map_err(|e| {
+            at(
+                Some(value.span()),
+                format!("{:?} is not a duration: {e}", value.get_ref()),
+            )
+        })
+    };
+
+    let mut scenario = Scenario {
+        name: raw.name.unwrap_or_else(|| {
+            path.file_stem().map_or_else(
+                || "scenario".to_owned(),
+                |s| s.to_string_lossy().into_owned(),
+            )
+        }),
+        ..Scenario::default()
+    };
+    scenario.transport = raw.transport.unwrap_or(scenario.transport);
+    scenario.stream = raw.stream.unwrap_or(scenario.stream);
+    scenario.rate = raw.rate.unwrap_or(scenario.rate);
+    scenario.size = raw.size.unwrap_or(scenario.size);
+    scenario.churn = raw.churn.unwrap_or(scenario.churn);
+    scenario.publish_rate = raw.publish_rate.unwrap_or(scenario.publish_rate);
+    if let Some(delay) = &raw.consumer_delay {
+        scenario.consumer_delay = duration(delay)?;
+    }
+    if let Some(tokens) = &raw.tokens {
+        scenario.tokens = TokenShape {
+            ttft: match &tokens.ttft {
+                Some(ttft) => duration(ttft)?,
+                None => scenario.tokens.ttft,
+            },
+            tps: tokens.tps.unwrap_or(scenario.tokens.tps),
+            tokens: tokens.count.unwrap_or(scenario.tokens.tokens),
+        };
+    }
+    if let Some(replay) = &raw.replay {
+        scenario.replay_rows = replay.rows;
+    }
+    for threshold in &raw.thresholds {
+        let parsed = threshold
+            .get_ref()
+            .parse()
+            .map_err(|e: super::threshold::Error| at(Some(threshold.span()), e.to_string()))?;
+        scenario.thresholds.push(parsed);
+    }
+    if !raw.phase.is_empty() {
+        scenario.phases.clear();
+    }
+    for phase in &raw.phase {
+        let span = phase.span();
+        let phase = phase.get_ref();
+        let fail = |message: &str| {
+            at(
+                Some(span.clone()),
+                format!("{} phase: {message}", phase.kind.name()),
+            )
+        };
+        let length = duration(&phase.duration)?;
+        let name = phase
+            .name
+            .clone()
+            .unwrap_or_else(|| phase.kind.name().to_owned());
+        let (from, to) = match (phase.kind, phase.clients, phase.from, phase.to) {
+            (PhaseKind::Ramp, None, Some(from), Some(to)) => (from, to),
+            (PhaseKind::Ramp, ..) => {
+                return Err(fail("a ramp needs `from` and `to` (not `clients`)"));
+            }
+            (_, Some(clients), None, None) => (clients, clients),
+            _ => return Err(fail("needs `clients` (and no `from`/`to`)")),
+        };
+        if phase.cooldown.is_some() && phase.kind != PhaseKind::Burst {
+            return Err(fail("only a burst has a `cooldown`"));
+        }
+        scenario.phases.push(Phase {
+            name,
+            duration: length,
+            from,
+            to,
+        });
+        if let Some(cooldown) = &phase.cooldown {
+            scenario
+                .phases
+                .push(Phase::steady("cool-down", 0, duration(cooldown)?));
+        }
+    }
+    scenario.validate().map_err(|e| at(None, e.0))?;
+    Ok(scenario)
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Scenario, String> {
+        parse(text, Path::new("s.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_file_becomes_a_scenario() {
+        let scenario = parse_str(
+            r#"
+name = "checkout"
+transport = "ws"
+stream = "topic"
+publish-rate = 500
+consumer-delay = "10ms"
+churn = 0.1
+thresholds = ["latency.p99<50ms", "gaps==0"]
+tokens = { ttft = "300ms", tps = 20, count = 10 }
+
+[[phase]]
+kind = "ramp"
+duration = "10s"
+from = 1
+to = 100
+
+[[phase]]
+kind = "burst"
+duration = "5s"
+clients = 200
+cooldown = "2s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(scenario.name, "checkout");
+        assert_eq!(
+            (scenario.transport, scenario.stream),
+            (Transport::Ws, StreamKind::Topic)
+        );
+        assert_eq!(scenario.consumer_delay, Duration::from_millis(10));
+        assert_eq!(scenario.thresholds.len(), 2);
+        assert_eq!(scenario.tokens.ttft, Duration::from_millis(300));
+        let shape: Vec<(u32, u32, u64)> = scenario
+            .phases
+            .iter()
+            .map(|p| (p.from, p.to, p.duration.as_secs()))
+            .collect();
+        assert_eq!(shape, [(1, 100, 10), (200, 200, 5), (0, 0, 2)]);
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_line() {
+        let cases = [
+            ("rate = \"fast\"\n", "s.toml:1:"),
+            (
+                "[[phase]]\nkind = \"ramp\"\nduration = \"5s\"\nclients = 3\n",
+                "s.toml:1: ramp phase: a ramp needs",
+            ),
+            (
+                "churn = 0.1\n\n[[phase]]\nkind = \"steady\"\nduration = \"soon\"\nclients = 3\n",
+                "s.toml:5: \"soon\" is not a duration",
+            ),
+            (
+                "thresholds = [\n  \"gaps==0\",\n  \"latancy.p99<1ms\",\n]\n",
+                "s.toml:3: threshold \"latancy.p99<1ms\"",
+            ),
+            ("colour = \"blue\"\n", "s.toml:1:"),
+            (
+                "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 0\n",
+                "s.toml: no phase has any client",
+            ),
+            ("[[phase]]\nkind = \"wobble\"\n", "s.toml:2:"),
+        ];
+        for (text, expected) in cases {
+            let message = parse_str(text).unwrap_err();
+            assert!(message.starts_with(expected), "{text:?} gave {message:?}");
+        }
+    }
+}

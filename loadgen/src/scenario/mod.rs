@@ -1,0 +1,305 @@
+//! What to run: a [`Scenario`] is a validated load shape (phases of client
+//! counts over time) plus what each client streams, how it reads, and the
+//! thresholds that decide the verdict. Scenarios come from presets
+//! ([`preset`]), TOML files ([`file`]) or command-line flags, and are data:
+//! the runner has one client loop for all of them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod file;
+pub mod preset;
+pub mod threshold;
+
+pub use self::threshold::Threshold;
+
+/// The transport clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket.
+    Ws,
+}
+
+impl Transport {
+    /// The name used in URLs and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
+/// What clients stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    /// The synthetic ticker: `rate` events/s of `size` bytes, endless.
+    Ticker,
+    /// A durable topic fed by publishers at `publish_rate`; subscribers
+    /// resume from their last `seq` when they churn.
+    Topic,
+    /// LLM-like token streams, requested over and over (time to first token).
+    Tokens,
+    /// A stored dataset of `replay_rows` rows, replayed over and over.
+    Replay,
+}
+
+impl StreamKind {
+    /// The name used in URLs and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Ticker => "ticker",
+            StreamKind::Topic => "topic",
+            StreamKind::Tokens => "tokens",
+            StreamKind::Replay => "replay",
+        }
+    }
+}
+
+/// One phase of the load: the client count moves linearly from `from` to
+/// `to` over `duration` (equal for a steady phase, a jump for a spike).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    /// What it is called in progress and reports (`ramp`, `steady`, …).
+    pub name: String,
+    /// How long it lasts.
+    pub duration: Duration,
+    /// Clients at its start.
+    pub from: u32,
+    /// Clients at its end.
+    pub to: u32,
+}
+
+impl Phase {
+    /// A phase of `clients` throughout.
+    pub fn steady(name: &str, clients: u32, duration: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            duration,
+            from: clients,
+            to: clients,
+        }
+    }
+
+    /// Clients wanted `elapsed` into the phase.
+    pub fn clients_at(&self, elapsed: Duration) -> u32 {
+        if self.duration.is_zero() || self.from == self.to {
+            return self.to;
+        }
+        let progress = (elapsed.as_secs_f64() / self.duration.as_secs_f64()).min(1.0);
+        let span = f64::from(self.to) - f64::from(self.from);
+        (f64::from(self.from) + span * progress).round() as u32
+    }
+}
+
+/// The token stream's shape (`tokens` scenarios).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenShape {
+    /// Delay before the first token.
+    pub ttft: Duration,
+    /// Tokens per second after it.
+    pub tps: u64,
+    /// Tokens per stream.
+    pub tokens: u64,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Its name, in reports.
+    pub name: String,
+    /// The transport.
+    pub transport: Transport,
+    /// What is streamed.
+    pub stream: StreamKind,
+    /// Events per second per client (ticker; replay pacing); 0 means as
+    /// fast as the client reads.
+    pub rate: u64,
+    /// Payload size in bytes (ticker filler; topic publish padding).
+    pub size: usize,
+    /// Time each client spends on each event before reading the next.
+    pub consumer_delay: Duration,
+    /// How often, per client and second, a client disconnects and resumes.
+    pub churn: f64,
+    /// Topic: publishes per second, all publishers together.
+    pub publish_rate: u64,
+    /// Tokens: the stream's shape.
+    pub tokens: TokenShape,
+    /// Replay: rows in the dataset.
+    pub replay_rows: u64,
+    /// The load over time.
+    pub phases: Vec<Phase>,
+    /// The verdict.
+    pub thresholds: Vec<Threshold>,
+}
+
+/// Why a scenario is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Most clients one scenario may ask for.
+pub const MAX_CLIENTS: u32 = 1_000_000;
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: "inline".to_owned(),
+            transport: Transport::Sse,
+            stream: StreamKind::Ticker,
+            rate: 10,
+            size: 32,
+            consumer_delay: Duration::ZERO,
+            churn: 0.0,
+            publish_rate: 100,
+            tokens: TokenShape {
+                ttft: Duration::from_millis(200),
+                tps: 50,
+                tokens: 100,
+            },
+            replay_rows: 5_000,
+            phases: vec![Phase::steady("steady", 10, Duration::from_secs(10))],
+            thresholds: Vec::new(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Total duration of its phases.
+    pub fn duration(&self) -> Duration {
+        self.phases.iter().map(|p| p.duration).sum()
+    }
+
+    /// The most clients any phase asks for.
+    pub fn max_clients(&self) -> u32 {
+        self.phases
+            .iter()
+            .map(|p| p.from.max(p.to))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Replaces the phases with a ramp from 0 over `ramp` (if any), then
+    /// `clients` for `duration`.
+    pub fn set_load(&mut self, clients: u32, duration: Duration, ramp: Duration) {
+        self.phases.clear();
+        if !ramp.is_zero() {
+            self.phases.push(Phase {
+                name: "ramp".to_owned(),
+                duration: ramp,
+                from: 0,
+                to: clients,
+            });
+        }
+        self.phases.push(Phase::steady("steady", clients, duration));
+    }
+
+    /// Every phase `factor` times as long (for smoke runs of a suite).
+    pub fn scale_time(&mut self, factor: f64) {
+        for phase in &mut self.phases {
+            phase.duration = phase.duration.mul_f64(factor);
+        }
+        self.tokens.ttft = self.tokens.ttft.mul_f64(factor);
+    }
+
+    /// Checks the bounds every part of the runner relies on.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`] naming the first setting out of bounds.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let fail = |message: String| Err(Invalid(message));
+        if self.phases.is_empty() {
+            return fail("a scenario needs at least one phase".to_owned());
+        }
+        if self.duration().is_zero() {
+            return fail("the phases last no time at all".to_owned());
+        }
+        if self.max_clients() == 0 {
+            return fail("no phase has any client".to_owned());
+        }
+        if self.max_clients() > MAX_CLIENTS {
+            return fail(format!(
+                "{} clients is over the limit of {MAX_CLIENTS}",
+                self.max_clients()
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.churn) || self.churn.is_nan() {
+            return fail(format!(
+                "churn {} is not between 0 and 100 per second",
+                self.churn
+            ));
+        }
+        if self.stream == StreamKind::Topic && self.publish_rate == 0 {
+            return fail("a topic scenario needs a publish rate above 0".to_owned());
+        }
+        if self.stream == StreamKind::Replay && self.replay_rows == 0 {
+            return fail("a replay scenario needs at least one row".to_owned());
+        }
+        if self.stream == StreamKind::Tokens && self.tokens.tokens == 0 {
+            return fail("a tokens scenario needs at least one token per stream".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_move_clients_linearly() {
+        let ramp = Phase {
+            name: "ramp".to_owned(),
+            duration: Duration::from_secs(10),
+            from: 0,
+            to: 100,
+        };
+        assert_eq!(ramp.clients_at(Duration::ZERO), 0);
+        assert_eq!(ramp.clients_at(Duration::from_secs(5)), 50);
+        assert_eq!(ramp.clients_at(Duration::from_secs(20)), 100);
+        let spike = Phase::steady("spike", 100, Duration::from_secs(5));
+        assert_eq!(spike.clients_at(Duration::ZERO), 100);
+    }
+
+    #[test]
+    fn inline_load_is_a_ramp_then_steady() {
+        let mut scenario = Scenario::default();
+        scenario.set_load(50, Duration::from_secs(30), Duration::from_secs(5));
+        assert_eq!(scenario.duration(), Duration::from_secs(35));
+        assert_eq!(scenario.max_clients(), 50);
+        assert_eq!(scenario.phases[0].from, 0);
+        scenario.set_load(5, Duration::from_secs(3), Duration::ZERO);
+        assert_eq!(scenario.phases.len(), 1);
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        let mut scenario = Scenario::default();
+        assert_eq!(scenario.validate(), Ok(()));
+        scenario.churn = -1.0;
+        assert!(scenario.validate().unwrap_err().0.contains("churn"));
+        let mut scenario = Scenario::default();
+        scenario.set_load(0, Duration::from_secs(1), Duration::ZERO);
+        assert!(
+            scenario
+                .validate()
+                .unwrap_err()
+                .0
+                .contains("no phase has any client")
+        );
+        let mut scenario = Scenario {
+            stream: StreamKind::Topic,
+            publish_rate: 0,
+            ..Scenario::default()
+        };
+        assert!(scenario.validate().unwrap_err().0.contains("publish rate"));
+        scenario.publish_rate = 1;
+        assert_eq!(scenario.validate(), Ok(()));
+    }
+}

@@ -1,0 +1,259 @@
+//! Built-in scenarios covering the classic streaming test matrix. Each is
+//! data; `--transport` picks SSE (the default) or WebSocket for any of them.
+
+use std::time::Duration;
+
+use super::{Phase, Scenario, StreamKind, TokenShape};
+
+/// A preset: its name, a one-line description, and how to build it.
+pub struct Preset {
+    /// The name given to `--preset`.
+    pub name: &'static str,
+    /// One line for `presets`.
+    pub about: &'static str,
+    build: fn() -> Scenario,
+}
+
+impl Preset {
+    /// The scenario.
+    pub fn scenario(&self) -> Scenario {
+        let mut scenario = (self.build)();
+        scenario.name = self.name.to_owned();
+        scenario
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// `clients` clients at `rate` events/s each: a short ramp, then steady.
+fn steady(clients: u32, rate: u64, duration: u64) -> Scenario {
+    let mut scenario = Scenario {
+        rate,
+        ..Scenario::default()
+    };
+    scenario.set_load(clients, secs(duration), secs(2));
+    scenario
+}
+
+fn slow(delay_ms: u64) -> Scenario {
+    Scenario {
+        consumer_delay: Duration::from_millis(delay_ms),
+        ..steady(10, 100, 15)
+    }
+}
+
+fn replay(rows: u64, clients: u32, duration: u64) -> Scenario {
+    Scenario {
+        stream: StreamKind::Replay,
+        rate: 0,
+        replay_rows: rows,
+        ..steady(clients, 0, duration)
+    }
+}
+
+fn topic(subscribers: u32, publish_rate: u64, churn: f64) -> Scenario {
+    Scenario {
+        stream: StreamKind::Topic,
+        publish_rate,
+        churn,
+        ..steady(subscribers, 0, 20)
+    }
+}
+
+/// Every preset, in the order `presets` lists them.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "single",
+        about: "1 client, 10 events/s, 15 s",
+        build: || steady(1, 10, 15),
+    },
+    Preset {
+        name: "clients-10",
+        about: "10 clients, 10 events/s each, 20 s",
+        build: || steady(10, 10, 20),
+    },
+    Preset {
+        name: "clients-50",
+        about: "50 clients, 10 events/s each, 20 s",
+        build: || steady(50, 10, 20),
+    },
+    Preset {
+        name: "clients-100",
+        about: "100 clients, 10 events/s each, 20 s",
+        build: || steady(100, 10, 20),
+    },
+    Preset {
+        name: "clients-200",
+        about: "200 clients, 10 events/s each, 20 s",
+        build: || steady(200, 10, 20),
+    },
+    Preset {
+        name: "rate-1",
+        about: "50 clients, 1 event/s each, 20 s",
+        build: || steady(50, 1, 20),
+    },
+    Preset {
+        name: "rate-10",
+        about: "50 clients, 10 events/s each, 20 s",
+        build: || steady(50, 10, 20),
+    },
+    Preset {
+        name: "rate-100",
+        about: "50 clients, 100 events/s each, 20 s",
+        build: || steady(50, 100, 20),
+    },
+    Preset {
+        name: "burst",
+        about: "3 bursts of 50 clients streaming as fast as they read (3 s), each with a 3 s cool-down",
+        build: || {
+            let mut phases = Vec::new();
+            for _ in 0..3 {
+                phases.push(Phase::steady("burst", 50, secs(3)));
+                phases.push(Phase::steady("cool-down", 0, secs(3)));
+            }
+            Scenario {
+                rate: 0,
+                phases,
+                ..Scenario::default()
+            }
+        },
+    },
+    Preset {
+        name: "ramp",
+        about: "ramp from 1 to 200 clients over 30 s, 10 events/s each",
+        build: || Scenario {
+            phases: vec![Phase {
+                name: "ramp".to_owned(),
+                duration: secs(30),
+                from: 1,
+                to: 200,
+            }],
+            ..Scenario::default()
+        },
+    },
+    Preset {
+        name: "spike",
+        about: "from 0 to 100 clients at once, held 15 s, then a 3 s cool-down",
+        build: || Scenario {
+            phases: vec![
+                Phase::steady("idle", 0, secs(2)),
+                Phase::steady("spike", 100, secs(15)),
+                Phase::steady("cool-down", 0, secs(3)),
+            ],
+            ..Scenario::default()
+        },
+    },
+    Preset {
+        name: "churn",
+        about: "50 topic subscribers each leaving and resuming about every 2 s, 200 publishes/s",
+        build: || topic(50, 200, 0.5),
+    },
+    Preset {
+        name: "fanout",
+        about: "100 topic subscribers, 1,000 publishes/s: 100,000 deliveries/s",
+        build: || topic(100, 1_000, 0.0),
+    },
+    Preset {
+        name: "slow-1ms",
+        about: "10 clients at 100 events/s that spend 1 ms on each event",
+        build: || slow(1),
+    },
+    Preset {
+        name: "slow-10ms",
+        about: "10 clients at 100 events/s that spend 10 ms on each event (just keeping up)",
+        build: || slow(10),
+    },
+    Preset {
+        name: "slow-50ms",
+        about: "10 clients at 100 events/s that spend 50 ms on each event (backpressure)",
+        build: || slow(50),
+    },
+    Preset {
+        name: "tokens",
+        about: "50 clients requesting LLM-like token streams (TTFT 200 ms, 50 tokens/s, 100 tokens)",
+        build: || Scenario {
+            stream: StreamKind::Tokens,
+            tokens: TokenShape {
+                ttft: Duration::from_millis(200),
+                tps: 50,
+                tokens: 100,
+            },
+            ..steady(50, 0, 20)
+        },
+    },
+    Preset {
+        name: "replay-5k",
+        about: "10 clients replaying a 5,000-row dataset from the store, over and over",
+        build: || replay(5_000, 10, 15),
+    },
+    Preset {
+        name: "replay-1m",
+        about: "1 client replaying a 1,000,000-row dataset from the store",
+        build: || replay(1_000_000, 1, 60),
+    },
+    Preset {
+        name: "throughput",
+        about: "10 clients streaming as fast as they read, 15 s",
+        build: || steady(10, 0, 15),
+    },
+    Preset {
+        name: "latency",
+        about: "100 clients at 100 events/s each (10,000 events/s), 20 s",
+        build: || steady(100, 100, 20),
+    },
+    Preset {
+        name: "soak",
+        about: "100 clients at 10 events/s for 10 minutes (set another length with --duration)",
+        build: || steady(100, 10, 600),
+    },
+];
+
+/// The preset named `name`.
+pub fn find(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_valid_and_named_once() {
+        for preset in PRESETS {
+            let scenario = preset.scenario();
+            assert_eq!(scenario.validate(), Ok(()), "{}", preset.name);
+            assert_eq!(scenario.name, preset.name);
+            assert_eq!(PRESETS.iter().filter(|p| p.name == preset.name).count(), 1);
+        }
+    }
+
+    #[test]
+    fn the_matrix_of_the_issue_is_covered() {
+        for name in [
+            "single",
+            "clients-10",
+            "clients-50",
+            "clients-100",
+            "clients-200",
+            "rate-1",
+            "rate-10",
+            "rate-100",
+            "burst",
+            "ramp",
+            "spike",
+            "churn",
+            "slow-1ms",
+            "slow-10ms",
+            "slow-50ms",
+            "replay-5k",
+            "replay-1m",
+            "soak",
+        ] {
+            assert!(find(name).is_some(), "{name}");
+        }
+        assert_eq!(find("replay-1m").unwrap().scenario().replay_rows, 1_000_000);
+        assert_eq!(find("spike").unwrap().scenario().phases[1].from, 100);
+    }
+}

@@ -1,0 +1,229 @@
+//! Thresholds: `METRIC OP VALUE` expressions such as `latency.p99<50ms`,
+//! `error_rate<0.5%`, `events_per_s>10000` or `gaps==0`, checked against a
+//! run's summary. A value is converted to the unit the summary uses for its
+//! metric (µs for `latency.*`, ms for `connect.*` and `ttft.*`, a fraction
+//! for `error_rate`), so `50ms` and `50000us` mean the same.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The unit a metric is reported in, which decides what values may say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// A duration in microseconds: values need `us`, `µs`, `ms` or `s`.
+    Micros,
+    /// A duration in milliseconds: values need `us`, `µs`, `ms` or `s`.
+    Millis,
+    /// A fraction: values are `0.5%` or `0.005`.
+    Fraction,
+    /// A plain number (count, rate, percent, megabytes).
+    Number,
+}
+
+/// Every metric a threshold may name, with its unit.
+const METRICS: &[(&str, Unit)] = &[
+    ("latency.p50", Unit::Micros),
+    ("latency.p90", Unit::Micros),
+    ("latency.p95", Unit::Micros),
+    ("latency.p99", Unit::Micros),
+    ("latency.p999", Unit::Micros),
+    ("latency.max", Unit::Micros),
+    ("connect.p50", Unit::Millis),
+    ("connect.p95", Unit::Millis),
+    ("connect.p99", Unit::Millis),
+    ("ttft.p50", Unit::Millis),
+    ("ttft.p95", Unit::Millis),
+    ("ttft.p99", Unit::Millis),
+    ("error_rate", Unit::Fraction),
+    ("events", Unit::Number),
+    ("events_per_s", Unit::Number),
+    ("bytes_per_s", Unit::Number),
+    ("gaps", Unit::Number),
+    ("dups", Unit::Number),
+    ("errors.connect", Unit::Number),
+    ("errors.http_status", Unit::Number),
+    ("errors.protocol", Unit::Number),
+    ("errors.timeout", Unit::Number),
+    ("errors.closed", Unit::Number),
+    ("server.cpu_pct", Unit::Number),
+    ("server.rss_mb.peak", Unit::Number),
+    ("server.rss_mb.end", Unit::Number),
+];
+
+/// A comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+impl Op {
+    /// Operators, longest first so that `<=` is not read as `<`.
+    const ALL: [(&'static str, Op); 6] = [
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
+
+    fn holds(self, actual: f64, limit: f64) -> bool {
+        match self {
+            Op::Lt => actual < limit,
+            Op::Le => actual <= limit,
+            Op::Gt => actual > limit,
+            Op::Ge => actual >= limit,
+            Op::Eq => actual == limit,
+            Op::Ne => actual != limit,
+        }
+    }
+}
+
+/// A parsed threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    /// The expression as written (trimmed).
+    pub expr: String,
+    /// The metric's path in the summary, such as `latency.p99`.
+    pub metric: &'static str,
+    /// The comparison.
+    pub op: Op,
+    /// The limit, in the metric's unit.
+    pub value: f64,
+}
+
+/// Why an expression is not a threshold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("threshold {expr:?}: {reason}")]
+pub struct Error {
+    expr: String,
+    reason: String,
+}
+
+impl Threshold {
+    /// Whether `actual` (in the metric's unit) satisfies the threshold.
+    pub fn holds(&self, actual: f64) -> bool {
+        self.op.holds(actual, self.value)
+    }
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expr)
+    }
+}
+
+impl FromStr for Threshold {
+    type Err = Error;
+
+    fn from_str(expr: &str) -> Result<Self, Self::Err> {
+        let expr = expr.trim();
+        let fail = |reason: String| Error {
+            expr: expr.to_owned(),
+            reason,
+        };
+        let (at, symbol, op) = Op::ALL
+            .iter()
+            .filter_map(|&(symbol, op)| expr.find(symbol).map(|at| (at, symbol, op)))
+            .min_by_key(|&(at, symbol, _)| (at, std::cmp::Reverse(symbol.len())))
+            .ok_or_else(|| {
+                fail("expected METRIC OP VALUE with OP one of < <= > >= == !=".to_owned())
+            })?;
+        let name = expr[..at].trim();
+        let value = expr[at + symbol.len()..].trim();
+        let &(metric, unit) = METRICS.iter().find(|(m, _)| *m == name).ok_or_else(|| {
+            let known: Vec<&str> = METRICS.iter().map(|(m, _)| *m).collect();
+            fail(format!(
+                "unknown metric {name:?}; known: {}",
+                known.join(", ")
+            ))
+        })?;
+        let value = parse_value(value, unit).map_err(fail)?;
+        Ok(Self {
+            expr: expr.to_owned(),
+            metric,
+            op,
+            value,
+        })
+    }
+}
+
+/// `text` converted to `unit`.
+fn parse_value(text: &str, unit: Unit) -> Result<f64, String> {
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '+')))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let number: f64 = number
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    match (unit, suffix.trim()) {
+        (Unit::Micros | Unit::Millis, "") => Err("give a unit: us, ms or s".to_owned()),
+        (Unit::Micros, "us" | "µs")
+        | (Unit::Millis, "ms")
+        | (Unit::Fraction | Unit::Number, "") => Ok(number),
+        (Unit::Micros, "ms") | (Unit::Millis, "s") => Ok(number * 1_000.0),
+        (Unit::Micros, "s") => Ok(number * 1_000_000.0),
+        (Unit::Millis, "us" | "µs") => Ok(number / 1_000.0),
+        (Unit::Fraction, "%") => Ok(number / 100.0),
+        (_, other) => Err(format!("unit {other:?} does not fit this metric")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(expr: &str) -> Threshold {
+        expr.parse().unwrap()
+    }
+
+    #[test]
+    fn the_forms_of_cli_md_parse_into_summary_units() {
+        let t = parse("latency.p99<50ms");
+        assert_eq!((t.metric, t.op, t.value), ("latency.p99", Op::Lt, 50_000.0));
+        let t = parse("connect.p95 < 100ms");
+        assert_eq!((t.metric, t.value), ("connect.p95", 100.0));
+        let t = parse("error_rate<0.5%");
+        assert_eq!((t.op, t.value), (Op::Lt, 0.005));
+        let t = parse("events_per_s>10_000");
+        assert_eq!((t.op, t.value), (Op::Gt, 10_000.0));
+        let t = parse("gaps==0");
+        assert_eq!((t.op, t.value), (Op::Eq, 0.0));
+        assert_eq!(parse("ttft.p95<=1.5s").value, 1_500.0);
+        assert_eq!(parse("latency.max>=250us").op, Op::Ge);
+        assert_eq!(parse("dups!=1").op, Op::Ne);
+    }
+
+    #[test]
+    fn evaluation_compares_in_the_metric_unit() {
+        let t = parse("latency.p99<50ms");
+        assert!(t.holds(49_999.0));
+        assert!(!t.holds(50_000.0));
+        assert!(parse("gaps==0").holds(0.0));
+        assert!(!parse("error_rate<0.5%").holds(0.01));
+    }
+
+    #[test]
+    fn bad_expressions_say_what_is_wrong() {
+        let message = |expr: &str| expr.parse::<Threshold>().unwrap_err().to_string();
+        assert!(message("latency.p99 50ms").contains("expected METRIC OP VALUE"));
+        assert!(message("latancy.p99<5ms").contains("unknown metric \"latancy.p99\""));
+        assert!(message("latency.p99<50").contains("give a unit"));
+        assert!(message("latency.p99<50kg").contains("unit \"kg\""));
+        assert!(message("gaps<lots").contains("does not start with a number"));
+        assert!(message("error_rate<5ms").contains("unit \"ms\""));
+    }
+}

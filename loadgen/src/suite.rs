@@ -1,0 +1,89 @@
+//! The suite: the standard matrix of scenarios, on both transports. Quick
+//! (a representative subset, under two minutes) or full (every preset).
+//! Every scenario of the suite must lose nothing: `gaps==0` and `dups==0`.
+
+use std::time::Duration;
+
+use crate::scenario::{Scenario, Transport, preset};
+
+/// The quick suite: a preset and how long its load lasts.
+const QUICK: [(&str, u64); 6] = [
+    ("clients-100", 6),
+    ("rate-100", 6),
+    ("churn", 6),
+    ("tokens", 6),
+    ("replay-5k", 5),
+    ("slow-10ms", 5),
+];
+
+/// The scenarios of a quick (or full) suite on `transports`, their phases
+/// scaled by `time_scale`.
+pub fn plan(full: bool, transports: &[Transport], time_scale: f64) -> Vec<Scenario> {
+    let presets: Vec<(Scenario, Option<Duration>)> = if full {
+        preset::PRESETS
+            .iter()
+            .map(|p| (p.scenario(), None))
+            .collect()
+    } else {
+        QUICK
+            .iter()
+            .map(|&(name, seconds)| {
+                let preset = preset::find(name).expect("the quick suite names real presets");
+                (preset.scenario(), Some(Duration::from_secs(seconds)))
+            })
+            .collect()
+    };
+    let mut plan = Vec::new();
+    for &transport in transports {
+        for (scenario, length) in &presets {
+            let mut scenario = Scenario {
+                transport,
+                ..scenario.clone()
+            };
+            if let Some(length) = *length {
+                shorten(&mut scenario, length);
+            }
+            scenario
+                .thresholds
+                .extend(["gaps==0", "dups==0"].map(|t| t.parse().expect("valid thresholds")));
+            scenario.scale_time(time_scale);
+            plan.push(scenario);
+        }
+    }
+    plan
+}
+
+/// Scales every phase so that the scenario lasts `length`.
+fn shorten(scenario: &mut Scenario, length: Duration) {
+    let factor = length.as_secs_f64() / scenario.duration().as_secs_f64();
+    for phase in &mut scenario.phases {
+        phase.duration = phase.duration.mul_f64(factor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quick_suite_covers_both_transports_in_under_two_minutes() {
+        let plan = plan(false, &[Transport::Sse, Transport::Ws], 1.0);
+        assert_eq!(plan.len(), 12);
+        let total: Duration = plan.iter().map(Scenario::duration).sum();
+        assert!(
+            total < Duration::from_secs(90),
+            "{total:?} of load, plus set-up"
+        );
+        assert!(
+            plan.iter()
+                .all(|s| s.thresholds.len() >= 2 && s.validate().is_ok())
+        );
+    }
+
+    #[test]
+    fn the_full_suite_runs_every_preset() {
+        let plan = plan(true, &[Transport::Ws], 0.5);
+        assert_eq!(plan.len(), preset::PRESETS.len());
+        assert!(plan.iter().all(|s| s.transport == Transport::Ws));
+    }
+}
