@@ -12,6 +12,7 @@ mod support;
 mod backpressure;
 mod limits;
 mod liveness;
+mod loadgen;
 mod ops;
 mod replay;
 mod shutdown;

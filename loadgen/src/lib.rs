@@ -78,7 +78,7 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
         Command::Suite(args) => {
             let transports = match args.transport {
                 Some(transport) => vec![transport],
-                None => vec![Transport::Sse, Transport::Ws],
+                None => Transport::ALL.to_vec(),
             };
             let plan = suite::plan(args.full, &transports, args.target.time_scale);
             measure(&plan, &args.target, &cancel).await

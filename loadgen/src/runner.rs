@@ -168,15 +168,18 @@ impl Run<'_> {
 
         let label = format!("{} ({})", scenario.name, scenario.transport.as_str());
         let mut progress = Progress::new(&label, scenario.duration());
-        let (mut totals, mut second, mut spare) =
-            (Stats::default(), Stats::default(), Stats::default());
-        let mut timeline = Vec::new();
+        let mut totals = Stats::default();
         let started_at = SystemTime::now();
         let start = Instant::now();
-        let mut last_row = start;
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();
+        let mut timeline = Timeline {
+            rows: Vec::new(),
+            second: Stats::default(),
+            spare: Stats::default(),
+            last_row: start,
+        };
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
@@ -188,28 +191,33 @@ impl Run<'_> {
             }
             let (phase, into_phase) = phase_at(&scenario.phases, elapsed);
             clients.scale_to(phase.clients_at(into_phase) as usize);
-            if last_row.elapsed() >= Duration::from_secs(1) {
-                let seconds = last_row.elapsed().as_secs_f64();
-                last_row = Instant::now();
-                shards.drain_into(&mut second, &mut spare);
-                let reading = match &mut self.monitor {
-                    Some(monitor) => monitor.sample().await,
-                    None => Reading::default(),
-                };
-                let row = row(
-                    &second,
-                    elapsed,
-                    seconds,
-                    &phase.name,
-                    clients.active.len(),
-                    reading,
-                );
-                totals.add(&mut second);
-                second.reset();
+            if timeline.last_row.elapsed() >= Duration::from_secs(1) {
+                let row = timeline
+                    .row(
+                        &shards,
+                        &mut self.monitor,
+                        elapsed,
+                        &phase.name,
+                        clients.active.len(),
+                        &mut totals,
+                    )
+                    .await;
                 progress.update(&row, totals.counts.error_total());
-                timeline.push(row);
             }
         }
+        // The last, partial interval, measured before the clients stop.
+        let elapsed = start.elapsed().min(total);
+        let phase = &phase_at(&scenario.phases, elapsed).0.name;
+        timeline
+            .row(
+                &shards,
+                &mut self.monitor,
+                elapsed,
+                phase,
+                clients.active.len(),
+                &mut totals,
+            )
+            .await;
         let duration = start.elapsed().min(total);
         stop.cancel();
         let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
@@ -220,16 +228,51 @@ impl Run<'_> {
             tracing::warn!("some clients did not stop within {STOP_TIMEOUT:?}");
             clients.tasks.abort_all();
         }
-        shards.drain_into(&mut totals, &mut spare);
+        shards.drain_into(&mut totals, &mut timeline.spare);
         progress.finish();
         Ok(Measured {
             run_id: self.run_id,
             started_at,
             duration,
             totals,
-            timeline,
+            timeline: timeline.rows,
             target: self.target.base_url(),
         })
+    }
+}
+
+/// The rows so far, and the stats of the interval being measured.
+struct Timeline {
+    rows: Vec<Row>,
+    second: Stats,
+    spare: Stats,
+    last_row: Instant,
+}
+
+impl Timeline {
+    /// Ends the current interval: drains the shards into a row (added to
+    /// `totals`), with a monitor sample.
+    async fn row(
+        &mut self,
+        shards: &Shards,
+        monitor: &mut Option<Monitor>,
+        elapsed: Duration,
+        phase: &str,
+        clients: usize,
+        totals: &mut Stats,
+    ) -> Row {
+        let seconds = self.last_row.elapsed().as_secs_f64();
+        self.last_row = Instant::now();
+        shards.drain_into(&mut self.second, &mut self.spare);
+        let reading = match monitor {
+            Some(monitor) => monitor.sample().await,
+            None => Reading::default(),
+        };
+        let row = row(&self.second, elapsed, seconds, phase, clients, reading);
+        totals.add(&mut self.second);
+        self.second.reset();
+        self.rows.push(row.clone());
+        row
     }
 }
 

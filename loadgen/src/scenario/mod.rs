@@ -25,6 +25,9 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Both transports.
+    pub const ALL: [Transport; 2] = [Transport::Sse, Transport::Ws];
+
     /// The name used in URLs and reports.
     pub fn as_str(self) -> &'static str {
         match self {

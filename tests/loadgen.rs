@@ -1,0 +1,197 @@
+//! The load generator measures what happened, exactly: against fake peers
+//! that skip, repeat or delay events on purpose, and against the real
+//! server (in-process on 127.0.0.1:0), on both transports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{StreamExt, stream};
+use streamgauge_loadgen::client::Target;
+use streamgauge_loadgen::report::Summary;
+use streamgauge_loadgen::runner::Run;
+use streamgauge_loadgen::scenario::{Phase, Scenario, StreamKind, Transport};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{self, TestServer, now_micros};
+
+/// One client for `duration` on `transport`.
+fn scenario(
+    transport: Transport,
+    stream: StreamKind,
+    clients: u32,
+    duration: Duration,
+) -> Scenario {
+    Scenario {
+        name: "test".to_owned(),
+        transport,
+        stream,
+        phases: vec![Phase::steady("steady", clients, duration)],
+        ..Scenario::default()
+    }
+}
+
+/// Runs `scenario` against `addr` and summarizes it.
+async fn measure(scenario: &Scenario, addr: std::net::SocketAddr) -> Summary {
+    let run = Run {
+        scenario,
+        target: Arc::new(Target {
+            addr,
+            host: addr.to_string(),
+        }),
+        http: support::http_client(),
+        monitor: None,
+        run_id: format!("t{}", fastrand::u32(..)),
+    };
+    let measured = support::within("the run", run.execute(&CancellationToken::new()))
+        .await
+        .expect("the run is made");
+    Summary::new(scenario, measured)
+}
+
+/// A peer that answers every ticker request, on both transports, with the
+/// events `seqs` stamped `age` in the past, then keeps the stream open.
+async fn fake_peer(seqs: &'static [u64], age: Duration) -> std::net::SocketAddr {
+    let frames = move || -> Vec<String> {
+        let ts = now_micros() - age.as_micros() as u64;
+        seqs.iter()
+            .map(|seq| format!(r#"{{"seq":{seq},"ts":{ts},"data":"x"}}"#))
+            .collect()
+    };
+    let sse = move || async move {
+        let chunks: Vec<Result<String, std::convert::Infallible>> = frames()
+            .into_iter()
+            .zip(seqs)
+            .map(|(frame, seq)| Ok(format!("id: {seq}\ndata: {frame}\n\n")))
+            .collect();
+        let body = Body::from_stream(stream::iter(chunks).chain(stream::pending()));
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap()
+    };
+    let ws = move |upgrade: WebSocketUpgrade| async move {
+        upgrade
+            .on_upgrade(move |mut socket| async move {
+                for frame in frames() {
+                    if socket.send(Message::text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                while socket.recv().await.is_some() {}
+            })
+            .into_response()
+    };
+    let app = Router::new()
+        .route("/sse/ticker", get(sse))
+        .route("/ws/ticker", get(ws));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_and_duplicates_from_a_peer_that_skips_and_repeats_are_counted_exactly() {
+    const SEQS: &[u64] = &[1, 2, 3, 5, 5, 6, 9, 10, 2];
+    let addr = fake_peer(SEQS, Duration::ZERO).await;
+    for transport in Transport::ALL {
+        let summary = measure(
+            &scenario(transport, StreamKind::Ticker, 1, Duration::from_secs(1)),
+            addr,
+        )
+        .await;
+        assert_eq!(summary.events, 9, "{transport:?}");
+        assert_eq!(summary.gaps, 3, "{transport:?}: 4, 7 and 8 never came");
+        assert_eq!(summary.dups, 2, "{transport:?}: 5 and 2 came twice");
+        assert_eq!(
+            summary.counts.attempts, 1,
+            "{transport:?}: one stream, never reconnected"
+        );
+        assert_eq!(summary.error_rate, Some(0.0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_matches_a_delay_injected_by_the_peer() {
+    const SEQS: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+    let addr = fake_peer(SEQS, Duration::from_millis(20)).await;
+    for transport in Transport::ALL {
+        let summary = measure(
+            &scenario(transport, StreamKind::Ticker, 1, Duration::from_secs(1)),
+            addr,
+        )
+        .await;
+        let latency = summary.latency_us.expect("events were received");
+        // Stamped 20 ms before sending: never less, and loopback adds little.
+        assert!(
+            latency.p50 >= 20_000 && latency.max < 60_000,
+            "{transport:?}: {latency:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_the_real_server_nothing_is_lost_and_the_counts_agree_with_its_own() {
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::ALL {
+        let mut load = scenario(transport, StreamKind::Ticker, 4, Duration::from_secs(2));
+        load.rate = 50;
+        let summary = measure(&load, server.addr).await;
+        assert_eq!(
+            (summary.gaps, summary.dups, summary.error_rate),
+            (0, 0, Some(0.0)),
+            "{transport:?}"
+        );
+        // 4 clients × 50/s × 2 s, less what was still in flight at the end.
+        assert!(
+            summary.events >= 300,
+            "{transport:?}: {} events",
+            summary.events
+        );
+        let sent = server
+            .wait_for("the server to see the clients go", |m| {
+                m.of("streamgauge_connections_open", transport.as_str()) == 0.0
+            })
+            .await
+            .of("streamgauge_events_sent_total", transport.as_str());
+        assert!(
+            summary.events as f64 <= sent,
+            "{transport:?}: received {} of {sent} sent",
+            summary.events
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_with_resume_loses_nothing_on_a_topic() {
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::ALL {
+        let mut load = scenario(transport, StreamKind::Topic, 10, Duration::from_secs(3));
+        load.churn = 3.0;
+        load.publish_rate = 300;
+        let summary = measure(&load, server.addr).await;
+        assert_eq!((summary.gaps, summary.dups), (0, 0), "{transport:?}");
+        assert_eq!(
+            summary.errors.connect + summary.errors.closed + summary.errors.protocol,
+            0,
+            "{transport:?}"
+        );
+        assert!(
+            summary.counts.reconnects >= 10,
+            "{transport:?}: {:?}",
+            summary.counts
+        );
+        assert!(
+            summary.counts.published >= 600,
+            "{transport:?}: {:?}",
+            summary.counts
+        );
+        assert!(summary.reconnect_ms.is_some() && summary.end_to_end_us.is_some());
+    }
+}
