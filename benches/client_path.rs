@@ -52,11 +52,7 @@ fn client_path(c: &mut Criterion) {
                     let bytes = event.data.len();
                     let envelope = envelope::parse(event.data).expect("a valid event");
                     black_box(check.observe(envelope.seq.expect("a seq")));
-                    recorder.event(
-                        bytes,
-                        1_795_427_796_037_400 - envelope.ts.expect("a ts"),
-                        None,
-                    );
+                    recorder.event(bytes, 1_795_427_796_037_400 - envelope.ts.expect("a ts"));
                 }
             }
         });

@@ -193,5 +193,46 @@ async fn churn_with_resume_loses_nothing_on_a_topic() {
             summary.counts
         );
         assert!(summary.reconnect_ms.is_some() && summary.end_to_end_us.is_some());
+        let (from_intent, from_pts) = (
+            summary.end_to_end_us.unwrap(),
+            summary.publish_to_receive_us.unwrap(),
+        );
+        assert!(
+            from_intent.p50 >= from_pts.p50,
+            "the intended send time comes before the server accepts"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_with_its_own_rate_switches_every_client() {
+    let server = TestServer::start(support::config()).await;
+    let mut load = scenario(
+        Transport::Sse,
+        StreamKind::Ticker,
+        2,
+        Duration::from_secs(1),
+    );
+    load.rate = 5;
+    load.phases.push(Phase {
+        rate: Some(200),
+        ..Phase::steady("fast", 2, Duration::from_millis(1500))
+    });
+    let summary = measure(&load, server.addr).await;
+    // 2 clients: about 10 events in the first phase, about 600 in the second.
+    assert!(
+        summary.events > 300,
+        "{} events: the second phase's rate was not applied",
+        summary.events
+    );
+    assert_eq!((summary.gaps, summary.dups), (0, 0));
+    let phases: Vec<&str> = summary
+        .timeline
+        .iter()
+        .map(|row| row.phase.as_str())
+        .collect();
+    assert!(
+        phases.contains(&"steady") && phases.contains(&"fast"),
+        "{phases:?}"
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::scenario::{Scenario, StreamKind, Threshold, Transport, file, preset};
+use crate::scenario::{Overrides, Scenario, StreamKind, Threshold, Transport, file, preset};
 
 /// A duration written the human way: `250ms`, `30s`, `10m`.
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -177,13 +177,15 @@ impl RunArgs {
             (None, Some(path)) => file::load(path)?,
             (None, None) => Scenario::default(),
         };
-        scenario.transport = self.transport.unwrap_or(scenario.transport);
-        scenario.stream = self.stream.unwrap_or(scenario.stream);
-        scenario.rate = self.rate.unwrap_or(scenario.rate);
-        scenario.size = self.size.unwrap_or(scenario.size);
-        scenario.consumer_delay = self.consumer_delay.unwrap_or(scenario.consumer_delay);
-        scenario.churn = self.churn.unwrap_or(scenario.churn);
-        scenario.publish_rate = self.publish_rate.unwrap_or(scenario.publish_rate);
+        scenario.apply(Overrides {
+            transport: self.transport,
+            stream: self.stream,
+            rate: self.rate,
+            size: self.size,
+            consumer_delay: self.consumer_delay,
+            churn: self.churn,
+            publish_rate: self.publish_rate,
+        });
         if self.clients.is_some() || self.duration.is_some() || self.ramp.is_some() {
             let clients = self.clients.unwrap_or_else(|| scenario.max_clients());
             let steady = self.duration.unwrap_or_else(|| scenario.duration());

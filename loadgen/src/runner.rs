@@ -64,6 +64,16 @@ struct Clients {
 }
 
 impl Clients {
+    /// Stops every client: those started next stream `stream` (a phase
+    /// with a rate of its own switches every client at once).
+    fn restream(&mut self, stream: StreamPath) {
+        self.spec = Arc::new(ClientSpec {
+            stream,
+            ..(*self.spec).clone()
+        });
+        self.scale_to(0);
+    }
+
     /// Starts or stops clients until `wanted` run.
     fn scale_to(&mut self, wanted: usize) {
         while self.active.len() < wanted {
@@ -135,10 +145,11 @@ impl Run<'_> {
         }
         let shards = Shards::new(2 * std::thread::available_parallelism().map_or(2, usize::from));
         let stop = cancel.child_token();
+        let mut rate = scenario.rate_in(&scenario.phases[0]);
         let mut clients = Clients {
             spec: Arc::new(ClientSpec {
                 transport: scenario.transport,
-                stream: StreamPath::of(scenario, &name),
+                stream: StreamPath::of(scenario, &name, rate),
                 consumer_delay: scenario.consumer_delay,
                 churn: scenario.churn,
             }),
@@ -179,6 +190,7 @@ impl Run<'_> {
             second: Stats::default(),
             spare: Stats::default(),
             last_row: start,
+            phase: scenario.phases[0].name.clone(),
         };
         loop {
             tokio::select! {
@@ -190,6 +202,10 @@ impl Run<'_> {
                 break;
             }
             let (phase, into_phase) = phase_at(&scenario.phases, elapsed);
+            if scenario.rate_in(phase) != rate {
+                rate = scenario.rate_in(phase);
+                clients.restream(StreamPath::of(scenario, &name, rate));
+            }
             clients.scale_to(phase.clients_at(into_phase) as usize);
             if timeline.last_row.elapsed() >= Duration::from_secs(1) {
                 let row = timeline
@@ -247,17 +263,19 @@ struct Timeline {
     second: Stats,
     spare: Stats,
     last_row: Instant,
+    /// The phase in effect when the current interval began: its label.
+    phase: String,
 }
 
 impl Timeline {
     /// Ends the current interval: drains the shards into a row (added to
-    /// `totals`), with a monitor sample.
+    /// `totals`), with a monitor sample. The next interval is `next`'s.
     async fn row(
         &mut self,
         shards: &Shards,
         monitor: &mut Option<Monitor>,
         elapsed: Duration,
-        phase: &str,
+        next: &str,
         clients: usize,
         totals: &mut Stats,
     ) -> Row {
@@ -268,7 +286,8 @@ impl Timeline {
             Some(monitor) => monitor.sample().await,
             None => Reading::default(),
         };
-        let row = row(&self.second, elapsed, seconds, phase, clients, reading);
+        let phase = std::mem::replace(&mut self.phase, next.to_owned());
+        let row = row(&self.second, elapsed, seconds, &phase, clients, reading);
         totals.add(&mut self.second);
         self.second.reset();
         self.rows.push(row.clone());

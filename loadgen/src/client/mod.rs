@@ -246,11 +246,12 @@ pub enum StreamPath {
 }
 
 impl StreamPath {
-    /// What `scenario` streams; `name` names its topic or wallet.
-    pub fn of(scenario: &Scenario, name: &str) -> Self {
+    /// What `scenario` streams at `rate` per client; `name` names its
+    /// topic or wallet.
+    pub fn of(scenario: &Scenario, name: &str, rate: u64) -> Self {
         match scenario.stream {
             StreamKind::Ticker => StreamPath::Ticker {
-                rate: scenario.rate,
+                rate,
                 size: scenario.size,
             },
             StreamKind::Tokens => StreamPath::Tokens {
@@ -263,7 +264,7 @@ impl StreamPath {
             },
             StreamKind::Replay => StreamPath::Replay {
                 wallet: name.to_owned(),
-                rate: scenario.rate,
+                rate,
             },
         }
     }
@@ -492,9 +493,14 @@ impl VirtualClient {
                         .sample(Sample::Reconnect, micros(left.elapsed()));
                 }
             }
-            let latency = received_us.saturating_sub(envelope.ts.unwrap_or(received_us));
-            let end_to_end = envelope.data.0.map(|sent| received_us.saturating_sub(sent));
-            self.recorder.event(bytes, latency, end_to_end);
+            let since = |time: u64| received_us.saturating_sub(time);
+            self.recorder.event(bytes, envelope.ts.map_or(0, since));
+            if let Some(pts) = envelope.pts {
+                self.recorder.sample(Sample::FromPublish, since(pts));
+            }
+            if let Some(sent) = envelope.data.0 {
+                self.recorder.sample(Sample::EndToEnd, since(sent));
+            }
             self.recorder.flush_if_due();
             if !self.spec.consumer_delay.is_zero() {
                 tokio::select! {

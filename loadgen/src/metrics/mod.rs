@@ -108,6 +108,8 @@ pub enum Sample {
     Latency,
     /// Receipt − the publisher's intended send time (topic events).
     EndToEnd,
+    /// Receipt − `pts`, the server's accepting of the publish (topic events).
+    FromPublish,
     /// Connection set-up.
     Connect,
     /// Request to first event of a stream (time to first token / row).
@@ -125,6 +127,8 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// Topic events: receipt − the publisher's intended send time.
     pub end_to_end: Histogram<u64>,
+    /// Topic events: receipt − `pts`.
+    pub from_publish: Histogram<u64>,
     /// Connection set-up.
     pub connect: Histogram<u64>,
     /// Request to first event of a stream (time to first token / row).
@@ -142,6 +146,7 @@ impl Default for Stats {
         Self {
             latency: histogram(),
             end_to_end: histogram(),
+            from_publish: histogram(),
             connect: histogram(),
             first_event: histogram(),
             reconnect: histogram(),
@@ -152,10 +157,11 @@ impl Default for Stats {
 }
 
 impl Stats {
-    fn histograms(&mut self) -> [&mut Histogram<u64>; 6] {
+    fn histograms(&mut self) -> [&mut Histogram<u64>; 7] {
         [
             &mut self.latency,
             &mut self.end_to_end,
+            &mut self.from_publish,
             &mut self.connect,
             &mut self.first_event,
             &mut self.reconnect,
@@ -247,15 +253,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// One event of `bytes` bytes, `latency_us` after its `ts`, and (topic
-    /// events) `end_to_end_us` after its intended publish time.
-    pub fn event(&mut self, bytes: usize, latency_us: u64, end_to_end_us: Option<u64>) {
+    /// One event of `bytes` bytes, received `latency_us` after its `ts`.
+    pub fn event(&mut self, bytes: usize, latency_us: u64) {
         self.counts.events += 1;
         self.counts.bytes += bytes as u64;
         self.sample(Sample::Latency, latency_us);
-        if let Some(e2e) = end_to_end_us {
-            self.sample(Sample::EndToEnd, e2e);
-        }
     }
 
     /// A sample for `histogram`, in µs.
@@ -316,7 +318,8 @@ mod tests {
         let mut recorders: Vec<Recorder> = (0..5).map(|id| shards.recorder(id)).collect();
         for (i, recorder) in recorders.iter_mut().enumerate() {
             for n in 0..1000u64 {
-                recorder.event(10, n + i as u64, Some(5));
+                recorder.event(10, n + i as u64);
+                recorder.sample(Sample::EndToEnd, 5);
             }
             recorder.error(ErrorKind::Timeout);
             recorder.count(|c| c.gaps += 2);

@@ -207,8 +207,10 @@ pub struct Summary {
     pub passed: bool,
     /// The server measured (its base URL).
     pub target: String,
-    /// Topics: receipt − the publisher's intended send time.
+    /// Topics: receipt − the publisher's intended send time (open model).
     pub end_to_end_us: Option<LatencyUs>,
+    /// Topics: receipt − `pts` (the server accepting the publish).
+    pub publish_to_receive_us: Option<LatencyUs>,
     /// Topics: publish latency from the intended send time.
     pub publish_ms: Option<Millis>,
     /// Churn: leaving to the first event after resuming.
@@ -298,6 +300,7 @@ impl Summary {
             passed: true,
             target: measured.target,
             end_to_end_us: LatencyUs::of(&t.end_to_end),
+            publish_to_receive_us: LatencyUs::of(&t.from_publish),
             publish_ms: Millis::of(&t.publish),
             reconnect_ms: Millis::of(&t.reconnect),
             counts: Counts {

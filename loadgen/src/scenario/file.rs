@@ -24,6 +24,7 @@
 //! kind = "burst"
 //! duration = "5s"
 //! clients = 200
+//! rate = 1000                 # any phase: events/s per client for this phase
 //! cooldown = "5s"             # burst only: then no clients for this long
 //! ```
 
@@ -33,7 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Phase, Scenario, StreamKind, TokenShape, Transport};
+use super::{Overrides, Phase, Scenario, StreamKind, TokenShape, Transport};
 
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,7 @@ struct RawPhase {
     clients: Option<u32>,
     from: Option<u32>,
     to: Option<u32>,
+    rate: Option<u64>,
     cooldown: Option<Spanned<String>>,
 }
 
@@ -157,15 +159,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
         }),
         ..Scenario::default()
     };
-    scenario.transport = raw.transport.unwrap_or(scenario.transport);
-    scenario.stream = raw.stream.unwrap_or(scenario.stream);
-    scenario.rate = raw.rate.unwrap_or(scenario.rate);
-    scenario.size = raw.size.unwrap_or(scenario.size);
-    scenario.churn = raw.churn.unwrap_or(scenario.churn);
-    scenario.publish_rate = raw.publish_rate.unwrap_or(scenario.publish_rate);
-    if let Some(delay) = &raw.consumer_delay {
-        scenario.consumer_delay = duration(delay)?;
-    }
+    scenario.apply(Overrides {
+        transport: raw.transport,
+        stream: raw.stream,
+        rate: raw.rate,
+        size: raw.size,
+        consumer_delay: raw.consumer_delay.as_ref().map(duration).transpose()?,
+        churn: raw.churn,
+        publish_rate: raw.publish_rate,
+    });
     if let Some(tokens) = &raw.tokens {
         scenario.tokens = TokenShape {
             ttft: match &tokens.ttft {
@@ -219,6 +221,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
             duration: length,
             from,
             to,
+            rate: phase.rate,
         });
         if let Some(cooldown) = &phase.cooldown {
             scenario
@@ -268,6 +271,7 @@ to = 100
 kind = "burst"
 duration = "5s"
 clients = 200
+rate = 1000
 cooldown = "2s"
 "#,
         )
@@ -286,6 +290,8 @@ cooldown = "2s"
             .map(|p| (p.from, p.to, p.duration.as_secs()))
             .collect();
         assert_eq!(shape, [(1, 100, 10), (200, 200, 5), (0, 0, 2)]);
+        assert_eq!(scenario.rate_in(&scenario.phases[1]), 1000);
+        assert_eq!(scenario.rate_in(&scenario.phases[0]), scenario.rate);
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct Phase {
     pub from: u32,
     /// Clients at its end.
     pub to: u32,
+    /// Events per second per client during this phase (`None`: the
+    /// scenario's rate).
+    pub rate: Option<u64>,
 }
 
 impl Phase {
@@ -86,6 +89,7 @@ impl Phase {
             duration,
             from: clients,
             to: clients,
+            rate: None,
         }
     }
 
@@ -141,6 +145,25 @@ pub struct Scenario {
     pub thresholds: Vec<Threshold>,
 }
 
+/// Settings that replace a scenario's where given (from flags or a file).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// The transport.
+    pub transport: Option<Transport>,
+    /// What is streamed.
+    pub stream: Option<StreamKind>,
+    /// Events per second per client.
+    pub rate: Option<u64>,
+    /// Payload bytes.
+    pub size: Option<usize>,
+    /// Time spent on each event.
+    pub consumer_delay: Option<Duration>,
+    /// Disconnect-and-resume rate per client and second.
+    pub churn: Option<f64>,
+    /// Topic publishes per second.
+    pub publish_rate: Option<u64>,
+}
+
 /// Why a scenario is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -173,6 +196,22 @@ impl Default for Scenario {
 }
 
 impl Scenario {
+    /// Replaces the settings that `overrides` gives.
+    pub fn apply(&mut self, overrides: Overrides) {
+        self.transport = overrides.transport.unwrap_or(self.transport);
+        self.stream = overrides.stream.unwrap_or(self.stream);
+        self.rate = overrides.rate.unwrap_or(self.rate);
+        self.size = overrides.size.unwrap_or(self.size);
+        self.consumer_delay = overrides.consumer_delay.unwrap_or(self.consumer_delay);
+        self.churn = overrides.churn.unwrap_or(self.churn);
+        self.publish_rate = overrides.publish_rate.unwrap_or(self.publish_rate);
+    }
+
+    /// Events per second per client during `phase`.
+    pub fn rate_in(&self, phase: &Phase) -> u64 {
+        phase.rate.unwrap_or(self.rate)
+    }
+
     /// Total duration of its phases.
     pub fn duration(&self) -> Duration {
         self.phases.iter().map(|p| p.duration).sum()
@@ -197,6 +236,7 @@ impl Scenario {
                 duration: ramp,
                 from: 0,
                 to: clients,
+                rate: None,
             });
         }
         self.phases.push(Phase::steady("steady", clients, duration));
@@ -262,6 +302,7 @@ mod tests {
             duration: Duration::from_secs(10),
             from: 0,
             to: 100,
+            rate: None,
         };
         assert_eq!(ramp.clients_at(Duration::ZERO), 0);
         assert_eq!(ramp.clients_at(Duration::from_secs(5)), 50);

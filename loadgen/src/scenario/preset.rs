@@ -129,6 +129,7 @@ pub const PRESETS: &[Preset] = &[
                 duration: secs(30),
                 from: 1,
                 to: 200,
+                rate: None,
             }],
             ..Scenario::default()
         },
