@@ -47,6 +47,7 @@ async fn measure(scenario: &Scenario, addr: std::net::SocketAddr) -> Summary {
         http: support::http_client(),
         monitor: None,
         run_id: format!("t{}", fastrand::u32(..)),
+        token: None,
     };
     let measured = support::within("the run", run.execute(&CancellationToken::new()))
         .await
@@ -235,4 +236,134 @@ async fn a_phase_with_its_own_rate_switches_every_client() {
         phases.contains(&"steady") && phases.contains(&"fast"),
         "{phases:?}"
     );
+}
+
+/// A peer whose token streams end after 3 of the 5 tokens asked for, and
+/// whose topic feed stops after 2 events while publishes keep succeeding
+/// (and keep-alives keep the subscribers' connections alive).
+async fn faulty_peer() -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let tokens = |count: u64| {
+        let ts = now_micros();
+        (1..=count).map(move |seq| format!(r#"{{"seq":{seq},"ts":{ts},"data":{{"token":"t"}}}}"#))
+    };
+    let sse_tokens = move || async move {
+        let chunks: Vec<Result<String, std::convert::Infallible>> = tokens(3)
+            .enumerate()
+            .map(|(i, e)| Ok(format!("id: {}\ndata: {e}\n\n", i + 1)))
+            .collect();
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(stream::iter(chunks)))
+            .unwrap()
+    };
+    let ws_tokens = move |upgrade: WebSocketUpgrade| async move {
+        upgrade
+            .on_upgrade(move |mut socket| async move {
+                for frame in tokens(3) {
+                    let _ = socket.send(Message::text(frame)).await;
+                }
+                let normal = axum::extract::ws::CloseFrame {
+                    code: 1000,
+                    reason: axum::extract::ws::Utf8Bytes::from_static(""),
+                };
+                let _ = socket.send(Message::Close(Some(normal))).await;
+            })
+            .into_response()
+    };
+    let published = Arc::new(AtomicU64::new(0));
+    let publish = {
+        let published = Arc::clone(&published);
+        move || async move {
+            let seq = published.fetch_add(1, Ordering::Relaxed) + 1;
+            (
+                axum::http::StatusCode::CREATED,
+                format!(r#"{{"seq":{seq}}}"#),
+            )
+        }
+    };
+    let stalled = || {
+        let ts = now_micros();
+        (1..=2).map(move |seq| {
+            format!(r#"{{"seq":{seq},"ts":{ts},"pts":{ts},"data":{{"sent_us":{ts}}}}}"#)
+        })
+    };
+    let sse_topic = move || async move {
+        let events: Vec<Result<String, std::convert::Infallible>> = stalled()
+            .enumerate()
+            .map(|(i, e)| Ok(format!("id: {}\ndata: {e}\n\n", i + 1)))
+            .collect();
+        // A keep-alive every 200 ms, for ever.
+        let pings = stream::unfold(
+            tokio::time::interval(Duration::from_millis(200)),
+            |mut every| async move {
+                every.tick().await;
+                Some((Ok(": ping\n\n".to_owned()), every))
+            },
+        );
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(stream::iter(events).chain(pings)))
+            .unwrap()
+    };
+    let ws_topic = move |upgrade: WebSocketUpgrade| async move {
+        upgrade
+            .on_upgrade(move |mut socket| async move {
+                for frame in stalled() {
+                    let _ = socket.send(Message::text(frame)).await;
+                }
+                while socket.recv().await.is_some() {}
+            })
+            .into_response()
+    };
+    let app = Router::new()
+        .route("/sse/tokens", get(sse_tokens))
+        .route("/ws/tokens", get(ws_tokens))
+        .route("/topics/{topic}/events", axum::routing::post(publish))
+        .route("/sse/topics/{topic}", get(sse_topic))
+        .route("/ws/topics/{topic}", get(ws_topic));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_end_early_count_what_they_lost() {
+    let addr = faulty_peer().await;
+    for transport in Transport::ALL {
+        let mut load = scenario(transport, StreamKind::Tokens, 1, Duration::from_secs(1));
+        load.tokens.tokens = 5;
+        load.tokens.ttft = Duration::ZERO;
+        let summary = measure(&load, addr).await;
+        assert!(summary.counts.completed > 0, "{transport:?}");
+        assert_eq!(
+            summary.gaps,
+            2 * summary.counts.completed,
+            "{transport:?}: 2 of 5 tokens lost per stream"
+        );
+        assert_eq!(
+            summary.events,
+            3 * summary.counts.completed + summary.events % 3,
+            "{transport:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_feed_that_stalls_behind_keep_alives_is_reported_behind_at_end() {
+    let addr = faulty_peer().await;
+    for transport in Transport::ALL {
+        let mut load = scenario(transport, StreamKind::Topic, 2, Duration::from_millis(2500));
+        load.publish_rate = 40;
+        let summary = measure(&load, addr).await;
+        assert_eq!(summary.gaps, 0, "{transport:?}: no seq was skipped");
+        assert!(
+            summary.counts.published > 50,
+            "{transport:?}: {:?}",
+            summary.counts
+        );
+        let behind = summary.behind_at_end.expect("a topic run reports it");
+        assert!(behind > 2 * 40, "{transport:?}: {behind} events behind");
+    }
 }

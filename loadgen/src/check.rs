@@ -50,13 +50,13 @@ impl SeqCheck {
         match self.expected {
             Some(expected) if seq < expected => Seen::Duplicate,
             Some(expected) if seq > expected => {
-                self.expected = Some(seq + 1);
+                self.expected = Some(seq.saturating_add(1));
                 Seen::Gap {
                     missing: seq - expected,
                 }
             }
             _ => {
-                self.expected = Some(seq + 1);
+                self.expected = Some(seq.saturating_add(1));
                 Seen::Next
             }
         }
@@ -65,14 +65,20 @@ impl SeqCheck {
     /// A gap notice for `from..=to`.
     pub fn notice(&mut self, kind: NoticeKind, from: u64, to: u64) {
         self.expected = Some(match kind {
-            NoticeKind::Skipped => self.expected.unwrap_or(0).max(to + 1),
-            NoticeKind::Rewound => from,
+            NoticeKind::Skipped => self.expected.unwrap_or(0).max(to.saturating_add(1)),
+            NoticeKind::Rewound => from.max(1),
         });
     }
 
     /// The last `seq` received, to resume after.
     pub fn last(&self) -> Option<u64> {
-        self.expected.map(|next| next - 1)
+        self.expected.map(|next| next.saturating_sub(1))
+    }
+
+    /// How many events a stream that should have ended at `last` is short
+    /// of (a truncated token stream or replay).
+    pub fn short_of(&self, last: u64) -> u64 {
+        last.saturating_sub(self.last().unwrap_or(0))
     }
 }
 
@@ -110,6 +116,25 @@ mod tests {
         assert_eq!(check.last(), None);
         assert_eq!(check.observe(41), Seen::Next);
         assert_eq!(check.observe(42), Seen::Next);
+    }
+
+    #[test]
+    fn extreme_values_neither_panic_nor_wrap() {
+        let mut check = SeqCheck::expecting(1);
+        assert_eq!(
+            check.observe(u64::MAX),
+            Seen::Gap {
+                missing: u64::MAX - 1
+            }
+        );
+        assert_eq!(check.last(), Some(u64::MAX - 1));
+        let mut check = SeqCheck::expecting(5);
+        check.notice(NoticeKind::Rewound, 0, 4);
+        assert_eq!(check.last(), Some(0));
+        let mut check = SeqCheck::expecting(1);
+        check.observe(1);
+        check.observe(2);
+        assert_eq!((check.short_of(5), check.short_of(2)), (3, 0));
     }
 
     #[test]

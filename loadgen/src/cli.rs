@@ -76,8 +76,26 @@ pub struct TargetArgs {
     pub out: Option<PathBuf>,
 
     /// Multiplies every phase's duration (e.g. 0.1 for a smoke run)
-    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = time_scale)]
     pub time_scale: f64,
+
+    /// Bearer token sent with publishes, dataset seeding and subscriptions
+    /// (for a server started with --publish-token or --read-token)
+    #[arg(
+        long,
+        env = "STREAMGAUGE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+/// A time scale: a finite factor above zero.
+fn time_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(factor) if factor.is_finite() && factor > 0.0 => Ok(factor),
+        _ => Err(format!("{text:?} is not a factor above zero")),
+    }
 }
 
 /// `run`.
@@ -252,5 +270,8 @@ mod tests {
         assert!(message(&["--threshold", "p99<1"]).contains("unknown metric"));
         assert!(message(&["--churn=-2"]).contains("churn"));
         assert!(message(&["--stream", "topic", "--publish-rate", "0"]).contains("publish rate"));
+        let err =
+            Cli::try_parse_from(["streamgauge-loadgen", "run", "--time-scale=-1"]).unwrap_err();
+        assert!(err.to_string().contains("not a factor above zero"));
     }
 }

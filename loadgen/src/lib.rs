@@ -166,6 +166,7 @@ async fn measure(
                     http: http.clone(),
                     monitor,
                     run_id: run_id.clone(),
+                    token: args.token.clone(),
                 };
                 run.execute(cancel).await
             }

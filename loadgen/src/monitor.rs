@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use streamgauge_server::process::{self, ProcessStats};
 
+/// How long a `/metrics` scrape may take.
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Where the server's figures come from.
 #[derive(Debug)]
 enum Source {
@@ -105,7 +108,12 @@ impl Monitor {
 
 /// CPU seconds and resident bytes from a Prometheus exposition.
 async fn scrape(http: &reqwest::Client, url: &str) -> Option<(f64, Option<u64>)> {
-    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    // Bounded: a server that does not answer must not stall the run.
+    let response = http.get(url).timeout(SCRAPE_TIMEOUT).send().await.ok()?;
+    let text = tokio::time::timeout(SCRAPE_TIMEOUT, response.text())
+        .await
+        .ok()?
+        .ok()?;
     let value = |name: &str| -> Option<f64> {
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))

@@ -2,9 +2,11 @@
 //! `start + k / rate` whatever happened to the others, so a server that
 //! stalls cannot hide behind coordinated omission. Each publish carries its
 //! intended send time (`data.sent_us`), and its latency is measured from
-//! that time, not from when it actually went out.
+//! that time to its `201`, not from when it actually went out. A publish the
+//! schedule wanted but could not send (too many already in flight) counts
+//! as a timeout: the server did not keep up.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -15,74 +17,162 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{micros, now_micros};
 use crate::metrics::{ErrorKind, Recorder, Sample};
 
-/// Most publishes in flight at once. A schedule that needs more is one the
-/// server is not keeping up with: the publish is counted as a timeout.
+/// Most publishes in flight at once.
 const MAX_IN_FLIGHT: usize = 512;
 
-/// How long publishes still in flight may take once the run ends.
+/// How long publishes still in flight may take once the run ends; those
+/// that take longer count as timeouts.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// The outcome of one publish: when it was due, and what came back.
-type Outcome = (Instant, Result<reqwest::StatusCode, reqwest::Error>);
+/// The acknowledged publishes: each `seq` and when its `201` came.
+#[derive(Debug, Default)]
+pub struct Acks(Mutex<Vec<(Instant, u64)>>);
 
-/// Publishes to `url` at `rate` per second, `size` bytes of padding each,
-/// until `cancel`.
+impl Acks {
+    fn push(&self, seq: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((Instant::now(), seq));
+    }
+
+    /// The highest seq acknowledged at or before `at` (0 if none): what a
+    /// subscriber that kept up must hold by then.
+    pub fn settled_by(&self, at: Instant) -> u64 {
+        let acks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        acks.iter()
+            .filter(|(when, _)| *when <= at)
+            .map(|&(_, seq)| seq)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// What one publish came to.
+enum Outcome {
+    /// `201` with this seq, after this long from its due time.
+    Acked { seq: u64, latency: Duration },
+    /// Any other answer, or none.
+    Failed(ErrorKind),
+}
+
+/// Where and how to publish.
+#[derive(Debug, Clone)]
+pub struct Publishing {
+    /// `POST` URL of the topic's events.
+    pub url: String,
+    /// Publishes per second.
+    pub rate: u64,
+    /// Padding bytes per publish.
+    pub size: usize,
+    /// Bearer token, if the server wants one.
+    pub token: Option<String>,
+}
+
+/// Publishes as `publishing` says until `cancel`, recording into `recorder`
+/// and acknowledged seqs into `acks`.
 pub async fn run(
     http: reqwest::Client,
-    url: String,
-    rate: u64,
-    size: usize,
+    publishing: Publishing,
+    acks: Arc<Acks>,
     mut recorder: Recorder,
     cancel: CancellationToken,
 ) {
     let start = Instant::now();
     let start_wall = now_micros();
-    let pad = "x".repeat(size);
+    let pad = "x".repeat(publishing.size);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
     for k in 0u64.. {
-        let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+        let due = start + Duration::from_secs_f64(k as f64 / publishing.rate as f64);
         tokio::select! {
             () = cancel.cancelled() => break,
             () = sleep_until(due.into()) => {}
         }
         while let Some(done) = tasks.try_join_next() {
-            record(&mut recorder, done);
+            record(&mut recorder, &acks, done);
         }
+        recorder.count(|c| c.attempts += 1);
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
             recorder.error(ErrorKind::Timeout);
             continue;
         };
         let sent_us = start_wall + micros(due - start);
         let body = format!(r#"{{"sent_us":{sent_us},"k":{k},"pad":"{pad}"}}"#);
-        let request = http
-            .post(&url)
+        let mut request = http
+            .post(&publishing.url)
             .header("content-type", "application/json")
             .body(body);
+        if let Some(token) = &publishing.token {
+            request = request.bearer_auth(token);
+        }
         tasks.spawn(async move {
-            let result = request.send().await.map(|response| response.status());
+            let outcome = publish(request, due).await;
             drop(permit);
-            (due, result)
+            outcome
         });
     }
     let deadline = tokio::time::Instant::now() + DRAIN;
     while let Ok(Some(done)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
-        record(&mut recorder, done);
+        record(&mut recorder, &acks, done);
+    }
+    for _ in 0..tasks.len() {
+        recorder.error(ErrorKind::Timeout);
     }
     recorder.flush();
 }
 
-fn record(recorder: &mut Recorder, done: Result<Outcome, tokio::task::JoinError>) {
-    let Ok((due, result)) = done else {
-        return;
-    };
-    match result {
-        Ok(status) if status == reqwest::StatusCode::CREATED => {
-            recorder.sample(Sample::Publish, micros(due.elapsed()));
+/// Sends one publish due at `due`, measuring when its answer came.
+async fn publish(request: reqwest::RequestBuilder, due: Instant) -> Outcome {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        seq: u64,
+    }
+    match request.send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::CREATED => {
+            let latency = due.elapsed();
+            match response.json::<Created>().await {
+                Ok(created) => Outcome::Acked {
+                    seq: created.seq,
+                    latency,
+                },
+                Err(_) => Outcome::Failed(ErrorKind::Protocol),
+            }
+        }
+        Ok(_) => Outcome::Failed(ErrorKind::HttpStatus),
+        Err(e) if e.is_timeout() => Outcome::Failed(ErrorKind::Timeout),
+        Err(_) => Outcome::Failed(ErrorKind::Connect),
+    }
+}
+
+fn record(recorder: &mut Recorder, acks: &Acks, done: Result<Outcome, tokio::task::JoinError>) {
+    match done {
+        Ok(Outcome::Acked { seq, latency }) => {
+            acks.push(seq);
+            recorder.sample(Sample::Publish, micros(latency));
             recorder.count(|c| c.published += 1);
         }
-        Ok(_) => recorder.error(ErrorKind::HttpStatus),
-        Err(e) if e.is_timeout() => recorder.error(ErrorKind::Timeout),
-        Err(_) => recorder.error(ErrorKind::Connect),
+        Ok(Outcome::Failed(kind)) => recorder.error(kind),
+        Err(_) => recorder.error(ErrorKind::Protocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_is_the_highest_seq_acknowledged_by_then() {
+        let acks = Acks::default();
+        assert_eq!(acks.settled_by(Instant::now()), 0);
+        acks.push(3);
+        acks.push(2);
+        let between = Instant::now();
+        acks.0
+            .lock()
+            .unwrap()
+            .push((between + Duration::from_secs(1), 9));
+        assert_eq!(acks.settled_by(between), 3);
+        assert_eq!(acks.settled_by(between + Duration::from_secs(2)), 9);
     }
 }

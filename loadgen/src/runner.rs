@@ -4,6 +4,7 @@
 //! timeline, samples the monitor and updates the progress line.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
 use crate::metrics::{Shards, Stats};
 use crate::monitor::{Monitor, Reading};
-use crate::publisher;
+use crate::publisher::{self, Acks, Publishing};
 use crate::report::progress::Progress;
 use crate::report::{Measured, Row};
 use crate::scenario::{Phase, Scenario, StreamKind};
@@ -23,6 +24,10 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// How long clients and publishers may take to stop at the end.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A topic event acknowledged this long before the end must have reached
+/// every subscriber by then; one that has not counts as behind at the end.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Everything one run needs.
 #[derive(Debug)]
@@ -37,6 +42,8 @@ pub struct Run<'a> {
     pub monitor: Option<Monitor>,
     /// This run's id (names the topic or wallet).
     pub run_id: String,
+    /// Bearer token for publishes, seeds and subscriptions.
+    pub token: Option<String>,
 }
 
 /// The phase at `elapsed` into `phases`, and how far into it.
@@ -117,9 +124,11 @@ impl Run<'_> {
             self.target.base_url(),
             self.scenario.replay_rows
         );
-        let response = self
-            .http
-            .post(&url)
+        let mut request = self.http.post(&url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("seeding {url}"))?;
@@ -146,12 +155,15 @@ impl Run<'_> {
         let shards = Shards::new(2 * std::thread::available_parallelism().map_or(2, usize::from));
         let stop = cancel.child_token();
         let mut rate = scenario.rate_in(&scenario.phases[0]);
+        let settled = Arc::new(AtomicU64::new(0));
         let mut clients = Clients {
             spec: Arc::new(ClientSpec {
                 transport: scenario.transport,
                 stream: StreamPath::of(scenario, &name, rate),
                 consumer_delay: scenario.consumer_delay,
                 churn: scenario.churn,
+                token: self.token.clone(),
+                settled: Arc::clone(&settled),
             }),
             target: Arc::clone(&self.target),
             shards: Arc::clone(&shards),
@@ -160,18 +172,23 @@ impl Run<'_> {
             tasks: JoinSet::new(),
             next_id: 0,
         };
+        let acks = Arc::new(Acks::default());
         if scenario.stream == StreamKind::Topic {
-            let url = format!("{}/topics/{name}/events", self.target.base_url());
+            let publishing = Publishing {
+                url: format!("{}/topics/{name}/events", self.target.base_url()),
+                rate: scenario.publish_rate,
+                size: scenario.size,
+                token: self.token.clone(),
+            };
             let recorder = shards.recorder(usize::MAX);
-            let publishing = publisher::run(
+            let publishers = publisher::run(
                 self.http.clone(),
-                url,
-                scenario.publish_rate,
-                scenario.size,
+                publishing,
+                Arc::clone(&acks),
                 recorder,
                 stop.child_token(),
             );
-            clients.tasks.spawn(publishing);
+            clients.tasks.spawn(publishers);
         }
         if let Some(monitor) = &mut self.monitor {
             monitor.sample().await; // the baseline the first CPU figure needs
@@ -234,7 +251,9 @@ impl Run<'_> {
                 &mut totals,
             )
             .await;
-        let duration = start.elapsed().min(total);
+        settled.store(acks.settled_by(Instant::now() - SETTLE), Ordering::Release);
+        // Clients count until they stop: so does the duration.
+        let duration = start.elapsed();
         stop.cancel();
         let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
             while clients.tasks.join_next().await.is_some() {}
@@ -243,6 +262,7 @@ impl Run<'_> {
         if stopped.is_err() {
             tracing::warn!("some clients did not stop within {STOP_TIMEOUT:?}");
             clients.tasks.abort_all();
+            while clients.tasks.join_next().await.is_some() {}
         }
         shards.drain_into(&mut totals, &mut timeline.spare);
         progress.finish();

@@ -1,10 +1,11 @@
 //! The suite: the standard matrix of scenarios, on both transports. Quick
 //! (a representative subset, under two minutes) or full (every preset).
-//! Every scenario of the suite must lose nothing: `gaps==0` and `dups==0`.
+//! Every scenario of the suite must deliver and lose nothing: `events>0`,
+//! `gaps==0`, `dups==0`, `error_rate<1%`, and for topics `behind_at_end==0`.
 
 use std::time::Duration;
 
-use crate::scenario::{Scenario, Transport, preset};
+use crate::scenario::{Scenario, StreamKind, Transport, preset};
 
 /// The quick suite: a preset and how long its load lasts.
 const QUICK: [(&str, u64); 6] = [
@@ -43,14 +44,25 @@ pub fn plan(full: bool, transports: &[Transport], time_scale: f64) -> Vec<Scenar
             if let Some(length) = *length {
                 shorten(&mut scenario, length);
             }
-            scenario
-                .thresholds
-                .extend(["gaps==0", "dups==0"].map(|t| t.parse().expect("valid thresholds")));
+            scenario.thresholds.extend(
+                thresholds(&scenario)
+                    .into_iter()
+                    .map(|t| t.parse().expect("valid thresholds")),
+            );
             scenario.scale_time(time_scale);
             plan.push(scenario);
         }
     }
     plan
+}
+
+/// What every suite scenario must hold.
+fn thresholds(scenario: &Scenario) -> Vec<&'static str> {
+    let mut thresholds = vec!["events>0", "gaps==0", "dups==0", "error_rate<1%"];
+    if scenario.stream == StreamKind::Topic {
+        thresholds.push("behind_at_end==0");
+    }
+    thresholds
 }
 
 /// Scales every phase so that the scenario lasts `length`.
@@ -76,8 +88,10 @@ mod tests {
         );
         assert!(
             plan.iter()
-                .all(|s| s.thresholds.len() >= 2 && s.validate().is_ok())
+                .all(|s| s.thresholds.len() >= 4 && s.validate().is_ok())
         );
+        let churn = plan.iter().find(|s| s.name == "churn").unwrap();
+        assert!(churn.thresholds.iter().any(|t| t.metric == "behind_at_end"));
     }
 
     #[test]

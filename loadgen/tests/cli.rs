@@ -203,6 +203,63 @@ fn runs_that_cannot_be_made_exit_2_with_the_reason() {
     }
 }
 
+/// A server that is up (`/healthz` answers 200) but refuses every stream.
+fn refusing_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let answer = if request[..n].starts_with(b"GET /healthz") {
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            } else {
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_delivers_nothing_does_not_pass() {
+    let addr = refusing_server();
+    let out = out_dir("refusing");
+    let url = format!("http://{addr}");
+    let output = loadgen(&[
+        "run",
+        "--url",
+        &url,
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+        "--threshold",
+        "events>0",
+        "--threshold",
+        "error_rate<1%",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["events"], 0);
+    assert!(
+        summary["errors"]["http_status"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(
+        summary["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["ok"] == false)
+    );
+}
+
 #[test]
 fn presets_are_listed_one_line_each() {
     let output = loadgen(&["presets"]);

@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpSocket, TcpStream};
@@ -175,7 +176,7 @@ pub enum Connection {
 }
 
 impl Connection {
-    /// Opens `path` on `target` for client `id`.
+    /// Opens `path` on `target` for client `id`, with a bearer `token`.
     ///
     /// # Errors
     ///
@@ -185,13 +186,16 @@ impl Connection {
         id: usize,
         transport: Transport,
         path: &str,
+        token: Option<&str>,
     ) -> Result<Self, ClientError> {
         let stream = target.dial(id).await?;
         Ok(match transport {
             Transport::Sse => {
-                Connection::Sse(sse::SseStream::open(stream, &target.host, path).await?)
+                Connection::Sse(sse::SseStream::open(stream, &target.host, path, token).await?)
             }
-            Transport::Ws => Connection::Ws(ws::WsStream::open(stream, &target.host, path).await?),
+            Transport::Ws => {
+                Connection::Ws(ws::WsStream::open(stream, &target.host, path, token).await?)
+            }
         })
     }
 
@@ -231,7 +235,7 @@ pub enum StreamPath {
         /// Tokens per stream.
         tokens: u64,
     },
-    /// `/…/topics/NAME?since=S`.
+    /// `/…/topics/NAME`, then `?since=S` to resume.
     Topic {
         /// The topic.
         name: String,
@@ -242,6 +246,8 @@ pub enum StreamPath {
         wallet: String,
         /// Rows/s (0: as fast as read).
         rate: u64,
+        /// Rows in the dataset: what each replay must deliver.
+        rows: u64,
     },
 }
 
@@ -265,12 +271,15 @@ impl StreamPath {
             StreamKind::Replay => StreamPath::Replay {
                 wallet: name.to_owned(),
                 rate,
+                rows: scenario.replay_rows,
             },
         }
     }
 
-    /// The request path on `transport`, resuming after `since` on topics.
-    fn path(&self, transport: Transport, since: u64) -> String {
+    /// The request path on `transport`. A topic subscriber resumes after
+    /// `since`; without it (its first subscription) it takes the live tail,
+    /// so that no client replays the history published before it came.
+    fn path(&self, transport: Transport, since: Option<u64>) -> String {
         let t = transport.as_str();
         match self {
             StreamPath::Ticker { rate, size } => {
@@ -283,15 +292,22 @@ impl StreamPath {
             } => {
                 format!("/{t}/tokens?ttft_ms={ttft_ms}&tps={tps}&tokens={tokens}")
             }
-            StreamPath::Topic { name } => format!("/{t}/topics/{name}?since={since}"),
-            StreamPath::Replay { wallet, rate } => format!("/{t}/replay/{wallet}?rate={rate}"),
+            StreamPath::Topic { name } => match since {
+                Some(since) => format!("/{t}/topics/{name}?since={since}"),
+                None => format!("/{t}/topics/{name}"),
+            },
+            StreamPath::Replay { wallet, rate, .. } => format!("/{t}/replay/{wallet}?rate={rate}"),
         }
     }
 
-    /// Whether a stream of this kind ends by itself (then the client asks
-    /// for another); the others end only by failure.
-    fn completes(&self) -> bool {
-        matches!(self, StreamPath::Tokens { .. } | StreamPath::Replay { .. })
+    /// The events a stream of this kind delivers before it ends by itself
+    /// (then the client asks for another); `None` for the endless ones.
+    fn length(&self) -> Option<u64> {
+        match self {
+            StreamPath::Tokens { tokens, .. } => Some(*tokens),
+            StreamPath::Replay { rows, .. } => Some(*rows),
+            StreamPath::Ticker { .. } | StreamPath::Topic { .. } => None,
+        }
     }
 
     /// Whether a reconnecting client resumes where it stopped (topics);
@@ -312,6 +328,11 @@ pub struct ClientSpec {
     pub consumer_delay: Duration,
     /// Disconnect-and-resume rate per second.
     pub churn: f64,
+    /// Bearer token for the requests, if the server wants one.
+    pub token: Option<String>,
+    /// Topics: the last seq a subscriber must hold when the run ends (the
+    /// runner sets it before stopping the clients; 0 until then).
+    pub settled: Arc<AtomicU64>,
 }
 
 /// Why a client left a stream.
@@ -361,17 +382,33 @@ impl VirtualClient {
     /// Streams, again and again, until `cancel`; flushes its measurements
     /// before returning.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut check = SeqCheck::expecting(1);
+        let resumes = self.spec.stream.resumes();
+        let mut check = if resumes {
+            SeqCheck::from_first()
+        } else {
+            SeqCheck::expecting(1)
+        };
         let mut left_at: Option<Instant> = None;
         let mut backoff = Backoff(Backoff::FIRST);
         while !cancel.is_cancelled() {
-            let since = check.last().unwrap_or(0);
-            let path = self.spec.stream.path(self.spec.transport, since);
+            // Failures are flushed even while no event arrives (an outage).
+            self.recorder.flush_if_due();
+            let path = self
+                .spec
+                .stream
+                .path(self.spec.transport, check.last().filter(|_| resumes));
             let requested = Instant::now();
             self.recorder.count(|c| c.attempts += 1);
+            let open = Connection::open(
+                &self.target,
+                self.id,
+                self.spec.transport,
+                &path,
+                self.spec.token.as_deref(),
+            );
             let opened = tokio::select! {
                 () = cancel.cancelled() => break,
-                opened = timeout(CONNECT_TIMEOUT, Connection::open(&self.target, self.id, self.spec.transport, &path)) => opened,
+                opened = timeout(CONNECT_TIMEOUT, open) => opened,
             };
             let connection = match opened {
                 Ok(Ok(connection)) => connection,
@@ -390,7 +427,7 @@ impl VirtualClient {
             self.recorder
                 .sample(Sample::Connect, micros(requested.elapsed()));
             backoff = Backoff(Backoff::FIRST);
-            if !self.spec.stream.resumes() {
+            if !resumes {
                 check = SeqCheck::expecting(1);
             }
             match self
@@ -408,6 +445,11 @@ impl VirtualClient {
                     backoff.wait(&cancel).await;
                 }
             }
+        }
+        if resumes && check.last().is_some() {
+            let settled = self.spec.settled.load(Ordering::Acquire);
+            let behind = check.short_of(settled);
+            self.recorder.count(|c| c.behind_at_end += behind);
         }
         self.recorder.flush();
     }
@@ -459,8 +501,15 @@ impl VirtualClient {
                     self.recorder.count(|c| c.keepalives += 1);
                     continue;
                 }
-                Frame::End if self.spec.stream.completes() => return Left::Completed,
-                Frame::End => return Left::Failed(ErrorKind::Closed),
+                Frame::End => match self.spec.stream.length() {
+                    Some(length) => {
+                        // A stream that ends early lost the rest.
+                        let missing = check.short_of(length);
+                        self.recorder.count(|c| c.gaps += missing);
+                        return Left::Completed;
+                    }
+                    None => return Left::Failed(ErrorKind::Closed),
+                },
                 Frame::Event {
                     envelope,
                     bytes,
@@ -476,7 +525,8 @@ impl VirtualClient {
                 self.recorder.count(|c| c.gap_notices += 1);
                 continue;
             }
-            let Some(seq) = envelope.seq else {
+            let (Some(seq), Some(ts)) = (envelope.seq, envelope.ts) else {
+                // Every event of PROTOCOL.md carries both.
                 return Left::Failed(ErrorKind::Protocol);
             };
             match check.observe(seq) {
@@ -494,7 +544,7 @@ impl VirtualClient {
                 }
             }
             let since = |time: u64| received_us.saturating_sub(time);
-            self.recorder.event(bytes, envelope.ts.map_or(0, since));
+            self.recorder.event(bytes, since(ts));
             if let Some(pts) = envelope.pts {
                 self.recorder.sample(Sample::FromPublish, since(pts));
             }
@@ -528,24 +578,28 @@ mod tests {
     fn paths_follow_the_protocol() {
         let ticker = StreamPath::Ticker { rate: 0, size: 8 };
         assert_eq!(
-            ticker.path(Transport::Ws, 0),
+            ticker.path(Transport::Ws, None),
             "/ws/ticker?rate=0&count=0&size=8"
         );
         let topic = StreamPath::Topic {
             name: "t".to_owned(),
         };
-        assert_eq!(topic.path(Transport::Sse, 41), "/sse/topics/t?since=41");
-        assert!(topic.resumes() && !topic.completes());
+        assert_eq!(
+            topic.path(Transport::Sse, Some(41)),
+            "/sse/topics/t?since=41"
+        );
+        assert_eq!(topic.path(Transport::Ws, None), "/ws/topics/t");
+        assert!(topic.resumes() && topic.length().is_none());
         let tokens = StreamPath::Tokens {
             ttft_ms: 200,
             tps: 50,
             tokens: 3,
         };
         assert_eq!(
-            tokens.path(Transport::Sse, 0),
+            tokens.path(Transport::Sse, None),
             "/sse/tokens?ttft_ms=200&tps=50&tokens=3"
         );
-        assert!(tokens.completes());
+        assert_eq!(tokens.length(), Some(3));
     }
 
     #[tokio::test]

@@ -15,6 +15,10 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Most bytes a response head may take.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Most bytes of an unfinished line or event the client holds: a server
+/// that never ends one is a protocol error, not unbounded memory.
+const MAX_PENDING: usize = 16 * 1024 * 1024;
+
 /// An open SSE stream.
 #[derive(Debug)]
 pub struct SseStream {
@@ -38,10 +42,17 @@ impl SseStream {
     ///
     /// A status other than 200 ([`ClientError::Status`]), a response that
     /// is not an event stream, or a broken connection.
-    pub async fn open(mut stream: TcpStream, host: &str, path: &str) -> Result<Self, ClientError> {
+    pub async fn open(
+        mut stream: TcpStream,
+        host: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let authorization =
+            token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\
-             Cache-Control: no-cache\r\nUser-Agent: streamgauge-loadgen\r\n\r\n"
+             Cache-Control: no-cache\r\nUser-Agent: streamgauge-loadgen\r\n{authorization}\r\n"
         );
         stream
             .write_all(request.as_bytes())
@@ -105,6 +116,11 @@ impl SseStream {
             .decode(&self.buf[from..to], &mut |body| parser.feed(body))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.done |= matches!(decoded, Decoded::Done);
+        if self.parser.buffered() > MAX_PENDING {
+            return Err(ClientError::Protocol(format!(
+                "over {MAX_PENDING} bytes without the end of an event"
+            )));
+        }
         Ok(())
     }
 

@@ -161,6 +161,13 @@ impl SseParser {
         })
     }
 
+    /// Bytes held: input not yet parsed, and the data of an event not yet
+    /// complete. A client bounds it against a server that never ends a
+    /// line or an event.
+    pub fn buffered(&self) -> usize {
+        self.input.len() - self.pos + self.fields.data.len()
+    }
+
     /// Comment lines (those starting with `:`, such as `: ping`
     /// keep-alives) seen so far.
     pub fn comments(&self) -> u64 {

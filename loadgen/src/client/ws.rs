@@ -1,7 +1,15 @@
 //! A WebSocket stream (tokio-tungstenite over the client's own TCP
-//! connection, so it can bind a chosen loopback source address).
+//! connection, so it can bind a chosen loopback source address). An event's
+//! receipt time is when the bytes holding it were read from the socket, as
+//! for SSE: not when the library hands it over, which behind a slow
+//! consumer would count time spent inside the load generator.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -14,10 +22,51 @@ use super::{ClientError, Frame, envelope, now_micros};
 /// dominates a client's CPU when each frame arrives in a read of its own.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// A TCP stream that notes when it last read bytes.
+#[derive(Debug)]
+struct TimedStream {
+    inner: TcpStream,
+    /// When the last read that returned bytes completed, µs since the epoch.
+    read_at_us: u64,
+}
+
+impl AsyncRead for TimedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.read_at_us = now_micros();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for TimedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// An open WebSocket stream.
 #[derive(Debug)]
 pub struct WsStream {
-    socket: WebSocketStream<TcpStream>,
+    socket: WebSocketStream<TimedStream>,
 }
 
 impl WsStream {
@@ -26,11 +75,26 @@ impl WsStream {
     /// # Errors
     ///
     /// A refused upgrade ([`ClientError::Status`]) or a failed handshake.
-    pub async fn open(stream: TcpStream, host: &str, path: &str) -> Result<Self, ClientError> {
-        let request = format!("ws://{host}{path}")
+    pub async fn open(
+        stream: TcpStream,
+        host: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let mut request = format!("ws://{host}{path}")
             .into_client_request()
             .map_err(|e| ClientError::Protocol(format!("building the upgrade request: {e}")))?;
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                ClientError::Protocol("the token is not a valid header value".to_owned())
+            })?;
+            request.headers_mut().insert("authorization", value);
+        }
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let stream = TimedStream {
+            inner: stream,
+            read_at_us: now_micros(),
+        };
         let (socket, _) = client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| match e {
@@ -56,7 +120,7 @@ impl WsStream {
             let message = self.socket.next().await;
             return match message {
                 Some(Ok(Message::Text(text))) => {
-                    let received_us = now_micros();
+                    let received_us = self.socket.get_ref().read_at_us;
                     let envelope = envelope::parse(text.as_bytes())
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     Ok(Frame::Event {

@@ -66,7 +66,7 @@ pub struct Counts {
     pub gap_notices: u64,
     /// Keep-alives received.
     pub keepalives: u64,
-    /// Connection attempts.
+    /// Requests: connection attempts and publishes.
     pub attempts: u64,
     /// Streams that ended as they should (tokens, replay).
     pub completed: u64,
@@ -74,6 +74,9 @@ pub struct Counts {
     pub reconnects: u64,
     /// Events published (acknowledged).
     pub published: u64,
+    /// Topics: events acknowledged well before the end that subscribers
+    /// had still not received when it came.
+    pub behind_at_end: u64,
     /// Failures by [`ErrorKind`], in [`ErrorKind::ALL`] order.
     pub errors: [u64; 5],
 }
@@ -90,6 +93,7 @@ impl Counts {
         self.completed += other.completed;
         self.reconnects += other.reconnects;
         self.published += other.published;
+        self.behind_at_end += other.behind_at_end;
         for (into, from) in self.errors.iter_mut().zip(other.errors) {
             *into += from;
         }

@@ -121,7 +121,7 @@ pub struct ThresholdResult {
 /// Counters beyond CLI.md's stable fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Connection attempts.
+    /// Requests: connection attempts and publishes.
     pub attempts: u64,
     /// Gap notices the server sent.
     pub gap_notices: u64,
@@ -133,6 +133,13 @@ pub struct Counts {
     pub keepalives: u64,
     /// Events published and acknowledged (topics).
     pub published: u64,
+}
+
+/// Topics: events acknowledged over a second before the end that a
+/// subscriber still had not received then, summed over subscribers (`null`
+/// for other streams). Late or lost, the server did not deliver them in time.
+fn behind_at_end(scenario: &Scenario, counts: &crate::metrics::Counts) -> Option<u64> {
+    (scenario.stream == StreamKind::Topic).then_some(counts.behind_at_end)
 }
 
 /// One second of the run.
@@ -193,12 +200,14 @@ pub struct Summary {
     pub ttft_ms: Option<Millis>,
     /// Failures by kind.
     pub errors: Errors,
-    /// Failures per connection attempt.
+    /// Failures per request (connection attempt or publish).
     pub error_rate: Option<f64>,
     /// Events that never came.
     pub gaps: u64,
     /// Events that came twice.
     pub dups: u64,
+    /// Topics: events that were due but had not arrived by the end.
+    pub behind_at_end: Option<u64>,
     /// The server's resources.
     pub server: Server,
     /// Each threshold's outcome.
@@ -287,6 +296,7 @@ impl Summary {
             error_rate: (c.attempts > 0).then(|| c.error_total() as f64 / c.attempts as f64),
             gaps: c.gaps,
             dups: c.dups,
+            behind_at_end: behind_at_end(scenario, c),
             server: Server {
                 cpu_pct: mean(measured.timeline.iter().filter_map(|r| r.server_cpu_pct)),
                 rss_mb: rss.first().zip(rss.last()).map(|(&start, &end)| Span {

@@ -40,6 +40,7 @@ const METRICS: &[(&str, Unit)] = &[
     ("bytes_per_s", Unit::Number),
     ("gaps", Unit::Number),
     ("dups", Unit::Number),
+    ("behind_at_end", Unit::Number),
     ("errors.connect", Unit::Number),
     ("errors.http_status", Unit::Number),
     ("errors.protocol", Unit::Number),
