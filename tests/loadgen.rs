@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{StreamExt, stream};
 use streamgauge_loadgen::client::Target;
-use streamgauge_loadgen::report::Summary;
+use streamgauge_loadgen::report::{Context, Summary};
 use streamgauge_loadgen::runner::Run;
 use streamgauge_loadgen::scenario::{Phase, Scenario, StreamKind, Transport};
 use tokio::net::TcpListener;
@@ -52,7 +52,11 @@ async fn measure(scenario: &Scenario, addr: std::net::SocketAddr) -> Summary {
     let measured = support::within("the run", run.execute(&CancellationToken::new()))
         .await
         .expect("the run is made");
-    Summary::new(scenario, measured)
+    Summary::new(
+        scenario,
+        &measured,
+        Context::lone("test", &format!("http://{addr}")),
+    )
 }
 
 /// A peer that answers every ticker request, on both transports, with the
@@ -111,7 +115,7 @@ async fn gaps_and_duplicates_from_a_peer_that_skips_and_repeats_are_counted_exac
         assert_eq!(summary.gaps, 3, "{transport:?}: 4, 7 and 8 never came");
         assert_eq!(summary.dups, 2, "{transport:?}: 5 and 2 came twice");
         assert_eq!(
-            summary.counts.attempts, 1,
+            summary.counts.connects, 1,
             "{transport:?}: one stream, never reconnected"
         );
         assert_eq!(summary.error_rate, Some(0.0));

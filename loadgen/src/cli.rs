@@ -46,6 +46,96 @@ pub enum Command {
     Suite(SuiteArgs),
     /// Lists the presets, one line each
     Presets,
+    /// Compares two results (run ids, summary.json paths or labels) figure
+    /// by figure, with noise-aware tolerances
+    Compare(CompareArgs),
+    /// Lists stored runs, or the trend of one scenario's key figures
+    History(HistoryArgs),
+}
+
+/// Where runs are stored.
+#[derive(Debug, Args)]
+pub struct HistoryStore {
+    /// The run history database: a SQLite URL or file path, or a
+    /// postgres:// URL
+    #[arg(
+        id = "history",
+        long = "history",
+        env = "STREAMGAUGE_HISTORY",
+        value_name = "URL",
+        default_value = "sqlite://streamgauge-results/history.db"
+    )]
+    pub url: String,
+}
+
+/// How a measurement is repeated, labelled, stored and judged.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The run history.
+    #[command(flatten)]
+    pub history: HistoryStore,
+
+    /// Do not store the runs in the history
+    #[arg(long)]
+    pub no_history: bool,
+
+    /// A label stored with the runs, such as a branch name (a later
+    /// --baseline may name it)
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
+
+    /// Compare with a baseline: a run id or a label from the history, or a
+    /// results directory or summary.json; a regression beyond a figure's
+    /// budget and the noise fails the run
+    #[arg(long, value_name = "REF")]
+    pub baseline: Option<String>,
+
+    /// Runs every scenario this many times (round after round), for a
+    /// median and a noise band
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
+
+    /// Leave out the default thresholds (production budgets for error rate,
+    /// connection success and latency)
+    #[arg(long)]
+    pub no_default_thresholds: bool,
+}
+
+/// `compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The results measured now: a run id or label from the history, or a
+    /// results directory or summary.json
+    #[arg(value_name = "CURRENT")]
+    pub current: String,
+
+    /// The results to compare with, in the same forms
+    #[arg(value_name = "BASELINE")]
+    pub baseline: String,
+
+    /// The run history that ids and labels are looked up in.
+    #[command(flatten)]
+    pub history: HistoryStore,
+}
+
+/// `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The run history.
+    #[command(flatten)]
+    pub history: HistoryStore,
+
+    /// The trend of this scenario's key figures, oldest first
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Option<String>,
+
+    /// Only runs on this transport
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+
+    /// At most this many runs, the newest
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: u32,
 }
 
 /// Which server to measure.
@@ -153,9 +243,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "R")]
     pub publish_rate: Option<u64>,
 
-    /// A threshold such as `latency.p99<50ms` (repeatable)
+    /// A threshold such as `latency.p99<50ms` (repeatable); prefix it with
+    /// `warn:` for a warning that does not fail the run
     #[arg(long, value_name = "EXPR")]
     pub threshold: Vec<String>,
+
+    /// Repetition, history, baseline and default thresholds.
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// `suite`.
@@ -176,6 +271,10 @@ pub struct SuiteArgs {
     /// Only this transport [default: both]
     #[arg(long, value_enum)]
     pub transport: Option<Transport>,
+
+    /// Repetition, history, baseline and default thresholds.
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 impl RunArgs {
@@ -211,6 +310,9 @@ impl RunArgs {
         }
         for expr in &self.threshold {
             scenario.thresholds.push(expr.parse::<Threshold>()?);
+        }
+        if !self.record.no_default_thresholds {
+            crate::verdict::add_defaults(&mut scenario);
         }
         scenario.scale_time(self.target.time_scale);
         scenario.validate()?;
@@ -259,8 +361,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             (s.max_clients(), s.duration(), s.thresholds.len()),
-            (7, Duration::from_secs(4), 1)
+            (7, Duration::from_secs(4), 7),
+            "gaps==0 and six default budgets"
         );
+        let s = scenario(&["--threshold", "gaps==0", "--no-default-thresholds"]).unwrap();
+        assert_eq!(s.thresholds.len(), 1);
     }
 
     #[test]

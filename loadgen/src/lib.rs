@@ -2,7 +2,7 @@
 //! measure a server speaking `PROTOCOL.md`, and say whether it held.
 //!
 //! ```text
-//! scenario ──▶ runner (virtual clients per phase) ──▶ metrics ──▶ report / verdict
+//! scenario ──▶ runner (virtual clients per phase) ──▶ metrics ──▶ report / history / verdict
 //! ```
 //!
 //! # Layout
@@ -17,7 +17,13 @@
 //! - [`metrics`]: HDR histograms and counters, sharded; [`monitor`]: the
 //!   server's CPU and memory; [`local_server`]: a server to measure when no
 //!   `--url` is given.
-//! - [`report`]: the summary (`summary.json`), the table, the progress line.
+//! - [`report`]: the summary (`summary.json`) and the invocation's report,
+//!   rendered as CSV, Markdown, HTML, JUnit and Bencher Metric Format, the
+//!   table and the progress line; [`manifest`]: what makes a figure
+//!   reproducible; [`capacity`]: the knee of load steps and ramps.
+//! - [`verdict`]: default budgets and thresholds to pass or fail;
+//!   [`compare`]: noise-aware comparison with a baseline, found by
+//!   [`baseline`]; [`history`]: every run stored through sqlx.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,10 +32,15 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+pub mod baseline;
+pub mod capacity;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod compare;
+pub mod history;
 pub mod local_server;
+pub mod manifest;
 pub mod metrics;
 pub mod monitor;
 pub mod publisher;
@@ -37,12 +48,16 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod suite;
+pub mod verdict;
 
-use crate::cli::{Command, TargetArgs};
+use crate::cli::{Command, CompareArgs, RecordArgs, TargetArgs};
 use crate::client::Target;
+use crate::history::History;
 use crate::local_server::{LocalServer, ServerProgram};
+use crate::manifest::{Environment, ServerUnderTest};
+use crate::metrics::Stats;
 use crate::monitor::Monitor;
-use crate::report::Summary;
+use crate::report::{Context, Group, Report, Summary};
 use crate::runner::Run;
 use crate::scenario::{Scenario, Transport, preset};
 
@@ -73,17 +88,77 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
         }
         Command::Run(args) => {
             let scenario = args.scenario()?;
-            measure(&[scenario], &args.target, &cancel).await
+            measure(&[scenario], &args.target, &args.record, &cancel).await
         }
         Command::Suite(args) => {
             let transports = match args.transport {
                 Some(transport) => vec![transport],
                 None => Transport::ALL.to_vec(),
             };
-            let plan = suite::plan(args.full, &transports, args.target.time_scale);
-            measure(&plan, &args.target, &cancel).await
+            let plan = suite::plan(
+                args.full,
+                &transports,
+                args.target.time_scale,
+                !args.record.no_default_thresholds,
+            );
+            measure(&plan, &args.target, &args.record, &cancel).await
+        }
+        Command::Compare(args) => compare_command(&args).await,
+        Command::History(args) => {
+            let text = history::command(&args).await?;
+            print(&text);
+            Ok(Outcome { passed: true })
         }
     }
+}
+
+#[allow(clippy::print_stdout)]
+fn print(text: &str) {
+    println!("{text}");
+}
+
+/// `compare CURRENT BASELINE`: every scenario of the current results beside
+/// the baseline's.
+async fn compare_command(args: &CompareArgs) -> anyhow::Result<Outcome> {
+    let current = baseline::resolve(&args.current, &args.history.url).await?;
+    let base = baseline::resolve(&args.baseline, &args.history.url).await?;
+    let mut regressed = false;
+    let mut compared = 0;
+    for (scenario, transport) in current.groups() {
+        let before = base.of(&scenario, &transport);
+        if before.is_empty() {
+            print(&format!(
+                "## {scenario} ({transport})\n\nnot in {}\n",
+                base.what
+            ));
+            continue;
+        }
+        let comparison = compare::compare(&current.of(&scenario, &transport), &before, &base.what);
+        regressed |= comparison.regressed;
+        compared += 1;
+        print(&format!(
+            "## {scenario} ({transport})\n\n{}",
+            report::markdown::comparison(&comparison)
+        ));
+    }
+    anyhow::ensure!(
+        compared > 0,
+        "{} and {} have no scenario in common",
+        current.what,
+        base.what
+    );
+    print(&format!(
+        "{}: {} compared with {}\n{}",
+        if regressed {
+            "REGRESSION"
+        } else {
+            "no regression"
+        },
+        current.what,
+        base.what,
+        compare::METHOD
+    ));
+    Ok(Outcome { passed: !regressed })
 }
 
 /// A new run id: the UTC time and a random suffix (`20261123T101500Z-3f2a`).
@@ -133,90 +208,221 @@ async fn ensure_reachable(http: &reqwest::Client, target: &Target) -> anyhow::Re
     Ok(())
 }
 
-/// Runs each scenario of `plan`, writing a `summary.json` for each, and
-/// prints the table.
+/// A run among an invocation's: scenario, transport, repetition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RunKey(String, &'static str, u32);
+
+impl RunKey {
+    fn of(summary: &Summary) -> Self {
+        Self(summary.scenario.clone(), summary.transport, summary.repeat)
+    }
+}
+
+/// What one run measured: its summary, and its histograms for the history.
+struct Measurement {
+    summary: Summary,
+    stats: Stats,
+}
+
+/// Runs `scenario` once against the target `args` name.
+async fn run_once(
+    scenario: &Scenario,
+    args: &TargetArgs,
+    http: &reqwest::Client,
+    dir: &Path,
+    context: Context,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Measurement> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (target, monitor, server) = target(args, http, dir).await?;
+    let measured = match ensure_reachable(http, &target).await {
+        Ok(()) => {
+            let run = Run {
+                scenario,
+                target: Arc::new(target),
+                http: http.clone(),
+                monitor,
+                run_id: format!("{}-{}", context.run_id, context.repeat),
+                token: args.token.clone(),
+            };
+            run.execute(cancel).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(server) = server {
+        match server.stop().await {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                tracing::warn!(%status, "the local server exited badly; see its server.log")
+            }
+            Err(e) => tracing::warn!("stopping the local server: {e:#}"),
+        }
+    }
+    let measured = measured?;
+    let summary = Summary::new(scenario, &measured, context);
+    Ok(Measurement {
+        summary,
+        stats: measured.totals,
+    })
+}
+
+/// The server a run measures, as its manifest records it.
+fn server_under_test(args: &TargetArgs) -> ServerUnderTest {
+    let program = match (&args.url, &args.server_bin) {
+        (Some(url), _) => url.clone(),
+        (None, Some(path)) => path.display().to_string(),
+        (None, None) => "embedded".to_owned(),
+    };
+    ServerUnderTest {
+        program,
+        args: args.server_arg.clone(),
+    }
+}
+
+/// Runs each scenario of `plan`, `--repeat` times round after round,
+/// writes every report, compares with the baseline, stores the runs in
+/// the history and prints the table.
 async fn measure(
     plan: &[Scenario],
     args: &TargetArgs,
+    record: &RecordArgs,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Outcome> {
     raise_file_limit();
+    // A baseline that cannot be found is a mistake to report before measuring.
+    let baseline = match &record.baseline {
+        Some(reference) => Some(baseline::resolve(reference, &record.history.url).await?),
+        None => None,
+    };
     let run_id = run_id();
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("streamgauge-results").join(&run_id));
+    let here = std::env::current_dir().context("reading the working directory")?;
+    let environment = Arc::new(Environment::detect(&here));
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
         .context("building the HTTP client")?;
-    let mut summaries = Vec::new();
-    for scenario in plan {
-        let dir = match plan.len() {
-            1 => out.clone(),
-            _ => out.join(format!("{}-{}", scenario.name, scenario.transport.as_str())),
-        };
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let (target, monitor, server) = target(args, &http, &dir).await?;
-        let measured = match ensure_reachable(&http, &target).await {
-            Ok(()) => {
-                let run = Run {
-                    scenario,
-                    target: Arc::new(target),
-                    http: http.clone(),
-                    monitor,
-                    run_id: run_id.clone(),
-                    token: args.token.clone(),
-                };
-                run.execute(cancel).await
+    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut stats: Vec<(RunKey, Stats)> = Vec::new();
+    'rounds: for repeat in 1..=record.repeat {
+        for (i, scenario) in plan.iter().enumerate() {
+            let name = &scenario.name;
+            let transport = scenario.transport.as_str();
+            let dir = out.join(report::run_dir(
+                name,
+                transport,
+                plan.len() == 1,
+                record.repeat > 1,
+                repeat,
+            ));
+            let context = Context {
+                run_id: run_id.clone(),
+                environment: Arc::clone(&environment),
+                server: server_under_test(args),
+                label: record.label.clone(),
+                repeat,
+            };
+            let measurement = run_once(scenario, args, &http, &dir, context, cancel).await?;
+            report::files::write_run(&dir, &measurement.summary)?;
+            if repeat == 1 {
+                groups.push(Group {
+                    scenario: name.clone(),
+                    transport,
+                    runs: Vec::new(),
+                });
             }
-            Err(e) => Err(e),
-        };
-        if let Some(server) = server {
-            match server.stop().await {
-                Ok(status) if status.success() => {}
-                Ok(status) => {
-                    tracing::warn!(%status, "the local server exited badly; see its server.log")
-                }
-                Err(e) => tracing::warn!("stopping the local server: {e:#}"),
+            stats.push((RunKey::of(&measurement.summary), measurement.stats));
+            groups[i].runs.push(measurement.summary);
+            if cancel.is_cancelled() {
+                break 'rounds;
             }
         }
-        let summary = Summary::new(scenario, measured?);
-        write_json(&dir.join("summary.json"), &summary)?;
-        summaries.push(summary);
-        if cancel.is_cancelled() {
-            break;
-        }
     }
-    if plan.len() > 1 {
-        let index: Vec<serde_json::Value> = summaries
-            .iter()
-            .map(|s| {
-                let dir = format!("{}-{}", s.scenario, s.transport);
-                serde_json::json!({ "scenario": s.scenario, "transport": s.transport, "passed": s.passed, "summary": format!("{dir}/summary.json") })
-            })
-            .collect();
-        let suite = serde_json::json!({ "run_id": run_id, "passed": summaries.iter().all(|s| s.passed), "scenarios": index });
-        write_json(&out.join("suite.json"), &suite)?;
+    groups.retain(|g| !g.runs.is_empty());
+    if let Some(baseline) = &baseline {
+        judge_against(&mut groups, baseline);
     }
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{}", report::table::render(&summaries));
-        println!("results: {}", out.display());
+    let summaries: Vec<Summary> = groups.iter().flat_map(|g| g.runs.clone()).collect();
+    let report = Report {
+        run_id,
+        started_at,
+        label: record.label.clone(),
+        capacity: capacity::estimate(&summaries),
+        groups,
+        environment,
+    };
+    report::files::write_report(&out, &report)?;
+    if !record.no_history {
+        store(&record.history.url, &report, &stats).await;
     }
+    print(&report::table::render(&summaries));
+    print(&report::markdown::verdict_lines(&report));
+    print(&format!("results: {}", out.display()));
     anyhow::ensure!(
         !cancel.is_cancelled(),
         "interrupted; partial results in {}",
         out.display()
     );
     Ok(Outcome {
-        passed: summaries.iter().all(|s| s.passed),
+        passed: report.verdict().passed(),
     })
 }
 
-fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(value).expect("reports serialize");
-    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+/// Compares each group with the baseline's runs of the same scenario and
+/// transport, and judges its runs again.
+fn judge_against(groups: &mut [Group], baseline: &baseline::Runs) {
+    for group in groups {
+        let before = baseline.of(&group.scenario, group.transport);
+        if before.is_empty() {
+            tracing::warn!(
+                scenario = group.scenario,
+                transport = group.transport,
+                "not in the baseline {}: not compared",
+                baseline.what
+            );
+            continue;
+        }
+        let now: Vec<serde_json::Value> = group
+            .runs
+            .iter()
+            .map(|s| serde_json::to_value(s).expect("a summary serializes"))
+            .collect();
+        let comparison = compare::compare(&now, &before, &baseline.what);
+        for summary in &mut group.runs {
+            summary.comparison = Some(comparison.clone());
+            summary.judge();
+        }
+    }
+}
+
+/// Stores every run of `report` in the history at `url`, with its
+/// histograms from `stats` (keyed by scenario, transport and repetition). A
+/// history that cannot be written does not undo the measurement: it is
+/// reported.
+async fn store(url: &str, report: &Report, stats: &[(RunKey, Stats)]) {
+    let stored = async {
+        let history = History::open(url).await?;
+        for summary in report.summaries() {
+            let key = RunKey::of(summary);
+            let (_, stats) = stats
+                .iter()
+                .find(|(k, _)| *k == key)
+                .expect("every run has its histograms");
+            history.record(summary, stats).await?;
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = stored.await {
+        tracing::error!("the runs were not stored in the history: {e:#}");
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("warning: the runs were not stored in the history at {url}: {e:#}");
+        }
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every client is a

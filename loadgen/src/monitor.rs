@@ -57,12 +57,23 @@ impl CpuMark {
     }
 }
 
+/// CPU time used over a run, s (`None`: not measurable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CpuSeconds {
+    /// By the server.
+    pub server: Option<f64>,
+    /// By the load generator.
+    pub loadgen: Option<f64>,
+}
+
 /// Samples the server and the load generator.
 #[derive(Debug)]
 pub struct Monitor {
     source: Source,
     server: Option<CpuMark>,
     loadgen: Option<CpuMark>,
+    /// The first CPU figures, for [`Monitor::cpu_seconds`].
+    first: (Option<f64>, Option<f64>),
 }
 
 impl Monitor {
@@ -84,6 +95,18 @@ impl Monitor {
             source,
             server: None,
             loadgen: None,
+            first: (None, None),
+        }
+    }
+
+    /// CPU seconds used between the first sample and the last.
+    pub fn cpu_seconds(&self) -> CpuSeconds {
+        let used = |first: Option<f64>, last: Option<CpuMark>| {
+            first.zip(last).map(|(first, last)| last.seconds - first)
+        };
+        CpuSeconds {
+            server: used(self.first.0, self.server),
+            loadgen: used(self.first.1, self.loadgen),
         }
     }
 
@@ -96,6 +119,8 @@ impl Monitor {
             Source::Metrics { url, http } => scrape(http, url).await,
         };
         let loadgen = process::read(None).map(|s: ProcessStats| s.cpu_seconds);
+        self.first.0 = self.first.0.or(server.map(|(cpu, _)| cpu));
+        self.first.1 = self.first.1.or(loadgen);
         Reading {
             server_cpu_pct: server.and_then(|(cpu, _)| CpuMark::advance(&mut self.server, cpu)),
             server_rss_mb: server

@@ -92,7 +92,7 @@ pub async fn run(
         while let Some(done) = tasks.try_join_next() {
             record(&mut recorder, &acks, done);
         }
-        recorder.count(|c| c.attempts += 1);
+        recorder.count(|c| c.publishes += 1);
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
             recorder.error(ErrorKind::Timeout);
             continue;

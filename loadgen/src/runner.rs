@@ -266,8 +266,9 @@ impl Run<'_> {
         }
         shards.drain_into(&mut totals, &mut timeline.spare);
         progress.finish();
+        let cpu_seconds = self.monitor.as_ref().map(Monitor::cpu_seconds);
         Ok(Measured {
-            run_id: self.run_id,
+            cpu_seconds: cpu_seconds.unwrap_or_default(),
             started_at,
             duration,
             totals,
@@ -332,10 +333,15 @@ fn row(
         events_per_s: stats.counts.events as f64 / seconds,
         bytes_per_s: stats.counts.bytes as f64 / seconds,
         latency_p50_us: latency(0.50),
+        latency_p90_us: latency(0.90),
+        latency_p95_us: latency(0.95),
         latency_p99_us: latency(0.99),
+        latency_p999_us: latency(0.999),
+        latency_max_us: (!stats.latency.is_empty()).then(|| stats.latency.max()),
         errors: stats.counts.error_total(),
         server_cpu_pct: reading.server_cpu_pct,
         server_rss_mb: reading.server_rss_mb,
+        server_heap_bytes: None,
         loadgen_cpu_pct: reading.loadgen_cpu_pct,
     }
 }

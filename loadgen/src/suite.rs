@@ -1,25 +1,35 @@
 //! The suite: the standard matrix of scenarios, on both transports. Quick
 //! (a representative subset, under two minutes) or full (every preset).
 //! Every scenario of the suite must deliver and lose nothing: `events>0`,
-//! `gaps==0`, `dups==0`, `error_rate<1%`, and for topics `behind_at_end==0`.
+//! `gaps==0`, `dups==0`, `error_rate<1%`, and for topics `behind_at_end==0`;
+//! the default budgets of [`verdict`](crate::verdict) apply on top. The
+//! quick suite ends with a short `capacity` ramp, the full suite has the
+//! `clients-N` load steps too: both give a capacity estimate.
 
 use std::time::Duration;
 
 use crate::scenario::{Scenario, StreamKind, Transport, preset};
 
 /// The quick suite: a preset and how long its load lasts.
-const QUICK: [(&str, u64); 6] = [
+const QUICK: [(&str, u64); 7] = [
     ("clients-100", 6),
     ("rate-100", 6),
     ("churn", 6),
     ("tokens", 6),
     ("replay-5k", 5),
     ("slow-10ms", 5),
+    ("capacity", 10),
 ];
 
 /// The scenarios of a quick (or full) suite on `transports`, their phases
-/// scaled by `time_scale`.
-pub fn plan(full: bool, transports: &[Transport], time_scale: f64) -> Vec<Scenario> {
+/// scaled by `time_scale`, with the default budgets unless `defaults` is
+/// false.
+pub fn plan(
+    full: bool,
+    transports: &[Transport],
+    time_scale: f64,
+    defaults: bool,
+) -> Vec<Scenario> {
     let presets: Vec<(Scenario, Option<Duration>)> = if full {
         preset::PRESETS
             .iter()
@@ -49,6 +59,9 @@ pub fn plan(full: bool, transports: &[Transport], time_scale: f64) -> Vec<Scenar
                     .into_iter()
                     .map(|t| t.parse().expect("valid thresholds")),
             );
+            if defaults {
+                crate::verdict::add_defaults(&mut scenario);
+            }
             scenario.scale_time(time_scale);
             plan.push(scenario);
         }
@@ -79,11 +92,11 @@ mod tests {
 
     #[test]
     fn the_quick_suite_covers_both_transports_in_under_two_minutes() {
-        let plan = plan(false, &[Transport::Sse, Transport::Ws], 1.0);
-        assert_eq!(plan.len(), 12);
+        let plan = plan(false, &[Transport::Sse, Transport::Ws], 1.0, true);
+        assert_eq!(plan.len(), 14);
         let total: Duration = plan.iter().map(Scenario::duration).sum();
         assert!(
-            total < Duration::from_secs(90),
+            total < Duration::from_secs(100),
             "{total:?} of load, plus set-up"
         );
         assert!(
@@ -92,11 +105,12 @@ mod tests {
         );
         let churn = plan.iter().find(|s| s.name == "churn").unwrap();
         assert!(churn.thresholds.iter().any(|t| t.metric == "behind_at_end"));
+        assert!(churn.thresholds.iter().any(|t| t.default));
     }
 
     #[test]
     fn the_full_suite_runs_every_preset() {
-        let plan = plan(true, &[Transport::Ws], 0.5);
+        let plan = plan(true, &[Transport::Ws], 0.5, false);
         assert_eq!(plan.len(), preset::PRESETS.len());
         assert!(plan.iter().all(|s| s.transport == Transport::Ws));
     }

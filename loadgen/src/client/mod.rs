@@ -398,7 +398,7 @@ impl VirtualClient {
                 .stream
                 .path(self.spec.transport, check.last().filter(|_| resumes));
             let requested = Instant::now();
-            self.recorder.count(|c| c.attempts += 1);
+            self.recorder.count(|c| c.connects += 1);
             let open = Connection::open(
                 &self.target,
                 self.id,

@@ -66,8 +66,10 @@ pub struct Counts {
     pub gap_notices: u64,
     /// Keep-alives received.
     pub keepalives: u64,
-    /// Requests: connection attempts and publishes.
-    pub attempts: u64,
+    /// Connection attempts (every reconnect included).
+    pub connects: u64,
+    /// Publish requests (topics).
+    pub publishes: u64,
     /// Streams that ended as they should (tokens, replay).
     pub completed: u64,
     /// Resumes after churn.
@@ -89,7 +91,8 @@ impl Counts {
         self.dups += other.dups;
         self.gap_notices += other.gap_notices;
         self.keepalives += other.keepalives;
-        self.attempts += other.attempts;
+        self.connects += other.connects;
+        self.publishes += other.publishes;
         self.completed += other.completed;
         self.reconnects += other.reconnects;
         self.published += other.published;

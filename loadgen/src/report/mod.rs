@@ -1,18 +1,32 @@
 //! The report model: one [`Summary`] per run, whose serde form is
 //! `summary.json` (the stable schema of CLI.md, plus fields it allows to be
-//! added). A field that does not apply to a run is `null`, never invented.
-//! Renderers ([`table`], [`progress`]) read this model; nothing else does
-//! the arithmetic.
+//! added), gathered into a [`Report`] per invocation (a run, its
+//! repetitions, a suite). A field that does not apply to a run is `null`,
+//! never invented. Renderers read this model and nothing else: [`csv`]
+//! (`timeline.csv`), [`markdown`] (`report.md`), [`html`] (`report.html`),
+//! [`junit`] (`junit.xml`), [`bmf`] (`bmf.json`), [`table`] (the terminal)
+//! and [`progress`] (the live line). [`files`] writes them.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use serde_json::Value;
 
+use crate::capacity::Capacity;
+use crate::compare::Comparison;
+use crate::manifest::{Environment, Manifest, ServerUnderTest};
 use crate::metrics::{ErrorKind, Stats};
+use crate::monitor::CpuSeconds;
 use crate::scenario::{Scenario, StreamKind};
+use crate::verdict::{self, ThresholdResult, Verdict};
 
+pub mod bmf;
+pub mod csv;
+pub mod files;
+pub mod html;
+pub mod junit;
+pub mod markdown;
 pub mod progress;
 pub mod table;
 
@@ -105,24 +119,44 @@ pub struct Server {
     pub rss_mb: Option<Span>,
     /// Live heap bytes (servers built with heap profiling only).
     pub heap_bytes: Option<Span>,
+    /// Server CPU time per event delivered, µs.
+    pub cpu_us_per_event: Option<f64>,
 }
 
-/// One threshold's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ThresholdResult {
-    /// The expression.
-    pub expr: String,
-    /// The measured value, in the metric's unit (`null`: not measured).
-    pub value: Option<f64>,
-    /// Whether it held.
-    pub ok: bool,
+/// One bucket of the latency distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    /// Its upper bound, µs (buckets double in width).
+    pub le_us: u64,
+    /// Events whose latency fell in it.
+    pub count: u64,
+}
+
+impl Bucket {
+    /// The distribution of `histogram` in buckets doubling from 1 µs.
+    pub fn of(histogram: &Histogram<u64>) -> Vec<Self> {
+        if histogram.is_empty() {
+            return Vec::new();
+        }
+        histogram
+            .iter_log(1, 2.0)
+            .map(|v| Bucket {
+                le_us: v.value_iterated_to(),
+                count: v.count_since_last_iteration(),
+            })
+            .collect()
+    }
 }
 
 /// Counters beyond CLI.md's stable fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Requests: connection attempts and publishes.
-    pub attempts: u64,
+    /// Connection attempts (every reconnect included).
+    pub connects: u64,
+    /// Connections made.
+    pub connected: u64,
+    /// Publish requests (topics).
+    pub publishes: u64,
     /// Gap notices the server sent.
     pub gap_notices: u64,
     /// Resumes after churn.
@@ -157,14 +191,24 @@ pub struct Row {
     pub bytes_per_s: f64,
     /// Median delivery latency this second, µs.
     pub latency_p50_us: Option<u64>,
+    /// 90th percentile delivery latency this second, µs.
+    pub latency_p90_us: Option<u64>,
+    /// 95th percentile delivery latency this second, µs.
+    pub latency_p95_us: Option<u64>,
     /// 99th percentile delivery latency this second, µs.
     pub latency_p99_us: Option<u64>,
+    /// 99.9th percentile delivery latency this second, µs.
+    pub latency_p999_us: Option<u64>,
+    /// Highest delivery latency this second, µs.
+    pub latency_max_us: Option<u64>,
     /// Failures this second.
     pub errors: u64,
     /// Server CPU, % of one core.
     pub server_cpu_pct: Option<f64>,
     /// Server resident memory, MiB.
     pub server_rss_mb: Option<f64>,
+    /// Server live heap bytes (servers built with heap profiling only).
+    pub server_heap_bytes: Option<u64>,
     /// Load generator CPU, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
 }
@@ -212,8 +256,19 @@ pub struct Summary {
     pub server: Server,
     /// Each threshold's outcome.
     pub thresholds: Vec<ThresholdResult>,
-    /// Every threshold held.
+    /// Every critical threshold held, and no figure regressed beyond its
+    /// budget against the baseline.
     pub passed: bool,
+    /// `pass`, `warn` (a warning threshold broke) or `fail`.
+    pub verdict: Verdict,
+    /// Connections made per connection attempt.
+    pub connect_success: Option<f64>,
+    /// The label given to the run (`--label`), such as a branch name.
+    pub label: Option<String>,
+    /// Which repetition of its scenario this run is (1-based).
+    pub repeat: u32,
+    /// The comparison with a baseline (`--baseline`).
+    pub comparison: Option<Comparison>,
     /// The server measured (its base URL).
     pub target: String,
     /// Topics: receipt − the publisher's intended send time (open model).
@@ -228,6 +283,10 @@ pub struct Summary {
     pub counts: Counts,
     /// Mean load generator CPU, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
+    /// Delivery latency distribution: buckets doubling from 1 µs.
+    pub latency_distribution: Vec<Bucket>,
+    /// What makes the figures reproducible.
+    pub manifest: Manifest,
     /// One row per second.
     pub timeline: Vec<Row>,
 }
@@ -235,8 +294,6 @@ pub struct Summary {
 /// What a run measured, for [`Summary::new`].
 #[derive(Debug)]
 pub struct Measured {
-    /// Its id.
-    pub run_id: String,
     /// When the load started.
     pub started_at: SystemTime,
     /// How long it ran.
@@ -247,6 +304,146 @@ pub struct Measured {
     pub timeline: Vec<Row>,
     /// The server measured.
     pub target: String,
+    /// CPU time used during the load.
+    pub cpu_seconds: CpuSeconds,
+}
+
+/// Where a run stands among others: its manifest's invocation-wide facts,
+/// label and repetition.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The invocation's id.
+    pub run_id: String,
+    /// Versions, machine and limits.
+    pub environment: Arc<Environment>,
+    /// The server measured.
+    pub server: ServerUnderTest,
+    /// `--label`.
+    pub label: Option<String>,
+    /// The repetition (1-based).
+    pub repeat: u32,
+}
+
+/// One scenario on one transport, and its repetitions.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The scenario's name.
+    pub scenario: String,
+    /// `sse` or `ws`.
+    pub transport: &'static str,
+    /// Its runs, one per repetition (at least one).
+    pub runs: Vec<Summary>,
+}
+
+impl Group {
+    /// The worst verdict of its runs: every repetition must hold.
+    pub fn verdict(&self) -> Verdict {
+        worst(self.runs.iter().map(|s| s.verdict))
+    }
+
+    /// Its comparison with the baseline (the same for every repetition).
+    pub fn comparison(&self) -> Option<&Comparison> {
+        self.runs.first()?.comparison.as_ref()
+    }
+}
+
+/// The directory of a run, relative to the invocation's results: `""` for
+/// the only scenario run once, `NAME-TRANSPORT` for one of several
+/// scenarios, with `repeat-K` (1-based) below it when runs are repeated.
+pub fn run_dir(
+    scenario: &str,
+    transport: &str,
+    alone: bool,
+    repeated: bool,
+    repeat: u32,
+) -> String {
+    let mut parts = Vec::new();
+    if !alone {
+        parts.push(format!("{scenario}-{transport}"));
+    }
+    if repeated {
+        parts.push(format!("repeat-{repeat}"));
+    }
+    parts.join("/")
+}
+
+fn worst(verdicts: impl Iterator<Item = Verdict>) -> Verdict {
+    verdicts.fold(Verdict::Pass, |worst, v| match (worst, v) {
+        (Verdict::Fail, _) | (_, Verdict::Fail) => Verdict::Fail,
+        (Verdict::Warn, _) | (_, Verdict::Warn) => Verdict::Warn,
+        _ => Verdict::Pass,
+    })
+}
+
+/// Everything one invocation measured: the model of the top-level
+/// `report.md`, `report.html`, `junit.xml`, `bmf.json` and `suite.json`.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The invocation's id.
+    pub run_id: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// `--label`.
+    pub label: Option<String>,
+    /// One group per scenario and transport, in the order they ran.
+    pub groups: Vec<Group>,
+    /// Capacity estimates from load steps and ramps.
+    pub capacity: Vec<Capacity>,
+    /// Versions, machine and limits.
+    pub environment: Arc<Environment>,
+}
+
+impl Report {
+    /// The worst verdict of its groups.
+    pub fn verdict(&self) -> Verdict {
+        worst(self.groups.iter().map(Group::verdict))
+    }
+
+    /// Whether it is a single run (one scenario, one repetition): its
+    /// results directory is the run's own.
+    pub fn is_single_run(&self) -> bool {
+        self.groups.len() == 1 && self.groups[0].runs.len() == 1
+    }
+
+    /// Every run, in order.
+    pub fn summaries(&self) -> impl Iterator<Item = &Summary> {
+        self.groups.iter().flat_map(|g| g.runs.iter())
+    }
+
+    /// A report of `summary` alone, for its run directory.
+    pub fn of_run(summary: &Summary) -> Self {
+        Self {
+            run_id: summary.run_id.clone(),
+            started_at: summary.started_at.clone(),
+            label: summary.label.clone(),
+            groups: vec![Group {
+                scenario: summary.scenario.clone(),
+                transport: summary.transport,
+                runs: vec![summary.clone()],
+            }],
+            capacity: crate::capacity::estimate(std::slice::from_ref(summary)),
+            environment: Arc::clone(&summary.manifest.environment),
+        }
+    }
+}
+
+impl Context {
+    /// The context of a lone run of `run_id` against the server at `url`:
+    /// this machine's facts (and the working directory's checkout), no
+    /// label, the first repetition.
+    pub fn lone(run_id: &str, url: &str) -> Self {
+        let here = std::env::current_dir().unwrap_or_default();
+        Self {
+            run_id: run_id.to_owned(),
+            environment: Arc::new(Environment::detect(&here)),
+            server: ServerUnderTest {
+                program: url.to_owned(),
+                args: Vec::new(),
+            },
+            label: None,
+            repeat: 1,
+        }
+    }
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
@@ -256,7 +453,7 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 
 impl Summary {
     /// The summary of `measured` for `scenario`, thresholds evaluated.
-    pub fn new(scenario: &Scenario, measured: Measured) -> Self {
+    pub fn new(scenario: &Scenario, measured: &Measured, context: Context) -> Self {
         let t = &measured.totals;
         let c = &t.counts;
         let seconds = measured.duration.as_secs_f64().max(f64::EPSILON);
@@ -266,10 +463,12 @@ impl Summary {
             .filter_map(|r| r.server_rss_mb)
             .collect();
         let error = |kind: ErrorKind| c.errors[kind as usize];
+        let requests = c.connects + c.publishes;
+        let connected = t.connect.len();
         let first_event_applies =
             matches!(scenario.stream, StreamKind::Tokens | StreamKind::Replay);
         let mut summary = Self {
-            run_id: measured.run_id,
+            run_id: context.run_id,
             started_at: humantime::format_rfc3339_seconds(measured.started_at).to_string(),
             scenario: scenario.name.clone(),
             transport: scenario.transport.as_str(),
@@ -293,7 +492,7 @@ impl Summary {
                 timeout: error(ErrorKind::Timeout),
                 closed: error(ErrorKind::Closed),
             },
-            error_rate: (c.attempts > 0).then(|| c.error_total() as f64 / c.attempts as f64),
+            error_rate: (requests > 0).then(|| c.error_total() as f64 / requests as f64),
             gaps: c.gaps,
             dups: c.dups,
             behind_at_end: behind_at_end(scenario, c),
@@ -305,16 +504,28 @@ impl Summary {
                     end,
                 }),
                 heap_bytes: None,
+                cpu_us_per_event: measured
+                    .cpu_seconds
+                    .server
+                    .filter(|_| c.events > 0)
+                    .map(|cpu| cpu * 1e6 / c.events as f64),
             },
             thresholds: Vec::new(),
             passed: true,
-            target: measured.target,
+            verdict: Verdict::Pass,
+            connect_success: (c.connects > 0).then(|| connected as f64 / c.connects as f64),
+            label: context.label,
+            repeat: context.repeat,
+            comparison: None,
+            target: measured.target.clone(),
             end_to_end_us: LatencyUs::of(&t.end_to_end),
             publish_to_receive_us: LatencyUs::of(&t.from_publish),
             publish_ms: Millis::of(&t.publish),
             reconnect_ms: Millis::of(&t.reconnect),
             counts: Counts {
-                attempts: c.attempts,
+                connects: c.connects,
+                connected,
+                publishes: c.publishes,
                 gap_notices: c.gap_notices,
                 reconnects: c.reconnects,
                 completed: c.completed,
@@ -322,43 +533,27 @@ impl Summary {
                 published: c.published,
             },
             loadgen_cpu_pct: mean(measured.timeline.iter().filter_map(|r| r.loadgen_cpu_pct)),
-            timeline: measured.timeline,
+            latency_distribution: Bucket::of(&t.latency),
+            manifest: Manifest {
+                environment: context.environment,
+                server: context.server,
+                scenario: scenario.clone(),
+                cpu_seconds: measured.cpu_seconds,
+            },
+            timeline: measured.timeline.clone(),
         };
-        summary.thresholds = summary.evaluate(scenario);
-        summary.passed = summary.thresholds.iter().all(|t| t.ok);
+        let json = serde_json::to_value(&summary).expect("a summary serializes");
+        summary.thresholds = verdict::evaluate(&json, &scenario.thresholds);
+        summary.judge();
         summary
     }
 
-    fn evaluate(&self, scenario: &Scenario) -> Vec<ThresholdResult> {
-        let json = serde_json::to_value(self).expect("a summary serializes");
-        scenario
-            .thresholds
-            .iter()
-            .map(|threshold| {
-                let value = metric(&json, threshold.metric);
-                ThresholdResult {
-                    expr: threshold.expr.clone(),
-                    value,
-                    ok: value.is_some_and(|v| threshold.holds(v)),
-                }
-            })
-            .collect()
+    /// Sets the verdict from the thresholds and the comparison.
+    pub fn judge(&mut self) {
+        let regressed = self.comparison.as_ref().is_some_and(|c| c.regressed);
+        self.verdict = Verdict::of(&self.thresholds, regressed);
+        self.passed = self.verdict.passed();
     }
-}
-
-/// The value of a threshold's metric (`latency.p99`, `errors.timeout`, …)
-/// in the summary's JSON; its first segment names the summary field.
-fn metric(summary: &Value, name: &str) -> Option<f64> {
-    let mut segments = name.split('.');
-    let field = match segments.next()? {
-        "latency" => "latency_us",
-        "connect" => "connect_ms",
-        "ttft" => "ttft_ms",
-        other => other,
-    };
-    segments
-        .try_fold(summary.get(field)?, |value, key| value.get(key))?
-        .as_f64()
 }
 
 #[cfg(test)]
@@ -368,7 +563,7 @@ mod tests {
 
     fn measured(totals: Stats) -> Measured {
         Measured {
-            run_id: "r1".to_owned(),
+            cpu_seconds: CpuSeconds::default(),
             started_at: SystemTime::UNIX_EPOCH,
             duration: Duration::from_secs(10),
             totals,
@@ -379,7 +574,11 @@ mod tests {
 
     #[test]
     fn has_every_stable_field_of_cli_md_and_nulls_what_does_not_apply() {
-        let summary = Summary::new(&Scenario::default(), measured(Stats::default()));
+        let summary = Summary::new(
+            &Scenario::default(),
+            &measured(Stats::default()),
+            Context::lone("r1", "http://127.0.0.1:1"),
+        );
         let json = serde_json::to_value(&summary).unwrap();
         for field in [
             "run_id",
@@ -427,7 +626,7 @@ mod tests {
             totals.latency.record(30_000).unwrap();
         }
         totals.counts.events = 3;
-        totals.counts.attempts = 4;
+        totals.counts.connects = 4;
         totals.counts.errors[ErrorKind::Closed as usize] = 1;
         let scenario = Scenario {
             thresholds: [
@@ -442,7 +641,11 @@ mod tests {
             .collect(),
             ..Scenario::default()
         };
-        let summary = Summary::new(&scenario, measured(totals));
+        let summary = Summary::new(
+            &scenario,
+            &measured(totals),
+            Context::lone("r1", "http://127.0.0.1:1"),
+        );
         let ok: Vec<bool> = summary.thresholds.iter().map(|t| t.ok).collect();
         assert_eq!(ok, [true, false, true, false, true]);
         let values: Vec<Option<f64>> = summary.thresholds.iter().map(|t| t.value).collect();

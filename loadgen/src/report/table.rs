@@ -57,7 +57,7 @@ pub fn render(summaries: &[Summary]) -> String {
             s.dups.to_string(),
             opt(s.server.cpu_pct, |c| format!("{c:.0}")),
             opt(s.server.rss_mb, |r| format!("{:.0}", r.peak)),
-            if s.passed { "pass" } else { "FAIL" }.to_owned(),
+            s.verdict.as_str().to_owned(),
         ];
         table.add_row(row.into_iter().enumerate().map(|(i, text)| {
             let cell = Cell::new(text);

@@ -12,7 +12,12 @@ pub mod file;
 pub mod preset;
 pub mod threshold;
 
-pub use self::threshold::Threshold;
+pub use self::threshold::{Severity, Threshold};
+
+/// Writes a duration the way scenario files and flags read it (`1s 500ms`).
+fn human<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_duration(*duration))
+}
 
 /// The transport clients use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -66,11 +71,12 @@ impl StreamKind {
 
 /// One phase of the load: the client count moves linearly from `from` to
 /// `to` over `duration` (equal for a steady phase, a jump for a spike).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Phase {
     /// What it is called in progress and reports (`ramp`, `steady`, …).
     pub name: String,
     /// How long it lasts.
+    #[serde(serialize_with = "human")]
     pub duration: Duration,
     /// Clients at its start.
     pub from: u32,
@@ -105,9 +111,10 @@ impl Phase {
 }
 
 /// The token stream's shape (`tokens` scenarios).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TokenShape {
     /// Delay before the first token.
+    #[serde(serialize_with = "human")]
     pub ttft: Duration,
     /// Tokens per second after it.
     pub tps: u64,
@@ -115,8 +122,9 @@ pub struct TokenShape {
     pub tokens: u64,
 }
 
-/// A validated scenario.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated scenario. Its serde form is the exact scenario a report's
+/// manifest records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scenario {
     /// Its name, in reports.
     pub name: String,
@@ -130,6 +138,7 @@ pub struct Scenario {
     /// Payload size in bytes (ticker filler; topic publish padding).
     pub size: usize,
     /// Time each client spends on each event before reading the next.
+    #[serde(serialize_with = "human")]
     pub consumer_delay: Duration,
     /// How often, per client and second, a client disconnects and resumes.
     pub churn: f64,

@@ -205,6 +205,21 @@ pub const PRESETS: &[Preset] = &[
         build: || steady(100, 100, 20),
     },
     Preset {
+        name: "capacity",
+        about: "ramp from 10 to 500 clients at 1,000 events/s each over 30 s: finds the knee",
+        build: || Scenario {
+            rate: 1_000,
+            phases: vec![Phase {
+                name: "ramp".to_owned(),
+                duration: secs(30),
+                from: 10,
+                to: 500,
+                rate: None,
+            }],
+            ..Scenario::default()
+        },
+    },
+    Preset {
         name: "soak",
         about: "100 clients at 10 events/s for 10 minutes (set another length with --duration)",
         build: || steady(100, 10, 600),

@@ -1,6 +1,8 @@
 //! Thresholds: `METRIC OP VALUE` expressions such as `latency.p99<50ms`,
 //! `error_rate<0.5%`, `events_per_s>10000` or `gaps==0`, checked against a
-//! run's summary. A value is converted to the unit the summary uses for its
+//! run's summary. A `warn:` prefix (`warn:latency.p95<50ms`) makes a
+//! threshold a warning: reported, but it does not fail the run; without it a
+//! threshold is critical. A value is converted to the unit the summary uses for its
 //! metric (µs for `latency.*`, ms for `connect.*` and `ttft.*`, a fraction
 //! for `error_rate`), so `50ms` and `50000us` mean the same.
 
@@ -34,7 +36,15 @@ const METRICS: &[(&str, Unit)] = &[
     ("ttft.p50", Unit::Millis),
     ("ttft.p95", Unit::Millis),
     ("ttft.p99", Unit::Millis),
+    ("publish_to_receive.p50", Unit::Micros),
+    ("publish_to_receive.p95", Unit::Micros),
+    ("publish_to_receive.p99", Unit::Micros),
+    ("publish.p95", Unit::Millis),
+    ("publish.p99", Unit::Millis),
+    ("reconnect.p95", Unit::Millis),
+    ("reconnect.p99", Unit::Millis),
     ("error_rate", Unit::Fraction),
+    ("connect_success", Unit::Fraction),
     ("events", Unit::Number),
     ("events_per_s", Unit::Number),
     ("bytes_per_s", Unit::Number),
@@ -49,7 +59,35 @@ const METRICS: &[(&str, Unit)] = &[
     ("server.cpu_pct", Unit::Number),
     ("server.rss_mb.peak", Unit::Number),
     ("server.rss_mb.end", Unit::Number),
+    ("loadgen_cpu_pct", Unit::Number),
 ];
+
+/// What a broken threshold means for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Breaking it fails the run (exit code 1).
+    Critical,
+    /// Breaking it is reported, and the run still passes.
+    Warning,
+}
+
+impl Severity {
+    /// Prefixes that select a severity; none means critical.
+    const PREFIXES: [(&'static str, Severity); 3] = [
+        ("warn:", Severity::Warning),
+        ("warning:", Severity::Warning),
+        ("critical:", Severity::Critical),
+    ];
+
+    /// The severity `expr` asks for, and the rest of it.
+    fn split(expr: &str) -> (Severity, &str) {
+        Self::PREFIXES
+            .iter()
+            .find_map(|&(prefix, severity)| Some((severity, expr.strip_prefix(prefix)?)))
+            .unwrap_or((Severity::Critical, expr))
+    }
+}
 
 /// A comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +132,12 @@ impl Op {
 /// A parsed threshold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
-    /// The expression as written (trimmed).
+    /// The expression as written (trimmed), without its severity prefix.
     pub expr: String,
+    /// Whether breaking it fails the run.
+    pub severity: Severity,
+    /// A default budget (see `verdict`), not one given by the user.
+    pub default: bool,
     /// The metric's path in the summary, such as `latency.p99`.
     pub metric: &'static str,
     /// The comparison.
@@ -119,8 +161,17 @@ impl Threshold {
     }
 }
 
+impl serde::Serialize for Threshold {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.severity == Severity::Warning {
+            f.write_str("warn:")?;
+        }
         f.write_str(&self.expr)
     }
 }
@@ -129,6 +180,7 @@ impl FromStr for Threshold {
     type Err = Error;
 
     fn from_str(expr: &str) -> Result<Self, Self::Err> {
+        let (severity, expr) = Severity::split(expr.trim());
         let expr = expr.trim();
         let fail = |reason: String| Error {
             expr: expr.to_owned(),
@@ -153,6 +205,8 @@ impl FromStr for Threshold {
         let value = parse_value(value, unit).map_err(fail)?;
         Ok(Self {
             expr: expr.to_owned(),
+            severity,
+            default: false,
             metric,
             op,
             value,
@@ -206,6 +260,27 @@ mod tests {
         assert_eq!(parse("ttft.p95<=1.5s").value, 1_500.0);
         assert_eq!(parse("latency.max>=250us").op, Op::Ge);
         assert_eq!(parse("dups!=1").op, Op::Ne);
+        assert_eq!(parse("connect_success>=99%").value, 0.99);
+    }
+
+    #[test]
+    fn a_warn_prefix_makes_a_warning() {
+        let t = parse("warn:latency.p95<50ms");
+        assert_eq!(
+            (t.severity, t.expr.as_str()),
+            (Severity::Warning, "latency.p95<50ms")
+        );
+        assert_eq!(t.to_string(), "warn:latency.p95<50ms");
+        assert_eq!(parse(" warning: gaps==0").severity, Severity::Warning);
+        assert_eq!(parse("critical:gaps==0").severity, Severity::Critical);
+        assert_eq!(parse("gaps==0").severity, Severity::Critical);
+        assert!(
+            "warn:nope<1"
+                .parse::<Threshold>()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown metric \"nope\"")
+        );
     }
 
     #[test]

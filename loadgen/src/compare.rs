@@ -1,0 +1,502 @@
+//! Baseline comparison with noise-aware tolerances: for each key figure of
+//! a scenario, the change from a baseline and whether it is a regression
+//! beyond the figure's budget.
+//!
+//! # How the decision is made
+//!
+//! Each side is summarized by the median of its runs (`--repeat N`) and a
+//! noise band: half the range of the runs when there are several, or, for a
+//! single run, half the interquartile range of its per-second values (a
+//! figure that moves that much from one second to the next cannot reveal a
+//! smaller change). A figure **regressed** when its median moved in the
+//! worse direction by more than its budget *and* by more than the two noise
+//! bands together. A change beyond the budget but inside the noise is
+//! reported as **within noise**, not as a regression; repeat the runs to
+//! narrow the noise. Improvements are found the same way.
+//!
+//! Both sides are read from the JSON form of their summaries, so a baseline
+//! can be a `summary.json` written by an older build: a figure either side
+//! lacks is "not measured".
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::verdict::metric;
+
+/// Which way is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// How far a figure may move the wrong way before it is a regression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Budget {
+    /// A fraction of the baseline.
+    Relative(f64),
+    /// An amount in the figure's unit (for rates that are often zero).
+    Absolute(f64),
+}
+
+/// A key figure.
+struct Figure {
+    /// Its path in the summary's JSON (threshold metric names).
+    key: &'static str,
+    /// For people.
+    label: &'static str,
+    /// Its unit.
+    unit: &'static str,
+    better: Better,
+    budget: Budget,
+    /// Its value in one timeline row, for single-run noise.
+    per_second: Option<fn(&Value) -> Option<f64>>,
+}
+
+fn row_field(row: &Value, field: &str) -> Option<f64> {
+    row.get(field)?.as_f64()
+}
+
+/// Server CPU µs per event in one row.
+fn row_cpu_per_event(row: &Value) -> Option<f64> {
+    let cpu = row_field(row, "server_cpu_pct")?;
+    let events = row_field(row, "events_per_s").filter(|&e| e > 0.0)?;
+    Some(cpu * 1e4 / events)
+}
+
+/// The figures compared, with their budgets.
+const FIGURES: [Figure; 9] = [
+    Figure {
+        key: "events_per_s",
+        label: "throughput",
+        unit: "events/s",
+        better: Better::Higher,
+        budget: Budget::Relative(0.05),
+        per_second: Some(|row| row_field(row, "events_per_s")),
+    },
+    Figure {
+        key: "latency.p50",
+        label: "latency p50",
+        unit: "µs",
+        better: Better::Lower,
+        budget: Budget::Relative(0.10),
+        per_second: Some(|row| row_field(row, "latency_p50_us")),
+    },
+    Figure {
+        key: "latency.p99",
+        label: "latency p99",
+        unit: "µs",
+        better: Better::Lower,
+        budget: Budget::Relative(0.20),
+        per_second: Some(|row| row_field(row, "latency_p99_us")),
+    },
+    Figure {
+        key: "publish_to_receive.p99",
+        label: "publish to receive p99",
+        unit: "µs",
+        better: Better::Lower,
+        budget: Budget::Relative(0.20),
+        per_second: None,
+    },
+    Figure {
+        key: "ttft.p95",
+        label: "time to first event p95",
+        unit: "ms",
+        better: Better::Lower,
+        budget: Budget::Relative(0.10),
+        per_second: None,
+    },
+    Figure {
+        key: "connect.p95",
+        label: "connect p95",
+        unit: "ms",
+        better: Better::Lower,
+        budget: Budget::Relative(0.25),
+        per_second: None,
+    },
+    Figure {
+        key: "error_rate",
+        label: "error rate",
+        unit: "",
+        better: Better::Lower,
+        budget: Budget::Absolute(0.005),
+        per_second: None,
+    },
+    Figure {
+        key: "server.cpu_us_per_event",
+        label: "server CPU per event",
+        unit: "µs",
+        better: Better::Lower,
+        budget: Budget::Relative(0.10),
+        per_second: Some(row_cpu_per_event),
+    },
+    Figure {
+        key: "server.rss_mb.peak",
+        label: "server RSS peak",
+        unit: "MiB",
+        better: Better::Lower,
+        budget: Budget::Relative(0.10),
+        per_second: None,
+    },
+];
+
+/// Where a side's noise band comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseSource {
+    /// Half the range of repeated runs.
+    Repeats,
+    /// Half the interquartile range of one run's per-second values.
+    Seconds,
+    /// Not measurable (one run, no per-second values): taken as zero.
+    Unknown,
+}
+
+/// One side of a comparison for one figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Estimate {
+    /// The median over runs.
+    pub median: f64,
+    /// The noise band (±, in the figure's unit).
+    pub noise: f64,
+    /// Where the noise band comes from.
+    pub noise_from: NoiseSource,
+    /// Runs measured.
+    pub runs: usize,
+}
+
+/// The decision for one figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Worse than the budget, beyond the noise.
+    Regression,
+    /// Worse than the budget, but within the noise.
+    WithinNoise,
+    /// Within the budget.
+    Unchanged,
+    /// Better by more than the budget, beyond the noise.
+    Improved,
+    /// Missing on one side.
+    NotMeasured,
+}
+
+impl Status {
+    /// The words reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Regression => "REGRESSION",
+            Status::WithinNoise => "within noise",
+            Status::Unchanged => "unchanged",
+            Status::Improved => "improved",
+            Status::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// One figure compared.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    /// The figure's key (a threshold metric name).
+    pub figure: &'static str,
+    /// For people.
+    pub label: &'static str,
+    /// Its unit.
+    pub unit: &'static str,
+    /// The run measured now.
+    pub current: Option<Estimate>,
+    /// The baseline.
+    pub baseline: Option<Estimate>,
+    /// Change of the medians: % of the baseline, or for an absolute
+    /// budget, the difference in the figure's unit.
+    pub change: Option<f64>,
+    /// The budget, as people read it (`-5%`, `+20%`, `+0.005`).
+    pub budget: String,
+    /// The decision.
+    pub status: Status,
+}
+
+/// A scenario compared with its baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// What the baseline is (a run id, a path, a label).
+    pub baseline: String,
+    /// How the decision was made, in a sentence.
+    pub method: &'static str,
+    /// Each key figure.
+    pub changes: Vec<Change>,
+    /// Some figure regressed beyond its budget and the noise.
+    pub regressed: bool,
+}
+
+/// How the decision is made, for reports.
+pub const METHOD: &str = "median of the runs on each side; noise = half the range of repeated runs, or for a single run half the interquartile range of its per-second values; a figure regressed when its median moved the wrong way by more than its budget and by more than both noise bands together (a change inside the noise is reported as within noise)";
+
+/// The median of `values` (not empty).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The value at quantile `q` of sorted `values` (linear interpolation).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let at = q * (sorted.len() - 1) as f64;
+    let (low, high) = (at.floor() as usize, at.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (at - low as f64)
+}
+
+/// The median and noise band of `figure` over `runs` (summaries' JSON).
+fn estimate(figure: &Figure, runs: &[Value]) -> Option<Estimate> {
+    let mut values: Vec<f64> = runs
+        .iter()
+        .map(|run| metric(run, figure.key))
+        .collect::<Option<_>>()?;
+    if values.is_empty() {
+        return None;
+    }
+    let median = median(&mut values);
+    if values.len() > 1 {
+        let noise = (values[values.len() - 1] - values[0]) / 2.0;
+        return Some(Estimate {
+            median,
+            noise,
+            noise_from: NoiseSource::Repeats,
+            runs: values.len(),
+        });
+    }
+    let seconds = figure
+        .per_second
+        .and_then(|value| per_second(&runs[0], value));
+    Some(Estimate {
+        median,
+        noise: seconds.unwrap_or(0.0),
+        noise_from: if seconds.is_some() {
+            NoiseSource::Seconds
+        } else {
+            NoiseSource::Unknown
+        },
+        runs: 1,
+    })
+}
+
+/// Half the interquartile range of a run's per-second values, leaving out
+/// the first and last rows (connecting, and a partial second).
+fn per_second(run: &Value, value: fn(&Value) -> Option<f64>) -> Option<f64> {
+    let rows = run.get("timeline")?.as_array()?;
+    let inner = rows.get(1..rows.len().saturating_sub(1))?;
+    let mut values: Vec<f64> = inner.iter().filter_map(value).collect();
+    if values.len() < 4 {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some((quantile(&values, 0.75) - quantile(&values, 0.25)) / 2.0)
+}
+
+/// The decision for `figure` between two estimates.
+fn decide(figure: &Figure, current: Estimate, baseline: Estimate) -> (Option<f64>, Status) {
+    let delta = current.median - baseline.median;
+    let worse = match figure.better {
+        Better::Higher => -delta,
+        Better::Lower => delta,
+    };
+    let (change, beyond_budget) = match figure.budget {
+        Budget::Relative(budget) => {
+            if baseline.median == 0.0 {
+                return (None, Status::NotMeasured);
+            }
+            let relative = worse / baseline.median.abs();
+            (
+                Some(100.0 * delta / baseline.median.abs()),
+                relative.abs() > budget,
+            )
+        }
+        Budget::Absolute(budget) => (Some(delta), worse.abs() > budget),
+    };
+    let beyond_noise = delta.abs() > current.noise + baseline.noise;
+    let status = match (beyond_budget, worse > 0.0, beyond_noise) {
+        (false, _, _) => Status::Unchanged,
+        (true, true, true) => Status::Regression,
+        (true, true, false) => Status::WithinNoise,
+        (true, false, true) => Status::Improved,
+        (true, false, false) => Status::Unchanged,
+    };
+    (change, status)
+}
+
+fn budget_text(figure: &Figure) -> String {
+    let sign = match figure.better {
+        Better::Higher => '-',
+        Better::Lower => '+',
+    };
+    match figure.budget {
+        Budget::Relative(fraction) => format!("{sign}{:.0}%", fraction * 100.0),
+        Budget::Absolute(amount) => format!("{sign}{amount}"),
+    }
+}
+
+/// Compares the runs of one scenario (`current`, its repetitions' summary
+/// JSON) with `baseline` runs of the same scenario, described by `what`.
+pub fn compare(current: &[Value], baseline: &[Value], what: &str) -> Comparison {
+    let changes: Vec<Change> = FIGURES
+        .iter()
+        .map(|figure| {
+            let now = estimate(figure, current);
+            let before = estimate(figure, baseline);
+            let (change, status) = match (now, before) {
+                (Some(now), Some(before)) => decide(figure, now, before),
+                _ => (None, Status::NotMeasured),
+            };
+            Change {
+                figure: figure.key,
+                label: figure.label,
+                unit: figure.unit,
+                current: now,
+                baseline: before,
+                change,
+                budget: budget_text(figure),
+                status,
+            }
+        })
+        .collect();
+    Comparison {
+        baseline: what.to_owned(),
+        method: METHOD,
+        regressed: changes.iter().any(|c| c.status == Status::Regression),
+        changes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A summary's JSON with a throughput, a p99 and per-second rows.
+    fn run(events_per_s: f64, p99: u64, seconds: &[f64]) -> Value {
+        let timeline: Vec<Value> = seconds
+            .iter()
+            .map(|&e| json!({"events_per_s": e, "latency_p99_us": p99}))
+            .collect();
+        json!({
+            "events_per_s": events_per_s,
+            "latency_us": {"p50": 100, "p99": p99},
+            "error_rate": 0.0,
+            "timeline": timeline,
+        })
+    }
+
+    fn status(comparison: &Comparison, figure: &str) -> Status {
+        comparison
+            .changes
+            .iter()
+            .find(|c| c.figure == figure)
+            .unwrap()
+            .status
+    }
+
+    #[test]
+    fn a_change_beyond_budget_and_noise_of_repeats_is_a_regression() {
+        let base = [
+            run(1000.0, 500, &[]),
+            run(1010.0, 520, &[]),
+            run(990.0, 480, &[]),
+        ];
+        let slower = [
+            run(800.0, 900, &[]),
+            run(810.0, 950, &[]),
+            run(790.0, 920, &[]),
+        ];
+        let c = compare(&slower, &base, "main");
+        assert_eq!(status(&c, "events_per_s"), Status::Regression);
+        assert_eq!(status(&c, "latency.p99"), Status::Regression);
+        assert_eq!(status(&c, "latency.p50"), Status::Unchanged);
+        assert_eq!(status(&c, "error_rate"), Status::Unchanged);
+        assert_eq!(status(&c, "ttft.p95"), Status::NotMeasured);
+        assert!(c.regressed);
+        let change = c
+            .changes
+            .iter()
+            .find(|c| c.figure == "events_per_s")
+            .unwrap();
+        assert!((change.change.unwrap() + 20.0).abs() < 1e-9);
+        assert_eq!(change.budget, "-5%");
+        assert_eq!(change.baseline.unwrap().noise, 10.0);
+        // The other way round, the same figures improved.
+        let c = compare(&base, &slower, "main");
+        assert_eq!(status(&c, "events_per_s"), Status::Improved);
+        assert!(!c.regressed);
+    }
+
+    #[test]
+    fn a_change_inside_the_noise_is_not_a_regression() {
+        // Runs that scatter by ±30%: a 20% drop of the median is noise.
+        let base = [
+            run(1000.0, 500, &[]),
+            run(1300.0, 500, &[]),
+            run(700.0, 500, &[]),
+        ];
+        let now = [
+            run(800.0, 500, &[]),
+            run(1100.0, 500, &[]),
+            run(500.0, 500, &[]),
+        ];
+        let c = compare(&now, &base, "main");
+        assert_eq!(status(&c, "events_per_s"), Status::WithinNoise);
+        assert!(!c.regressed);
+    }
+
+    #[test]
+    fn a_single_run_takes_its_noise_from_its_seconds() {
+        // Seconds scatter by ±25% around 1000: a 10% drop is within noise…
+        let noisy = [750.0, 1250.0, 1000.0, 750.0, 1250.0, 1000.0, 900.0];
+        let base = [run(1000.0, 500, &noisy)];
+        let c = compare(&[run(900.0, 500, &noisy)], &base, "main");
+        let change = c
+            .changes
+            .iter()
+            .find(|c| c.figure == "events_per_s")
+            .unwrap();
+        assert_eq!(change.baseline.unwrap().noise_from, NoiseSource::Seconds);
+        assert_eq!(change.status, Status::WithinNoise);
+        // …but steady seconds reveal it.
+        let steady = [1000.0, 1001.0, 999.0, 1000.0, 1000.0, 1001.0, 999.0];
+        let c = compare(
+            &[run(900.0, 500, &[899.0; 7])],
+            &[run(1000.0, 500, &steady)],
+            "x",
+        );
+        assert_eq!(status(&c, "events_per_s"), Status::Regression);
+        // A figure without per-second values has unknown noise.
+        let c = compare(&[run(900.0, 500, &[])], &[run(1000.0, 500, &[])], "x");
+        let change = c
+            .changes
+            .iter()
+            .find(|c| c.figure == "events_per_s")
+            .unwrap();
+        assert_eq!(change.current.unwrap().noise_from, NoiseSource::Unknown);
+    }
+
+    #[test]
+    fn error_rates_have_an_absolute_budget() {
+        let mut errors = run(1000.0, 500, &[]);
+        errors["error_rate"] = json!(0.02);
+        let c = compare(&[errors], &[run(1000.0, 500, &[])], "x");
+        assert_eq!(status(&c, "error_rate"), Status::Regression);
+        let change = c.changes.iter().find(|c| c.figure == "error_rate").unwrap();
+        assert_eq!(change.change, Some(0.02));
+    }
+
+    #[test]
+    fn medians_and_quantiles() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.25), 2.0);
+        assert_eq!(quantile(&[1.0, 2.0], 0.5), 1.5);
+    }
+}

@@ -1,0 +1,89 @@
+//! `timeline.csv`: the timeline of one run, one row per second, for
+//! spreadsheets and plotting tools. Columns are the fields of
+//! [`Row`](super::Row) in order; a figure not measured is an empty cell.
+
+use std::fmt::Write as _;
+
+use super::{Row, Summary};
+
+/// The header line's columns.
+pub const COLUMNS: [&str; 17] = [
+    "t_s",
+    "phase",
+    "clients",
+    "events_per_s",
+    "bytes_per_s",
+    "latency_p50_us",
+    "latency_p90_us",
+    "latency_p95_us",
+    "latency_p99_us",
+    "latency_p999_us",
+    "latency_max_us",
+    "errors",
+    "server_cpu_pct",
+    "server_rss_mb",
+    "server_heap_bytes",
+    "loadgen_cpu_pct",
+    "loadgen_cpu_share",
+];
+
+fn cell<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// A phase name as one CSV field (RFC 4180 quoting when needed).
+fn field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The load generator's share of the CPU the two processes used this
+/// second (0 to 1), so a reader sees at once who was busy.
+fn loadgen_share(row: &Row) -> Option<f64> {
+    let (server, loadgen) = (row.server_cpu_pct?, row.loadgen_cpu_pct?);
+    (server + loadgen > 0.0).then(|| loadgen / (server + loadgen))
+}
+
+/// The CSV text of `summary`'s timeline.
+pub fn timeline(summary: &Summary) -> String {
+    let mut out = COLUMNS.join(",");
+    out.push('\n');
+    for row in &summary.timeline {
+        let cells = [
+            format!("{:.3}", row.t_s),
+            field(&row.phase),
+            row.clients.to_string(),
+            format!("{:.1}", row.events_per_s),
+            format!("{:.1}", row.bytes_per_s),
+            cell(row.latency_p50_us),
+            cell(row.latency_p90_us),
+            cell(row.latency_p95_us),
+            cell(row.latency_p99_us),
+            cell(row.latency_p999_us),
+            cell(row.latency_max_us),
+            row.errors.to_string(),
+            cell(row.server_cpu_pct.map(|v| format!("{v:.1}"))),
+            cell(row.server_rss_mb.map(|v| format!("{v:.2}"))),
+            cell(row.server_heap_bytes),
+            cell(row.loadgen_cpu_pct.map(|v| format!("{v:.1}"))),
+            cell(loadgen_share(row).map(|v| format!("{v:.3}"))),
+        ];
+        let _ = writeln!(out, "{}", cells.join(","));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_quoted_only_when_needed() {
+        assert_eq!(field("steady"), "steady");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}
