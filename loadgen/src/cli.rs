@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use crate::ab::build::Build;
 use crate::scenario::{Overrides, Scenario, StreamKind, Threshold, Transport, file, preset};
 
 /// A duration written the human way: `250ms`, `30s`, `10m`.
@@ -51,6 +52,67 @@ pub enum Command {
     Compare(CompareArgs),
     /// Lists stored runs, or the trend of one scenario's key figures
     History(HistoryArgs),
+    /// The merge gate: one scenario against two server builds, alternately,
+    /// round after round, decided by a paired statistical test
+    Ab(AbArgs),
+}
+
+/// A probability strictly between 0 and 1.
+fn probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 1.0 => Ok(p),
+        _ => Err(format!("{text:?} is not a probability between 0 and 1")),
+    }
+}
+
+/// `ab`.
+#[derive(Debug, Args)]
+pub struct AbArgs {
+    /// What to run.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+
+    /// The base build (say the merge base): `embedded` (the server built
+    /// into this load generator), a server binary's path, or git:REF (built
+    /// into a worktree of its own)
+    #[arg(long, value_name = "BUILD")]
+    pub base: Build,
+
+    /// The change, in the same forms
+    #[arg(long, value_name = "BUILD")]
+    pub change: Build,
+
+    /// An extra argument for the base's server (repeatable)
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub base_arg: Vec<String>,
+
+    /// An extra argument for the change's server (repeatable)
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub change_arg: Vec<String>,
+
+    /// Rounds; each runs the scenario once on each side, the order alternating
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub rounds: u32,
+
+    /// Family-wise significance level of the paired tests
+    #[arg(long, value_name = "P", default_value_t = 0.05, value_parser = probability)]
+    pub alpha: f64,
+
+    /// The cargo profile git builds use
+    #[arg(long, value_name = "PROFILE", default_value = "release")]
+    pub cargo_profile: String,
+
+    /// Where git builds, their worktrees and binaries go
+    #[arg(long, value_name = "DIR", default_value = "streamgauge-results/builds")]
+    pub build_dir: PathBuf,
+
+    /// Results, time scale and token.
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// Leave out the default thresholds
+    #[arg(long)]
+    pub no_default_thresholds: bool,
 }
 
 /// Where runs are stored.
@@ -139,7 +201,7 @@ pub struct HistoryArgs {
 }
 
 /// Which server to measure.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// The server to measure (http://HOST:PORT); without it, a local server
     /// is started on a free port with a fresh database, and stopped after
@@ -161,6 +223,14 @@ pub struct TargetArgs {
     )]
     pub server_arg: Vec<String>,
 
+    /// Results, time scale and token.
+    #[command(flatten)]
+    pub options: RunOptions,
+}
+
+/// Where results go, how time is scaled, what token is sent.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
     /// Where results go [default: ./streamgauge-results/RUN-ID/]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -191,10 +261,22 @@ fn time_scale(text: &str) -> Result<f64, String> {
 /// `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// What to run.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+
     /// The server and results.
     #[command(flatten)]
     pub target: TargetArgs,
 
+    /// Repetition, history, baseline and default thresholds.
+    #[command(flatten)]
+    pub record: RecordArgs,
+}
+
+/// A scenario: a preset, a file, inline flags, and thresholds.
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
     /// A built-in scenario (see `presets`)
     #[arg(long, value_name = "NAME", conflicts_with = "scenario")]
     pub preset: Option<String>,
@@ -247,10 +329,6 @@ pub struct RunArgs {
     /// `warn:` for a warning that does not fail the run
     #[arg(long, value_name = "EXPR")]
     pub threshold: Vec<String>,
-
-    /// Repetition, history, baseline and default thresholds.
-    #[command(flatten)]
-    pub record: RecordArgs,
 }
 
 /// `suite`.
@@ -277,14 +355,15 @@ pub struct SuiteArgs {
     pub record: RecordArgs,
 }
 
-impl RunArgs {
-    /// The scenario these arguments describe, validated.
+impl ScenarioArgs {
+    /// The scenario these arguments describe, validated, its phases
+    /// scaled by `time_scale`, with the default budgets if `defaults`.
     ///
     /// # Errors
     ///
     /// An unknown preset, a bad scenario file (with its line), a bad
     /// threshold, or settings out of bounds.
-    pub fn scenario(&self) -> anyhow::Result<Scenario> {
+    pub fn scenario(&self, time_scale: f64, defaults: bool) -> anyhow::Result<Scenario> {
         let mut scenario = match (&self.preset, &self.scenario) {
             (Some(name), _) => preset::find(name)
                 .with_context(|| {
@@ -311,10 +390,10 @@ impl RunArgs {
         for expr in &self.threshold {
             scenario.thresholds.push(expr.parse::<Threshold>()?);
         }
-        if !self.record.no_default_thresholds {
+        if defaults {
             crate::verdict::add_defaults(&mut scenario);
         }
-        scenario.scale_time(self.target.time_scale);
+        scenario.scale_time(time_scale);
         scenario.validate()?;
         Ok(scenario)
     }
@@ -329,7 +408,10 @@ mod tests {
         let Command::Run(run) = cli.command else {
             unreachable!("parsed a run")
         };
-        run.scenario()
+        run.scenario.scenario(
+            run.target.options.time_scale,
+            !run.record.no_default_thresholds,
+        )
     }
 
     #[test]

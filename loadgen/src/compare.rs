@@ -25,14 +25,14 @@ use crate::verdict::metric;
 
 /// Which way is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Better {
+pub(crate) enum Better {
     Higher,
     Lower,
 }
 
 /// How far a figure may move the wrong way before it is a regression.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Budget {
+pub(crate) enum Budget {
     /// A fraction of the baseline.
     Relative(f64),
     /// An amount in the figure's unit (for rates that are often zero).
@@ -40,15 +40,17 @@ enum Budget {
 }
 
 /// A key figure.
-struct Figure {
+pub(crate) struct Figure {
     /// Its path in the summary's JSON (threshold metric names).
-    key: &'static str,
+    pub(crate) key: &'static str,
     /// For people.
-    label: &'static str,
+    pub(crate) label: &'static str,
     /// Its unit.
-    unit: &'static str,
-    better: Better,
-    budget: Budget,
+    pub(crate) unit: &'static str,
+    /// Which way is better.
+    pub(crate) better: Better,
+    /// How far it may move the wrong way.
+    pub(crate) budget: Budget,
     /// Its value in one timeline row, for single-run noise.
     per_second: Option<fn(&Value) -> Option<f64>>,
 }
@@ -65,7 +67,7 @@ fn row_cpu_per_event(row: &Value) -> Option<f64> {
 }
 
 /// The figures compared, with their budgets.
-const FIGURES: [Figure; 9] = [
+pub(crate) const FIGURES: [Figure; 9] = [
     Figure {
         key: "events_per_s",
         label: "throughput",
@@ -328,7 +330,17 @@ fn decide(figure: &Figure, current: Estimate, baseline: Estimate) -> (Option<f64
     (change, status)
 }
 
-fn budget_text(figure: &Figure) -> String {
+/// A figure's label with its unit, as tables head it: `latency p99 (µs)`.
+pub(crate) fn labelled(label: &str, unit: &str) -> String {
+    if unit.is_empty() {
+        label.to_owned()
+    } else {
+        format!("{label} ({unit})")
+    }
+}
+
+/// The budget of `figure` as people read it.
+pub(crate) fn budget_text(figure: &Figure) -> String {
     let sign = match figure.better {
         Better::Higher => '-',
         Better::Lower => '+',

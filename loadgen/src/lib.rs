@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+pub mod ab;
 pub mod baseline;
 pub mod capacity;
 pub mod check;
@@ -87,7 +88,10 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
             Ok(Outcome { passed: true })
         }
         Command::Run(args) => {
-            let scenario = args.scenario()?;
+            let scenario = args.scenario.scenario(
+                args.target.options.time_scale,
+                !args.record.no_default_thresholds,
+            )?;
             measure(&[scenario], &args.target, &args.record, &cancel).await
         }
         Command::Suite(args) => {
@@ -98,12 +102,17 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
             let plan = suite::plan(
                 args.full,
                 &transports,
-                args.target.time_scale,
+                args.target.options.time_scale,
                 !args.record.no_default_thresholds,
             );
             measure(&plan, &args.target, &args.record, &cancel).await
         }
         Command::Compare(args) => compare_command(&args).await,
+        Command::Ab(args) => {
+            raise_file_limit();
+            let passed = ab::run(&args, run_id(), &cancel).await?;
+            Ok(Outcome { passed })
+        }
         Command::History(args) => {
             let text = history::command(&args).await?;
             print(&text);
@@ -219,13 +228,15 @@ impl RunKey {
 }
 
 /// What one run measured: its summary, and its histograms for the history.
-struct Measurement {
-    summary: Summary,
-    stats: Stats,
+pub(crate) struct Measurement {
+    /// The summary.
+    pub(crate) summary: Summary,
+    /// The histograms.
+    pub(crate) stats: Stats,
 }
 
 /// Runs `scenario` once against the target `args` name.
-async fn run_once(
+pub(crate) async fn run_once(
     scenario: &Scenario,
     args: &TargetArgs,
     http: &reqwest::Client,
@@ -243,7 +254,7 @@ async fn run_once(
                 http: http.clone(),
                 monitor,
                 run_id: format!("{}-{}", context.run_id, context.repeat),
-                token: args.token.clone(),
+                token: args.options.token.clone(),
             };
             run.execute(cancel).await
         }
@@ -296,6 +307,7 @@ async fn measure(
     };
     let run_id = run_id();
     let out = args
+        .options
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("streamgauge-results").join(&run_id));

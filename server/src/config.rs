@@ -171,6 +171,11 @@ pub struct Args {
     /// Highest ticker `size` a client may ask for, bytes [default: 65536]
     #[arg(long, env = "STREAMGAUGE_MAX_SIZE", value_name = "BYTES")]
     pub max_size: Option<usize>,
+
+    /// For testing measurements only: wait this long before writing each
+    /// batch, a server slowed on purpose [default: off]
+    #[arg(long, env = "STREAMGAUGE_INJECT_DELAY", value_name = "DURATION")]
+    pub inject_delay: Option<HumanDuration>,
 }
 
 /// Why the configuration could not be built.
@@ -323,6 +328,8 @@ pub struct Config {
     pub max_rate: u64,
     /// Highest ticker `size` a client may ask for, bytes.
     pub max_size: usize,
+    /// For testing measurements: a wait before each batch is written.
+    pub inject_delay: Option<Duration>,
 }
 
 impl Default for Config {
@@ -362,6 +369,7 @@ impl Default for Config {
             retry_after: Duration::from_secs(1),
             max_rate: 1_000_000,
             max_size: 64 << 10,
+            inject_delay: None,
         }
     }
 }
@@ -418,6 +426,7 @@ impl Config {
             retry_after: duration(args.retry_after, d.retry_after),
             max_rate: args.max_rate.unwrap_or(d.max_rate),
             max_size: args.max_size.unwrap_or(d.max_size),
+            inject_delay: args.inject_delay.map(|h| h.0).filter(|d| !d.is_zero()),
         };
         config.validate()?;
         Ok(config)

@@ -29,6 +29,9 @@ pub struct Session {
     pub keep_alive: Duration,
     /// Where batches and keep-alives are counted.
     pub metrics: TransportMetrics,
+    /// For testing measurements: a wait before each batch is written
+    /// (`--inject-delay`; `None` costs one branch per batch).
+    pub inject_delay: Option<Duration>,
 }
 
 /// What a stream does with the messages its client sends.
@@ -113,6 +116,9 @@ async fn deliver<T: Transport>(
         };
         match step {
             Step::Batch(batch) => {
+                if let Some(delay) = session.inject_delay {
+                    tokio::time::sleep(delay).await;
+                }
                 if let Err(reason) = transport.write_batch(&batch).await {
                     break reason;
                 }
@@ -165,6 +171,7 @@ mod tests {
             cancel,
             keep_alive: Duration::from_secs(15),
             metrics: Metrics::new().transport(TransportKind::Ws).clone(),
+            inject_delay: None,
         }
     }
 
@@ -229,6 +236,29 @@ mod tests {
         let records = collect(records).await;
         assert_eq!(seqs(&records), (1..=500).collect::<Vec<_>>());
         assert_eq!(records.last(), Some(&Record::Closed(Disconnect::Complete)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_injected_delay_holds_every_batch_back_that_long() {
+        let (tx, rx) = queue::channel(QUEUE);
+        let (transport, mut records) = memory::channel(16);
+        let ticker = Ticker {
+            rate: 0,
+            count: 1,
+            size: 8,
+        };
+        let session = Session {
+            inject_delay: Some(Duration::from_millis(50)),
+            ..session(CancellationToken::new())
+        };
+        let start = tokio::time::Instant::now();
+        let stream = tokio::spawn(async move {
+            run(ticker.run(tx), writer(rx, 16), transport, Refuse, &session).await
+        });
+        let first = records.recv().await.unwrap();
+        assert!(matches!(first, Record::Batch(_)), "{first:?}");
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+        assert_eq!(stream.await.unwrap(), Disconnect::Complete);
     }
 
     #[tokio::test]

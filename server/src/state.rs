@@ -76,6 +76,7 @@ impl AppState {
             cancel: self.shutdown.token().child_token(),
             keep_alive: self.config.keepalive_interval,
             metrics: self.metrics.transport(transport).clone(),
+            inject_delay: self.config.inject_delay,
         }
     }
 

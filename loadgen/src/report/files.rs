@@ -14,7 +14,11 @@ use serde::Serialize;
 use super::{Report, Summary, bmf, csv, html, junit, markdown};
 
 /// Writes `contents` to `path` atomically.
-fn write(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+///
+/// # Errors
+///
+/// The file cannot be written.
+pub fn write(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let partial = path.with_extension("partial");
     std::fs::write(&partial, contents)
         .and_then(|()| std::fs::rename(&partial, path))

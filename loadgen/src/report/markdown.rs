@@ -137,15 +137,10 @@ pub fn comparison(comparison: &Comparison) -> String {
             Status::Regression => "**REGRESSION**",
             other => other.as_str(),
         };
-        let unit = if change.unit.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", change.unit)
-        };
-        let _ = writeln!(
+                let _ = writeln!(
             out,
-            "| {}{unit} | {} | {} | {} | {} | {decision} |",
-            change.label,
+            "| {} | {} | {} | {} | {} | {decision} |",
+            crate::compare::labelled(change.label, change.unit),
             estimate_text(change.baseline),
             estimate_text(change.current),
             change_text(change),
