@@ -286,6 +286,9 @@ fn finish(
     };
     let knee = at.map(|i| points[i]);
     let statement = match (found, knee) {
+        _ if points.is_empty() => format!(
+            "{transport}: no load level to judge: the run was too short to estimate capacity"
+        ),
         (None, Some(top)) => format!(
             "{transport}: every load up to {} clients ({:.0} events/s) held: capacity on this machine is above that; nothing ran out",
             top.clients, top.events_per_s
@@ -375,6 +378,23 @@ mod tests {
         assert_eq!(
             usage(50.0, 40.0, false).limit(2, Some(105.0)),
             Limit::Memory
+        );
+    }
+
+    #[test]
+    fn without_levels_there_is_no_estimate() {
+        let capacity = finish(
+            "sse",
+            "ramp capacity".into(),
+            Vec::new(),
+            None,
+            Limit::NotReached,
+        );
+        assert_eq!(capacity.knee_clients, None);
+        assert!(
+            capacity.statement.contains("too short"),
+            "{}",
+            capacity.statement
         );
     }
 

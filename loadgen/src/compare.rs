@@ -4,15 +4,20 @@
 //!
 //! # How the decision is made
 //!
-//! Each side is summarized by the median of its runs (`--repeat N`) and a
-//! noise band: half the range of the runs when there are several, or, for a
-//! single run, half the interquartile range of its per-second values (a
+//! Each side is summarized by the median of its runs (`--repeat N`). When
+//! both sides have two or more runs, a change is beyond the noise when
+//! Welch's t-test on the runs (on logarithms, so on ratios; on differences
+//! for the error rate) finds it significant at 5 %, Bonferroni-corrected
+//! over the figures tested. With a single run on a side there is nothing to
+//! test, so noise bands stand in: a side's band is the range of its runs,
+//! or, for a single run, the interquartile range of its per-second values (a
 //! figure that moves that much from one second to the next cannot reveal a
-//! smaller change). A figure **regressed** when its median moved in the
-//! worse direction by more than its budget *and* by more than the two noise
-//! bands together. A change beyond the budget but inside the noise is
-//! reported as **within noise**, not as a regression; repeat the runs to
-//! narrow the noise. Improvements are found the same way.
+//! smaller change); a change is beyond the noise when it exceeds both bands
+//! together. A figure **regressed** when its median moved the wrong way by
+//! more than its budget *and* beyond the noise. A change beyond the budget
+//! but inside the noise is reported as **within noise**, not as a
+//! regression; repeat the runs to narrow the noise. Improvements are found
+//! the same way.
 //!
 //! Both sides are read from the JSON form of their summaries, so a baseline
 //! can be a `summary.json` written by an older build: a figure either side
@@ -21,6 +26,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::stats::{Scale, welch};
 use crate::verdict::metric;
 
 /// Which way is better.
@@ -146,9 +152,9 @@ pub(crate) const FIGURES: [Figure; 9] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoiseSource {
-    /// Half the range of repeated runs.
+    /// The range of repeated runs.
     Repeats,
-    /// Half the interquartile range of one run's per-second values.
+    /// The interquartile range of one run's per-second values.
     Seconds,
     /// Not measurable (one run, no per-second values): taken as zero.
     Unknown,
@@ -159,7 +165,7 @@ pub enum NoiseSource {
 pub struct Estimate {
     /// The median over runs.
     pub median: f64,
-    /// The noise band (±, in the figure's unit).
+    /// The noise band's width, in the figure's unit.
     pub noise: f64,
     /// Where the noise band comes from.
     pub noise_from: NoiseSource,
@@ -212,6 +218,8 @@ pub struct Change {
     /// Change of the medians: % of the baseline, or for an absolute
     /// budget, the difference in the figure's unit.
     pub change: Option<f64>,
+    /// Welch's p-value, when both sides were repeated.
+    pub p_value: Option<f64>,
     /// The budget, as people read it (`-5%`, `+20%`, `+0.005`).
     pub budget: String,
     /// The decision.
@@ -224,15 +232,22 @@ pub struct Comparison {
     /// What the baseline is (a run id, a path, a label).
     pub baseline: String,
     /// How the decision was made, in a sentence.
-    pub method: &'static str,
+    pub method: String,
     /// Each key figure.
     pub changes: Vec<Change>,
     /// Some figure regressed beyond its budget and the noise.
     pub regressed: bool,
 }
 
-/// How the decision is made, for reports.
-pub const METHOD: &str = "median of the runs on each side; noise = half the range of repeated runs, or for a single run half the interquartile range of its per-second values; a figure regressed when its median moved the wrong way by more than its budget and by more than both noise bands together (a change inside the noise is reported as within noise)";
+/// The family-wise significance level of the tests on repeated runs.
+pub const ALPHA: f64 = 0.05;
+
+/// How the decision was made, for reports, with `tests` figures tested.
+fn method(tests: usize) -> String {
+    format!(
+        "each side is the median of its runs; with two or more runs on each side, a figure moved beyond the noise when Welch's t-test on the runs (on logarithms, so on ratios; on differences for the error rate) finds the change significant at alpha {ALPHA} / {tests} (Bonferroni over the figures tested); with a single run on a side, when the change exceeds both noise bands together (a side's band is the range of its repeated runs, or a single run's interquartile range of per-second values); a figure regressed when it moved the wrong way by more than its budget and beyond the noise, and is within noise when it moved beyond its budget inside the noise"
+    )
+}
 
 /// The median of `values` (not empty).
 pub fn median(values: &mut [f64]) -> f64 {
@@ -252,29 +267,41 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[low] + (sorted[high] - sorted[low]) * (at - low as f64)
 }
 
-/// The median and noise band of `figure` over `runs` (summaries' JSON).
-fn estimate(figure: &Figure, runs: &[Value]) -> Option<Estimate> {
-    let mut values: Vec<f64> = runs
-        .iter()
-        .map(|run| metric(run, figure.key))
-        .collect::<Option<_>>()?;
-    if values.is_empty() {
-        return None;
+impl Figure {
+    /// How its values are compared.
+    pub(crate) fn scale(&self) -> Scale {
+        match self.budget {
+            Budget::Relative(_) => Scale::Ratio,
+            Budget::Absolute(_) => Scale::Difference,
+        }
     }
+
+    /// Its value in each of `runs` (summaries' JSON), if every run has it.
+    pub(crate) fn values(&self, runs: &[Value]) -> Option<Vec<f64>> {
+        let values: Vec<f64> = runs
+            .iter()
+            .map(|run| metric(run, self.key))
+            .collect::<Option<_>>()?;
+        (!values.is_empty()).then_some(values)
+    }
+}
+
+/// The median and noise band of `figure` over `runs`, whose values are
+/// `values`.
+fn estimate(figure: &Figure, runs: &[Value], mut values: Vec<f64>) -> Estimate {
     let median = median(&mut values);
     if values.len() > 1 {
-        let noise = (values[values.len() - 1] - values[0]) / 2.0;
-        return Some(Estimate {
+        return Estimate {
             median,
-            noise,
+            noise: values[values.len() - 1] - values[0],
             noise_from: NoiseSource::Repeats,
             runs: values.len(),
-        });
+        };
     }
     let seconds = figure
         .per_second
         .and_then(|value| per_second(&runs[0], value));
-    Some(Estimate {
+    Estimate {
         median,
         noise: seconds.unwrap_or(0.0),
         noise_from: if seconds.is_some() {
@@ -283,11 +310,11 @@ fn estimate(figure: &Figure, runs: &[Value]) -> Option<Estimate> {
             NoiseSource::Unknown
         },
         runs: 1,
-    })
+    }
 }
 
-/// Half the interquartile range of a run's per-second values, leaving out
-/// the first and last rows (connecting, and a partial second).
+/// The interquartile range of a run's per-second values, leaving out the
+/// first and last rows (connecting, and a partial second).
 fn per_second(run: &Value, value: fn(&Value) -> Option<f64>) -> Option<f64> {
     let rows = run.get("timeline")?.as_array()?;
     let inner = rows.get(1..rows.len().saturating_sub(1))?;
@@ -296,38 +323,73 @@ fn per_second(run: &Value, value: fn(&Value) -> Option<f64>) -> Option<f64> {
         return None;
     }
     values.sort_by(f64::total_cmp);
-    Some((quantile(&values, 0.75) - quantile(&values, 0.25)) / 2.0)
+    Some(quantile(&values, 0.75) - quantile(&values, 0.25))
 }
 
-/// The decision for `figure` between two estimates.
-fn decide(figure: &Figure, current: Estimate, baseline: Estimate) -> (Option<f64>, Status) {
-    let delta = current.median - baseline.median;
+/// The change of the medians and whether it is beyond `figure`'s budget
+/// (`None`: a relative change from zero).
+fn against_budget(figure: &Figure, current: f64, baseline: f64) -> Option<(f64, bool, bool)> {
+    let delta = current - baseline;
     let worse = match figure.better {
-        Better::Higher => -delta,
-        Better::Lower => delta,
+        Better::Higher => delta < 0.0,
+        Better::Lower => delta > 0.0,
     };
-    let (change, beyond_budget) = match figure.budget {
-        Budget::Relative(budget) => {
-            if baseline.median == 0.0 {
-                return (None, Status::NotMeasured);
+    match figure.budget {
+        Budget::Relative(budget) => (baseline != 0.0).then(|| {
+            let relative = delta / baseline.abs();
+            (100.0 * relative, worse, relative.abs() > budget)
+        }),
+        Budget::Absolute(budget) => Some((delta, worse, delta.abs() > budget)),
+    }
+}
+
+/// One figure's values on both sides.
+struct Sides<'a> {
+    figure: &'a Figure,
+    current: Vec<f64>,
+    baseline: Vec<f64>,
+}
+
+impl Sides<'_> {
+    /// Whether both sides have repeated runs to test.
+    fn testable(&self) -> bool {
+        self.current.len() > 1 && self.baseline.len() > 1
+    }
+
+    /// The comparison, testing at `level` when both sides were repeated.
+    fn change(self, current_runs: &[Value], baseline_runs: &[Value], level: f64) -> Change {
+        let figure = self.figure;
+        let test = welch(&self.baseline, &self.current, figure.scale(), level);
+        let now = estimate(figure, current_runs, self.current);
+        let before = estimate(figure, baseline_runs, self.baseline);
+        let (change, status) = match against_budget(figure, now.median, before.median) {
+            None => (None, Status::NotMeasured),
+            Some((change, worse, beyond_budget)) => {
+                let beyond_noise = match test {
+                    Some(test) => test.p_value < level,
+                    None => (now.median - before.median).abs() > now.noise + before.noise,
+                };
+                let status = match (beyond_budget, worse, beyond_noise) {
+                    (false, _, _) | (true, false, false) => Status::Unchanged,
+                    (true, true, true) => Status::Regression,
+                    (true, true, false) => Status::WithinNoise,
+                    (true, false, true) => Status::Improved,
+                };
+                (Some(change), status)
             }
-            let relative = worse / baseline.median.abs();
-            (
-                Some(100.0 * delta / baseline.median.abs()),
-                relative.abs() > budget,
-            )
+        };
+        Change {
+            figure: figure.key,
+            label: figure.label,
+            unit: figure.unit,
+            current: Some(now),
+            baseline: Some(before),
+            change,
+            p_value: test.map(|t| t.p_value),
+            budget: budget_text(figure),
+            status,
         }
-        Budget::Absolute(budget) => (Some(delta), worse.abs() > budget),
-    };
-    let beyond_noise = delta.abs() > current.noise + baseline.noise;
-    let status = match (beyond_budget, worse > 0.0, beyond_noise) {
-        (false, _, _) => Status::Unchanged,
-        (true, true, true) => Status::Regression,
-        (true, true, false) => Status::WithinNoise,
-        (true, false, true) => Status::Improved,
-        (true, false, false) => Status::Unchanged,
-    };
-    (change, status)
+    }
 }
 
 /// A figure's label with its unit, as tables head it: `latency p99 (µs)`.
@@ -354,30 +416,44 @@ pub(crate) fn budget_text(figure: &Figure) -> String {
 /// Compares the runs of one scenario (`current`, its repetitions' summary
 /// JSON) with `baseline` runs of the same scenario, described by `what`.
 pub fn compare(current: &[Value], baseline: &[Value], what: &str) -> Comparison {
-    let changes: Vec<Change> = FIGURES
+    let sides: Vec<Option<Sides<'_>>> = FIGURES
         .iter()
         .map(|figure| {
-            let now = estimate(figure, current);
-            let before = estimate(figure, baseline);
-            let (change, status) = match (now, before) {
-                (Some(now), Some(before)) => decide(figure, now, before),
-                _ => (None, Status::NotMeasured),
-            };
-            Change {
+            Some(Sides {
+                figure,
+                current: figure.values(current)?,
+                baseline: figure.values(baseline)?,
+            })
+        })
+        .collect();
+    let tests = sides
+        .iter()
+        .flatten()
+        .filter(|s| s.testable())
+        .count()
+        .max(1);
+    let level = ALPHA / tests as f64;
+    let changes: Vec<Change> = sides
+        .into_iter()
+        .zip(&FIGURES)
+        .map(|(sides, figure)| match sides {
+            Some(sides) => sides.change(current, baseline, level),
+            None => Change {
                 figure: figure.key,
                 label: figure.label,
                 unit: figure.unit,
-                current: now,
-                baseline: before,
-                change,
+                current: None,
+                baseline: None,
+                change: None,
+                p_value: None,
                 budget: budget_text(figure),
-                status,
-            }
+                status: Status::NotMeasured,
+            },
         })
         .collect();
     Comparison {
         baseline: what.to_owned(),
-        method: METHOD,
+        method: method(tests),
         regressed: changes.iter().any(|c| c.status == Status::Regression),
         changes,
     }
@@ -438,7 +514,8 @@ mod tests {
             .unwrap();
         assert!((change.change.unwrap() + 20.0).abs() < 1e-9);
         assert_eq!(change.budget, "-5%");
-        assert_eq!(change.baseline.unwrap().noise, 10.0);
+        assert_eq!(change.baseline.unwrap().noise, 20.0);
+        assert!(change.p_value.unwrap() < 0.05 / 4.0, "{change:?}");
         // The other way round, the same figures improved.
         let c = compare(&base, &slower, "main");
         assert_eq!(status(&c, "events_per_s"), Status::Improved);
@@ -483,6 +560,14 @@ mod tests {
             &[run(1000.0, 500, &steady)],
             "x",
         );
+        assert_eq!(status(&c, "events_per_s"), Status::Regression);
+        // Noise bands of a single run against repeats: the sum of both.
+        // (median 1050, band 100; a drop of 70 is beyond the 5% budget but
+        // inside the band, a drop of 110 is beyond both).
+        let repeats = [run(1000.0, 500, &[]), run(1100.0, 500, &[])];
+        let c = compare(&[run(980.0, 500, &[])], &repeats, "x");
+        assert_eq!(status(&c, "events_per_s"), Status::WithinNoise);
+        let c = compare(&[run(940.0, 500, &[])], &repeats, "x");
         assert_eq!(status(&c, "events_per_s"), Status::Regression);
         // A figure without per-second values has unknown noise.
         let c = compare(&[run(900.0, 500, &[])], &[run(1000.0, 500, &[])], "x");

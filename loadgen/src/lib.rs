@@ -48,6 +48,7 @@ pub mod publisher;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod stats;
 pub mod suite;
 pub mod verdict;
 
@@ -157,7 +158,7 @@ async fn compare_command(args: &CompareArgs) -> anyhow::Result<Outcome> {
         base.what
     );
     print(&format!(
-        "{}: {} compared with {}\n{}",
+        "{}: {} compared with {}",
         if regressed {
             "REGRESSION"
         } else {
@@ -165,7 +166,6 @@ async fn compare_command(args: &CompareArgs) -> anyhow::Result<Outcome> {
         },
         current.what,
         base.what,
-        compare::METHOD
     ));
     Ok(Outcome { passed: !regressed })
 }

@@ -86,7 +86,7 @@ fn the_quick_suite_runs_end_to_end_and_writes_valid_summaries() {
     );
     let suite = read_json(&out.join("suite.json"));
     let scenarios = suite["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 12, "{suite}");
+    assert_eq!(scenarios.len(), 14, "{suite}");
     assert_eq!(suite["passed"], true);
     for entry in scenarios {
         let summary = read_json(&out.join(entry["summary"].as_str().unwrap()));

@@ -8,7 +8,7 @@
 //! Rounds alternate the order (base then change, then change then base,
 //! …), each run on a fresh server. For each key figure (the figures and
 //! budgets of [`compare`](crate::compare)), the rounds' pairs go through a
-//! two-sided paired t-test ([`stats`]) on the log of the ratio change/base
+//! two-sided paired t-test ([`stats`](crate::stats)) on the log of the ratio change/base
 //! (on the difference for the error rate), Bonferroni-corrected for the
 //! number of figures tested: each at `alpha / K`, with its confidence
 //! interval at `1 − alpha / K`. A figure **regressed** when the difference
@@ -30,14 +30,12 @@ use crate::local_server::ServerProgram;
 use crate::manifest::{Environment, ServerUnderTest};
 use crate::report::{Context, Summary};
 use crate::scenario::{Scenario, Severity};
-use crate::verdict::metric;
 
 pub mod build;
 pub mod render;
-pub mod stats;
 
 use self::build::{Build, Builder, Ready};
-use self::stats::{Paired, Scale, paired};
+use crate::stats::{Paired, Scale, paired};
 
 /// One of the two builds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,14 +141,6 @@ pub struct AbReport {
     pub environment: Arc<Environment>,
 }
 
-/// How a figure is paired.
-fn scale(figure: &Figure) -> Scale {
-    match figure.budget {
-        Budget::Relative(_) => Scale::Ratio,
-        Budget::Absolute(_) => Scale::Difference,
-    }
-}
-
 /// The decision on `figure` from its paired test at level `alpha`.
 fn decide(figure: &Figure, test: Paired, alpha: f64) -> Decision {
     let (neutral, budget) = match figure.budget {
@@ -170,22 +160,17 @@ fn decide(figure: &Figure, test: Paired, alpha: f64) -> Decision {
     }
 }
 
-/// The values of `figure` in `runs` (summaries' JSON), if every run has it.
-fn values(figure: &Figure, runs: &[Value]) -> Option<Vec<f64>> {
-    runs.iter().map(|run| metric(run, figure.key)).collect()
-}
-
 /// Tests every figure over the rounds (`base[i]`, `change[i]`), with
 /// Bonferroni's correction at family-wise level `alpha`; also returns the
 /// confidence level used.
 pub fn analyse(base: &[Value], change: &[Value], alpha: f64) -> (Vec<FigureTest>, f64) {
     let measured: Vec<(&Figure, Vec<f64>, Vec<f64>)> = FIGURES
         .iter()
-        .filter_map(|f| Some((f, values(f, base)?, values(f, change)?)))
+        .filter_map(|f| Some((f, f.values(base)?, f.values(change)?)))
         .collect();
     let testable = measured
         .iter()
-        .filter(|(f, a, b)| paired(a, b, scale(f), alpha).is_some())
+        .filter(|(f, a, b)| paired(a, b, f.scale(), alpha).is_some())
         .count()
         .max(1);
     let level = alpha / testable as f64;
@@ -194,12 +179,12 @@ pub fn analyse(base: &[Value], change: &[Value], alpha: f64) -> (Vec<FigureTest>
         .map(|figure| {
             let found = measured.iter().find(|(f, _, _)| f.key == figure.key);
             let (a, b) = found.map_or((Vec::new(), Vec::new()), |(_, a, b)| (a.clone(), b.clone()));
-            let test = paired(&a, &b, scale(figure), level);
+            let test = paired(&a, &b, figure.scale(), level);
             FigureTest {
                 figure: figure.key,
                 label: figure.label,
                 unit: figure.unit,
-                scale: match scale(figure) {
+                scale: match figure.scale() {
                     Scale::Ratio => "ratio",
                     Scale::Difference => "difference",
                 },

@@ -88,7 +88,7 @@ pub fn markdown(report: &AbReport) -> String {
         };
         let _ = writeln!(
             out,
-                        "| {} | {} | {} | {} | {} | {} | {decision} |",
+            "| {} | {} | {} | {} | {} | {} | {decision} |",
             crate::compare::labelled(test.label, test.unit),
             median(&test.base),
             median(&test.change),

@@ -398,7 +398,6 @@ impl VirtualClient {
                 .stream
                 .path(self.spec.transport, check.last().filter(|_| resumes));
             let requested = Instant::now();
-            self.recorder.count(|c| c.connects += 1);
             let open = Connection::open(
                 &self.target,
                 self.id,
@@ -410,6 +409,9 @@ impl VirtualClient {
                 () = cancel.cancelled() => break,
                 opened = timeout(CONNECT_TIMEOUT, open) => opened,
             };
+            // Counted once settled: an attempt the end of the run cut short
+            // neither succeeded nor failed.
+            self.recorder.count(|c| c.connects += 1);
             let connection = match opened {
                 Ok(Ok(connection)) => connection,
                 Ok(Err(e)) => {

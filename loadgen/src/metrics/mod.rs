@@ -66,7 +66,8 @@ pub struct Counts {
     pub gap_notices: u64,
     /// Keep-alives received.
     pub keepalives: u64,
-    /// Connection attempts (every reconnect included).
+    /// Connection attempts that settled, every reconnect included (an
+    /// attempt the end of the run cut short is not one).
     pub connects: u64,
     /// Publish requests (topics).
     pub publishes: u64,

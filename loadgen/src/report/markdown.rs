@@ -137,7 +137,7 @@ pub fn comparison(comparison: &Comparison) -> String {
             Status::Regression => "**REGRESSION**",
             other => other.as_str(),
         };
-                let _ = writeln!(
+        let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {decision} |",
             crate::compare::labelled(change.label, change.unit),

@@ -151,7 +151,8 @@ impl Bucket {
 /// Counters beyond CLI.md's stable fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Connection attempts (every reconnect included).
+    /// Connection attempts that settled, every reconnect included (an
+    /// attempt the end of the run cut short is not one).
     pub connects: u64,
     /// Connections made.
     pub connected: u64,
