@@ -72,6 +72,17 @@ fn row_cpu_per_event(row: &Value) -> Option<f64> {
     Some(cpu * 1e4 / events)
 }
 
+/// A timeline row's error rate: its errors over its events and errors.
+fn row_error_rate(row: &Value) -> Option<f64> {
+    let errors = row_field(row, "errors")?;
+    let events = row_field(row, "events_per_s")?;
+    Some(if errors > 0.0 {
+        errors / (events + errors)
+    } else {
+        0.0
+    })
+}
+
 /// The figures compared, with their budgets.
 pub(crate) const FIGURES: [Figure; 9] = [
     Figure {
@@ -128,7 +139,7 @@ pub(crate) const FIGURES: [Figure; 9] = [
         unit: "",
         better: Better::Lower,
         budget: Budget::Absolute(0.005),
-        per_second: None,
+        per_second: Some(row_error_rate),
     },
     Figure {
         key: "server.cpu_us_per_event",
@@ -156,7 +167,9 @@ pub enum NoiseSource {
     Repeats,
     /// The interquartile range of one run's per-second values.
     Seconds,
-    /// Not measurable (one run, no per-second values): taken as zero.
+    /// Not measurable (one run, no per-second values): taken as zero; a
+    /// change beyond the budget with both sides unknown is
+    /// [`Status::Unsure`].
     Unknown,
 }
 
@@ -185,6 +198,10 @@ pub enum Status {
     Unchanged,
     /// Better by more than the budget, beyond the noise.
     Improved,
+    /// Worse than the budget, but the noise is unknown on both sides (single
+    /// runs, and a figure without per-second values): a warning, not a
+    /// regression; repeat the runs to decide.
+    Unsure,
     /// Missing on one side.
     NotMeasured,
 }
@@ -197,6 +214,7 @@ impl Status {
             Status::WithinNoise => "within noise",
             Status::Unchanged => "unchanged",
             Status::Improved => "improved",
+            Status::Unsure => "worse, noise unknown",
             Status::NotMeasured => "not measured",
         }
     }
@@ -237,6 +255,14 @@ pub struct Comparison {
     pub changes: Vec<Change>,
     /// Some figure regressed beyond its budget and the noise.
     pub regressed: bool,
+}
+
+impl Comparison {
+    /// Whether some figure moved the wrong way beyond its budget with its
+    /// noise unknown ([`Status::Unsure`]).
+    pub fn unsure(&self) -> bool {
+        self.changes.iter().any(|c| c.status == Status::Unsure)
+    }
 }
 
 /// The family-wise significance level of the tests on repeated runs.
@@ -365,15 +391,19 @@ impl Sides<'_> {
         let (change, status) = match against_budget(figure, now.median, before.median) {
             None => (None, Status::NotMeasured),
             Some((change, worse, beyond_budget)) => {
+                let unknown = now.noise_from == NoiseSource::Unknown
+                    && before.noise_from == NoiseSource::Unknown;
                 let beyond_noise = match test {
-                    Some(test) => test.p_value < level,
-                    None => (now.median - before.median).abs() > now.noise + before.noise,
+                    Some(test) => Some(test.p_value < level),
+                    None if unknown => None,
+                    None => Some((now.median - before.median).abs() > now.noise + before.noise),
                 };
                 let status = match (beyond_budget, worse, beyond_noise) {
-                    (false, _, _) | (true, false, false) => Status::Unchanged,
-                    (true, true, true) => Status::Regression,
-                    (true, true, false) => Status::WithinNoise,
-                    (true, false, true) => Status::Improved,
+                    (false, _, _) | (true, false, Some(false) | None) => Status::Unchanged,
+                    (true, true, Some(true)) => Status::Regression,
+                    (true, true, Some(false)) => Status::WithinNoise,
+                    (true, true, None) => Status::Unsure,
+                    (true, false, Some(true)) => Status::Improved,
                 };
                 (Some(change), status)
             }
@@ -580,10 +610,25 @@ mod tests {
     }
 
     #[test]
+    fn a_change_with_its_noise_unknown_on_both_sides_is_unsure() {
+        let c = compare(&[run(900.0, 500, &[])], &[run(1000.0, 500, &[])], "x");
+        assert_eq!(status(&c, "events_per_s"), Status::Unsure);
+        assert!(c.unsure() && !c.regressed);
+    }
+
+    #[test]
     fn error_rates_have_an_absolute_budget() {
-        let mut errors = run(1000.0, 500, &[]);
+        // Errors in every second: 20 of 1000 events.
+        let mut errors = run(1000.0, 500, &[980.0; 6]);
         errors["error_rate"] = json!(0.02);
-        let c = compare(&[errors], &[run(1000.0, 500, &[])], "x");
+        for row in errors["timeline"].as_array_mut().unwrap() {
+            row["errors"] = json!(20);
+        }
+        let mut clean = run(1000.0, 500, &[1000.0; 6]);
+        for row in clean["timeline"].as_array_mut().unwrap() {
+            row["errors"] = json!(0);
+        }
+        let c = compare(&[errors], &[clean], "x");
         assert_eq!(status(&c, "error_rate"), Status::Regression);
         let change = c.changes.iter().find(|c| c.figure == "error_rate").unwrap();
         assert_eq!(change.change, Some(0.02));

@@ -4,34 +4,12 @@
 //!
 //! Test with `cargo test -p streamgauge-loadgen --test cli`.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn loadgen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_streamgauge-loadgen"))
-        .args(args)
-        .env_remove("STREAMGAUGE_LOG")
-        .output()
-        .expect("running streamgauge-loadgen")
-}
-
-fn out_dir(name: &str) -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("loadgen-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{assert_exit, junit_failures, loadgen, out_dir, read, read_json, text};
 
 /// Checks the stable fields of CLI.md's summary.json, with their types.
 fn assert_summary_schema(summary: &Value) {
@@ -77,13 +55,7 @@ fn the_quick_suite_runs_end_to_end_and_writes_valid_summaries() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr:\n{}\nstdout:\n{}",
-        text(&output.stderr),
-        text(&output.stdout)
-    );
+    assert_exit(&output, 0);
     let suite = read_json(&out.join("suite.json"));
     let scenarios = suite["scenarios"].as_array().unwrap();
     assert_eq!(scenarios.len(), 14, "{suite}");
@@ -103,14 +75,52 @@ fn the_quick_suite_runs_end_to_end_and_writes_valid_summaries() {
             !matches!(stream, "tokens" | "replay"),
             "{summary}"
         );
-        assert!(
-            out.join(entry["summary"].as_str().unwrap())
-                .with_file_name("server.log")
-                .exists()
-        );
+        let dir = out.join(entry["summary"].as_str().unwrap());
+        let dir = dir.parent().unwrap();
+        assert!(dir.join("server.log").exists());
+        assert_run_files(dir, &summary);
     }
+    assert_report_files(&out);
+    assert!(read(&out.join("report.md")).starts_with("# streamgauge: PASS"));
+    assert!(suite["capacity"].is_array(), "{suite}");
     let table = text(&output.stdout);
     assert!(table.contains("clients-100") && table.contains("replay-5k") && table.contains("pass"));
+}
+
+/// The CSV header CLI.md gives `timeline.csv`.
+const TIMELINE_HEADER: &str = "t_s,phase,clients,events_per_s,bytes_per_s,latency_p50_us,latency_p90_us,latency_p95_us,latency_p99_us,latency_p999_us,latency_max_us,errors,server_cpu_pct,server_rss_mb,server_heap_bytes,loadgen_cpu_pct,loadgen_cpu_share";
+
+/// Checks one run's files beside its `summary`: the timeline has the
+/// header and one row per second, with as many fields.
+fn assert_run_files(dir: &Path, summary: &Value) {
+    let csv = read(&dir.join("timeline.csv"));
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(TIMELINE_HEADER));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), summary["timeline"].as_array().unwrap().len());
+    assert!(!rows.is_empty(), "{csv}");
+    let columns = TIMELINE_HEADER.split(',').count();
+    for row in rows {
+        assert_eq!(row.split(',').count(), columns, "{row}");
+    }
+    assert_report_files(dir);
+}
+
+/// Checks the reports every results directory has: junit.xml well-formed,
+/// report.md with its verdict first, report.html with its charts as SVG,
+/// bmf.json in Bencher Metric Format.
+fn assert_report_files(dir: &Path) {
+    junit_failures(&read(&dir.join("junit.xml")));
+    let markdown = read(&dir.join("report.md"));
+    assert!(
+        ["PASS", "WARN", "FAIL"]
+            .iter()
+            .any(|v| markdown.starts_with(&format!("# streamgauge: {v}"))),
+        "{markdown}"
+    );
+    let bmf = read_json(&dir.join("bmf.json"));
+    let (_, measures) = bmf.as_object().unwrap().iter().next().unwrap();
+    assert!(measures["throughput"]["value"].is_number(), "{bmf}");
 }
 
 #[test]
@@ -139,7 +149,57 @@ fn a_threshold_that_breaks_exits_1_and_says_which() {
     assert_eq!(thresholds[1]["expr"], "events_per_s>1000000000");
     assert_eq!(thresholds[1]["ok"], false);
     assert!(thresholds[1]["value"].as_f64().unwrap() > 0.0);
-    assert!(text(&output.stdout).contains("FAIL"));
+    let broken = "events_per_s>1000000000";
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("FAIL") && stdout.contains(broken),
+        "{stdout}"
+    );
+    let markdown = read(&out.join("report.md"));
+    assert!(
+        markdown.starts_with("# streamgauge: FAIL") && markdown.contains(broken),
+        "{markdown}"
+    );
+    let failures = junit_failures(&read(&out.join("junit.xml")));
+    assert!(failures.iter().any(|f| f.contains(broken)), "{failures:?}");
+    assert_run_files(&out, &summary);
+}
+
+#[test]
+fn thresholds_that_all_hold_exit_0() {
+    let out = out_dir("holding");
+    let output = loadgen(&[
+        "run",
+        "--clients",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--threshold",
+        "gaps==0",
+        "--threshold",
+        "events>0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 0);
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["passed"], true);
+    let thresholds = summary["thresholds"].as_array().unwrap();
+    // Given ones, then the preset's defaults (error rate, connections,
+    // latency), each with its severity.
+    assert!(
+        thresholds.len() > 2 && thresholds.iter().all(|t| t["ok"] == true),
+        "{thresholds:?}"
+    );
+    assert!(
+        thresholds
+            .iter()
+            .any(|t| t["default"] == true && t["severity"] == "warning")
+    );
+    assert!(junit_failures(&read(&out.join("junit.xml"))).is_empty());
+    assert!(read(&out.join("report.md")).starts_with("# streamgauge: PASS"));
 }
 
 #[test]
@@ -280,4 +340,35 @@ fn presets_are_listed_one_line_each() {
             "{name} missing:\n{listing}"
         );
     }
+}
+
+#[test]
+fn a_broken_warning_passes_and_says_so() {
+    let out = out_dir("warning");
+    let output = loadgen(&[
+        "run",
+        "--clients",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--threshold",
+        "warn:events_per_s>1000000000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 0);
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(
+        (summary["passed"].as_bool(), summary["verdict"].as_str()),
+        (Some(true), Some("warn"))
+    );
+    let markdown = read(&out.join("report.md"));
+    assert!(
+        markdown.starts_with("# streamgauge: PASS WITH WARNINGS"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("events_per_s>1000000000"), "{markdown}");
+    assert!(junit_failures(&read(&out.join("junit.xml"))).is_empty());
 }

@@ -46,18 +46,23 @@ pub fn findings(report: &Report) -> Vec<String> {
             }
         }
         if let Some(comparison) = group.comparison() {
-            for change in comparison
-                .changes
-                .iter()
-                .filter(|c| c.status == Status::Regression)
-            {
-                critical.push(format!(
-                    "{name}: {} regressed {} against {} (budget {})",
-                    change.label,
+            for change in &comparison.changes {
+                let moved = format!(
+                    "{} against {} (budget {})",
                     change_text(change),
                     comparison.baseline,
                     change.budget
-                ));
+                );
+                match change.status {
+                    Status::Regression => {
+                        critical.push(format!("{name}: {} regressed {moved}", change.label));
+                    }
+                    Status::Unsure => warnings.push(format!(
+                        "warning: {name}: {} moved {moved}, its noise unknown: measure both sides with --repeat 3 to decide",
+                        change.label
+                    )),
+                    _ => {}
+                }
             }
         }
     }

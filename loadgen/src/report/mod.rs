@@ -552,7 +552,11 @@ impl Summary {
     /// Sets the verdict from the thresholds and the comparison.
     pub fn judge(&mut self) {
         let regressed = self.comparison.as_ref().is_some_and(|c| c.regressed);
-        self.verdict = Verdict::of(&self.thresholds, regressed);
+        let unsure = self.comparison.as_ref().is_some_and(Comparison::unsure);
+        self.verdict = match Verdict::of(&self.thresholds, regressed) {
+            Verdict::Pass if unsure => Verdict::Warn,
+            verdict => verdict,
+        };
         self.passed = self.verdict.passed();
     }
 }

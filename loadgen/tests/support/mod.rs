@@ -1,0 +1,100 @@
+//! What the binary's tests share: running `streamgauge-loadgen`, a fresh
+//! output directory per test, reading what it wrote.
+#![allow(dead_code, reason = "each test binary uses its own part of it")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs `streamgauge-loadgen` with `args`, its run history in this test
+/// process's own temporary database (never in the repository).
+pub(crate) fn loadgen(args: &[&str]) -> Output {
+    let history =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("history-{}.db", std::process::id()));
+    Command::new(env!("CARGO_BIN_EXE_streamgauge-loadgen"))
+        .args(args)
+        .env_remove("STREAMGAUGE_LOG")
+        .env(
+            "STREAMGAUGE_HISTORY",
+            format!("sqlite://{}", history.display()),
+        )
+        .output()
+        .expect("running streamgauge-loadgen")
+}
+
+/// A directory for test `name`'s results, empty.
+pub(crate) fn out_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("loadgen-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `path` as JSON.
+pub(crate) fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `path` as text.
+pub(crate) fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Output bytes as text.
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that `output` exited with `code`, showing what it printed if not.
+pub(crate) fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stderr:\n{}\nstdout:\n{}",
+        text(&output.stderr),
+        text(&output.stdout)
+    );
+}
+
+/// The names of the test cases in `junit.xml` that failed, after checking
+/// that the document is well-formed XML.
+pub(crate) fn junit_failures(xml: &str) -> Vec<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut failures, mut case, mut depth) = (Vec::new(), None::<String>, 0usize);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Eof) => break,
+            Ok(Event::Start(e)) => {
+                depth += 1;
+                if e.name().as_ref() == b"testcase" {
+                    case = attribute(&e, b"name");
+                } else if e.name().as_ref() == b"failure" {
+                    failures.extend(case.clone());
+                }
+            }
+            Ok(Event::Empty(e)) if e.name().as_ref() == b"failure" => failures.extend(case.clone()),
+            Ok(Event::End(_)) => depth -= 1,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "junit.xml is not well-formed at {}: {e}\n{xml}",
+                reader.error_position()
+            ),
+        }
+    }
+    assert_eq!(depth, 0, "junit.xml has unclosed elements");
+    failures
+}
+
+fn attribute(element: &quick_xml::events::BytesStart, name: &[u8]) -> Option<String> {
+    element
+        .attributes()
+        .flatten()
+        .find(|a| a.key.as_ref() == name)
+        .map(|a| {
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .expect("an attribute value")
+                .into_owned()
+        })
+}
