@@ -1,0 +1,429 @@
+//! Instruction counts of the hot paths, measured with gungraun (Callgrind):
+//! framing one event for SSE and WebSocket, the queue and batching writer at
+//! batch sizes 1, 16 and 256, the load generator's SSE parser (including
+//! events split across reads), and topic fan-out through the hub to 1, 100
+//! and 1,000 subscribers. The same cases as the criterion benches
+//! `writer`, `sse_parser` and `hub_fanout`, counted instead of timed, so that
+//! CI can gate on them where wall-clock figures are too noisy.
+//!
+//! Run with `cargo bench --bench instructions` (needs Valgrind and the
+//! same-version runner: `cargo install gungraun-runner --version 0.20.0
+//! --locked`). Gate a change on them with `--save-baseline=NAME` on the base,
+//! then `--baseline=NAME --callgrind-limits='ir=1%'` on the change, both after
+//! `--`: the second run exits non-zero if a case got more expensive (see
+//! README.md, "Benchmarks").
+//!
+//! Every case runs once, in its own process, on fixed inputs: no randomness,
+//! and no clock read by the benchmark. Runtimes, queues, parsers and inputs
+//! are built (and warmed up where the criterion bench measures a steady
+//! state) in a `setup` function, and checked and dropped in a `teardown`
+//! function; only the benchmark function is counted. The counts are
+//! therefore deterministic on one machine and build. One clock read remains
+//! inside the measured code: the writer stamps `ts` once per batch
+//! (`protocol::now_micros`), which costs the same few instructions every time
+//! (a 16-digit number of microseconds).
+#![expect(
+    missing_docs,
+    reason = "gungraun's `#[library_benchmark]` and `library_benchmark_group!` generate \
+              undocumented public modules, functions and constants"
+)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use gungraun::{library_benchmark, library_benchmark_group, main};
+use streamgauge_loadgen::client::http::{BodyDecoder, BodyFraming, Decoded};
+use streamgauge_loadgen::client::sse_parser::SseParser;
+use streamgauge_server::hub::{Hub, Membership};
+use streamgauge_server::protocol::{Event, Framing, Item, json_data};
+use streamgauge_server::queue::{self, Limits, Receiver};
+use streamgauge_server::writer::{BatchLimits, Writer};
+use tokio::runtime::Runtime;
+
+/// The event payload of the server cases: a 32-byte JSON string.
+fn payload() -> Bytes {
+    json_data(&"x".repeat(32))
+}
+
+/// A current-thread runtime that has already run once, so that its
+/// first-use costs are not counted.
+fn runtime() -> Runtime {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    runtime.block_on(async {});
+    runtime
+}
+
+// ---------------------------------------------------------------------------
+// encode: one event framed for SSE and for WebSocket.
+
+/// The `seq` of the encoded event.
+const ENCODE_SEQ: u64 = 123_456;
+
+/// The `ts` the encoded event is stamped with (µs since the Unix epoch).
+const ENCODE_TS: u64 = 1_795_000_000_000_000;
+
+/// One event, and an encode buffer with room for it.
+struct EncodeCase {
+    framing: Framing,
+    event: Item,
+    buf: BytesMut,
+}
+
+fn encode_setup(framing: Framing) -> EncodeCase {
+    EncodeCase {
+        framing,
+        event: Item::Event(Event {
+            seq: ENCODE_SEQ,
+            pts: None,
+            data: payload(),
+        }),
+        buf: BytesMut::with_capacity(4096),
+    }
+}
+
+/// Checks the exact frame.
+fn encode_teardown(case: EncodeCase) {
+    let envelope = format!(
+        r#"{{"seq":{ENCODE_SEQ},"ts":{ENCODE_TS},"data":"{}"}}"#,
+        "x".repeat(32)
+    );
+    let expected = match case.framing {
+        Framing::Sse => format!("id: {ENCODE_SEQ}\ndata: {envelope}\n\n"),
+        Framing::WebSocket => envelope,
+    };
+    assert_eq!(case.buf, expected.as_bytes());
+}
+
+#[library_benchmark(setup = encode_setup, teardown = encode_teardown)]
+#[bench::sse(Framing::Sse)]
+#[bench::ws(Framing::WebSocket)]
+fn encode_one_event(mut case: EncodeCase) -> EncodeCase {
+    case.framing
+        .encode(black_box(&case.event), black_box(ENCODE_TS), &mut case.buf);
+    case
+}
+
+library_benchmark_group!(name = encode, benchmarks = encode_one_event);
+
+// ---------------------------------------------------------------------------
+// writer: events pushed through a connection's queue and drained by the
+// batching writer.
+
+/// Events pushed through the writer per case.
+const WRITER_EVENTS: u64 = 4096;
+
+/// A runtime, the payload, and how to frame and batch.
+struct WriterCase {
+    runtime: Runtime,
+    data: Bytes,
+    framing: Framing,
+    batch: usize,
+}
+
+/// What a writer case delivered: batches, events and bytes.
+struct Written {
+    batches: usize,
+    events: usize,
+    bytes: usize,
+}
+
+fn writer_setup(framing: Framing, batch: usize) -> WriterCase {
+    WriterCase {
+        runtime: runtime(),
+        data: payload(),
+        framing,
+        batch,
+    }
+}
+
+/// Checks that every event went out, in the expected number of batches.
+fn writer_teardown((case, written): (WriterCase, Written)) {
+    assert_eq!(written.events, WRITER_EVENTS as usize);
+    assert_eq!(
+        written.batches,
+        (WRITER_EVENTS as usize).div_ceil(case.batch)
+    );
+    assert!(written.bytes > written.events * case.data.len());
+}
+
+/// Pushes `WRITER_EVENTS` events and drains them in batches of at most
+/// `batch`, touching each frame as a transport would (as the criterion bench
+/// `writer` does).
+async fn push_and_drain(framing: Framing, batch: usize, data: &Bytes) -> Written {
+    let (tx, rx) = queue::channel(Limits {
+        max_events: WRITER_EVENTS as usize,
+        max_bytes: usize::MAX,
+    });
+    for seq in 1..=WRITER_EVENTS {
+        let event = Item::Event(Event {
+            seq,
+            pts: None,
+            data: data.clone(),
+        });
+        tx.try_push(event).expect("the queue holds every event");
+    }
+    drop(tx);
+    let limits = BatchLimits {
+        max_events: batch,
+        max_bytes: usize::MAX,
+    };
+    let mut writer = Writer::new(rx, framing, limits);
+    let mut written = Written {
+        batches: 0,
+        events: 0,
+        bytes: 0,
+    };
+    while let Ok(batch) = writer.next_batch().await {
+        if framing == Framing::WebSocket {
+            batch.frames().for_each(|frame| {
+                black_box(frame);
+            });
+        }
+        written.batches += 1;
+        written.events += batch.events();
+        written.bytes += batch.bytes.len();
+    }
+    written
+}
+
+#[library_benchmark(setup = writer_setup, teardown = writer_teardown)]
+#[bench::sse_1(Framing::Sse, 1)]
+#[bench::sse_16(Framing::Sse, 16)]
+#[bench::sse_256(Framing::Sse, 256)]
+#[bench::ws_1(Framing::WebSocket, 1)]
+#[bench::ws_16(Framing::WebSocket, 16)]
+#[bench::ws_256(Framing::WebSocket, 256)]
+fn push_and_drain_4096(case: WriterCase) -> (WriterCase, Written) {
+    let written = case.runtime.block_on(push_and_drain(
+        case.framing,
+        black_box(case.batch),
+        &case.data,
+    ));
+    (case, written)
+}
+
+library_benchmark_group!(name = writer, benchmarks = push_and_drain_4096);
+
+// ---------------------------------------------------------------------------
+// sse_parser: the load generator's incremental parser over a fixed stream.
+
+/// Events in the parsed stream.
+const PARSER_EVENTS: u64 = 10_000;
+
+/// Events per HTTP chunk: the server writes events in batches.
+const EVENTS_PER_CHUNK: usize = 16;
+
+/// How the stream reaches the parser.
+#[derive(Clone, Copy)]
+enum Body {
+    /// Straight from the socket's reads.
+    Plain,
+    /// Through the HTTP chunked decoder first.
+    Chunked,
+}
+
+/// A parser (and decoder) in the steady state, and the stream to feed it.
+struct ParseCase {
+    body: Body,
+    /// The stream as read from the socket.
+    stream: Vec<u8>,
+    /// Bytes per read.
+    read: usize,
+    parser: SseParser,
+    decoder: BodyDecoder,
+    /// Events and a checksum of them, from the last pass.
+    parsed: (u64, usize),
+}
+
+/// The SSE stream as the server writes it, one event per `seq`: about 95
+/// bytes per event.
+fn sse_events() -> Vec<Vec<u8>> {
+    (1..=PARSER_EVENTS)
+        .map(|seq| {
+            format!(
+                "id: {seq}\ndata: {{\"seq\":{seq},\"ts\":{},\"data\":\"{}\"}}\n\n",
+                1_795_427_796_037_182 + seq,
+                "x".repeat(32)
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// The events as an HTTP chunked body without its last chunk: a stream
+/// that goes on.
+fn chunked(events: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for batch in events.chunks(EVENTS_PER_CHUNK) {
+        let data = batch.concat();
+        body.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        body.extend_from_slice(&data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body
+}
+
+/// One pass over the stream: every read fed, every event drained. The
+/// stream ends at an event (and chunk) boundary, so passes can repeat.
+fn parse_pass(case: &mut ParseCase) {
+    let (mut events, mut sum) = (0, 0);
+    let parser = &mut case.parser;
+    for read in case.stream.chunks(case.read) {
+        match case.body {
+            Body::Plain => parser.feed(read),
+            Body::Chunked => {
+                let decoded = case
+                    .decoder
+                    .decode(read, &mut |body: &[u8]| parser.feed(body))
+                    .expect("a valid chunked body");
+                debug_assert_eq!(decoded, Decoded::More);
+            }
+        }
+        while let Some(event) = parser.next_event() {
+            events += 1;
+            sum += event.data.len() + event.id.len() + event.event.len();
+        }
+    }
+    case.parsed = (events, sum);
+}
+
+/// Builds the stream and runs one pass, so that the measured pass finds the
+/// parser's buffers grown: the steady state the criterion bench measures.
+fn parse_setup(body: Body, read: usize) -> ParseCase {
+    let events = sse_events();
+    let stream = match body {
+        Body::Plain => events.concat(),
+        Body::Chunked => chunked(&events),
+    };
+    let mut case = ParseCase {
+        body,
+        stream,
+        read,
+        parser: SseParser::new(),
+        decoder: BodyDecoder::new(BodyFraming::Chunked),
+        parsed: (0, 0),
+    };
+    parse_pass(&mut case);
+    case
+}
+
+/// Checks that every event was parsed.
+fn parse_teardown(case: ParseCase) {
+    assert_eq!(case.parsed.0, PARSER_EVENTS);
+    assert_eq!(case.parser.buffered(), 0);
+}
+
+#[library_benchmark(setup = parse_setup, teardown = parse_teardown)]
+#[bench::plain_16k_reads(Body::Plain, 16 * 1024)]
+#[bench::http_chunked_16k_reads(Body::Chunked, 16 * 1024)]
+// 61 bytes is less than an event: almost every event arrives in two or
+// three reads, split at every possible offset.
+#[bench::plain_61b_reads(Body::Plain, 61)]
+fn parse_10k_events(mut case: ParseCase) -> ParseCase {
+    parse_pass(black_box(&mut case));
+    case
+}
+
+library_benchmark_group!(name = sse_parser, benchmarks = parse_10k_events);
+
+// ---------------------------------------------------------------------------
+// hub_fanout: one publish of a commit group to every live subscriber of a
+// topic, and the subscribers draining their queues.
+
+/// Events per publish call (one commit group).
+const GROUP: u64 = 16;
+
+/// A hub with live members on topic `t`, and the next commit group.
+struct HubCase {
+    runtime: Runtime,
+    hub: Arc<Hub>,
+    members: Vec<(Membership, Receiver)>,
+    /// The group to publish: `seq` `GROUP + 1..=2 * GROUP`.
+    events: Vec<Event>,
+    /// The drain buffer (reused).
+    taken: Vec<Item>,
+    /// Items drained by the measured round.
+    delivered: usize,
+}
+
+/// Publishes `events` and drains every member's queue (as the criterion
+/// bench `hub_fanout` does); returns the items drained.
+fn publish_and_drain(case: &mut HubCase) -> usize {
+    let HubCase {
+        runtime,
+        hub,
+        members,
+        events,
+        taken,
+        ..
+    } = case;
+    hub.publish("t", events);
+    runtime.block_on(async {
+        let mut delivered = 0;
+        for (_, rx) in members.iter_mut() {
+            rx.recv_batch(taken, usize::MAX, usize::MAX).await;
+            delivered += taken.len();
+            taken.clear();
+        }
+        delivered
+    })
+}
+
+/// `members` subscribers joined to `t`, after one round published and
+/// drained (the queues and the hub's entry have their steady-state size).
+fn hub_setup(members: usize) -> HubCase {
+    let hub = Arc::new(Hub::new());
+    let members = (0..members)
+        .map(|_| {
+            let (tx, rx) = queue::channel(Limits {
+                max_events: 4096,
+                max_bytes: usize::MAX,
+            });
+            let membership = hub.join("t", 0, tx).expect("joining an empty topic");
+            (membership, rx)
+        })
+        .collect();
+    let data = Bytes::from_static(br#"{"price":97012.5,"qty":0.25}"#);
+    let group = |first: u64| -> Vec<Event> {
+        (first..first + GROUP)
+            .map(|seq| Event {
+                seq,
+                pts: Some(seq),
+                data: data.clone(),
+            })
+            .collect()
+    };
+    let mut case = HubCase {
+        runtime: runtime(),
+        hub,
+        members,
+        events: group(1),
+        taken: Vec::with_capacity(GROUP as usize),
+        delivered: 0,
+    };
+    publish_and_drain(&mut case);
+    case.events = group(GROUP + 1);
+    case
+}
+
+/// Checks that every member got the whole group and is still live.
+fn hub_teardown(case: HubCase) {
+    assert_eq!(case.delivered, GROUP as usize * case.members.len());
+    assert_eq!(case.hub.live_members(), case.members.len());
+}
+
+#[library_benchmark(setup = hub_setup, teardown = hub_teardown)]
+#[bench::members_1(1)]
+#[bench::members_100(100)]
+#[bench::members_1000(1000)]
+fn publish_16_events(mut case: HubCase) -> HubCase {
+    case.delivered = publish_and_drain(black_box(&mut case));
+    case
+}
+
+library_benchmark_group!(name = hub_fanout, benchmarks = publish_16_events);
+
+main!(library_benchmark_groups = [encode, writer, sse_parser, hub_fanout]);
