@@ -17,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::Args;
 use crate::shutdown::Signals;
 use crate::store::redact;
-use crate::{Config, Shutdown, Store, run};
+use crate::{Config, Shutdown, Store, heap, run};
 
 /// Runs the server as the program invoked with `args` (the first being the
 /// program name), until a signal stops it.
@@ -42,7 +42,12 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(EnvFilter::new(&config.log))
         .init();
-    match serve(config) {
+    // Started before the runtime and dropped after it has shut down (at the
+    // end of `serve`), so the profile covers the whole life of the server.
+    let profiling = heap::Profiling::start(&config.heap_profile);
+    let served = serve(config);
+    drop(profiling);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -176,6 +176,16 @@ pub struct Args {
     /// batch, a server slowed on purpose [default: off]
     #[arg(long, env = "STREAMGAUGE_INJECT_DELAY", value_name = "DURATION")]
     pub inject_delay: Option<HumanDuration>,
+
+    /// For testing leak detection only: leak this many bytes of heap for
+    /// every stream opened, a server that leaks on purpose [default: off]
+    #[arg(long, env = "STREAMGAUGE_INJECT_LEAK", value_name = "BYTES")]
+    pub inject_leak: Option<usize>,
+
+    /// Where a build with the `dhat-heap` feature writes its DHAT heap
+    /// profile on graceful shutdown [default: dhat-heap.json]
+    #[arg(long, env = "STREAMGAUGE_HEAP_PROFILE", value_name = "PATH")]
+    pub heap_profile: Option<PathBuf>,
 }
 
 /// Why the configuration could not be built.
@@ -330,6 +340,10 @@ pub struct Config {
     pub max_size: usize,
     /// For testing measurements: a wait before each batch is written.
     pub inject_delay: Option<Duration>,
+    /// For testing leak detection: heap bytes leaked per stream opened.
+    pub inject_leak: Option<usize>,
+    /// Where the DHAT heap profile goes (`dhat-heap` feature only).
+    pub heap_profile: PathBuf,
 }
 
 impl Default for Config {
@@ -370,6 +384,8 @@ impl Default for Config {
             max_rate: 1_000_000,
             max_size: 64 << 10,
             inject_delay: None,
+            inject_leak: None,
+            heap_profile: PathBuf::from("dhat-heap.json"),
         }
     }
 }
@@ -427,6 +443,8 @@ impl Config {
             max_rate: args.max_rate.unwrap_or(d.max_rate),
             max_size: args.max_size.unwrap_or(d.max_size),
             inject_delay: args.inject_delay.map(|h| h.0).filter(|d| !d.is_zero()),
+            inject_leak: args.inject_leak.filter(|&bytes| bytes > 0),
+            heap_profile: args.heap_profile.clone().unwrap_or(d.heap_profile),
         };
         config.validate()?;
         Ok(config)
@@ -470,6 +488,14 @@ impl Config {
                 "must be longer than --keepalive-interval, or peers are closed before they are pinged",
             ));
         }
+        // A batch is one write buffer (the WebSocket's too, which must stay
+        // below tungstenite's unbounded maximum): bounded like any buffer.
+        if self.batch.max_bytes > MAX_BATCH_BYTES {
+            return Err(invalid(
+                "max-batch-bytes",
+                &format!("must be at most {MAX_BATCH_BYTES} (1 GiB)"),
+            ));
+        }
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(invalid(
                 "max-connections",
@@ -485,6 +511,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The largest batch a writer may build, bytes.
+const MAX_BATCH_BYTES: usize = 1 << 30;
 
 fn invalid(name: &'static str, reason: &str) -> Error {
     Error::Invalid {
@@ -591,6 +620,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("invalid `log`"), "{err}");
+        // Found by the heap test: tungstenite panicked on a write buffer
+        // as large as its maximum.
+        let err = args(&["--max-batch-bytes", &usize::MAX.to_string()])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid `max-batch-bytes`: must be at most"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub mod config;
 pub mod connections;
 pub mod disconnect;
 pub mod error;
+pub mod heap;
 pub mod http;
 pub mod hub;
 pub mod listener;

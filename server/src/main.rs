@@ -4,6 +4,11 @@
 
 use std::process::ExitCode;
 
+/// With the `dhat-heap` feature, every allocation goes through dhat.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
     streamgauge_server::cli::main_with(std::env::args_os())
 }

@@ -72,6 +72,9 @@ impl AppState {
 
     /// The session settings of a new stream on `transport`.
     pub fn session(&self, transport: TransportKind) -> Session {
+        if let Some(bytes) = self.config.inject_leak {
+            crate::heap::leak(bytes);
+        }
         Session {
             cancel: self.shutdown.token().child_token(),
             keep_alive: self.config.keepalive_interval,

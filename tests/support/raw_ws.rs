@@ -56,6 +56,12 @@ impl RawWs {
         }
     }
 
+    /// The socket, and the bytes already read past the handshake.
+    #[allow(dead_code, reason = "for the heap test binary's raw clients")]
+    pub fn into_inner(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.pending)
+    }
+
     /// Reads until the server closes the connection; returns its frames.
     pub async fn frames_until_closed(mut self) -> Vec<Frame> {
         let mut bytes = self.pending;

@@ -1,4 +1,5 @@
-//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and with the
+//! `dhat-heap` feature `/debug/heap`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,10 +16,26 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// The operations routes.
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    #[cfg(feature = "dhat-heap")]
+    let router = router.route("/debug/heap", get(heap));
+    router
+}
+
+/// The live heap as dhat counts it; 503 when no profiler runs (the server
+/// embedded in another program).
+#[cfg(feature = "dhat-heap")]
+async fn heap() -> (StatusCode, Json<Value>) {
+    match crate::heap::stats() {
+        Some(stats) => (StatusCode::OK, Json(json!(stats))),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "no heap profiler runs in this process" })),
+        ),
+    }
 }
 
 /// 200 while the process serves.

@@ -1,0 +1,365 @@
+//! The server's heap under dhat (testing mode), in-process on
+//! `127.0.0.1:0`: every allocation of this test binary goes through dhat's
+//! global allocator, server and clients alike.
+//!
+//! - Connect / stream / disconnect cycles on both transports, on the
+//!   ticker and on topics, give the heap back: after them, the live heap
+//!   is back at its baseline within a small tolerance.
+//! - Allocation budgets of the hot paths, per delivered event, measured
+//!   differentially (a long run minus a short one, many subscribers minus
+//!   none) so that connection setup and publishing cancel out. The clients
+//!   here read raw bytes into a fixed buffer and allocate nothing per
+//!   event, so what is counted is the server's.
+//!
+//! dhat allows one profiler per process, so this binary holds one test
+//! that runs the parts in turn.
+//!
+//! Run with `cargo test --test heap -- --nocapture` to see the figures.
+
+// Helpers are `pub` to share them between the test binaries.
+#![allow(unreachable_pub)]
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+#[allow(
+    dead_code,
+    unused_imports,
+    unused_macros,
+    reason = "this binary uses part of the shared support"
+)]
+#[macro_use]
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use streamgauge_server::Config;
+use streamgauge_server::writer::BatchLimits;
+use support::raw_ws::RawWs;
+use support::{TestServer, Transport, config, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// Cycles per transport and stream kind.
+const CYCLES: usize = 60;
+
+/// How much the live heap may stay above its baseline after the cycles:
+/// less than 64 bytes per cycle, so any per-connection leak of that size
+/// or more fails.
+const HEAP_TOLERANCE: u64 = 64 * (4 * CYCLES as u64);
+
+/// Allocations per event the ticker path may make, each event its own
+/// batch (`--max-batch 1`, the worst case: batching only divides per-batch
+/// costs). Measured here: 2.0 on SSE (the body's frames through hyper),
+/// 0.0 on WebSocket (tungstenite writes into its own buffer). Each budget
+/// is the measured figure plus half an allocation: one more allocation per
+/// event fails it.
+const TICKER_BUDGET: [(Transport, f64); 2] = [(Transport::Sse, 2.5), (Transport::Ws, 0.5)];
+
+/// Allocations per delivered event fan-out may make (the hub to every
+/// subscriber's queue, then a one-event batch each). Measured here: 0.17;
+/// one more allocation per delivered event (a copy of the event per
+/// subscriber, say) fails it.
+const FAN_OUT_BUDGET: f64 = 0.5;
+
+fn live_bytes() -> u64 {
+    dhat::HeapStats::get().curr_bytes as u64
+}
+
+fn allocations() -> u64 {
+    dhat::HeapStats::get().total_blocks
+}
+
+/// A server whose every batch is one event, with no keep-alive during the
+/// test, so allocation counts do not depend on timing.
+fn one_event_batches() -> Config {
+    Config {
+        batch: BatchLimits {
+            max_events: 1,
+            ..Config::default().batch
+        },
+        keepalive_interval: Duration::from_secs(3600),
+        ..config()
+    }
+}
+
+#[test]
+fn heap() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        cycles_give_the_heap_back().await;
+        ticker_allocations_per_event_stay_within_budget().await;
+        fan_out_allocations_per_event_stay_within_budget().await;
+    });
+}
+
+/// One connect / stream / disconnect cycle of each kind on `transport`.
+async fn cycle(server: &TestServer, transport: Transport, topic: &str) {
+    let mut ticker = server.open(transport, "ticker?rate=0&count=20").await;
+    let (events, _) = ticker.drain().await;
+    assert_eq!(events.len(), 20);
+    drop(ticker);
+    let mut subscriber = server.open(transport, &format!("topics/{topic}")).await;
+    server.publish(topic, &json!({"n": 1})).await;
+    subscriber.next_event().await;
+    drop(subscriber);
+}
+
+/// Waits until the server has no stream open.
+async fn all_closed(server: &TestServer) {
+    server
+        .wait_for("every stream to close", |m| {
+            Transport::BOTH
+                .iter()
+                .all(|t| m.of("streamgauge_connections_open", t.label()) == 0.0)
+        })
+        .await;
+}
+
+async fn cycles_give_the_heap_back() {
+    let server = TestServer::start(config()).await;
+    // Warm up: pools, caches and lazily built state that stay for the
+    // life of the process (a prepared statement, the client's pool).
+    for transport in Transport::BOTH {
+        for _ in 0..3 {
+            cycle(&server, transport, "heap").await;
+        }
+    }
+    all_closed(&server).await;
+    let baseline = live_bytes();
+    for transport in Transport::BOTH {
+        for _ in 0..CYCLES {
+            cycle(&server, transport, "heap").await;
+        }
+    }
+    all_closed(&server).await;
+    let after = live_bytes();
+    let grown = after.saturating_sub(baseline);
+    eprintln!(
+        "heap: {baseline} B live before {} cycles, {after} B after ({grown} B more; tolerance {HEAP_TOLERANCE} B)",
+        4 * CYCLES
+    );
+    dhat::assert!(
+        grown <= HEAP_TOLERANCE,
+        "the heap grew by {grown} B over {} cycles",
+        4 * CYCLES
+    );
+    server.stop().await.expect("a clean stop");
+}
+
+/// Opens `path` on `transport` with a raw client.
+async fn open_raw(addr: SocketAddr, transport: Transport, path: &str) -> RawStream {
+    match transport {
+        Transport::Ws => RawStream(
+            RawWs::connect(addr, &format!("/ws/{path}"))
+                .await
+                .into_inner(),
+        ),
+        Transport::Sse => {
+            let mut stream = within("a TCP connection", TcpStream::connect(addr))
+                .await
+                .expect("connecting");
+            let request =
+                format!("GET /sse/{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .expect("a request");
+            RawStream((stream, Vec::new()))
+        }
+    }
+}
+
+/// A stream read as raw bytes, events counted by their `{"seq":` without
+/// allocating (bytes the handshake read ahead first).
+struct RawStream((TcpStream, Vec<u8>));
+
+/// Matches `{"seq":` across reads.
+#[derive(Default)]
+struct SeqCounter {
+    matched: usize,
+}
+
+impl SeqCounter {
+    const PATTERN: &'static [u8] = b"{\"seq\":";
+
+    /// Events that start in `bytes`.
+    fn count(&mut self, bytes: &[u8]) -> u64 {
+        let mut found = 0;
+        for &byte in bytes {
+            self.matched = if byte == Self::PATTERN[self.matched] {
+                self.matched + 1
+            } else {
+                usize::from(byte == Self::PATTERN[0])
+            };
+            if self.matched == Self::PATTERN.len() {
+                found += 1;
+                self.matched = 0;
+            }
+        }
+        found
+    }
+}
+
+impl RawStream {
+    /// Reads until `events` have arrived (or the server closes), calling
+    /// `each` per event; returns the events seen.
+    async fn read_events(self, events: u64, each: impl Fn()) -> u64 {
+        let (mut stream, ahead) = self.0;
+        let mut counter = SeqCounter::default();
+        let mut seen = counter.count(&ahead);
+        (0..seen).for_each(|_| each());
+        let mut buf = [0u8; 16 * 1024];
+        while seen < events {
+            let n = stream.read(&mut buf).await.expect("reading the stream");
+            if n == 0 {
+                break;
+            }
+            let found = counter.count(&buf[..n]);
+            (0..found).for_each(|_| each());
+            seen += found;
+        }
+        seen
+    }
+}
+
+/// Allocations while a raw client reads `events` ticker events.
+async fn ticker_run(server: &TestServer, transport: Transport, events: u64) -> u64 {
+    let stream = open_raw(
+        server.addr,
+        transport,
+        &format!("ticker?rate=0&count={events}"),
+    )
+    .await;
+    let before = allocations();
+    let seen = within("the ticker events", stream.read_events(events, || ())).await;
+    let counted = allocations() - before;
+    assert_eq!(seen, events);
+    counted
+}
+
+/// Allocations per ticker event on `transport`: a long run minus a short
+/// one, over the events between.
+async fn ticker_per_event(server: &TestServer, transport: Transport) -> f64 {
+    ticker_run(server, transport, 100).await; // warm-up
+    let (short, long) = (2_000, 20_000);
+    let short_allocations = ticker_run(server, transport, short).await;
+    let long_allocations = ticker_run(server, transport, long).await;
+    (long_allocations as f64 - short_allocations as f64) / (long - short) as f64
+}
+
+async fn ticker_allocations_per_event_stay_within_budget() {
+    let worst = TestServer::start(one_event_batches()).await;
+    let batched = TestServer::start(config()).await;
+    for (transport, budget) in TICKER_BUDGET {
+        let per_event = ticker_per_event(&worst, transport).await;
+        let amortized = ticker_per_event(&batched, transport).await;
+        eprintln!(
+            "ticker {}: {per_event:.3} allocations per event one event per batch (budget {budget}), {amortized:.3} at the default batch limits",
+            transport.label()
+        );
+        dhat::assert!(
+            per_event <= budget,
+            "ticker {}: {per_event:.3} allocations per event, over the budget of {budget}",
+            transport.label()
+        );
+    }
+    worst.stop().await.expect("a clean stop");
+    batched.stop().await.expect("a clean stop");
+}
+
+/// Subscribers connected, counting what they receive.
+struct Audience {
+    delivered: Arc<AtomicU64>,
+    arrived: Arc<Notify>,
+    readers: Vec<tokio::task::JoinHandle<u64>>,
+}
+
+impl Audience {
+    /// `n` raw subscribers of `topic`, alternating transports, each reading
+    /// `events` events.
+    async fn join(server: &TestServer, topic: &str, n: usize, events: u64) -> Self {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let arrived = Arc::new(Notify::new());
+        let mut readers = Vec::with_capacity(n);
+        for i in 0..n {
+            let transport = Transport::BOTH[i % 2];
+            let stream = open_raw(server.addr, transport, &format!("topics/{topic}")).await;
+            let (delivered, arrived) = (Arc::clone(&delivered), Arc::clone(&arrived));
+            readers.push(tokio::spawn(stream.read_events(events, move || {
+                delivered.fetch_add(1, Ordering::AcqRel);
+                arrived.notify_one();
+            })));
+        }
+        server
+            .wait_for("every subscriber to join", |m| {
+                m.get("streamgauge_topic_live_subscribers") >= n as f64
+            })
+            .await;
+        Self {
+            delivered,
+            arrived,
+            readers,
+        }
+    }
+
+    /// Waits until `total` events have been delivered in all.
+    async fn until(&self, total: u64) {
+        within("the subscribers to receive the event", async {
+            while self.delivered.load(Ordering::Acquire) < total {
+                self.arrived.notified().await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Allocations while `events` are published one by one to `topic` and
+/// each reaches all of its `subscribers` before the next is published.
+async fn fan_out_run(server: &TestServer, topic: &str, subscribers: usize, events: u64) -> u64 {
+    let audience = Audience::join(server, topic, subscribers, events).await;
+    let body = json!({"n": 1}).to_string();
+    let before = allocations();
+    for k in 1..=events {
+        let (status, _) = server.try_publish(topic, body.clone(), None).await;
+        assert_eq!(status, 201);
+        audience.until(k * subscribers as u64).await;
+    }
+    let counted = allocations() - before;
+    for reader in audience.readers {
+        assert_eq!(reader.await.expect("a reader"), events);
+    }
+    counted
+}
+
+async fn fan_out_allocations_per_event_stay_within_budget() {
+    let server = TestServer::start(one_event_batches()).await;
+    let (subscribers, events) = (40, 100);
+    fan_out_run(&server, "warm-up", 2, 10).await;
+    let alone = fan_out_run(&server, "alone", 0, events).await;
+    let fanned = fan_out_run(&server, "fanned", subscribers, events).await;
+    let delivered = subscribers as u64 * events;
+    let per_event = (fanned as f64 - alone as f64) / delivered as f64;
+    eprintln!(
+        "fan-out: {events} publishes: {alone} allocations alone, {fanned} to {subscribers} subscribers"
+    );
+    eprintln!(
+        "fan-out: {per_event:.3} allocations per delivered event to {subscribers} subscribers (half SSE, half WebSocket), one event per batch (budget {FAN_OUT_BUDGET})"
+    );
+    dhat::assert!(
+        per_event <= FAN_OUT_BUDGET,
+        "fan-out: {per_event:.3} allocations per delivered event, over the budget of {FAN_OUT_BUDGET}"
+    );
+    server.stop().await.expect("a clean stop");
+}
