@@ -1,5 +1,6 @@
 //! Records the compiler's version for the manifest of every report
-//! (`STREAMGAUGE_RUSTC`), so a figure says what built it.
+//! (`STREAMGAUGE_RUSTC`), so a figure says what built it; and rebuilds when
+//! the run history's migrations change (`sqlx::migrate!` embeds them).
 
 use std::process::Command;
 
@@ -14,4 +15,5 @@ fn main() {
         .map_or_else(|| "unknown".to_owned(), |v| v.trim().to_owned());
     println!("cargo:rustc-env=STREAMGAUGE_RUSTC={version}");
     println!("cargo:rerun-if-env-changed=RUSTC");
+    println!("cargo:rerun-if-changed=../migrations/history");
 }
