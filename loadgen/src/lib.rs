@@ -42,6 +42,7 @@ pub mod compare;
 pub mod history;
 pub mod local_server;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod publisher;
@@ -185,7 +186,8 @@ async fn target(
 ) -> anyhow::Result<(Target, Option<Monitor>, Option<LocalServer>)> {
     if let Some(url) = &args.url {
         let target = Target::resolve(url).await?;
-        let monitor = Monitor::metrics(&target.base_url(), http.clone());
+        let monitor = Monitor::metrics(&target.base_url(), http.clone())
+            .with_heap(&target.base_url(), http.clone());
         return Ok((target, Some(monitor), None));
     }
     let program = args
@@ -197,7 +199,8 @@ async fn target(
         addr: server.addr,
         host: server.addr.to_string(),
     };
-    Ok((target, Some(Monitor::process(server.pid)), Some(server)))
+    let monitor = Monitor::process(server.pid).with_heap(&target.base_url(), http.clone());
+    Ok((target, Some(monitor), Some(server)))
 }
 
 /// Fails unless `target` answers `GET /healthz` with a success.

@@ -1,7 +1,10 @@
 //! Samples the server's CPU and memory once a second, and the load
 //! generator's own CPU, so a report says who was busy. A server the load
 //! generator started is read from `/proc/PID`; any other from its
-//! `/metrics` (the standard `process_*` metrics, when it has them).
+//! `/metrics` (the standard `process_*` metrics, when it has them). The live
+//! heap comes from the server's `GET /debug/heap` (a server built with its
+//! `dhat-heap` feature); a server without it answers 404 once and is not
+//! asked again.
 
 use std::time::Instant;
 
@@ -28,6 +31,39 @@ pub struct Reading {
     pub server_rss_mb: Option<f64>,
     /// Load generator CPU since the last sample, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
+    /// Server live heap bytes, when it serves `/debug/heap`.
+    pub server_heap_bytes: Option<u64>,
+}
+
+/// Where the live heap is read, while the server serves it.
+#[derive(Debug)]
+struct HeapProbe {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl HeapProbe {
+    /// The live heap bytes; `Err` when the server has no heap figures (the
+    /// probe is dropped), `Ok(None)` when this one read failed.
+    async fn read(&self) -> Result<Option<u64>, ()> {
+        let Ok(response) = self
+            .http
+            .get(&self.url)
+            .timeout(SCRAPE_TIMEOUT)
+            .send()
+            .await
+        else {
+            return Ok(None);
+        };
+        if !response.status().is_success() {
+            return Err(());
+        }
+        let body = tokio::time::timeout(SCRAPE_TIMEOUT, response.json::<serde_json::Value>()).await;
+        match body {
+            Ok(Ok(json)) => json["current_bytes"].as_u64().map(Some).ok_or(()),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// CPU seconds at an instant, to turn the next reading into a percentage.
@@ -70,6 +106,7 @@ pub struct CpuSeconds {
 #[derive(Debug)]
 pub struct Monitor {
     source: Source,
+    heap: Option<HeapProbe>,
     server: Option<CpuMark>,
     loadgen: Option<CpuMark>,
     /// The first CPU figures, for [`Monitor::cpu_seconds`].
@@ -90,9 +127,20 @@ impl Monitor {
         })
     }
 
+    /// Also reads the live heap from `base_url`'s `/debug/heap`.
+    #[must_use]
+    pub fn with_heap(mut self, base_url: &str, http: reqwest::Client) -> Self {
+        self.heap = Some(HeapProbe {
+            url: format!("{base_url}/debug/heap"),
+            http,
+        });
+        self
+    }
+
     fn new(source: Source) -> Self {
         Self {
             source,
+            heap: None,
             server: None,
             loadgen: None,
             first: (None, None),
@@ -121,7 +169,15 @@ impl Monitor {
         let loadgen = process::read(None).map(|s: ProcessStats| s.cpu_seconds);
         self.first.0 = self.first.0.or(server.map(|(cpu, _)| cpu));
         self.first.1 = self.first.1.or(loadgen);
+        let heap = match &self.heap {
+            Some(probe) => probe.read().await,
+            None => Err(()),
+        };
+        if heap.is_err() {
+            self.heap = None;
+        }
         Reading {
+            server_heap_bytes: heap.ok().flatten(),
             server_cpu_pct: server.and_then(|(cpu, _)| CpuMark::advance(&mut self.server, cpu)),
             server_rss_mb: server
                 .and_then(|(_, rss)| rss)

@@ -341,7 +341,7 @@ fn row(
         errors: stats.counts.error_total(),
         server_cpu_pct: reading.server_cpu_pct,
         server_rss_mb: reading.server_rss_mb,
-        server_heap_bytes: None,
+        server_heap_bytes: reading.server_heap_bytes,
         loadgen_cpu_pct: reading.loadgen_cpu_pct,
     }
 }

@@ -111,9 +111,82 @@ fn t_test(mean: f64, error: f64, freedom: f64, scale: Scale, alpha: f64) -> Pair
     }
 }
 
+/// A straight line fitted by least squares, with its slope's confidence
+/// interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Line {
+    /// Change of y per unit of x.
+    pub slope: f64,
+    /// The slope's confidence interval, low end.
+    pub low: f64,
+    /// The slope's confidence interval, high end.
+    pub high: f64,
+    /// The share of y's variance the line explains (`None`: y was flat).
+    pub r2: Option<f64>,
+}
+
+/// The least-squares line through `points` (x, y), with a `1 − alpha`
+/// confidence interval on its slope; `None` under three points or when
+/// every x is the same.
+pub fn fit_line(points: &[(f64, f64)], alpha: f64) -> Option<Line> {
+    let n = points.len() as f64;
+    if points.len() < 3 {
+        return None;
+    }
+    let (mean_x, mean_y) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - mean_y).powi(2)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let residual = (syy - slope * sxy).max(0.0);
+    let freedom = n - 2.0;
+    let test = t_test(
+        slope,
+        (residual / freedom / sxx).sqrt(),
+        freedom,
+        Scale::Difference,
+        alpha,
+    );
+    Some(Line {
+        slope,
+        low: test.low,
+        high: test.high,
+        r2: (syy > 0.0).then(|| 1.0 - residual / syy),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_recovered_with_its_quality() {
+        let exact: Vec<(f64, f64)> = (0..10)
+            .map(|x| (f64::from(x), 3.0 * f64::from(x) + 1.0))
+            .collect();
+        let line = fit_line(&exact, 0.05).unwrap();
+        assert!(
+            (line.slope - 3.0).abs() < 1e-9 && line.r2 == Some(1.0),
+            "{line:?}"
+        );
+        assert!((line.high - line.low).abs() < 1e-9);
+        // Noise around a flat line: a slope near zero, its interval across it.
+        let noisy: Vec<(f64, f64)> = (0..20)
+            .map(|x| (f64::from(x), 100.0 + [5.0, -5.0, 3.0, -3.0][x as usize % 4]))
+            .collect();
+        let line = fit_line(&noisy, 0.05).unwrap();
+        assert!(line.low < 0.0 && line.high > 0.0, "{line:?}");
+        assert!(line.r2.unwrap() < 0.2, "{line:?}");
+        let flat = [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0)];
+        assert_eq!(fit_line(&flat, 0.05).unwrap().r2, None);
+        assert!(fit_line(&flat[..2], 0.05).is_none());
+    }
 
     #[test]
     fn a_consistent_slowdown_is_significant_and_its_ratio_is_recovered() {

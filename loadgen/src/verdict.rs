@@ -131,6 +131,8 @@ pub fn display(metric: &str, value: Option<f64>) -> String {
         "latency" | "publish_to_receive" => format!("{:.3} ms", value / 1_000.0),
         "connect" | "ttft" | "publish" | "reconnect" => format!("{value:.3} ms"),
         "error_rate" | "connect_success" => format!("{:.3}%", value * 100.0),
+        "heap" | "rss" if metric.ends_with("recovery") => format!("{:.1}%", value * 100.0),
+        "heap" | "rss" => format!("{}/h", crate::memory::bytes_text(value)),
         _ if value.fract() == 0.0 && value.abs() < 1e15 => format!("{value:.0}"),
         _ => format!("{value:.2}"),
     }
@@ -158,7 +160,14 @@ pub fn evaluate(summary: &Value, thresholds: &[Threshold]) -> Vec<ThresholdResul
 /// in the summary's JSON; its first segment names the summary field.
 pub fn metric(summary: &Value, name: &str) -> Option<f64> {
     let mut segments = name.split('.');
-    let field = match segments.next()? {
+    let first = segments.next()?;
+    if matches!(first, "heap" | "rss") {
+        let figures = summary.get("memory")?.get(first)?;
+        return segments
+            .try_fold(figures, |value, key| value.get(key))?
+            .as_f64();
+    }
+    let field = match first {
         "latency" => "latency_us",
         "connect" => "connect_ms",
         "ttft" => "ttft_ms",

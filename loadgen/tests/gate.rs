@@ -1,8 +1,9 @@
 //! The merge gate, through the binary: `compare` and `--baseline` flag a
 //! server slowed on purpose (the server's test-only `--inject-delay`) and
 //! not two runs of the same build; `ab` finds no significant difference
-//! between a build and itself (one of them built from `git:HEAD` into its
-//! own worktree) and reports the regression of a slowed one.
+//! between a build and itself (`git:HEAD`, built once into its own
+//! worktree, on both sides: the same binary, as RSS counts its code) and
+//! reports the regression of a slowed one.
 //!
 //! The tests measure, so they run one at a time: each takes the lock first.
 //!
@@ -163,7 +164,7 @@ fn ab_finds_no_difference_between_a_build_and_itself() {
             "--base",
             "git:HEAD",
             "--change",
-            "embedded",
+            "git:HEAD",
             "--cargo-profile",
             "dev",
             "--build-dir",

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::capacity::Capacity;
 use crate::compare::Comparison;
 use crate::manifest::{Environment, Manifest, ServerUnderTest};
+use crate::memory::{self, Memory};
 use crate::metrics::{ErrorKind, Stats};
 use crate::monitor::CpuSeconds;
 use crate::scenario::{Scenario, StreamKind};
@@ -99,15 +100,35 @@ pub struct Errors {
     pub closed: u64,
 }
 
-/// Resident memory over the run, MiB.
+/// A memory figure over the run: resident MiB, or live heap bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Span {
+pub struct Span<T = f64> {
     /// First sample.
-    pub start: f64,
+    pub start: T,
     /// Highest sample.
-    pub peak: f64,
+    pub peak: T,
     /// Last sample.
-    pub end: f64,
+    pub end: T,
+}
+
+impl<T: Copy + PartialOrd> Span<T> {
+    /// The span of `samples`, if there is one.
+    fn of(samples: impl Iterator<Item = T>) -> Option<Self> {
+        samples.fold(None, |span: Option<Self>, v| {
+            Some(match span {
+                None => Span {
+                    start: v,
+                    peak: v,
+                    end: v,
+                },
+                Some(s) => Span {
+                    peak: if v > s.peak { v } else { s.peak },
+                    end: v,
+                    ..s
+                },
+            })
+        })
+    }
 }
 
 /// The server's resources during the run.
@@ -118,7 +139,7 @@ pub struct Server {
     /// Resident memory.
     pub rss_mb: Option<Span>,
     /// Live heap bytes (servers built with heap profiling only).
-    pub heap_bytes: Option<Span>,
+    pub heap_bytes: Option<Span<u64>>,
     /// Server CPU time per event delivered, µs.
     pub cpu_us_per_event: Option<f64>,
 }
@@ -178,7 +199,7 @@ fn behind_at_end(scenario: &Scenario, counts: &crate::metrics::Counts) -> Option
 }
 
 /// One second of the run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Row {
     /// Seconds since the load started.
     pub t_s: f64,
@@ -270,6 +291,9 @@ pub struct Summary {
     pub repeat: u32,
     /// The comparison with a baseline (`--baseline`).
     pub comparison: Option<Comparison>,
+    /// The server's memory: growth and burst recovery of its live heap and
+    /// RSS (`null` without memory samples).
+    pub memory: Option<Memory>,
     /// The server measured (its base URL).
     pub target: String,
     /// Topics: receipt − the publisher's intended send time (open model).
@@ -458,11 +482,6 @@ impl Summary {
         let t = &measured.totals;
         let c = &t.counts;
         let seconds = measured.duration.as_secs_f64().max(f64::EPSILON);
-        let rss: Vec<f64> = measured
-            .timeline
-            .iter()
-            .filter_map(|r| r.server_rss_mb)
-            .collect();
         let error = |kind: ErrorKind| c.errors[kind as usize];
         let requests = c.connects + c.publishes;
         let connected = t.connect.len();
@@ -499,12 +518,8 @@ impl Summary {
             behind_at_end: behind_at_end(scenario, c),
             server: Server {
                 cpu_pct: mean(measured.timeline.iter().filter_map(|r| r.server_cpu_pct)),
-                rss_mb: rss.first().zip(rss.last()).map(|(&start, &end)| Span {
-                    start,
-                    peak: rss.iter().copied().fold(start, f64::max),
-                    end,
-                }),
-                heap_bytes: None,
+                rss_mb: Span::of(measured.timeline.iter().filter_map(|r| r.server_rss_mb)),
+                heap_bytes: Span::of(measured.timeline.iter().filter_map(|r| r.server_heap_bytes)),
                 cpu_us_per_event: measured
                     .cpu_seconds
                     .server
@@ -518,6 +533,7 @@ impl Summary {
             label: context.label,
             repeat: context.repeat,
             comparison: None,
+            memory: memory::analyse(&measured.timeline),
             target: measured.target.clone(),
             end_to_end_us: LatencyUs::of(&t.end_to_end),
             publish_to_receive_us: LatencyUs::of(&t.from_publish),

@@ -20,6 +20,9 @@ enum Unit {
     Fraction,
     /// A plain number (count, rate, percent, megabytes).
     Number,
+    /// Bytes: values are `512`, `64kB`, `1MB`, `2GB` (powers of 1000) or
+    /// `64KiB`, `1MiB`, `2GiB` (powers of 1024).
+    Bytes,
 }
 
 /// Every metric a threshold may name, with its unit.
@@ -60,6 +63,10 @@ const METRICS: &[(&str, Unit)] = &[
     ("server.rss_mb.peak", Unit::Number),
     ("server.rss_mb.end", Unit::Number),
     ("loadgen_cpu_pct", Unit::Number),
+    ("heap.growth_per_hour", Unit::Bytes),
+    ("rss.growth_per_hour", Unit::Bytes),
+    ("heap.recovery", Unit::Fraction),
+    ("rss.recovery", Unit::Fraction),
 ];
 
 /// What a broken threshold means for the run.
@@ -233,8 +240,25 @@ fn parse_value(text: &str, unit: Unit) -> Result<f64, String> {
         (Unit::Micros, "s") => Ok(number * 1_000_000.0),
         (Unit::Millis, "us" | "µs") => Ok(number / 1_000.0),
         (Unit::Fraction, "%") => Ok(number / 100.0),
+        (Unit::Bytes, unit) => bytes_in(unit)
+            .map(|scale| number * scale)
+            .ok_or_else(|| format!("unit {unit:?} is not one of B, kB, MB, GB, KiB, MiB, GiB")),
         (_, other) => Err(format!("unit {other:?} does not fit this metric")),
     }
+}
+
+/// Bytes in one `unit` of memory.
+fn bytes_in(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "" | "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -261,6 +285,13 @@ mod tests {
         assert_eq!(parse("latency.max>=250us").op, Op::Ge);
         assert_eq!(parse("dups!=1").op, Op::Ne);
         assert_eq!(parse("connect_success>=99%").value, 0.99);
+        assert_eq!(parse("heap.growth_per_hour<1MB").value, 1e6);
+        assert_eq!(parse("rss.growth_per_hour<64MiB").value, 64.0 * 1048576.0);
+        assert_eq!(parse("heap.recovery>90%").value, 0.9);
+        let err = "heap.growth_per_hour<1furlong"
+            .parse::<Threshold>()
+            .unwrap_err();
+        assert!(err.to_string().contains("not one of B, kB"), "{err}");
     }
 
     #[test]
