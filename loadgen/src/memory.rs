@@ -232,10 +232,10 @@ fn sentence(name: &str, f: &Figures) -> String {
             per_hour(high),
             f.r2.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}")),
             f.samples,
-            if f.grew {
-                "grew"
-            } else {
-                "indistinguishable from no growth"
+            match f.growth_ci95 {
+                _ if f.grew => "grew",
+                Some([_, high]) if high < 0.0 => "shrank",
+                _ => "indistinguishable from no growth",
             }
         ),
         _ => format!("{name}: too few samples after the warm-up to fit a growth"),

@@ -1,7 +1,7 @@
 //! `report.md`: fits a CI job summary (GitHub's `$GITHUB_STEP_SUMMARY`,
 //! GitLab's report pages). The verdict comes first, with every broken
 //! threshold and regression named; then the scenarios' figures, each
-//! scenario's thresholds and comparison, the capacity estimate, and the
+//! scenario's thresholds, comparison and memory, the capacity estimate, and the
 //! manifest that makes the figures reproducible. The terminal's closing
 //! lines ([`verdict_lines`]) say the same findings in plain text.
 
@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use super::{Group, Report, Summary};
 use crate::compare::{Change, Comparison, Estimate, NoiseSource, Status};
+use crate::memory::{Memory, bytes_text};
 use crate::scenario::Severity;
 use crate::verdict::{Verdict, display};
 
@@ -222,6 +223,32 @@ fn thresholds_table(group: &Group) -> String {
     out
 }
 
+/// The memory analysis: live heap and RSS side by side.
+fn memory(memory: &Memory) -> String {
+    let mut out = format!("**Memory.** {}.\n\n", memory.statement);
+    out.push_str("| figure | growth | 95% CI | R² | burst recovery |\n|---|---|---|---|---|\n");
+    for (name, figures) in [("live heap", memory.heap), ("RSS", memory.rss)] {
+        let Some(f) = figures else {
+            let _ = writeln!(out, "| {name} | not measured | – | – | – |");
+            continue;
+        };
+        let per_hour = |b: f64| format!("{}/h", bytes_text(b));
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} |",
+            or_dash(f.growth_per_hour, per_hour),
+            or_dash(f.growth_ci95, |[low, high]| format!(
+                "{} to {}",
+                per_hour(low),
+                per_hour(high)
+            )),
+            or_dash(f.r2, |r| format!("{r:.2}")),
+            or_dash(f.recovery, |r| format!("{:.1}%", 100.0 * r)),
+        );
+    }
+    out
+}
+
 fn manifest(report: &Report) -> String {
     let env = &report.environment;
     let commit = match (&env.versions.git_commit, env.versions.git_dirty) {
@@ -318,6 +345,10 @@ pub fn render(report: &Report) -> String {
         if let Some(c) = group.comparison() {
             out.push('\n');
             out.push_str(&comparison(c));
+        }
+        if let Some(m) = &representative(group).memory {
+            out.push('\n');
+            out.push_str(&memory(m));
         }
     }
     out.push_str("\n## Manifest\n\n");
