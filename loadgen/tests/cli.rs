@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 
 use serde_json::Value;
-use support::{assert_exit, junit_failures, loadgen, out_dir, read, read_json, text};
+use support::{assert_exit, html_charts, junit_failures, loadgen, out_dir, read, read_json, text};
 
 /// Checks the stable fields of CLI.md's summary.json, with their types.
 fn assert_summary_schema(summary: &Value) {
@@ -118,6 +118,8 @@ fn assert_report_files(dir: &Path) {
             .any(|v| markdown.starts_with(&format!("# streamgauge: {v}"))),
         "{markdown}"
     );
+    let charts = html_charts(&read(&dir.join("report.html")));
+    assert!(charts >= 7, "{charts} charts in report.html");
     let bmf = read_json(&dir.join("bmf.json"));
     let (_, measures) = bmf.as_object().unwrap().iter().next().unwrap();
     assert!(measures["throughput"]["value"].is_number(), "{bmf}");
@@ -162,6 +164,7 @@ fn a_threshold_that_breaks_exits_1_and_says_which() {
     );
     let failures = junit_failures(&read(&out.join("junit.xml")));
     assert!(failures.iter().any(|f| f.contains(broken)), "{failures:?}");
+    assert!(read(&out.join("report.html")).contains("events_per_s&gt;1000000000"));
     assert_run_files(&out, &summary);
 }
 

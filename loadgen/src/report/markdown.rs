@@ -9,16 +9,18 @@ use std::fmt::Write as _;
 
 use super::{Group, Report, Summary};
 use crate::compare::{Change, Comparison, Estimate, NoiseSource, Status};
+use crate::manifest::Versions;
 use crate::memory::{Memory, bytes_text};
 use crate::scenario::Severity;
 use crate::verdict::{Verdict, display};
 
 /// A cell for a value that may be missing.
-fn or_dash<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
+pub(crate) fn or_dash<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
     value.map_or_else(|| "–".to_owned(), show)
 }
 
-fn ms(us: u64) -> String {
+/// µs as ms, to the µs.
+pub(crate) fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1_000.0)
 }
 
@@ -71,7 +73,9 @@ pub fn findings(report: &Report) -> Vec<String> {
     critical
 }
 
-fn headline(report: &Report) -> String {
+/// The verdict in a line: pass, pass with warnings or fail, and of how
+/// many runs.
+pub(crate) fn headline(report: &Report) -> String {
     let runs = report.summaries().count();
     let failed = report
         .summaries()
@@ -103,7 +107,7 @@ pub fn verdict_lines(report: &Report) -> String {
 }
 
 /// A change as people read it: `-20.0%`, or `+0.0200` for absolute budgets.
-fn change_text(change: &Change) -> String {
+pub(crate) fn change_text(change: &Change) -> String {
     match change.change {
         None => "–".to_owned(),
         Some(value) if change.budget.ends_with('%') => format!("{value:+.1}%"),
@@ -111,7 +115,8 @@ fn change_text(change: &Change) -> String {
     }
 }
 
-fn estimate_text(estimate: Option<Estimate>) -> String {
+/// One side of a comparison: its median and its noise band.
+pub(crate) fn estimate_text(estimate: Option<Estimate>) -> String {
     or_dash(estimate, |e| {
         let noise = match e.noise_from {
             NoiseSource::Unknown => "noise unknown".to_owned(),
@@ -249,13 +254,18 @@ fn memory(memory: &Memory) -> String {
     out
 }
 
-fn manifest(report: &Report) -> String {
-    let env = &report.environment;
-    let commit = match (&env.versions.git_commit, env.versions.git_dirty) {
+/// The commit measured, and whether its checkout had uncommitted changes.
+pub(crate) fn commit(versions: &Versions) -> String {
+    match (&versions.git_commit, versions.git_dirty) {
         (Some(commit), Some(true)) => format!("{commit} (with uncommitted changes)"),
         (Some(commit), _) => commit.clone(),
         (None, _) => "not a git checkout".to_owned(),
-    };
+    }
+}
+
+fn manifest(report: &Report) -> String {
+    let env = &report.environment;
+    let commit = commit(&env.versions);
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -3,9 +3,10 @@
 //! added), gathered into a [`Report`] per invocation (a run, its
 //! repetitions, a suite). A field that does not apply to a run is `null`,
 //! never invented. Renderers read this model and nothing else: [`csv`]
-//! (`timeline.csv`), [`markdown`] (`report.md`), [`html`] (`report.html`),
-//! [`junit`] (`junit.xml`), [`bmf`] (`bmf.json`), [`table`] (the terminal)
-//! and [`progress`] (the live line). [`files`] writes them.
+//! (`timeline.csv`), [`markdown`] (`report.md`), [`html`] (`report.html`,
+//! with [`chart`]'s SVG charts), [`junit`] (`junit.xml`), [`bmf`]
+//! (`bmf.json`), [`table`] (the terminal) and [`progress`] (the live line).
+//! [`files`] writes them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,8 +24,11 @@ use crate::scenario::{Scenario, StreamKind};
 use crate::verdict::{self, ThresholdResult, Verdict};
 
 pub mod bmf;
+pub mod chart;
 pub mod csv;
 pub mod files;
+#[cfg(test)]
+mod fixture;
 pub mod html;
 pub mod junit;
 pub mod markdown;

@@ -87,6 +87,43 @@ pub(crate) fn junit_failures(xml: &str) -> Vec<String> {
     failures
 }
 
+/// The number of SVG charts in `report.html`, after checking that the page
+/// is well-formed XML and has nothing that loads from elsewhere.
+pub(crate) fn html_charts(html: &str) -> usize {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(html);
+    let (mut charts, mut depth) = (0, 0usize);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Eof) => break,
+            Ok(Event::Start(e)) => {
+                depth += 1;
+                charts += usize::from(is_chart(&e));
+            }
+            Ok(Event::Empty(e)) => charts += usize::from(is_chart(&e)),
+            Ok(Event::End(_)) => depth -= 1,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "report.html is not well-formed at {}: {e}",
+                reader.error_position()
+            ),
+        }
+    }
+    assert_eq!(depth, 0, "report.html has unclosed elements");
+    charts
+}
+
+/// Whether `element` is an SVG chart; panics on one that loads from
+/// elsewhere.
+fn is_chart(element: &quick_xml::events::BytesStart) -> bool {
+    let name = element.name();
+    assert!(
+        !matches!(name.as_ref(), b"script" | b"link" | b"img"),
+        "report.html loads from elsewhere: {element:?}"
+    );
+    name.as_ref() == b"svg"
+}
+
 fn attribute(element: &quick_xml::events::BytesStart, name: &[u8]) -> Option<String> {
     element
         .attributes()
