@@ -10,6 +10,7 @@
 mod support;
 
 mod backpressure;
+mod demo;
 mod limits;
 mod liveness;
 mod loadgen;

@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz`, `/readyz`, `/metrics`, `/connections` and `/demo`.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -6,7 +6,7 @@ use streamgauge_server::state::AppState;
 use streamgauge_server::{Shutdown, Store};
 use tower::ServiceExt;
 
-use crate::support::{self, Backend, Database, TestServer};
+use crate::support::{self, Backend, Database, TestServer, Transport};
 
 #[tokio::test]
 async fn health_and_readiness_answer_200_and_metrics_are_openmetrics_text() {
@@ -63,4 +63,82 @@ async fn readiness_turns_503_once_the_server_is_draining() {
         app.oneshot(readyz()).await.unwrap().status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+#[tokio::test]
+async fn connections_lists_a_tagged_stream_with_its_batches() {
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::BOTH {
+        let tag = format!("mine-{}", transport.label());
+        let mut stream = server
+            .open(transport, &format!("ticker?rate=2000&tag={tag}"))
+            .await;
+        let mut received = 0;
+        while received < 500 {
+            stream.next_event().await;
+            received += 1;
+        }
+        let listed: serde_json::Value = server
+            .http()
+            .get(server.url(&format!("/connections?tag={tag}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let streams = listed["connections"].as_array().unwrap();
+        assert_eq!(streams.len(), 1, "{listed}");
+        let info = &streams[0];
+        assert_eq!(info["transport"], transport.label());
+        assert_eq!(info["tag"], tag.as_str());
+        let events = info["events"].as_u64().unwrap();
+        let batches = info["batches"].as_u64().unwrap();
+        assert!(events >= 500 && (1..=events).contains(&batches), "{info}");
+        assert!(info["queue_events"].is_u64() && info["last_batch"].as_u64().unwrap() >= 1);
+    }
+    let all: serde_json::Value = server
+        .http()
+        .get(server.url("/connections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(all["connections"].is_array());
+    let bad = server
+        .http()
+        .get(server.url("/connections?tag=no%20spaces"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("`tag`"), "{body}");
+    let bad = server
+        .http()
+        .get(server.url("/sse/ticker?tag=%3Cscript%3E"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn the_demo_page_is_served_whole_and_fetches_nothing_elsewhere() {
+    let server = TestServer::start(support::config()).await;
+    let response = server.http().get(server.url("/demo")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("/connections?tag="));
+    for external in ["http://", "https://", "<script src", "<link"] {
+        assert!(!page.contains(external), "the page loads {external}…");
+    }
 }

@@ -7,7 +7,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::http::{ops, replay, ticker, tokens, topics};
+use crate::http::{demo, ops, replay, ticker, tokens, topics};
 use crate::state::AppState;
 
 /// The whole HTTP application over `state`.
@@ -18,6 +18,7 @@ pub fn router(state: AppState) -> Router {
         .merge(topics::router())
         .merge(replay::router())
         .merge(ops::router())
+        .merge(demo::router())
         .fallback(async || ApiError::NotFound)
         .method_not_allowed_fallback(async || ApiError::MethodNotAllowed)
         .layer(middleware::from_fn(log_server_errors))

@@ -2,11 +2,16 @@
 //! its admission permit, its registry entry and its share of the
 //! open-connection gauge; dropping the guard releases all three and counts
 //! the disconnect. The registry lets `/metrics` read every queue's depth at
-//! scrape time, so producers pay nothing for that gauge.
+//! scrape time, so producers pay nothing for that gauge, and `GET
+//! /connections` list each stream with its queue and its batches (a tag the
+//! client chose finds its own stream).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::Serialize;
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -27,7 +32,54 @@ pub struct Connections {
 #[derive(Debug)]
 struct Live {
     transport: TransportKind,
+    tag: Option<String>,
+    opened: Instant,
     queue: Option<Probe>,
+    batches: Arc<BatchCounts>,
+}
+
+/// What a stream's writer has written: three relaxed atomic adds a batch.
+#[derive(Debug, Default)]
+pub struct BatchCounts {
+    batches: AtomicU64,
+    events: AtomicU64,
+    bytes: AtomicU64,
+    last: AtomicU64,
+}
+
+impl BatchCounts {
+    /// Counts one batch of `events` events in `bytes` bytes.
+    pub fn record(&self, events: usize, bytes: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(events as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.last.store(events as u64, Ordering::Relaxed);
+    }
+}
+
+/// One open stream, as `GET /connections` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamInfo {
+    /// The server's id for it.
+    pub id: u64,
+    /// `sse` or `ws`.
+    pub transport: &'static str,
+    /// The `tag` the client gave, if any.
+    pub tag: Option<String>,
+    /// Seconds since it was admitted.
+    pub age_s: f64,
+    /// Events waiting in its queue now.
+    pub queue_events: usize,
+    /// Bytes waiting in its queue now.
+    pub queue_bytes: usize,
+    /// Batches written.
+    pub batches: u64,
+    /// Events written.
+    pub events: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Events in the last batch written.
+    pub last_batch: u64,
 }
 
 impl Connections {
@@ -50,17 +102,25 @@ impl Connections {
     /// # Errors
     ///
     /// [`OverCapacity`] at the connection limit.
-    pub fn admit(self: &Arc<Self>, transport: TransportKind) -> Result<StreamGuard, OverCapacity> {
+    pub fn admit(
+        self: &Arc<Self>,
+        transport: TransportKind,
+        tag: Option<String>,
+    ) -> Result<StreamGuard, OverCapacity> {
         let metrics = self.metrics.transport(transport);
         let permit = self.admission.try_admit().inspect_err(|_| {
             metrics.rejected.inc();
         })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let batches = Arc::new(BatchCounts::default());
         self.lock().insert(
             id,
             Live {
                 transport,
+                tag,
+                opened: Instant::now(),
                 queue: None,
+                batches: Arc::clone(&batches),
             },
         );
         metrics.opened.inc();
@@ -68,6 +128,7 @@ impl Connections {
         Ok(StreamGuard {
             id,
             transport,
+            batches,
             connections: Arc::clone(self),
             reason: None,
             _permit: permit,
@@ -87,6 +148,37 @@ impl Connections {
         }
         totals
     }
+
+    /// The open streams tagged `tag` (all of them without one), by id.
+    pub fn list(&self, tag: Option<&str>) -> Vec<StreamInfo> {
+        let mut streams: Vec<StreamInfo> = self
+            .lock()
+            .iter()
+            .filter(|(_, live)| tag.is_none() || live.tag.as_deref() == tag)
+            .map(|(&id, live)| {
+                let depth = live
+                    .queue
+                    .as_ref()
+                    .and_then(Probe::depth)
+                    .unwrap_or_default();
+                let counts = &live.batches;
+                StreamInfo {
+                    id,
+                    transport: live.transport.label(),
+                    tag: live.tag.clone(),
+                    age_s: live.opened.elapsed().as_secs_f64(),
+                    queue_events: depth.events,
+                    queue_bytes: depth.bytes,
+                    batches: counts.batches.load(Ordering::Relaxed),
+                    events: counts.events.load(Ordering::Relaxed),
+                    bytes: counts.bytes.load(Ordering::Relaxed),
+                    last_batch: counts.last.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        streams.sort_by_key(|s| s.id);
+        streams
+    }
 }
 
 /// One admitted stream; dropping it closes the books on that stream.
@@ -94,6 +186,7 @@ impl Connections {
 pub struct StreamGuard {
     id: u64,
     transport: TransportKind,
+    batches: Arc<BatchCounts>,
     connections: Arc<Connections>,
     /// Why the stream ended, once known; a guard dropped without one
     /// belonged to a stream whose peer went away (e.g. an SSE body dropped
@@ -108,6 +201,11 @@ impl StreamGuard {
         if let Some(live) = self.connections.lock().get_mut(&self.id) {
             live.queue = Some(probe);
         }
+    }
+
+    /// Where the stream's writer counts its batches.
+    pub fn batch_counts(&self) -> Arc<BatchCounts> {
+        Arc::clone(&self.batches)
     }
 
     /// Records why the stream ended; the guard is then dropped.
@@ -135,9 +233,9 @@ mod tests {
     fn guards_count_open_streams_and_sum_queue_depths_by_transport() {
         let metrics = Arc::new(Metrics::new());
         let connections = Arc::new(Connections::new(Admission::new(2), Arc::clone(&metrics)));
-        let sse = connections.admit(TransportKind::Sse).unwrap();
-        let ws = connections.admit(TransportKind::Ws).unwrap();
-        assert!(connections.admit(TransportKind::Ws).is_err());
+        let sse = connections.admit(TransportKind::Sse, None).unwrap();
+        let ws = connections.admit(TransportKind::Ws, None).unwrap();
+        assert!(connections.admit(TransportKind::Ws, None).is_err());
 
         let (tx, rx) = queue::channel(Limits {
             max_events: 8,
@@ -167,6 +265,49 @@ mod tests {
                 "streamgauge_disconnects_total{transport=\"sse\",reason=\"peer_gone\"} 1"
             )
         );
-        assert!(connections.admit(TransportKind::Sse).is_ok());
+        assert!(connections.admit(TransportKind::Sse, None).is_ok());
+    }
+
+    #[test]
+    fn a_tag_finds_its_stream_with_its_queue_and_batches() {
+        let connections = Arc::new(Connections::new(
+            Admission::new(4),
+            Arc::new(Metrics::new()),
+        ));
+        let _other = connections.admit(TransportKind::Sse, None).unwrap();
+        let slow = connections
+            .admit(TransportKind::Ws, Some("slow".to_owned()))
+            .unwrap();
+        let (tx, rx) = queue::channel(Limits {
+            max_events: 8,
+            max_bytes: 1 << 20,
+        });
+        slow.watch_queue(rx.probe());
+        for seq in 1..=3 {
+            tx.try_push(Item::Event(Event {
+                seq,
+                pts: None,
+                data: "1".into(),
+            }))
+            .unwrap();
+        }
+        slow.batch_counts().record(5, 100);
+        slow.batch_counts().record(7, 140);
+        let listed = connections.list(Some("slow"));
+        assert_eq!(listed.len(), 1);
+        let info = &listed[0];
+        assert_eq!(
+            (
+                info.transport,
+                info.queue_events,
+                info.batches,
+                info.events,
+                info.last_batch
+            ),
+            ("ws", 3, 2, 12, 7)
+        );
+        assert_eq!(connections.list(None).len(), 2);
+        drop(slow);
+        assert!(connections.list(Some("slow")).is_empty());
     }
 }

@@ -9,12 +9,14 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_util::sync::CancellationToken;
 
+use crate::connections::BatchCounts;
 use crate::disconnect::Disconnect;
 use crate::metrics::TransportMetrics;
 use crate::transport::{Inbound, Transport};
@@ -32,6 +34,8 @@ pub struct Session {
     /// For testing measurements: a wait before each batch is written
     /// (`--inject-delay`; `None` costs one branch per batch).
     pub inject_delay: Option<Duration>,
+    /// This stream's batch counts, for `GET /connections`.
+    pub batches: Arc<BatchCounts>,
 }
 
 /// What a stream does with the messages its client sends.
@@ -125,6 +129,7 @@ async fn deliver<T: Transport>(
                 session
                     .metrics
                     .record_batch(batch.events(), batch.bytes.len());
+                session.batches.record(batch.events(), batch.bytes.len());
             }
             Step::Message(message) => {
                 let replied = match inbox.receive(message).await {
@@ -172,6 +177,7 @@ mod tests {
             keep_alive: Duration::from_secs(15),
             metrics: Metrics::new().transport(TransportKind::Ws).clone(),
             inject_delay: None,
+            batches: Arc::default(),
         }
     }
 

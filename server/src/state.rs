@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use crate::admission::Admission;
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::connections::Connections;
+use crate::connections::{BatchCounts, Connections};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, SlowConsumerAction, TransportKind};
@@ -70,8 +70,9 @@ impl AppState {
         (state, writer)
     }
 
-    /// The session settings of a new stream on `transport`.
-    pub fn session(&self, transport: TransportKind) -> Session {
+    /// The session settings of a new stream on `transport`, counting its
+    /// batches in `batches`.
+    pub fn session(&self, transport: TransportKind, batches: Arc<BatchCounts>) -> Session {
         if let Some(bytes) = self.config.inject_leak {
             crate::heap::leak(bytes);
         }
@@ -80,6 +81,7 @@ impl AppState {
             keep_alive: self.config.keepalive_interval,
             metrics: self.metrics.transport(transport).clone(),
             inject_delay: self.config.inject_delay,
+            batches,
         }
     }
 

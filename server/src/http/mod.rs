@@ -3,6 +3,7 @@
 //! module and [`crate::transport`] know about axum.
 
 mod credentials;
+pub mod demo;
 pub mod ops;
 mod params;
 pub mod replay;

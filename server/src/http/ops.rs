@@ -1,7 +1,8 @@
-//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and with the
-//! `dhat-heap` feature `/debug/heap`.
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, `/connections`
+//! (every open stream with its queue and batches), and with the `dhat-heap`
+//! feature `/debug/heap`.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
@@ -9,6 +10,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::params::Params;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The content type of the OpenMetrics text exposition.
@@ -19,7 +22,8 @@ pub fn router() -> Router<AppState> {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/connections", get(connections));
     #[cfg(feature = "dhat-heap")]
     let router = router.route("/debug/heap", get(heap));
     router
@@ -54,6 +58,17 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     } else {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     }
+}
+
+/// The open streams (those tagged `?tag=` only, when given), each with its
+/// queue depth and what its writer has written.
+async fn connections(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let tag = Params::parse(query.as_deref())?.tag()?;
+    let streams = state.connections.list(tag.as_deref());
+    Ok(Json(json!({ "connections": streams })))
 }
 
 /// The metrics, with queue depths read from the open streams now.

@@ -34,6 +34,26 @@ impl<'a> Params<'a> {
             .map(|(_, v)| v.as_ref())
     }
 
+    /// `tag`, a label the client gives its stream to find it in `GET
+    /// /connections`: 1 to 64 characters from `A-Z a-z 0-9 . _ -`.
+    pub(crate) fn tag(&self) -> Result<Option<String>, ApiError> {
+        let Some(tag) = self.get("tag") else {
+            return Ok(None);
+        };
+        let valid = (1..=64).contains(&tag.len())
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if valid {
+            Ok(Some(tag.to_owned()))
+        } else {
+            Err(ApiError::bad_param(
+                "tag",
+                "must be 1 to 64 characters from A-Z a-z 0-9 . _ -",
+            ))
+        }
+    }
+
     /// The integer parameter `name`, `default` when absent, within `range`.
     pub(crate) fn u64_in(
         &self,

@@ -54,7 +54,7 @@ async fn sse_replay(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let source = replay(&state, wallet, query.as_deref())?;
-    sse_stream(&state, source)
+    sse_stream(&state, source, Params::parse(query.as_deref())?.tag()?)
 }
 
 async fn ws_replay(
@@ -64,7 +64,15 @@ async fn ws_replay(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let source = replay(&state, wallet, query.as_deref())?;
-    Ok(ws_stream(&state, upgrade?, source, Refuse, NO_MESSAGES))
+    let tag = Params::parse(query.as_deref())?.tag()?;
+    Ok(ws_stream(
+        &state,
+        upgrade?,
+        source,
+        Refuse,
+        NO_MESSAGES,
+        tag,
+    ))
 }
 
 /// Every trade of the wallet as one JSON array, built in memory.

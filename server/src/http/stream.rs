@@ -48,16 +48,21 @@ pub(crate) fn routes<S: FromQuery>(name: &str) -> Router<AppState> {
         .route(&format!("/ws/{name}"), get(ws_handler::<S>))
 }
 
-fn source_from<S: FromQuery>(state: &AppState, query: Option<&str>) -> Result<S, ApiError> {
-    S::from_query(&Params::parse(query)?, &state.config)
+/// The source the query asks for, and the stream's tag.
+fn source_from<S: FromQuery>(
+    state: &AppState,
+    query: Option<&str>,
+) -> Result<(S, Option<String>), ApiError> {
+    let params = Params::parse(query)?;
+    Ok((S::from_query(&params, &state.config)?, params.tag()?))
 }
 
 async fn sse_handler<S: FromQuery>(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let source: S = source_from(&state, query.as_deref())?;
-    sse_stream(&state, source)
+    let (source, tag): (S, _) = source_from(&state, query.as_deref())?;
+    sse_stream(&state, source, tag)
 }
 
 async fn ws_handler<S: FromQuery>(
@@ -65,14 +70,25 @@ async fn ws_handler<S: FromQuery>(
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let source: S = source_from(&state, query.as_deref())?;
-    Ok(ws_stream(&state, upgrade?, source, Refuse, NO_MESSAGES))
+    let (source, tag): (S, _) = source_from(&state, query.as_deref())?;
+    Ok(ws_stream(
+        &state,
+        upgrade?,
+        source,
+        Refuse,
+        NO_MESSAGES,
+        tag,
+    ))
 }
 
-fn admit(state: &AppState, transport: TransportKind) -> Result<StreamGuard, ApiError> {
+fn admit(
+    state: &AppState,
+    transport: TransportKind,
+    tag: Option<String>,
+) -> Result<StreamGuard, ApiError> {
     state
         .connections
-        .admit(transport)
+        .admit(transport, tag)
         .map_err(|limit| ApiError::OverCapacity {
             limit,
             retry_after: state.config.retry_after,
@@ -86,11 +102,15 @@ fn pipeline(state: &AppState, guard: &StreamGuard, framing: Framing) -> (queue::
     (tx, Writer::new(rx, framing, state.config.batch))
 }
 
-/// Streams `source` as Server-Sent Events.
-pub(crate) fn sse_stream<S: Source>(state: &AppState, source: S) -> Result<Response, ApiError> {
-    let guard = admit(state, TransportKind::Sse)?;
+/// Streams `source` as Server-Sent Events, tagged `tag`.
+pub(crate) fn sse_stream<S: Source>(
+    state: &AppState,
+    source: S,
+    tag: Option<String>,
+) -> Result<Response, ApiError> {
+    let guard = admit(state, TransportKind::Sse, tag)?;
     let (tx, writer) = pipeline(state, &guard, SseTransport::FRAMING);
-    let session = state.session(TransportKind::Sse);
+    let session = state.session(TransportKind::Sse, guard.batch_counts());
     let body = sse::body(move |transport| async move {
         let reason = session::run(source.run(tx), writer, transport, Refuse, &session).await;
         tracing::debug!(reason = reason.label(), "sse stream ended");
@@ -113,6 +133,7 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     source: S,
     inbox: I,
     max_message: usize,
+    tag: Option<String>,
 ) -> Response {
     let upgrade = upgrade
         .read_buffer_size(WS_READ_BUFFER)
@@ -120,13 +141,13 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
         .max_frame_size(max_message)
         .write_buffer_size(state.config.batch.max_bytes);
     let shutdown = state.shutdown.clone();
-    let Ok(guard) = admit(state, TransportKind::Ws) else {
+    let Ok(guard) = admit(state, TransportKind::Ws, tag) else {
         return upgrade.on_upgrade(move |socket| {
             shutdown.track(ws::reject(socket, Disconnect::OverCapacity))
         });
     };
     let (tx, writer) = pipeline(state, &guard, WsTransport::FRAMING);
-    let session = state.session(TransportKind::Ws);
+    let session = state.session(TransportKind::Ws, guard.batch_counts());
     let pong_timeout = state.config.pong_timeout;
     upgrade.on_upgrade(move |socket| {
         shutdown.track(async move {

@@ -158,7 +158,8 @@ async fn sse_subscribe(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref())?;
     let subscription = Subscription::parse(&state, topic, &params, &headers)?;
-    sse_stream(&state, subscription.source(&state).await?)
+    let tag = params.tag()?;
+    sse_stream(&state, subscription.source(&state).await?, tag)
 }
 
 async fn ws_subscribe(
@@ -170,6 +171,7 @@ async fn ws_subscribe(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref())?;
     let subscription = Subscription::parse(&state, topic, &params, &headers)?;
+    let tag = params.tag()?;
     let permission = state
         .auth
         .may_publish(credentials::token(&headers, &params));
@@ -181,5 +183,5 @@ async fn ws_subscribe(
     let max_message = state.config.max_publish_bytes + PUBLISH_FRAME_OVERHEAD;
     let upgrade = upgrade?;
     let source = subscription.source(&state).await?;
-    Ok(ws_stream(&state, upgrade, source, inbox, max_message))
+    Ok(ws_stream(&state, upgrade, source, inbox, max_message, tag))
 }

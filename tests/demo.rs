@@ -1,0 +1,229 @@
+//! The demo page in a real browser: headless Chromium (Debian's `chromium`
+//! and `chromium-driver`, which `.ci/run` installs), driven over WebDriver.
+//! On each transport the test loads `/demo`, starts a ticker, sees events
+//! arrive at both readers, raises the slow reader's consumer delay, and
+//! sees the batch size the page shows for the slow reader grow while the
+//! fast reader's does not. A screenshot of each is saved under the test's
+//! target directory (`CARGO_TARGET_TMPDIR/demo-*.png`).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::{TestServer, Transport, WAIT, config, within};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process on a free loopback port, killed when dropped.
+struct Driver {
+    url: String,
+    _process: Child,
+}
+
+impl Driver {
+    /// Starts chromedriver and waits for its readiness line.
+    async fn start() -> Self {
+        for program in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(program).exists(),
+                "{program} is missing: the demo test needs Debian's chromium and chromium-driver \
+                 (`apt-get install chromium chromium-driver`; .ci/run installs them)"
+            );
+        }
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a: SocketAddr| a.port())
+            .expect("a free port");
+        let mut process = Command::new(CHROMEDRIVER)
+            .args([
+                format!("--port={port}"),
+                "--allowed-ips=127.0.0.1".to_owned(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting chromedriver");
+        let stdout = process.stdout.take().expect("chromedriver's stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        within("chromedriver to start", async {
+            while let Some(line) = lines.next_line().await.expect("reading chromedriver") {
+                if line.contains("started successfully") {
+                    return;
+                }
+            }
+            panic!("chromedriver exited before it was ready");
+        })
+        .await;
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            _process: process,
+        }
+    }
+
+    /// A headless Chromium session with a fresh profile and no background
+    /// networking (the machine has no network beyond loopback).
+    async fn browser(&self, profile: &Path) -> Client {
+        let options = json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1280,1300",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        });
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), json!("chrome"));
+        capabilities.insert("goog:chromeOptions".into(), options);
+        within(
+            "a browser session",
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&self.url),
+        )
+        .await
+        .expect("connecting to chromedriver")
+    }
+}
+
+/// The number a panel shows in its field `field` (`None` for "–").
+async fn shown(browser: &Client, panel: &str, field: &str) -> Option<f64> {
+    let text = browser
+        .find(Locator::Css(&format!("#{panel} .{field}")))
+        .await
+        .expect("the field")
+        .text()
+        .await
+        .expect("its text");
+    text.trim().parse().ok()
+}
+
+/// Polls the page until `ready` holds of the slow and fast panels' `field`,
+/// failing with `what` after [`WAIT`].
+async fn until(browser: &Client, field: &str, what: &str, ready: impl Fn(f64, f64) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = (None, None);
+    while tokio::time::Instant::now() < deadline {
+        last = (
+            shown(browser, "slow", field).await,
+            shown(browser, "fast", field).await,
+        );
+        if let (Some(slow), Some(fast)) = last
+            && ready(slow, fast)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out waiting for {what}; {field} slow/fast: {last:?}");
+}
+
+/// Sets the number input `id` to `value`.
+async fn set(browser: &Client, id: &str, value: &str) {
+    let input = browser.find(Locator::Id(id)).await.expect("the input");
+    input.clear().await.expect("clearing it");
+    input.send_keys(value).await.expect("typing");
+}
+
+/// Where the screenshots go.
+fn screenshot_path(transport: Transport) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-{}.png", transport.label()))
+}
+
+async fn slow_reader_batches_grow(browser: &Client, server: &TestServer, transport: Transport) {
+    browser
+        .goto(&server.url("/demo"))
+        .await
+        .expect("loading /demo");
+    browser
+        .find(Locator::Id("transport"))
+        .await
+        .expect("the transport select")
+        .select_by_value(transport.label())
+        .await
+        .expect("choosing the transport");
+    // Large events fill the socket buffers between server and page soon.
+    set(browser, "rate", "2000").await;
+    set(browser, "size", "8192").await;
+    set(browser, "delay", "0").await;
+    browser
+        .find(Locator::Id("start"))
+        .await
+        .expect("the start button")
+        .click()
+        .await
+        .expect("starting");
+
+    until(
+        browser,
+        "received",
+        "events at both readers",
+        |slow, fast| slow > 500.0 && fast > 500.0,
+    )
+    .await;
+    until(browser, "batch", "the batch sizes", |_, _| true).await;
+    let before = shown(browser, "slow", "batch").await.expect("a batch size");
+
+    set(browser, "delay", "5").await;
+    until(
+        browser,
+        "batch",
+        "the slow reader's batches to grow",
+        |slow, fast| slow >= before + 2.0 && slow > fast + 2.0,
+    )
+    .await;
+    until(
+        browser,
+        "queue",
+        "the slow reader's queue to fill",
+        |slow, _| slow > 0.0,
+    )
+    .await;
+    let fast_events = shown(browser, "fast", "eps").await.expect("the fast rate");
+    assert!(
+        fast_events > 1000.0,
+        "the fast reader slowed down: {fast_events} events/s"
+    );
+
+    let png = browser.screenshot().await.expect("a screenshot");
+    let path = screenshot_path(transport);
+    std::fs::write(&path, png).expect("saving the screenshot");
+    eprintln!(
+        "demo ({}): screenshot at {}",
+        transport.label(),
+        path.display()
+    );
+    browser
+        .find(Locator::Id("stop"))
+        .await
+        .expect("the stop button")
+        .click()
+        .await
+        .expect("stopping");
+    server
+        .wait_for("the demo's streams to close", |m| {
+            m.of("streamgauge_connections_open", transport.label()) == 0.0
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_batches_growing_for_a_slow_reader_on_both_transports() {
+    let server = TestServer::start(config()).await;
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().expect("a browser profile directory");
+    let browser = driver.browser(profile.path()).await;
+    for transport in Transport::BOTH {
+        slow_reader_batches_grow(&browser, &server, transport).await;
+    }
+    browser.close().await.expect("closing the browser");
+}
