@@ -179,3 +179,41 @@ async fn a_client_that_vanishes_mid_stream_frees_its_slot() {
             .await;
     }
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_closed_while_others_are_served() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let config = streamgauge_server::Config {
+        header_timeout: Duration::from_millis(300),
+        ..support::config()
+    };
+    let server = TestServer::start(config).await;
+    let mut slowloris = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slowloris
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // Meanwhile a well-behaved client is served.
+    let healthy = server
+        .http()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthy.status(), 200);
+    let mut rest = Vec::new();
+    let read = support::within(
+        "the server to close the slow client",
+        slowloris.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        read.is_ok_and(|n| n == 0) || rest.is_empty(),
+        "the server answered a head it never got: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}

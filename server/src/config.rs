@@ -156,6 +156,11 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_WRITE_TIMEOUT", value_name = "DURATION")]
     pub write_timeout: Option<HumanDuration>,
 
+    /// A connection whose first request head is not complete this long
+    /// after it was accepted is closed (slowloris) [default: 10s]
+    #[arg(long, env = "STREAMGAUGE_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<HumanDuration>,
+
     /// How long a graceful shutdown may take before open streams are abandoned [default: 10s]
     #[arg(long, env = "STREAMGAUGE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
@@ -330,6 +335,8 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Time a write may make no progress before its connection is dropped.
     pub write_timeout: Duration,
+    /// Time a new connection has to complete its first request head.
+    pub header_timeout: Duration,
     /// Deadline of a graceful shutdown.
     pub shutdown_timeout: Duration,
     /// `Retry-After` at the connection limit.
@@ -379,6 +386,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(15),
             pong_timeout: Duration::from_secs(45),
             write_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(1),
             max_rate: 1_000_000,
@@ -438,6 +446,7 @@ impl Config {
             keepalive_interval: duration(args.keepalive_interval, d.keepalive_interval),
             pong_timeout: duration(args.pong_timeout, d.pong_timeout),
             write_timeout: duration(args.write_timeout, d.write_timeout),
+            header_timeout: duration(args.header_timeout, d.header_timeout),
             shutdown_timeout: duration(args.shutdown_timeout, d.shutdown_timeout),
             retry_after: duration(args.retry_after, d.retry_after),
             max_rate: args.max_rate.unwrap_or(d.max_rate),
@@ -475,6 +484,7 @@ impl Config {
             ("keepalive-interval", self.keepalive_interval),
             ("pong-timeout", self.pong_timeout),
             ("write-timeout", self.write_timeout),
+            ("header-timeout", self.header_timeout),
             ("retention-interval", self.retention_interval),
         ];
         for (name, value) in durations {

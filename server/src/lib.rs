@@ -107,7 +107,11 @@ pub async fn run(
         shutdown.token().clone(),
     )));
     let stalled = state.metrics.slow_consumers(SlowConsumerAction::Disconnect);
-    let listener = listener::Listener::new(listener, state.config.write_timeout, stalled);
+    let deadlines = listener::Deadlines {
+        write: state.config.write_timeout,
+        header: state.config.header_timeout,
+    };
+    let listener = listener::Listener::new(listener, deadlines, stalled);
     let token = shutdown.token().clone();
     let mut serve = pin!(
         axum::serve(listener, app::router(state))

@@ -1,6 +1,8 @@
 //! The TCP listener: accepts connections, turns Nagle off, and wraps each
 //! one in [`DeadlineIo`] so that a peer that stops reading cannot hold a
-//! connection (and its buffers) forever.
+//! connection (and its buffers) forever, and neither can one that never
+//! finishes its first request head (slowloris): axum's `serve` does not
+//! expose hyper's header timeout, so it lives here too.
 //!
 //! The deadline must live at this level: behind a stalled SSE reader, hyper
 //! stops polling the response body, so nothing inside the body could ever
@@ -14,24 +16,35 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
+
+/// How long a connection may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// A write that makes no progress for this long fails.
+    pub write: Duration,
+    /// The first request head must be complete this long after accept.
+    pub header: Duration,
+}
 
 /// Accepts TCP connections for `axum::serve`.
 #[derive(Debug)]
 pub struct Listener {
     inner: TcpListener,
-    write_timeout: Duration,
+    deadlines: Deadlines,
     /// Counts connections closed because their peer stopped reading.
     stalled: Counter,
 }
 
 impl Listener {
-    /// Wraps `inner`; a write that makes no progress for `write_timeout`
-    /// fails, which closes its connection, and is counted in `stalled`.
-    pub fn new(inner: TcpListener, write_timeout: Duration, stalled: Counter) -> Self {
+    /// Wraps `inner`; a write that makes no progress for the write deadline
+    /// fails, which closes its connection, and is counted in `stalled`; a
+    /// connection whose first request head is not complete by the header
+    /// deadline is closed.
+    pub fn new(inner: TcpListener, deadlines: Deadlines, stalled: Counter) -> Self {
         Self {
             inner,
-            write_timeout,
+            deadlines,
             stalled,
         }
     }
@@ -50,9 +63,14 @@ impl axum::serve::Listener for Listener {
                     }
                     let io = DeadlineIo {
                         stream,
-                        write_timeout: self.write_timeout,
+                        write_timeout: self.deadlines.write,
                         stall: None,
                         stalled: self.stalled.clone(),
+                        head: Some(HeadDeadline {
+                            until: Instant::now() + self.deadlines.header,
+                            timer: None,
+                            matched: 0,
+                        }),
                     };
                     return (io, addr);
                 }
@@ -83,7 +101,8 @@ async fn accept_failed(e: io::Error) {
 }
 
 /// A TCP stream whose writes fail once they have made no progress for the
-/// write timeout.
+/// write timeout, and whose reads fail if the first request head is not
+/// complete by its deadline.
 #[derive(Debug)]
 pub struct DeadlineIo {
     stream: TcpStream,
@@ -91,6 +110,46 @@ pub struct DeadlineIo {
     /// Armed while a write is blocked; allocated on the first stall only.
     stall: Option<Pin<Box<Sleep>>>,
     stalled: Counter,
+    /// Until the first request head has been read (`None` after).
+    head: Option<HeadDeadline>,
+}
+
+/// The deadline of the first request head, and how much of its end
+/// (`\r\n\r\n`) the bytes read so far matched.
+#[derive(Debug)]
+struct HeadDeadline {
+    until: Instant,
+    /// Armed when a read first waits; allocated then only.
+    timer: Option<Pin<Box<Sleep>>>,
+    matched: u8,
+}
+
+impl HeadDeadline {
+    /// Whether `bytes` complete the head.
+    fn completed_by(&mut self, bytes: &[u8]) -> bool {
+        for &byte in bytes {
+            self.matched = match (self.matched, byte) {
+                (0 | 2, b'\r') => self.matched + 1,
+                (1 | 3, b'\n') => self.matched + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            if self.matched == 4 {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether the deadline has passed (registering `cx` if not).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let until = self.until;
+        self.timer
+            .get_or_insert_with(|| Box::pin(sleep_until(until)))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+    }
 }
 
 impl DeadlineIo {
@@ -118,7 +177,25 @@ impl AsyncRead for DeadlineIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let Some(head) = self.head.as_mut() else {
+            return poll;
+        };
+        match poll {
+            Poll::Ready(Ok(())) if head.completed_by(&buf.filled()[before..]) => {
+                self.head = None;
+            }
+            Poll::Pending if head.expired(cx) => {
+                tracing::debug!("closing a connection whose request head did not arrive in time");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not complete within the header timeout",
+                )));
+            }
+            _ => {}
+        }
+        poll
     }
 }
 
@@ -156,7 +233,7 @@ impl AsyncWrite for DeadlineIo {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::time::Instant;
 
     use super::*;
@@ -166,7 +243,19 @@ mod tests {
         let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = inner.local_addr().unwrap();
         let stalled = Counter::default();
-        let mut listener = Listener::new(inner, Duration::from_millis(100), stalled.clone());
+        let deadlines = Deadlines {
+            write: Duration::from_millis(100),
+            header: Duration::from_secs(30),
+        };
+        let mut listener = Listener::new(inner, deadlines, stalled.clone());
+        // A complete head: no header deadline.
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let (mut complete, _) = axum::serve::Listener::accept(&mut listener).await;
+        let mut head = [0u8; 64];
+        let n = complete.read(&mut head).await.unwrap();
+        assert_eq!(&head[..n], b"GET / HTTP/1.1\r\n\r\n");
+        assert!(complete.head.is_none());
         // The peer connects and never reads.
         let _peer = TcpStream::connect(addr).await.unwrap();
         let (mut io, _) = axum::serve::Listener::accept(&mut listener).await;
@@ -184,5 +273,50 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(stalled.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_head_that_never_ends_fails_the_read_after_the_header_timeout() {
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let deadlines = Deadlines {
+            write: Duration::from_secs(30),
+            header: Duration::from_millis(100),
+        };
+        let mut listener = Listener::new(inner, deadlines, Counter::default());
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        // Split so that the end of the head straddles reads: not an end.
+        peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r")
+            .await
+            .unwrap();
+        let (mut io, _) = axum::serve::Listener::accept(&mut listener).await;
+        let started = Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut buf = [0u8; 64];
+            loop {
+                if let Err(e) = io.read(&mut buf).await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the header deadline fired");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(90));
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let mut head = HeadDeadline {
+            until: Instant::now(),
+            timer: None,
+            matched: 0,
+        };
+        assert!(!head.completed_by(b"GET / HTTP/1.1\r\nHost: x\r"));
+        assert!(!head.completed_by(b"\n\r"));
+        assert!(head.completed_by(b"\n"));
+        let mut head = HeadDeadline { matched: 0, ..head };
+        assert!(!head.completed_by(b"a\r\r\n\n"));
+        assert!(head.completed_by(b"\r\r\n\r\n"));
     }
 }
