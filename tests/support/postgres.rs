@@ -137,70 +137,161 @@ fn remove_stale_clusters(parent: &Path) {
 
 /// Starts a cluster that lives as long as this process; returns its URL.
 fn start_cluster() -> String {
-    let bin = bin_dir();
-    let user = postgres_user();
     let parent = std::env::temp_dir();
     remove_stale_clusters(&parent);
-    let dir = parent.join(format!("streamgauge-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("creating the cluster directory");
-    if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-            .expect("giving the cluster directory to postgres");
-    }
-    let data = dir.join("data");
-    let initdb = as_postgres(&mut Command::new(bin.join("initdb")), user)
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-            "-N",
-            "-D",
-        ])
-        .arg(&data)
-        .output()
-        .expect("running initdb");
-    assert!(
-        initdb.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&initdb.stderr)
-    );
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let log = std::fs::File::create(dir.join("log")).expect("the cluster log");
-    let mut postgres = Command::new(bin.join("postgres"));
-    as_postgres(&mut postgres, user)
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-k"])
-        .arg(&dir)
-        .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "max_connections=400",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    keep_alive_with_this_process(postgres);
-    wait_until_ready(&bin, port, &dir);
+    let cluster = Files::init(&parent.join(format!("streamgauge-pg-{}", std::process::id())));
+    let port = free_port();
+    keep_alive_with_this_process(cluster.postgres(port));
+    wait_until_ready(&cluster.bin, port, &cluster.dir);
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
 
-/// Spawns `command` from a thread that never ends, with the parent-death
-/// signal set: the kernel sends SIGINT (a fast shutdown) to the child when
-/// that thread dies, which is when this process exits, however it exits.
-fn keep_alive_with_this_process(mut command: Command) {
+/// A cluster's binaries, owner and directories.
+struct Files {
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
+    dir: PathBuf,
+}
+
+impl Files {
+    /// A new cluster (initdb) in `dir`, emptied first.
+    fn init(dir: &Path) -> Self {
+        let (bin, user) = (bin_dir(), postgres_user());
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("creating the cluster directory");
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .expect("giving the cluster directory to postgres");
+        }
+        let initdb = as_postgres(&mut Command::new(bin.join("initdb")), user)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "-N",
+                "-D",
+            ])
+            .arg(dir.join("data"))
+            .output()
+            .expect("running initdb");
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        Self {
+            bin,
+            user,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The command that runs the cluster on `port` (loopback only).
+    fn postgres(&self, port: u16) -> Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))
+            .expect("the cluster log");
+        let mut postgres = Command::new(self.bin.join("postgres"));
+        as_postgres(&mut postgres, self.user)
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=400",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        die_with_this_process(&mut postgres);
+        postgres
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A cluster of this test's own, to stop and start at will (a database
+/// outage), on one port throughout.
+#[allow(dead_code, reason = "only the outage test stops its database")]
+pub struct Cluster {
+    files: Files,
+    port: u16,
+    running: Option<std::process::Child>,
+}
+
+#[allow(dead_code, reason = "only the outage test stops its database")]
+impl Cluster {
+    /// Creates and starts a cluster.
+    pub fn start() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "streamgauge-pg-{}-own-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut cluster = Self {
+            files: Files::init(&dir),
+            port: free_port(),
+            running: None,
+        };
+        cluster.resume();
+        cluster
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops it (a fast shutdown: connections are terminated).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.running.take() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            }
+            child.wait().expect("waiting for postgres to stop");
+        }
+    }
+
+    /// Starts it again, on the same port and data.
+    pub fn resume(&mut self) {
+        let child = self
+            .files
+            .postgres(self.port)
+            .spawn()
+            .expect("starting postgres");
+        self.running = Some(child);
+        wait_until_ready(&self.files.bin, self.port, &self.files.dir);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.files.dir);
+    }
+}
+
+/// Sets the parent-death signal: the kernel sends the child SIGINT (a fast
+/// shutdown) when the thread that spawned it dies.
+fn die_with_this_process(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe, as pre_exec requires.
     unsafe {
@@ -209,6 +300,12 @@ fn keep_alive_with_this_process(mut command: Command) {
             Ok(())
         });
     }
+}
+
+/// Spawns `command` from a thread that never ends, with the parent-death
+/// signal set: the kernel sends SIGINT (a fast shutdown) to the child when
+/// that thread dies, which is when this process exits, however it exits.
+fn keep_alive_with_this_process(mut command: Command) {
     let (started, spawned) = mpsc::channel();
     std::thread::Builder::new()
         .name("postgres-keeper".to_owned())

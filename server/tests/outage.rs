@@ -1,0 +1,162 @@
+//! A PostgreSQL outage under a running server: while the database is down,
+//! a publish is answered `503` with a JSON error (never a false `201`) and
+//! a subscriber's stream ends (it is told, and resumes with its last seq);
+//! once the database is back, publishing and subscribing work again by
+//! themselves, with no seq lost or reused. The cluster is the test's own,
+//! stopped and restarted on the same port.
+//!
+//! Test with `cargo test -p streamgauge-server --test outage`.
+
+#[path = "../../tests/support/postgres.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "the root tests' PostgreSQL harness, shared"
+)]
+mod postgres;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The longest any wait may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A server process and its address.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(database: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                database,
+                "--log",
+                "warn",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning streamgauge-server");
+        let stdout = child.stdout.take().expect("its stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).expect("the readiness line");
+        let addr = line
+            .trim_end()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("first stdout line was {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes `{"n": n}`: the status and the JSON answer.
+async fn publish(http: &reqwest::Client, server: &Server, n: u64) -> (u16, Value) {
+    let response = http
+        .post(server.url("/topics/outage/events"))
+        .json(&json!({ "n": n }))
+        .send()
+        .await
+        .expect("an answer");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+/// The `data.n` of every event in an SSE body read so far.
+fn events(body: &str) -> Vec<(u64, u64)> {
+    body.split("\n\n")
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| {
+            let event: Value = serde_json::from_str(data).expect("an event");
+            (
+                event["seq"].as_u64().unwrap(),
+                event["data"]["n"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself() {
+    let mut cluster = postgres::Cluster::start();
+    let server = Server::start(&cluster.url());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert_eq!(publish(&http, &server, 1).await.0, 201);
+    let mut subscriber = http
+        .get(server.url("/sse/topics/outage?since=0"))
+        .send()
+        .await
+        .expect("subscribing");
+    let first = subscriber
+        .chunk()
+        .await
+        .expect("reading")
+        .expect("the first event");
+    assert_eq!(events(&String::from_utf8_lossy(&first)), [(1, 1)]);
+
+    cluster.stop();
+    let (status, answer) = publish(&http, &server, 2).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("not stored"),
+        "{answer}"
+    );
+    // The subscriber is told: its stream ends (a WebSocket gets 1011).
+    tokio::time::timeout(WAIT, async {
+        while subscriber.chunk().await.is_ok_and(|c| c.is_some()) {}
+    })
+    .await
+    .expect("the subscriber's stream to end");
+
+    cluster.resume();
+    // Service comes back by itself: publishes succeed again within WAIT.
+    let resumed = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, answer) = publish(&http, &server, 3).await;
+            if status == 201 {
+                return answer["seq"].as_u64().unwrap();
+            }
+            assert_eq!(status, 503, "{answer}");
+        }
+    })
+    .await
+    .expect("publishing to work again");
+    assert_eq!(resumed, 2, "the seq of the failed publish was not taken");
+    // And subscribers resume from their last seq.
+    let mut again = http
+        .get(server.url("/sse/topics/outage?since=1"))
+        .send()
+        .await
+        .expect("resubscribing");
+    let chunk = tokio::time::timeout(WAIT, again.chunk())
+        .await
+        .expect("an event after the resume")
+        .expect("reading")
+        .expect("an event");
+    assert_eq!(events(&String::from_utf8_lossy(&chunk)), [(2, 3)]);
+}
