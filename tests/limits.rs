@@ -217,3 +217,54 @@ async fn a_client_that_never_finishes_its_headers_is_closed_while_others_are_ser
     );
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
+
+/// A raw `GET /healthz` from `from` (a loopback address): what came back.
+async fn raw_healthz(server: &TestServer, from: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    let _ = stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = support::within("an answer", stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn one_address_over_its_connection_limit_gets_429_and_others_are_served() {
+    let config = streamgauge_server::Config {
+        max_connections_per_peer: 2,
+        ..support::config()
+    };
+    let server = TestServer::start(config).await;
+    // Two idle connections from 127.0.0.1 hold its two slots…
+    let first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let refused = raw_healthz(&server, "127.0.0.1").await;
+    assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(refused.contains("too many connections"), "{refused}");
+    // …while another address is served…
+    assert!(
+        raw_healthz(&server, "127.0.0.2")
+            .await
+            .starts_with("HTTP/1.1 200 ")
+    );
+    // …and a slot given back serves 127.0.0.1 again (once the server has
+    // seen the close).
+    drop(first);
+    support::within("a slot to come back", async {
+        while !raw_healthz(&server, "127.0.0.1")
+            .await
+            .starts_with("HTTP/1.1 200 ")
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}

@@ -156,6 +156,11 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_WRITE_TIMEOUT", value_name = "DURATION")]
     pub write_timeout: Option<HumanDuration>,
 
+    /// Most TCP connections open at once from one peer address; over it a
+    /// connection is answered 429 with Retry-After [default: 4096]
+    #[arg(long, env = "STREAMGAUGE_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
+
     /// A connection whose first request head is not complete this long
     /// after it was accepted is closed (slowloris) [default: 10s]
     #[arg(long, env = "STREAMGAUGE_HEADER_TIMEOUT", value_name = "DURATION")]
@@ -337,6 +342,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Time a new connection has to complete its first request head.
     pub header_timeout: Duration,
+    /// Most TCP connections open at once from one peer address.
+    pub max_connections_per_peer: usize,
     /// Deadline of a graceful shutdown.
     pub shutdown_timeout: Duration,
     /// `Retry-After` at the connection limit.
@@ -387,6 +394,7 @@ impl Default for Config {
             pong_timeout: Duration::from_secs(45),
             write_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
+            max_connections_per_peer: 4096,
             shutdown_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(1),
             max_rate: 1_000_000,
@@ -447,6 +455,9 @@ impl Config {
             pong_timeout: duration(args.pong_timeout, d.pong_timeout),
             write_timeout: duration(args.write_timeout, d.write_timeout),
             header_timeout: duration(args.header_timeout, d.header_timeout),
+            max_connections_per_peer: args
+                .max_connections_per_peer
+                .unwrap_or(d.max_connections_per_peer),
             shutdown_timeout: duration(args.shutdown_timeout, d.shutdown_timeout),
             retry_after: duration(args.retry_after, d.retry_after),
             max_rate: args.max_rate.unwrap_or(d.max_rate),
@@ -463,6 +474,7 @@ impl Config {
         let positive = [
             ("workers", self.workers.unwrap_or(1)),
             ("max-connections", self.max_connections),
+            ("max-connections-per-peer", self.max_connections_per_peer),
             ("queue-events", self.queue.max_events),
             ("queue-bytes", self.queue.max_bytes),
             ("max-batch", self.batch.max_events),

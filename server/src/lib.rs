@@ -48,6 +48,7 @@ pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod metrics;
+pub mod peers;
 pub mod process;
 pub mod protocol;
 pub mod publish;
@@ -111,7 +112,8 @@ pub async fn run(
         write: state.config.write_timeout,
         header: state.config.header_timeout,
     };
-    let listener = listener::Listener::new(listener, deadlines, stalled);
+    let peers = peers::Peers::new(state.config.max_connections_per_peer);
+    let listener = listener::Listener::new(listener, deadlines, stalled, peers);
     let token = shutdown.token().clone();
     let mut serve = pin!(
         axum::serve(listener, app::router(state))

@@ -13,10 +13,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
+
+use crate::peers::{PeerSlot, Peers, refusal};
 
 /// How long a connection may take.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +36,7 @@ pub struct Deadlines {
 pub struct Listener {
     inner: TcpListener,
     deadlines: Deadlines,
+    peers: Arc<Peers>,
     /// Counts connections closed because their peer stopped reading.
     stalled: Counter,
 }
@@ -40,11 +45,18 @@ impl Listener {
     /// Wraps `inner`; a write that makes no progress for the write deadline
     /// fails, which closes its connection, and is counted in `stalled`; a
     /// connection whose first request head is not complete by the header
-    /// deadline is closed.
-    pub fn new(inner: TcpListener, deadlines: Deadlines, stalled: Counter) -> Self {
+    /// deadline is closed; a peer address over its connection limit in
+    /// `peers` is answered 429 and closed.
+    pub fn new(
+        inner: TcpListener,
+        deadlines: Deadlines,
+        stalled: Counter,
+        peers: Arc<Peers>,
+    ) -> Self {
         Self {
             inner,
             deadlines,
+            peers,
             stalled,
         }
     }
@@ -58,6 +70,10 @@ impl axum::serve::Listener for Listener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    let Some(peer) = self.peers.admit(addr.ip()) else {
+                        refuse(stream, self.peers.limit());
+                        continue;
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(%addr, "cannot disable Nagle: {e}");
                     }
@@ -71,6 +87,7 @@ impl axum::serve::Listener for Listener {
                             timer: None,
                             matched: 0,
                         }),
+                        _peer: peer,
                     };
                     return (io, addr);
                 }
@@ -81,6 +98,21 @@ impl axum::serve::Listener for Listener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// Answers a connection over its peer's limit with a 429 and closes it,
+/// without blocking the accept loop: the answer fits a fresh socket's send
+/// buffer (a write that would block is skipped, and the close alone says
+/// no); the request already received is read first, so the close is a FIN
+/// and not a reset that could destroy the answer.
+fn refuse(stream: TcpStream, limit: usize) {
+    tracing::debug!(limit, "refusing a connection over its address's limit");
+    let _ = stream.try_write(&refusal(limit));
+    let mut discard = [0u8; 1024];
+    while stream.try_read(&mut discard).is_ok_and(|n| n > 0) {}
+    if let Ok(stream) = stream.into_std() {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
     }
 }
 
@@ -112,6 +144,8 @@ pub struct DeadlineIo {
     stalled: Counter,
     /// Until the first request head has been read (`None` after).
     head: Option<HeadDeadline>,
+    /// Its peer address's connection slot, given back when it closes.
+    _peer: PeerSlot,
 }
 
 /// The deadline of the first request head, and how much of its end
@@ -247,7 +281,7 @@ mod tests {
             write: Duration::from_millis(100),
             header: Duration::from_secs(30),
         };
-        let mut listener = Listener::new(inner, deadlines, stalled.clone());
+        let mut listener = Listener::new(inner, deadlines, stalled.clone(), Peers::new(16));
         // A complete head: no header deadline.
         let mut peer = TcpStream::connect(addr).await.unwrap();
         peer.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -283,7 +317,7 @@ mod tests {
             write: Duration::from_secs(30),
             header: Duration::from_millis(100),
         };
-        let mut listener = Listener::new(inner, deadlines, Counter::default());
+        let mut listener = Listener::new(inner, deadlines, Counter::default(), Peers::new(16));
         let mut peer = TcpStream::connect(addr).await.unwrap();
         // Split so that the end of the head straddles reads: not an end.
         peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r")
