@@ -268,3 +268,31 @@ async fn one_address_over_its_connection_limit_gets_429_and_others_are_served() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_ping_flood_is_closed_with_1008_while_others_are_served() {
+    let server = TestServer::start(support::config()).await;
+    let mut flood = support::raw_ws::RawWs::connect(server.addr, "/ws/ticker?rate=1").await;
+    // 300 masked, empty pings at once: three times the allowance of a second.
+    let ping = [0x89u8, 0x80, 1, 2, 3, 4];
+    flood.send_raw(&ping.repeat(300)).await;
+    let healthy = server
+        .http()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthy.status(), 200);
+    let frames = flood.frames_until_closed().await;
+    assert_eq!(support::raw_ws::close_code(&frames), Some(1008));
+    let reason = frames
+        .iter()
+        .find(|(opcode, _)| *opcode == 0x8)
+        .map(|(_, payload)| String::from_utf8_lossy(&payload[2..]).into_owned())
+        .unwrap();
+    assert!(reason.contains("too many pings"), "{reason}");
+    let pongs = frames.iter().filter(|(opcode, _)| *opcode == 0xA).count();
+    assert!(pongs <= 101, "{pongs} pongs answered before the close");
+    let metrics = server.metrics().await;
+    assert_eq!(metrics.disconnects("ws", "ping_flood"), 1.0);
+}

@@ -38,6 +38,8 @@ pub enum Disconnect {
     Unauthorized,
     /// The store failed under this stream: WS 1011.
     StorageUnavailable,
+    /// The peer sent pings faster than a stream answers them: WS 1008.
+    PingFlood,
 }
 
 impl Disconnect {
@@ -51,7 +53,7 @@ impl Disconnect {
             Disconnect::PeerTimeout => Some(1008),
             Disconnect::MessageTooBig => Some(1009),
             Disconnect::OverCapacity => Some(1013),
-            Disconnect::Lagged | Disconnect::Unauthorized => Some(1008),
+            Disconnect::Lagged | Disconnect::Unauthorized | Disconnect::PingFlood => Some(1008),
             Disconnect::InvalidMessage => Some(1007),
             Disconnect::StorageUnavailable => Some(1011),
             Disconnect::PeerGone | Disconnect::SlowConsumer => None,
@@ -73,6 +75,7 @@ impl Disconnect {
             Disconnect::InvalidMessage => "invalid_message",
             Disconnect::Unauthorized => "unauthorized",
             Disconnect::StorageUnavailable => "storage_unavailable",
+            Disconnect::PingFlood => "ping_flood",
         }
     }
 
@@ -91,6 +94,7 @@ impl Disconnect {
             Disconnect::InvalidMessage => "expected a publish frame: {\"publish\": <JSON>}",
             Disconnect::Unauthorized => "publishing requires a valid bearer token",
             Disconnect::StorageUnavailable => "storage unavailable; resume from your last seq",
+            Disconnect::PingFlood => "too many pings: at most 100 a second",
         }
     }
 }
@@ -115,6 +119,7 @@ mod tests {
         assert_eq!(Disconnect::Lagged.close_code(), Some(1008));
         assert_eq!(Disconnect::InvalidMessage.close_code(), Some(1007));
         assert_eq!(Disconnect::StorageUnavailable.close_code(), Some(1011));
+        assert_eq!(Disconnect::PingFlood.close_code(), Some(1008));
         assert_eq!(Disconnect::PeerGone.close_code(), None);
     }
 
@@ -134,6 +139,7 @@ mod tests {
             Disconnect::InvalidMessage,
             Disconnect::Unauthorized,
             Disconnect::StorageUnavailable,
+            Disconnect::PingFlood,
         ] {
             assert!(d.reason().len() <= 123);
         }

@@ -56,6 +56,11 @@ impl RawWs {
         }
     }
 
+    /// Writes `bytes` (whole client frames, masked) as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("writing frames");
+    }
+
     /// The socket, and the bytes already read past the handshake.
     #[allow(dead_code, reason = "for the heap test binary's raw clients")]
     pub fn into_inner(self) -> (TcpStream, Vec<u8>) {

@@ -15,6 +15,11 @@ use crate::disconnect::Disconnect;
 use crate::protocol::Framing;
 use crate::writer::Batch;
 
+/// Pings a peer may send in a second; beyond, it is closed (1008): each
+/// costs a pong, and a flood would be work done for no stream.
+/// Must match the reason of [`Disconnect::PingFlood`].
+pub const MAX_PINGS_PER_S: u32 = 100;
+
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -26,6 +31,8 @@ pub struct WsTransport {
     last_heard: Instant,
     /// How long the peer may stay silent before it is declared dead.
     pong_timeout: Duration,
+    /// Pings received in the current second, and when it began.
+    pings: (Instant, u32),
 }
 
 impl WsTransport {
@@ -38,7 +45,18 @@ impl WsTransport {
             socket,
             last_heard: Instant::now(),
             pong_timeout,
+            pings: (Instant::now(), 0),
         }
+    }
+
+    /// Counts a ping; whether the peer is now over [`MAX_PINGS_PER_S`].
+    fn ping_flood(&mut self) -> bool {
+        let (since, count) = &mut self.pings;
+        if since.elapsed() >= Duration::from_secs(1) {
+            (*since, *count) = (Instant::now(), 0);
+        }
+        *count += 1;
+        *count > MAX_PINGS_PER_S
     }
 
     /// Sends a close frame for `reason` and waits, briefly, for the peer's.
@@ -87,7 +105,10 @@ impl Transport for WsTransport {
             let message = self.socket.recv().await;
             self.last_heard = Instant::now();
             return match message {
-                // Pings are answered by tungstenite itself.
+                // Pings are answered by tungstenite itself, within a rate.
+                Some(Ok(Message::Ping(_))) if self.ping_flood() => {
+                    Inbound::End(Disconnect::PingFlood)
+                }
                 Some(Ok(Message::Pong(_) | Message::Ping(_))) => continue,
                 Some(Ok(Message::Text(text))) => Inbound::Text(Bytes::from(text)),
                 Some(Ok(Message::Binary(_))) => Inbound::End(Disconnect::UnsupportedData),
