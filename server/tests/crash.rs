@@ -14,14 +14,13 @@
     reason = "the root tests' PostgreSQL harness, shared"
 )]
 mod postgres;
+mod process;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use process::Server;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -36,65 +35,6 @@ const BEFORE_KILL: usize = 1000;
 
 /// The topic written.
 const TOPIC: &str = "crash";
-
-/// A server process and its address.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    /// Starts the binary on `database`, in `dir`, and waits for its
-    /// readiness line.
-    fn start(database: &str, dir: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                database,
-                "--log",
-                "warn",
-            ])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning streamgauge-server");
-        let stdout = child.stdout.take().expect("its stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(WAIT).expect("the readiness line");
-        let addr = line
-            .trim_end()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("first stdout line was {line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// SIGKILL: no drain, no shutdown hook.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaping the server");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What the publishers were acknowledged: seq -> the body's `k`.
 type Acked = Arc<Mutex<BTreeMap<u64, u64>>>;

@@ -14,66 +14,15 @@
     reason = "the root tests' PostgreSQL harness, shared"
 )]
 mod postgres;
+mod process;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use process::Server;
 use serde_json::{Value, json};
 
 /// The longest any wait may take.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A server process and its address.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(database: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                database,
-                "--log",
-                "warn",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning streamgauge-server");
-        let stdout = child.stdout.take().expect("its stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(WAIT).expect("the readiness line");
-        let addr = line
-            .trim_end()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("first stdout line was {line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Publishes `{"n": n}`: the status and the JSON answer.
 async fn publish(http: &reqwest::Client, server: &Server, n: u64) -> (u16, Value) {
@@ -104,7 +53,8 @@ fn events(body: &str) -> Vec<(u64, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself() {
     let mut cluster = postgres::Cluster::start();
-    let server = Server::start(&cluster.url());
+    let dir = tempfile::tempdir().expect("a working directory");
+    let server = Server::start(&cluster.url(), dir.path());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     assert_eq!(publish(&http, &server, 1).await.0, 201);
     let mut subscriber = http
@@ -159,4 +109,5 @@ async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself(
         .expect("reading")
         .expect("an event");
     assert_eq!(events(&String::from_utf8_lossy(&chunk)), [(2, 3)]);
+    server.kill();
 }

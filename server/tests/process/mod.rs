@@ -1,0 +1,72 @@
+//! The server binary as a child process of a test: started on a database,
+//! its address read from the readiness line, killed (SIGKILL) when asked or
+//! when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long the server may take to print its readiness line.
+const READY: Duration = Duration::from_secs(30);
+
+/// A server process and its address.
+pub(crate) struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    /// Starts the binary on `database`, in `dir`, and waits for its
+    /// readiness line.
+    pub(crate) fn start(database: &str, dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                database,
+                "--log",
+                "warn",
+            ])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning streamgauge-server");
+        let stdout = child.stdout.take().expect("its stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(READY).expect("the readiness line");
+        let addr = line
+            .trim_end()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("first stdout line was {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    /// `http://ADDR{path}`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no drain, no shutdown hook.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaping the server");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
