@@ -22,10 +22,24 @@ use crate::support::{TestServer, Transport, WAIT, config, within};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// A chromedriver process on a free loopback port, killed when dropped.
+/// A chromedriver process on a free loopback port, in a process group of
+/// its own: dropping it kills the group, the browser it started included
+/// (even when a failed assertion skipped closing the session).
 struct Driver {
     url: String,
-    _process: Child,
+    process: Child,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.process.id() {
+            // SAFETY: kill has no memory-safety preconditions; a negative
+            // pid names the process group chromedriver leads.
+            unsafe {
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+            }
+        }
+    }
 }
 
 impl Driver {
@@ -49,6 +63,7 @@ impl Driver {
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("starting chromedriver");
@@ -65,7 +80,7 @@ impl Driver {
         .await;
         Self {
             url: format!("http://127.0.0.1:{port}"),
-            _process: process,
+            process,
         }
     }
 
