@@ -10,7 +10,6 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -123,8 +122,24 @@ async fn shown(browser: &Client, panel: &str, field: &str) -> Option<f64> {
     text.trim().parse().ok()
 }
 
-/// Polls the page until `ready` holds of the slow and fast panels' `field`,
-/// failing with `what` after [`WAIT`].
+/// Waits for the page's next update of its figures: a mutation of the
+/// panels' DOM, observed in the page (bounded by WebDriver's script
+/// timeout).
+async fn next_update(browser: &Client) {
+    browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const observer = new MutationObserver(() => { observer.disconnect(); done(); });
+             observer.observe(document.querySelector('.panels'),
+                 { subtree: true, childList: true, characterData: true });",
+            vec![],
+        )
+        .await
+        .expect("the page's next update");
+}
+
+/// Reads the page at each of its updates until `ready` holds of the slow
+/// and fast panels' `field`, failing with `what` after [`WAIT`].
 async fn until(browser: &Client, field: &str, what: &str, ready: impl Fn(f64, f64) -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut last = (None, None);
@@ -138,7 +153,7 @@ async fn until(browser: &Client, field: &str, what: &str, ready: impl Fn(f64, f6
         {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        next_update(browser).await;
     }
     panic!("timed out waiting for {what}; {field} slow/fast: {last:?}");
 }
