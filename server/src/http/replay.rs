@@ -33,19 +33,21 @@ pub fn router() -> Router<AppState> {
         .route("/api/trades/{wallet}/seed", post(seed))
 }
 
-/// The replay a request asks for: `since` (a trade id) and `rate`.
+/// The replay a request asks for (`since`, a trade id, and `rate`) and
+/// its stream's `tag`, from one parse of the query.
 fn replay(
     state: &AppState,
     wallet: Result<Path<String>, PathRejection>,
     query: Option<&str>,
-) -> Result<Replay, ApiError> {
+) -> Result<(Replay, Option<String>), ApiError> {
     let wallet = path_name("wallet", wallet)?;
     let params = Params::parse(query)?;
-    Ok(state.replay_source(
+    let source = state.replay_source(
         wallet,
         params.u64_in("since", 0, 0..=u64::MAX)?,
         params.u64_in("rate", 0, 0..=state.config.max_rate)?,
-    ))
+    );
+    Ok((source, params.tag()?))
 }
 
 async fn sse_replay(
@@ -53,8 +55,8 @@ async fn sse_replay(
     wallet: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let source = replay(&state, wallet, query.as_deref())?;
-    sse_stream(&state, source, Params::parse(query.as_deref())?.tag()?)
+    let (source, tag) = replay(&state, wallet, query.as_deref())?;
+    sse_stream(&state, source, tag)
 }
 
 async fn ws_replay(
@@ -63,8 +65,7 @@ async fn ws_replay(
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let source = replay(&state, wallet, query.as_deref())?;
-    let tag = Params::parse(query.as_deref())?.tag()?;
+    let (source, tag) = replay(&state, wallet, query.as_deref())?;
     Ok(ws_stream(
         &state,
         upgrade?,
