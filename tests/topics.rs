@@ -218,7 +218,7 @@ async fn a_slow_subscriber_under_the_disconnect_policy_is_closed_and_resumes(bac
         );
         assert!(read < BULK, "{transport:?} never fell behind");
         let expected = match transport {
-            Transport::Sse => End::Body,
+            Transport::Sse => End::Notice("lagged".to_owned()),
             Transport::Ws => End::Close(1008),
         };
         assert_eq!(end, expected, "{transport:?}");

@@ -52,6 +52,9 @@ impl Acks {
 enum Outcome {
     /// `201` with this seq, after this long from its due time.
     Acked { seq: u64, latency: Duration },
+    /// `503` or `429`: the server shed it, nothing was stored. The open
+    /// model goes on at its rate: that is the offered load.
+    Shed,
     /// Any other answer, or none.
     Failed(ErrorKind),
 }
@@ -139,6 +142,14 @@ async fn publish(request: reqwest::RequestBuilder, due: Instant) -> Outcome {
                 Err(_) => Outcome::Failed(ErrorKind::Protocol),
             }
         }
+        Ok(response)
+            if matches!(
+                response.status(),
+                reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS
+            ) =>
+        {
+            Outcome::Shed
+        }
         Ok(_) => Outcome::Failed(ErrorKind::HttpStatus),
         Err(e) if e.is_timeout() => Outcome::Failed(ErrorKind::Timeout),
         Err(_) => Outcome::Failed(ErrorKind::Connect),
@@ -152,6 +163,7 @@ fn record(recorder: &mut Recorder, acks: &Acks, done: Result<Outcome, tokio::tas
             recorder.sample(Sample::Publish, micros(latency));
             recorder.count(|c| c.published += 1);
         }
+        Ok(Outcome::Shed) => recorder.count(|c| c.publishes_shed += 1),
         Ok(Outcome::Failed(kind)) => recorder.error(kind),
         Err(_) => recorder.error(ErrorKind::Protocol),
     }

@@ -60,6 +60,15 @@ impl Disconnect {
         }
     }
 
+    /// Whether an SSE client is told why its stream ends with an `end`
+    /// notice: the reasons where the server ends a stream that should have
+    /// gone on while the client still reads (a WebSocket gets the close
+    /// code). Any other end of body is a completion, a shutdown, or a peer
+    /// that cannot be written to.
+    pub fn notifies_sse(self) -> bool {
+        matches!(self, Disconnect::StorageUnavailable | Disconnect::Lagged)
+    }
+
     /// The metric label: a stable snake_case name.
     pub fn label(self) -> &'static str {
         match self {

@@ -34,6 +34,8 @@
 //!   streams; [`listener`]: accept loop with a write deadline.
 //! - [`shutdown`]: graceful shutdown; [`metrics`]: everything `/metrics`
 //!   exposes.
+//! - `fuzzing` (feature `fuzzing`): the untrusted-input parsers, opened to
+//!   the fuzz targets in `fuzz/`.
 
 pub mod admission;
 pub mod app;
@@ -43,6 +45,8 @@ pub mod config;
 pub mod connections;
 pub mod disconnect;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod heap;
 pub mod http;
 pub mod hub;

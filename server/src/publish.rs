@@ -108,7 +108,7 @@ impl Publisher {
 
 /// Checks `body` against the limit and the JSON grammar, and returns it on
 /// one line.
-fn validate(body: &[u8], max: usize) -> Result<String, PublishError> {
+pub(crate) fn validate(body: &[u8], max: usize) -> Result<String, PublishError> {
     if body.len() > max {
         return Err(PublishError::TooLarge {
             size: body.len(),
@@ -222,11 +222,37 @@ async fn commit(group: &mut Vec<Request>, store: &Store, hub: &Hub, metrics: &To
 
 /// A `{"publish": …}` frame, with an optional `id` echoed in the ack.
 #[derive(Deserialize)]
-struct PublishFrame<'a> {
+pub(crate) struct PublishFrame<'a> {
+    /// The value to publish, as the client wrote it.
     #[serde(borrow)]
-    publish: &'a RawValue,
+    pub(crate) publish: &'a RawValue,
+    /// Echoed in the acknowledgement.
     #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
+    pub(crate) id: Option<&'a RawValue>,
+}
+
+impl<'a> PublishFrame<'a> {
+    /// Decodes a WebSocket text frame; one that is not a publish frame is
+    /// the reason to close the stream. Only a JSON object is one: serde
+    /// would also read a struct from an array (`["publish"]`), which the
+    /// `ws_publish_frame` fuzz target found.
+    pub(crate) fn decode(message: &'a [u8]) -> Result<Self, Disconnect> {
+        std::str::from_utf8(message)
+            .ok()
+            .filter(|text| text.trim_start().starts_with('{'))
+            .and_then(|text| serde_json::from_str(text).ok())
+            .ok_or(Disconnect::InvalidMessage)
+    }
+}
+
+/// The close reason for a refused publish that is the frame's fault; `None`
+/// for a refusal the client may retry (answered, the stream goes on).
+pub(crate) fn frame_fault(error: &PublishError) -> Option<Disconnect> {
+    match error {
+        PublishError::TooLarge { .. } => Some(Disconnect::MessageTooBig),
+        PublishError::InvalidJson(_) => Some(Disconnect::InvalidMessage),
+        PublishError::Busy | PublishError::Unavailable => None,
+    }
 }
 
 #[derive(Serialize)]
@@ -277,10 +303,7 @@ impl Inbox for SocketPublisher {
         if self.permission.is_err() {
             return Err(Disconnect::Unauthorized);
         }
-        let frame: PublishFrame<'_> = std::str::from_utf8(&message)
-            .ok()
-            .and_then(|text| serde_json::from_str(text).ok())
-            .ok_or(Disconnect::InvalidMessage)?;
+        let frame = PublishFrame::decode(&message)?;
         let reply = match self
             .publisher
             .publish(&self.topic, frame.publish.get().as_bytes())
@@ -289,9 +312,10 @@ impl Inbox for SocketPublisher {
             Ok(seq) => serde_json::to_vec(&Ack {
                 ack: AckBody { seq, id: frame.id },
             }),
-            Err(PublishError::TooLarge { .. }) => return Err(Disconnect::MessageTooBig),
-            Err(PublishError::InvalidJson(_)) => return Err(Disconnect::InvalidMessage),
-            Err(e @ (PublishError::Busy | PublishError::Unavailable)) => {
+            Err(e) => {
+                if let Some(fault) = frame_fault(&e) {
+                    return Err(fault);
+                }
                 serde_json::to_vec(&Refusal {
                     error: e.to_string(),
                     id: frame.id,
@@ -317,6 +341,27 @@ mod tests {
             r#"{"a":[1,2.50,123456789012345678901234567890],"s":"x y\" z"}"#
         );
         assert_eq!(validate(b" 42 ", 10).unwrap(), "42");
+    }
+
+    #[test]
+    fn only_an_object_is_a_publish_frame() {
+        let frame = PublishFrame::decode(b" {\"publish\": [1], \"id\": 2}").unwrap();
+        assert_eq!(
+            (frame.publish.get(), frame.id.map(RawValue::get)),
+            ("[1]", Some("2"))
+        );
+        for bad in [
+            &br#"["publish"]"#[..],
+            br#"[1, 2]"#,
+            br#"{"id": 1}"#,
+            br#""publish""#,
+            b"\xff",
+        ] {
+            assert!(
+                matches!(PublishFrame::decode(bad), Err(Disconnect::InvalidMessage)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -76,12 +76,23 @@ async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself(
         answer["error"].as_str().unwrap().contains("not stored"),
         "{answer}"
     );
-    // The subscriber is told: its stream ends (a WebSocket gets 1011).
-    tokio::time::timeout(WAIT, async {
-        while subscriber.chunk().await.is_ok_and(|c| c.is_some()) {}
+    // The subscriber is told: an `end` notice saying why, then the end of
+    // its stream (a WebSocket gets 1011).
+    let rest = tokio::time::timeout(WAIT, async {
+        let mut rest = Vec::new();
+        while let Ok(Some(chunk)) = subscriber.chunk().await {
+            rest.extend_from_slice(&chunk);
+        }
+        String::from_utf8_lossy(&rest).into_owned()
     })
     .await
     .expect("the subscriber's stream to end");
+    assert!(
+        rest.ends_with(
+            "event: end\ndata: {\"end\":{\"message\":\"storage unavailable; resume from your last seq\",\"reason\":\"storage_unavailable\"}}\n\n"
+        ),
+        "{rest:?}"
+    );
 
     cluster.resume();
     // Service comes back by itself: publishes succeed again within WAIT.

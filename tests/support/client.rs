@@ -37,6 +37,8 @@ impl Transport {
 pub enum End {
     /// SSE: the chunked body ended cleanly.
     Body,
+    /// SSE: an `end` notice with this reason, then the body ended cleanly.
+    Notice(String),
     /// WebSocket: a close frame with this code.
     Close(u16),
     /// The connection broke (no clean end, no close frame).
@@ -203,6 +205,8 @@ pub struct SseClient {
     /// Where the unparsed part of `buffer` starts.
     parsed: usize,
     ended: bool,
+    /// The reason of an `end` notice: the body must end right after it.
+    notice: Option<String>,
 }
 
 impl SseClient {
@@ -212,6 +216,7 @@ impl SseClient {
             buffer: String::new(),
             parsed: 0,
             ended: false,
+            notice: None,
         }
     }
 
@@ -226,7 +231,7 @@ impl SseClient {
                     "body ended inside an event: {:?}",
                     self.buffer
                 );
-                return Item::End(End::Body);
+                return Item::End(self.notice.take().map_or(End::Body, End::Notice));
             }
             match self.response.chunk().await {
                 Ok(Some(chunk)) => {
@@ -246,6 +251,11 @@ impl SseClient {
     /// Takes one complete event or comment block off the buffer.
     fn parse_one(&mut self) -> Option<Item> {
         let end = self.parsed + self.buffer[self.parsed..].find("\n\n")? + 2;
+        assert!(
+            self.notice.is_none(),
+            "more after an end notice: {:?}",
+            self.buffer
+        );
         let block = self.buffer[self.parsed..end].to_owned();
         self.parsed = end;
         let mut data = Vec::new();
@@ -266,6 +276,12 @@ impl SseClient {
             return Some(Item::KeepAlive);
         }
         let frame: Value = serde_json::from_str(&data.join("\n")).expect("event JSON");
+        if name.as_deref() == Some("end") {
+            assert_eq!(id, None, "end notices carry no id");
+            let reason = frame["end"]["reason"].as_str().expect("an end reason");
+            self.notice = Some(reason.to_owned());
+            return self.parse_one();
+        }
         if name.as_deref() == Some("gap") {
             assert_eq!(id, None, "gap notices carry no id");
             return Some(Item::Gap(frame["gap"].clone()));

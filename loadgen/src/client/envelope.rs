@@ -19,10 +19,17 @@ pub struct Envelope {
     pub pts: Option<u64>,
     /// A gap notice.
     pub gap: Option<GapNotice>,
+    /// An `end` notice: the server ends the stream, saying why (its
+    /// storage failed, or the subscriber lagged under a disconnect policy).
+    pub end: Option<EndNotice>,
     /// `data.sent_us`, when `data` is an object that has it.
     #[serde(default)]
     pub data: SentAt,
 }
+
+/// An `end` notice; its reason and message are for people and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct EndNotice {}
 
 /// A gap notice's range and reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -160,6 +167,10 @@ mod tests {
 
     #[test]
     fn reads_gap_notices() {
+        let end =
+            parse(br#"{"end":{"message":"storage unavailable","reason":"storage_unavailable"}}"#)
+                .unwrap();
+        assert!(end.end.is_some() && end.seq.is_none());
         let gap = parse(br#"{"gap":{"from":3,"to":9,"reason":"retention"}}"#).unwrap();
         assert_eq!(
             gap.gap,

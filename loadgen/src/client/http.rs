@@ -29,6 +29,9 @@ pub struct ResponseHead {
     pub status: u16,
     /// The first `Content-Type` field value, trimmed, if any.
     pub content_type: Option<String>,
+    /// `Retry-After` in its delta-seconds form, if given (an HTTP date is
+    /// not used by servers that shed load, and is ignored).
+    pub retry_after: Option<u64>,
     /// How the body is delimited.
     pub body: BodyFraming,
 }
@@ -130,6 +133,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
     };
     let status = response.code.expect("a complete head has a status code");
     let mut content_type = None;
+    let mut retry_after = None;
     // The last coding of all `Transfer-Encoding` fields, in order.
     let mut transfer_encoding: Option<Option<&[u8]>> = None;
     let mut length: Option<u64> = None;
@@ -158,6 +162,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
             }
         } else if name.eq_ignore_ascii_case("content-type") && content_type.is_none() {
             content_type = Some(String::from_utf8_lossy(header.value.trim_ascii()).into_owned());
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = parse_decimal(header.value.trim_ascii());
         }
     }
     let body = if status < 200 || status == 204 || status == 304 {
@@ -183,6 +189,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
     let head = ResponseHead {
         status,
         content_type,
+        retry_after,
         body,
     };
     Ok(Some((head, consumed)))
@@ -485,9 +492,22 @@ mod tests {
             ResponseHead {
                 status: 200,
                 content_type: Some("text/event-stream".into()),
+                retry_after: None,
                 body: BodyFraming::Chunked,
             }
         );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read() {
+        let shed = head(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!((shed.status, shed.retry_after), (503, Some(2)));
+        let dated = head(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: Fri, 31 Dec 1999 23:59:59 GMT\r\n\r\n",
+        );
+        assert_eq!(dated.retry_after, None);
     }
 
     #[test]

@@ -121,9 +121,19 @@ pub enum ClientError {
     /// The connection could not be made.
     #[error("connect: {0}")]
     Connect(std::io::Error),
-    /// The server refused the stream with this status (or close code 1013).
+    /// The server refused the stream with this unexpected status.
     #[error("status {0}")]
     Status(u16),
+    /// The server shed the stream: `503` or `429` (with `Retry-After` in
+    /// seconds, if it gave one) or WebSocket close `1013`. A load the server
+    /// refuses by design, counted apart from the errors.
+    #[error("shed with {code}")]
+    Shed {
+        /// The HTTP status or the WebSocket close code.
+        code: u16,
+        /// How long the server asked the client to wait.
+        retry_after: Option<Duration>,
+    },
     /// Malformed bytes.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -140,7 +150,7 @@ impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ClientError::Connect(_) => ErrorKind::Connect,
-            ClientError::Status(_) => ErrorKind::HttpStatus,
+            ClientError::Status(_) | ClientError::Shed { .. } => ErrorKind::HttpStatus,
             ClientError::Protocol(_) => ErrorKind::Protocol,
             ClientError::Timeout => ErrorKind::Timeout,
             ClientError::Closed(_) => ErrorKind::Closed,
@@ -343,6 +353,8 @@ enum Left {
     Completed,
     /// Its churn time came.
     Churned,
+    /// The server shed it (close 1013), asking for this wait if it said.
+    Shed(Option<Duration>),
     /// It failed.
     Failed(ErrorKind),
 }
@@ -353,10 +365,25 @@ struct Backoff(Duration);
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(20);
     const MAX: Duration = Duration::from_secs(1);
+    /// The longest `Retry-After` honoured.
+    const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
     /// Waits (unless cancelled first) and doubles the next wait.
     async fn wait(&mut self, cancel: &CancellationToken) {
-        let wait = self.0.mul_f64(0.5 + fastrand::f64());
+        self.wait_at_least(None, cancel).await;
+    }
+
+    /// As [`wait`](Self::wait), but at least `floor` (a server's
+    /// `Retry-After`, capped at a minute), spread by up to half again so
+    /// that shed clients do not all come back at the same instant.
+    async fn wait_at_least(&mut self, floor: Option<Duration>, cancel: &CancellationToken) {
+        let jittered = |d: Duration| d.mul_f64(0.5 + fastrand::f64());
+        let wait = match floor {
+            Some(floor) => floor
+                .min(Self::RETRY_AFTER_MAX)
+                .mul_f64(1.0 + fastrand::f64() / 2.0),
+            None => jittered(self.0),
+        };
         self.0 = (self.0 * 2).min(Self::MAX);
         tokio::select! {
             () = cancel.cancelled() => {}
@@ -414,6 +441,10 @@ impl VirtualClient {
             self.recorder.count(|c| c.connects += 1);
             let connection = match opened {
                 Ok(Ok(connection)) => connection,
+                Ok(Err(ClientError::Shed { retry_after, .. })) => {
+                    self.shed(retry_after, &mut backoff, &cancel).await;
+                    continue;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(client = self.id, error = %e, "connection failed");
                     self.recorder.error(e.kind());
@@ -442,6 +473,7 @@ impl VirtualClient {
                     left_at = Some(Instant::now());
                     self.recorder.count(|c| c.reconnects += 1);
                 }
+                Left::Shed(retry_after) => self.shed(retry_after, &mut backoff, &cancel).await,
                 Left::Failed(kind) => {
                     self.recorder.error(kind);
                     backoff.wait(&cancel).await;
@@ -454,6 +486,20 @@ impl VirtualClient {
             self.recorder.count(|c| c.behind_at_end += behind);
         }
         self.recorder.flush();
+    }
+
+    /// Counts a stream the server shed and waits as it asked.
+    async fn shed(
+        &mut self,
+        retry_after: Option<Duration>,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) {
+        self.recorder.count(|c| c.shed += 1);
+        // "Try again later" without a time (close 1013): a second, not the
+        // backoff that a connection made just reset.
+        let floor = retry_after.unwrap_or(Backoff::MAX);
+        backoff.wait_at_least(Some(floor), cancel).await;
     }
 
     /// The time until this client next churns, drawn from an exponential
@@ -487,6 +533,8 @@ impl VirtualClient {
             };
             let frame = match frame {
                 Ok(frame) => frame,
+                // A WebSocket over the limit is upgraded, then closed 1013.
+                Err(ClientError::Shed { retry_after, .. }) => return Left::Shed(retry_after),
                 Err(e) => {
                     tracing::debug!(client = self.id, error = %e, "stream failed");
                     return Left::Failed(e.kind());
@@ -526,6 +574,10 @@ impl VirtualClient {
                 check.notice(kind, gap.from, gap.to);
                 self.recorder.count(|c| c.gap_notices += 1);
                 continue;
+            }
+            if envelope.end.is_some() {
+                // The server ends a stream that should have gone on.
+                return Left::Failed(ErrorKind::Closed);
             }
             let (Some(seq), Some(ts)) = (envelope.seq, envelope.ts) else {
                 // Every event of PROTOCOL.md carries both.

@@ -7,6 +7,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -98,7 +99,17 @@ impl WsStream {
         let (socket, _) = client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| match e {
-                WsError::Http(response) => ClientError::Status(response.status().as_u16()),
+                WsError::Http(response) => match response.status().as_u16() {
+                    code @ (429 | 503) => ClientError::Shed {
+                        code,
+                        retry_after: response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+                            .map(Duration::from_secs),
+                    },
+                    other => ClientError::Status(other),
+                },
                 WsError::Io(e) => ClientError::Connect(e),
                 other => ClientError::Protocol(other.to_string()),
             })?;
@@ -136,7 +147,10 @@ impl WsStream {
                 }
                 Some(Ok(Message::Close(frame))) => match frame.map(|f| u16::from(f.code)) {
                     Some(1000) => Ok(Frame::End),
-                    Some(1013) => Err(ClientError::Status(1013)),
+                    Some(1013) => Err(ClientError::Shed {
+                        code: 1013,
+                        retry_after: None,
+                    }),
                     code => Err(ClientError::Closed(format!(
                         "close {}",
                         code.map_or("without code".to_owned(), |c| c.to_string())

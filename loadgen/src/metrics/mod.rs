@@ -75,6 +75,11 @@ pub struct Counts {
     pub completed: u64,
     /// Resumes after churn.
     pub reconnects: u64,
+    /// Streams the server shed (503 / 429 / 1013): refused by design, not
+    /// errors.
+    pub shed: u64,
+    /// Publishes the server shed (503 / 429): nothing stored, not errors.
+    pub publishes_shed: u64,
     /// Events published (acknowledged).
     pub published: u64,
     /// Topics: events acknowledged well before the end that subscribers
@@ -96,6 +101,8 @@ impl Counts {
         self.publishes += other.publishes;
         self.completed += other.completed;
         self.reconnects += other.reconnects;
+        self.shed += other.shed;
+        self.publishes_shed += other.publishes_shed;
         self.published += other.published;
         self.behind_at_end += other.behind_at_end;
         for (into, from) in self.errors.iter_mut().zip(other.errors) {

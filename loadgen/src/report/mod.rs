@@ -187,6 +187,11 @@ pub struct Counts {
     pub gap_notices: u64,
     /// Resumes after churn.
     pub reconnects: u64,
+    /// Stream requests the server shed (`503`, `429`, close `1013`):
+    /// refused by design under overload, counted apart from `errors`.
+    pub shed: u64,
+    /// Publishes the server shed (`503`, `429`): nothing stored.
+    pub publishes_shed: u64,
     /// Streams that ended as they should (tokens, replay).
     pub completed: u64,
     /// Keep-alives received.
@@ -287,7 +292,7 @@ pub struct Summary {
     pub passed: bool,
     /// `pass`, `warn` (a warning threshold broke) or `fail`.
     pub verdict: Verdict,
-    /// Connections made per connection attempt.
+    /// Connections made per connection attempt that was not shed.
     pub connect_success: Option<f64>,
     /// The label given to the run (`--label`), such as a branch name.
     pub label: Option<String>,
@@ -533,7 +538,9 @@ impl Summary {
             thresholds: Vec::new(),
             passed: true,
             verdict: Verdict::Pass,
-            connect_success: (c.connects > 0).then(|| connected as f64 / c.connects as f64),
+            // A shed attempt is the server's answer, not a failed connect.
+            connect_success: (c.connects > c.shed)
+                .then(|| connected as f64 / (c.connects - c.shed) as f64),
             label: context.label,
             repeat: context.repeat,
             comparison: None,
@@ -549,6 +556,8 @@ impl Summary {
                 publishes: c.publishes,
                 gap_notices: c.gap_notices,
                 reconnects: c.reconnects,
+                shed: c.shed,
+                publishes_shed: c.publishes_shed,
                 completed: c.completed,
                 keepalives: c.keepalives,
                 published: c.published,

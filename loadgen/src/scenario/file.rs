@@ -233,9 +233,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
     Ok(scenario)
 }
 
-/// The 1-based line of byte `offset` in `text`.
+/// The line (from 1) of `offset` in `text`, at most the file's last line:
+/// an error at the very end (an unclosed string) is on the last line, not on
+/// one past it.
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+    line.min(text.lines().count().max(1))
 }
 
 #[cfg(test)]
@@ -246,6 +249,15 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Scenario, String> {
         parse(text, Path::new("s.toml")).map_err(|e| e.to_string())
+    }
+
+    /// Found by the `scenario_file` fuzz target: an unclosed string runs to
+    /// the end of a file that ends with a newline, and its error was put on
+    /// a line past the last.
+    #[test]
+    fn an_error_at_the_end_is_on_the_last_line() {
+        let err = parse_str("name = \"x\"\nduration = \"\"\"\"10s\"\nfrom = 1\n").unwrap_err();
+        assert!(err.starts_with("s.toml:3: "), "{err}");
     }
 
     #[test]

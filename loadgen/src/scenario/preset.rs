@@ -220,6 +220,19 @@ pub const PRESETS: &[Preset] = &[
         },
     },
     Preset {
+        name: "overload",
+        about: "100 topic subscribers, then 1,000 for 15 s, then 100 again; 2,000 publishes/s \
+                throughout (run it against --max-connections 250: sheds, then recovers)",
+        build: || Scenario {
+            phases: vec![
+                Phase::steady("normal", 100, secs(10)),
+                Phase::steady("overload", 1_000, secs(15)),
+                Phase::steady("recovered", 100, secs(10)),
+            ],
+            ..topic(100, 2_000, 0.0)
+        },
+    },
+    Preset {
         name: "soak",
         about: "100 clients at 10 events/s for 10 minutes (set another length with --duration)",
         build: || steady(100, 10, 600),

@@ -54,6 +54,8 @@ const METRICS: &[(&str, Unit)] = &[
     ("gaps", Unit::Number),
     ("dups", Unit::Number),
     ("behind_at_end", Unit::Number),
+    ("counts.shed", Unit::Number),
+    ("counts.publishes_shed", Unit::Number),
     ("errors.connect", Unit::Number),
     ("errors.http_status", Unit::Number),
     ("errors.protocol", Unit::Number),

@@ -5,9 +5,9 @@
 mod credentials;
 pub mod demo;
 pub mod ops;
-mod params;
+pub(crate) mod params;
 pub mod replay;
-mod stream;
+pub(crate) mod stream;
 pub mod ticker;
 pub mod tokens;
 pub mod topics;

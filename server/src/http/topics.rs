@@ -6,7 +6,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -94,6 +94,39 @@ struct Subscription {
     policy: OverflowPolicy,
 }
 
+/// Where a subscription resumes: the `Last-Event-ID` header wins over the
+/// `since` parameter, as an `EventSource` reconnecting keeps its first URL.
+pub(crate) fn since(
+    last_event_id: Option<&HeaderValue>,
+    params: &Params<'_>,
+) -> Result<Option<u64>, ApiError> {
+    match last_event_id {
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::bad_param("Last-Event-ID", "is not text"))?;
+            parse_u64_in("Last-Event-ID", text, 0..=u64::MAX).map(Some)
+        }
+        None => params.opt_u64_in("since", 0..=u64::MAX),
+    }
+}
+
+/// The `overflow` parameter, `default` when absent.
+pub(crate) fn overflow(
+    params: &Params<'_>,
+    default: OverflowPolicy,
+) -> Result<OverflowPolicy, ApiError> {
+    match params.get("overflow") {
+        None => Ok(default),
+        Some(name) => OverflowPolicy::parse(name).ok_or_else(|| {
+            ApiError::bad_param(
+                "overflow",
+                format!("{name:?} is not catch-up or disconnect"),
+            )
+        }),
+    }
+}
+
 impl Subscription {
     /// Reads the topic, `since` (the `Last-Event-ID` header wins over the
     /// query, as an `EventSource` reconnecting keeps its first URL), the
@@ -109,24 +142,8 @@ impl Subscription {
             .auth
             .may_read(topic.as_str(), credentials::token(headers, params))
             .map_err(|denied| ApiError::denied(denied, "reading this topic"))?;
-        let since = match headers.get("last-event-id") {
-            Some(value) => {
-                let text = value
-                    .to_str()
-                    .map_err(|_| ApiError::bad_param("Last-Event-ID", "is not text"))?;
-                Some(parse_u64_in("Last-Event-ID", text, 0..=u64::MAX)?)
-            }
-            None => params.opt_u64_in("since", 0..=u64::MAX)?,
-        };
-        let policy = match params.get("overflow") {
-            None => state.config.overflow,
-            Some(name) => OverflowPolicy::parse(name).ok_or_else(|| {
-                ApiError::bad_param(
-                    "overflow",
-                    format!("{name:?} is not catch-up or disconnect"),
-                )
-            })?,
-        };
+        let since = since(headers.get("last-event-id"), params)?;
+        let policy = overflow(params, state.config.overflow)?;
         Ok(Self {
             topic,
             since,

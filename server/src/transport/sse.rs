@@ -5,7 +5,9 @@
 //! no channel hop per connection. Hyper polls the body only when it can take
 //! more bytes, so a slow reader stops the session at its next write and the
 //! queue behind it fills: that is the backpressure. An SSE stream ends with
-//! the end of the body, whatever the [`Disconnect`] reason.
+//! the end of the body; when the server ends one that should have gone on
+//! (storage down, a lagging subscriber under `overflow=disconnect`), an
+//! `end` notice saying why comes first.
 
 use std::convert::Infallible;
 use std::future::{Future, pending, poll_fn};
@@ -19,7 +21,7 @@ use futures_util::Stream;
 
 use super::{Inbound, Transport};
 use crate::disconnect::Disconnect;
-use crate::protocol::{Framing, SSE_KEEPALIVE};
+use crate::protocol::{Framing, SSE_KEEPALIVE, json_data};
 use crate::writer::Batch;
 
 /// The one chunk handed from the session to the body, waiting to be taken.
@@ -87,9 +89,26 @@ impl Transport for SseTransport {
         unreachable!("SSE streams receive no messages to reply to")
     }
 
-    async fn close(self, _reason: Disconnect) {
-        // The body ends when the session completes.
+    async fn close(mut self, reason: Disconnect) {
+        // The body ends when the session completes; bounded like every
+        // write, by the listener's write deadline.
+        if reason.notifies_sse() {
+            self.put(end_notice(reason)).await;
+        }
     }
+}
+
+/// `event: end` with `{"end": {"reason": label, "message": text}}`: why
+/// the server ended the stream, sent just before the body ends.
+fn end_notice(reason: Disconnect) -> Bytes {
+    let data = json_data(&serde_json::json!({
+        "end": { "reason": reason.label(), "message": reason.reason() }
+    }));
+    let mut chunk = Vec::with_capacity(data.len() + 24);
+    chunk.extend_from_slice(b"event: end\ndata: ");
+    chunk.extend_from_slice(&data);
+    chunk.extend_from_slice(b"\n\n");
+    Bytes::from(chunk)
 }
 
 /// A streaming response body driven by the session that `make` builds

@@ -1,0 +1,79 @@
+//! A stream request's topic path segment, query string and `Last-Event-ID`
+//! header, through every stream endpoint's validation: no panic; a refusal
+//! is a `400` naming a parameter the endpoint reads; an accepted request is
+//! within the configured bounds.
+#![no_main]
+
+use axum::http::HeaderValue;
+use axum::response::IntoResponse;
+use libfuzzer_sys::fuzz_target;
+use streamgauge_server::Config;
+use streamgauge_server::error::ApiError;
+use streamgauge_server::fuzzing::stream_request;
+use streamgauge_server::protocol::MAX_NAME_LEN;
+
+/// Every parameter (and header) a stream endpoint reads.
+const PARAMETERS: [&str; 11] = [
+    "rate", "count", "size", "ttft_ms", "tps", "tokens", "jitter_ms", "since",
+    "Last-Event-ID", "overflow", "tag",
+];
+
+/// A refusal must be a 400 naming a known parameter (any parameter, for a
+/// repeated one).
+fn check_refusal(error: &ApiError, any_name: bool) {
+    let ApiError::BadParam { name, .. } = error else {
+        panic!("not a parameter error: {error:?}");
+    };
+    assert!(any_name || PARAMETERS.contains(&name.as_str()), "names {name:?}");
+    let response = ApiError::BadParam {
+        name: name.clone(),
+        reason: String::new(),
+    }
+    .into_response();
+    assert_eq!(response.status(), 400);
+}
+
+fn check<T>(result: &Result<T, ApiError>) {
+    if let Err(e) = result {
+        check_refusal(e, false);
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    // topic \n query [\n Last-Event-ID]
+    let Ok(text) = std::str::from_utf8(input) else {
+        return;
+    };
+    let mut parts = text.splitn(3, '\n');
+    let topic = parts.next().unwrap_or_default();
+    let query = parts.next().unwrap_or_default();
+    let last_event_id = parts.next().and_then(|v| HeaderValue::from_str(v).ok());
+    let config = Config::default();
+    let request = match stream_request(topic, query, last_event_id.as_ref(), &config) {
+        Ok(request) => request,
+        Err(e) => return check_refusal(&e, true),
+    };
+    if let Ok(ticker) = &request.ticker {
+        assert!(ticker.rate <= config.max_rate);
+        assert!(ticker.size <= config.max_size);
+    }
+    if let Ok(tokens) = &request.tokens {
+        assert!(tokens.tps <= config.max_rate);
+    }
+    check(&request.ticker);
+    check(&request.tokens);
+    check(&request.since);
+    check(&request.overflow);
+    check(&request.tag);
+    match &request.topic {
+        Ok(name) => {
+            let name = name.as_str();
+            assert!((1..=MAX_NAME_LEN).contains(&name.len()));
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)));
+        }
+        Err(reason) => assert!(!reason.is_empty()),
+    }
+    if let Ok(Some(tag)) = &request.tag {
+        assert!((1..=64).contains(&tag.len()));
+    }
+});
