@@ -39,12 +39,7 @@ fn assert_names(body: &[u8], param: &str, request: &str) {
 async fn bad_parameters_get_400_naming_the_parameter_on_both_transports() {
     let server = TestServer::start(support::config()).await;
     for (path, param) in BAD {
-        let response = server
-            .http()
-            .get(server.url(&format!("/sse/{path}")))
-            .send()
-            .await
-            .unwrap();
+        let response = server.get(&format!("/sse/{path}")).await;
         assert_eq!(response.status(), 400, "/sse/{path}");
         assert_eq!(response.headers()["content-type"], "application/json");
         assert_names(&response.bytes().await.unwrap(), param, path);
@@ -95,12 +90,7 @@ async fn over_the_connection_limit_sse_gets_503_and_ws_gets_1013_while_others_st
     sse.next_event().await;
     ws.next_event().await;
 
-    let response = server
-        .http()
-        .get(server.url("/sse/ticker"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/sse/ticker").await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
@@ -197,12 +187,7 @@ async fn a_client_that_never_finishes_its_headers_is_closed_while_others_are_ser
         .unwrap();
     let started = Instant::now();
     // Meanwhile a well-behaved client is served.
-    let healthy = server
-        .http()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let healthy = server.get("/healthz").await;
     assert_eq!(healthy.status(), 200);
     let mut rest = Vec::new();
     let read = support::within(
@@ -276,12 +261,7 @@ async fn a_ping_flood_is_closed_with_1008_while_others_are_served() {
     // 300 masked, empty pings at once: three times the allowance of a second.
     let ping = [0x89u8, 0x80, 1, 2, 3, 4];
     flood.send_raw(&ping.repeat(300)).await;
-    let healthy = server
-        .http()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let healthy = server.get("/healthz").await;
     assert_eq!(healthy.status(), 200);
     let frames = flood.frames_until_closed().await;
     assert_eq!(support::raw_ws::close_code(&frames), Some(1008));

@@ -12,15 +12,10 @@ use crate::support::{self, Backend, Database, TestServer, Transport};
 async fn health_and_readiness_answer_200_and_metrics_are_openmetrics_text() {
     let server = TestServer::start(support::config()).await;
     for path in ["/healthz", "/readyz"] {
-        let response = server.http().get(server.url(path)).send().await.unwrap();
+        let response = server.get(path).await;
         assert_eq!(response.status(), 200, "{path}");
     }
-    let response = server
-        .http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").await;
     assert!(
         response.headers()["content-type"]
             .to_str()
@@ -78,15 +73,7 @@ async fn connections_lists_a_tagged_stream_with_its_batches() {
             stream.next_event().await;
             received += 1;
         }
-        let listed: serde_json::Value = server
-            .http()
-            .get(server.url(&format!("/connections?tag={tag}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed: serde_json::Value = server.get_json(&format!("/connections?tag={tag}")).await;
         let streams = listed["connections"].as_array().unwrap();
         assert_eq!(streams.len(), 1, "{listed}");
         let info = &streams[0];
@@ -97,38 +84,20 @@ async fn connections_lists_a_tagged_stream_with_its_batches() {
         assert!(events >= 500 && (1..=events).contains(&batches), "{info}");
         assert!(info["queue_events"].is_u64() && info["last_batch"].as_u64().unwrap() >= 1);
     }
-    let all: serde_json::Value = server
-        .http()
-        .get(server.url("/connections"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: serde_json::Value = server.get_json("/connections").await;
     assert!(all["connections"].is_array());
-    let bad = server
-        .http()
-        .get(server.url("/connections?tag=no%20spaces"))
-        .send()
-        .await
-        .unwrap();
+    let bad = server.get("/connections?tag=no%20spaces").await;
     assert_eq!(bad.status(), 400);
     let body: serde_json::Value = bad.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("`tag`"), "{body}");
-    let bad = server
-        .http()
-        .get(server.url("/sse/ticker?tag=%3Cscript%3E"))
-        .send()
-        .await
-        .unwrap();
+    let bad = server.get("/sse/ticker?tag=%3Cscript%3E").await;
     assert_eq!(bad.status(), 400);
 }
 
 #[tokio::test]
 async fn the_demo_page_is_served_whole_and_fetches_nothing_elsewhere() {
     let server = TestServer::start(support::config()).await;
-    let response = server.http().get(server.url("/demo")).send().await.unwrap();
+    let response = server.get("/demo").await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]

@@ -71,12 +71,7 @@ async fn replay_streams_every_row_with_bounded_memory_and_an_early_first_row(bac
     let first = streamed.next_event().await;
     let first_row = started.elapsed();
     let started = Instant::now();
-    let response = server
-        .http()
-        .get(server.url("/api/trades/w1"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/api/trades/w1").await;
     let all: Vec<Value> = response.json().await.unwrap();
     let whole = started.elapsed();
     assert_eq!(all.len() as u64, ROWS);
@@ -130,15 +125,7 @@ async fn seeding_refuses_what_it_cannot_do(backend: Backend) {
     // Seeds add up.
     assert_eq!(seed(&server, "w", 3, Some("writer")).await.1["total"], 3);
     assert_eq!(seed(&server, "w", 4, Some("writer")).await.1["total"], 7);
-    let all: Vec<Value> = server
-        .http()
-        .get(server.url("/api/trades/w"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Vec<Value> = server.get_json("/api/trades/w").await;
     assert_eq!(all.len(), 7);
     // An unknown wallet replays nothing and ends cleanly.
     let mut client = server.open(Transport::Ws, "replay/nobody").await;

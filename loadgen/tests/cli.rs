@@ -9,7 +9,9 @@ mod support;
 use std::path::Path;
 
 use serde_json::Value;
-use support::{assert_exit, html_charts, junit_failures, loadgen, out_dir, read, read_json, text};
+use support::{
+    assert_exit, html_charts, junit_failures, loadgen, out_dir, read, read_json, short_run, text,
+};
 
 /// Checks the stable fields of CLI.md's summary.json, with their types.
 fn assert_summary_schema(summary: &Value) {
@@ -128,19 +130,7 @@ fn assert_report_files(dir: &Path) {
 #[test]
 fn a_threshold_that_breaks_exits_1_and_says_which() {
     let out = out_dir("threshold");
-    let output = loadgen(&[
-        "run",
-        "--clients",
-        "2",
-        "--duration",
-        "1s",
-        "--threshold",
-        "gaps==0",
-        "--threshold",
-        "events_per_s>1000000000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = short_run(&out, &[], &["gaps==0", "events_per_s>1000000000"]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     let summary = read_json(&out.join("summary.json"));
     assert_summary_schema(&summary);
@@ -171,21 +161,7 @@ fn a_threshold_that_breaks_exits_1_and_says_which() {
 #[test]
 fn thresholds_that_all_hold_exit_0() {
     let out = out_dir("holding");
-    let output = loadgen(&[
-        "run",
-        "--clients",
-        "2",
-        "--rate",
-        "50",
-        "--duration",
-        "1s",
-        "--threshold",
-        "gaps==0",
-        "--threshold",
-        "events>0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = short_run(&out, &["--rate", "50"], &["gaps==0", "events>0"]);
     assert_exit(&output, 0);
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["passed"], true);
@@ -292,21 +268,7 @@ fn a_server_that_delivers_nothing_does_not_pass() {
     let addr = refusing_server();
     let out = out_dir("refusing");
     let url = format!("http://{addr}");
-    let output = loadgen(&[
-        "run",
-        "--url",
-        &url,
-        "--duration",
-        "1s",
-        "--clients",
-        "2",
-        "--threshold",
-        "events>0",
-        "--threshold",
-        "counts.shed==0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = short_run(&out, &["--url", &url], &["events>0", "counts.shed==0"]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["events"], 0);
@@ -349,19 +311,7 @@ fn presets_are_listed_one_line_each() {
 #[test]
 fn a_broken_warning_passes_and_says_so() {
     let out = out_dir("warning");
-    let output = loadgen(&[
-        "run",
-        "--clients",
-        "2",
-        "--rate",
-        "50",
-        "--duration",
-        "1s",
-        "--threshold",
-        "warn:events_per_s>1000000000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = short_run(&out, &["--rate", "50"], &["warn:events_per_s>1000000000"]);
     assert_exit(&output, 0);
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(

@@ -33,7 +33,7 @@ use streamgauge_loadgen::metrics::Stats;
 use streamgauge_loadgen::monitor::CpuSeconds;
 use streamgauge_loadgen::report::{Context, Measured, Row, Summary};
 use streamgauge_loadgen::scenario::{Scenario, Transport};
-use support::{loadgen, read_json, text};
+use support::{loadgen, read_json, short_run, text};
 
 /// Runs each listed `async fn(Backend)` as one test per database.
 macro_rules! on_both_databases {
@@ -287,21 +287,22 @@ fn rows_of(text: &str, run_id: &str) -> usize {
     text.lines().filter(|line| line.contains(run_id)).count()
 }
 
+/// The rows of `text` for each of the three invocations, oldest first.
+fn rows_of_each(text: &str) -> (usize, usize, usize) {
+    (
+        rows_of(text, FIRST),
+        rows_of(text, SECOND),
+        rows_of(text, THIRD),
+    )
+}
+
 async fn the_listing_and_the_trend_show_every_run(backend: Backend) {
     let (database, _history, measured) = recorded(backend, &invocations()).await;
     let url = database.url();
 
     let listing = history::command(&args(url, None, None, 20)).await.unwrap();
     assert!(listing.starts_with("5 runs, oldest first"), "{listing}");
-    assert_eq!(
-        (
-            rows_of(&listing, FIRST),
-            rows_of(&listing, SECOND),
-            rows_of(&listing, THIRD)
-        ),
-        (3, 1, 1),
-        "{listing}"
-    );
+    assert_eq!(rows_of_each(&listing), (3, 1, 1), "{listing}");
     let first_row = listing.find(FIRST).unwrap();
     assert!(
         first_row < listing.find(THIRD).unwrap(),
@@ -323,15 +324,7 @@ async fn the_listing_and_the_trend_show_every_run(backend: Backend) {
     assert!(listing.contains(&shown), "{shown} in {listing}");
 
     let newest = history::command(&args(url, None, None, 2)).await.unwrap();
-    assert_eq!(
-        (
-            rows_of(&newest, FIRST),
-            rows_of(&newest, SECOND),
-            rows_of(&newest, THIRD)
-        ),
-        (0, 1, 1),
-        "{newest}"
-    );
+    assert_eq!(rows_of_each(&newest), (0, 1, 1), "{newest}");
 
     let trend = history::command(&args(url, Some("clients-10"), Some(Transport::Sse), 20))
         .await
@@ -433,19 +426,7 @@ fn the_binary_stores_runs_that_history_compare_and_baseline_find() {
     let mut run_ids = Vec::new();
     for i in 0..2 {
         let out = dir.path().join(format!("run-{i}"));
-        let output = loadgen(&[
-            "run",
-            "--clients",
-            "2",
-            "--duration",
-            "1s",
-            "--out",
-            out.to_str().unwrap(),
-            "--history",
-            &url,
-            "--label",
-            "x",
-        ]);
+        let output = short_run(&out, &["--history", &url, "--label", "x"], &[]);
         assert!(
             matches!(output.status.code(), Some(0 | 1)),
             "{}",
@@ -481,20 +462,11 @@ fn the_binary_stores_runs_that_history_compare_and_baseline_find() {
     );
 
     let out = dir.path().join("run-baseline");
-    let judged = loadgen(&[
-        "run",
-        "--clients",
-        "2",
-        "--duration",
-        "1s",
-        "--out",
-        out.to_str().unwrap(),
-        "--history",
-        &url,
-        "--no-history",
-        "--baseline",
-        "x",
-    ]);
+    let judged = short_run(
+        &out,
+        &["--history", &url, "--no-history", "--baseline", "x"],
+        &[],
+    );
     assert!(
         matches!(judged.status.code(), Some(0 | 1)),
         "{}",
@@ -517,17 +489,7 @@ fn a_run_whose_history_cannot_be_written_keeps_its_results() {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let out = dir.path().join("run");
-    let output = loadgen(&[
-        "run",
-        "--clients",
-        "2",
-        "--duration",
-        "1s",
-        "--out",
-        out.to_str().unwrap(),
-        "--history",
-        "sqlite:///dev/null/history/h.db",
-    ]);
+    let output = short_run(&out, &["--history", "sqlite:///dev/null/history/h.db"], &[]);
     let stderr = text(&output.stderr);
     assert!(matches!(output.status.code(), Some(0 | 1)), "{stderr}");
     assert!(

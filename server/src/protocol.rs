@@ -83,6 +83,20 @@ impl Item {
     }
 }
 
+/// An SSE `end` notice, `event: end` with
+/// `{"end":{"message":…,"reason":…}}`: why the server ends a stream that
+/// should have gone on, sent just before the body ends.
+pub fn sse_end_notice(reason: &str, message: &str) -> Bytes {
+    let data = json_data(&serde_json::json!({
+        "end": { "reason": reason, "message": message }
+    }));
+    let mut buf = BytesMut::with_capacity(data.len() + 24);
+    buf.put_slice(b"event: end\ndata: ");
+    buf.put_slice(&data);
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
 /// How events are framed on a transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {

@@ -7,20 +7,13 @@
 //!
 //! Test with `cargo test -p streamgauge-server --test crash`.
 
-#[path = "../../tests/support/postgres.rs"]
-#[allow(
-    dead_code,
-    unreachable_pub,
-    reason = "the root tests' PostgreSQL harness, shared"
-)]
-mod postgres;
 mod process;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use process::Server;
+use process::{Server, postgres};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 

@@ -7,18 +7,11 @@
 //!
 //! Test with `cargo test -p streamgauge-server --test outage`.
 
-#[path = "../../tests/support/postgres.rs"]
-#[allow(
-    dead_code,
-    unreachable_pub,
-    reason = "the root tests' PostgreSQL harness, shared"
-)]
-mod postgres;
 mod process;
 
 use std::time::Duration;
 
-use process::Server;
+use process::{Server, postgres};
 use serde_json::{Value, json};
 
 /// The longest any wait may take.

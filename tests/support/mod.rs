@@ -105,6 +105,17 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET {path}`: the response, whatever its status.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        let request = self.http.get(self.url(path)).send();
+        within(&format!("GET {path}"), request).await.expect("GET")
+    }
+
+    /// `GET {path}`, its body as JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get(path).await.json().await.expect("a JSON answer")
+    }
+
     /// A plain HTTP client for control requests.
     pub fn http(&self) -> &reqwest::Client {
         &self.http

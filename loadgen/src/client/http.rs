@@ -163,7 +163,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
         } else if name.eq_ignore_ascii_case("content-type") && content_type.is_none() {
             content_type = Some(String::from_utf8_lossy(header.value.trim_ascii()).into_owned());
         } else if name.eq_ignore_ascii_case("retry-after") {
-            retry_after = parse_decimal(header.value.trim_ascii());
+            retry_after = self::retry_after(header.value);
         }
     }
     let body = if status < 200 || status == 204 || status == 304 {
@@ -193,6 +193,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
         body,
     };
     Ok(Some((head, consumed)))
+}
+
+/// A `Retry-After` field value in its delta-seconds form; `None` for an
+/// HTTP date (not used by servers that shed load) or anything else.
+pub fn retry_after(value: &[u8]) -> Option<u64> {
+    parse_decimal(value.trim_ascii())
 }
 
 /// `1*DIGIT` as a `u64`; `None` if empty, not all digits, or too large.

@@ -146,6 +146,19 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The server answered the stream request with `status` (not 200 or
+    /// 101) and `Retry-After` (delta seconds, if any): shed for 429 and
+    /// 503, otherwise an unexpected status.
+    pub fn refused(status: u16, retry_after: Option<u64>) -> Self {
+        match status {
+            429 | 503 => ClientError::Shed {
+                code: status,
+                retry_after: retry_after.map(Duration::from_secs),
+            },
+            other => ClientError::Status(other),
+        }
+    }
+
     /// How `summary.json` counts it.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -365,30 +378,23 @@ struct Backoff(Duration);
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(20);
     const MAX: Duration = Duration::from_secs(1);
-    /// The longest `Retry-After` honoured.
-    const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
     /// Waits (unless cancelled first) and doubles the next wait.
     async fn wait(&mut self, cancel: &CancellationToken) {
-        self.wait_at_least(None, cancel).await;
-    }
-
-    /// As [`wait`](Self::wait), but at least `floor` (a server's
-    /// `Retry-After`, capped at a minute), spread by up to half again so
-    /// that shed clients do not all come back at the same instant.
-    async fn wait_at_least(&mut self, floor: Option<Duration>, cancel: &CancellationToken) {
-        let jittered = |d: Duration| d.mul_f64(0.5 + fastrand::f64());
-        let wait = match floor {
-            Some(floor) => floor
-                .min(Self::RETRY_AFTER_MAX)
-                .mul_f64(1.0 + fastrand::f64() / 2.0),
-            None => jittered(self.0),
-        };
+        let wait = self.0.mul_f64(0.5 + fastrand::f64());
         self.0 = (self.0 * 2).min(Self::MAX);
-        tokio::select! {
-            () = cancel.cancelled() => {}
-            () = sleep(wait) => {}
-        }
+        pause(wait, cancel).await;
+    }
+}
+
+/// The longest `Retry-After` honoured.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+/// Sleeps for `wait`, or until `cancel`.
+async fn pause(wait: Duration, cancel: &CancellationToken) {
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = sleep(wait) => {}
     }
 }
 
@@ -442,7 +448,7 @@ impl VirtualClient {
             let connection = match opened {
                 Ok(Ok(connection)) => connection,
                 Ok(Err(ClientError::Shed { retry_after, .. })) => {
-                    self.shed(retry_after, &mut backoff, &cancel).await;
+                    self.shed(retry_after, &cancel).await;
                     continue;
                 }
                 Ok(Err(e)) => {
@@ -473,7 +479,7 @@ impl VirtualClient {
                     left_at = Some(Instant::now());
                     self.recorder.count(|c| c.reconnects += 1);
                 }
-                Left::Shed(retry_after) => self.shed(retry_after, &mut backoff, &cancel).await,
+                Left::Shed(retry_after) => self.shed(retry_after, &cancel).await,
                 Left::Failed(kind) => {
                     self.recorder.error(kind);
                     backoff.wait(&cancel).await;
@@ -488,18 +494,14 @@ impl VirtualClient {
         self.recorder.flush();
     }
 
-    /// Counts a stream the server shed and waits as it asked.
-    async fn shed(
-        &mut self,
-        retry_after: Option<Duration>,
-        backoff: &mut Backoff,
-        cancel: &CancellationToken,
-    ) {
+    /// Counts a stream the server shed and waits as it asked: its
+    /// `Retry-After` (at most a minute) or, for "try again later" without a
+    /// time (close 1013), a second; spread by up to half again so that shed
+    /// clients do not all come back at the same instant.
+    async fn shed(&mut self, retry_after: Option<Duration>, cancel: &CancellationToken) {
         self.recorder.count(|c| c.shed += 1);
-        // "Try again later" without a time (close 1013): a second, not the
-        // backoff that a connection made just reset.
-        let floor = retry_after.unwrap_or(Backoff::MAX);
-        backoff.wait_at_least(Some(floor), cancel).await;
+        let wait = retry_after.unwrap_or(Backoff::MAX).min(RETRY_AFTER_MAX);
+        pause(wait.mul_f64(1.0 + fastrand::f64() / 2.0), cancel).await;
     }
 
     /// The time until this client next churns, drawn from an exponential

@@ -2,7 +2,6 @@
 //! the body's framing (chunked or not) and the SSE events are all parsed
 //! from one reused read buffer, with no allocation per event.
 
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -83,15 +82,8 @@ impl SseStream {
                 break parsed;
             }
         };
-        match head.status {
-            200 => {}
-            code @ (429 | 503) => {
-                return Err(ClientError::Shed {
-                    code,
-                    retry_after: head.retry_after.map(Duration::from_secs),
-                });
-            }
-            other => return Err(ClientError::Status(other)),
+        if head.status != 200 {
+            return Err(ClientError::refused(head.status, head.retry_after));
         }
         if !head
             .content_type

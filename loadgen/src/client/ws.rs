@@ -7,7 +7,6 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -17,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use super::http::retry_after;
 use super::{ClientError, Frame, envelope, now_micros};
 
 /// Bytes tungstenite reads (and zero-fills) at a time: its 128 KiB default
@@ -99,17 +99,13 @@ impl WsStream {
         let (socket, _) = client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| match e {
-                WsError::Http(response) => match response.status().as_u16() {
-                    code @ (429 | 503) => ClientError::Shed {
-                        code,
-                        retry_after: response
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-                            .map(Duration::from_secs),
-                    },
-                    other => ClientError::Status(other),
-                },
+                WsError::Http(response) => ClientError::refused(
+                    response.status().as_u16(),
+                    response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| retry_after(v.as_bytes())),
+                ),
                 WsError::Io(e) => ClientError::Connect(e),
                 other => ClientError::Protocol(other.to_string()),
             })?;

@@ -98,40 +98,49 @@ fn table(header: Vec<&str>, rows: Vec<Vec<String>>, numbers: Range<usize>) -> St
     table.to_string()
 }
 
-/// The newest runs, oldest first: one row each.
-pub(super) fn listing(entries: &[Entry]) -> String {
-    let figures = [EVENTS, P99, ERRORS];
-    let mut header = vec![
-        "time",
-        "run id",
-        "label",
-        "scenario",
-        "transport",
-        "clients",
-    ];
+/// A column of a run table before its figures: its header and its cell.
+type Column = (&'static str, fn(&Entry) -> String);
+
+const TIME: Column = ("time", |e| e.started_at.clone());
+const RUN_ID: Column = ("run id", |e| e.run_id.clone());
+const LABEL: Column = ("label", |e| or_dash(e.label.as_deref()));
+const SCENARIO: Column = ("scenario", |e| e.scenario.clone());
+const TRANSPORT: Column = ("transport", |e| e.transport.clone());
+const REPEAT: Column = ("repeat", |e| e.repeat.to_string());
+const CLIENTS: Column = ("clients", |e| e.clients.to_string());
+
+/// A table of `runs`, a row each: `columns`, then `figures`, then the
+/// verdict and the commit. Numbers are right-aligned: the columns from
+/// `numbers_from` on, and the figures.
+fn run_table(
+    runs: &[&Entry],
+    columns: &[Column],
+    numbers_from: usize,
+    figures: &[Figure],
+) -> String {
+    let mut header: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     header.extend(figures.iter().map(|f| f.name));
     header.extend(["verdict", "commit"]);
-    let rows = entries
+    let rows = runs
         .iter()
         .map(|e| {
-            let mut row = vec![
-                e.started_at.clone(),
-                e.run_id.clone(),
-                or_dash(e.label.as_deref()),
-                e.scenario.clone(),
-                e.transport.clone(),
-                e.clients.to_string(),
-            ];
+            let mut row: Vec<String> = columns.iter().map(|(_, cell)| cell(e)).collect();
             row.extend(figures.iter().map(|f| f.cell(e)));
             row.extend([e.verdict.clone(), commit(e)]);
             row
         })
         .collect();
-    let numbers = 5..6 + figures.len();
+    table(header, rows, numbers_from..columns.len() + figures.len())
+}
+
+/// The newest runs, oldest first: one row each.
+pub(super) fn listing(entries: &[Entry]) -> String {
+    let runs: Vec<&Entry> = entries.iter().collect();
+    let columns = [TIME, RUN_ID, LABEL, SCENARIO, TRANSPORT, CLIENTS];
     format!(
         "{}, oldest first:\n{}",
         count(entries.len()),
-        table(header, rows, numbers)
+        run_table(&runs, &columns, 5, &[EVENTS, P99, ERRORS])
     )
 }
 
@@ -161,24 +170,7 @@ pub(super) fn trend(scenario: &str, entries: &[Entry]) -> String {
 /// per figure.
 fn trend_of(scenario: &str, transport: &str, runs: &[&Entry]) -> String {
     let figures = [EVENTS, P50, P99, ERRORS, CPU, RSS];
-    let mut header = vec!["time", "run id", "label", "repeat", "clients"];
-    header.extend(figures.iter().map(|f| f.name));
-    header.extend(["verdict", "commit"]);
-    let rows = runs
-        .iter()
-        .map(|e| {
-            let mut row = vec![
-                e.started_at.clone(),
-                e.run_id.clone(),
-                or_dash(e.label.as_deref()),
-                e.repeat.to_string(),
-                e.clients.to_string(),
-            ];
-            row.extend(figures.iter().map(|f| f.cell(e)));
-            row.extend([e.verdict.clone(), commit(e)]);
-            row
-        })
-        .collect();
+    let columns = [TIME, RUN_ID, LABEL, REPEAT, CLIENTS];
     let width = figures
         .iter()
         .map(|f| f.name.len())
@@ -195,11 +187,10 @@ fn trend_of(scenario: &str, transport: &str, runs: &[&Entry]) -> String {
             )
         })
         .collect();
-    let numbers = 3..5 + figures.len();
     format!(
         "{scenario} ({transport}): {}, oldest first\n{}\n{}",
         count(runs.len()),
-        table(header, rows, numbers),
+        run_table(runs, &columns, 3, &figures),
         lines.join("\n")
     )
 }

@@ -23,6 +23,18 @@ pub(crate) fn loadgen(args: &[&str]) -> Output {
         .expect("running streamgauge-loadgen")
 }
 
+/// `run` with two clients for a second, plus `extra` flags and each of
+/// `thresholds`, writing into `out`.
+pub(crate) fn short_run(out: &Path, extra: &[&str], thresholds: &[&str]) -> Output {
+    let mut args = vec!["run", "--clients", "2", "--duration", "1s"];
+    args.extend_from_slice(extra);
+    for threshold in thresholds {
+        args.extend(["--threshold", threshold]);
+    }
+    args.extend(["--out", out.to_str().unwrap()]);
+    loadgen(&args)
+}
+
 /// A directory for test `name`'s results, empty.
 pub(crate) fn out_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -16,10 +16,9 @@ use serde_json::{Value, json};
 
 use super::credentials;
 use super::params::Params;
-use super::stream::{NO_MESSAGES, sse_stream, ws_stream};
+use super::stream::{sse_stream, ws_send_only};
 use super::topics::path_name;
 use crate::error::ApiError;
-use crate::session::Refuse;
 use crate::source::replay::Replay;
 use crate::state::AppState;
 use crate::store::{MAX_SEED, WalletTrade};
@@ -66,14 +65,7 @@ async fn ws_replay(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let (source, tag) = replay(&state, wallet, query.as_deref())?;
-    Ok(ws_stream(
-        &state,
-        upgrade?,
-        source,
-        Refuse,
-        NO_MESSAGES,
-        tag,
-    ))
+    Ok(ws_send_only(&state, upgrade?, source, tag))
 }
 
 /// Every trade of the wallet as one JSON array, built in memory.

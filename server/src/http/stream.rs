@@ -33,7 +33,7 @@ const WS_READ_BUFFER: usize = 4096;
 
 /// Largest message a client may send on a stream that takes none: any
 /// message closes such a stream (1003), this only bounds what is read first.
-pub(crate) const NO_MESSAGES: usize = 4096;
+const NO_MESSAGES: usize = 4096;
 
 /// A source whose parameters come from the query string.
 pub(crate) trait FromQuery: Source + Sized {
@@ -71,14 +71,7 @@ async fn ws_handler<S: FromQuery>(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let (source, tag): (S, _) = source_from(&state, query.as_deref())?;
-    Ok(ws_stream(
-        &state,
-        upgrade?,
-        source,
-        Refuse,
-        NO_MESSAGES,
-        tag,
-    ))
+    Ok(ws_send_only(&state, upgrade?, source, tag))
 }
 
 fn admit(
@@ -122,6 +115,17 @@ pub(crate) fn sse_stream<S: Source>(
     ];
     // Tells reverse proxies such as nginx not to buffer the stream.
     Ok((headers, [("x-accel-buffering", "no")], body).into_response())
+}
+
+/// Streams `source` over the WebSocket that `upgrade` opens, on a stream
+/// that takes no messages (any closes it with 1003).
+pub(crate) fn ws_send_only<S: Source>(
+    state: &AppState,
+    upgrade: WebSocketUpgrade,
+    source: S,
+    tag: Option<String>,
+) -> Response {
+    ws_stream(state, upgrade, source, Refuse, NO_MESSAGES, tag)
 }
 
 /// Streams `source` over the WebSocket that `upgrade` opens, with the

@@ -21,7 +21,7 @@ use futures_util::Stream;
 
 use super::{Inbound, Transport};
 use crate::disconnect::Disconnect;
-use crate::protocol::{Framing, SSE_KEEPALIVE, json_data};
+use crate::protocol::{Framing, SSE_KEEPALIVE, sse_end_notice};
 use crate::writer::Batch;
 
 /// The one chunk handed from the session to the body, waiting to be taken.
@@ -93,22 +93,10 @@ impl Transport for SseTransport {
         // The body ends when the session completes; bounded like every
         // write, by the listener's write deadline.
         if reason.notifies_sse() {
-            self.put(end_notice(reason)).await;
+            self.put(sse_end_notice(reason.label(), reason.reason()))
+                .await;
         }
     }
-}
-
-/// `event: end` with `{"end": {"reason": label, "message": text}}`: why
-/// the server ended the stream, sent just before the body ends.
-fn end_notice(reason: Disconnect) -> Bytes {
-    let data = json_data(&serde_json::json!({
-        "end": { "reason": reason.label(), "message": reason.reason() }
-    }));
-    let mut chunk = Vec::with_capacity(data.len() + 24);
-    chunk.extend_from_slice(b"event: end\ndata: ");
-    chunk.extend_from_slice(&data);
-    chunk.extend_from_slice(b"\n\n");
-    Bytes::from(chunk)
 }
 
 /// A streaming response body driven by the session that `make` builds

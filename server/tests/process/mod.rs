@@ -1,6 +1,14 @@
 //! The server binary as a child process of a test: started on a database,
 //! its address read from the readiness line, killed (SIGKILL) when asked or
-//! when dropped.
+//! when dropped. Also the root tests' PostgreSQL harness, for the database.
+
+#[path = "../../../tests/support/postgres.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "the root tests' PostgreSQL harness, shared"
+)]
+pub(crate) mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
