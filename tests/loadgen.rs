@@ -346,10 +346,16 @@ async fn streams_that_end_early_count_what_they_lost() {
             2 * summary.counts.completed,
             "{transport:?}: 2 of 5 tokens lost per stream"
         );
-        assert_eq!(
+        // One client: besides the completed streams, at most one stream is
+        // cut by the end of the run, with anywhere from 0 to 3 of its events.
+        let in_flight = (summary.events)
+            .checked_sub(3 * summary.counts.completed)
+            .expect("every completed stream delivered its 3 tokens");
+        assert!(
+            in_flight <= 3,
+            "{transport:?}: {} events, {} streams completed",
             summary.events,
-            3 * summary.counts.completed + summary.events % 3,
-            "{transport:?}"
+            summary.counts.completed
         );
     }
 }
