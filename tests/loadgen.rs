@@ -377,3 +377,105 @@ async fn a_topic_feed_that_stalls_behind_keep_alives_is_reported_behind_at_end()
         assert!(behind > 2 * 40, "{transport:?}: {behind} events behind");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_streams_closed_1013_count_as_shed_not_connected() {
+    let server = TestServer::start(streamgauge_server::Config {
+        max_connections: 3,
+        ..support::config()
+    })
+    .await;
+    let mut load = scenario(
+        Transport::Ws,
+        StreamKind::Ticker,
+        8,
+        Duration::from_millis(1500),
+    );
+    load.rate = 20;
+    let summary = measure(&load, server.addr).await;
+    let counts = &summary.counts;
+    assert!(counts.shed >= 5, "{counts:?}");
+    assert!(
+        counts.connected + counts.shed <= counts.connects,
+        "the upgraded-then-closed streams are not connections: {counts:?}"
+    );
+    assert_eq!(summary.connect_success, Some(1.0), "{counts:?}");
+    assert_eq!((summary.error_rate, summary.gaps), (Some(0.0), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_publishes_at_its_own_rate_and_each_phase_is_reported() {
+    let server = TestServer::start(support::config()).await;
+    let mut load = scenario(Transport::Sse, StreamKind::Topic, 2, Duration::from_secs(1));
+    load.publish_rate = 20;
+    load.phases.push(Phase {
+        publish_rate: Some(400),
+        ..Phase::steady("fast", 2, Duration::from_secs(1))
+    });
+    let summary = measure(&load, server.addr).await;
+    let [slow, fast] = &summary.phases[..] else {
+        panic!("two phases: {:?}", summary.phases)
+    };
+    assert_eq!((slow.name.as_str(), fast.name.as_str()), ("steady", "fast"));
+    // About 20 publishes, then about 400.
+    assert!(
+        fast.publishes > 5 * slow.publishes && slow.publishes > 0,
+        "{} then {} publishes",
+        slow.publishes,
+        fast.publishes
+    );
+    assert_eq!(
+        slow.events + fast.events,
+        summary.events,
+        "every event is in its phase"
+    );
+    assert_eq!((summary.gaps, summary.dups), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusers_meet_the_documented_limits_while_the_others_lose_nothing() {
+    use streamgauge_loadgen::scenario::{Abuse, AbuseKind};
+    let server = TestServer::start(streamgauge_server::Config {
+        header_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_millis(300),
+        max_connections_per_peer: 10,
+        ..support::config()
+    })
+    .await;
+    let abusers = |kind| match kind {
+        AbuseKind::OnePeer => 20,
+        _ => 3,
+    };
+    for transport in Transport::ALL {
+        let mut load = scenario(transport, StreamKind::Ticker, 4, Duration::from_millis(500));
+        load.rate = 50;
+        for kind in AbuseKind::ALL {
+            load.phases.push(Phase {
+                abuse: Some(Abuse {
+                    kind,
+                    clients: abusers(kind),
+                }),
+                ..Phase::steady(kind.as_str(), 4, Duration::from_millis(1200))
+            });
+        }
+        let summary = measure(&load, server.addr).await;
+        let met: Vec<(&str, u64, u64)> = summary
+            .abuse
+            .iter()
+            .map(|a| (a.kind, a.refused.min(1), a.unexpected))
+            .collect();
+        assert_eq!(
+            met,
+            AbuseKind::ALL.map(|k| (k.as_str(), 1, 0)),
+            "{transport:?}: each kind refused as documented, nothing else: {:?}",
+            summary.abuse
+        );
+        assert_eq!(
+            (summary.error_rate, summary.gaps, summary.dups),
+            (Some(0.0), 0, 0),
+            "{transport:?}: the well-behaved clients"
+        );
+        assert_eq!(summary.phases.len(), 1 + AbuseKind::ALL.len());
+        assert!(summary.phases.iter().all(|p| p.events > 0), "{transport:?}");
+    }
+}

@@ -12,8 +12,8 @@
 //!   standard matrix.
 //! - [`runner`]: phases to clients; [`client`]: the virtual client, its
 //!   SSE and WebSocket connections, the SSE parser and the HTTP reader;
-//!   [`publisher`]: open-model topic publishers; [`check`]: `seq` gaps and
-//!   duplicates.
+//!   [`publisher`]: open-model topic publishers; [`abuse`]: misbehaving
+//!   clients beside the others; [`check`]: `seq` gaps and duplicates.
 //! - [`metrics`]: HDR histograms and counters, sharded; [`monitor`]: the
 //!   server's CPU and memory; [`local_server`]: a server to measure when no
 //!   `--url` is given.
@@ -33,6 +33,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 pub mod ab;
+pub mod abuse;
 pub mod baseline;
 pub mod capacity;
 pub mod check;
@@ -375,6 +376,10 @@ async fn measure(
         store(&record.history.url, &report, &stats).await;
     }
     print(&report::table::render(&summaries));
+    let phases = report::table::render_phases(&summaries);
+    if !phases.is_empty() {
+        print(&phases);
+    }
     print(&report::markdown::verdict_lines(&report));
     print(&format!("results: {}", out.display()));
     anyhow::ensure!(

@@ -1,11 +1,13 @@
-//! Topic publishers on an open-model schedule: publish `k` is due at
-//! `start + k / rate` whatever happened to the others, so a server that
-//! stalls cannot hide behind coordinated omission. Each publish carries its
+//! Topic publishers on an open-model schedule: each publish is due one
+//! interval (1 / the rate in effect) after the one before, whatever happened
+//! to the others, so a server that stalls cannot hide behind coordinated
+//! omission. The rate may change between phases. Each publish carries its
 //! intended send time (`data.sent_us`), and its latency is measured from
 //! that time to its `201`, not from when it actually went out. A publish the
 //! schedule wanted but could not send (too many already in flight) counts
 //! as a timeout: the server did not keep up.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,8 +66,8 @@ enum Outcome {
 pub struct Publishing {
     /// `POST` URL of the topic's events.
     pub url: String,
-    /// Publishes per second.
-    pub rate: u64,
+    /// Publishes per second, now: the runner changes it between phases.
+    pub rate: Arc<AtomicU64>,
     /// Padding bytes per publish.
     pub size: usize,
     /// Bearer token, if the server wants one.
@@ -86,8 +88,12 @@ pub async fn run(
     let pad = "x".repeat(publishing.size);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut due = start;
     for k in 0u64.. {
-        let due = start + Duration::from_secs_f64(k as f64 / publishing.rate as f64);
+        if k > 0 {
+            let rate = publishing.rate.load(Ordering::Relaxed).max(1);
+            due += Duration::from_secs_f64(1.0 / rate as f64);
+        }
         tokio::select! {
             () = cancel.cancelled() => break,
             () = sleep_until(due.into()) => {}
@@ -95,6 +101,8 @@ pub async fn run(
         while let Some(done) = tasks.try_join_next() {
             record(&mut recorder, &acks, done);
         }
+        // Counts reach the timeline (and their phase) within a tick.
+        recorder.flush_if_due();
         recorder.count(|c| c.publishes += 1);
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
             recorder.error(ErrorKind::Timeout);

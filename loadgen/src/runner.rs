@@ -11,12 +11,13 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::abuse::{self, AbuseSpec};
 use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
 use crate::metrics::{Shards, Stats};
 use crate::monitor::{Monitor, Reading};
 use crate::publisher::{self, Acks, Publishing};
 use crate::report::progress::Progress;
-use crate::report::{Measured, Row};
+use crate::report::{Measured, PhaseMeasured, Row};
 use crate::scenario::{Phase, Scenario, StreamKind};
 
 /// How often the client count follows the phases.
@@ -46,17 +47,62 @@ pub struct Run<'a> {
     pub token: Option<String>,
 }
 
-/// The phase at `elapsed` into `phases`, and how far into it.
-fn phase_at(phases: &[Phase], elapsed: Duration) -> (&Phase, Duration) {
+/// The phase at `elapsed` into `phases` (its number and itself), and how
+/// far into it.
+fn phase_at(phases: &[Phase], elapsed: Duration) -> (usize, &Phase, Duration) {
     let mut start = Duration::ZERO;
-    for phase in phases {
+    for (index, phase) in phases.iter().enumerate() {
         if elapsed < start + phase.duration {
-            return (phase, elapsed - start);
+            return (index, phase, elapsed - start);
         }
         start += phase.duration;
     }
-    let last = phases.last().expect("a validated scenario has phases");
-    (last, last.duration)
+    let last = phases.len() - 1;
+    (last, &phases[last], phases[last].duration)
+}
+
+/// The misbehaving clients of the current phase.
+struct Abusers {
+    /// The phase they belong to (its index).
+    phase: Option<usize>,
+    /// The run's stop.
+    stop: CancellationToken,
+    /// Stops the current phase's abusers.
+    current: CancellationToken,
+    tasks: JoinSet<()>,
+    target: Arc<Target>,
+    topic: String,
+    token: Option<String>,
+    shards: Arc<Shards>,
+}
+
+impl Abusers {
+    /// Replaces the abusers with those of `phase` (number `index`), if it
+    /// has any.
+    fn enter(&mut self, index: usize, phase: &Phase) {
+        if self.phase == Some(index) {
+            return;
+        }
+        self.phase = Some(index);
+        self.current.cancel();
+        self.current = self.stop.child_token();
+        while self.tasks.try_join_next().is_some() {}
+        let Some(abuse) = phase.abuse else { return };
+        let spec = Arc::new(AbuseSpec {
+            kind: abuse.kind,
+            target: Arc::clone(&self.target),
+            topic: self.topic.clone(),
+            token: self.token.clone(),
+        });
+        for i in 0..abuse.clients as usize {
+            let recorder = self.shards.recorder(usize::MAX - i);
+            self.tasks.spawn(abuse::run(
+                Arc::clone(&spec),
+                recorder,
+                self.current.clone(),
+            ));
+        }
+    }
 }
 
 /// The clients running now, newest last.
@@ -173,10 +219,13 @@ impl Run<'_> {
             next_id: 0,
         };
         let acks = Arc::new(Acks::default());
+        let publish_rate = Arc::new(AtomicU64::new(
+            scenario.publish_rate_in(&scenario.phases[0]),
+        ));
         if scenario.stream == StreamKind::Topic {
             let publishing = Publishing {
                 url: format!("{}/topics/{name}/events", self.target.base_url()),
-                rate: scenario.publish_rate,
+                rate: Arc::clone(&publish_rate),
                 size: scenario.size,
                 token: self.token.clone(),
             };
@@ -190,6 +239,16 @@ impl Run<'_> {
             );
             clients.tasks.spawn(publishers);
         }
+        let mut abusers = Abusers {
+            phase: None,
+            stop: stop.clone(),
+            current: stop.child_token(),
+            tasks: JoinSet::new(),
+            target: Arc::clone(&self.target),
+            topic: name.clone(),
+            token: self.token.clone(),
+            shards: Arc::clone(&shards),
+        };
         if let Some(monitor) = &mut self.monitor {
             monitor.sample().await; // the baseline the first CPU figure needs
         }
@@ -204,6 +263,7 @@ impl Run<'_> {
         let total = scenario.duration();
         let mut timeline = Timeline {
             rows: Vec::new(),
+            phases: Vec::new(),
             second: Stats::default(),
             spare: Stats::default(),
             last_row: start,
@@ -218,13 +278,11 @@ impl Run<'_> {
             if elapsed >= total {
                 break;
             }
-            let (phase, into_phase) = phase_at(&scenario.phases, elapsed);
-            if scenario.rate_in(phase) != rate {
-                rate = scenario.rate_in(phase);
-                clients.restream(StreamPath::of(scenario, &name, rate));
-            }
-            clients.scale_to(phase.clients_at(into_phase) as usize);
-            if timeline.last_row.elapsed() >= Duration::from_secs(1) {
+            let (index, phase, into_phase) = phase_at(&scenario.phases, elapsed);
+            // A row ends every second, and at every change of phase (before
+            // the load changes), so that each phase's figures are its own.
+            if timeline.last_row.elapsed() >= Duration::from_secs(1) || timeline.phase != phase.name
+            {
                 let row = timeline
                     .row(
                         &shards,
@@ -237,10 +295,17 @@ impl Run<'_> {
                     .await;
                 progress.update(&row, totals.counts.error_total());
             }
+            abusers.enter(index, phase);
+            if scenario.rate_in(phase) != rate {
+                rate = scenario.rate_in(phase);
+                clients.restream(StreamPath::of(scenario, &name, rate));
+            }
+            publish_rate.store(scenario.publish_rate_in(phase), Ordering::Relaxed);
+            clients.scale_to(phase.clients_at(into_phase) as usize);
         }
         // The last, partial interval, measured before the clients stop.
         let elapsed = start.elapsed().min(total);
-        let phase = &phase_at(&scenario.phases, elapsed).0.name;
+        let phase = &phase_at(&scenario.phases, elapsed).1.name;
         timeline
             .row(
                 &shards,
@@ -255,16 +320,24 @@ impl Run<'_> {
         // Clients count until they stop: so does the duration.
         let duration = start.elapsed();
         stop.cancel();
-        let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
-            while clients.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if stopped.is_err() {
-            tracing::warn!("some clients did not stop within {STOP_TIMEOUT:?}");
-            clients.tasks.abort_all();
-            while clients.tasks.join_next().await.is_some() {}
+        for tasks in [&mut clients.tasks, &mut abusers.tasks] {
+            let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if stopped.is_err() {
+                tracing::warn!("some clients did not stop within {STOP_TIMEOUT:?}");
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
         }
-        shards.drain_into(&mut totals, &mut timeline.spare);
+        // What clients flushed as they stopped belongs to the last phase.
+        let mut tail = Stats::default();
+        shards.drain_into(&mut tail, &mut timeline.spare);
+        if let Some(last) = timeline.phases.last_mut() {
+            last.stats.add(&mut tail);
+        }
+        totals.add(&mut tail);
         progress.finish();
         let cpu_seconds = self.monitor.as_ref().map(Monitor::cpu_seconds);
         Ok(Measured {
@@ -273,14 +346,17 @@ impl Run<'_> {
             duration,
             totals,
             timeline: timeline.rows,
+            phases: timeline.phases,
             target: self.target.base_url(),
         })
     }
 }
 
-/// The rows so far, and the stats of the interval being measured.
+/// The rows so far, the phases so far, and the stats of the interval being
+/// measured.
 struct Timeline {
     rows: Vec<Row>,
+    phases: Vec<PhaseMeasured>,
     second: Stats,
     spare: Stats,
     last_row: Instant,
@@ -309,10 +385,30 @@ impl Timeline {
         };
         let phase = std::mem::replace(&mut self.phase, next.to_owned());
         let row = row(&self.second, elapsed, seconds, &phase, clients, reading);
+        self.add_to_phase(&row, seconds);
         totals.add(&mut self.second);
         self.second.reset();
         self.rows.push(row.clone());
         row
+    }
+}
+
+impl Timeline {
+    /// Adds the interval being measured (its `row`, `seconds` long) to its
+    /// phase.
+    fn add_to_phase(&mut self, row: &Row, seconds: f64) {
+        if self.phases.last().is_none_or(|p| p.name != row.phase) {
+            self.phases.push(PhaseMeasured {
+                name: row.phase.clone(),
+                seconds: 0.0,
+                clients: 0,
+                stats: Stats::default(),
+            });
+        }
+        let phase = self.phases.last_mut().expect("pushed if missing");
+        phase.seconds += seconds;
+        phase.clients = phase.clients.max(row.clients);
+        phase.stats.add(&mut self.second);
     }
 }
 
@@ -356,14 +452,15 @@ mod tests {
             Phase::steady("a", 1, Duration::from_secs(2)),
             Phase::steady("b", 5, Duration::from_secs(3)),
         ];
-        let name = |s: f64| phase_at(&phases, Duration::from_secs_f64(s)).0.name.clone();
+        let name = |s: f64| phase_at(&phases, Duration::from_secs_f64(s)).1.name.clone();
         assert_eq!(
             (name(0.0), name(1.9), name(2.0), name(4.9), name(9.0)),
             ("a".into(), "a".into(), "b".into(), "b".into(), "b".into())
         );
         assert_eq!(
-            phase_at(&phases, Duration::from_secs(3)).1,
+            phase_at(&phases, Duration::from_secs(3)).2,
             Duration::from_secs(1)
         );
+        assert_eq!(phase_at(&phases, Duration::from_secs(9)).0, 1);
     }
 }

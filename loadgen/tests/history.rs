@@ -98,6 +98,7 @@ impl Run {
             duration: Duration::from_secs(2),
             totals: stats.clone(),
             timeline: vec![row(self.cpu_pct)],
+            phases: Vec::new(),
             target: "http://127.0.0.1:1".to_owned(),
             cpu_seconds: CpuSeconds::default(),
         };

@@ -98,12 +98,37 @@ impl Target {
 
     /// A TCP connection for client `id`.
     async fn dial(&self, id: usize) -> Result<TcpStream, ClientError> {
+        self.dial_from(self.source(id), None).await
+    }
+
+    /// Whether the target is on a loopback address (clients may then bind
+    /// any 127.0.0.0/8 source address).
+    pub fn is_loopback(&self) -> bool {
+        self.addr.ip().is_loopback()
+    }
+
+    /// A TCP connection from `source` (if given), with a receive buffer of
+    /// `recv_buffer` bytes (if given; the kernel may round it).
+    ///
+    /// # Errors
+    ///
+    /// The socket could not be made, bound or connected.
+    pub async fn dial_from(
+        &self,
+        source: Option<IpAddr>,
+        recv_buffer: Option<u32>,
+    ) -> Result<TcpStream, ClientError> {
         let socket = match self.addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
         }
         .map_err(ClientError::Connect)?;
-        if let Some(ip) = self.source(id) {
+        if let Some(bytes) = recv_buffer {
+            socket
+                .set_recv_buffer_size(bytes)
+                .map_err(ClientError::Connect)?;
+        }
+        if let Some(ip) = source {
             socket
                 .bind(SocketAddr::new(ip, 0))
                 .map_err(ClientError::Connect)?;
@@ -463,16 +488,20 @@ impl VirtualClient {
                     continue;
                 }
             };
-            self.recorder
-                .sample(Sample::Connect, micros(requested.elapsed()));
+            let connect_us = micros(requested.elapsed());
             backoff = Backoff(Backoff::FIRST);
             if !resumes {
                 check = SeqCheck::expecting(1);
             }
-            match self
+            let left = self
                 .read(connection, &mut check, requested, left_at.take(), &cancel)
-                .await
-            {
+                .await;
+            // A WebSocket over the limit is upgraded, then closed 1013: shed,
+            // not connected.
+            if !matches!(left, Left::Shed(_)) {
+                self.recorder.sample(Sample::Connect, connect_us);
+            }
+            match left {
                 Left::Cancelled => break,
                 Left::Completed => self.recorder.count(|c| c.completed += 1),
                 Left::Churned => {

@@ -2,10 +2,10 @@
 //! the body's framing (chunked or not) and the SSE events are all parsed
 //! from one reused read buffer, with no allocation per event.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::http::{BodyDecoder, Decoded, parse_head};
+use super::http::{BodyDecoder, Decoded, ResponseHead, parse_head};
 use super::sse_parser::SseParser;
 use super::{ClientError, Frame, envelope, now_micros};
 
@@ -18,6 +18,44 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Most bytes of an unfinished line or event the client holds: a server
 /// that never ends one is a protocol error, not unbounded memory.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
+
+/// Reads a response head from `stream` into `buf` (at most [`MAX_HEAD`]
+/// bytes of it): the head, the bytes it took, and the bytes read (the body
+/// starts between the two).
+///
+/// # Errors
+///
+/// A broken connection, or a head that is malformed or too long.
+pub async fn read_head<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut [u8],
+) -> Result<(ResponseHead, usize, usize), ClientError> {
+    let len = buf.len().min(MAX_HEAD);
+    let buf = &mut buf[..len];
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            return Err(ClientError::Protocol(format!(
+                "response head over {MAX_HEAD} bytes"
+            )));
+        }
+        let n = stream
+            .read(&mut buf[filled..])
+            .await
+            .map_err(ClientError::Connect)?;
+        if n == 0 {
+            return Err(ClientError::Connect(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        filled += n;
+        if let Some((head, consumed)) =
+            parse_head(&buf[..filled]).map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
+            return Ok((head, consumed, filled));
+        }
+    }
+}
 
 /// An open SSE stream.
 #[derive(Debug)]
@@ -59,29 +97,7 @@ impl SseStream {
             .await
             .map_err(ClientError::Connect)?;
         let mut buf = vec![0; READ_BUFFER].into_boxed_slice();
-        let mut filled = 0;
-        let (head, consumed) = loop {
-            if filled == buf.len() {
-                return Err(ClientError::Protocol(format!(
-                    "response head over {MAX_HEAD} bytes"
-                )));
-            }
-            let n = stream
-                .read(&mut buf[filled..])
-                .await
-                .map_err(ClientError::Connect)?;
-            if n == 0 {
-                return Err(ClientError::Connect(
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                ));
-            }
-            filled += n;
-            if let Some(parsed) =
-                parse_head(&buf[..filled]).map_err(|e| ClientError::Protocol(e.to_string()))?
-            {
-                break parsed;
-            }
-        };
+        let (head, consumed, filled) = read_head(&mut stream, &mut buf).await?;
         if head.status != 200 {
             return Err(ClientError::refused(head.status, head.retry_after));
         }

@@ -82,33 +82,11 @@ impl WsStream {
         path: &str,
         token: Option<&str>,
     ) -> Result<Self, ClientError> {
-        let mut request = format!("ws://{host}{path}")
-            .into_client_request()
-            .map_err(|e| ClientError::Protocol(format!("building the upgrade request: {e}")))?;
-        if let Some(token) = token {
-            let value = format!("Bearer {token}").parse().map_err(|_| {
-                ClientError::Protocol("the token is not a valid header value".to_owned())
-            })?;
-            request.headers_mut().insert("authorization", value);
-        }
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         let stream = TimedStream {
             inner: stream,
             read_at_us: now_micros(),
         };
-        let (socket, _) = client_async_with_config(request, stream, Some(config))
-            .await
-            .map_err(|e| match e {
-                WsError::Http(response) => ClientError::refused(
-                    response.status().as_u16(),
-                    response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| retry_after(v.as_bytes())),
-                ),
-                WsError::Io(e) => ClientError::Connect(e),
-                other => ClientError::Protocol(other.to_string()),
-            })?;
+        let socket = handshake(stream, host, path, token).await?;
         Ok(Self { socket })
     }
 
@@ -159,4 +137,43 @@ impl WsStream {
             };
         }
     }
+}
+
+/// The WebSocket handshake for `path` on `host` over `stream`, with a
+/// bearer `token`.
+///
+/// # Errors
+///
+/// A refused upgrade ([`ClientError::Status`] or [`ClientError::Shed`]) or
+/// a failed handshake.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<WebSocketStream<S>, ClientError> {
+    let mut request = format!("ws://{host}{path}")
+        .into_client_request()
+        .map_err(|e| ClientError::Protocol(format!("building the upgrade request: {e}")))?;
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            ClientError::Protocol("the token is not a valid header value".to_owned())
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (socket, _) = client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|e| match e {
+            WsError::Http(response) => ClientError::refused(
+                response.status().as_u16(),
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| retry_after(v.as_bytes())),
+            ),
+            WsError::Io(e) => ClientError::Connect(e),
+            other => ClientError::Protocol(other.to_string()),
+        })?;
+    Ok(socket)
 }

@@ -51,6 +51,25 @@ fn histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is a valid histogram")
 }
 
+/// What the misbehaving clients of one kind met.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AbuseCounts {
+    /// Attempts made.
+    pub attempts: u64,
+    /// Attempts the server answered as its limits say it does.
+    pub refused: u64,
+    /// Attempts answered any other way (served, or refused otherwise).
+    pub unexpected: u64,
+}
+
+impl AbuseCounts {
+    fn add(&mut self, other: &AbuseCounts) {
+        self.attempts += other.attempts;
+        self.refused += other.refused;
+        self.unexpected += other.unexpected;
+    }
+}
+
 /// Counters of one interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -87,6 +106,9 @@ pub struct Counts {
     pub behind_at_end: u64,
     /// Failures by [`ErrorKind`], in [`ErrorKind::ALL`] order.
     pub errors: [u64; 5],
+    /// Misbehaving clients, by kind in `AbuseKind::ALL` order: kept apart
+    /// from everything above, which well-behaved clients count.
+    pub abuse: [AbuseCounts; 5],
 }
 
 impl Counts {
@@ -107,6 +129,9 @@ impl Counts {
         self.behind_at_end += other.behind_at_end;
         for (into, from) in self.errors.iter_mut().zip(other.errors) {
             *into += from;
+        }
+        for (into, from) in self.abuse.iter_mut().zip(&other.abuse) {
+            into.add(from);
         }
     }
 

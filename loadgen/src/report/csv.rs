@@ -1,4 +1,4 @@
-//! `timeline.csv`: the timeline of one run, one row per second, for
+//! `timeline.csv`: the timeline of one run, one row per second (and one at each change of phase), for
 //! spreadsheets and plotting tools. Columns are the fields of
 //! [`Row`](super::Row) in order; a figure not measured is an empty cell.
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Context, Group, Measured, Report, Row, Summary};
+use super::{Context, Group, Measured, PhaseMeasured, Report, Row, Summary};
 use crate::metrics::{ErrorKind, Stats};
 use crate::monitor::CpuSeconds;
 use crate::scenario::{Scenario, preset};
@@ -62,6 +62,12 @@ fn measured(scenario: &Scenario, seconds: usize) -> Measured {
         duration: Duration::from_secs(seconds as u64),
         totals: stats(clients),
         timeline: timeline(clients, seconds),
+        phases: vec![PhaseMeasured {
+            name: "steady".to_owned(),
+            seconds: seconds as f64,
+            clients,
+            stats: stats(clients),
+        }],
         target: "http://127.0.0.1:8080".to_owned(),
         cpu_seconds: CpuSeconds {
             server: Some(1.25),

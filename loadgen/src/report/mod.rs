@@ -20,7 +20,7 @@ use crate::manifest::{Environment, Manifest, ServerUnderTest};
 use crate::memory::{self, Memory};
 use crate::metrics::{ErrorKind, Stats};
 use crate::monitor::CpuSeconds;
-use crate::scenario::{Scenario, StreamKind};
+use crate::scenario::{AbuseKind, Scenario, StreamKind};
 use crate::verdict::{self, ThresholdResult, Verdict};
 
 pub mod bmf;
@@ -198,6 +198,10 @@ pub struct Counts {
     pub keepalives: u64,
     /// Events published and acknowledged (topics).
     pub published: u64,
+    /// Misbehaving clients' attempts the server answered as its limits say.
+    pub abuse_refused: u64,
+    /// Misbehaving clients' attempts answered any other way.
+    pub abuse_unexpected: u64,
 }
 
 /// Topics: events acknowledged over a second before the end that a
@@ -321,8 +325,107 @@ pub struct Summary {
     pub latency_distribution: Vec<Bucket>,
     /// What makes the figures reproducible.
     pub manifest: Manifest,
-    /// One row per second.
+    /// Each phase's figures, in order.
+    pub phases: Vec<PhaseSummary>,
+    /// Misbehaving clients, by kind (empty without `abuse` phases).
+    pub abuse: Vec<AbuseSummary>,
+    /// One row per second, and one at each change of phase.
     pub timeline: Vec<Row>,
+}
+
+/// What one phase measured.
+#[derive(Debug)]
+pub struct PhaseMeasured {
+    /// The phase's name.
+    pub name: String,
+    /// How long, s.
+    pub seconds: f64,
+    /// The most clients at once.
+    pub clients: u32,
+    /// Its measurements.
+    pub stats: Stats,
+}
+
+/// One phase of the run, so that its figures (overload against normal,
+/// abuse against calm) stand side by side. The timeline ends a row at each
+/// change of phase, so a phase's figures are its own (to within the 100 ms
+/// the runner's clock ticks and clients flush at).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseSummary {
+    /// The phase's name.
+    pub name: String,
+    /// How long it ran, s.
+    pub duration_s: f64,
+    /// The most clients at once.
+    pub clients: u32,
+    /// Events received.
+    pub events: u64,
+    /// Events received per second.
+    pub events_per_s: f64,
+    /// Delivery latency (receipt − `ts`).
+    pub latency_us: Option<LatencyUs>,
+    /// Topics: receipt − the publisher's intended send time.
+    pub end_to_end_us: Option<LatencyUs>,
+    /// Failures of well-behaved clients.
+    pub errors: u64,
+    /// Streams the server shed.
+    pub shed: u64,
+    /// Publish requests.
+    pub publishes: u64,
+    /// Publishes the server shed.
+    pub publishes_shed: u64,
+}
+
+impl PhaseSummary {
+    fn of(phase: &PhaseMeasured) -> Self {
+        let c = &phase.stats.counts;
+        Self {
+            name: phase.name.clone(),
+            duration_s: phase.seconds,
+            clients: phase.clients,
+            events: c.events,
+            events_per_s: c.events as f64 / phase.seconds.max(f64::EPSILON),
+            latency_us: LatencyUs::of(&phase.stats.latency),
+            end_to_end_us: LatencyUs::of(&phase.stats.end_to_end),
+            errors: c.error_total(),
+            shed: c.shed,
+            publishes: c.publishes,
+            publishes_shed: c.publishes_shed,
+        }
+    }
+}
+
+/// What the misbehaving clients of one kind met (`abuse` phases).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AbuseSummary {
+    /// The kind (`slowloris`, `never-read`, …).
+    pub kind: &'static str,
+    /// Attempts made.
+    pub attempts: u64,
+    /// Answered as the server's limits say (closed, 413, 429, 1008, 1009).
+    pub refused: u64,
+    /// Answered any other way.
+    pub unexpected: u64,
+    /// Still going when their phase ended.
+    pub held: u64,
+}
+
+impl AbuseSummary {
+    /// The kinds `counts` saw, in report order.
+    fn of(counts: &crate::metrics::Counts) -> Vec<Self> {
+        AbuseKind::ALL
+            .iter()
+            .zip(&counts.abuse)
+            .filter(|(_, a)| a.attempts > 0)
+            .map(|(kind, a)| Self {
+                kind: kind.as_str(),
+                attempts: a.attempts,
+                refused: a.refused,
+                unexpected: a.unexpected,
+                held: a.attempts.saturating_sub(a.refused + a.unexpected),
+            })
+            .collect()
+    }
 }
 
 /// What a run measured, for [`Summary::new`].
@@ -334,8 +437,10 @@ pub struct Measured {
     pub duration: Duration,
     /// Totals.
     pub totals: Stats,
-    /// One row per second.
+    /// One row per second, and one at each change of phase.
     pub timeline: Vec<Row>,
+    /// Each phase, in order.
+    pub phases: Vec<PhaseMeasured>,
     /// The server measured.
     pub target: String,
     /// CPU time used during the load.
@@ -561,6 +666,8 @@ impl Summary {
                 completed: c.completed,
                 keepalives: c.keepalives,
                 published: c.published,
+                abuse_refused: c.abuse.iter().map(|a| a.refused).sum(),
+                abuse_unexpected: c.abuse.iter().map(|a| a.unexpected).sum(),
             },
             loadgen_cpu_pct: mean(measured.timeline.iter().filter_map(|r| r.loadgen_cpu_pct)),
             latency_distribution: Bucket::of(&t.latency),
@@ -570,6 +677,8 @@ impl Summary {
                 scenario: scenario.clone(),
                 cpu_seconds: measured.cpu_seconds,
             },
+            phases: measured.phases.iter().map(PhaseSummary::of).collect(),
+            abuse: AbuseSummary::of(c),
             timeline: measured.timeline.clone(),
         };
         let json = serde_json::to_value(&summary).expect("a summary serializes");
@@ -602,8 +711,40 @@ mod tests {
             duration: Duration::from_secs(10),
             totals,
             timeline: Vec::new(),
+            phases: Vec::new(),
             target: "http://127.0.0.1:1".to_owned(),
         }
+    }
+
+    #[test]
+    fn abusers_are_reported_by_kind_apart_from_the_clients() {
+        let mut totals = Stats::default();
+        let slowloris = &mut totals.counts.abuse[AbuseKind::Slowloris as usize];
+        (slowloris.attempts, slowloris.refused) = (10, 7);
+        let flood = &mut totals.counts.abuse[AbuseKind::PingFlood as usize];
+        (flood.attempts, flood.refused, flood.unexpected) = (5, 4, 1);
+        let summary = Summary::new(
+            &Scenario::default(),
+            &measured(totals),
+            Context::lone("t", "http://127.0.0.1:1"),
+        );
+        let kinds: Vec<_> = summary
+            .abuse
+            .iter()
+            .map(|a| (a.kind, a.attempts, a.refused, a.unexpected, a.held))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("slowloris", 10, 7, 0, 3), ("ping-flood", 5, 4, 1, 0)]
+        );
+        assert_eq!(
+            (
+                summary.counts.abuse_refused,
+                summary.counts.abuse_unexpected
+            ),
+            (11, 1)
+        );
+        assert_eq!(summary.error_rate, None, "abuse is not the clients' errors");
     }
 
     #[test]

@@ -13,10 +13,88 @@ fn opt<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
     value.map_or_else(|| "-".to_owned(), show)
 }
 
+/// A table of `header` and `rows`, numbers (every column from `first_number`
+/// on) aligned right.
+fn table<const N: usize>(
+    header: [&str; N],
+    first_number: usize,
+    rows: impl Iterator<Item = [String; N]>,
+) -> String {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_header(header);
+    for row in rows {
+        table.add_row(row.into_iter().enumerate().map(|(i, text)| {
+            let cell = Cell::new(text);
+            if i >= first_number {
+                cell.set_alignment(CellAlignment::Right)
+            } else {
+                cell
+            }
+        }));
+    }
+    table.to_string()
+}
+
+/// Each run's phases side by side (runs of more than one phase), then
+/// what misbehaving clients met (runs with abuse): empty if neither.
+pub fn render_phases(summaries: &[Summary]) -> String {
+    let phased = summaries.iter().filter(|s| s.phases.len() > 1);
+    let phases = phased.flat_map(|s| {
+        s.phases.iter().map(|p| {
+            [
+                format!("{} ({})", s.scenario, s.transport),
+                p.name.clone(),
+                format!("{:.1}", p.duration_s),
+                p.clients.to_string(),
+                format!("{:.0}", p.events_per_s),
+                opt(p.latency_us, |l| ms(l.p50)),
+                opt(p.latency_us, |l| ms(l.p99)),
+                opt(p.latency_us, |l| ms(l.max)),
+                p.errors.to_string(),
+                p.shed.to_string(),
+                format!("{} / {}", p.publishes_shed, p.publishes),
+            ]
+        })
+    });
+    let header = [
+        "run",
+        "phase",
+        "s",
+        "clients",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "shed",
+        "publishes shed",
+    ];
+    let mut out = Vec::new();
+    if summaries.iter().any(|s| s.phases.len() > 1) {
+        out.push(table(header, 2, phases));
+    }
+    let abuse = summaries.iter().flat_map(|s| {
+        s.abuse.iter().map(|a| {
+            [
+                format!("{} ({})", s.scenario, s.transport),
+                a.kind.to_owned(),
+                a.attempts.to_string(),
+                a.refused.to_string(),
+                a.unexpected.to_string(),
+                a.held.to_string(),
+            ]
+        })
+    });
+    if summaries.iter().any(|s| !s.abuse.is_empty()) {
+        let header = ["run", "abuse", "attempts", "refused", "unexpected", "held"];
+        out.push(table(header, 2, abuse));
+    }
+    out.join("\n")
+}
+
 /// The table of `summaries`.
 pub fn render(summaries: &[Summary]) -> String {
-    let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_header([
+    let header = [
         "scenario",
         "transport",
         "clients",
@@ -33,15 +111,15 @@ pub fn render(summaries: &[Summary]) -> String {
         "server cpu %",
         "server rss MB",
         "verdict",
-    ]);
-    for s in summaries {
+    ];
+    let rows = summaries.iter().map(|s| {
         let latency = s.latency_us;
         let errors = s.errors.connect
             + s.errors.http_status
             + s.errors.protocol
             + s.errors.timeout
             + s.errors.closed;
-        let row = [
+        [
             s.scenario.clone(),
             s.transport.to_owned(),
             s.clients.to_string(),
@@ -58,15 +136,7 @@ pub fn render(summaries: &[Summary]) -> String {
             opt(s.server.cpu_pct, |c| format!("{c:.0}")),
             opt(s.server.rss_mb, |r| format!("{:.0}", r.peak)),
             s.verdict.as_str().to_owned(),
-        ];
-        table.add_row(row.into_iter().enumerate().map(|(i, text)| {
-            let cell = Cell::new(text);
-            if i >= 2 {
-                cell.set_alignment(CellAlignment::Right)
-            } else {
-                cell
-            }
-        }));
-    }
-    table.to_string()
+        ]
+    });
+    table(header, 2, rows)
 }

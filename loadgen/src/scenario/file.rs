@@ -25,7 +25,15 @@
 //! duration = "5s"
 //! clients = 200
 //! rate = 1000                 # any phase: events/s per client for this phase
+//! publish-rate = 5000         # any phase of a topic scenario: publishes/s
 //! cooldown = "5s"             # burst only: then no clients for this long
+//!
+//! [[phase]]
+//! kind = "steady"
+//! duration = "20s"
+//! clients = 100
+//! abuse = "slowloris"         # slowloris | never-read | oversized | ping-flood | one-peer
+//! abusers = 500               # misbehaving clients beside the others
 //! ```
 
 use std::ops::Range;
@@ -34,7 +42,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Overrides, Phase, Scenario, StreamKind, TokenShape, Transport};
+use super::{Abuse, AbuseKind, Overrides, Phase, Scenario, StreamKind, TokenShape, Transport};
 
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +118,10 @@ struct RawPhase {
     from: Option<u32>,
     to: Option<u32>,
     rate: Option<u64>,
+    #[serde(rename = "publish-rate")]
+    publish_rate: Option<u64>,
+    abuse: Option<AbuseKind>,
+    abusers: Option<u32>,
     cooldown: Option<Spanned<String>>,
 }
 
@@ -216,13 +228,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
         if phase.cooldown.is_some() && phase.kind != PhaseKind::Burst {
             return Err(fail("only a burst has a `cooldown`"));
         }
-        scenario.phases.push(Phase {
+        let abuse = match (phase.abuse, phase.abusers) {
+            (Some(kind), Some(clients)) => Some(Abuse { kind, clients }),
+            (None, None) => None,
+            _ => return Err(fail("`abuse` and `abusers` go together")),
+        };
+        let parsed = Phase {
             name,
             duration: length,
             from,
             to,
             rate: phase.rate,
-        });
+            publish_rate: phase.publish_rate,
+            abuse,
+        };
+        parsed.validate().map_err(|e| fail(&e.0))?;
+        scenario.phases.push(parsed);
         if let Some(cooldown) = &phase.cooldown {
             scenario
                 .phases
@@ -307,6 +328,43 @@ cooldown = "2s"
     }
 
     #[test]
+    fn a_phase_may_publish_at_its_own_rate_and_bring_abusers() {
+        let scenario = parse_str(
+            r#"
+stream = "topic"
+publish-rate = 100
+
+[[phase]]
+kind = "steady"
+duration = "5s"
+clients = 10
+publish-rate = 4000
+abuse = "one-peer"
+abusers = 300
+
+[[phase]]
+kind = "steady"
+duration = "5s"
+clients = 10
+"#,
+        )
+        .unwrap();
+        let [busy, calm] = &scenario.phases[..] else {
+            panic!("two phases: {:?}", scenario.phases)
+        };
+        assert_eq!(scenario.publish_rate_in(busy), 4000);
+        assert_eq!(scenario.publish_rate_in(calm), 100);
+        assert_eq!(
+            busy.abuse,
+            Some(Abuse {
+                kind: AbuseKind::OnePeer,
+                clients: 300
+            })
+        );
+        assert_eq!(calm.abuse, None);
+    }
+
+    #[test]
     fn mistakes_name_the_file_and_line() {
         let cases = [
             ("rate = \"fast\"\n", "s.toml:1:"),
@@ -328,6 +386,18 @@ cooldown = "2s"
                 "s.toml: no phase has any client",
             ),
             ("[[phase]]\nkind = \"wobble\"\n", "s.toml:2:"),
+            (
+                "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 1\nabuse = \"slowloris\"\n",
+                "s.toml:1: steady phase: `abuse` and `abusers` go together",
+            ),
+            (
+                "\n[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 1\nabuse = \"ping-flood\"\nabusers = 0\n",
+                "s.toml:2: steady phase: 0 abusers is not between 1 and",
+            ),
+            (
+                "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 1\npublish-rate = 5\n",
+                "s.toml: a publish rate is for topic scenarios only",
+            ),
         ];
         for (text, expected) in cases {
             let message = parse_str(text).unwrap_err();

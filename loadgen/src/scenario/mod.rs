@@ -69,6 +69,57 @@ impl StreamKind {
     }
 }
 
+/// A kind of misbehaving client, run beside the well-behaved ones during a
+/// phase: each meets a documented limit of the server (docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbuseKind {
+    /// Never finishes its request head: a header line a second, for ever.
+    Slowloris,
+    /// Opens a stream written as fast as the server can, and never reads.
+    NeverRead,
+    /// Publishes bodies and WebSocket frames over the size limit.
+    Oversized,
+    /// Floods a WebSocket with pings.
+    PingFlood,
+    /// Opens streams from one address, beyond its connection limit.
+    OnePeer,
+}
+
+impl AbuseKind {
+    /// Every kind, in report order.
+    pub const ALL: [AbuseKind; 5] = [
+        AbuseKind::Slowloris,
+        AbuseKind::NeverRead,
+        AbuseKind::Oversized,
+        AbuseKind::PingFlood,
+        AbuseKind::OnePeer,
+    ];
+
+    /// The name in scenario files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AbuseKind::Slowloris => "slowloris",
+            AbuseKind::NeverRead => "never-read",
+            AbuseKind::Oversized => "oversized",
+            AbuseKind::PingFlood => "ping-flood",
+            AbuseKind::OnePeer => "one-peer",
+        }
+    }
+}
+
+/// Misbehaving clients during a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Abuse {
+    /// How they misbehave.
+    pub kind: AbuseKind,
+    /// How many at once.
+    pub clients: u32,
+}
+
+/// Most abusers one phase may ask for.
+pub const MAX_ABUSERS: u32 = 10_000;
+
 /// One phase of the load: the client count moves linearly from `from` to
 /// `to` over `duration` (equal for a steady phase, a jump for a spike).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +136,11 @@ pub struct Phase {
     /// Events per second per client during this phase (`None`: the
     /// scenario's rate).
     pub rate: Option<u64>,
+    /// Topic publishes per second during this phase (`None`: the
+    /// scenario's).
+    pub publish_rate: Option<u64>,
+    /// Misbehaving clients beside the others during this phase.
+    pub abuse: Option<Abuse>,
 }
 
 impl Phase {
@@ -96,6 +152,26 @@ impl Phase {
             from: clients,
             to: clients,
             rate: None,
+            publish_rate: None,
+            abuse: None,
+        }
+    }
+
+    /// Checks what a phase alone can get wrong.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`] naming the setting out of bounds.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.publish_rate == Some(0) {
+            return Err(Invalid("a publish rate of 0: give at least 1".to_owned()));
+        }
+        match self.abuse {
+            Some(abuse) if !(1..=MAX_ABUSERS).contains(&abuse.clients) => Err(Invalid(format!(
+                "{} abusers is not between 1 and {MAX_ABUSERS}",
+                abuse.clients
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -221,6 +297,11 @@ impl Scenario {
         phase.rate.unwrap_or(self.rate)
     }
 
+    /// Topic publishes per second during `phase`.
+    pub fn publish_rate_in(&self, phase: &Phase) -> u64 {
+        phase.publish_rate.unwrap_or(self.publish_rate)
+    }
+
     /// Total duration of its phases.
     pub fn duration(&self) -> Duration {
         self.phases.iter().map(|p| p.duration).sum()
@@ -241,11 +322,8 @@ impl Scenario {
         self.phases.clear();
         if !ramp.is_zero() {
             self.phases.push(Phase {
-                name: "ramp".to_owned(),
-                duration: ramp,
                 from: 0,
-                to: clients,
-                rate: None,
+                ..Phase::steady("ramp", clients, ramp)
             });
         }
         self.phases.push(Phase::steady("steady", clients, duration));
@@ -290,6 +368,15 @@ impl Scenario {
         if self.stream == StreamKind::Topic && self.publish_rate == 0 {
             return fail("a topic scenario needs a publish rate above 0".to_owned());
         }
+        if self.stream != StreamKind::Topic && self.phases.iter().any(|p| p.publish_rate.is_some())
+        {
+            return fail("a publish rate is for topic scenarios only".to_owned());
+        }
+        for phase in &self.phases {
+            phase
+                .validate()
+                .map_err(|e| Invalid(format!("phase {:?}: {}", phase.name, e.0)))?;
+        }
         if self.stream == StreamKind::Replay && self.replay_rows == 0 {
             return fail("a replay scenario needs at least one row".to_owned());
         }
@@ -307,11 +394,8 @@ mod tests {
     #[test]
     fn phases_move_clients_linearly() {
         let ramp = Phase {
-            name: "ramp".to_owned(),
-            duration: Duration::from_secs(10),
             from: 0,
-            to: 100,
-            rate: None,
+            ..Phase::steady("ramp", 100, Duration::from_secs(10))
         };
         assert_eq!(ramp.clients_at(Duration::ZERO), 0);
         assert_eq!(ramp.clients_at(Duration::from_secs(5)), 50);

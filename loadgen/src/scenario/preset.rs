@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Phase, Scenario, StreamKind, TokenShape};
+use super::{Abuse, AbuseKind, Phase, Scenario, StreamKind, TokenShape};
 
 /// A preset: its name, a one-line description, and how to build it.
 pub struct Preset {
@@ -59,6 +59,29 @@ fn topic(subscribers: u32, publish_rate: u64, churn: f64) -> Scenario {
         publish_rate,
         churn,
         ..steady(subscribers, 0, 20)
+    }
+}
+
+/// Well-behaved clients measured while misbehaving ones, one kind per
+/// phase, meet the server's limits at their defaults (the never-read phase
+/// outlasts the 30 s write timeout; 4,200 streams from one address exceed
+/// its 4,096).
+fn abuse() -> Scenario {
+    let with = |kind: AbuseKind, clients: u32, seconds: u64| Phase {
+        abuse: Some(Abuse { kind, clients }),
+        ..Phase::steady(kind.as_str(), 100, secs(seconds))
+    };
+    Scenario {
+        phases: vec![
+            Phase::steady("calm", 100, secs(10)),
+            with(AbuseKind::Slowloris, 1_000, 15),
+            with(AbuseKind::NeverRead, 100, 35),
+            with(AbuseKind::Oversized, 20, 10),
+            with(AbuseKind::PingFlood, 20, 10),
+            with(AbuseKind::OnePeer, 4_200, 15),
+            Phase::steady("recovered", 100, secs(10)),
+        ],
+        ..steady(100, 100, 0)
     }
 }
 
@@ -125,11 +148,8 @@ pub const PRESETS: &[Preset] = &[
         about: "ramp from 1 to 200 clients over 30 s, 10 events/s each",
         build: || Scenario {
             phases: vec![Phase {
-                name: "ramp".to_owned(),
-                duration: secs(30),
                 from: 1,
-                to: 200,
-                rate: None,
+                ..Phase::steady("ramp", 200, secs(30))
             }],
             ..Scenario::default()
         },
@@ -210,27 +230,51 @@ pub const PRESETS: &[Preset] = &[
         build: || Scenario {
             rate: 1_000,
             phases: vec![Phase {
-                name: "ramp".to_owned(),
-                duration: secs(30),
                 from: 10,
-                to: 500,
-                rate: None,
+                ..Phase::steady("ramp", 500, secs(30))
             }],
             ..Scenario::default()
         },
     },
     Preset {
         name: "overload",
-        about: "100 topic subscribers, then 1,000 for 15 s, then 100 again; 2,000 publishes/s \
-                throughout (run it against --max-connections 250: sheds, then recovers)",
+        about: "100 topic subscribers and 500 publishes/s, then 1,000 and 10,000/s for 15 s, then \
+                100 and 500/s again (run it against --max-connections 250 --publish-queue 64: \
+                sheds, then recovers)",
         build: || Scenario {
+            // Overloaded, the server sheds and answers late; what it admits
+            // it must deliver, and nothing may fail any other way.
+            thresholds: [
+                "counts.shed>0",
+                "counts.publishes_shed>0",
+                "gaps==0",
+                "dups==0",
+                "errors.connect==0",
+                "errors.http_status==0",
+                "errors.protocol==0",
+                "errors.closed==0",
+                "warn:error_rate<5%",
+            ]
+            .iter()
+            .map(|t| t.parse().expect("the overload thresholds parse"))
+            .collect(),
             phases: vec![
                 Phase::steady("normal", 100, secs(10)),
-                Phase::steady("overload", 1_000, secs(15)),
+                Phase {
+                    publish_rate: Some(10_000),
+                    ..Phase::steady("overload", 1_000, secs(15))
+                },
                 Phase::steady("recovered", 100, secs(10)),
             ],
-            ..topic(100, 2_000, 0.0)
+            ..topic(100, 500, 0.0)
         },
+    },
+    Preset {
+        name: "abuse",
+        about: "100 clients at 100 events/s; beside them, in turn: 1,000 slowloris heads, 100 \
+                streams never read, 20 oversized publishers, 20 ping floods, 4,200 streams from \
+                one address; calm before and after",
+        build: abuse,
     },
     Preset {
         name: "soak",

@@ -56,6 +56,8 @@ const METRICS: &[(&str, Unit)] = &[
     ("behind_at_end", Unit::Number),
     ("counts.shed", Unit::Number),
     ("counts.publishes_shed", Unit::Number),
+    ("counts.abuse_refused", Unit::Number),
+    ("counts.abuse_unexpected", Unit::Number),
     ("errors.connect", Unit::Number),
     ("errors.http_status", Unit::Number),
     ("errors.protocol", Unit::Number),
