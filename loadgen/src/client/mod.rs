@@ -478,13 +478,11 @@ impl VirtualClient {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(client = self.id, error = %e, "connection failed");
-                    self.recorder.error(e.kind());
-                    backoff.wait(&cancel).await;
+                    self.fail(e.kind(), &mut backoff, &cancel).await;
                     continue;
                 }
                 Err(_) => {
-                    self.recorder.error(ErrorKind::Timeout);
-                    backoff.wait(&cancel).await;
+                    self.fail(ErrorKind::Timeout, &mut backoff, &cancel).await;
                     continue;
                 }
             };
@@ -509,10 +507,7 @@ impl VirtualClient {
                     self.recorder.count(|c| c.reconnects += 1);
                 }
                 Left::Shed(retry_after) => self.shed(retry_after, &cancel).await,
-                Left::Failed(kind) => {
-                    self.recorder.error(kind);
-                    backoff.wait(&cancel).await;
-                }
+                Left::Failed(kind) => self.fail(kind, &mut backoff, &cancel).await,
             }
         }
         if resumes && check.last().is_some() {
@@ -529,8 +524,18 @@ impl VirtualClient {
     /// clients do not all come back at the same instant.
     async fn shed(&mut self, retry_after: Option<Duration>, cancel: &CancellationToken) {
         self.recorder.count(|c| c.shed += 1);
+        // Counted in the second it happened, not when the wait ends.
+        self.recorder.flush();
         let wait = retry_after.unwrap_or(Backoff::MAX).min(RETRY_AFTER_MAX);
         pause(wait.mul_f64(1.0 + fastrand::f64() / 2.0), cancel).await;
+    }
+
+    /// Counts a failure of `kind`, flushes it (so that it is counted in the
+    /// second it happened), and backs off.
+    async fn fail(&mut self, kind: ErrorKind, backoff: &mut Backoff, cancel: &CancellationToken) {
+        self.recorder.error(kind);
+        self.recorder.flush();
+        backoff.wait(cancel).await;
     }
 
     /// The time until this client next churns, drawn from an exponential
