@@ -12,7 +12,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,6 +74,9 @@ pub struct AbuseSpec {
     pub topic: String,
     /// Bearer token for publishes and subscriptions.
     pub token: Option<String>,
+    /// When their phase ends: a never-reading client looks at its stream
+    /// before then, so that its reading counts in its own phase.
+    pub ends_at: Instant,
 }
 
 impl AbuseSpec {
@@ -121,6 +124,9 @@ pub async fn run(spec: Arc<AbuseSpec>, mut recorder: Recorder, cancel: Cancellat
             }
             Outcome::Held => break,
         };
+        if spec.kind == AbuseKind::NeverRead {
+            break; // one stream, looked at once, at the end of the phase
+        }
         recorder.flush_if_due();
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -175,7 +181,9 @@ async fn slowloris(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outco
 
 /// A stream as fast as the server writes, never read: the server drops it
 /// once a write makes no progress for its write timeout. Whether it did
-/// shows at the end of the phase, by reading what is left.
+/// shows near the end of the phase (`DRAIN` before it, or in its last
+/// quarter if it is short), by reading what is left: megabytes the server's socket held, read within the phase rather
+/// than at the start of the next one.
 async fn never_read(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outcome, ClientError> {
     let mut stream = spec.dial(Some(NEVER_READ_BUFFER)).await?;
     let request = format!(
@@ -187,7 +195,12 @@ async fn never_read(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outc
         .write_all(request.as_bytes())
         .await
         .map_err(ClientError::Connect)?;
-    cancel.cancelled().await;
+    let left = spec.ends_at.saturating_duration_since(Instant::now());
+    let look_at = spec.ends_at - DRAIN.min(left / 4);
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = tokio::time::sleep_until(look_at.into()) => {}
+    }
     // Now read what is left as fast as possible: up to the server's send
     // buffer (megabytes) stands before its end, if it ended.
     let _ = socket2::SockRef::from(&stream).set_recv_buffer_size(DRAIN_BUFFER);

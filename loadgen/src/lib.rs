@@ -179,13 +179,21 @@ fn run_id() -> String {
     format!("{compact}-{:04x}", fastrand::u16(..))
 }
 
-/// The server to measure for one scenario, and the local one if started.
+/// The server to measure for `scenario`, and the local one if started.
 async fn target(
+    scenario: &Scenario,
     args: &TargetArgs,
     http: &reqwest::Client,
     dir: &Path,
 ) -> anyhow::Result<(Target, Option<Monitor>, Option<LocalServer>)> {
     if let Some(url) = &args.url {
+        if !scenario.server_args.is_empty() {
+            tracing::warn!(
+                "{} sets the server's flags {:?}: a server at --url keeps its own",
+                scenario.name,
+                scenario.server_args
+            );
+        }
         let target = Target::resolve(url).await?;
         let monitor = Monitor::metrics(&target.base_url(), http.clone())
             .with_heap(&target.base_url(), http.clone());
@@ -195,7 +203,8 @@ async fn target(
         .server_bin
         .clone()
         .map_or(ServerProgram::Embedded, ServerProgram::Binary);
-    let server = LocalServer::start(&program, &args.server_arg, &dir.join("server.log")).await?;
+    let server_args = scenario.server_args_with(&args.server_arg);
+    let server = LocalServer::start(&program, &server_args, &dir.join("server.log")).await?;
     let target = Target {
         addr: server.addr,
         host: server.addr.to_string(),
@@ -249,7 +258,7 @@ pub(crate) async fn run_once(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (target, monitor, server) = target(args, http, dir).await?;
+    let (target, monitor, server) = target(scenario, args, http, dir).await?;
     let measured = match ensure_reachable(http, &target).await {
         Ok(()) => {
             let run = Run {

@@ -77,9 +77,9 @@ struct Abusers {
 }
 
 impl Abusers {
-    /// Replaces the abusers with those of `phase` (number `index`), if it
-    /// has any.
-    fn enter(&mut self, index: usize, phase: &Phase) {
+    /// Replaces the abusers with those of `phase` (number `index`, which
+    /// ends `left` from now), if it has any.
+    fn enter(&mut self, index: usize, phase: &Phase, left: Duration) {
         if self.phase == Some(index) {
             return;
         }
@@ -93,6 +93,7 @@ impl Abusers {
             target: Arc::clone(&self.target),
             topic: self.topic.clone(),
             token: self.token.clone(),
+            ends_at: Instant::now() + left,
         });
         for i in 0..abuse.clients as usize {
             let recorder = self.shards.recorder(usize::MAX - i);
@@ -295,7 +296,7 @@ impl Run<'_> {
                     .await;
                 progress.update(&row, totals.counts.error_total());
             }
-            abusers.enter(index, phase);
+            abusers.enter(index, phase, phase.duration.saturating_sub(into_phase));
             if scenario.rate_in(phase) != rate {
                 rate = scenario.rate_in(phase);
                 clients.restream(StreamPath::of(scenario, &name, rate));

@@ -11,6 +11,7 @@
 //! churn = 0.1                 # disconnect-and-resume per client and second
 //! publish-rate = 500          # topic publishes/s
 //! thresholds = ["latency.p99<50ms", "gaps==0"]
+//! server-args = ["--max-connections=250"]  # for a server started for it
 //! tokens = { ttft = "200ms", tps = 50, count = 100 }
 //! replay = { rows = 5000 }
 //!
@@ -70,6 +71,8 @@ struct RawScenario {
     replay: Option<RawReplay>,
     #[serde(default)]
     phase: Vec<Spanned<RawPhase>>,
+    #[serde(default)]
+    server_args: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +196,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
     if let Some(replay) = &raw.replay {
         scenario.replay_rows = replay.rows;
     }
+    scenario.server_args = raw.server_args;
     for threshold in &raw.thresholds {
         let parsed = threshold
             .get_ref()

@@ -228,6 +228,10 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     /// The verdict.
     pub thresholds: Vec<Threshold>,
+    /// Flags for a server the load generator starts itself (`--max-connections=250`):
+    /// the limits a scenario is about. A `--server-arg` for the same flag
+    /// wins; against `--url` they do not apply.
+    pub server_args: Vec<String>,
 }
 
 /// Settings that replace a scenario's where given (from flags or a file).
@@ -276,6 +280,7 @@ impl Default for Scenario {
             replay_rows: 5_000,
             phases: vec![Phase::steady("steady", 10, Duration::from_secs(10))],
             thresholds: Vec::new(),
+            server_args: Vec::new(),
         }
     }
 }
@@ -300,6 +305,15 @@ impl Scenario {
     /// Topic publishes per second during `phase`.
     pub fn publish_rate_in(&self, phase: &Phase) -> u64 {
         phase.publish_rate.unwrap_or(self.publish_rate)
+    }
+
+    /// The flags for a server started for it: `given` (from `--server-arg`),
+    /// then its own for every flag `given` does not set.
+    pub fn server_args_with(&self, given: &[String]) -> Vec<String> {
+        let flag = |arg: &str| arg.split('=').next().unwrap_or(arg).to_owned();
+        let set: Vec<String> = given.iter().map(|a| flag(a)).collect();
+        let own = self.server_args.iter().filter(|a| !set.contains(&flag(a)));
+        given.iter().chain(own).cloned().collect()
     }
 
     /// Total duration of its phases.
@@ -372,6 +386,15 @@ impl Scenario {
         {
             return fail("a publish rate is for topic scenarios only".to_owned());
         }
+        if let Some(arg) = self
+            .server_args
+            .iter()
+            .find(|a| !a.starts_with("--") || !a.contains('='))
+        {
+            return fail(format!(
+                "server argument {arg:?} is not of the form --flag=value"
+            ));
+        }
         for phase in &self.phases {
             phase
                 .validate()
@@ -413,6 +436,28 @@ mod tests {
         assert_eq!(scenario.phases[0].from, 0);
         scenario.set_load(5, Duration::from_secs(3), Duration::ZERO);
         assert_eq!(scenario.phases.len(), 1);
+    }
+
+    #[test]
+    fn server_arguments_given_win_over_the_scenarios_own() {
+        let scenario = Scenario {
+            server_args: vec![
+                "--max-connections=250".to_owned(),
+                "--publish-queue=64".to_owned(),
+            ],
+            ..Scenario::default()
+        };
+        let given = ["--max-connections=9".to_owned(), "--quiet".to_owned()];
+        assert_eq!(
+            scenario.server_args_with(&given),
+            ["--max-connections=9", "--quiet", "--publish-queue=64"]
+        );
+        assert_eq!(scenario.validate(), Ok(()));
+        let bad = Scenario {
+            server_args: vec!["max-connections".to_owned()],
+            ..Scenario::default()
+        };
+        assert!(bad.validate().unwrap_err().0.contains("--flag=value"));
     }
 
     #[test]
