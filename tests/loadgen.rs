@@ -479,3 +479,45 @@ async fn abusers_meet_the_documented_limits_while_the_others_lose_nothing() {
         assert!(summary.phases.iter().all(|p| p.events > 0), "{transport:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_clients_split_over_both_transports_and_quiet_topics_stay_idle() {
+    let server = TestServer::start(support::config()).await;
+    let mut ticker = scenario(
+        Transport::Mixed,
+        StreamKind::Ticker,
+        4,
+        Duration::from_secs(1),
+    );
+    ticker.rate = 20;
+    let summary = measure(&ticker, server.addr).await;
+    assert_eq!((summary.error_rate, summary.gaps), (Some(0.0), 0));
+    assert_eq!(summary.transport, "mixed");
+    let metrics = server
+        .wait_for("the mixed clients to go", |m| {
+            m.of("streamgauge_connections_open", "sse") == 0.0
+                && m.of("streamgauge_connections_open", "ws") == 0.0
+        })
+        .await;
+    for transport in ["sse", "ws"] {
+        assert!(
+            metrics.of("streamgauge_events_sent_total", transport) > 0.0,
+            "{transport} streamed nothing"
+        );
+    }
+
+    let mut quiet = scenario(
+        Transport::Mixed,
+        StreamKind::Topic,
+        4,
+        Duration::from_secs(1),
+    );
+    quiet.publish_rate = 0;
+    let summary = measure(&quiet, server.addr).await;
+    assert_eq!(
+        (summary.events, summary.counts.publishes, summary.error_rate),
+        (0, 0, Some(0.0)),
+        "idle subscribers of a quiet topic"
+    );
+    assert_eq!(summary.counts.connected, 4);
+}

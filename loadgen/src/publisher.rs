@@ -22,6 +22,9 @@ use crate::metrics::{ErrorKind, Recorder, Sample};
 /// Most publishes in flight at once.
 const MAX_IN_FLIGHT: usize = 512;
 
+/// How often a quiet publisher (rate 0) looks whether its rate rose.
+const QUIET_CHECK: Duration = Duration::from_millis(100);
+
 /// How long publishes still in flight may take once the run ends; those
 /// that take longer count as timeouts.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -90,9 +93,19 @@ pub async fn run(
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
     let mut due = start;
     for k in 0u64.. {
-        if k > 0 {
-            let rate = publishing.rate.load(Ordering::Relaxed).max(1);
-            due += Duration::from_secs_f64(1.0 / rate as f64);
+        match publishing.rate.load(Ordering::Relaxed) {
+            // A quiet phase: nothing is due until the rate rises again.
+            0 => {
+                while publishing.rate.load(Ordering::Relaxed) == 0 && !cancel.is_cancelled() {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(QUIET_CHECK) => {}
+                    }
+                }
+                due = Instant::now();
+            }
+            _ if k == 0 => {}
+            rate => due += Duration::from_secs_f64(1.0 / rate as f64),
         }
         tokio::select! {
             () = cancel.cancelled() => break,

@@ -223,7 +223,12 @@ impl Run<'_> {
         let publish_rate = Arc::new(AtomicU64::new(
             scenario.publish_rate_in(&scenario.phases[0]),
         ));
-        if scenario.stream == StreamKind::Topic {
+        if scenario.stream == StreamKind::Topic
+            && scenario
+                .phases
+                .iter()
+                .any(|p| scenario.publish_rate_in(p) > 0)
+        {
             let publishing = Publishing {
                 url: format!("{}/topics/{name}/events", self.target.base_url()),
                 rate: Arc::clone(&publish_rate),

@@ -45,10 +45,15 @@ pub fn plan(
             .collect()
     };
     let mut plan = Vec::new();
-    for &transport in transports {
+    for (i, &transport) in transports.iter().enumerate() {
         for (scenario, length) in &presets {
+            // A preset of both transports at once runs once, as it is.
+            let mixed = scenario.transport == Transport::Mixed;
+            if mixed && i > 0 {
+                continue;
+            }
             let mut scenario = Scenario {
-                transport,
+                transport: if mixed { Transport::Mixed } else { transport },
                 ..scenario.clone()
             };
             if let Some(length) = *length {
@@ -112,6 +117,18 @@ mod tests {
     fn the_full_suite_runs_every_preset() {
         let plan = plan(true, &[Transport::Ws], 0.5, false);
         assert_eq!(plan.len(), preset::PRESETS.len());
-        assert!(plan.iter().all(|s| s.transport == Transport::Ws));
+        assert!(
+            plan.iter()
+                .all(|s| s.transport == Transport::Ws || s.name == "connections")
+        );
+        let both = super::plan(true, &Transport::ALL, 1.0, false);
+        assert_eq!(
+            both.len(),
+            2 * preset::PRESETS.len() - 1,
+            "the mixed preset runs once"
+        );
+        let mixed: Vec<_> = both.iter().filter(|s| s.name == "connections").collect();
+        assert_eq!(mixed.len(), 1);
+        assert_eq!(mixed[0].transport, Transport::Mixed);
     }
 }

@@ -237,12 +237,13 @@ impl Connection {
         token: Option<&str>,
     ) -> Result<Self, ClientError> {
         let stream = target.dial(id).await?;
-        Ok(match transport {
-            Transport::Sse => {
-                Connection::Sse(sse::SseStream::open(stream, &target.host, path, token).await?)
-            }
+        Ok(match transport.for_client(id) {
             Transport::Ws => {
                 Connection::Ws(ws::WsStream::open(stream, &target.host, path, token).await?)
+            }
+            // `for_client` never gives `Mixed`.
+            Transport::Sse | Transport::Mixed => {
+                Connection::Sse(sse::SseStream::open(stream, &target.host, path, token).await?)
             }
         })
     }
@@ -451,10 +452,10 @@ impl VirtualClient {
         while !cancel.is_cancelled() {
             // Failures are flushed even while no event arrives (an outage).
             self.recorder.flush_if_due();
-            let path = self
-                .spec
-                .stream
-                .path(self.spec.transport, check.last().filter(|_| resumes));
+            let path = self.spec.stream.path(
+                self.spec.transport.for_client(self.id),
+                check.last().filter(|_| resumes),
+            );
             let requested = Instant::now();
             let open = Connection::open(
                 &self.target,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Abuse, AbuseKind, Phase, Scenario, StreamKind, TokenShape};
+use super::{Abuse, AbuseKind, Phase, Scenario, StreamKind, TokenShape, Transport};
 
 /// A preset: its name, a one-line description, and how to build it.
 pub struct Preset {
@@ -175,6 +175,39 @@ pub const PRESETS: &[Preset] = &[
         name: "fanout",
         about: "100 topic subscribers, 1,000 publishes/s: 100,000 deliveries/s",
         build: || topic(100, 1_000, 0.0),
+    },
+    Preset {
+        name: "fanout-1m",
+        about: "1 publisher at 1,000 publishes/s to 1,000 topic subscribers: 1,000,000 \
+                deliveries/s, 20 s",
+        build: || Scenario {
+            phases: vec![
+                Phase {
+                    from: 0,
+                    ..Phase::steady("ramp", 1_000, secs(5))
+                },
+                Phase::steady("steady", 1_000, secs(20)),
+            ],
+            ..topic(1_000, 1_000, 0.0)
+        },
+    },
+    Preset {
+        name: "connections",
+        about: "18,000 idle topic subscribers, half SSE and half WebSocket, opened over 20 s and \
+                held 60 s (keep-alives only), against a server started with \
+                --max-connections=19000",
+        build: || Scenario {
+            transport: Transport::Mixed,
+            server_args: vec!["--max-connections=19000".to_owned()],
+            phases: vec![
+                Phase {
+                    from: 0,
+                    ..Phase::steady("ramp", 18_000, secs(20))
+                },
+                Phase::steady("idle", 18_000, secs(60)),
+            ],
+            ..topic(18_000, 0, 0.0)
+        },
     },
     Preset {
         name: "slow-1ms",
