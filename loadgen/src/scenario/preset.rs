@@ -85,6 +85,14 @@ fn abuse() -> Scenario {
     }
 }
 
+/// `subscribers` of a topic published at `publish_rate`: a ramp from none
+/// over `ramp` seconds, then all of them for `hold`.
+fn topic_load(subscribers: u32, publish_rate: u64, ramp: u64, hold: u64) -> Scenario {
+    let mut scenario = topic(subscribers, publish_rate, 0.0);
+    scenario.set_load(subscribers, secs(hold), secs(ramp));
+    scenario
+}
+
 /// Every preset, in the order `presets` lists them.
 pub const PRESETS: &[Preset] = &[
     Preset {
@@ -180,16 +188,7 @@ pub const PRESETS: &[Preset] = &[
         name: "fanout-1m",
         about: "1 publisher at 1,000 publishes/s to 1,000 topic subscribers: 1,000,000 \
                 deliveries/s, 20 s",
-        build: || Scenario {
-            phases: vec![
-                Phase {
-                    from: 0,
-                    ..Phase::steady("ramp", 1_000, secs(5))
-                },
-                Phase::steady("steady", 1_000, secs(20)),
-            ],
-            ..topic(1_000, 1_000, 0.0)
-        },
+        build: || topic_load(1_000, 1_000, 5, 20),
     },
     Preset {
         name: "connections",
@@ -199,14 +198,7 @@ pub const PRESETS: &[Preset] = &[
         build: || Scenario {
             transport: Transport::Mixed,
             server_args: vec!["--max-connections=19000".to_owned()],
-            phases: vec![
-                Phase {
-                    from: 0,
-                    ..Phase::steady("ramp", 18_000, secs(20))
-                },
-                Phase::steady("idle", 18_000, secs(60)),
-            ],
-            ..topic(18_000, 0, 0.0)
+            ..topic_load(18_000, 0, 20, 60)
         },
     },
     Preset {
