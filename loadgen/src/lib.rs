@@ -389,6 +389,14 @@ async fn measure(
     if !phases.is_empty() {
         print(&phases);
     }
+    for summary in &summaries {
+        for bound in &summary.bounded_by {
+            print(&format!(
+                "bounded by the load generator: {} ({}): {bound}",
+                summary.scenario, summary.transport
+            ));
+        }
+    }
     print(&report::markdown::verdict_lines(&report));
     print(&format!("results: {}", out.display()));
     anyhow::ensure!(

@@ -40,7 +40,12 @@ fn latency_applies(scenario: &Scenario) -> bool {
         return false;
     }
     let paced = match scenario.stream {
-        StreamKind::Topic | StreamKind::Tokens => true,
+        // A quiet topic (no publishes) delivers nothing to measure.
+        StreamKind::Topic => scenario
+            .phases
+            .iter()
+            .any(|p| scenario.publish_rate_in(p) > 0),
+        StreamKind::Tokens => true,
         StreamKind::Ticker | StreamKind::Replay => {
             scenario.phases.iter().all(|p| scenario.rate_in(p) > 0)
         }
@@ -210,7 +215,13 @@ mod tests {
             ]
         );
         assert!(paced.thresholds.iter().all(|t| t.default));
-        for unpaced in ["throughput", "slow-50ms", "replay-5k", "burst"] {
+        for unpaced in [
+            "throughput",
+            "slow-50ms",
+            "replay-5k",
+            "burst",
+            "connections",
+        ] {
             let mut scenario = preset::find(unpaced).unwrap().scenario();
             add_defaults(&mut scenario);
             assert!(

@@ -184,6 +184,18 @@ impl ClientError {
         }
     }
 
+    /// Whether it is this machine's limit (out of file descriptors or
+    /// local ports), not the server's answer.
+    pub fn is_local_limit(&self) -> bool {
+        let ClientError::Connect(e) = self else {
+            return false;
+        };
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL | libc::EADDRINUSE)
+        )
+    }
+
     /// How `summary.json` counts it.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -479,6 +491,9 @@ impl VirtualClient {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(client = self.id, error = %e, "connection failed");
+                    if e.is_local_limit() {
+                        self.recorder.count(|c| c.local_limits += 1);
+                    }
                     self.fail(e.kind(), &mut backoff, &cancel).await;
                     continue;
                 }

@@ -104,6 +104,9 @@ pub struct Counts {
     /// Topics: events acknowledged well before the end that subscribers
     /// had still not received when it came.
     pub behind_at_end: u64,
+    /// Connection attempts this machine refused (open files, ports): the
+    /// load generator's limits, not the server's. Also counted in `errors`.
+    pub local_limits: u64,
     /// Failures by [`ErrorKind`], in [`ErrorKind::ALL`] order.
     pub errors: [u64; 5],
     /// Misbehaving clients, by kind in `AbuseKind::ALL` order: kept apart
@@ -127,6 +130,7 @@ impl Counts {
         self.publishes_shed += other.publishes_shed;
         self.published += other.published;
         self.behind_at_end += other.behind_at_end;
+        self.local_limits += other.local_limits;
         for (into, from) in self.errors.iter_mut().zip(other.errors) {
             *into += from;
         }

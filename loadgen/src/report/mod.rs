@@ -211,6 +211,42 @@ fn behind_at_end(scenario: &Scenario, counts: &crate::metrics::Counts) -> Option
     (scenario.stream == StreamKind::Topic).then_some(counts.behind_at_end)
 }
 
+/// Connections a scenario holds at once besides its clients: publishers'
+/// pool, the monitor, the process's own files.
+const OTHER_FILES: u64 = 600;
+
+/// What bounded the run on the load generator's side: a scenario wanting
+/// more connections than this process may open, and connection attempts
+/// this machine refused.
+fn bounded_by(
+    scenario: &Scenario,
+    counts: &crate::metrics::Counts,
+    limits: &crate::manifest::Limits,
+) -> Vec<String> {
+    let mut bounds = Vec::new();
+    let abusers = scenario
+        .phases
+        .iter()
+        .filter_map(|p| p.abuse.map(|a| a.clients))
+        .max()
+        .unwrap_or(0);
+    let wanted = u64::from(scenario.max_clients()) + u64::from(abusers) + OTHER_FILES;
+    if let Some(open) = limits.open_files.filter(|&open| wanted > open) {
+        bounds.push(format!(
+            "open files: the scenario needs about {wanted} descriptors and this process may \
+             open {open}; run several load generators (one per part of the load) against --url"
+        ));
+    }
+    if counts.local_limits > 0 {
+        bounds.push(format!(
+            "{} connection attempts failed on this machine's limits (open files or local \
+             ports), not on the server",
+            counts.local_limits
+        ));
+    }
+    bounds
+}
+
 /// One second of the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Row {
@@ -287,6 +323,9 @@ pub struct Summary {
     pub dups: u64,
     /// Topics: events that were due but had not arrived by the end.
     pub behind_at_end: Option<u64>,
+    /// What on the load generator's side, rather than the server, bounded
+    /// the figures (open files, local ports); empty when nothing did.
+    pub bounded_by: Vec<String>,
     /// The server's resources.
     pub server: Server,
     /// Each threshold's outcome.
@@ -630,6 +669,7 @@ impl Summary {
             gaps: c.gaps,
             dups: c.dups,
             behind_at_end: behind_at_end(scenario, c),
+            bounded_by: bounded_by(scenario, c, &context.environment.limits),
             server: Server {
                 cpu_pct: mean(measured.timeline.iter().filter_map(|r| r.server_cpu_pct)),
                 rss_mb: Span::of(measured.timeline.iter().filter_map(|r| r.server_rss_mb)),
@@ -714,6 +754,24 @@ mod tests {
             phases: Vec::new(),
             target: "http://127.0.0.1:1".to_owned(),
         }
+    }
+
+    #[test]
+    fn what_bounded_the_load_generator_is_said() {
+        let limits = crate::manifest::Limits {
+            open_files: Some(20_000),
+            open_files_hard: Some(20_000),
+            ephemeral_ports: Some([32768, 60999]),
+        };
+        let mut scenario = Scenario::default();
+        let mut counts = crate::metrics::Counts::default();
+        assert!(bounded_by(&scenario, &counts, &limits).is_empty());
+        scenario.set_load(25_000, Duration::from_secs(1), Duration::ZERO);
+        counts.local_limits = 7;
+        let bounds = bounded_by(&scenario, &counts, &limits);
+        assert_eq!(bounds.len(), 2, "{bounds:?}");
+        assert!(bounds[0].starts_with("open files: the scenario needs about 25600 descriptors"));
+        assert!(bounds[1].starts_with("7 connection attempts failed on this machine's limits"));
     }
 
     #[test]
