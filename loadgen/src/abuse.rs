@@ -82,10 +82,8 @@ pub struct AbuseSpec {
 impl AbuseSpec {
     /// The address this kind connects from (loopback targets only).
     fn source(&self) -> Option<IpAddr> {
-        let index = AbuseKind::ALL.iter().position(|k| *k == self.kind)?;
-        let last = 100 + u8::try_from(index).ok()?;
-        self.target
-            .is_loopback()
+        let last = 100 + u8::try_from(self.kind.index()).ok()?;
+        matches!(self.target.addr.ip(), IpAddr::V4(ip) if ip.is_loopback())
             .then_some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
     }
 
@@ -103,7 +101,7 @@ impl AbuseSpec {
 
 /// One abuser: attempts, again and again, until `cancel`.
 pub async fn run(spec: Arc<AbuseSpec>, mut recorder: Recorder, cancel: CancellationToken) {
-    let kind = spec.kind as usize;
+    let kind = spec.kind.index();
     let count = |recorder: &mut Recorder, update: fn(&mut AbuseCounts)| {
         recorder.count(|c| update(&mut c.abuse[kind]));
     };
@@ -136,7 +134,17 @@ pub async fn run(spec: Arc<AbuseSpec>, mut recorder: Recorder, cancel: Cancellat
     recorder.flush();
 }
 
+/// One attempt, ended by its outcome or by the end of its phase (`Held`),
+/// whichever comes first: no step waits past the phase.
 async fn attempt_once(spec: &AbuseSpec, attempt: u64, cancel: &CancellationToken) -> Outcome {
+    tokio::select! {
+        biased;
+        outcome = misbehave(spec, attempt, cancel) => outcome,
+        () = cancel.cancelled() => Outcome::Held,
+    }
+}
+
+async fn misbehave(spec: &AbuseSpec, attempt: u64, cancel: &CancellationToken) -> Outcome {
     let result = match spec.kind {
         AbuseKind::Slowloris => slowloris(spec, cancel).await,
         AbuseKind::NeverRead => never_read(spec, cancel).await,
@@ -195,6 +203,16 @@ async fn never_read(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outc
         .write_all(request.as_bytes())
         .await
         .map_err(ClientError::Connect)?;
+    // Only a stream the server took is one it must drop; read its head
+    // (it fits the small receive buffer) and nothing more.
+    let mut head = [0u8; 2048];
+    let (response, _, _) = read_head(&mut stream, &mut head).await?;
+    if response.status != 200 {
+        return Ok(Outcome::Unexpected(format!(
+            "status {} to a stream request",
+            response.status
+        )));
+    }
     let left = spec.ends_at.saturating_duration_since(Instant::now());
     let look_at = spec.ends_at - DRAIN.min(left / 4);
     tokio::select! {

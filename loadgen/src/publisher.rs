@@ -97,6 +97,10 @@ pub async fn run(
             // A quiet phase: nothing is due until the rate rises again.
             0 => {
                 while publishing.rate.load(Ordering::Relaxed) == 0 && !cancel.is_cancelled() {
+                    while let Some(done) = tasks.try_join_next() {
+                        record(&mut recorder, &acks, done);
+                    }
+                    recorder.flush_if_due();
                     tokio::select! {
                         () = cancel.cancelled() => {}
                         () = tokio::time::sleep(QUIET_CHECK) => {}

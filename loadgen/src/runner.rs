@@ -61,6 +61,20 @@ fn phase_at(phases: &[Phase], elapsed: Duration) -> (usize, &Phase, Duration) {
     (last, &phases[last], phases[last].duration)
 }
 
+/// Waits until every task of `tasks` (stopping: cancelled) has ended, at
+/// most [`STOP_TIMEOUT`]; aborts those still running then.
+async fn join_within(tasks: &mut JoinSet<()>, what: &str) {
+    let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!("some {what} did not stop within {STOP_TIMEOUT:?}");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
 /// The misbehaving clients of the current phase.
 struct Abusers {
     /// The phase they belong to (its index).
@@ -77,6 +91,13 @@ struct Abusers {
 }
 
 impl Abusers {
+    /// Stops the current phase's abusers and waits (a bounded time) until
+    /// they have, so that their last counts are flushed.
+    async fn finish(&mut self) {
+        self.current.cancel();
+        join_within(&mut self.tasks, "abusers").await;
+    }
+
     /// Replaces the abusers with those of `phase` (number `index`, which
     /// ends `left` from now), if it has any.
     fn enter(&mut self, index: usize, phase: &Phase, left: Duration) {
@@ -86,7 +107,6 @@ impl Abusers {
         self.phase = Some(index);
         self.current.cancel();
         self.current = self.stop.child_token();
-        while self.tasks.try_join_next().is_some() {}
         let Some(abuse) = phase.abuse else { return };
         let spec = Arc::new(AbuseSpec {
             kind: abuse.kind,
@@ -273,7 +293,8 @@ impl Run<'_> {
             second: Stats::default(),
             spare: Stats::default(),
             last_row: start,
-            phase: scenario.phases[0].name.clone(),
+            phase: (0, scenario.phases[0].name.clone()),
+            phase_added: None,
         };
         loop {
             tokio::select! {
@@ -287,14 +308,18 @@ impl Run<'_> {
             let (index, phase, into_phase) = phase_at(&scenario.phases, elapsed);
             // A row ends every second, and at every change of phase (before
             // the load changes), so that each phase's figures are its own.
-            if timeline.last_row.elapsed() >= Duration::from_secs(1) || timeline.phase != phase.name
-            {
+            let changed = timeline.phase.0 != index;
+            if changed {
+                // The abusers' last counts belong to their own phase.
+                abusers.finish().await;
+            }
+            if changed || timeline.last_row.elapsed() >= Duration::from_secs(1) {
                 let row = timeline
                     .row(
                         &shards,
                         &mut self.monitor,
                         elapsed,
-                        &phase.name,
+                        (index, &phase.name),
                         clients.active.len(),
                         &mut totals,
                     )
@@ -311,13 +336,13 @@ impl Run<'_> {
         }
         // The last, partial interval, measured before the clients stop.
         let elapsed = start.elapsed().min(total);
-        let phase = &phase_at(&scenario.phases, elapsed).1.name;
+        let (index, phase, _) = phase_at(&scenario.phases, elapsed);
         timeline
             .row(
                 &shards,
                 &mut self.monitor,
                 elapsed,
-                phase,
+                (index, &phase.name),
                 clients.active.len(),
                 &mut totals,
             )
@@ -326,17 +351,8 @@ impl Run<'_> {
         // Clients count until they stop: so does the duration.
         let duration = start.elapsed();
         stop.cancel();
-        for tasks in [&mut clients.tasks, &mut abusers.tasks] {
-            let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
-                while tasks.join_next().await.is_some() {}
-            })
-            .await;
-            if stopped.is_err() {
-                tracing::warn!("some clients did not stop within {STOP_TIMEOUT:?}");
-                tasks.abort_all();
-                while tasks.join_next().await.is_some() {}
-            }
-        }
+        join_within(&mut clients.tasks, "clients").await;
+        abusers.finish().await;
         // What clients flushed as they stopped belongs to the last phase.
         let mut tail = Stats::default();
         shards.drain_into(&mut tail, &mut timeline.spare);
@@ -366,19 +382,23 @@ struct Timeline {
     second: Stats,
     spare: Stats,
     last_row: Instant,
-    /// The phase in effect when the current interval began: its label.
-    phase: String,
+    /// The phase in effect when the current interval began: its number
+    /// and its name (the row's label).
+    phase: (usize, String),
+    /// The number of the phase `phases` ends with.
+    phase_added: Option<usize>,
 }
 
 impl Timeline {
     /// Ends the current interval: drains the shards into a row (added to
-    /// `totals`), with a monitor sample. The next interval is `next`'s.
+    /// `totals`), with a monitor sample. The next interval is that of the
+    /// phase `next` (its number and name).
     async fn row(
         &mut self,
         shards: &Shards,
         monitor: &mut Option<Monitor>,
         elapsed: Duration,
-        next: &str,
+        next: (usize, &str),
         clients: usize,
         totals: &mut Stats,
     ) -> Row {
@@ -389,9 +409,9 @@ impl Timeline {
             Some(monitor) => monitor.sample().await,
             None => Reading::default(),
         };
-        let phase = std::mem::replace(&mut self.phase, next.to_owned());
+        let (index, phase) = std::mem::replace(&mut self.phase, (next.0, next.1.to_owned()));
         let row = row(&self.second, elapsed, seconds, &phase, clients, reading);
-        self.add_to_phase(&row, seconds);
+        self.add_to_phase(index, &row, seconds);
         totals.add(&mut self.second);
         self.second.reset();
         self.rows.push(row.clone());
@@ -401,9 +421,11 @@ impl Timeline {
 
 impl Timeline {
     /// Adds the interval being measured (its `row`, `seconds` long) to its
-    /// phase.
-    fn add_to_phase(&mut self, row: &Row, seconds: f64) {
-        if self.phases.last().is_none_or(|p| p.name != row.phase) {
+    /// phase, number `index`: phases are told apart by position, as two
+    /// may have the same name.
+    fn add_to_phase(&mut self, index: usize, row: &Row, seconds: f64) {
+        if self.phase_added != Some(index) {
+            self.phase_added = Some(index);
             self.phases.push(PhaseMeasured {
                 name: row.phase.clone(),
                 seconds: 0.0,

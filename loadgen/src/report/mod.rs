@@ -624,9 +624,19 @@ impl Context {
     }
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, n) = values.fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
-    (n > 0).then(|| sum / f64::from(n))
+/// The mean of `figure` over the rows that have it, each weighted by the
+/// length of its interval (rows cut short at a change of phase weigh less).
+fn time_mean(rows: &[Row], figure: impl Fn(&Row) -> Option<f64>) -> Option<f64> {
+    let mut previous = 0.0;
+    let (sum, seconds) = rows.iter().fold((0.0, 0.0), |(sum, seconds), row| {
+        let length = (row.t_s - previous).max(0.0);
+        previous = row.t_s;
+        match figure(row) {
+            Some(value) => (sum + value * length, seconds + length),
+            None => (sum, seconds),
+        }
+    });
+    (seconds > 0.0).then(|| sum / seconds)
 }
 
 impl Summary {
@@ -671,7 +681,7 @@ impl Summary {
             behind_at_end: behind_at_end(scenario, c),
             bounded_by: bounded_by(scenario, c, &context.environment.limits),
             server: Server {
-                cpu_pct: mean(measured.timeline.iter().filter_map(|r| r.server_cpu_pct)),
+                cpu_pct: time_mean(&measured.timeline, |r| r.server_cpu_pct),
                 rss_mb: Span::of(measured.timeline.iter().filter_map(|r| r.server_rss_mb)),
                 heap_bytes: Span::of(measured.timeline.iter().filter_map(|r| r.server_heap_bytes)),
                 cpu_us_per_event: measured
@@ -709,7 +719,7 @@ impl Summary {
                 abuse_refused: c.abuse.iter().map(|a| a.refused).sum(),
                 abuse_unexpected: c.abuse.iter().map(|a| a.unexpected).sum(),
             },
-            loadgen_cpu_pct: mean(measured.timeline.iter().filter_map(|r| r.loadgen_cpu_pct)),
+            loadgen_cpu_pct: time_mean(&measured.timeline, |r| r.loadgen_cpu_pct),
             latency_distribution: Bucket::of(&t.latency),
             manifest: Manifest {
                 environment: context.environment,
@@ -754,6 +764,26 @@ mod tests {
             phases: Vec::new(),
             target: "http://127.0.0.1:1".to_owned(),
         }
+    }
+
+    #[test]
+    fn cpu_means_weigh_each_row_by_its_length() {
+        let row = |t_s, cpu| Row {
+            t_s,
+            server_cpu_pct: cpu,
+            ..Row::default()
+        };
+        // 1 s at 10 %, a 0.1 s row at 100 % (cut at a change of phase),
+        // 0.9 s at 10 %, and a row without a figure.
+        let rows = [
+            row(1.0, Some(10.0)),
+            row(1.1, Some(100.0)),
+            row(2.0, Some(10.0)),
+            row(3.0, None),
+        ];
+        let mean = time_mean(&rows, |r| r.server_cpu_pct).unwrap();
+        assert!((mean - 14.5).abs() < 1e-9, "{mean}");
+        assert_eq!(time_mean(&[], |r| r.server_cpu_pct), None);
     }
 
     #[test]

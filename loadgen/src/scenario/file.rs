@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! name = "checkout"
-//! transport = "ws"            # sse | ws
+//! transport = "ws"            # sse | ws | mixed (half the clients on each)
 //! stream = "topic"            # ticker | topic | tokens | replay
 //! rate = 10                   # events/s per client (ticker, replay); 0 = as fast as read
 //! size = 64                   # payload bytes

@@ -109,6 +109,11 @@ impl AbuseKind {
         AbuseKind::OnePeer,
     ];
 
+    /// Its rank in [`AbuseKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name in scenario files and reports.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -488,6 +493,9 @@ mod tests {
             ..Scenario::default()
         };
         assert_eq!(scenario.validate(), Ok(()), "a quiet topic: idle streams");
+        for (rank, kind) in AbuseKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), rank, "{kind:?}");
+        }
         assert_eq!(
             (0..4)
                 .map(|id| Transport::Mixed.for_client(id).as_str())
