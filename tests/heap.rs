@@ -61,10 +61,11 @@ const IDLE_STREAMS: usize = 200;
 
 /// The most live heap an idle stream may hold, server and this test's raw
 /// client together (the client's part is its socket's registration, a few
-/// hundred bytes). Measured here: 22,040 B (29 KiB before the router
-/// stopped being rebuilt for each connection: docs/performance.md), most of
-/// it hyper's 8 KiB read and 8 KiB write buffers of an SSE connection and a
-/// WebSocket's task and 4 KiB read buffer; the capacity target is 4 KiB.
+/// hundred bytes). Measured here: 20,501 B (29 KiB before the router
+/// stopped being rebuilt for each connection, 22,040 B before a WebSocket's
+/// read buffer went from 4 KiB to 1 KiB: docs/performance.md), most of it
+/// hyper's 8 KiB read and 8 KiB write buffers of an SSE connection and a
+/// WebSocket's task; the capacity target is 4 KiB.
 const IDLE_STREAM_BUDGET: u64 = 24 * 1024;
 
 /// Allocations per event the ticker path may make, each event its own

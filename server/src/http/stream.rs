@@ -28,8 +28,9 @@ use crate::writer::Writer;
 
 /// Read buffer of a server-side WebSocket. Clients send pongs, control
 /// frames and at most publish frames; tungstenite's 128 KiB default would be
-/// reserved (and zeroed) per connection.
-const WS_READ_BUFFER: usize = 4096;
+/// reserved (and zeroed) per connection. An idle stream keeps this much;
+/// a larger frame makes tungstenite reserve its declared length.
+const WS_READ_BUFFER: usize = 1024;
 
 /// Largest message a client may send on a stream that takes none: any
 /// message closes such a stream (1003), this only bounds what is read first.
