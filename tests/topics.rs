@@ -465,8 +465,12 @@ async fn tokens_guard_publishing_and_reading(backend: Backend) {
 async fn websocket_subscribers_publish_and_get_acknowledgements(backend: Backend) {
     let (server, _db) = server(backend, support::config()).await;
     let mut client = server.open(Transport::Ws, "topics/chat?since=0").await;
+    // 20 KB: many times the server's WebSocket read buffer (1 KiB).
+    let text = "hi".repeat(10_000);
     client
-        .send(Message::text(r#"{"publish": {"text": "hi"}, "id": "m-1"}"#))
+        .send(Message::text(
+            json!({ "publish": { "text": text }, "id": "m-1" }).to_string(),
+        ))
         .await;
     let mut items = [client.next_item().await, client.next_item().await];
     items.sort_by_key(|item| matches!(item, Item::Event(_)));
@@ -477,10 +481,10 @@ async fn websocket_subscribers_publish_and_get_acknowledgements(backend: Backend
     let Item::Event(event) = &items[1] else {
         panic!("expected the published event, got {:?}", items[1]);
     };
-    assert_eq!((seq(event), &event["data"]), (1, &json!({ "text": "hi" })));
+    assert_eq!((seq(event), &event["data"]), (1, &json!({ "text": text })));
     // Other subscribers see it too.
     let mut other = server.open(Transport::Sse, "topics/chat?since=0").await;
-    assert_eq!(other.next_event().await["data"], json!({ "text": "hi" }));
+    assert_eq!(other.next_event().await["data"], json!({ "text": text }));
 }
 
 /// Deletes events `seqs` of `topic` behind the server's back, as a
