@@ -13,24 +13,21 @@ use crate::http::params::Params;
 use crate::http::stream::FromQuery;
 use crate::http::topics;
 use crate::protocol::Name;
-use crate::publish::{self, PublishFrame};
+use crate::publish::PublishFrame;
 use crate::source::ticker::Ticker;
 use crate::source::tokens::Tokens;
 use crate::source::topic::OverflowPolicy;
 
 /// What a WebSocket subscriber's text frame `message` becomes: the body
 /// that would be stored and fanned out (validated, on one line), or the
-/// reason the stream is closed. The same steps as `SocketPublisher`, up to
-/// the store.
+/// reason the stream is closed: `SocketPublisher`'s own steps, up to the
+/// store.
 ///
 /// # Errors
 ///
 /// The close reason, for a frame that breaks the rules.
 pub fn publish_frame(message: &[u8], max_body: usize) -> Result<String, Disconnect> {
-    let frame = PublishFrame::decode(message)?;
-    publish::validate(frame.publish.get().as_bytes(), max_body).map_err(|e| {
-        publish::frame_fault(&e).expect("validation refuses only for the frame's fault")
-    })
+    PublishFrame::decode(message)?.body(max_body)
 }
 
 /// Every stream endpoint's reading of one request, each part independently.

@@ -91,10 +91,18 @@ pub fn sse_end_notice(reason: &str, message: &str) -> Bytes {
         "end": { "reason": reason, "message": message }
     }));
     let mut buf = BytesMut::with_capacity(data.len() + 24);
-    buf.put_slice(b"event: end\ndata: ");
-    buf.put_slice(&data);
-    buf.put_slice(b"\n\n");
+    put_sse_named(&mut buf, b"end", |buf| buf.put_slice(&data));
     buf.freeze()
+}
+
+/// Appends an SSE event named `name` (`event: name`) whose one `data:` line
+/// `put_data` appends.
+fn put_sse_named(buf: &mut BytesMut, name: &[u8], put_data: impl FnOnce(&mut BytesMut)) {
+    buf.put_slice(b"event: ");
+    buf.put_slice(name);
+    buf.put_slice(b"\ndata: ");
+    put_data(buf);
+    buf.put_slice(b"\n\n");
 }
 
 /// How events are framed on a transport.
@@ -119,9 +127,7 @@ impl Framing {
                 buf.put_slice(b"\n\n");
             }
             (Framing::Sse, Item::Gap(gap)) => {
-                buf.put_slice(b"event: gap\ndata: ");
-                encode_gap(gap, buf);
-                buf.put_slice(b"\n\n");
+                put_sse_named(buf, b"gap", |buf| encode_gap(gap, buf))
             }
             (Framing::WebSocket, Item::Event(event)) => encode_event(event, ts, buf),
             (Framing::WebSocket, Item::Gap(gap)) => encode_gap(gap, buf),

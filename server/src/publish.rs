@@ -90,7 +90,18 @@ impl Publisher {
     ///
     /// See [`PublishError`]; nothing was stored.
     pub async fn publish(&self, topic: &Name, body: &[u8]) -> Result<u64, PublishError> {
-        let data = validate(body, self.max_body)?;
+        self.publish_line(topic, validate(body, self.max_body)?)
+            .await
+    }
+
+    /// Publishes `data`, valid JSON on one line within the limit, to
+    /// `topic`; returns its `seq` once it is committed.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Busy`] or [`PublishError::Unavailable`]; nothing was
+    /// stored.
+    async fn publish_line(&self, topic: &Name, data: String) -> Result<u64, PublishError> {
         let (reply, response) = oneshot::channel();
         let request = Request {
             topic: topic.clone(),
@@ -243,15 +254,15 @@ impl<'a> PublishFrame<'a> {
             .and_then(|text| serde_json::from_str(text).ok())
             .ok_or(Disconnect::InvalidMessage)
     }
-}
 
-/// The close reason for a refused publish that is the frame's fault; `None`
-/// for a refusal the client may retry (answered, the stream goes on).
-pub(crate) fn frame_fault(error: &PublishError) -> Option<Disconnect> {
-    match error {
-        PublishError::TooLarge { .. } => Some(Disconnect::MessageTooBig),
-        PublishError::InvalidJson(_) => Some(Disconnect::InvalidMessage),
-        PublishError::Busy | PublishError::Unavailable => None,
+    /// The body to store: the `publish` value (valid JSON: decoding checked
+    /// it) on one line, or 1009 when it is over `max` bytes.
+    pub(crate) fn body(&self, max: usize) -> Result<String, Disconnect> {
+        let value = self.publish.get();
+        if value.len() > max {
+            return Err(Disconnect::MessageTooBig);
+        }
+        Ok(minify(value))
     }
 }
 
@@ -304,23 +315,17 @@ impl Inbox for SocketPublisher {
             return Err(Disconnect::Unauthorized);
         }
         let frame = PublishFrame::decode(&message)?;
-        let reply = match self
-            .publisher
-            .publish(&self.topic, frame.publish.get().as_bytes())
-            .await
-        {
+        let data = frame.body(self.publisher.max_body)?;
+        // Only a refusal the client may retry is left: answered, the stream
+        // goes on.
+        let reply = match self.publisher.publish_line(&self.topic, data).await {
             Ok(seq) => serde_json::to_vec(&Ack {
                 ack: AckBody { seq, id: frame.id },
             }),
-            Err(e) => {
-                if let Some(fault) = frame_fault(&e) {
-                    return Err(fault);
-                }
-                serde_json::to_vec(&Refusal {
-                    error: e.to_string(),
-                    id: frame.id,
-                })
-            }
+            Err(e) => serde_json::to_vec(&Refusal {
+                error: e.to_string(),
+                id: frame.id,
+            }),
         };
         Ok(Some(Bytes::from(
             reply.expect("in-memory JSON serialization"),

@@ -280,7 +280,7 @@ impl SseClient {
             assert_eq!(id, None, "end notices carry no id");
             let reason = frame["end"]["reason"].as_str().expect("an end reason");
             self.notice = Some(reason.to_owned());
-            return self.parse_one();
+            return None;
         }
         if name.as_deref() == Some("gap") {
             assert_eq!(id, None, "gap notices carry no id");

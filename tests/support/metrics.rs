@@ -10,11 +10,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Scrapes `url`.
-    pub async fn scrape(http: &reqwest::Client, url: &str) -> Self {
-        let response = super::within("a /metrics scrape", http.get(url).send())
-            .await
-            .expect("GET /metrics");
+    /// Reads the answer to a `GET /metrics`.
+    pub async fn read(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), 200);
         let text = response.text().await.expect("/metrics body");
         let samples = text

@@ -165,7 +165,7 @@ impl TestServer {
 
     /// The server's metrics now.
     pub async fn metrics(&self) -> Metrics {
-        Metrics::scrape(&self.http, &self.url("/metrics")).await
+        Metrics::read(self.get("/metrics").await).await
     }
 
     /// Polls `/metrics` until `ready` holds, failing after [`WAIT`] with
