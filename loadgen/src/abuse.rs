@@ -10,7 +10,6 @@
 //! up, apart from the well-behaved clients' 127.0.0.1 to .16), so that the
 //! per-address limit one kind meets is its own.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::http::authorization;
 use crate::client::sse::{SseStream, read_head};
 use crate::client::{ClientError, Target, ws};
 use crate::metrics::{AbuseCounts, Recorder};
@@ -80,22 +80,18 @@ pub struct AbuseSpec {
 }
 
 impl AbuseSpec {
-    /// The address this kind connects from (loopback targets only).
-    fn source(&self) -> Option<IpAddr> {
-        let last = 100 + u8::try_from(self.kind.index()).ok()?;
-        matches!(self.target.addr.ip(), IpAddr::V4(ip) if ip.is_loopback())
-            .then_some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
-    }
-
+    /// Connects from this kind's own address (127.0.0.100 + its rank, for
+    /// a loopback target).
     async fn dial(&self, recv_buffer: Option<u32>) -> Result<TcpStream, ClientError> {
-        self.target.dial_from(self.source(), recv_buffer).await
+        let source = u8::try_from(100 + self.kind.index())
+            .ok()
+            .and_then(|last| self.target.loopback_source(last));
+        self.target.dial_from(source, recv_buffer).await
     }
 
     /// `Authorization: Bearer …\r\n`, or nothing.
     fn authorization(&self) -> String {
-        self.token
-            .as_ref()
-            .map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"))
+        authorization(self.token.as_deref())
     }
 }
 
@@ -122,9 +118,6 @@ pub async fn run(spec: Arc<AbuseSpec>, mut recorder: Recorder, cancel: Cancellat
             }
             Outcome::Held => break,
         };
-        if spec.kind == AbuseKind::NeverRead {
-            break; // one stream, looked at once, at the end of the phase
-        }
         recorder.flush_if_due();
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -190,37 +183,27 @@ async fn slowloris(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outco
 /// A stream as fast as the server writes, never read: the server drops it
 /// once a write makes no progress for its write timeout. Whether it did
 /// shows near the end of the phase (`DRAIN` before it, or in its last
-/// quarter if it is short), by reading what is left: megabytes the server's socket held, read within the phase rather
-/// than at the start of the next one.
+/// quarter if it is short), by reading what is left: the megabytes the
+/// server's socket held, read within the phase rather than at the start of
+/// the next one. One stream per phase: the attempt then holds its slot
+/// until the phase ends.
 async fn never_read(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outcome, ClientError> {
-    let mut stream = spec.dial(Some(NEVER_READ_BUFFER)).await?;
-    let request = format!(
-        "GET /sse/ticker?rate=0&size=65536 HTTP/1.1\r\nHost: {}\r\n{}\r\n",
-        spec.target.host,
-        spec.authorization()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(ClientError::Connect)?;
-    // Only a stream the server took is one it must drop; read its head
-    // (it fits the small receive buffer) and nothing more.
-    let mut head = [0u8; 2048];
-    let (response, _, _) = read_head(&mut stream, &mut head).await?;
-    if response.status != 200 {
-        return Ok(Outcome::Unexpected(format!(
-            "status {} to a stream request",
-            response.status
-        )));
-    }
+    // Only a stream the server took (200) is one it must drop.
+    let mut stream = SseStream::open(
+        spec.dial(Some(NEVER_READ_BUFFER)).await?,
+        &spec.target.host,
+        "/sse/ticker?rate=0&size=65536",
+        spec.token.as_deref(),
+    )
+    .await?
+    .into_inner();
     let left = spec.ends_at.saturating_duration_since(Instant::now());
     let look_at = spec.ends_at - DRAIN.min(left / 4);
     tokio::select! {
         () = cancel.cancelled() => {}
         () = tokio::time::sleep_until(look_at.into()) => {}
     }
-    // Now read what is left as fast as possible: up to the server's send
-    // buffer (megabytes) stands before its end, if it ended.
+    // Now read what is left as fast as possible.
     let _ = socket2::SockRef::from(&stream).set_recv_buffer_size(DRAIN_BUFFER);
     let mut sink = vec![0u8; 256 * 1024];
     let drained = timeout(DRAIN, async {
@@ -232,6 +215,7 @@ async fn never_read(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outc
         }
     })
     .await;
+    cancel.cancelled().await;
     Ok(match drained {
         Ok(()) => Outcome::Refused(None),
         Err(_) => Outcome::Held,

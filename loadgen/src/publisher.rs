@@ -7,11 +7,10 @@
 //! schedule wanted but could not send (too many already in flight) counts
 //! as a timeout: the server did not keep up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
@@ -21,9 +20,6 @@ use crate::metrics::{ErrorKind, Recorder, Sample};
 
 /// Most publishes in flight at once.
 const MAX_IN_FLIGHT: usize = 512;
-
-/// How often a quiet publisher (rate 0) looks whether its rate rose.
-const QUIET_CHECK: Duration = Duration::from_millis(100);
 
 /// How long publishes still in flight may take once the run ends; those
 /// that take longer count as timeouts.
@@ -69,8 +65,9 @@ enum Outcome {
 pub struct Publishing {
     /// `POST` URL of the topic's events.
     pub url: String,
-    /// Publishes per second, now: the runner changes it between phases.
-    pub rate: Arc<AtomicU64>,
+    /// Publishes per second, now: the runner changes it between phases
+    /// (0: none until it rises).
+    pub rate: watch::Receiver<u64>,
     /// Padding bytes per publish.
     pub size: usize,
     /// Bearer token, if the server wants one.
@@ -91,25 +88,18 @@ pub async fn run(
     let pad = "x".repeat(publishing.size);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut rates = publishing.rate;
     let mut due = start;
     for k in 0u64.. {
-        match publishing.rate.load(Ordering::Relaxed) {
+        let rate = *rates.borrow();
+        if rate == 0 {
             // A quiet phase: nothing is due until the rate rises again.
-            0 => {
-                while publishing.rate.load(Ordering::Relaxed) == 0 && !cancel.is_cancelled() {
-                    while let Some(done) = tasks.try_join_next() {
-                        record(&mut recorder, &acks, done);
-                    }
-                    recorder.flush_if_due();
-                    tokio::select! {
-                        () = cancel.cancelled() => {}
-                        () = tokio::time::sleep(QUIET_CHECK) => {}
-                    }
-                }
-                due = Instant::now();
+            if !risen(&mut rates, &mut tasks, &mut recorder, &acks, &cancel).await {
+                break;
             }
-            _ if k == 0 => {}
-            rate => due += Duration::from_secs_f64(1.0 / rate as f64),
+            due = Instant::now();
+        } else if k > 0 {
+            due += Duration::from_secs_f64(1.0 / rate as f64);
         }
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -148,6 +138,27 @@ pub async fn run(
         recorder.error(ErrorKind::Timeout);
     }
     recorder.flush();
+}
+
+/// Waits until the publish rate rises above 0, recording the publishes
+/// still in flight as they are answered; false if the run ends first.
+async fn risen(
+    rates: &mut watch::Receiver<u64>,
+    tasks: &mut JoinSet<Outcome>,
+    recorder: &mut Recorder,
+    acks: &Acks,
+    cancel: &CancellationToken,
+) -> bool {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return false,
+            risen = rates.wait_for(|&rate| rate > 0) => return risen.is_ok(),
+            Some(done) = tasks.join_next() => {
+                record(recorder, acks, done);
+                recorder.flush_if_due();
+            }
+        }
+    }
 }
 
 /// Sends one publish due at `due`, measuring when its answer came.

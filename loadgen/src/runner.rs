@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -77,8 +78,6 @@ async fn join_within(tasks: &mut JoinSet<()>, what: &str) {
 
 /// The misbehaving clients of the current phase.
 struct Abusers {
-    /// The phase they belong to (its index).
-    phase: Option<usize>,
     /// The run's stop.
     stop: CancellationToken,
     /// Stops the current phase's abusers.
@@ -98,14 +97,9 @@ impl Abusers {
         join_within(&mut self.tasks, "abusers").await;
     }
 
-    /// Replaces the abusers with those of `phase` (number `index`, which
-    /// ends `left` from now), if it has any.
-    fn enter(&mut self, index: usize, phase: &Phase, left: Duration) {
-        if self.phase == Some(index) {
-            return;
-        }
-        self.phase = Some(index);
-        self.current.cancel();
+    /// Starts the abusers of `phase` (which ends `left` from now), if it
+    /// has any; those of the phase before have finished.
+    fn enter(&mut self, phase: &Phase, left: Duration) {
         self.current = self.stop.child_token();
         let Some(abuse) = phase.abuse else { return };
         let spec = Arc::new(AbuseSpec {
@@ -240,18 +234,11 @@ impl Run<'_> {
             next_id: 0,
         };
         let acks = Arc::new(Acks::default());
-        let publish_rate = Arc::new(AtomicU64::new(
-            scenario.publish_rate_in(&scenario.phases[0]),
-        ));
-        if scenario.stream == StreamKind::Topic
-            && scenario
-                .phases
-                .iter()
-                .any(|p| scenario.publish_rate_in(p) > 0)
-        {
+        let (publish_rate, rates) = watch::channel(scenario.publish_rate_in(&scenario.phases[0]));
+        if scenario.publishes() {
             let publishing = Publishing {
                 url: format!("{}/topics/{name}/events", self.target.base_url()),
-                rate: Arc::clone(&publish_rate),
+                rate: rates,
                 size: scenario.size,
                 token: self.token.clone(),
             };
@@ -266,7 +253,6 @@ impl Run<'_> {
             clients.tasks.spawn(publishers);
         }
         let mut abusers = Abusers {
-            phase: None,
             stop: stop.clone(),
             current: stop.child_token(),
             tasks: JoinSet::new(),
@@ -288,14 +274,16 @@ impl Run<'_> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();
         let mut timeline = Timeline {
+            spec: &scenario.phases,
             rows: Vec::new(),
             phases: Vec::new(),
             second: Stats::default(),
             spare: Stats::default(),
             last_row: start,
-            phase: (0, scenario.phases[0].name.clone()),
+            phase: 0,
             phase_added: None,
         };
+        abusers.enter(&scenario.phases[0], scenario.phases[0].duration);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
@@ -308,7 +296,7 @@ impl Run<'_> {
             let (index, phase, into_phase) = phase_at(&scenario.phases, elapsed);
             // A row ends every second, and at every change of phase (before
             // the load changes), so that each phase's figures are its own.
-            let changed = timeline.phase.0 != index;
+            let changed = timeline.phase != index;
             if changed {
                 // The abusers' last counts belong to their own phase.
                 abusers.finish().await;
@@ -319,30 +307,32 @@ impl Run<'_> {
                         &shards,
                         &mut self.monitor,
                         elapsed,
-                        (index, &phase.name),
+                        index,
                         clients.active.len(),
                         &mut totals,
                     )
                     .await;
                 progress.update(&row, totals.counts.error_total());
             }
-            abusers.enter(index, phase, phase.duration.saturating_sub(into_phase));
-            if scenario.rate_in(phase) != rate {
-                rate = scenario.rate_in(phase);
-                clients.restream(StreamPath::of(scenario, &name, rate));
+            if changed {
+                abusers.enter(phase, phase.duration.saturating_sub(into_phase));
+                publish_rate.send_replace(scenario.publish_rate_in(phase));
+                if scenario.rate_in(phase) != rate {
+                    rate = scenario.rate_in(phase);
+                    clients.restream(StreamPath::of(scenario, &name, rate));
+                }
             }
-            publish_rate.store(scenario.publish_rate_in(phase), Ordering::Relaxed);
             clients.scale_to(phase.clients_at(into_phase) as usize);
         }
         // The last, partial interval, measured before the clients stop.
         let elapsed = start.elapsed().min(total);
-        let (index, phase, _) = phase_at(&scenario.phases, elapsed);
+        let (index, _, _) = phase_at(&scenario.phases, elapsed);
         timeline
             .row(
                 &shards,
                 &mut self.monitor,
                 elapsed,
-                (index, &phase.name),
+                index,
                 clients.active.len(),
                 &mut totals,
             )
@@ -376,29 +366,30 @@ impl Run<'_> {
 
 /// The rows so far, the phases so far, and the stats of the interval being
 /// measured.
-struct Timeline {
+struct Timeline<'a> {
+    /// The scenario's phases.
+    spec: &'a [Phase],
     rows: Vec<Row>,
     phases: Vec<PhaseMeasured>,
     second: Stats,
     spare: Stats,
     last_row: Instant,
-    /// The phase in effect when the current interval began: its number
-    /// and its name (the row's label).
-    phase: (usize, String),
+    /// The number of the phase in effect when the current interval began.
+    phase: usize,
     /// The number of the phase `phases` ends with.
     phase_added: Option<usize>,
 }
 
-impl Timeline {
+impl Timeline<'_> {
     /// Ends the current interval: drains the shards into a row (added to
-    /// `totals`), with a monitor sample. The next interval is that of the
-    /// phase `next` (its number and name).
+    /// `totals`), with a monitor sample. The next interval is that of phase
+    /// number `next`.
     async fn row(
         &mut self,
         shards: &Shards,
         monitor: &mut Option<Monitor>,
         elapsed: Duration,
-        next: (usize, &str),
+        next: usize,
         clients: usize,
         totals: &mut Stats,
     ) -> Row {
@@ -409,17 +400,22 @@ impl Timeline {
             Some(monitor) => monitor.sample().await,
             None => Reading::default(),
         };
-        let (index, phase) = std::mem::replace(&mut self.phase, (next.0, next.1.to_owned()));
-        let row = row(&self.second, elapsed, seconds, &phase, clients, reading);
+        let index = std::mem::replace(&mut self.phase, next);
+        let row = row(
+            &self.second,
+            elapsed,
+            seconds,
+            &self.spec[index].name,
+            clients,
+            reading,
+        );
         self.add_to_phase(index, &row, seconds);
         totals.add(&mut self.second);
         self.second.reset();
         self.rows.push(row.clone());
         row
     }
-}
 
-impl Timeline {
     /// Adds the interval being measured (its `row`, `seconds` long) to its
     /// phase, number `index`: phases are told apart by position, as two
     /// may have the same name.

@@ -41,10 +41,7 @@ fn latency_applies(scenario: &Scenario) -> bool {
     }
     let paced = match scenario.stream {
         // A quiet topic (no publishes) delivers nothing to measure.
-        StreamKind::Topic => scenario
-            .phases
-            .iter()
-            .any(|p| scenario.publish_rate_in(p) > 0),
+        StreamKind::Topic => scenario.publishes(),
         StreamKind::Tokens => true,
         StreamKind::Ticker | StreamKind::Replay => {
             scenario.phases.iter().all(|p| scenario.rate_in(p) > 0)

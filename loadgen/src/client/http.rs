@@ -118,6 +118,12 @@ pub enum HttpError {
     UnexpectedEof(&'static str),
 }
 
+/// The `Authorization: Bearer …` header line of a hand-written request
+/// (CRLF included), or nothing without a token.
+pub fn authorization(token: Option<&str>) -> String {
+    token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"))
+}
+
 /// Parses a response head from the start of `buf`: `Ok(None)` if `buf`
 /// does not hold all of it yet, else the head and the bytes it took (the
 /// body starts there).

@@ -87,24 +87,19 @@ impl Target {
     /// The source address client `id` binds, spreading clients of a
     /// loopback target over several loopback addresses.
     fn source(&self, id: usize) -> Option<IpAddr> {
-        match self.addr.ip() {
-            IpAddr::V4(ip) if ip.is_loopback() => {
-                let last = 1 + (id % usize::from(LOOPBACK_SOURCES)) as u8;
-                Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
-            }
-            _ => None,
-        }
+        self.loopback_source(1 + (id % usize::from(LOOPBACK_SOURCES)) as u8)
+    }
+
+    /// `127.0.0.last` as a source address, if the target is on IPv4
+    /// loopback (any 127.0.0.0/8 address reaches it then); `None` otherwise.
+    pub fn loopback_source(&self, last: u8) -> Option<IpAddr> {
+        matches!(self.addr.ip(), IpAddr::V4(ip) if ip.is_loopback())
+            .then_some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
     }
 
     /// A TCP connection for client `id`.
     async fn dial(&self, id: usize) -> Result<TcpStream, ClientError> {
         self.dial_from(self.source(id), None).await
-    }
-
-    /// Whether the target is on a loopback address (clients may then bind
-    /// any 127.0.0.0/8 source address).
-    pub fn is_loopback(&self) -> bool {
-        self.addr.ip().is_loopback()
     }
 
     /// A TCP connection from `source` (if given), with a receive buffer of

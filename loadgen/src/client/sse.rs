@@ -5,7 +5,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::http::{BodyDecoder, Decoded, ResponseHead, parse_head};
+use super::http::{BodyDecoder, Decoded, ResponseHead, authorization, parse_head};
 use super::sse_parser::SseParser;
 use super::{ClientError, Frame, envelope, now_micros};
 
@@ -86,8 +86,7 @@ impl SseStream {
         path: &str,
         token: Option<&str>,
     ) -> Result<Self, ClientError> {
-        let authorization =
-            token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+        let authorization = authorization(token);
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\
              Cache-Control: no-cache\r\nUser-Agent: streamgauge-loadgen\r\n{authorization}\r\n"
@@ -138,6 +137,11 @@ impl SseStream {
             )));
         }
         Ok(())
+    }
+
+    /// The connection, for a caller that reads on by itself.
+    pub fn into_inner(self) -> TcpStream {
+        self.stream
     }
 
     /// The next frame.

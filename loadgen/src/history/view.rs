@@ -1,11 +1,8 @@
 //! How `history` shows runs: the listing of the newest, and a scenario's
 //! trend (a table, and a sparkline per key figure), oldest first.
 
-use std::ops::Range;
-
-use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
-
 use super::Entry;
+use crate::report::table::table;
 
 /// A key figure of a run: its name, its value, and how it reads.
 struct Figure {
@@ -81,66 +78,82 @@ fn commit(entry: &Entry) -> String {
     }
 }
 
-/// A table with `header`, whose columns in `numbers` are right-aligned.
-fn table(header: Vec<&str>, rows: Vec<Vec<String>>, numbers: Range<usize>) -> String {
-    let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_header(header);
-    for row in rows {
-        table.add_row(row.into_iter().enumerate().map(|(i, text)| {
-            let cell = Cell::new(text);
-            if numbers.contains(&i) {
-                cell.set_alignment(CellAlignment::Right)
-            } else {
-                cell
-            }
-        }));
-    }
-    table.to_string()
+/// A column of a run table before its figures: its header, its cell, and
+/// whether it holds a number (right-aligned).
+struct Column {
+    name: &'static str,
+    cell: fn(&Entry) -> String,
+    numeric: bool,
 }
 
-/// A column of a run table before its figures: its header and its cell.
-type Column = (&'static str, fn(&Entry) -> String);
-
-const TIME: Column = ("time", |e| e.started_at.clone());
-const RUN_ID: Column = ("run id", |e| e.run_id.clone());
-const LABEL: Column = ("label", |e| or_dash(e.label.as_deref()));
-const SCENARIO: Column = ("scenario", |e| e.scenario.clone());
-const TRANSPORT: Column = ("transport", |e| e.transport.clone());
-const REPEAT: Column = ("repeat", |e| e.repeat.to_string());
-const CLIENTS: Column = ("clients", |e| e.clients.to_string());
+const TIME: Column = Column {
+    name: "time",
+    cell: |e| e.started_at.clone(),
+    numeric: false,
+};
+const RUN_ID: Column = Column {
+    name: "run id",
+    cell: |e| e.run_id.clone(),
+    numeric: false,
+};
+const LABEL: Column = Column {
+    name: "label",
+    cell: |e| or_dash(e.label.as_deref()),
+    numeric: false,
+};
+const SCENARIO: Column = Column {
+    name: "scenario",
+    cell: |e| e.scenario.clone(),
+    numeric: false,
+};
+const TRANSPORT: Column = Column {
+    name: "transport",
+    cell: |e| e.transport.clone(),
+    numeric: false,
+};
+const REPEAT: Column = Column {
+    name: "repeat",
+    cell: |e| e.repeat.to_string(),
+    numeric: true,
+};
+const CLIENTS: Column = Column {
+    name: "clients",
+    cell: |e| e.clients.to_string(),
+    numeric: true,
+};
 
 /// A table of `runs`, a row each: `columns`, then `figures`, then the
-/// verdict and the commit. Numbers are right-aligned: the columns from
-/// `numbers_from` on, and the figures.
-fn run_table(
-    runs: &[&Entry],
+/// verdict and the commit. Numbers are right-aligned: the numeric columns
+/// and the figures.
+fn run_table<'a>(
+    runs: impl IntoIterator<Item = &'a Entry>,
     columns: &[Column],
-    numbers_from: usize,
     figures: &[Figure],
 ) -> String {
-    let mut header: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    let mut header: Vec<&str> = columns.iter().map(|c| c.name).collect();
     header.extend(figures.iter().map(|f| f.name));
     header.extend(["verdict", "commit"]);
-    let rows = runs
-        .iter()
-        .map(|e| {
-            let mut row: Vec<String> = columns.iter().map(|(_, cell)| cell(e)).collect();
-            row.extend(figures.iter().map(|f| f.cell(e)));
-            row.extend([e.verdict.clone(), commit(e)]);
-            row
-        })
-        .collect();
-    table(header, rows, numbers_from..columns.len() + figures.len())
+    let rows = runs.into_iter().map(|e| {
+        let mut row: Vec<String> = columns.iter().map(|c| (c.cell)(e)).collect();
+        row.extend(figures.iter().map(|f| f.cell(e)));
+        row.extend([e.verdict.clone(), commit(e)]);
+        row
+    });
+    let numeric = |i: usize| {
+        columns
+            .get(i)
+            .map_or(i < columns.len() + figures.len(), |c| c.numeric)
+    };
+    table(header, rows, numeric)
 }
 
 /// The newest runs, oldest first: one row each.
 pub(super) fn listing(entries: &[Entry]) -> String {
-    let runs: Vec<&Entry> = entries.iter().collect();
     let columns = [TIME, RUN_ID, LABEL, SCENARIO, TRANSPORT, CLIENTS];
     format!(
         "{}, oldest first:\n{}",
         count(entries.len()),
-        run_table(&runs, &columns, 5, &[EVENTS, P99, ERRORS])
+        run_table(entries, &columns, &[EVENTS, P99, ERRORS])
     )
 }
 
@@ -190,7 +203,7 @@ fn trend_of(scenario: &str, transport: &str, runs: &[&Entry]) -> String {
     format!(
         "{scenario} ({transport}): {}, oldest first\n{}\n{}",
         count(runs.len()),
-        run_table(runs, &columns, 3, &figures),
+        run_table(runs.iter().copied(), &columns, &figures),
         lines.join("\n")
     )
 }

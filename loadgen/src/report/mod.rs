@@ -224,13 +224,8 @@ fn bounded_by(
     limits: &crate::manifest::Limits,
 ) -> Vec<String> {
     let mut bounds = Vec::new();
-    let abusers = scenario
-        .phases
-        .iter()
-        .filter_map(|p| p.abuse.map(|a| a.clients))
-        .max()
-        .unwrap_or(0);
-    let wanted = u64::from(scenario.max_clients()) + u64::from(abusers) + OTHER_FILES;
+    let wanted =
+        u64::from(scenario.max_clients()) + u64::from(scenario.max_abusers()) + OTHER_FILES;
     if let Some(open) = limits.open_files.filter(|&open| wanted > open) {
         bounds.push(format!(
             "open files: the scenario needs about {wanted} descriptors and this process may \
@@ -807,9 +802,9 @@ mod tests {
     #[test]
     fn abusers_are_reported_by_kind_apart_from_the_clients() {
         let mut totals = Stats::default();
-        let slowloris = &mut totals.counts.abuse[AbuseKind::Slowloris as usize];
+        let slowloris = &mut totals.counts.abuse[AbuseKind::Slowloris.index()];
         (slowloris.attempts, slowloris.refused) = (10, 7);
-        let flood = &mut totals.counts.abuse[AbuseKind::PingFlood as usize];
+        let flood = &mut totals.counts.abuse[AbuseKind::PingFlood.index()];
         (flood.attempts, flood.refused, flood.unexpected) = (5, 4, 1);
         let summary = Summary::new(
             &Scenario::default(),

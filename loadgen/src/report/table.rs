@@ -1,7 +1,7 @@
 //! The summary table printed at the end of a run (or suite): one row per
 //! summary, the figures a reader looks for first.
 
-use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, CellAlignment, Row, Table, presets::UTF8_FULL_CONDENSED};
 
 use super::Summary;
 
@@ -13,19 +13,19 @@ fn opt<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
     value.map_or_else(|| "-".to_owned(), show)
 }
 
-/// A table of `header` and `rows`, numbers (every column from `first_number`
-/// on) aligned right.
-fn table<const N: usize>(
-    header: [&str; N],
-    first_number: usize,
-    rows: impl Iterator<Item = [String; N]>,
+/// A table of `header` and `rows`, the columns `numeric` picks (by
+/// position) aligned right: every terminal table, the history's too.
+pub fn table<R: IntoIterator<Item = String>>(
+    header: impl Into<Row>,
+    rows: impl IntoIterator<Item = R>,
+    numeric: impl Fn(usize) -> bool,
 ) -> String {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED).set_header(header);
     for row in rows {
         table.add_row(row.into_iter().enumerate().map(|(i, text)| {
             let cell = Cell::new(text);
-            if i >= first_number {
+            if numeric(i) {
                 cell.set_alignment(CellAlignment::Right)
             } else {
                 cell
@@ -39,23 +39,25 @@ fn table<const N: usize>(
 /// what misbehaving clients met (runs with abuse): empty if neither.
 pub fn render_phases(summaries: &[Summary]) -> String {
     let phased = summaries.iter().filter(|s| s.phases.len() > 1);
-    let phases = phased.flat_map(|s| {
-        s.phases.iter().map(|p| {
-            [
-                format!("{} ({})", s.scenario, s.transport),
-                p.name.clone(),
-                format!("{:.1}", p.duration_s),
-                p.clients.to_string(),
-                format!("{:.0}", p.events_per_s),
-                opt(p.latency_us, |l| ms(l.p50)),
-                opt(p.latency_us, |l| ms(l.p99)),
-                opt(p.latency_us, |l| ms(l.max)),
-                p.errors.to_string(),
-                p.shed.to_string(),
-                format!("{} / {}", p.publishes_shed, p.publishes),
-            ]
+    let phases: Vec<_> = phased
+        .flat_map(|s| {
+            s.phases.iter().map(|p| {
+                [
+                    format!("{} ({})", s.scenario, s.transport),
+                    p.name.clone(),
+                    format!("{:.1}", p.duration_s),
+                    p.clients.to_string(),
+                    format!("{:.0}", p.events_per_s),
+                    opt(p.latency_us, |l| ms(l.p50)),
+                    opt(p.latency_us, |l| ms(l.p99)),
+                    opt(p.latency_us, |l| ms(l.max)),
+                    p.errors.to_string(),
+                    p.shed.to_string(),
+                    format!("{} / {}", p.publishes_shed, p.publishes),
+                ]
+            })
         })
-    });
+        .collect();
     let header = [
         "run",
         "phase",
@@ -70,24 +72,27 @@ pub fn render_phases(summaries: &[Summary]) -> String {
         "publishes shed",
     ];
     let mut out = Vec::new();
-    if summaries.iter().any(|s| s.phases.len() > 1) {
-        out.push(table(header, 2, phases));
+    if !phases.is_empty() {
+        out.push(table(header, phases, |i| i >= 2));
     }
-    let abuse = summaries.iter().flat_map(|s| {
-        s.abuse.iter().map(|a| {
-            [
-                format!("{} ({})", s.scenario, s.transport),
-                a.kind.to_owned(),
-                a.attempts.to_string(),
-                a.refused.to_string(),
-                a.unexpected.to_string(),
-                a.held.to_string(),
-            ]
+    let abuse: Vec<_> = summaries
+        .iter()
+        .flat_map(|s| {
+            s.abuse.iter().map(|a| {
+                [
+                    format!("{} ({})", s.scenario, s.transport),
+                    a.kind.to_owned(),
+                    a.attempts.to_string(),
+                    a.refused.to_string(),
+                    a.unexpected.to_string(),
+                    a.held.to_string(),
+                ]
+            })
         })
-    });
-    if summaries.iter().any(|s| !s.abuse.is_empty()) {
+        .collect();
+    if !abuse.is_empty() {
         let header = ["run", "abuse", "attempts", "refused", "unexpected", "held"];
-        out.push(table(header, 2, abuse));
+        out.push(table(header, abuse, |i| i >= 2));
     }
     out.join("\n")
 }
@@ -138,5 +143,5 @@ pub fn render(summaries: &[Summary]) -> String {
             s.verdict.as_str().to_owned(),
         ]
     });
-    table(header, 2, rows)
+    table(header, rows, |i| i >= 2)
 }

@@ -331,6 +331,21 @@ impl Scenario {
         given.iter().chain(own).cloned().collect()
     }
 
+    /// Whether it publishes at all: a topic stream with a publish rate
+    /// above 0 in some phase (a quiet topic only holds idle subscribers).
+    pub fn publishes(&self) -> bool {
+        self.stream == StreamKind::Topic && self.phases.iter().any(|p| self.publish_rate_in(p) > 0)
+    }
+
+    /// The most misbehaving clients any phase brings.
+    pub fn max_abusers(&self) -> u32 {
+        self.phases
+            .iter()
+            .filter_map(|p| p.abuse.map(|a| a.clients))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Total duration of its phases.
     pub fn duration(&self) -> Duration {
         self.phases.iter().map(|p| p.duration).sum()
