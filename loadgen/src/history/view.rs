@@ -86,41 +86,33 @@ struct Column {
     numeric: bool,
 }
 
-const TIME: Column = Column {
-    name: "time",
-    cell: |e| e.started_at.clone(),
-    numeric: false,
-};
-const RUN_ID: Column = Column {
-    name: "run id",
-    cell: |e| e.run_id.clone(),
-    numeric: false,
-};
-const LABEL: Column = Column {
-    name: "label",
-    cell: |e| or_dash(e.label.as_deref()),
-    numeric: false,
-};
-const SCENARIO: Column = Column {
-    name: "scenario",
-    cell: |e| e.scenario.clone(),
-    numeric: false,
-};
-const TRANSPORT: Column = Column {
-    name: "transport",
-    cell: |e| e.transport.clone(),
-    numeric: false,
-};
-const REPEAT: Column = Column {
-    name: "repeat",
-    cell: |e| e.repeat.to_string(),
-    numeric: true,
-};
-const CLIENTS: Column = Column {
-    name: "clients",
-    cell: |e| e.clients.to_string(),
-    numeric: true,
-};
+impl Column {
+    /// A column of text.
+    const fn text(name: &'static str, cell: fn(&Entry) -> String) -> Self {
+        Self {
+            name,
+            cell,
+            numeric: false,
+        }
+    }
+
+    /// A column of numbers.
+    const fn number(name: &'static str, cell: fn(&Entry) -> String) -> Self {
+        Self {
+            name,
+            cell,
+            numeric: true,
+        }
+    }
+}
+
+const TIME: Column = Column::text("time", |e| e.started_at.clone());
+const RUN_ID: Column = Column::text("run id", |e| e.run_id.clone());
+const LABEL: Column = Column::text("label", |e| or_dash(e.label.as_deref()));
+const SCENARIO: Column = Column::text("scenario", |e| e.scenario.clone());
+const TRANSPORT: Column = Column::text("transport", |e| e.transport.clone());
+const REPEAT: Column = Column::number("repeat", |e| e.repeat.to_string());
+const CLIENTS: Column = Column::number("clients", |e| e.clients.to_string());
 
 /// A table of `runs`, a row each: `columns`, then `figures`, then the
 /// verdict and the commit. Numbers are right-aligned: the numeric columns
