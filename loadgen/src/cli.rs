@@ -305,6 +305,11 @@ pub struct ScenarioArgs {
     #[arg(long, value_name = "BYTES")]
     pub size: Option<usize>,
 
+    /// Ticker: events per stream, after which the server ends it and the
+    /// client opens the next (0: endless streams)
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
     /// How long the steady phase lasts (replaces the phases)
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub duration: Option<Duration>,
@@ -378,6 +383,7 @@ impl ScenarioArgs {
             stream: self.stream,
             rate: self.rate,
             size: self.size,
+            count: self.count,
             consumer_delay: self.consumer_delay,
             churn: self.churn,
             publish_rate: self.publish_rate,

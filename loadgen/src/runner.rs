@@ -338,10 +338,11 @@ impl Run<'_> {
             )
             .await;
         settled.store(acks.settled_by(Instant::now() - SETTLE), Ordering::Release);
-        // Clients count until they stop: so does the duration.
-        let duration = start.elapsed();
         stop.cancel();
         join_within(&mut clients.tasks, "clients").await;
+        // Clients count until they stop (finite streams read to their end:
+        // `client::FINISH_GRACE`): so does the duration.
+        let duration = start.elapsed();
         abusers.finish().await;
         // What clients flushed as they stopped belongs to the last phase.
         let mut tail = Stats::default();

@@ -35,6 +35,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// counts as a timeout: twice the server's default 15 s keep-alive.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client on a finite stream (tokens, a replay, a counted
+/// ticker) goes on reading once its run or its slot has ended, so that the
+/// stream completes instead of being cut: the run's counts are then whole
+/// streams (k6 calls it a graceful stop). Endless streams stop at once.
+/// Below the runner's stop timeout.
+pub const FINISH_GRACE: Duration = Duration::from_secs(5);
+
 /// Loopback source addresses clients spread over (127.0.0.1 to .16), so
 /// that one process can open more connections than one port range holds.
 const LOOPBACK_SOURCES: u8 = 16;
@@ -275,12 +282,14 @@ impl Connection {
 /// What clients stream, with what they need to build each request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamPath {
-    /// `/…/ticker?rate=R&count=0&size=S`.
+    /// `/…/ticker?rate=R&count=N&size=S`.
     Ticker {
         /// Events/s.
         rate: u64,
         /// Filler bytes.
         size: usize,
+        /// Events per stream (0: endless).
+        count: u64,
     },
     /// `/…/tokens?ttft_ms=T&tps=R&tokens=N`.
     Tokens {
@@ -315,6 +324,7 @@ impl StreamPath {
             StreamKind::Ticker => StreamPath::Ticker {
                 rate,
                 size: scenario.size,
+                count: scenario.count,
             },
             StreamKind::Tokens => StreamPath::Tokens {
                 ttft_ms: u64::try_from(scenario.tokens.ttft.as_millis()).unwrap_or(u64::MAX),
@@ -338,8 +348,8 @@ impl StreamPath {
     fn path(&self, transport: Transport, since: Option<u64>) -> String {
         let t = transport.as_str();
         match self {
-            StreamPath::Ticker { rate, size } => {
-                format!("/{t}/ticker?rate={rate}&count=0&size={size}")
+            StreamPath::Ticker { rate, size, count } => {
+                format!("/{t}/ticker?rate={rate}&count={count}&size={size}")
             }
             StreamPath::Tokens {
                 ttft_ms,
@@ -362,7 +372,8 @@ impl StreamPath {
         match self {
             StreamPath::Tokens { tokens, .. } => Some(*tokens),
             StreamPath::Replay { rows, .. } => Some(*rows),
-            StreamPath::Ticker { .. } | StreamPath::Topic { .. } => None,
+            StreamPath::Ticker { count, .. } => (*count > 0).then_some(*count),
+            StreamPath::Topic { .. } => None,
         }
     }
 
@@ -568,9 +579,13 @@ impl VirtualClient {
         cancel: &CancellationToken,
     ) -> Left {
         let churn_at = self.next_churn();
+        let finite = self.spec.stream.length().is_some();
         let mut first = true;
         let mut stall = pin!(sleep(STALL_TIMEOUT));
         let mut stall_armed = Instant::now();
+        // Once cancelled, a finite stream is read to its end (the stall
+        // timer then bounds it by FINISH_GRACE).
+        let mut finishing = false;
         // One registration with the token for the whole stream: a fresh
         // `cancelled()` per event registered and dropped a waiter each time
         // (8 % of the client's CPU at 1 M events/s: docs/performance.md).
@@ -578,8 +593,21 @@ impl VirtualClient {
         loop {
             let frame = tokio::select! {
                 biased;
-                () = &mut cancelled => return Left::Cancelled,
-                () = &mut stall => return Left::Failed(ErrorKind::Timeout),
+                () = &mut cancelled, if !finishing => {
+                    if !finite {
+                        return Left::Cancelled;
+                    }
+                    finishing = true;
+                    stall.as_mut().reset((Instant::now() + FINISH_GRACE).into());
+                    continue;
+                }
+                () = &mut stall => {
+                    return if finishing {
+                        Left::Cancelled
+                    } else {
+                        Left::Failed(ErrorKind::Timeout)
+                    };
+                }
                 frame = connection.next() => frame,
             };
             let frame = match frame {
@@ -593,7 +621,7 @@ impl VirtualClient {
             };
             // Re-arming the stall timer costs a timer-wheel update: do it
             // at most once a second (the timeout is then 30 to 31 s).
-            if stall_armed.elapsed() >= Duration::from_secs(1) {
+            if !finishing && stall_armed.elapsed() >= Duration::from_secs(1) {
                 stall_armed = Instant::now();
                 stall.as_mut().reset((stall_armed + STALL_TIMEOUT).into());
             }
@@ -659,11 +687,11 @@ impl VirtualClient {
             self.recorder.flush_if_due();
             if !self.spec.consumer_delay.is_zero() {
                 tokio::select! {
-                    () = &mut cancelled => return Left::Cancelled,
+                    () = &mut cancelled, if !finite => return Left::Cancelled,
                     () = sleep(self.spec.consumer_delay) => {}
                 }
             }
-            if churn_at.is_some_and(|at| Instant::now() >= at) {
+            if !finishing && churn_at.is_some_and(|at| Instant::now() >= at) {
                 return Left::Churned;
             }
         }
@@ -681,11 +709,26 @@ mod tests {
 
     #[test]
     fn paths_follow_the_protocol() {
-        let ticker = StreamPath::Ticker { rate: 0, size: 8 };
+        let ticker = StreamPath::Ticker {
+            rate: 0,
+            size: 8,
+            count: 0,
+        };
         assert_eq!(
             ticker.path(Transport::Ws, None),
             "/ws/ticker?rate=0&count=0&size=8"
         );
+        assert_eq!(ticker.length(), None);
+        let counted = StreamPath::Ticker {
+            rate: 5,
+            size: 8,
+            count: 40,
+        };
+        assert_eq!(
+            counted.path(Transport::Sse, None),
+            "/sse/ticker?rate=5&count=40&size=8"
+        );
+        assert_eq!(counted.length(), Some(40));
         let topic = StreamPath::Topic {
             name: "t".to_owned(),
         };

@@ -7,6 +7,7 @@
 //! stream = "topic"            # ticker | topic | tokens | replay
 //! rate = 10                   # events/s per client (ticker, replay); 0 = as fast as read
 //! size = 64                   # payload bytes
+//! count = 0                   # ticker: events per stream, then the next stream; 0 = endless
 //! consumer-delay = "10ms"     # time spent per event (slow readers)
 //! churn = 0.1                 # disconnect-and-resume per client and second
 //! publish-rate = 500          # topic publishes/s
@@ -43,7 +44,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Abuse, AbuseKind, Overrides, Phase, Scenario, StreamKind, TokenShape, Transport};
+use super::{
+    Abuse, AbuseKind, Overrides, Phase, Scenario, Setting, StreamKind, TokenShape, Transport,
+};
 
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,17 +65,34 @@ struct RawScenario {
     stream: Option<StreamKind>,
     rate: Option<u64>,
     size: Option<usize>,
+    count: Option<Spanned<u64>>,
     consumer_delay: Option<Spanned<String>>,
-    churn: Option<f64>,
+    churn: Option<Spanned<f64>>,
     publish_rate: Option<u64>,
     #[serde(default)]
     thresholds: Vec<Spanned<String>>,
-    tokens: Option<RawTokens>,
-    replay: Option<RawReplay>,
+    tokens: Option<Spanned<RawTokens>>,
+    replay: Option<Spanned<RawReplay>>,
     #[serde(default)]
     phase: Vec<Spanned<RawPhase>>,
-    #[serde(default)]
-    server_args: Vec<String>,
+    server_args: Option<Spanned<Vec<String>>>,
+}
+
+impl RawScenario {
+    /// Where in the file `setting` is written, if it is; `phases` holds the
+    /// span of each phase of the scenario (a burst's cool-down shares its
+    /// burst's).
+    fn span_of(&self, setting: Setting, phases: &[Range<usize>]) -> Option<Range<usize>> {
+        match setting {
+            Setting::Phases => phases.first().cloned(),
+            Setting::Phase(n) => phases.get(n).cloned(),
+            Setting::Churn => self.churn.as_ref().map(Spanned::span),
+            Setting::Count => self.count.as_ref().map(Spanned::span),
+            Setting::Tokens => self.tokens.as_ref().map(Spanned::span),
+            Setting::Replay => self.replay.as_ref().map(Spanned::span),
+            Setting::ServerArgs => self.server_args.as_ref().map(Spanned::span),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -166,7 +186,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
     };
 
     let mut scenario = Scenario {
-        name: raw.name.unwrap_or_else(|| {
+        name: raw.name.clone().unwrap_or_else(|| {
             path.file_stem().map_or_else(
                 || "scenario".to_owned(),
                 |s| s.to_string_lossy().into_owned(),
@@ -179,11 +199,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
         stream: raw.stream,
         rate: raw.rate,
         size: raw.size,
+        count: raw.count.as_ref().map(|c| *c.get_ref()),
         consumer_delay: raw.consumer_delay.as_ref().map(duration).transpose()?,
-        churn: raw.churn,
+        churn: raw.churn.as_ref().map(|c| *c.get_ref()),
         publish_rate: raw.publish_rate,
     });
-    if let Some(tokens) = &raw.tokens {
+    if let Some(tokens) = raw.tokens.as_ref().map(Spanned::get_ref) {
         scenario.tokens = TokenShape {
             ttft: match &tokens.ttft {
                 Some(ttft) => duration(ttft)?,
@@ -194,9 +215,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
         };
     }
     if let Some(replay) = &raw.replay {
-        scenario.replay_rows = replay.rows;
+        scenario.replay_rows = replay.get_ref().rows;
     }
-    scenario.server_args = raw.server_args;
+    if let Some(args) = &raw.server_args {
+        scenario.server_args = args.get_ref().clone();
+    }
     for threshold in &raw.thresholds {
         let parsed = threshold
             .get_ref()
@@ -207,6 +230,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
     if !raw.phase.is_empty() {
         scenario.phases.clear();
     }
+    let mut spans = Vec::new();
     for phase in &raw.phase {
         let span = phase.span();
         let phase = phase.get_ref();
@@ -246,15 +270,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
             publish_rate: phase.publish_rate,
             abuse,
         };
-        parsed.validate().map_err(|e| fail(&e.0))?;
+        parsed.validate().map_err(|e| fail(&e))?;
         scenario.phases.push(parsed);
+        spans.push(span.clone());
         if let Some(cooldown) = &phase.cooldown {
             scenario
                 .phases
                 .push(Phase::steady("cool-down", 0, duration(cooldown)?));
+            spans.push(span.clone());
         }
     }
-    scenario.validate().map_err(|e| at(None, e.0))?;
+    scenario
+        .validate()
+        .map_err(|e| at(raw.span_of(e.setting, &spans), e.message))?;
     Ok(scenario)
 }
 
@@ -387,7 +415,33 @@ clients = 10
             ("colour = \"blue\"\n", "s.toml:1:"),
             (
                 "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 0\n",
-                "s.toml: no phase has any client",
+                "s.toml:1: no phase has any client",
+            ),
+            (
+                "name = \"x\"\nchurn = 500.0\n",
+                "s.toml:2: churn 500 is not between",
+            ),
+            (
+                "stream = \"replay\"\n\nreplay = { rows = 0 }\n",
+                "s.toml:3: a replay scenario needs at least one row",
+            ),
+            (
+                "name = \"x\"\nserver-args = [\"--quiet\"]\n",
+                "s.toml:2: server argument \"--quiet\"",
+            ),
+            (
+                "stream = \"topic\"\ncount = 5\n",
+                "s.toml:2: a count of events per stream is for ticker",
+            ),
+            (
+                "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 1\n\n\
+                 [[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 2000000\n",
+                "s.toml:6: phase \"steady\": 2000000 clients is over the limit",
+            ),
+            (
+                "stream = \"ticker\"\n[[phase]]\nkind = \"steady\"\nduration = \"1s\"\n\
+                 clients = 1\npublish-rate = 5\n",
+                "s.toml:2: phase \"steady\": a publish rate is for topic",
             ),
             ("[[phase]]\nkind = \"wobble\"\n", "s.toml:2:"),
             (
@@ -400,7 +454,7 @@ clients = 10
             ),
             (
                 "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 1\npublish-rate = 5\n",
-                "s.toml: a publish rate is for topic scenarios only",
+                "s.toml:1: phase \"steady\": a publish rate is for topic scenarios only",
             ),
         ];
         for (text, expected) in cases {

@@ -58,7 +58,8 @@ impl Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamKind {
-    /// The synthetic ticker: `rate` events/s of `size` bytes, endless.
+    /// The synthetic ticker: `rate` events/s of `size` bytes, endless or
+    /// `count` events a stream.
     Ticker,
     /// A durable topic fed by publishers at `publish_rate`; subscribers
     /// resume from their last `seq` when they churn. A publish rate of 0
@@ -179,13 +180,13 @@ impl Phase {
     ///
     /// # Errors
     ///
-    /// [`Invalid`] naming the setting out of bounds.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    /// What is out of bounds.
+    pub fn validate(&self) -> Result<(), String> {
         match self.abuse {
-            Some(abuse) if !(1..=MAX_ABUSERS).contains(&abuse.clients) => Err(Invalid(format!(
+            Some(abuse) if !(1..=MAX_ABUSERS).contains(&abuse.clients) => Err(format!(
                 "{} abusers is not between 1 and {MAX_ABUSERS}",
                 abuse.clients
-            ))),
+            )),
             _ => Ok(()),
         }
     }
@@ -228,6 +229,9 @@ pub struct Scenario {
     pub rate: u64,
     /// Payload size in bytes (ticker filler; topic publish padding).
     pub size: usize,
+    /// Ticker: events per stream, after which the server ends it and the
+    /// client opens the next; 0 means endless streams.
+    pub count: u64,
     /// Time each client spends on each event before reading the next.
     #[serde(serialize_with = "human")]
     pub consumer_delay: Duration,
@@ -260,6 +264,8 @@ pub struct Overrides {
     pub rate: Option<u64>,
     /// Payload bytes.
     pub size: Option<usize>,
+    /// Ticker events per stream.
+    pub count: Option<u64>,
     /// Time spent on each event.
     pub consumer_delay: Option<Duration>,
     /// Disconnect-and-resume rate per client and second.
@@ -268,10 +274,45 @@ pub struct Overrides {
     pub publish_rate: Option<u64>,
 }
 
-/// Why a scenario is not valid.
+/// Why a scenario is not valid: what is wrong, and which setting says it
+/// (so that a scenario file can point at its line).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+#[error("{message}")]
+pub struct Invalid {
+    /// The setting at fault.
+    pub setting: Setting,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// A setting of a scenario, as far as validation points at one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// The phases as a whole.
+    Phases,
+    /// Phase number `n` (from 0, in [`Scenario::phases`]).
+    Phase(usize),
+    /// `churn`.
+    Churn,
+    /// `count`.
+    Count,
+    /// `tokens`.
+    Tokens,
+    /// `replay`.
+    Replay,
+    /// `server-args`.
+    ServerArgs,
+}
+
+impl Invalid {
+    /// `message` about `setting`.
+    pub fn new(setting: Setting, message: impl Into<String>) -> Self {
+        Self {
+            setting,
+            message: message.into(),
+        }
+    }
+}
 
 /// Most clients one scenario may ask for.
 pub const MAX_CLIENTS: u32 = 1_000_000;
@@ -284,6 +325,7 @@ impl Default for Scenario {
             stream: StreamKind::Ticker,
             rate: 10,
             size: 32,
+            count: 0,
             consumer_delay: Duration::ZERO,
             churn: 0.0,
             publish_rate: 100,
@@ -307,6 +349,7 @@ impl Scenario {
         self.stream = overrides.stream.unwrap_or(self.stream);
         self.rate = overrides.rate.unwrap_or(self.rate);
         self.size = overrides.size.unwrap_or(self.size);
+        self.count = overrides.count.unwrap_or(self.count);
         self.consumer_delay = overrides.consumer_delay.unwrap_or(self.consumer_delay);
         self.churn = overrides.churn.unwrap_or(self.churn);
         self.publish_rate = overrides.publish_rate.unwrap_or(self.publish_rate);
@@ -387,51 +430,73 @@ impl Scenario {
     ///
     /// [`Invalid`] naming the first setting out of bounds.
     pub fn validate(&self) -> Result<(), Invalid> {
-        let fail = |message: String| Err(Invalid(message));
-        if self.phases.is_empty() {
-            return fail("a scenario needs at least one phase".to_owned());
-        }
-        if self.duration().is_zero() {
-            return fail("the phases last no time at all".to_owned());
-        }
-        if self.max_clients() == 0 {
-            return fail("no phase has any client".to_owned());
-        }
-        if self.max_clients() > MAX_CLIENTS {
-            return fail(format!(
-                "{} clients is over the limit of {MAX_CLIENTS}",
-                self.max_clients()
-            ));
-        }
+        self.validate_load()?;
         if !(0.0..=100.0).contains(&self.churn) || self.churn.is_nan() {
-            return fail(format!(
-                "churn {} is not between 0 and 100 per second",
-                self.churn
+            return Err(Invalid::new(
+                Setting::Churn,
+                format!("churn {} is not between 0 and 100 per second", self.churn),
             ));
-        }
-        if self.stream != StreamKind::Topic && self.phases.iter().any(|p| p.publish_rate.is_some())
-        {
-            return fail("a publish rate is for topic scenarios only".to_owned());
         }
         if let Some(arg) = self
             .server_args
             .iter()
             .find(|a| !a.starts_with("--") || !a.contains('='))
         {
-            return fail(format!(
-                "server argument {arg:?} is not of the form --flag=value"
+            return Err(Invalid::new(
+                Setting::ServerArgs,
+                format!("server argument {arg:?} is not of the form --flag=value"),
             ));
         }
-        for phase in &self.phases {
-            phase
-                .validate()
-                .map_err(|e| Invalid(format!("phase {:?}: {}", phase.name, e.0)))?;
+        if self.count > 0 && self.stream != StreamKind::Ticker {
+            return Err(Invalid::new(
+                Setting::Count,
+                "a count of events per stream is for ticker scenarios only",
+            ));
         }
         if self.stream == StreamKind::Replay && self.replay_rows == 0 {
-            return fail("a replay scenario needs at least one row".to_owned());
+            return Err(Invalid::new(
+                Setting::Replay,
+                "a replay scenario needs at least one row",
+            ));
         }
         if self.stream == StreamKind::Tokens && self.tokens.tokens == 0 {
-            return fail("a tokens scenario needs at least one token per stream".to_owned());
+            return Err(Invalid::new(
+                Setting::Tokens,
+                "a tokens scenario needs at least one token per stream",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the phases: some time, some clients, within the limits.
+    fn validate_load(&self) -> Result<(), Invalid> {
+        let phases = |message: &str| Err(Invalid::new(Setting::Phases, message));
+        if self.phases.is_empty() {
+            return phases("a scenario needs at least one phase");
+        }
+        if self.duration().is_zero() {
+            return phases("the phases last no time at all");
+        }
+        if self.max_clients() == 0 {
+            return phases("no phase has any client");
+        }
+        for (n, phase) in self.phases.iter().enumerate() {
+            let fail = |message: String| {
+                Err(Invalid::new(
+                    Setting::Phase(n),
+                    format!("phase {:?}: {message}", phase.name),
+                ))
+            };
+            let clients = phase.from.max(phase.to);
+            if clients > MAX_CLIENTS {
+                return fail(format!(
+                    "{clients} clients is over the limit of {MAX_CLIENTS}"
+                ));
+            }
+            if self.stream != StreamKind::Topic && phase.publish_rate.is_some() {
+                return fail("a publish rate is for topic scenarios only".to_owned());
+            }
+            phase.validate().or_else(fail)?;
         }
         Ok(())
     }
@@ -484,7 +549,9 @@ mod tests {
             server_args: vec!["max-connections".to_owned()],
             ..Scenario::default()
         };
-        assert!(bad.validate().unwrap_err().0.contains("--flag=value"));
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.setting, Setting::ServerArgs);
+        assert!(err.message.contains("--flag=value"), "{err}");
     }
 
     #[test]
@@ -492,16 +559,25 @@ mod tests {
         let mut scenario = Scenario::default();
         assert_eq!(scenario.validate(), Ok(()));
         scenario.churn = -1.0;
-        assert!(scenario.validate().unwrap_err().0.contains("churn"));
+        assert_eq!(scenario.validate().unwrap_err().setting, Setting::Churn);
         let mut scenario = Scenario::default();
         scenario.set_load(0, Duration::from_secs(1), Duration::ZERO);
-        assert!(
-            scenario
-                .validate()
-                .unwrap_err()
-                .0
-                .contains("no phase has any client")
+        assert_eq!(
+            scenario.validate(),
+            Err(Invalid::new(Setting::Phases, "no phase has any client"))
         );
+        let mut scenario = Scenario::default();
+        scenario.phases.push(Phase {
+            publish_rate: Some(5),
+            ..Phase::steady("second", 1, Duration::from_secs(1))
+        });
+        assert_eq!(scenario.validate().unwrap_err().setting, Setting::Phase(1));
+        let scenario = Scenario {
+            stream: StreamKind::Topic,
+            count: 3,
+            ..Scenario::default()
+        };
+        assert_eq!(scenario.validate().unwrap_err().setting, Setting::Count);
         let scenario = Scenario {
             stream: StreamKind::Topic,
             publish_rate: 0,
