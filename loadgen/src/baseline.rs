@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::history::History;
+use crate::report::MIXED;
 
 /// The runs of a reference, and what it was.
 #[derive(Debug, Clone)]
@@ -24,7 +25,7 @@ impl Runs {
     pub fn of(&self, scenario: &str, transport: &str) -> Vec<Value> {
         self.summaries
             .iter()
-            .filter(|s| s["scenario"] == scenario && s["transport"] == transport)
+            .filter(|s| s["scenario"] == scenario && transport_of(s) == transport)
             .cloned()
             .collect()
     }
@@ -35,7 +36,7 @@ impl Runs {
         for s in &self.summaries {
             let key = (
                 s["scenario"].as_str().unwrap_or_default().to_owned(),
-                s["transport"].as_str().unwrap_or_default().to_owned(),
+                transport_of(s).to_owned(),
             );
             if !groups.contains(&key) {
                 groups.push(key);
@@ -43,6 +44,12 @@ impl Runs {
         }
         groups
     }
+}
+
+/// A summary's transport: `sse`, `ws`, or for a run of both (written
+/// `null`, with `transports` listing them) [`MIXED`].
+fn transport_of(summary: &Value) -> &str {
+    summary["transport"].as_str().unwrap_or(MIXED)
 }
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {

@@ -20,7 +20,7 @@ use crate::manifest::{Environment, Manifest, ServerUnderTest};
 use crate::memory::{self, Memory};
 use crate::metrics::{ErrorKind, Stats};
 use crate::monitor::CpuSeconds;
-use crate::scenario::{AbuseKind, Scenario, StreamKind};
+use crate::scenario::{AbuseKind, Scenario, StreamKind, Transport};
 use crate::verdict::{self, ThresholdResult, Verdict};
 
 pub mod bmf;
@@ -204,6 +204,25 @@ pub struct Counts {
     pub abuse_unexpected: u64,
 }
 
+/// `summary.json`'s `transport`: one transport, or `null` for a mixed run.
+fn one_transport<S: serde::Serializer>(transport: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    match transport {
+        MIXED => serializer.serialize_none(),
+        one => serializer.serialize_str(one),
+    }
+}
+
+/// The label of a mixed run, whose `summary.json` has `transport: null`.
+pub const MIXED: &str = "mixed";
+
+/// The transports `transport` puts clients on.
+fn transports(transport: Transport) -> Vec<&'static str> {
+    match transport {
+        Transport::Mixed => Transport::ALL.iter().map(|t| t.as_str()).collect(),
+        one => vec![one.as_str()],
+    }
+}
+
 /// Topics: events acknowledged over a second before the end that a
 /// subscriber still had not received then, summed over subscribers (`null`
 /// for other streams). Late or lost, the server did not deliver them in time.
@@ -288,8 +307,13 @@ pub struct Summary {
     pub started_at: String,
     /// The scenario's name.
     pub scenario: String,
-    /// `sse` or `ws`.
+    /// `sse` or `ws`; `mixed` for a run of both, which `summary.json`
+    /// writes as `null` (CLI.md's field is one transport) beside
+    /// `transports`.
+    #[serde(serialize_with = "one_transport")]
     pub transport: &'static str,
+    /// The transports the clients used: `["sse"]`, `["ws"]`, or both.
+    pub transports: Vec<&'static str>,
     /// `ticker`, `topic`, `tokens` or `replay`.
     pub stream: &'static str,
     /// The most clients at once.
@@ -650,6 +674,7 @@ impl Summary {
             started_at: humantime::format_rfc3339_seconds(measured.started_at).to_string(),
             scenario: scenario.name.clone(),
             transport: scenario.transport.as_str(),
+            transports: transports(scenario.transport),
             stream: scenario.stream.as_str(),
             clients: scenario.max_clients(),
             duration_s: seconds,
@@ -748,6 +773,7 @@ impl Summary {
 mod tests {
     use super::*;
     use crate::scenario::Scenario;
+    use serde_json::json;
 
     fn measured(totals: Stats) -> Measured {
         Measured {
@@ -872,6 +898,24 @@ mod tests {
         for kind in ["connect", "http_status", "protocol", "timeout", "closed"] {
             assert_eq!(json["errors"][kind], 0);
         }
+        assert_eq!(
+            (&json["transport"], &json["transports"]),
+            (&json!("sse"), &json!(["sse"]))
+        );
+        let mixed = Summary::new(
+            &Scenario {
+                transport: Transport::Mixed,
+                ..Scenario::default()
+            },
+            &measured(Stats::default()),
+            Context::lone("r2", "http://127.0.0.1:1"),
+        );
+        let json = serde_json::to_value(&mixed).unwrap();
+        assert!(
+            json["transport"].is_null(),
+            "CLI.md's transport is one of sse|ws"
+        );
+        assert_eq!(json["transports"], json!(["sse", "ws"]));
     }
 
     #[test]
