@@ -38,7 +38,22 @@ fn scenario(
 
 /// Runs `scenario` against `addr` and summarizes it.
 async fn measure(scenario: &Scenario, addr: std::net::SocketAddr) -> Summary {
-    let run = Run {
+    let measured = support::within(
+        "the run",
+        run(scenario, addr).execute(&CancellationToken::new()),
+    )
+    .await
+    .expect("the run is made");
+    Summary::new(
+        scenario,
+        &measured,
+        Context::lone("test", &format!("http://{addr}")),
+    )
+}
+
+/// A run of `scenario` against `addr`.
+fn run(scenario: &Scenario, addr: std::net::SocketAddr) -> Run<'_> {
+    Run {
         scenario,
         target: Arc::new(Target {
             addr,
@@ -48,15 +63,29 @@ async fn measure(scenario: &Scenario, addr: std::net::SocketAddr) -> Summary {
         monitor: None,
         run_id: format!("t{}", fastrand::u32(..)),
         token: None,
-    };
-    let measured = support::within("the run", run.execute(&CancellationToken::new()))
-        .await
-        .expect("the run is made");
-    Summary::new(
-        scenario,
-        &measured,
-        Context::lone("test", &format!("http://{addr}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_the_replay_extension_cannot_run_a_replay() {
+    // PROTOCOL.md has no replay: a peer that speaks only it answers 404.
+    let addr = fake_peer(&[1], Duration::ZERO).await;
+    let replay = scenario(
+        Transport::Sse,
+        StreamKind::Replay,
+        1,
+        Duration::from_secs(1),
+    );
+    let error = support::within(
+        "the run",
+        run(&replay, addr).execute(&CancellationToken::new()),
     )
+    .await
+    .expect_err("nothing to replay");
+    let unsupported = error
+        .downcast_ref::<streamgauge_loadgen::runner::Unsupported>()
+        .unwrap_or_else(|| panic!("{error:#}"));
+    assert!(unsupported.0.contains("404"), "{unsupported}");
 }
 
 /// How much earlier than `ts` the fake peer says each event was published.

@@ -333,6 +333,7 @@ async fn measure(
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let mut groups: Vec<Group> = Vec::new();
     let mut stats: Vec<(RunKey, Stats)> = Vec::new();
+    let mut not_run = NotRun::default();
     'rounds: for repeat in 1..=record.repeat {
         for (i, scenario) in plan.iter().enumerate() {
             let name = &scenario.name;
@@ -351,8 +352,6 @@ async fn measure(
                 label: record.label.clone(),
                 repeat,
             };
-            let measurement = run_once(scenario, args, &http, &dir, context, cancel).await?;
-            report::files::write_run(&dir, &measurement.summary)?;
             if repeat == 1 {
                 groups.push(Group {
                     scenario: name.clone(),
@@ -360,6 +359,14 @@ async fn measure(
                     runs: Vec::new(),
                 });
             }
+            let measurement = match run_once(scenario, args, &http, &dir, context, cancel).await {
+                Ok(measurement) => measurement,
+                Err(e) => {
+                    not_run.note(name, transport, &e);
+                    continue;
+                }
+            };
+            report::files::write_run(&dir, &measurement.summary)?;
             stats.push((RunKey::of(&measurement.summary), measurement.stats));
             groups[i].runs.push(measurement.summary);
             if cancel.is_cancelled() {
@@ -398,15 +405,52 @@ async fn measure(
         }
     }
     print(&report::markdown::verdict_lines(&report));
+    for (what, why) in &not_run.skipped {
+        print(&format!("skipped {what}: {why}"));
+    }
     print(&format!("results: {}", out.display()));
     anyhow::ensure!(
         !cancel.is_cancelled(),
         "interrupted; partial results in {}",
         out.display()
     );
+    anyhow::ensure!(
+        not_run.failed.is_empty(),
+        "{} of the suite's runs could not be made (the others' results are in {}):\n{}",
+        not_run.failed.len(),
+        out.display(),
+        not_run.failed.join("\n")
+    );
     Ok(Outcome {
         passed: report.verdict().passed(),
     })
+}
+
+/// The runs of a suite that could not be made: skipped (the server lacks
+/// what the scenario needs) or failed (the run could not be made at all).
+#[derive(Debug, Default)]
+struct NotRun {
+    /// `NAME (TRANSPORT)` and why, for scenarios the server cannot run.
+    skipped: Vec<(String, String)>,
+    /// `NAME (TRANSPORT): the error`.
+    failed: Vec<String>,
+}
+
+impl NotRun {
+    /// Notes that the run of `name` on `transport` ended with `error`, and
+    /// says so now.
+    fn note(&mut self, name: &str, transport: &str, error: &anyhow::Error) {
+        let what = format!("{name} ({transport})");
+        if let Some(unsupported) = error.downcast_ref::<runner::Unsupported>() {
+            tracing::warn!("skipping {what}: {unsupported}");
+            if !self.skipped.iter().any(|(w, _)| *w == what) {
+                self.skipped.push((what, unsupported.to_string()));
+            }
+        } else {
+            tracing::error!("{what} could not be run: {error:#}");
+            self.failed.push(format!("{what}: {error:#}"));
+        }
+    }
 }
 
 /// Compares each group with the baseline's runs of the same scenario and
@@ -468,5 +512,24 @@ fn raise_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suite_skips_what_the_server_cannot_run_and_fails_what_could_not_be_made() {
+        let mut not_run = NotRun::default();
+        let unsupported = anyhow::Error::new(runner::Unsupported("no seed endpoint".to_owned()));
+        not_run.note("replay-5k", "sse", &unsupported);
+        not_run.note("replay-5k", "sse", &unsupported);
+        not_run.note("clients-10", "ws", &anyhow::anyhow!("server not reachable"));
+        assert_eq!(
+            not_run.skipped,
+            [("replay-5k (sse)".to_owned(), "no seed endpoint".to_owned())]
+        );
+        assert_eq!(not_run.failed, ["clients-10 (ws): server not reachable"]);
     }
 }

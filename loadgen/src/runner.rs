@@ -24,6 +24,12 @@ use crate::scenario::{Phase, Scenario, StreamKind};
 /// How often the client count follows the phases.
 const TICK: Duration = Duration::from_millis(100);
 
+/// A scenario the server under test cannot run: it lacks an endpoint the
+/// scenario needs beyond PROTOCOL.md. A suite skips it and goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
 /// How long clients and publishers may take to stop at the end.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -194,6 +200,16 @@ impl Run<'_> {
             .await
             .with_context(|| format!("seeding {url}"))?;
         let status = response.status();
+        if matches!(
+            status,
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED
+        ) {
+            return Err(Unsupported(format!(
+                "the server has no replay dataset to seed (POST /api/trades/{{wallet}}/seed: \
+                 {status}); replay is this project's extension of PROTOCOL.md"
+            ))
+            .into());
+        }
         anyhow::ensure!(
             status == reqwest::StatusCode::CREATED,
             "seeding {url}: {status}: {}",

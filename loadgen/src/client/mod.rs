@@ -63,7 +63,9 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target at `url` (`http://host:port`).
+    /// The target at `url` (`http://host:port`). A host with several
+    /// addresses (`localhost`: `::1` and `127.0.0.1`) is reached at the
+    /// first that accepts a connection, as a browser or curl would.
     ///
     /// # Errors
     ///
@@ -75,15 +77,32 @@ impl Target {
             .map(|rest| rest.trim_end_matches('/'))
             .filter(|host| !host.is_empty() && !host.contains('/'))
             .ok_or_else(|| anyhow::anyhow!("--url {url:?}: expected http://HOST:PORT"))?;
-        let addr = tokio::net::lookup_host(host)
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
             .await
             .map_err(|e| anyhow::anyhow!("--url {url:?}: cannot resolve {host}: {e}"))?
-            .next()
+            .collect();
+        let addr = Self::first_accepting(&addrs)
+            .await
             .ok_or_else(|| anyhow::anyhow!("--url {url:?}: {host} resolves to no address"))?;
         Ok(Self {
             addr,
             host: host.to_owned(),
         })
+    }
+
+    /// The first of `addrs` that accepts a TCP connection within
+    /// [`CONNECT_TIMEOUT`]; the first of them if none does (the run's
+    /// reachability check then says what is wrong); `None` if there are none.
+    async fn first_accepting(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+        if let [only] = addrs {
+            return Some(*only);
+        }
+        for addr in addrs {
+            if let Ok(Ok(_)) = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                return Some(*addr);
+            }
+        }
+        addrs.first().copied()
     }
 
     /// `http://host:port`.
@@ -757,5 +776,16 @@ mod tests {
         assert_eq!(sources.len(), usize::from(LOOPBACK_SOURCES));
         assert!(Target::resolve("127.0.0.1:9").await.is_err());
         assert!(Target::resolve("http://127.0.0.1:9/path").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_host_of_several_addresses_is_reached_at_the_one_that_accepts() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        // A loopback address nobody listens on at that port, first.
+        let closed = SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), open.port());
+        assert_eq!(Target::first_accepting(&[closed, open]).await, Some(open));
+        assert_eq!(Target::first_accepting(&[closed]).await, Some(closed));
+        assert_eq!(Target::first_accepting(&[]).await, None);
     }
 }
