@@ -247,7 +247,15 @@ async fn churn_with_resume_loses_nothing_on_a_topic() {
             "{transport:?}: {:?}",
             summary.counts
         );
-        assert!(summary.reconnect_ms.is_some() && summary.end_to_end_us.is_some());
+        let (reconnect, resume) = (
+            summary.reconnect_ms.expect("clients churned"),
+            summary.resume_ms.expect("clients resumed"),
+        );
+        assert!(
+            reconnect.p50 <= resume.p50,
+            "reopening the stream comes before its first event: {reconnect:?} {resume:?}"
+        );
+        assert!(summary.end_to_end_us.is_some());
         let (from_intent, from_pts) = (
             summary.end_to_end_us.unwrap(),
             summary.publish_to_receive_us.unwrap(),

@@ -444,6 +444,7 @@ fn encode_all(stats: &Stats) -> Result<Vec<(&'static str, String)>, String> {
         first_event,
         reconnect,
         publish,
+        resume,
         counts: _,
     } = stats;
     [
@@ -454,6 +455,7 @@ fn encode_all(stats: &Stats) -> Result<Vec<(&'static str, String)>, String> {
         ("first_event", first_event),
         ("reconnect", reconnect),
         ("publish", publish),
+        ("resume", resume),
     ]
     .into_iter()
     .map(|(name, histogram)| Ok((name, encode(histogram).map_err(|e| format!("{name}: {e}"))?)))

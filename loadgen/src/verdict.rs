@@ -131,7 +131,7 @@ pub fn display(metric: &str, value: Option<f64>) -> String {
     let head = metric.split('.').next().unwrap_or(metric);
     match head {
         "latency" | "publish_to_receive" => format!("{:.3} ms", value / 1_000.0),
-        "connect" | "ttft" | "publish" | "reconnect" => format!("{value:.3} ms"),
+        "connect" | "ttft" | "publish" | "reconnect" | "resume" => format!("{value:.3} ms"),
         "error_rate" | "connect_success" => format!("{:.3}%", value * 100.0),
         "heap" | "rss" if metric.ends_with("recovery") => format!("{:.1}%", value * 100.0),
         "heap" | "rss" => format!("{}/h", crate::memory::bytes_text(value)),
@@ -176,6 +176,7 @@ pub fn metric(summary: &Value, name: &str) -> Option<f64> {
         "publish_to_receive" => "publish_to_receive_us",
         "publish" => "publish_ms",
         "reconnect" => "reconnect_ms",
+        "resume" => "resume_ms",
         other => other,
     };
     segments

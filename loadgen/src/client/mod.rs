@@ -528,6 +528,7 @@ impl VirtualClient {
                 }
             };
             let connect_us = micros(requested.elapsed());
+            let reconnect_us = left_at.map(|left| micros(left.elapsed()));
             backoff = Backoff(Backoff::FIRST);
             if !resumes {
                 check = SeqCheck::expecting(1);
@@ -539,6 +540,9 @@ impl VirtualClient {
             // not connected.
             if !matches!(left, Left::Shed(_)) {
                 self.recorder.sample(Sample::Connect, connect_us);
+                if let Some(us) = reconnect_us {
+                    self.recorder.sample(Sample::Reconnect, us);
+                }
             }
             match left {
                 Left::Cancelled => break,
@@ -691,8 +695,7 @@ impl VirtualClient {
                 self.recorder
                     .sample(Sample::FirstEvent, micros(requested.elapsed()));
                 if let Some(left) = resuming_since.take() {
-                    self.recorder
-                        .sample(Sample::Reconnect, micros(left.elapsed()));
+                    self.recorder.sample(Sample::Resume, micros(left.elapsed()));
                 }
             }
             let since = |time: u64| received_us.saturating_sub(time);

@@ -158,10 +158,13 @@ pub enum Sample {
     Connect,
     /// Request to first event of a stream (time to first token / row).
     FirstEvent,
-    /// Churn: leaving to the first event after resuming.
+    /// Churn: leaving a stream to having it open again (response head or
+    /// handshake of the resumed stream).
     Reconnect,
     /// Publishes: intended send time to `201`.
     Publish,
+    /// Churn: leaving a stream to the first event after resuming it.
+    Resume,
 }
 
 /// Everything measured over some interval. Every histogram is in µs.
@@ -177,10 +180,12 @@ pub struct Stats {
     pub connect: Histogram<u64>,
     /// Request to first event of a stream (time to first token / row).
     pub first_event: Histogram<u64>,
-    /// Churn: leaving to the first event after resuming.
+    /// Churn: leaving a stream to having it open again.
     pub reconnect: Histogram<u64>,
     /// Publishes: intended send time to `201`.
     pub publish: Histogram<u64>,
+    /// Churn: leaving a stream to the first event after resuming it.
+    pub resume: Histogram<u64>,
     /// The counters.
     pub counts: Counts,
 }
@@ -195,13 +200,14 @@ impl Default for Stats {
             first_event: histogram(),
             reconnect: histogram(),
             publish: histogram(),
+            resume: histogram(),
             counts: Counts::default(),
         }
     }
 }
 
 impl Stats {
-    fn histograms(&mut self) -> [&mut Histogram<u64>; 7] {
+    fn histograms(&mut self) -> [&mut Histogram<u64>; 8] {
         [
             &mut self.latency,
             &mut self.end_to_end,
@@ -210,6 +216,7 @@ impl Stats {
             &mut self.first_event,
             &mut self.reconnect,
             &mut self.publish,
+            &mut self.resume,
         ]
     }
 

@@ -342,6 +342,7 @@ fn latencies(s: &Summary) -> String {
         millis_row("first token or row", s.ttft_ms),
         millis_row("publish", s.publish_ms),
         millis_row("reconnect", s.reconnect_ms),
+        millis_row("resume", s.resume_ms),
     ]
     .into_iter()
     .flatten()

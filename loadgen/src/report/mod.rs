@@ -373,8 +373,10 @@ pub struct Summary {
     pub publish_to_receive_us: Option<LatencyUs>,
     /// Topics: publish latency from the intended send time.
     pub publish_ms: Option<Millis>,
-    /// Churn: leaving to the first event after resuming.
+    /// Churn: leaving a stream to having it open again.
     pub reconnect_ms: Option<Millis>,
+    /// Churn: leaving a stream to the first event after resuming it.
+    pub resume_ms: Option<Millis>,
     /// More counters.
     pub counts: Counts,
     /// Mean load generator CPU, % of one core.
@@ -725,6 +727,7 @@ impl Summary {
             publish_to_receive_us: LatencyUs::of(&t.from_publish),
             publish_ms: Millis::of(&t.publish),
             reconnect_ms: Millis::of(&t.reconnect),
+            resume_ms: Millis::of(&t.resume),
             counts: Counts {
                 connects: c.connects,
                 connected,
