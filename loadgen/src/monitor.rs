@@ -195,21 +195,61 @@ async fn scrape(http: &reqwest::Client, url: &str) -> Option<(f64, Option<u64>)>
         .await
         .ok()?
         .ok()?;
-    let value = |name: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    };
-    let cpu = value("process_cpu_seconds_total")?;
+    let cpu = sample_value(&text, "process_cpu_seconds_total")?;
     Some((
         cpu,
-        value("process_resident_memory_bytes").map(|b| b as u64),
+        sample_value(&text, "process_resident_memory_bytes").map(|b| b as u64),
     ))
+}
+
+/// The value of the first sample of `name` in a Prometheus text (0.0.4) or
+/// OpenMetrics exposition: `name[{labels}] value [timestamp]`.
+fn sample_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let rest = match rest.strip_prefix('{') {
+            Some(labels) => &labels[labels.find('}')? + 1..],
+            None => rest,
+        };
+        rest.strip_prefix(' ')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_are_read_from_either_exposition_format() {
+        let prometheus = "# HELP process_cpu_seconds_total CPU.\n\
+            # TYPE process_cpu_seconds_total counter\n\
+            process_cpu_seconds_total 12.5 1700000000000\n\
+            process_cpu_seconds_total_extra 9\n\
+            process_resident_memory_bytes{pid=\"7\"} 3.2e7\n";
+        assert_eq!(
+            sample_value(prometheus, "process_cpu_seconds_total"),
+            Some(12.5)
+        );
+        assert_eq!(
+            sample_value(prometheus, "process_resident_memory_bytes"),
+            Some(3.2e7)
+        );
+        let openmetrics = "# TYPE process_cpu_seconds counter\n\
+            # UNIT process_cpu_seconds seconds\n\
+            process_cpu_seconds_total 0.75\n# EOF\n";
+        assert_eq!(
+            sample_value(openmetrics, "process_cpu_seconds_total"),
+            Some(0.75)
+        );
+        assert_eq!(
+            sample_value(openmetrics, "process_resident_memory_bytes"),
+            None
+        );
+    }
 
     #[tokio::test]
     async fn a_local_process_gives_memory_at_once_and_cpu_from_the_second_sample() {
