@@ -64,7 +64,7 @@ async fn connections(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let tag = Params::parse(query.as_deref())?.tag()?;
+    let tag = Params::parse(query.as_deref(), &["tag"])?.tag()?;
     let streams = state.connections.list(tag.as_deref());
     Ok(Json(json!({ "connections": streams })))
 }
