@@ -304,15 +304,21 @@ async fn one_address_over_its_connection_limit_gets_429_and_others_are_served() 
     // …and a slot given back serves 127.0.0.1 again (once the server has
     // seen the close).
     drop(first);
-    support::within("a slot to come back", async {
-        while !raw_healthz(&server, "127.0.0.1")
-            .await
-            .starts_with("HTTP/1.1 200 ")
-        {
-            tokio::task::yield_now().await;
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(10));
+    let served = support::within("a slot to come back", async {
+        for _ in 0..1000 {
+            poll.tick().await;
+            if raw_healthz(&server, "127.0.0.1")
+                .await
+                .starts_with("HTTP/1.1 200 ")
+            {
+                return true;
+            }
         }
+        false
     })
     .await;
+    assert!(served, "127.0.0.1 was refused 1000 times after its slot was freed");
 }
 
 #[tokio::test]
