@@ -3,17 +3,25 @@
 //! altogether is dropped after the write timeout, and a healthy peer is
 //! left alone.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use streamgauge_server::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::support::raw_ws::{RawWs, close_code};
-use crate::support::{self, End, Item, TestServer, Transport};
+use crate::support::{self, End, Item, TestServer, Transport, within};
+
+/// Silence after which a WebSocket peer is closed here: far beyond any
+/// stall of a healthy, reading peer on a loaded machine (20 keep-alive
+/// intervals), yet short enough for a dead one to be dropped quickly.
+const PONG_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn config() -> Config {
     let mut config = support::config();
     config.keepalive_interval = Duration::from_millis(50);
-    config.pong_timeout = Duration::from_millis(200);
+    config.pong_timeout = PONG_TIMEOUT;
     config
 }
 
@@ -29,6 +37,89 @@ async fn idle_streams_get_keep_alives_sse_comments_and_websocket_pings() {
     let metrics = server.metrics().await;
     assert!(metrics.of("streamgauge_keepalives_sent_total", "sse") >= 2.0);
     assert!(metrics.of("streamgauge_keepalives_sent_total", "ws") >= 2.0);
+}
+
+/// An SSE stream read as raw HTTP/1.1: the response head, then the body's
+/// chunks as they come.
+struct RawSse {
+    stream: TcpStream,
+    /// Bytes read and not yet taken.
+    buffer: Vec<u8>,
+}
+
+impl RawSse {
+    /// Sends `GET {path}`; returns the stream and the response head.
+    async fn get(addr: SocketAddr, path: &str) -> (Self, String) {
+        let mut stream = within("a TCP connection", TcpStream::connect(addr))
+            .await
+            .expect("connecting");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("a request");
+        let mut raw = Self {
+            stream,
+            buffer: Vec::new(),
+        };
+        let head = raw.take_through(b"\r\n\r\n").await;
+        (raw, String::from_utf8(head).expect("an ASCII head"))
+    }
+
+    /// Reads on until `delimiter` has arrived; takes everything through it.
+    async fn take_through(&mut self, delimiter: &[u8]) -> Vec<u8> {
+        let at = within("more of the response", async {
+            loop {
+                let found = self.buffer.windows(delimiter.len()).position(|w| w == delimiter);
+                if let Some(at) = found {
+                    return at + delimiter.len();
+                }
+                self.read_more().await;
+            }
+        })
+        .await;
+        self.buffer.drain(..at).collect()
+    }
+
+    /// Reads once more from the socket.
+    async fn read_more(&mut self) {
+        let mut chunk = [0u8; 1024];
+        let n = self.stream.read(&mut chunk).await.expect("reading");
+        assert!(n > 0, "the response ended early: {:?}", self.buffer);
+        self.buffer.extend_from_slice(&chunk[..n]);
+    }
+
+    /// The body's next chunk of the chunked transfer coding.
+    async fn chunk(&mut self) -> Vec<u8> {
+        let line = self.take_through(b"\r\n").await;
+        let size = std::str::from_utf8(&line[..line.len() - 2]).expect("a chunk size");
+        let size = usize::from_str_radix(size, 16).expect("a hexadecimal chunk size");
+        within("a whole chunk", async {
+            while self.buffer.len() < size + 2 {
+                self.read_more().await;
+            }
+        })
+        .await;
+        let chunk: Vec<u8> = self.buffer.drain(..size + 2).collect();
+        assert!(chunk.ends_with(b"\r\n"), "a chunk longer than its size");
+        chunk[..size].to_vec()
+    }
+}
+
+#[tokio::test]
+async fn an_idle_sse_stream_has_the_protocol_headers_and_exact_ping_comments() {
+    let server = TestServer::start(config()).await;
+    let (mut sse, head) = RawSse::get(server.addr, "/sse/tokens?ttft_ms=600000").await;
+    let head = head.to_ascii_lowercase();
+    for line in [
+        "http/1.1 200 ok\r\n",
+        "\r\ncontent-type: text/event-stream\r\n",
+        "\r\ncache-control: no-cache\r\n",
+        "\r\ntransfer-encoding: chunked\r\n",
+    ] {
+        assert!(head.contains(line), "no {line:?} in {head:?}");
+    }
+    // No token for ten minutes: the body is keep-alives, each its own chunk.
+    for _ in 0..3 {
+        assert_eq!(sse.chunk().await, b": ping\n\n");
+    }
 }
 
 #[tokio::test]
@@ -54,14 +145,15 @@ async fn a_websocket_peer_that_stops_answering_pings_is_closed_and_freed() {
 }
 
 #[tokio::test]
-async fn a_websocket_peer_that_answers_pings_outlives_many_pong_timeouts() {
+async fn a_websocket_peer_that_answers_pings_outlives_several_pong_timeouts() {
     let server = TestServer::start(config()).await;
-    // 100 events at 100/s: a second, five pong timeouts, of a reading peer.
+    // 300 events at 100/s: three seconds, three pong timeouts, of a
+    // reading peer.
     let mut client = server
-        .open(Transport::Ws, "ticker?rate=100&count=100")
+        .open(Transport::Ws, "ticker?rate=100&count=300")
         .await;
     let (events, end) = client.drain().await;
-    assert_eq!(events.len(), 100);
+    assert_eq!(events.len(), 300);
     assert_eq!(end, End::Close(1000));
     assert_eq!(
         server.metrics().await.disconnects("ws", "peer_timeout"),

@@ -95,6 +95,7 @@ impl Client {
                     .expect("SSE request");
                 assert_eq!(response.status(), 200, "GET {url}");
                 assert_eq!(response.headers()["content-type"], "text/event-stream");
+                assert_eq!(response.headers()["cache-control"], "no-cache");
                 Client::Sse(SseClient::new(response))
             }
             Transport::Ws => {
