@@ -318,7 +318,10 @@ async fn one_address_over_its_connection_limit_gets_429_and_others_are_served() 
         false
     })
     .await;
-    assert!(served, "127.0.0.1 was refused 1000 times after its slot was freed");
+    assert!(
+        served,
+        "127.0.0.1 was refused 1000 times after its slot was freed"
+    );
 }
 
 #[tokio::test]

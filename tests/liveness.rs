@@ -3,15 +3,13 @@
 //! altogether is dropped after the write timeout, and a healthy peer is
 //! left alone.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use streamgauge_server::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::support::raw_sse::RawSse;
 use crate::support::raw_ws::{RawWs, close_code};
-use crate::support::{self, End, Item, TestServer, Transport, within};
+use crate::support::{self, End, Item, TestServer, Transport};
 
 /// Silence after which a WebSocket peer is closed here: far beyond any
 /// stall of a healthy, reading peer on a loaded machine (20 keep-alive
@@ -37,70 +35,6 @@ async fn idle_streams_get_keep_alives_sse_comments_and_websocket_pings() {
     let metrics = server.metrics().await;
     assert!(metrics.of("streamgauge_keepalives_sent_total", "sse") >= 2.0);
     assert!(metrics.of("streamgauge_keepalives_sent_total", "ws") >= 2.0);
-}
-
-/// An SSE stream read as raw HTTP/1.1: the response head, then the body's
-/// chunks as they come.
-struct RawSse {
-    stream: TcpStream,
-    /// Bytes read and not yet taken.
-    buffer: Vec<u8>,
-}
-
-impl RawSse {
-    /// Sends `GET {path}`; returns the stream and the response head.
-    async fn get(addr: SocketAddr, path: &str) -> (Self, String) {
-        let mut stream = within("a TCP connection", TcpStream::connect(addr))
-            .await
-            .expect("connecting");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("a request");
-        let mut raw = Self {
-            stream,
-            buffer: Vec::new(),
-        };
-        let head = raw.take_through(b"\r\n\r\n").await;
-        (raw, String::from_utf8(head).expect("an ASCII head"))
-    }
-
-    /// Reads on until `delimiter` has arrived; takes everything through it.
-    async fn take_through(&mut self, delimiter: &[u8]) -> Vec<u8> {
-        let at = within("more of the response", async {
-            loop {
-                let found = self.buffer.windows(delimiter.len()).position(|w| w == delimiter);
-                if let Some(at) = found {
-                    return at + delimiter.len();
-                }
-                self.read_more().await;
-            }
-        })
-        .await;
-        self.buffer.drain(..at).collect()
-    }
-
-    /// Reads once more from the socket.
-    async fn read_more(&mut self) {
-        let mut chunk = [0u8; 1024];
-        let n = self.stream.read(&mut chunk).await.expect("reading");
-        assert!(n > 0, "the response ended early: {:?}", self.buffer);
-        self.buffer.extend_from_slice(&chunk[..n]);
-    }
-
-    /// The body's next chunk of the chunked transfer coding.
-    async fn chunk(&mut self) -> Vec<u8> {
-        let line = self.take_through(b"\r\n").await;
-        let size = std::str::from_utf8(&line[..line.len() - 2]).expect("a chunk size");
-        let size = usize::from_str_radix(size, 16).expect("a hexadecimal chunk size");
-        within("a whole chunk", async {
-            while self.buffer.len() < size + 2 {
-                self.read_more().await;
-            }
-        })
-        .await;
-        let chunk: Vec<u8> = self.buffer.drain(..size + 2).collect();
-        assert!(chunk.ends_with(b"\r\n"), "a chunk longer than its size");
-        chunk[..size].to_vec()
-    }
 }
 
 #[tokio::test]

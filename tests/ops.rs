@@ -56,10 +56,7 @@ fn parse_prometheus_text(text: &str) -> HashMap<&str, &str> {
         if line.starts_with('#') || line.is_empty() {
             continue;
         }
-        let name = line
-            .split(['{', ' '])
-            .next()
-            .expect("a sample name");
+        let name = line.split(['{', ' ']).next().expect("a sample name");
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|suffix| {

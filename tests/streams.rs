@@ -108,7 +108,11 @@ async fn token_stream_defaults_are_100_tokens_at_50_per_second_after_200_ms() {
         let first = client.next_event().await;
         let ttft = started.elapsed();
         let (rest, end) = client.drain().await;
-        (ttft, std::iter::once(first).chain(rest).collect::<Vec<_>>(), end)
+        (
+            ttft,
+            std::iter::once(first).chain(rest).collect::<Vec<_>>(),
+            end,
+        )
     };
     // Both at once: the defaults take two seconds a stream.
     let (sse, ws) = tokio::join!(stream(Transport::Sse), stream(Transport::Ws));

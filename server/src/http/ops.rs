@@ -160,7 +160,10 @@ mod tests {
             ),
             (Some("*/*, application/openmetrics-text"), OpenMetrics),
             (Some("application/openmetrics-text;q=0"), Prometheus),
-            (Some("application/openmetrics-text;version=0.0.1"), Prometheus),
+            (
+                Some("application/openmetrics-text;version=0.0.1"),
+                Prometheus,
+            ),
         ] {
             assert_eq!(accepting(accept), expected, "{accept:?}");
         }

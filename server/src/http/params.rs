@@ -162,7 +162,11 @@ mod tests {
 
     #[test]
     fn a_parameter_the_endpoint_does_not_take_is_refused_by_name() {
-        for (raw, unknown) in [("rat=5", "rat"), ("rate=5&tag=x", "tag"), ("r%61t=1", "rat")] {
+        for (raw, unknown) in [
+            ("rat=5", "rat"),
+            ("rate=5&tag=x", "tag"),
+            ("r%61t=1", "rat"),
+        ] {
             let err = Params::parse(Some(raw), &KNOWN).unwrap_err();
             assert_eq!(err.status_code(), 400);
             assert_eq!(message(err), format!("unknown parameter `{unknown}`"));
