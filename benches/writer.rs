@@ -1,13 +1,14 @@
-//! The encoder and the batching writer: events per second through the
-//! per-connection queue and the writer, encoded for SSE and for WebSocket,
-//! at batch sizes 1, 16 and 256; and the framing of a single event.
+//! The encoder and the batching writer: events per second drained from a
+//! per-connection queue (filled outside the timing) and encoded by the
+//! writer for SSE and for WebSocket, at batch sizes 1, 16 and 256; and the
+//! framing of a single event.
 //!
 //! Run with `cargo bench --bench writer`.
 
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use streamgauge_server::protocol::{Event, Framing, Item, json_data};
 use streamgauge_server::queue::{self, Limits};
 use streamgauge_server::writer::{BatchLimits, Writer};
@@ -21,9 +22,10 @@ fn payload() -> Bytes {
     json_data(&"x".repeat(32))
 }
 
-/// Pushes `EVENTS` events and drains them in batches of at most `batch`,
-/// touching each frame as a transport would; returns the bytes encoded.
-async fn push_and_drain(framing: Framing, batch: usize, data: &Bytes) -> usize {
+/// A writer for `framing` with batches of at most `batch` events, over a
+/// queue already holding `EVENTS` events (its sender gone, so the writer
+/// ends once they are drained).
+fn prefilled_writer(framing: Framing, batch: usize, data: &Bytes) -> Writer {
     let (tx, rx) = queue::channel(Limits {
         max_events: EVENTS as usize,
         max_bytes: usize::MAX,
@@ -36,12 +38,17 @@ async fn push_and_drain(framing: Framing, batch: usize, data: &Bytes) -> usize {
         });
         tx.try_push(event).expect("the queue holds every event");
     }
-    drop(tx);
     let limits = BatchLimits {
         max_events: batch,
         max_bytes: usize::MAX,
     };
-    let mut writer = Writer::new(rx, framing, limits);
+    Writer::new(rx, framing, limits)
+}
+
+/// Drains `writer` batch by batch, touching each frame as the WebSocket
+/// transport does; returns the writer (dropped outside the timing) and the
+/// bytes encoded.
+async fn drain(mut writer: Writer, framing: Framing) -> (Writer, usize) {
     let mut bytes = 0;
     while let Ok(batch) = writer.next_batch().await {
         if framing == Framing::WebSocket {
@@ -51,9 +58,10 @@ async fn push_and_drain(framing: Framing, batch: usize, data: &Bytes) -> usize {
         }
         bytes += batch.bytes.len();
     }
-    bytes
+    (writer, bytes)
 }
 
+/// Only the writer is timed: draining and encoding a queue filled before.
 fn writer(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -64,7 +72,11 @@ fn writer(c: &mut Criterion) {
     for (name, framing) in FRAMINGS {
         for batch in [1, 16, 256] {
             group.bench_with_input(BenchmarkId::new(name, batch), &batch, |b, &batch| {
-                b.iter(|| runtime.block_on(push_and_drain(framing, batch, &data)));
+                b.iter_batched(
+                    || prefilled_writer(framing, batch, &data),
+                    |writer| runtime.block_on(drain(writer, framing)),
+                    BatchSize::LargeInput,
+                );
             });
         }
     }

@@ -116,6 +116,7 @@ fn heap() {
         idle_streams_cost_a_bounded_heap_each().await;
         ticker_allocations_per_event_stay_within_budget().await;
         fan_out_allocations_per_event_stay_within_budget().await;
+        a_stalled_reader_holds_a_heap_bounded_by_the_configuration().await;
     });
 }
 
@@ -410,5 +411,74 @@ async fn fan_out_allocations_per_event_stay_within_budget() {
         per_event <= FAN_OUT_BUDGET,
         "fan-out: {per_event:.3} allocations per delivered event, over the budget of {FAN_OUT_BUDGET}"
     );
+    server.stop().await.expect("a clean stop");
+}
+
+/// Hyper's limit on what it buffers for one connection before it stops
+/// polling the response body (`DEFAULT_MAX_BUFFER_SIZE` in hyper's
+/// `proto/h1/io.rs`); it may take one chunk past it.
+const HYPER_WRITE_BUFFER: u64 = 8192 + 4096 * 100;
+
+/// The most live heap one stream may hold behind a reader that reads
+/// nothing, from `config` alone: its queue, the batch its writer encoded,
+/// and what the transport holds under it (hyper's write buffer and one
+/// chunk past it for SSE, tungstenite's write buffer of one batch for
+/// WebSocket), plus what any open stream holds ([`IDLE_STREAM_BUDGET`]).
+/// Measured here with a 256 KiB queue and 64 KiB batches: 653,186 B on SSE
+/// (budget 835,584 B), 176,192 B on WebSocket (budget 417,792 B), after
+/// 4.4 and 3.9 MB written to the socket.
+fn stalled_stream_budget(config: &Config, transport: Transport) -> u64 {
+    let (queue, batch) = (config.queue.max_bytes as u64, config.batch.max_bytes as u64);
+    let transport_buffers = match transport {
+        Transport::Sse => HYPER_WRITE_BUFFER + batch,
+        Transport::Ws => batch,
+    };
+    queue + batch + transport_buffers + IDLE_STREAM_BUDGET
+}
+
+async fn a_stalled_reader_holds_a_heap_bounded_by_the_configuration() {
+    let config = Config {
+        queue: streamgauge_server::queue::Limits {
+            max_events: 100_000,
+            max_bytes: 256 * 1024,
+        },
+        keepalive_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let event_cost = (1024 + 2 + streamgauge_server::protocol::ENVELOPE_ALLOWANCE) as f64;
+    let server = TestServer::start(config.clone()).await;
+    for transport in Transport::BOTH {
+        ticker_run(&server, transport, 10).await; // warm-up
+    }
+    all_closed(&server).await;
+    for transport in Transport::BOTH {
+        let t = transport.label();
+        server.metrics().await; // the scraping client's own state, first
+        let before = live_bytes();
+        // Endless and unpaced: only backpressure stops this source.
+        let stalled = open_raw(server.addr, transport, "ticker?rate=0&size=1024").await;
+        let full = server
+            .wait_for("the stalled stream's queue to fill", |m| {
+                m.of("streamgauge_queue_depth_bytes", t) + event_cost
+                    > config.queue.max_bytes as f64
+            })
+            .await;
+        let held = live_bytes().saturating_sub(before);
+        let budget = stalled_stream_budget(&config, transport);
+        let written = full.of("streamgauge_bytes_sent_total", t) as u64;
+        eprintln!(
+            "stalled {t} reader: {held} B of live heap held (budget from the configuration {budget} B) after {written} B written to its socket"
+        );
+        dhat::assert!(
+            held <= budget,
+            "a stalled {t} reader holds {held} B of heap, over its budget of {budget} B"
+        );
+        dhat::assert!(
+            written > 2 * budget,
+            "the {t} source stopped after {written} B: the test did not stall it"
+        );
+        drop(stalled);
+        all_closed(&server).await;
+    }
     server.stop().await.expect("a clean stop");
 }

@@ -23,9 +23,7 @@ const BAD: [(&str, &str); 12] = [
     ("tokens?jitter_ms=-5", "jitter_ms"),
 ];
 
-fn assert_names(body: &[u8], param: &str, request: &str) {
-    let body: Value = serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("{request}: body is not JSON ({e})"));
+fn assert_names(body: &Value, param: &str, request: &str) {
     let message = body["error"]
         .as_str()
         .unwrap_or_else(|| panic!("{request}: no error in {body}"));
@@ -35,23 +33,37 @@ fn assert_names(body: &[u8], param: &str, request: &str) {
     );
 }
 
+/// `GET {path}` (a WebSocket handshake for `/ws/…`) that must be refused
+/// before any stream starts: its status and JSON body.
+async fn refused(server: &TestServer, path: &str) -> (u16, Value) {
+    if path.starts_with("/ws/") {
+        let url = format!("ws://{}{path}", server.addr);
+        match support::within("a WebSocket handshake", connect_async(&url)).await {
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                let body = serde_json::from_slice(body)
+                    .unwrap_or_else(|e| panic!("{path}: body is not JSON ({e})"));
+                (response.status().as_u16(), body)
+            }
+            other => panic!("{path}: expected a refusal, got {other:?}"),
+        }
+    } else {
+        let response = server.get(path).await;
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+}
+
 #[tokio::test]
 async fn bad_parameters_get_400_naming_the_parameter_on_both_transports() {
     let server = TestServer::start(support::config()).await;
     for (path, param) in BAD {
-        let response = server.get(&format!("/sse/{path}")).await;
-        assert_eq!(response.status(), 400, "/sse/{path}");
-        assert_eq!(response.headers()["content-type"], "application/json");
-        assert_names(&response.bytes().await.unwrap(), param, path);
-
-        // A real WebSocket handshake is refused before the upgrade.
-        let url = format!("ws://{}/ws/{path}", server.addr);
-        match connect_async(&url).await {
-            Err(tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status(), 400, "/ws/{path}");
-                assert_names(response.body().as_deref().unwrap_or_default(), param, path);
-            }
-            other => panic!("/ws/{path}: expected a 400, got {other:?}"),
+        for transport in Transport::BOTH {
+            let path = format!("/{}/{path}", transport.label());
+            let (status, body) = refused(&server, &path).await;
+            assert_eq!(status, 400, "{path}");
+            assert_names(&body, param, &path);
         }
     }
     let metrics = server.metrics().await;
@@ -61,6 +73,55 @@ async fn bad_parameters_get_400_naming_the_parameter_on_both_transports() {
             0.0
         );
     }
+}
+
+/// On each endpoint that takes parameters, one it does not take: a typo,
+/// or another endpoint's parameter.
+const UNKNOWN: [(&str, &str); 10] = [
+    ("/sse/ticker?rat=5", "rat"),
+    ("/ws/ticker?rate=5&sizes=8", "sizes"),
+    ("/sse/tokens?ttft=100", "ttft"),
+    ("/ws/tokens?tokens=3&rate=5", "rate"),
+    ("/sse/topics/t?sinse=3", "sinse"),
+    ("/ws/topics/t?count=3", "count"),
+    ("/sse/replay/w?token=x", "token"),
+    ("/ws/replay/w?overflow=disconnect", "overflow"),
+    ("/connections?tags=x", "tags"),
+    ("/sse/ticker?rate=5&Rate=6", "Rate"),
+];
+
+#[tokio::test]
+async fn a_parameter_the_endpoint_does_not_take_gets_400_naming_it() {
+    let server = TestServer::start(support::config()).await;
+    for (path, param) in UNKNOWN {
+        let (status, body) = refused(&server, path).await;
+        assert_eq!(status, 400, "{path}");
+        let expected = format!("unknown parameter `{param}`");
+        assert_eq!(body, serde_json::json!({ "error": expected }), "{path}");
+    }
+    let seed = server.url("/api/trades/w/seed?cnt=5");
+    let response = support::within("a seed", server.http().post(seed).send())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "unknown parameter `cnt`");
+
+    // Each endpoint's own parameters, all at once, are taken.
+    for path in [
+        "ticker?rate=5&count=1&size=8&tag=a",
+        "tokens?ttft_ms=0&tps=5&tokens=1&jitter_ms=0&tag=a",
+        "topics/t?since=0&overflow=disconnect&token=x&tag=a",
+    ] {
+        for transport in Transport::BOTH {
+            server.open(transport, path).await;
+        }
+    }
+    assert_eq!(
+        server.get("/connections?tag=a").await.status(),
+        200,
+        "/connections takes tag"
+    );
 }
 
 #[tokio::test]
@@ -243,15 +304,24 @@ async fn one_address_over_its_connection_limit_gets_429_and_others_are_served() 
     // …and a slot given back serves 127.0.0.1 again (once the server has
     // seen the close).
     drop(first);
-    support::within("a slot to come back", async {
-        while !raw_healthz(&server, "127.0.0.1")
-            .await
-            .starts_with("HTTP/1.1 200 ")
-        {
-            tokio::task::yield_now().await;
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(10));
+    let served = support::within("a slot to come back", async {
+        for _ in 0..1000 {
+            poll.tick().await;
+            if raw_healthz(&server, "127.0.0.1")
+                .await
+                .starts_with("HTTP/1.1 200 ")
+            {
+                return true;
+            }
         }
+        false
     })
     .await;
+    assert!(
+        served,
+        "127.0.0.1 was refused 1000 times after its slot was freed"
+    );
 }
 
 #[tokio::test]

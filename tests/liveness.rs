@@ -7,13 +7,19 @@ use std::time::Duration;
 
 use streamgauge_server::Config;
 
+use crate::support::raw_sse::RawSse;
 use crate::support::raw_ws::{RawWs, close_code};
 use crate::support::{self, End, Item, TestServer, Transport};
+
+/// Silence after which a WebSocket peer is closed here: far beyond any
+/// stall of a healthy, reading peer on a loaded machine (20 keep-alive
+/// intervals), yet short enough for a dead one to be dropped quickly.
+const PONG_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn config() -> Config {
     let mut config = support::config();
     config.keepalive_interval = Duration::from_millis(50);
-    config.pong_timeout = Duration::from_millis(200);
+    config.pong_timeout = PONG_TIMEOUT;
     config
 }
 
@@ -29,6 +35,25 @@ async fn idle_streams_get_keep_alives_sse_comments_and_websocket_pings() {
     let metrics = server.metrics().await;
     assert!(metrics.of("streamgauge_keepalives_sent_total", "sse") >= 2.0);
     assert!(metrics.of("streamgauge_keepalives_sent_total", "ws") >= 2.0);
+}
+
+#[tokio::test]
+async fn an_idle_sse_stream_has_the_protocol_headers_and_exact_ping_comments() {
+    let server = TestServer::start(config()).await;
+    let (mut sse, head) = RawSse::get(server.addr, "/sse/tokens?ttft_ms=600000").await;
+    let head = head.to_ascii_lowercase();
+    for line in [
+        "http/1.1 200 ok\r\n",
+        "\r\ncontent-type: text/event-stream\r\n",
+        "\r\ncache-control: no-cache\r\n",
+        "\r\ntransfer-encoding: chunked\r\n",
+    ] {
+        assert!(head.contains(line), "no {line:?} in {head:?}");
+    }
+    // No token for ten minutes: the body is keep-alives, each its own chunk.
+    for _ in 0..3 {
+        assert_eq!(sse.chunk().await, b": ping\n\n");
+    }
 }
 
 #[tokio::test]
@@ -54,14 +79,15 @@ async fn a_websocket_peer_that_stops_answering_pings_is_closed_and_freed() {
 }
 
 #[tokio::test]
-async fn a_websocket_peer_that_answers_pings_outlives_many_pong_timeouts() {
+async fn a_websocket_peer_that_answers_pings_outlives_several_pong_timeouts() {
     let server = TestServer::start(config()).await;
-    // 100 events at 100/s: a second, five pong timeouts, of a reading peer.
+    // 300 events at 100/s: three seconds, three pong timeouts, of a
+    // reading peer.
     let mut client = server
-        .open(Transport::Ws, "ticker?rate=100&count=100")
+        .open(Transport::Ws, "ticker?rate=100&count=300")
         .await;
     let (events, end) = client.drain().await;
-    assert_eq!(events.len(), 100);
+    assert_eq!(events.len(), 300);
     assert_eq!(end, End::Close(1000));
     assert_eq!(
         server.metrics().await.disconnects("ws", "peer_timeout"),

@@ -1,6 +1,9 @@
 //! `/healthz`, `/readyz`, `/metrics`, `/connections` and `/demo`.
 
+use std::collections::{HashMap, HashSet};
+
 use axum::body::Body;
+use axum::http::header::ACCEPT;
 use axum::http::{Request, StatusCode};
 use streamgauge_server::state::AppState;
 use streamgauge_server::{Shutdown, Store};
@@ -9,33 +12,109 @@ use tower::ServiceExt;
 use crate::support::{self, Backend, Database, TestServer, Transport};
 
 #[tokio::test]
-async fn health_and_readiness_answer_200_and_metrics_are_openmetrics_text() {
+async fn health_and_readiness_answer_200() {
     let server = TestServer::start(support::config()).await;
     for path in ["/healthz", "/readyz"] {
         let response = server.get(path).await;
         assert_eq!(response.status(), 200, "{path}");
     }
+}
+
+/// The families the issue asks `/metrics` for, by their 0.0.4 names.
+const FAMILIES: [(&str, &str); 7] = [
+    ("streamgauge_connections_open", "gauge"),
+    ("streamgauge_connections_rejected_total", "counter"),
+    ("streamgauge_events_sent_total", "counter"),
+    ("streamgauge_bytes_sent_total", "counter"),
+    ("streamgauge_batch_events", "histogram"),
+    ("streamgauge_queue_depth_events", "gauge"),
+    ("streamgauge_slow_consumers_total", "counter"),
+];
+
+/// Checks `text` as the Prometheus text format 0.0.4: no OpenMetrics-only
+/// line, one `TYPE` per family before its first sample, every sample of a
+/// typed family (a histogram's by its `_bucket`, `_sum` and `_count`), each
+/// family's samples together, every value a number. Returns the types.
+fn parse_prometheus_text(text: &str) -> HashMap<&str, &str> {
+    let mut types = HashMap::new();
+    let mut done = HashSet::new();
+    let mut current = None;
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("# EOF") && !line.starts_with("# UNIT"),
+            "OpenMetrics only: {line}"
+        );
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(types.insert(name, kind).is_none(), "a second {line}");
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let name = line.split(['{', ' ']).next().expect("a sample name");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                (types.get(base) == Some(&"histogram")).then_some(base)
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "no TYPE before {line:?}");
+        if current != Some(family) {
+            assert!(done.insert(family), "{family} is split: {line:?}");
+            current = Some(family);
+        }
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "not a number: {line:?}");
+    }
+    types
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_unless_openmetrics_is_asked_for() {
+    let server = TestServer::start(support::config()).await;
+    // A stream and its batches, so histograms and labelled series exist.
+    for transport in Transport::BOTH {
+        let mut client = server.open(transport, "ticker?rate=0&count=3").await;
+        assert_eq!(client.drain().await.0.len(), 3);
+    }
+
     let response = server.get("/metrics").await;
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text")
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     let text = response.text().await.unwrap();
-    for family in [
-        "streamgauge_connections_open",
-        "streamgauge_connections_rejected",
-        "streamgauge_events_sent",
-        "streamgauge_bytes_sent",
-        "streamgauge_batch_events",
-        "streamgauge_queue_depth_events",
-        "streamgauge_slow_consumers",
+    let types = parse_prometheus_text(&text);
+    for (family, kind) in FAMILIES {
+        assert_eq!(types.get(family), Some(&kind), "{family} in\n{text}");
+    }
+    assert_eq!(types.get("process_cpu_seconds_total"), Some(&"counter"));
+
+    let metrics = server.url("/metrics");
+    for accept in [
+        "application/openmetrics-text; version=1.0.0",
+        // What Prometheus sends.
+        "application/openmetrics-text;version=1.0.0;q=0.5,\
+         application/openmetrics-text;version=0.0.1;q=0.4,\
+         text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
     ] {
-        assert!(
-            text.contains(&format!("# TYPE {family} ")),
-            "no {family} in\n{text}"
+        let request = server.http().get(&metrics).header(ACCEPT, accept).send();
+        let response = support::within("GET /metrics", request).await.unwrap();
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "{accept}"
         );
+        let text = response.text().await.unwrap();
+        assert!(text.ends_with("# EOF\n"), "{accept}");
+        assert!(text.contains("# TYPE streamgauge_events_sent counter\n"));
+        assert!(text.contains("\nstreamgauge_events_sent_total{transport=\"sse\"} 3\n"));
     }
 }
 

@@ -65,24 +65,67 @@ async fn ticker_delivers_count_events_in_order_with_sane_ts_then_ends_cleanly() 
     }
 }
 
+/// Asserts that `events` were paced at no more than `rate` per second: the
+/// n-th is due (n - 1) / rate after the first, and `ts` is stamped no
+/// earlier than that. A fifth of that span is allowed for the first event
+/// being stamped late (a descheduled thread); twice the rate still fails.
+fn assert_paced(events: &[Value], rate: u64, what: &str) {
+    let ts = |e: &Value| e["ts"].as_u64().expect("ts");
+    let due = (events.len() as u64 - 1) * 1_000_000 / rate;
+    let span = ts(events.last().expect("events")) - ts(&events[0]);
+    assert!(
+        span >= due - due / 5,
+        "{what}: {} events in {span} µs at rate {rate} (due over {due} µs)",
+        events.len()
+    );
+}
+
 #[tokio::test]
 async fn ticker_defaults_stream_endlessly_at_ten_per_second_with_32_byte_data() {
     let server = TestServer::start(support::config()).await;
     for transport in Transport::BOTH {
         let mut client = server.open(transport, "ticker").await;
-        let first = client.next_event().await;
-        let second = client.next_event().await;
-        assert_eq!(
-            (first["seq"].as_u64(), second["seq"].as_u64()),
-            (Some(1), Some(2))
-        );
-        assert_eq!(first["data"].as_str().map(str::len), Some(32));
-        // Ten per second: the second event is due 100 ms after the first.
-        let gap = second["ts"].as_u64().unwrap() - first["ts"].as_u64().unwrap();
+        let mut events = Vec::new();
+        for _ in 0..6 {
+            events.push(client.next_event().await);
+        }
+        assert_eq!(seqs(&events), (1..=6).collect::<Vec<_>>());
         assert!(
-            gap >= 90_000,
-            "{transport:?}: events {gap} µs apart at rate 10"
+            events.iter().all(|e| e["data"] == "x".repeat(32)),
+            "{events:?}"
         );
+        // Ten per second: the sixth is due half a second after the first.
+        assert_paced(&events, 10, &format!("{transport:?}"));
+    }
+}
+
+#[tokio::test]
+async fn token_stream_defaults_are_100_tokens_at_50_per_second_after_200_ms() {
+    let server = &TestServer::start(support::config()).await;
+    let stream = |transport| async move {
+        let started = Instant::now();
+        let mut client = server.open(transport, "tokens").await;
+        let first = client.next_event().await;
+        let ttft = started.elapsed();
+        let (rest, end) = client.drain().await;
+        (
+            ttft,
+            std::iter::once(first).chain(rest).collect::<Vec<_>>(),
+            end,
+        )
+    };
+    // Both at once: the defaults take two seconds a stream.
+    let (sse, ws) = tokio::join!(stream(Transport::Sse), stream(Transport::Ws));
+    for (transport, (ttft, events, end)) in Transport::BOTH.into_iter().zip([sse, ws]) {
+        assert!(
+            ttft.as_millis() >= 200,
+            "{transport:?}: first token after {ttft:?}"
+        );
+        assert_eq!(end, completed(transport));
+        assert_eq!(seqs(&events), (1..=100).collect::<Vec<_>>());
+        assert!(events.iter().all(|e| e["data"]["token"].is_string()));
+        // 50 per second after the first: the last is due 1.98 s after it.
+        assert_paced(&events, 50, &format!("{transport:?}"));
     }
 }
 

@@ -90,9 +90,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
 /// a parent process sees it at once.
 fn announce(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    #[allow(clippy::print_stdout)]
-    {
-        writeln!(stdout, "listening on http://{addr}").context("writing to stdout")?;
-    }
+    writeln!(stdout, "listening on http://{addr}").context("writing to stdout")?;
     stdout.flush().context("flushing stdout")
 }

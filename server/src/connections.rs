@@ -254,7 +254,7 @@ mod tests {
 
         ws.finish(Disconnect::Complete);
         drop(sse);
-        let text = metrics.encode();
+        let text = metrics.encode(crate::metrics::Exposition::Prometheus);
         assert!(text.contains("streamgauge_connections_open{transport=\"ws\"} 0"));
         assert!(text.contains("streamgauge_connections_rejected_total{transport=\"ws\"} 1"));
         assert!(

@@ -23,6 +23,9 @@ pub enum ApiError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A query parameter the endpoint does not take (a typo, say).
+    #[error("unknown parameter `{0}`")]
+    UnknownParam(String),
     /// The connection limit is reached.
     #[error("{limit}; retry later")]
     OverCapacity {
@@ -102,7 +105,7 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadParam { .. } | ApiError::UnknownParam(_) => StatusCode::BAD_REQUEST,
             ApiError::OverCapacity { .. } | ApiError::Unavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

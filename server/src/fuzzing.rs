@@ -53,15 +53,16 @@ pub struct StreamRequest {
 ///
 /// # Errors
 ///
-/// When the query string itself is refused (a repeated parameter), before
-/// any endpoint reads it.
+/// When the query string itself is refused (a repeated parameter, or one no
+/// stream endpoint takes), before any endpoint reads it.
 pub fn stream_request(
     topic: &str,
     query: &str,
     last_event_id: Option<&HeaderValue>,
     config: &Config,
 ) -> Result<StreamRequest, ApiError> {
-    let params = Params::parse(Some(query))?;
+    let known = [Ticker::PARAMS, Tokens::PARAMS, topics::SUBSCRIBE_PARAMS].concat();
+    let params = Params::parse(Some(query), &known)?;
     Ok(StreamRequest {
         ticker: Ticker::from_query(&params, config),
         tokens: Tokens::from_query(&params, config),

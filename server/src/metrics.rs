@@ -2,8 +2,9 @@
 //!
 //! Hot paths update plain atomics once per batch (never per event); queue
 //! depths are read from the live connections when `/metrics` is scraped, so
-//! the producers pay nothing for them. The exposition is the OpenMetrics
-//! text format, which Prometheus scrapes natively.
+//! the producers pay nothing for them. The exposition is the Prometheus
+//! text format 0.0.4, or OpenMetrics 1.0.0 text for a scraper that asks for
+//! it ([`Exposition`]).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -392,14 +393,71 @@ impl Metrics {
             .set(gauge(depth.bytes));
     }
 
-    /// The OpenMetrics text exposition of every metric.
-    pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
+    /// Every metric in the text format `exposition`.
+    pub fn encode(&self, exposition: Exposition) -> String {
+        let mut openmetrics = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode(&mut openmetrics, &self.registry)
             .expect("encoding metrics into a String");
-        out
+        match exposition {
+            Exposition::OpenMetrics => openmetrics,
+            Exposition::Prometheus => prometheus_text(&openmetrics),
+        }
     }
+}
+
+/// A text format of the exposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// The Prometheus text format 0.0.4, which every scraper reads.
+    Prometheus,
+    /// OpenMetrics 1.0.0 text, for scrapers that ask for it.
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// The Prometheus text format 0.0.4 of an OpenMetrics exposition (all
+/// prometheus-client writes): no `# EOF` and no `# UNIT`; the `HELP` and
+/// `TYPE` of a counter name its `_total` samples and those of an info
+/// metric its `_info` samples, typed `gauge`, as 0.0.4 knows no `info`;
+/// `unknown` is 0.0.4's `untyped`. Samples are the same in both formats
+/// (the registry holds no exemplars, for which 0.0.4 has no place).
+fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // A family's HELP comes before its TYPE, which says how to name it.
+    let mut help = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = rest.split_once(' ').map(|(_, text)| text);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.rsplit_once(' ').unwrap_or((rest, "untyped"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", kind),
+                "info" => ("_info", "gauge"),
+                "stateset" => ("", "gauge"),
+                "unknown" => ("", "untyped"),
+                _ => ("", kind),
+            };
+            if let Some(help) = help.take() {
+                // Writing into a String cannot fail.
+                let _ = writeln!(out, "# HELP {name}{suffix} {help}");
+            }
+            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
+        } else if !line.starts_with("# UNIT ") && line != "# EOF" {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -413,7 +471,7 @@ mod tests {
         for n in [1, 1, 3, 300, 5000] {
             sse.batch_events.observe(n);
         }
-        let text = metrics.encode();
+        let text = metrics.encode(Exposition::OpenMetrics);
         for line in [
             "streamgauge_batch_events_bucket{le=\"1.0\",transport=\"sse\"} 2",
             "streamgauge_batch_events_bucket{le=\"4.0\",transport=\"sse\"} 3",
@@ -440,7 +498,7 @@ mod tests {
             },
         );
         metrics.transport(TransportKind::Ws).record_batch(4, 100);
-        let text = metrics.encode();
+        let text = metrics.encode(Exposition::OpenMetrics);
         for line in [
             "streamgauge_disconnects_total{transport=\"ws\",reason=\"peer_timeout\"} 1",
             "streamgauge_slow_consumers_total{action=\"disconnect\"} 1",
@@ -455,5 +513,70 @@ mod tests {
         assert!(text.contains("process_cpu_seconds_total "), "{text}");
         assert!(text.contains("process_resident_memory_bytes "));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn prometheus_text_types_the_sample_names_and_drops_what_0_0_4_lacks() {
+        let openmetrics = concat!(
+            "# HELP a_seconds Time spent.\n",
+            "# TYPE a_seconds counter\n",
+            "# UNIT a_seconds seconds\n",
+            "a_seconds_total{x=\"1\"} 2\n",
+            "# HELP build Build.\n",
+            "# TYPE build info\n",
+            "build_info{version=\"1\"} 1\n",
+            "# HELP odd Odd.\n",
+            "# TYPE odd unknown\n",
+            "odd 1\n",
+            "# HELP g A gauge.\n",
+            "# TYPE g gauge\n",
+            "g 3\n",
+            "# HELP h Sizes.\n",
+            "# TYPE h histogram\n",
+            "h_sum 1.0\n",
+            "h_count 1\n",
+            "h_bucket{le=\"+Inf\"} 1\n",
+            "# EOF\n",
+        );
+        let expected = concat!(
+            "# HELP a_seconds_total Time spent.\n",
+            "# TYPE a_seconds_total counter\n",
+            "a_seconds_total{x=\"1\"} 2\n",
+            "# HELP build_info Build.\n",
+            "# TYPE build_info gauge\n",
+            "build_info{version=\"1\"} 1\n",
+            "# HELP odd Odd.\n",
+            "# TYPE odd untyped\n",
+            "odd 1\n",
+            "# HELP g A gauge.\n",
+            "# TYPE g gauge\n",
+            "g 3\n",
+            "# HELP h Sizes.\n",
+            "# TYPE h histogram\n",
+            "h_sum 1.0\n",
+            "h_count 1\n",
+            "h_bucket{le=\"+Inf\"} 1\n",
+        );
+        assert_eq!(prometheus_text(openmetrics), expected);
+    }
+
+    #[test]
+    fn both_expositions_hold_the_same_samples() {
+        let metrics = Metrics::new();
+        metrics.transport(TransportKind::Sse).record_batch(2, 10);
+        // Comments differ; process figures (CPU time) move between scrapes.
+        let samples = |text: String| -> Vec<String> {
+            text.lines()
+                .filter(|line| !line.starts_with('#') && !line.starts_with("process_"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let prometheus = metrics.encode(Exposition::Prometheus);
+        assert!(prometheus.contains("# TYPE streamgauge_events_sent_total counter\n"));
+        assert!(!prometheus.contains("# EOF"));
+        assert_eq!(
+            samples(prometheus),
+            samples(metrics.encode(Exposition::OpenMetrics))
+        );
     }
 }

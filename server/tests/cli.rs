@@ -354,3 +354,138 @@ fn help_lists_the_flags_and_exits_0() {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
 }
+
+/// The value of the sample `key` (name and labels, as exposed) in the
+/// running server's `/metrics`, 0 when absent.
+fn sample(addr: &str, key: &str) -> f64 {
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    body.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a sample value"))
+}
+
+/// Polls `/metrics` until `ready` holds, failing after [`WAIT`].
+fn wait_for_metrics(addr: &str, what: &str, ready: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ready(addr) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_with_a_stalled_sse_reader_exits_0_within_the_shutdown_deadline() {
+    // Only the shutdown deadline can end the stalled stream: the write
+    // timeout is a minute, beyond this test's waits.
+    let deadline = Duration::from_secs(1);
+    let running = Running::start(server().args([
+        "--listen",
+        "127.0.0.1:0",
+        "--shutdown-timeout",
+        "1s",
+        "--write-timeout",
+        "60s",
+    ]));
+    // A reader that never reads an endless, unpaced stream of 60 KB events.
+    let mut stalled = TcpStream::connect(&running.addr).unwrap();
+    write!(
+        stalled,
+        "GET /sse/ticker?rate=0&size=60000 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    // Its queue (1 MiB: 17 such events) full: the socket takes no more.
+    wait_for_metrics(
+        &running.addr,
+        "the stalled reader's queue to fill",
+        |addr| sample(addr, "streamgauge_queue_depth_events{transport=\"sse\"}") >= 17.0,
+    );
+    let signalled = std::time::Instant::now();
+    running.signal("TERM");
+    let (status, stderr) = running.wait();
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    // The deadline, the store's half-second close grace, and a margin for
+    // a loaded machine: far below the write timeout.
+    assert!(
+        took < deadline + Duration::from_secs(5),
+        "exited {took:?} after SIGTERM, deadline {deadline:?}"
+    );
+    assert!(
+        stderr.contains("shutdown deadline passed"),
+        "the stalled stream was not abandoned at the deadline:\n{stderr}"
+    );
+    drop(stalled);
+}
+
+/// One unmasked frame from the server (RFC 6455, 5.2): opcode and payload.
+fn read_frame(stream: &mut impl Read) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("a frame header");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).unwrap();
+            u64::from(u16::from_be_bytes(len))
+        }
+        127 => {
+            let mut len = [0u8; 8];
+            stream.read_exact(&mut len).unwrap();
+            u64::from_be_bytes(len)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+    stream.read_exact(&mut payload).expect("a frame payload");
+    (head[0] & 0x0f, payload)
+}
+
+#[test]
+fn sigterm_closes_a_websocket_with_1001_and_exits_0() {
+    let running = Running::start(server().args(["--listen", "127.0.0.1:0"]));
+    let stream = TcpStream::connect(&running.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    write!(
+        writer,
+        "GET /ws/ticker?rate=20 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101 "), "{status}");
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the head ended early"
+        );
+    }
+    // The stream runs: its first event.
+    let (opcode, event) = read_frame(&mut reader);
+    assert_eq!(opcode, 0x1, "{}", String::from_utf8_lossy(&event));
+
+    running.signal("TERM");
+    // Events until the close frame (a stream at 20/s sends a few more).
+    let close = (0..1000)
+        .map(|_| read_frame(&mut reader))
+        .find(|(opcode, _)| *opcode == 0x8)
+        .expect("a close frame");
+    assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1001);
+    // Answer it, masked, as a client must.
+    let mask = [1u8, 2, 3, 4];
+    let mut answer = vec![0x88, 0x82];
+    answer.extend(mask);
+    answer.extend([0x03 ^ mask[0], 0xE9 ^ mask[1]]);
+    writer.write_all(&answer).unwrap();
+
+    let (status, stderr) = running.wait();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+}

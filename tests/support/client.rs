@@ -13,6 +13,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use super::within;
 
+/// The most events [`Client::drain`] takes: more than any test streams, so
+/// a stream that should have ended fails the test instead of running on.
+pub const DRAIN_MAX_EVENTS: usize = 100_000;
+
 /// A transport under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -91,6 +95,7 @@ impl Client {
                     .expect("SSE request");
                 assert_eq!(response.status(), 200, "GET {url}");
                 assert_eq!(response.headers()["content-type"], "text/event-stream");
+                assert_eq!(response.headers()["cache-control"], "no-cache");
                 Client::Sse(SseClient::new(response))
             }
             Transport::Ws => {
@@ -121,14 +126,18 @@ impl Client {
         }
     }
 
-    /// The next item that is not a keep-alive.
+    /// The next item that is not a keep-alive, keep-alives and all within
+    /// the wait.
     pub async fn next_item(&mut self) -> Item {
-        loop {
-            match self.next().await {
-                Item::KeepAlive => {}
-                item => return item,
+        within("the next item that is not a keep-alive", async {
+            loop {
+                match self.next().await {
+                    Item::KeepAlive => {}
+                    item => return item,
+                }
             }
-        }
+        })
+        .await
     }
 
     /// The next event, skipping keep-alives; fails on anything else.
@@ -140,16 +149,24 @@ impl Client {
     }
 
     /// Every remaining event, then how the stream ended; fails on a gap
-    /// notice or a reply.
+    /// notice or a reply, after [`DRAIN_MAX_EVENTS`] events, and when the
+    /// stream has not ended within the wait.
     pub async fn drain(&mut self) -> (Vec<Value>, End) {
-        let mut events = Vec::new();
-        loop {
-            match self.next_item().await {
-                Item::Event(event) => events.push(event),
-                Item::End(end) => return (events, end),
-                other => panic!("expected an event, got {other:?}"),
+        within("the stream to end", async {
+            let mut events = Vec::new();
+            loop {
+                match self.next_item().await {
+                    Item::Event(event) => events.push(event),
+                    Item::End(end) => return (events, end),
+                    other => panic!("expected an event, got {other:?}"),
+                }
+                assert!(
+                    events.len() <= DRAIN_MAX_EVENTS,
+                    "the stream did not end after {DRAIN_MAX_EVENTS} events"
+                );
             }
-        }
+        })
+        .await
     }
 
     /// Sends a WebSocket message (panics on SSE, which has no upstream).

@@ -27,6 +27,7 @@ pub mod client;
 pub mod db;
 pub mod metrics;
 pub mod postgres;
+pub mod raw_sse;
 pub mod raw_ws;
 
 use std::future::Future;

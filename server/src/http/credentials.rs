@@ -42,7 +42,7 @@ mod tests {
     #[test]
     fn reads_the_bearer_scheme_case_insensitively_and_falls_back_to_the_query() {
         let mut headers = HeaderMap::new();
-        let params = Params::parse(Some("token=q")).unwrap();
+        let params = Params::parse(Some("token=q"), &["token"]).unwrap();
         assert_eq!(token(&headers, &params), Some("q"));
         headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer h"));
         assert_eq!(token(&headers, &params), Some("h"));

@@ -1,24 +1,29 @@
-//! Query strings of the stream endpoints. Every malformed or out-of-bounds
-//! value becomes a `400` naming its parameter, before any stream starts.
+//! Query strings of the endpoints that take parameters. Every parameter the
+//! endpoint does not take (a typo), repeated, malformed or out of bounds
+//! becomes a `400` naming it, before any stream starts.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
 use crate::error::ApiError;
 
-/// A parsed query string: each parameter given at most once.
+/// A parsed query string: each parameter one the endpoint takes, given at
+/// most once.
 #[derive(Debug, Default)]
 pub(crate) struct Params<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl<'a> Params<'a> {
-    /// Parses `raw` (without the `?`). Unknown parameters are kept and
-    /// ignored, as HTTP clients expect; a repeated one is an error.
-    pub(crate) fn parse(raw: Option<&'a str>) -> Result<Self, ApiError> {
-        let mut seen = HashSet::new();
+    /// Parses `raw` (without the `?`) for an endpoint that takes the
+    /// parameters `known`: any other is refused (a typo such as `rat=5`
+    /// would otherwise stream at the default), and so is a repeated one.
+    pub(crate) fn parse(raw: Option<&'a str>, known: &[&str]) -> Result<Self, ApiError> {
         let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
         for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-            if !seen.insert(key.clone()) {
+            if !known.contains(&key.as_ref()) {
+                return Err(ApiError::UnknownParam(key.into_owned()));
+            }
+            // At most `known.len()` pairs: a scan is enough.
+            if pairs.iter().any(|(seen, _)| *seen == key) {
                 return Err(ApiError::bad_param(&key, "given more than once"));
             }
             pairs.push((key, value));
@@ -116,15 +121,18 @@ mod tests {
         err.to_string()
     }
 
+    /// The parameters these tests read.
+    const KNOWN: [&str; 4] = ["rate", "count", "size", "since"];
+
     #[test]
     fn absent_parameters_take_their_default() {
-        let params = Params::parse(None).unwrap();
+        let params = Params::parse(None, &KNOWN).unwrap();
         assert_eq!(params.u64_in("rate", 10, 0..=100).unwrap(), 10);
     }
 
     #[test]
     fn values_are_parsed_and_bounded() {
-        let params = Params::parse(Some("rate=5&count=0&other=x")).unwrap();
+        let params = Params::parse(Some("rate=5&count=0"), &KNOWN).unwrap();
         assert_eq!(params.u64_in("rate", 10, 0..=100).unwrap(), 5);
         assert_eq!(params.u64_in("count", 1, 0..=100).unwrap(), 0);
         let err = message(params.u64_in("rate", 10, 0..=4).unwrap_err());
@@ -140,7 +148,7 @@ mod tests {
             "rate=1.5",
             "rate=99999999999999999999999",
         ] {
-            let params = Params::parse(Some(raw)).unwrap();
+            let params = Params::parse(Some(raw), &KNOWN).unwrap();
             let err = message(params.u64_in("rate", 10, 0..=u64::MAX).unwrap_err());
             assert!(err.starts_with("invalid parameter `rate`:"), "{raw}: {err}");
         }
@@ -148,14 +156,29 @@ mod tests {
 
     #[test]
     fn a_repeated_parameter_is_refused() {
-        let err = message(Params::parse(Some("size=1&size=2")).unwrap_err());
+        let err = message(Params::parse(Some("size=1&size=2"), &KNOWN).unwrap_err());
         assert_eq!(err, "invalid parameter `size`: given more than once");
     }
 
     #[test]
+    fn a_parameter_the_endpoint_does_not_take_is_refused_by_name() {
+        for (raw, unknown) in [
+            ("rat=5", "rat"),
+            ("rate=5&tag=x", "tag"),
+            ("r%61t=1", "rat"),
+        ] {
+            let err = Params::parse(Some(raw), &KNOWN).unwrap_err();
+            assert_eq!(err.status_code(), 400);
+            assert_eq!(message(err), format!("unknown parameter `{unknown}`"));
+        }
+        let err = message(Params::parse(Some("rate=1"), &[]).unwrap_err());
+        assert_eq!(err, "unknown parameter `rate`");
+    }
+
+    #[test]
     fn required_parameters_must_be_given() {
-        let params = Params::parse(Some("a=1")).unwrap();
-        assert_eq!(params.required_u64_in("a", 0..=9).unwrap(), 1);
+        let params = Params::parse(Some("size=1"), &KNOWN).unwrap();
+        assert_eq!(params.required_u64_in("size", 0..=9).unwrap(), 1);
         assert_eq!(
             message(params.required_u64_in("count", 0..=9).unwrap_err()),
             "invalid parameter `count`: is required"
@@ -165,7 +188,7 @@ mod tests {
 
     #[test]
     fn percent_encoding_is_decoded() {
-        let params = Params::parse(Some("r%61te=%37")).unwrap();
+        let params = Params::parse(Some("r%61te=%37"), &KNOWN).unwrap();
         assert_eq!(params.u64_in("rate", 0, 0..=10).unwrap(), 7);
     }
 }

@@ -40,7 +40,7 @@ fn replay(
     query: Option<&str>,
 ) -> Result<(Replay, Option<String>), ApiError> {
     let wallet = path_name("wallet", wallet)?;
-    let params = Params::parse(query)?;
+    let params = Params::parse(query, &["since", "rate", "tag"])?;
     let source = state.replay_source(
         wallet,
         params.u64_in("since", 0, 0..=u64::MAX)?,
@@ -99,7 +99,8 @@ async fn seed(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let wallet = path_name("wallet", wallet)?;
     credentials::require_publisher(&state.auth, &headers, "seeding trades")?;
-    let count = Params::parse(query.as_deref())?.required_u64_in("count", 1..=MAX_SEED)?;
+    let count =
+        Params::parse(query.as_deref(), &["count"])?.required_u64_in("count", 1..=MAX_SEED)?;
     let total = state
         .store
         .seed_trades(wallet.as_str(), count)

@@ -38,6 +38,9 @@ const NO_MESSAGES: usize = 4096;
 
 /// A source whose parameters come from the query string.
 pub(crate) trait FromQuery: Source + Sized {
+    /// Every query parameter the endpoint takes, `tag` included.
+    const PARAMS: &'static [&'static str];
+
     /// Builds the source, or names the parameter that is wrong.
     fn from_query(params: &Params<'_>, config: &Config) -> Result<Self, ApiError>;
 }
@@ -54,7 +57,7 @@ fn source_from<S: FromQuery>(
     state: &AppState,
     query: Option<&str>,
 ) -> Result<(S, Option<String>), ApiError> {
-    let params = Params::parse(query)?;
+    let params = Params::parse(query, S::PARAMS)?;
     Ok((S::from_query(&params, &state.config)?, params.tag()?))
 }
 

@@ -10,6 +10,8 @@ use crate::source::ticker::Ticker;
 use crate::state::AppState;
 
 impl FromQuery for Ticker {
+    const PARAMS: &'static [&'static str] = &["rate", "count", "size", "tag"];
+
     fn from_query(params: &Params<'_>, config: &Config) -> Result<Self, ApiError> {
         let max_size = u64::try_from(config.max_size).unwrap_or(u64::MAX);
         Ok(Ticker {

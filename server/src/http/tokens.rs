@@ -19,6 +19,8 @@ const MAX_DELAY_MS: u64 = 600_000;
 const MAX_TOKENS: u64 = 10_000_000;
 
 impl FromQuery for Tokens {
+    const PARAMS: &'static [&'static str] = &["ttft_ms", "tps", "tokens", "jitter_ms", "tag"];
+
     fn from_query(params: &Params<'_>, config: &Config) -> Result<Self, ApiError> {
         Ok(Tokens {
             ttft: Duration::from_millis(params.u64_in("ttft_ms", 200, 0..=MAX_DELAY_MS)?),

@@ -23,6 +23,9 @@ use crate::publish::SocketPublisher;
 use crate::source::topic::{OverflowPolicy, Topic};
 use crate::state::AppState;
 
+/// The query parameters of a subscription.
+pub(crate) const SUBSCRIBE_PARAMS: &[&str] = &["since", "overflow", "token", "tag"];
+
 /// Room for the `{"publish": …, "id": …}` envelope around a publish body
 /// in a WebSocket frame.
 const PUBLISH_FRAME_OVERHEAD: usize = 1024;
@@ -173,7 +176,7 @@ async fn sse_subscribe(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(query.as_deref())?;
+    let params = Params::parse(query.as_deref(), SUBSCRIBE_PARAMS)?;
     let subscription = Subscription::parse(&state, topic, &params, &headers)?;
     let tag = params.tag()?;
     sse_stream(&state, subscription.source(&state).await?, tag)
@@ -186,7 +189,7 @@ async fn ws_subscribe(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(query.as_deref())?;
+    let params = Params::parse(query.as_deref(), SUBSCRIBE_PARAMS)?;
     let subscription = Subscription::parse(&state, topic, &params, &headers)?;
     let tag = params.tag()?;
     let permission = state

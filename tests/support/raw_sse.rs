@@ -1,0 +1,86 @@
+//! A bare SSE client over a plain TCP socket: raw HTTP/1.1, so that a test
+//! sees the exact bytes the server sends (the head, the chunks of the
+//! chunked transfer coding) and reads only as much, and as late, as it
+//! chooses.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::within;
+
+/// An SSE response being read: the head is taken, the body comes.
+pub struct RawSse {
+    stream: TcpStream,
+    /// Bytes read and not yet taken.
+    buffer: Vec<u8>,
+}
+
+impl RawSse {
+    /// Sends `GET {path}` to `addr`; returns the stream and the response
+    /// head (through its blank line).
+    pub async fn get(addr: SocketAddr, path: &str) -> (Self, String) {
+        let mut stream = within("a TCP connection", TcpStream::connect(addr))
+            .await
+            .expect("connecting");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("a request");
+        let mut raw = Self {
+            stream,
+            buffer: Vec::new(),
+        };
+        let head = raw.take_through(b"\r\n\r\n").await;
+        (raw, String::from_utf8(head).expect("an ASCII head"))
+    }
+
+    /// The body's next chunk of the chunked transfer coding.
+    pub async fn chunk(&mut self) -> Vec<u8> {
+        let line = self.take_through(b"\r\n").await;
+        let size = std::str::from_utf8(&line[..line.len() - 2]).expect("a chunk size");
+        let size = usize::from_str_radix(size, 16).expect("a hexadecimal chunk size");
+        within("a whole chunk", async {
+            while self.buffer.len() < size + 2 {
+                self.read_more().await;
+            }
+        })
+        .await;
+        let chunk: Vec<u8> = self.buffer.drain(..size + 2).collect();
+        assert!(chunk.ends_with(b"\r\n"), "a chunk longer than its size");
+        chunk[..size].to_vec()
+    }
+
+    /// The socket, and the bytes of the body already read.
+    pub fn into_inner(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buffer)
+    }
+
+    /// Reads on until `delimiter` has arrived; takes everything through it.
+    async fn take_through(&mut self, delimiter: &[u8]) -> Vec<u8> {
+        let at = within("more of the response", async {
+            loop {
+                let found = self
+                    .buffer
+                    .windows(delimiter.len())
+                    .position(|w| w == delimiter);
+                if let Some(at) = found {
+                    return at + delimiter.len();
+                }
+                self.read_more().await;
+            }
+        })
+        .await;
+        self.buffer.drain(..at).collect()
+    }
+
+    /// Reads once more from the socket.
+    async fn read_more(&mut self) {
+        let mut chunk = [0u8; 1024];
+        let n = self.stream.read(&mut chunk).await.expect("reading");
+        assert!(n > 0, "the response ended early: {:?}", self.buffer);
+        self.buffer.extend_from_slice(&chunk[..n]);
+    }
+}
