@@ -175,5 +175,6 @@ async fn acknowledged_events_survive_kill_9_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_kill_9_on_postgres() {
-    acknowledged_events_survive_a_kill(&postgres::fresh_database().await).await;
+    let database = postgres::fresh_database().await;
+    acknowledged_events_survive_a_kill(database.url()).await;
 }
