@@ -105,7 +105,8 @@ async fn a_reader_that_stops_reading_is_dropped_after_the_write_timeout() {
         let mut client = server.open(transport, "ticker?rate=0&size=60000").await;
         server
             .wait_for("the stalled reader's connection to be dropped", |m| {
-                m.get("streamgauge_slow_consumers_total{action=\"disconnect\"}") == (n + 1) as f64
+                m.get("streamgauge_slow_consumers_total{action=\"write_timeout\"}")
+                    == (n + 1) as f64
                     && m.of("streamgauge_connections_open", t) == 0.0
             })
             .await;

@@ -209,13 +209,15 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// The config file is not valid TOML for these settings.
-    #[error("config file {path}: {source}")]
+    /// The config file is not valid TOML for these settings. Said without
+    /// the offending line, which may hold a token, and without any string
+    /// value the message quotes.
+    #[error("config file {at}: {message}")]
     Parse {
-        /// The file.
-        path: PathBuf,
-        /// What and where (line and column).
-        source: Box<toml::de::Error>,
+        /// The file, and the line and column of the error.
+        at: FilePosition,
+        /// What is wrong, with quoted string values hidden.
+        message: String,
     },
     /// A setting is out of its range.
     #[error("invalid `{name}`: {reason}")]
@@ -281,10 +283,70 @@ fn read_file(path: &Path) -> Result<Args, Error> {
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| Error::Parse {
-        path: path.to_owned(),
-        source: Box::new(source),
+    toml::from_str(&text).map_err(|error| Error::Parse {
+        at: FilePosition {
+            path: path.to_owned(),
+            line_column: error.span().map(|span| line_column(&text, span.start)),
+        },
+        message: hide_quoted_strings(error.message()),
     })
+}
+
+/// A place in a config file: `FILE:LINE:COLUMN`, or `FILE` when the parser
+/// gave no position.
+#[derive(Debug)]
+pub struct FilePosition {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line and column (in characters), when known.
+    pub line_column: Option<(usize, usize)>,
+}
+
+impl std::fmt::Display for FilePosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        match self.line_column {
+            Some((line, column)) => write!(f, ":{line}:{column}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// `message` with every double-quoted string replaced by `"…"`: serde
+/// quotes a string value of the wrong type (`invalid type: string "…",
+/// expected a sequence`), and that value may be a token. Keys and enum
+/// variants, quoted with backticks, stay.
+fn hide_quoted_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        // Skip to the closing quote, over escapes (`Debug` escapes quotes).
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => break,
+                _ => {}
+            }
+        }
+        out.push_str("…\"");
+    }
+    out
 }
 
 /// `over`'s settings where given, `base`'s elsewhere.
@@ -610,9 +672,47 @@ mod tests {
             .load()
             .unwrap_err()
             .to_string();
-        assert!(err.contains(file.0.to_str().unwrap()), "{err}");
-        assert!(err.contains("line 2"), "{err}");
+        let at = format!("{}:2:1: ", file.0.display());
+        assert!(err.contains(&at), "{err}");
         assert!(err.contains("max-bacth"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_file_never_echoes_a_token() {
+        for (text, line_column) in [
+            ("publish-token = [\"TOPSECRET77\", 5]\n", "1:33"),
+            ("max-batch = 8\npublish-token = \"TOPSECRET77\"\n", "2:17"),
+            ("read-token = [\"private.*=TOPSECRET77\", [1]]\n", "1:40"),
+            ("publish-token = [\"TOPSECRET77\n", "1:30"),
+            ("publish-token = [TOPSECRET77]\n", "1:18"),
+            ("publish-token = TOPSECRET77\n", "1:17"),
+        ] {
+            let file = config_file(text);
+            let err = args(&["--config", file.0.to_str().unwrap()])
+                .load()
+                .unwrap_err()
+                .to_string();
+            let at = format!("{}:{line_column}: ", file.0.display());
+            assert!(err.contains(&at), "{text:?}: {err}");
+            assert!(
+                !err.contains("TOPSECRET"),
+                "{text:?}: a token leaked: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn quoted_strings_are_hidden_and_backquoted_names_kept() {
+        assert_eq!(
+            hide_quoted_strings(r#"invalid type: string "a \"b\" c", expected `x`"#),
+            "invalid type: string \"…\", expected `x`"
+        );
+        assert_eq!(
+            hide_quoted_strings("unterminated \"abc"),
+            "unterminated \"…\""
+        );
+        assert_eq!(line_column("ab\ncdé\nf", 8), (3, 1));
+        assert_eq!(line_column("ab\ncdé\nf", 5), (2, 3));
     }
 
     #[test]

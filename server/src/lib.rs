@@ -111,7 +111,9 @@ pub async fn run(
         state.metrics.topics().retention_deleted.clone(),
         shutdown.token().clone(),
     )));
-    let stalled = state.metrics.slow_consumers(SlowConsumerAction::Disconnect);
+    let stalled = state
+        .metrics
+        .slow_consumers(SlowConsumerAction::WriteTimeout);
     let deadlines = listener::Deadlines {
         write: state.config.write_timeout,
         header: state.config.header_timeout,

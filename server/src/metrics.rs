@@ -70,11 +70,15 @@ struct ActionLabels {
 /// What the server did about a consumer that could not keep up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlowConsumerAction {
-    /// It was disconnected: it stopped reading for the write timeout, or it
-    /// fell behind a topic whose overflow policy is `disconnect`.
+    /// It fell behind a topic whose overflow policy is `disconnect`, and
+    /// was disconnected.
     Disconnect,
-    /// It fell behind a topic and switched to catch-up reads from the store.
+    /// It fell behind a topic and switched to catch-up reads from the store
+    /// (the overflow policy `catch-up`).
     CatchUp,
+    /// Its connection, of any stream, was dropped because a write made no
+    /// progress for the write timeout (the peer stopped reading).
+    WriteTimeout,
 }
 
 impl EncodeLabelValue for SlowConsumerAction {
@@ -82,6 +86,7 @@ impl EncodeLabelValue for SlowConsumerAction {
         encoder.write_str(match self {
             SlowConsumerAction::Disconnect => "disconnect",
             SlowConsumerAction::CatchUp => "catch_up",
+            SlowConsumerAction::WriteTimeout => "write_timeout",
         })
     }
 }
@@ -268,7 +273,8 @@ impl Metrics {
         );
         registry.register(
             "slow_consumers",
-            "Consumers that could not keep up, by what the server did",
+            "Consumers that could not keep up, by what the server did: a topic's \
+             overflow policy (catch_up, disconnect) or a write timeout (write_timeout)",
             slow_consumers.clone(),
         );
         registry.register(
@@ -489,7 +495,10 @@ mod tests {
     fn exposition_names_every_family_with_snake_case_labels() {
         let metrics = Metrics::new();
         metrics.record_disconnect(TransportKind::Ws, Disconnect::PeerTimeout);
-        metrics.slow_consumers(SlowConsumerAction::Disconnect).inc();
+        metrics.record_disconnect(TransportKind::Sse, Disconnect::Lagged);
+        metrics
+            .slow_consumers(SlowConsumerAction::WriteTimeout)
+            .inc();
         metrics.set_queue_depth(
             TransportKind::Sse,
             Depth {
@@ -502,6 +511,7 @@ mod tests {
         for line in [
             "streamgauge_disconnects_total{transport=\"ws\",reason=\"peer_timeout\"} 1",
             "streamgauge_slow_consumers_total{action=\"disconnect\"} 1",
+            "streamgauge_slow_consumers_total{action=\"write_timeout\"} 1",
             "streamgauge_queue_depth_events{transport=\"sse\"} 3",
             "streamgauge_queue_depth_bytes{transport=\"sse\"} 99",
             "streamgauge_events_sent_total{transport=\"ws\"} 4",

@@ -1,9 +1,11 @@
 //! Crash durability: the server binary is killed with SIGKILL while sixteen
-//! publishers are writing to a topic; after a restart on the same database
-//! every event it acknowledged with `201` is there, under the seq it was
-//! given and with its body, seqs are contiguous, and a subscriber resumes
-//! from the middle. On SQLite and on a real PostgreSQL (a throwaway
-//! cluster, or `TEST_DATABASE_URL`).
+//! publishers are writing to a topic and a subscriber is reading it; after a
+//! restart on the same database every event it acknowledged with `201` is
+//! there, under the seq it was given and with its body, seqs are
+//! contiguous, the subscriber resumes from its own last seq and gets every
+//! event once (those it missed, then those published after the restart),
+//! and a subscriber resumes from the middle. On SQLite and on a real
+//! PostgreSQL (a throwaway cluster, or `TEST_DATABASE_URL`).
 //!
 //! Test with `cargo test -p streamgauge-server --test crash`.
 
@@ -28,6 +30,9 @@ const BEFORE_KILL: usize = 1000;
 
 /// The topic written.
 const TOPIC: &str = "crash";
+
+/// The `k`s published after the restart (apart from the publishers').
+const AFTER_RESTART: std::ops::Range<u64> = 999_000_000..999_000_100;
 
 /// What the publishers were acknowledged: seq -> the body's `k`.
 type Acked = Arc<Mutex<BTreeMap<u64, u64>>>;
@@ -57,43 +62,100 @@ async fn publisher(
     }
 }
 
-/// Reads the topic from `since` over SSE until seq `last` has arrived:
-/// seq -> the body's `k`, in order.
-async fn read_topic(
-    http: &reqwest::Client,
-    server: &Server,
-    since: u64,
-    last: u64,
-) -> Vec<(u64, u64)> {
-    let url = server.url(&format!("/sse/topics/{TOPIC}?since={since}"));
-    let mut response = http.get(url).send().await.expect("subscribing");
-    assert_eq!(response.status(), 200);
-    let (mut events, mut buffer) = (Vec::new(), String::new());
-    tokio::time::timeout(WAIT, async {
-        while events.last().is_none_or(|&(seq, _)| seq < last) {
-            let chunk = response
-                .chunk()
-                .await
-                .expect("reading")
-                .expect("the stream went on");
-            buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
+/// A subscriber to the topic over SSE.
+struct Subscriber {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Subscriber {
+    /// Subscribes from `since`.
+    async fn open(http: &reqwest::Client, server: &Server, since: u64) -> Self {
+        let url = server.url(&format!("/sse/topics/{TOPIC}?since={since}"));
+        let response = tokio::time::timeout(WAIT, http.get(url).send())
+            .await
+            .expect("subscribing in time")
+            .expect("subscribing");
+        assert_eq!(response.status(), 200);
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's seq and body `k`; `None` once the stream has ended
+    /// or broken. A gap notice fails the test.
+    async fn next(&mut self) -> Option<(u64, u64)> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
                 let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
                     continue;
                 };
                 let event: Value = serde_json::from_str(data).expect("an event");
                 assert!(event.get("gap").is_none(), "a gap notice: {event}");
-                events.push((
-                    event["seq"].as_u64().unwrap(),
-                    event["data"]["k"].as_u64().unwrap(),
+                return Some((
+                    event["seq"].as_u64().expect("a seq"),
+                    event["data"]["k"].as_u64().expect("a k"),
                 ));
             }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
         }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out reading the topic up to seq {last}"));
-    events
+    }
+
+    /// Events (seq, `k`), in order, until seq `last` has arrived.
+    async fn read_through(&mut self, last: u64) -> Vec<(u64, u64)> {
+        let mut events = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while events.last().is_none_or(|&(seq, _)| seq < last) {
+                events.push(self.next().await.expect("the stream went on"));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out reading the topic up to seq {last}"));
+        events
+    }
+
+    /// Every event until the stream breaks.
+    async fn read_to_the_end(mut self) -> Vec<(u64, u64)> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// Asserts that `events` are seqs `first..` with no gap and no duplicate.
+fn assert_contiguous(events: &[(u64, u64)], first: u64, what: &str) {
+    let seqs: Vec<u64> = events.iter().map(|&(seq, _)| seq).collect();
+    let wanted: Vec<u64> = (first..first + seqs.len() as u64).collect();
+    assert_eq!(seqs, wanted, "{what}: seqs not contiguous from {first}");
+}
+
+/// Publishes `{"k": …}` for each of `ks`, one after the other, expecting
+/// `201`s; records them in `acked`.
+async fn publish_each(
+    http: &reqwest::Client,
+    server: &Server,
+    ks: std::ops::Range<u64>,
+    acked: &Acked,
+) {
+    let url = server.url(&format!("/topics/{TOPIC}/events"));
+    for k in ks {
+        let response = http
+            .post(&url)
+            .json(&json!({ "k": k }))
+            .send()
+            .await
+            .expect("publishing after the restart");
+        assert_eq!(response.status(), 201);
+        let answer: Value = response.json().await.expect("a JSON answer");
+        let seq = answer["seq"].as_u64().expect("a seq in the 201");
+        acked.lock().unwrap().insert(seq, k);
+    }
 }
 
 async fn acknowledged_events_survive_a_kill(database: &str) {
@@ -103,7 +165,12 @@ async fn acknowledged_events_survive_a_kill(database: &str) {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    // Streams outlive any request timeout: bounded by `WAIT` instead.
+    let streams = reqwest::Client::builder().no_proxy().build().unwrap();
     let server = Server::start(database, dir.path());
+    // A subscriber connected from the start, through the kill.
+    let connected = Subscriber::open(&streams, &server, 0).await;
+    let connected = tokio::spawn(connected.read_to_the_end());
     let acked: Acked = Arc::default();
     let notify = Arc::new(Notify::new());
     let url = server.url(&format!("/topics/{TOPIC}/events"));
@@ -134,19 +201,24 @@ async fn acknowledged_events_survive_a_kill(database: &str) {
             .expect("a publisher to stop")
             .expect("a publisher task");
     }
-    let acked = acked.lock().unwrap().clone();
-    let last = *acked.keys().next_back().unwrap();
+    let before_kill = tokio::time::timeout(WAIT, connected)
+        .await
+        .expect("the connected subscriber's stream to break")
+        .expect("the connected subscriber");
+    assert_contiguous(&before_kill, 1, "before the kill");
+    let resume_at = before_kill.last().map_or(0, |&(seq, _)| seq);
+    assert!(resume_at > 0, "the connected subscriber received nothing");
+    let last = *acked.lock().unwrap().keys().next_back().unwrap();
 
     let server = Server::start(database, dir.path());
-    let events = read_topic(&http, &server, 0, last).await;
-    let seqs: Vec<u64> = events.iter().map(|&(seq, _)| seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "seqs not contiguous"
-    );
+    let events = Subscriber::open(&streams, &server, 0)
+        .await
+        .read_through(last)
+        .await;
+    assert_contiguous(&events, 1, "after the restart");
     let stored: BTreeMap<u64, u64> = events.into_iter().collect();
-    for (seq, k) in &acked {
+    let acked_before_kill = acked.lock().unwrap().clone();
+    for (seq, k) in &acked_before_kill {
         assert_eq!(
             stored.get(seq),
             Some(k),
@@ -154,15 +226,33 @@ async fn acknowledged_events_survive_a_kill(database: &str) {
         );
     }
     eprintln!(
-        "{database}: {} publishes acknowledged before SIGKILL, all {} present after the restart ({} stored)",
-        acked.len(),
-        acked.len(),
+        "{database}: {} publishes acknowledged before SIGKILL, all {} present after the restart ({} stored); \
+         the connected subscriber had {resume_at}",
+        acked_before_kill.len(),
+        acked_before_kill.len(),
         stored.len()
     );
+    // The subscriber connected through the kill resumes from its own last
+    // seq, and gets every event once: those it missed, then those
+    // published after the restart.
+    let mut resumed = Subscriber::open(&streams, &server, resume_at).await;
+    publish_each(&http, &server, AFTER_RESTART, &acked).await;
+    let last = *acked.lock().unwrap().keys().next_back().unwrap();
+    let after_kill = resumed.read_through(last).await;
+    assert_contiguous(&after_kill, resume_at + 1, "resumed after the restart");
+    let received: BTreeMap<u64, u64> = before_kill.into_iter().chain(after_kill).collect();
+    for (seq, k) in acked.lock().unwrap().iter() {
+        assert_eq!(
+            received.get(seq),
+            Some(k),
+            "the resuming subscriber missed acknowledged seq {seq} (k {k})"
+        );
+    }
     // Resumable from the middle.
     let middle = last / 2;
-    let resumed = read_topic(&http, &server, middle, middle + 1).await;
-    assert_eq!(resumed.first().map(|&(seq, _)| seq), Some(middle + 1));
+    let mut subscriber = Subscriber::open(&streams, &server, middle).await;
+    let first = subscriber.read_through(middle + 1).await;
+    assert_eq!(first.first().map(|&(seq, _)| seq), Some(middle + 1));
     server.kill();
 }
 
@@ -175,5 +265,6 @@ async fn acknowledged_events_survive_kill_9_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_kill_9_on_postgres() {
-    acknowledged_events_survive_a_kill(&postgres::fresh_database().await).await;
+    let database = postgres::fresh_database().await;
+    acknowledged_events_survive_a_kill(database.url()).await;
 }

@@ -12,10 +12,12 @@ pub enum Backend {
     Postgres,
 }
 
-/// A fresh database; an SQLite one is deleted with this value.
+/// A fresh database, deleted (SQLite) or dropped (PostgreSQL) with this
+/// value.
 pub struct Database {
     url: String,
     _dir: Option<TempDir>,
+    _postgres: Option<postgres::FreshDatabase>,
 }
 
 impl Database {
@@ -30,12 +32,17 @@ impl Database {
                 Self {
                     url: format!("sqlite://{}", dir.path().join("streamgauge.db").display()),
                     _dir: Some(dir),
+                    _postgres: None,
                 }
             }
-            Backend::Postgres => Self {
-                url: postgres::fresh_database().await,
-                _dir: None,
-            },
+            Backend::Postgres => {
+                let database = postgres::fresh_database().await;
+                Self {
+                    url: database.url().to_owned(),
+                    _dir: None,
+                    _postgres: Some(database),
+                }
+            }
         }
     }
 

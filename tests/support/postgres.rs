@@ -1,8 +1,9 @@
 //! PostgreSQL for the tests: the server named by `TEST_DATABASE_URL` when it
 //! is set, otherwise a throwaway cluster that this test process starts on a
 //! free loopback port (initdb into a temp dir) and that dies with it. Each
-//! test gets a fresh database. A machine without PostgreSQL fails these
-//! tests loudly: they are never skipped.
+//! test gets a fresh database, dropped when the test is done with it. A
+//! machine without PostgreSQL fails these tests loudly: they are never
+//! skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,8 +23,60 @@ fn server_url() -> &'static str {
     })
 }
 
-/// A new, empty database on the test server; returns its URL.
-pub async fn fresh_database() -> String {
+/// A database made for one test, dropped with this value (best effort:
+/// a failure is logged), so that runs against a `TEST_DATABASE_URL` server
+/// leave nothing behind.
+pub struct FreshDatabase {
+    name: String,
+    url: String,
+}
+
+impl FreshDatabase {
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run on the test's runtime, which cannot block on a
+        // future: the drop runs on a thread and a runtime of its own.
+        let dropped = std::thread::spawn(move || drop_database(&name))
+            .join()
+            .unwrap_or_else(|_| Err("the thread dropping it panicked".to_owned()));
+        if let Err(e) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// `DROP DATABASE name`, ending the connections still open to it (a server
+/// that has not finished closing its pool).
+fn drop_database(name: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let drop = async {
+        let mut admin = PgConnection::connect(server_url()).await?;
+        admin
+            // The name is made of the pid and a counter: nothing to inject.
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await?;
+        admin.close().await
+    };
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), drop).await })
+        .map_err(|_| "timed out after 10 s".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
+/// A new, empty database on the test server, dropped with the value.
+pub async fn fresh_database() -> FreshDatabase {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let base = server_url();
     let name = format!(
@@ -39,7 +92,10 @@ pub async fn fresh_database() -> String {
         .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
-    with_database(base, &name)
+    FreshDatabase {
+        url: with_database(base, &name),
+        name,
+    }
 }
 
 /// `url` with its database replaced by `name`.
@@ -353,4 +409,21 @@ fn database_urls_are_rewritten_keeping_credentials_and_options() {
         "postgres://h/x?sslmode=disable"
     );
     assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
+
+#[tokio::test]
+async fn a_test_database_is_dropped_with_its_value_even_while_in_use() {
+    let database = fresh_database().await;
+    let name = database.name.clone();
+    // A connection still open, as a server's pool may hold one.
+    let in_use = PgConnection::connect(database.url()).await.unwrap();
+    drop(database);
+    let mut admin = PgConnection::connect(server_url()).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "{name} is still there");
+    drop(in_use);
 }

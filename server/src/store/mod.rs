@@ -20,7 +20,7 @@ use sqlx::sqlite::{
 mod topics;
 mod trades;
 
-pub use self::topics::{Append, Retention};
+pub use self::topics::{Append, DELETE_CHUNK, Retention};
 pub use self::trades::{MAX_SEED, Trade, WalletTrade};
 
 /// The SQLite schema.

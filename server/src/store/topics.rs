@@ -20,7 +20,7 @@ const INSERT_CHUNK: usize = 1000;
 
 /// Rows per retention `DELETE`, so a large purge never holds the write lock
 /// for long.
-const DELETE_CHUNK: i64 = 10_000;
+pub const DELETE_CHUNK: u64 = 10_000;
 
 /// One event to append.
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +134,8 @@ impl Store {
     }
 
     /// Deletes events beyond `retention` as of `now` (µs since the Unix
-    /// epoch); returns how many.
+    /// epoch), oldest first, in `DELETE`s of at most [`DELETE_CHUNK`] rows
+    /// (each its own transaction); returns how many.
     ///
     /// # Errors
     ///
@@ -143,36 +144,65 @@ impl Store {
         let max_age = u64::try_from(retention.max_age.as_micros()).unwrap_or(u64::MAX);
         let cutoff = to_db(now.saturating_sub(max_age));
         let max_events = to_db(retention.max_events);
+        let chunk = to_db(DELETE_CHUNK);
         let deleted = with_pool!(self, pool => {
             let mut deleted = 0;
-            let over: Vec<(String, i64)> = sqlx::query_as("SELECT name, head FROM topics WHERE head > $1")
-                .bind(max_events)
-                .fetch_all(pool)
-                .await?;
-            for (topic, head) in over {
-                deleted += sqlx::query("DELETE FROM events WHERE topic = $1 AND seq <= $2")
+            // Only the topics that still hold an event beyond the count: a
+            // topic trimmed before costs nothing here (one index probe).
+            let over: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT name, head - $1 FROM topics WHERE head > $1 AND EXISTS \
+                 (SELECT 1 FROM events WHERE topic = topics.name AND seq <= topics.head - $1)",
+            )
+            .bind(max_events)
+            .fetch_all(pool)
+            .await?;
+            for (topic, last) in &over {
+                deleted += in_chunks(move || async move {
+                    sqlx::query(
+                        "DELETE FROM events WHERE (topic, seq) IN \
+                         (SELECT topic, seq FROM events WHERE topic = $1 AND seq <= $2 \
+                          ORDER BY seq LIMIT $3)",
+                    )
                     .bind(topic)
-                    .bind(head - max_events)
+                    .bind(*last)
+                    .bind(chunk)
                     .execute(pool)
-                    .await?
-                    .rows_affected();
+                    .await
+                    .map(|done| done.rows_affected())
+                })
+                .await?;
             }
-            loop {
-                let chunk = sqlx::query(
+            deleted += in_chunks(move || async move {
+                sqlx::query(
                     "DELETE FROM events WHERE (topic, seq) IN \
                      (SELECT topic, seq FROM events WHERE pts < $1 LIMIT $2)",
                 )
                 .bind(cutoff)
-                .bind(DELETE_CHUNK)
+                .bind(chunk)
                 .execute(pool)
-                .await?
-                .rows_affected();
-                deleted += chunk;
-                if chunk < DELETE_CHUNK as u64 {
-                    break deleted;
-                }
-            }
+                .await
+                .map(|done| done.rows_affected())
+            })
+            .await?;
+            deleted
         });
         Ok(deleted)
+    }
+}
+
+/// Runs `delete` (one `DELETE` of at most [`DELETE_CHUNK`] rows) until a
+/// run deletes fewer; returns how many rows all deleted.
+async fn in_chunks<F, Run>(mut delete: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Run,
+    Run: Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut deleted = 0;
+    loop {
+        let chunk = delete().await?;
+        deleted += chunk;
+        if chunk < DELETE_CHUNK {
+            return Ok(deleted);
+        }
     }
 }
