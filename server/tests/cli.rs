@@ -426,17 +426,6 @@ fn send_text(stream: &mut TcpStream, payload: &[u8]) {
     stream.write_all(payload).unwrap();
 }
 
-/// The next frame from the server (a short one): its opcode and payload.
-fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut header = [0u8; 2];
-    stream.read_exact(&mut header).expect("a frame header");
-    let len = usize::from(header[1] & 0x7f);
-    assert!(len < 126, "a short frame");
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).expect("a frame payload");
-    (header[0] & 0x0f, payload)
-}
-
 /// A raw HTTP/1.1 POST of `body` with a bearer `token` if any; the status
 /// line.
 fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> String {
