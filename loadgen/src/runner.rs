@@ -4,7 +4,6 @@
 //! timeline, samples the monitor and updates the progress line.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -12,14 +11,18 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::clients::{Clients, Load, Share};
 use crate::abuse::{self, AbuseSpec};
-use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
+use crate::client::Target;
 use crate::metrics::{Shards, Stats};
 use crate::monitor::{Monitor, Reading};
 use crate::publisher::{self, Acks, Publishing};
 use crate::report::progress::Progress;
 use crate::report::{Measured, PhaseMeasured, Row};
 use crate::scenario::{Phase, Scenario, StreamKind};
+use crate::worker::{self, Workers};
+
+pub mod clients;
 
 /// How often the client count follows the phases.
 const TICK: Duration = Duration::from_millis(100);
@@ -52,6 +55,9 @@ pub struct Run<'a> {
     pub run_id: String,
     /// Bearer token for publishes, seeds and subscriptions.
     pub token: Option<String>,
+    /// Processes that run the virtual clients: 1 is this one; more are
+    /// worker processes (`crate::worker`), and this one runs none.
+    pub workers: usize,
 }
 
 /// The phase at `elapsed` into `phases` (its number and itself), and how
@@ -126,44 +132,41 @@ impl Abusers {
     }
 }
 
-/// The clients running now, newest last.
-struct Clients {
-    spec: Arc<ClientSpec>,
-    target: Arc<Target>,
-    shards: Arc<Shards>,
-    stop: CancellationToken,
-    active: Vec<CancellationToken>,
-    tasks: JoinSet<()>,
-    next_id: usize,
+/// Who runs the virtual clients: this process, or worker processes.
+enum Fleet {
+    /// This process, every client.
+    Here(Clients),
+    /// Worker processes, each its share.
+    Workers(Workers),
 }
 
-impl Clients {
-    /// Stops every client: those started next stream `stream` (a phase
-    /// with a rate of its own switches every client at once).
-    fn restream(&mut self, stream: StreamPath) {
-        self.spec = Arc::new(ClientSpec {
-            stream,
-            ..(*self.spec).clone()
-        });
-        self.scale_to(0);
+impl Fleet {
+    /// Follows the load `elapsed` into the run (workers follow it on the
+    /// same clock themselves).
+    fn follow(&mut self, elapsed: Duration) {
+        if let Fleet::Here(clients) = self {
+            clients.follow(elapsed);
+        }
     }
 
-    /// Starts or stops clients until `wanted` run.
-    fn scale_to(&mut self, wanted: usize) {
-        while self.active.len() < wanted {
-            let cancel = self.stop.child_token();
-            let client = VirtualClient {
-                id: self.next_id,
-                spec: Arc::clone(&self.spec),
-                target: Arc::clone(&self.target),
-                recorder: self.shards.recorder(self.next_id),
-            };
-            self.tasks.spawn(client.run(cancel.clone()));
-            self.active.push(cancel);
-            self.next_id += 1;
+    /// The next failure of a worker; never for clients run here. Cancel
+    /// safe.
+    async fn failure(&mut self) -> worker::Failure {
+        match self {
+            Fleet::Here(_) => std::future::pending().await,
+            Fleet::Workers(workers) => workers.failure().await,
         }
-        while self.active.len() > wanted {
-            self.active.pop().expect("more active than wanted").cancel();
+    }
+
+    /// Stops every client, topic subscribers told the seq they must hold
+    /// by now, once each has flushed its measurements.
+    async fn stop(&mut self, settled: u64) -> anyhow::Result<()> {
+        match self {
+            Fleet::Here(clients) => {
+                clients.stop(settled).await;
+                Ok(())
+            }
+            Fleet::Workers(workers) => workers.stop(settled).await,
         }
     }
 }
@@ -218,11 +221,43 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The processes that run the clients, set up and ready; with
+    /// workers, each has its share and this process none.
+    async fn fleet(
+        &self,
+        load: Load,
+        shards: &Arc<Shards>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Fleet> {
+        if self.workers <= 1 {
+            return Ok(Fleet::Here(Clients::new(
+                load,
+                Share::ALL,
+                Arc::clone(&self.target),
+                Arc::clone(shards),
+                self.token.clone(),
+                stop.child_token(),
+            )));
+        }
+        let setup = worker::Setup {
+            load,
+            addr: self.target.addr,
+            host: self.target.host.clone(),
+            run_id: self.run_id.clone(),
+            token: self.token.clone(),
+            share: Share::ALL,
+        };
+        Ok(Fleet::Workers(
+            Workers::start(self.workers, &setup, shards).await?,
+        ))
+    }
+
     /// Runs the scenario until its phases end or `cancel`.
     ///
     /// # Errors
     ///
-    /// The stream could not be set up (a replay dataset not seeded).
+    /// The stream could not be set up (a replay dataset not seeded), or a
+    /// worker process failed.
     pub async fn execute(mut self, cancel: &CancellationToken) -> anyhow::Result<Measured> {
         let scenario = self.scenario;
         let name = self.stream_name();
@@ -231,26 +266,11 @@ impl Run<'_> {
         }
         let shards = Shards::new(2 * std::thread::available_parallelism().map_or(2, usize::from));
         let stop = cancel.child_token();
-        let mut rate = scenario.rate_in(&scenario.phases[0]);
-        let settled = Arc::new(AtomicU64::new(0));
-        let mut clients = Clients {
-            spec: Arc::new(ClientSpec {
-                transport: scenario.transport,
-                stream: StreamPath::of(scenario, &name, rate),
-                consumer_delay: scenario.consumer_delay,
-                churn: scenario.churn,
-                token: self.token.clone(),
-                settled: Arc::clone(&settled),
-            }),
-            target: Arc::clone(&self.target),
-            shards: Arc::clone(&shards),
-            stop: stop.clone(),
-            active: Vec::new(),
-            tasks: JoinSet::new(),
-            next_id: 0,
-        };
+        let load = Load::of(scenario, &name);
+        let mut fleet = self.fleet(load.clone(), &shards, &stop).await?;
         let acks = Arc::new(Acks::default());
         let (publish_rate, rates) = watch::channel(scenario.publish_rate_in(&scenario.phases[0]));
+        let mut publishers = JoinSet::new();
         if scenario.publishes() {
             let publishing = Publishing {
                 url: format!("{}/topics/{name}/events", self.target.base_url()),
@@ -259,14 +279,13 @@ impl Run<'_> {
                 token: self.token.clone(),
             };
             let recorder = shards.recorder(usize::MAX);
-            let publishers = publisher::run(
+            publishers.spawn(publisher::run(
                 self.http.clone(),
                 publishing,
                 Arc::clone(&acks),
                 recorder,
                 stop.child_token(),
-            );
-            clients.tasks.spawn(publishers);
+            ));
         }
         let mut abusers = Abusers {
             stop: stop.clone(),
@@ -286,6 +305,9 @@ impl Run<'_> {
         let mut totals = Stats::default();
         let started_at = SystemTime::now();
         let start = Instant::now();
+        if let Fleet::Workers(workers) = &mut fleet {
+            workers.go(started_at).await?;
+        }
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();
@@ -299,11 +321,17 @@ impl Run<'_> {
             phase: 0,
             phase_added: None,
         };
+        // The clients wanted at the last tick, all processes together.
+        let mut running = 0;
         abusers.enter(&scenario.phases[0], scenario.phases[0].duration);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 _ = ticks.tick() => {}
+                failure = fleet.failure() => {
+                    let Fleet::Workers(workers) = &mut fleet else { unreachable!("only workers fail") };
+                    return Err(workers.explain(failure).await);
+                }
             }
             let elapsed = start.elapsed();
             if elapsed >= total {
@@ -324,7 +352,7 @@ impl Run<'_> {
                         &mut self.monitor,
                         elapsed,
                         index,
-                        clients.active.len(),
+                        running,
                         &mut totals,
                     )
                     .await;
@@ -333,12 +361,9 @@ impl Run<'_> {
             if changed {
                 abusers.enter(phase, phase.duration.saturating_sub(into_phase));
                 publish_rate.send_replace(scenario.publish_rate_in(phase));
-                if scenario.rate_in(phase) != rate {
-                    rate = scenario.rate_in(phase);
-                    clients.restream(StreamPath::of(scenario, &name, rate));
-                }
             }
-            clients.scale_to(phase.clients_at(into_phase) as usize);
+            fleet.follow(elapsed);
+            running = load.clients_at(elapsed);
         }
         // The last, partial interval, measured before the clients stop.
         let elapsed = start.elapsed().min(total);
@@ -349,13 +374,14 @@ impl Run<'_> {
                 &mut self.monitor,
                 elapsed,
                 index,
-                clients.active.len(),
+                running,
                 &mut totals,
             )
             .await;
-        settled.store(acks.settled_by(Instant::now() - SETTLE), Ordering::Release);
+        let settled = acks.settled_by(Instant::now() - SETTLE);
         stop.cancel();
-        join_within(&mut clients.tasks, "clients").await;
+        fleet.stop(settled).await?;
+        join_within(&mut publishers, "publishers").await;
         // Clients count until they stop (finite streams read to their end:
         // `client::FINISH_GRACE`): so does the duration.
         let duration = start.elapsed();
@@ -377,6 +403,7 @@ impl Run<'_> {
             timeline: timeline.rows,
             phases: timeline.phases,
             target: self.target.base_url(),
+            workers: self.workers.max(1),
         })
     }
 }
