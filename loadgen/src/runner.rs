@@ -1,12 +1,15 @@
 //! Runs one scenario against one target: sets its stream up (a topic's
 //! publishers, a replay's dataset), moves the number of virtual clients
 //! through the phases, and once a second drains the measurements into the
-//! timeline, samples the monitor and updates the progress line.
+//! timeline, samples the monitor and updates the progress line. Past one
+//! process's open files, worker processes run the clients
+//! (`crate::worker`) and this one everything else.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use streamgauge_server::process;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +18,7 @@ use self::clients::{Clients, Load, Share};
 use crate::abuse::{self, AbuseSpec};
 use crate::client::Target;
 use crate::metrics::{Shards, Stats};
-use crate::monitor::{Monitor, Reading};
+use crate::monitor::{CpuSeconds, Monitor, Reading};
 use crate::publisher::{self, Acks, Publishing};
 use crate::report::progress::Progress;
 use crate::report::{Measured, PhaseMeasured, Row};
@@ -158,6 +161,14 @@ impl Fleet {
         }
     }
 
+    /// The error a worker's `failure` makes.
+    async fn explain(&mut self, failure: worker::Failure) -> anyhow::Error {
+        match self {
+            Fleet::Workers(workers) => workers.explain(failure).await,
+            Fleet::Here(_) => unreachable!("only a worker process fails: {failure:?}"),
+        }
+    }
+
     /// Stops every client, topic subscribers told the seq they must hold
     /// by now, once each has flushed its measurements.
     async fn stop(&mut self, settled: u64) -> anyhow::Result<()> {
@@ -296,9 +307,16 @@ impl Run<'_> {
             token: self.token.clone(),
             shards: Arc::clone(&shards),
         };
-        if let Some(monitor) = &mut self.monitor {
-            monitor.sample().await; // the baseline the first CPU figure needs
-        }
+        let mut sampler = Sampler {
+            monitor: self.monitor.take(),
+            workers: match &fleet {
+                Fleet::Here(_) => Vec::new(),
+                Fleet::Workers(workers) => workers.pids(),
+            },
+            first: None,
+            last: None,
+        };
+        sampler.sample().await; // the baseline the first CPU figure needs
 
         let label = format!("{} ({})", scenario.name, scenario.transport.as_str());
         let mut progress = Progress::new(&label, scenario.duration());
@@ -328,10 +346,7 @@ impl Run<'_> {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 _ = ticks.tick() => {}
-                failure = fleet.failure() => {
-                    let Fleet::Workers(workers) = &mut fleet else { unreachable!("only workers fail") };
-                    return Err(workers.explain(failure).await);
-                }
+                failure = fleet.failure() => return Err(fleet.explain(failure).await),
             }
             let elapsed = start.elapsed();
             if elapsed >= total {
@@ -347,14 +362,7 @@ impl Run<'_> {
             }
             if changed || timeline.last_row.elapsed() >= Duration::from_secs(1) {
                 let row = timeline
-                    .row(
-                        &shards,
-                        &mut self.monitor,
-                        elapsed,
-                        index,
-                        running,
-                        &mut totals,
-                    )
+                    .row(&shards, &mut sampler, elapsed, index, running, &mut totals)
                     .await;
                 progress.update(&row, totals.counts.error_total());
             }
@@ -369,14 +377,7 @@ impl Run<'_> {
         let elapsed = start.elapsed().min(total);
         let (index, _, _) = phase_at(&scenario.phases, elapsed);
         timeline
-            .row(
-                &shards,
-                &mut self.monitor,
-                elapsed,
-                index,
-                running,
-                &mut totals,
-            )
+            .row(&shards, &mut sampler, elapsed, index, running, &mut totals)
             .await;
         let settled = acks.settled_by(Instant::now() - SETTLE);
         stop.cancel();
@@ -394,9 +395,8 @@ impl Run<'_> {
         }
         totals.add(&mut tail);
         progress.finish();
-        let cpu_seconds = self.monitor.as_ref().map(Monitor::cpu_seconds);
         Ok(Measured {
-            cpu_seconds: cpu_seconds.unwrap_or_default(),
+            cpu_seconds: sampler.cpu_seconds(),
             started_at,
             duration,
             totals,
@@ -405,6 +405,68 @@ impl Run<'_> {
             target: self.target.base_url(),
             workers: self.workers.max(1),
         })
+    }
+}
+
+/// Samples the monitor, the load generator's CPU counting its worker
+/// processes' (read from `/proc`, like a local server's).
+struct Sampler {
+    monitor: Option<Monitor>,
+    /// The worker processes (none when this process runs the clients).
+    workers: Vec<u32>,
+    /// Their CPU seconds at the first sample.
+    first: Option<f64>,
+    /// Their CPU seconds at the last sample, and when it was taken.
+    last: Option<(f64, Instant)>,
+}
+
+impl Sampler {
+    /// A sample (the first gives no CPU figure: it sets the mark).
+    async fn sample(&mut self) -> Reading {
+        let mut reading = match &mut self.monitor {
+            Some(monitor) => monitor.sample().await,
+            None => Reading::default(),
+        };
+        if self.workers.is_empty() {
+            return reading;
+        }
+        let now = self
+            .workers
+            .iter()
+            .map(|&pid| process::read(Some(pid)).map(|p| p.cpu_seconds))
+            .sum::<Option<f64>>()
+            .map(|seconds| (seconds, Instant::now()));
+        self.first = self.first.or(now.map(|(seconds, _)| seconds));
+        let workers_pct = now.zip(self.last).map(|((cpu, at), (before, then))| {
+            100.0 * (cpu - before) / at.duration_since(then).as_secs_f64().max(f64::EPSILON)
+        });
+        reading.loadgen_cpu_pct = reading
+            .loadgen_cpu_pct
+            .zip(workers_pct)
+            .map(|(own, workers)| own + workers);
+        self.last = now.or(self.last);
+        reading
+    }
+
+    /// CPU seconds used between the first sample and the last, the
+    /// workers' counted as the load generator's.
+    fn cpu_seconds(&self) -> CpuSeconds {
+        let mut used = self
+            .monitor
+            .as_ref()
+            .map(Monitor::cpu_seconds)
+            .unwrap_or_default();
+        if !self.workers.is_empty() {
+            let workers = self
+                .first
+                .zip(self.last)
+                .map(|(first, (last, _))| last - first);
+            used.loadgen = used
+                .loadgen
+                .zip(workers)
+                .map(|(own, workers)| own + workers);
+        }
+        used
     }
 }
 
@@ -431,7 +493,7 @@ impl Timeline<'_> {
     async fn row(
         &mut self,
         shards: &Shards,
-        monitor: &mut Option<Monitor>,
+        sampler: &mut Sampler,
         elapsed: Duration,
         next: usize,
         clients: usize,
@@ -440,10 +502,7 @@ impl Timeline<'_> {
         let seconds = self.last_row.elapsed().as_secs_f64();
         self.last_row = Instant::now();
         shards.drain_into(&mut self.second, &mut self.spare);
-        let reading = match monitor {
-            Some(monitor) => monitor.sample().await,
-            None => Reading::default(),
-        };
+        let reading = sampler.sample().await;
         let index = std::mem::replace(&mut self.phase, next);
         let row = row(
             &self.second,

@@ -182,7 +182,7 @@ enum News {
     /// Set up: its clients start with the clock.
     Ready,
     /// Measurements since the last.
-    Stats(Encoded),
+    Stats(Box<Encoded>),
     /// Stopped, every measurement sent: it exits.
     Done,
 }
@@ -267,6 +267,11 @@ impl Workers {
             .expect("get ready", READY_TIMEOUT, |h| matches!(h, Heard::Ready))
             .await?;
         Ok(workers)
+    }
+
+    /// The workers' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(|p| p.pid).collect()
     }
 
     /// Starts every worker's clients on the run's clock, started `at`.
@@ -453,7 +458,7 @@ impl Output {
             return Ok(());
         }
         let encoded = Encoded::of(&stats).map_err(|e| anyhow::anyhow!("encoding stats: {e}"))?;
-        self.send(&News::Stats(encoded)).await
+        self.send(&News::Stats(Box::new(encoded))).await
     }
 }
 
