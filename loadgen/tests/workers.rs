@@ -232,3 +232,43 @@ async fn a_worker_that_dies_fails_the_run_at_once_with_the_reason() {
     assert!(rest.contains(&worker), "{rest}");
     assert!(rest.contains("(it exited: signal: 9 (SIGKILL))"), "{rest}");
 }
+
+#[test]
+fn a_phase_with_its_own_rate_switches_every_worker_client() {
+    let out = out_dir("workers-rate");
+    let file = out.with_extension("toml");
+    std::fs::write(
+        &file,
+        "rate = 2\n\n\
+         [[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 4\n\n\
+         [[phase]]\nkind = \"steady\"\nduration = \"1500ms\"\nclients = 4\nrate = 200\n",
+    )
+    .unwrap();
+    let output = support::loadgen(&[
+        "run",
+        "--scenario",
+        file.to_str().unwrap(),
+        "--workers",
+        "2",
+        "--no-default-thresholds",
+        "--no-history",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    support::assert_exit(&output, 0);
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["loadgen_workers"], 2, "{summary}");
+    assert_eq!(
+        (summary["gaps"].as_u64(), summary["dups"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let events = |phase: usize| summary["phases"][phase]["events"].as_u64().unwrap();
+    // 4 clients: about 8 events in the first phase at 2/s, about 1,200 in
+    // the second at 200/s; without the switch, about 12. A factor of 20
+    // leaves room for timing and none for a missed switch.
+    assert!(
+        events(1) > 20 * events(0).max(1),
+        "phases {}: the second phase's rate was not applied in the workers",
+        summary["phases"]
+    );
+}
