@@ -63,6 +63,7 @@ fn run(scenario: &Scenario, addr: std::net::SocketAddr) -> Run<'_> {
         monitor: None,
         run_id: format!("t{}", fastrand::u32(..)),
         token: None,
+        workers: 1,
     }
 }
 

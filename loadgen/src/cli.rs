@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::ab::build::Build;
 use crate::scenario::{Overrides, Scenario, StreamKind, Threshold, Transport, file, preset};
+use crate::worker::WorkerCount;
 
 /// A duration written the human way: `250ms`, `30s`, `10m`.
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -223,9 +224,21 @@ pub struct TargetArgs {
     )]
     pub server_arg: Vec<String>,
 
+    /// Processes that run the virtual clients: `auto` starts worker
+    /// processes only when the scenario needs more open files than one
+    /// process may have; 1 runs every client here; N > 1 starts N worker
+    /// processes, each with its share of the clients
+    #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = workers)]
+    pub workers: WorkerCount,
+
     /// Results, time scale and token.
     #[command(flatten)]
     pub options: RunOptions,
+}
+
+/// `--workers`: `auto` or a number of processes.
+fn workers(text: &str) -> Result<WorkerCount, String> {
+    text.parse()
 }
 
 /// Where results go, how time is scaled, what token is sent.
@@ -465,5 +478,7 @@ mod tests {
         let err =
             Cli::try_parse_from(["streamgauge-loadgen", "run", "--time-scale=-1"]).unwrap_err();
         assert!(err.to_string().contains("not a factor above zero"));
+        let err = Cli::try_parse_from(["streamgauge-loadgen", "suite", "--workers=0"]).unwrap_err();
+        assert!(err.to_string().contains("neither auto nor"), "{err}");
     }
 }

@@ -20,10 +20,7 @@ use std::path::Path;
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
@@ -32,6 +29,7 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions as _, Connection as _, Row as 
 
 use crate::cli::HistoryArgs;
 use crate::metrics::Stats;
+use crate::metrics::wire::{decode, encode_all};
 use crate::report::Summary;
 
 mod view;
@@ -433,56 +431,6 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Every histogram of `stats` by name, encoded.
-fn encode_all(stats: &Stats) -> Result<Vec<(&'static str, String)>, String> {
-    // Destructured in full: a histogram added to `Stats` must be named here.
-    let Stats {
-        latency,
-        end_to_end,
-        from_publish,
-        connect,
-        first_event,
-        reconnect,
-        publish,
-        resume,
-        counts: _,
-    } = stats;
-    [
-        ("latency", latency),
-        ("end_to_end", end_to_end),
-        ("from_publish", from_publish),
-        ("connect", connect),
-        ("first_event", first_event),
-        ("reconnect", reconnect),
-        ("publish", publish),
-        ("resume", resume),
-    ]
-    .into_iter()
-    .map(|(name, histogram)| Ok((name, encode(histogram).map_err(|e| format!("{name}: {e}"))?)))
-    .collect()
-}
-
-/// `histogram` in HdrHistogram's V2 + DEFLATE encoding, base64.
-fn encode(histogram: &Histogram<u64>) -> Result<String, String> {
-    let mut bytes = Vec::new();
-    V2DeflateSerializer::new()
-        .serialize(histogram, &mut bytes)
-        .map_err(|e| format!("encoding the histogram: {e}"))?;
-    Ok(BASE64.encode(bytes))
-}
-
-/// The histogram [`encode`] made `text` of, auto-resizing.
-fn decode(text: &str) -> Result<Histogram<u64>, String> {
-    let bytes = BASE64
-        .decode(text)
-        .map_err(|e| format!("not base64: {e}"))?;
-    let mut histogram: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("not an encoded histogram: {e}"))?;
-    histogram.auto(true);
-    Ok(histogram)
-}
-
 /// The `history` command: the newest runs, or with `--scenario` the trend
 /// of that scenario's key figures, as text for stdout.
 ///
@@ -535,25 +483,6 @@ mod tests {
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://a/b.db"), "sqlite://a/b.db");
         assert_eq!(redact("history.db"), "history.db");
-    }
-
-    #[test]
-    fn histograms_survive_encoding_exactly() {
-        let mut histogram = Histogram::<u64>::new(3).unwrap();
-        for us in [1, 250, 999, 1_000, 1_234_567, 60_000_000] {
-            histogram.record_n(us, us % 7 + 1).unwrap();
-        }
-        let decoded = decode(&encode(&histogram).unwrap()).unwrap();
-        assert_eq!(decoded, histogram);
-        for q in [0.5, 0.99, 0.999, 1.0] {
-            assert_eq!(decoded.value_at_quantile(q), histogram.value_at_quantile(q));
-        }
-        assert!(decode("not base64!").unwrap_err().contains("not base64"));
-        assert!(
-            decode("AAAA")
-                .unwrap_err()
-                .contains("not an encoded histogram")
-        );
     }
 
     #[test]

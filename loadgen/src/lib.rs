@@ -14,6 +14,8 @@
 //!   SSE and WebSocket connections, the SSE parser and the HTTP reader;
 //!   [`publisher`]: open-model topic publishers; [`abuse`]: misbehaving
 //!   clients beside the others; [`check`]: `seq` gaps and duplicates.
+//! - [`worker`]: worker processes, each running a share of the clients
+//!   when one process's open-file limit is not enough.
 //! - [`metrics`]: HDR histograms and counters, sharded; [`monitor`]: the
 //!   server's CPU and memory; [`local_server`]: a server to measure when no
 //!   `--url` is given.
@@ -53,6 +55,7 @@ pub mod scenario;
 pub mod stats;
 pub mod suite;
 pub mod verdict;
+pub mod worker;
 
 use crate::cli::{Command, CompareArgs, RecordArgs, TargetArgs};
 use crate::client::Target;
@@ -268,6 +271,9 @@ pub(crate) async fn run_once(
                 monitor,
                 run_id: format!("{}-{}", context.run_id, context.repeat),
                 token: args.options.token.clone(),
+                workers: args
+                    .workers
+                    .resolve(scenario, context.environment.limits.open_files),
             };
             run.execute(cancel).await
         }
@@ -508,7 +514,7 @@ async fn store(url: &str, report: &Report, stats: &[(RunKey, Stats)]) {
 
 /// Raises the soft limit on open files to the hard limit: every client is a
 /// socket.
-fn raise_file_limit() {
+pub(crate) fn raise_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),

@@ -2,6 +2,9 @@
 //!
 //! Run with `streamgauge-loadgen suite --quick`; see `--help`. Exit codes:
 //! 0 every threshold held, 1 at least one broke, 2 the run could not be made.
+//! Two hidden first arguments run this executable as something else: the
+//! server (`__serve`, a local server of this build) and a worker process
+//! (`__worker`, a share of a run's clients; see the library's `worker`).
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
@@ -9,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use streamgauge_loadgen::cli::Cli;
+use streamgauge_loadgen::worker;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +26,10 @@ fn main() -> ExitCode {
             .chain(std::env::args_os().skip(2));
         return streamgauge_server::cli::main_with(args);
     }
+    if std::env::args_os().nth(1).as_deref() == Some(worker::SUBCOMMAND.as_ref()) {
+        let filter = std::env::args().nth(2).unwrap_or_else(|| "warn".to_owned());
+        return run_worker(&filter);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -29,28 +37,10 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    let filter = match EnvFilter::try_new(&cli.log) {
-        Ok(filter) => filter,
-        Err(e) => {
-            eprintln!("streamgauge-loadgen: invalid --log: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(runtime) = start(&cli.log) else {
+        return ExitCode::from(2);
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("streamgauge-loadgen: starting the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    worker::set_log_filter(&cli.log);
     let outcome = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let interrupt = cancel.clone();
@@ -67,6 +57,48 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("streamgauge-loadgen: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs as a worker process of a parent load generator, logging with
+/// `filter`: exits 0 once it has stopped as told, 2 otherwise.
+fn run_worker(filter: &str) -> ExitCode {
+    let Some(runtime) = start(filter) else {
+        return ExitCode::from(2);
+    };
+    match runtime.block_on(worker::serve()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamgauge-loadgen worker {}: {e:#}", std::process::id());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs to stderr with `filter`, and builds the runtime; `None` (said on
+/// stderr) if either cannot be.
+fn start(filter: &str) -> Option<tokio::runtime::Runtime> {
+    let filter = match EnvFilter::try_new(filter) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("streamgauge-loadgen: invalid --log: {e}");
+            return None;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("streamgauge-loadgen: starting the runtime: {e}");
+            None
         }
     }
 }

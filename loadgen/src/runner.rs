@@ -1,25 +1,31 @@
 //! Runs one scenario against one target: sets its stream up (a topic's
 //! publishers, a replay's dataset), moves the number of virtual clients
 //! through the phases, and once a second drains the measurements into the
-//! timeline, samples the monitor and updates the progress line.
+//! timeline, samples the monitor and updates the progress line. Past one
+//! process's open files, worker processes run the clients
+//! (`crate::worker`) and this one everything else.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use streamgauge_server::process;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::clients::{Clients, Load, Share};
 use crate::abuse::{self, AbuseSpec};
-use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
+use crate::client::Target;
 use crate::metrics::{Shards, Stats};
-use crate::monitor::{Monitor, Reading};
+use crate::monitor::{CpuSeconds, Monitor, Reading};
 use crate::publisher::{self, Acks, Publishing};
 use crate::report::progress::Progress;
 use crate::report::{Measured, PhaseMeasured, Row};
 use crate::scenario::{Phase, Scenario, StreamKind};
+use crate::worker::{self, Workers};
+
+pub mod clients;
 
 /// How often the client count follows the phases.
 const TICK: Duration = Duration::from_millis(100);
@@ -52,6 +58,9 @@ pub struct Run<'a> {
     pub run_id: String,
     /// Bearer token for publishes, seeds and subscriptions.
     pub token: Option<String>,
+    /// Processes that run the virtual clients: 1 is this one; more are
+    /// worker processes (`crate::worker`), and this one runs none.
+    pub workers: usize,
 }
 
 /// The phase at `elapsed` into `phases` (its number and itself), and how
@@ -126,44 +135,49 @@ impl Abusers {
     }
 }
 
-/// The clients running now, newest last.
-struct Clients {
-    spec: Arc<ClientSpec>,
-    target: Arc<Target>,
-    shards: Arc<Shards>,
-    stop: CancellationToken,
-    active: Vec<CancellationToken>,
-    tasks: JoinSet<()>,
-    next_id: usize,
+/// Who runs the virtual clients: this process, or worker processes.
+enum Fleet {
+    /// This process, every client.
+    Here(Clients),
+    /// Worker processes, each its share.
+    Workers(Workers),
 }
 
-impl Clients {
-    /// Stops every client: those started next stream `stream` (a phase
-    /// with a rate of its own switches every client at once).
-    fn restream(&mut self, stream: StreamPath) {
-        self.spec = Arc::new(ClientSpec {
-            stream,
-            ..(*self.spec).clone()
-        });
-        self.scale_to(0);
+impl Fleet {
+    /// Follows the load `elapsed` into the run (workers follow it on the
+    /// same clock themselves).
+    fn follow(&mut self, elapsed: Duration) {
+        if let Fleet::Here(clients) = self {
+            clients.follow(elapsed);
+        }
     }
 
-    /// Starts or stops clients until `wanted` run.
-    fn scale_to(&mut self, wanted: usize) {
-        while self.active.len() < wanted {
-            let cancel = self.stop.child_token();
-            let client = VirtualClient {
-                id: self.next_id,
-                spec: Arc::clone(&self.spec),
-                target: Arc::clone(&self.target),
-                recorder: self.shards.recorder(self.next_id),
-            };
-            self.tasks.spawn(client.run(cancel.clone()));
-            self.active.push(cancel);
-            self.next_id += 1;
+    /// The next failure of a worker; never for clients run here. Cancel
+    /// safe.
+    async fn failure(&mut self) -> worker::Failure {
+        match self {
+            Fleet::Here(_) => std::future::pending().await,
+            Fleet::Workers(workers) => workers.failure().await,
         }
-        while self.active.len() > wanted {
-            self.active.pop().expect("more active than wanted").cancel();
+    }
+
+    /// The error a worker's `failure` makes.
+    async fn explain(&mut self, failure: worker::Failure) -> anyhow::Error {
+        match self {
+            Fleet::Workers(workers) => workers.explain(failure).await,
+            Fleet::Here(_) => unreachable!("only a worker process fails: {failure:?}"),
+        }
+    }
+
+    /// Stops every client, topic subscribers told the seq they must hold
+    /// by now, once each has flushed its measurements.
+    async fn stop(&mut self, settled: u64) -> anyhow::Result<()> {
+        match self {
+            Fleet::Here(clients) => {
+                clients.stop(settled).await;
+                Ok(())
+            }
+            Fleet::Workers(workers) => workers.stop(settled).await,
         }
     }
 }
@@ -218,11 +232,43 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The processes that run the clients, set up and ready; with
+    /// workers, each has its share and this process none.
+    async fn fleet(
+        &self,
+        load: Load,
+        shards: &Arc<Shards>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Fleet> {
+        if self.workers <= 1 {
+            return Ok(Fleet::Here(Clients::new(
+                load,
+                Share::ALL,
+                Arc::clone(&self.target),
+                Arc::clone(shards),
+                self.token.clone(),
+                stop.child_token(),
+            )));
+        }
+        let setup = worker::Setup {
+            load,
+            addr: self.target.addr,
+            host: self.target.host.clone(),
+            run_id: self.run_id.clone(),
+            token: self.token.clone(),
+            share: Share::ALL,
+        };
+        Ok(Fleet::Workers(
+            Workers::start(self.workers, &setup, shards).await?,
+        ))
+    }
+
     /// Runs the scenario until its phases end or `cancel`.
     ///
     /// # Errors
     ///
-    /// The stream could not be set up (a replay dataset not seeded).
+    /// The stream could not be set up (a replay dataset not seeded), or a
+    /// worker process failed.
     pub async fn execute(mut self, cancel: &CancellationToken) -> anyhow::Result<Measured> {
         let scenario = self.scenario;
         let name = self.stream_name();
@@ -231,26 +277,11 @@ impl Run<'_> {
         }
         let shards = Shards::new(2 * std::thread::available_parallelism().map_or(2, usize::from));
         let stop = cancel.child_token();
-        let mut rate = scenario.rate_in(&scenario.phases[0]);
-        let settled = Arc::new(AtomicU64::new(0));
-        let mut clients = Clients {
-            spec: Arc::new(ClientSpec {
-                transport: scenario.transport,
-                stream: StreamPath::of(scenario, &name, rate),
-                consumer_delay: scenario.consumer_delay,
-                churn: scenario.churn,
-                token: self.token.clone(),
-                settled: Arc::clone(&settled),
-            }),
-            target: Arc::clone(&self.target),
-            shards: Arc::clone(&shards),
-            stop: stop.clone(),
-            active: Vec::new(),
-            tasks: JoinSet::new(),
-            next_id: 0,
-        };
+        let load = Load::of(scenario, &name);
+        let mut fleet = self.fleet(load.clone(), &shards, &stop).await?;
         let acks = Arc::new(Acks::default());
         let (publish_rate, rates) = watch::channel(scenario.publish_rate_in(&scenario.phases[0]));
+        let mut publishers = JoinSet::new();
         if scenario.publishes() {
             let publishing = Publishing {
                 url: format!("{}/topics/{name}/events", self.target.base_url()),
@@ -259,14 +290,13 @@ impl Run<'_> {
                 token: self.token.clone(),
             };
             let recorder = shards.recorder(usize::MAX);
-            let publishers = publisher::run(
+            publishers.spawn(publisher::run(
                 self.http.clone(),
                 publishing,
                 Arc::clone(&acks),
                 recorder,
                 stop.child_token(),
-            );
-            clients.tasks.spawn(publishers);
+            ));
         }
         let mut abusers = Abusers {
             stop: stop.clone(),
@@ -277,15 +307,25 @@ impl Run<'_> {
             token: self.token.clone(),
             shards: Arc::clone(&shards),
         };
-        if let Some(monitor) = &mut self.monitor {
-            monitor.sample().await; // the baseline the first CPU figure needs
-        }
+        let mut sampler = Sampler {
+            monitor: self.monitor.take(),
+            workers: match &fleet {
+                Fleet::Here(_) => Vec::new(),
+                Fleet::Workers(workers) => workers.pids(),
+            },
+            first: None,
+            last: None,
+        };
+        sampler.sample().await; // the baseline the first CPU figure needs
 
         let label = format!("{} ({})", scenario.name, scenario.transport.as_str());
         let mut progress = Progress::new(&label, scenario.duration());
         let mut totals = Stats::default();
         let started_at = SystemTime::now();
         let start = Instant::now();
+        if let Fleet::Workers(workers) = &mut fleet {
+            workers.go(started_at).await?;
+        }
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();
@@ -299,11 +339,14 @@ impl Run<'_> {
             phase: 0,
             phase_added: None,
         };
+        // The clients wanted at the last tick, all processes together.
+        let mut running = 0;
         abusers.enter(&scenario.phases[0], scenario.phases[0].duration);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 _ = ticks.tick() => {}
+                failure = fleet.failure() => return Err(fleet.explain(failure).await),
             }
             let elapsed = start.elapsed();
             if elapsed >= total {
@@ -319,43 +362,27 @@ impl Run<'_> {
             }
             if changed || timeline.last_row.elapsed() >= Duration::from_secs(1) {
                 let row = timeline
-                    .row(
-                        &shards,
-                        &mut self.monitor,
-                        elapsed,
-                        index,
-                        clients.active.len(),
-                        &mut totals,
-                    )
+                    .row(&shards, &mut sampler, elapsed, index, running, &mut totals)
                     .await;
                 progress.update(&row, totals.counts.error_total());
             }
             if changed {
                 abusers.enter(phase, phase.duration.saturating_sub(into_phase));
                 publish_rate.send_replace(scenario.publish_rate_in(phase));
-                if scenario.rate_in(phase) != rate {
-                    rate = scenario.rate_in(phase);
-                    clients.restream(StreamPath::of(scenario, &name, rate));
-                }
             }
-            clients.scale_to(phase.clients_at(into_phase) as usize);
+            fleet.follow(elapsed);
+            running = load.clients_at(elapsed);
         }
         // The last, partial interval, measured before the clients stop.
         let elapsed = start.elapsed().min(total);
         let (index, _, _) = phase_at(&scenario.phases, elapsed);
         timeline
-            .row(
-                &shards,
-                &mut self.monitor,
-                elapsed,
-                index,
-                clients.active.len(),
-                &mut totals,
-            )
+            .row(&shards, &mut sampler, elapsed, index, running, &mut totals)
             .await;
-        settled.store(acks.settled_by(Instant::now() - SETTLE), Ordering::Release);
+        let settled = acks.settled_by(Instant::now() - SETTLE);
         stop.cancel();
-        join_within(&mut clients.tasks, "clients").await;
+        fleet.stop(settled).await?;
+        join_within(&mut publishers, "publishers").await;
         // Clients count until they stop (finite streams read to their end:
         // `client::FINISH_GRACE`): so does the duration.
         let duration = start.elapsed();
@@ -368,16 +395,78 @@ impl Run<'_> {
         }
         totals.add(&mut tail);
         progress.finish();
-        let cpu_seconds = self.monitor.as_ref().map(Monitor::cpu_seconds);
         Ok(Measured {
-            cpu_seconds: cpu_seconds.unwrap_or_default(),
+            cpu_seconds: sampler.cpu_seconds(),
             started_at,
             duration,
             totals,
             timeline: timeline.rows,
             phases: timeline.phases,
             target: self.target.base_url(),
+            workers: self.workers.max(1),
         })
+    }
+}
+
+/// Samples the monitor, the load generator's CPU counting its worker
+/// processes' (read from `/proc`, like a local server's).
+struct Sampler {
+    monitor: Option<Monitor>,
+    /// The worker processes (none when this process runs the clients).
+    workers: Vec<u32>,
+    /// Their CPU seconds at the first sample.
+    first: Option<f64>,
+    /// Their CPU seconds at the last sample, and when it was taken.
+    last: Option<(f64, Instant)>,
+}
+
+impl Sampler {
+    /// A sample (the first gives no CPU figure: it sets the mark).
+    async fn sample(&mut self) -> Reading {
+        let mut reading = match &mut self.monitor {
+            Some(monitor) => monitor.sample().await,
+            None => Reading::default(),
+        };
+        if self.workers.is_empty() {
+            return reading;
+        }
+        let now = self
+            .workers
+            .iter()
+            .map(|&pid| process::read(Some(pid)).map(|p| p.cpu_seconds))
+            .sum::<Option<f64>>()
+            .map(|seconds| (seconds, Instant::now()));
+        self.first = self.first.or(now.map(|(seconds, _)| seconds));
+        let workers_pct = now.zip(self.last).map(|((cpu, at), (before, then))| {
+            100.0 * (cpu - before) / at.duration_since(then).as_secs_f64().max(f64::EPSILON)
+        });
+        reading.loadgen_cpu_pct = reading
+            .loadgen_cpu_pct
+            .zip(workers_pct)
+            .map(|(own, workers)| own + workers);
+        self.last = now.or(self.last);
+        reading
+    }
+
+    /// CPU seconds used between the first sample and the last, the
+    /// workers' counted as the load generator's.
+    fn cpu_seconds(&self) -> CpuSeconds {
+        let mut used = self
+            .monitor
+            .as_ref()
+            .map(Monitor::cpu_seconds)
+            .unwrap_or_default();
+        if !self.workers.is_empty() {
+            let workers = self
+                .first
+                .zip(self.last)
+                .map(|(first, (last, _))| last - first);
+            used.loadgen = used
+                .loadgen
+                .zip(workers)
+                .map(|(own, workers)| own + workers);
+        }
+        used
     }
 }
 
@@ -404,7 +493,7 @@ impl Timeline<'_> {
     async fn row(
         &mut self,
         shards: &Shards,
-        monitor: &mut Option<Monitor>,
+        sampler: &mut Sampler,
         elapsed: Duration,
         next: usize,
         clients: usize,
@@ -413,10 +502,7 @@ impl Timeline<'_> {
         let seconds = self.last_row.elapsed().as_secs_f64();
         self.last_row = Instant::now();
         shards.drain_into(&mut self.second, &mut self.spare);
-        let reading = match monitor {
-            Some(monitor) => monitor.sample().await,
-            None => Reading::default(),
-        };
+        let reading = sampler.sample().await;
         let index = std::mem::replace(&mut self.phase, next);
         let row = row(
             &self.second,

@@ -101,6 +101,7 @@ impl Run {
             phases: Vec::new(),
             target: "http://127.0.0.1:1".to_owned(),
             cpu_seconds: CpuSeconds::default(),
+            workers: 1,
         };
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
         let context = Context {
@@ -231,7 +232,8 @@ async fn histograms_come_back_exactly_and_merge(backend: Backend) {
             "from_publish",
             "latency",
             "publish",
-            "reconnect"
+            "reconnect",
+            "resume"
         ]
     );
     let get =

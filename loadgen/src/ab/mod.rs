@@ -30,6 +30,7 @@ use crate::local_server::ServerProgram;
 use crate::manifest::{Environment, ServerUnderTest};
 use crate::report::{Context, Summary};
 use crate::scenario::{Scenario, Severity};
+use crate::worker::WorkerCount;
 
 pub mod build;
 pub mod render;
@@ -218,6 +219,7 @@ async fn run_side(
             ServerProgram::Binary(path) => Some(path.clone()),
         },
         server_arg: side.args.clone(),
+        workers: WorkerCount::Auto,
         options: options.clone(),
     };
     let http = reqwest::Client::builder().no_proxy().build()?;

@@ -299,7 +299,7 @@ impl Connection {
 }
 
 /// What clients stream, with what they need to build each request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StreamPath {
     /// `/…/ticker?rate=R&count=N&size=S`.
     Ticker {

@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+pub mod wire;
 
 /// A failure, sorted as `summary.json` counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +55,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// What the misbehaving clients of one kind met.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbuseCounts {
     /// Attempts made.
     pub attempts: u64,
@@ -71,7 +74,7 @@ impl AbuseCounts {
 }
 
 /// Counters of one interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Events received.
     pub events: u64,
@@ -207,6 +210,34 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// The histograms' names, in [`Sample`] order (that of
+    /// [`Stats::histograms`] and [`Stats::each`]).
+    const NAMES: [&'static str; 8] = [
+        "latency",
+        "end_to_end",
+        "from_publish",
+        "connect",
+        "first_event",
+        "reconnect",
+        "publish",
+        "resume",
+    ];
+
+    /// Every histogram, in [`Sample`] order.
+    fn each(&self) -> [&Histogram<u64>; 8] {
+        [
+            &self.latency,
+            &self.end_to_end,
+            &self.from_publish,
+            &self.connect,
+            &self.first_event,
+            &self.reconnect,
+            &self.publish,
+            &self.resume,
+        ]
+    }
+
+    /// Every histogram, in [`Sample`] order.
     fn histograms(&mut self) -> [&mut Histogram<u64>; 8] {
         [
             &mut self.latency,
@@ -236,6 +267,11 @@ impl Stats {
         self.counts.add(&other.counts);
     }
 
+    /// Whether it holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.counts == Counts::default() && self.each().iter().all(|h| h.is_empty())
+    }
+
     /// Empties it, keeping the histograms' allocations.
     pub fn reset(&mut self) {
         for histogram in self.histograms() {
@@ -263,6 +299,12 @@ impl Shards {
         self.0[i % self.0.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `stats`, measured elsewhere (a worker process), into shard
+    /// `shard`: the next drain takes it with the rest.
+    pub fn absorb(&self, shard: usize, stats: &mut Stats) {
+        self.lock(shard).add(stats);
     }
 
     /// A recorder for client number `id`.

@@ -69,6 +69,7 @@ fn measured(scenario: &Scenario, seconds: usize) -> Measured {
             stats: stats(clients),
         }],
         target: "http://127.0.0.1:8080".to_owned(),
+        workers: 1,
         cpu_seconds: CpuSeconds {
             server: Some(1.25),
             loadgen: Some(0.5),

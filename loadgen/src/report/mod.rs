@@ -22,6 +22,7 @@ use crate::metrics::{ErrorKind, Stats};
 use crate::monitor::CpuSeconds;
 use crate::scenario::{AbuseKind, Scenario, StreamKind, Transport};
 use crate::verdict::{self, ThresholdResult, Verdict};
+use crate::worker;
 
 pub mod bmf;
 pub mod chart;
@@ -230,25 +231,26 @@ fn behind_at_end(scenario: &Scenario, counts: &crate::metrics::Counts) -> Option
     (scenario.stream == StreamKind::Topic).then_some(counts.behind_at_end)
 }
 
-/// Connections a scenario holds at once besides its clients: publishers'
-/// pool, the monitor, the process's own files.
-const OTHER_FILES: u64 = 600;
-
 /// What bounded the run on the load generator's side: a scenario wanting
-/// more connections than this process may open, and connection attempts
-/// this machine refused.
+/// more connections than a process may open, `workers` processes running
+/// its clients, and connection attempts this machine refused.
 fn bounded_by(
     scenario: &Scenario,
     counts: &crate::metrics::Counts,
     limits: &crate::manifest::Limits,
+    workers: usize,
 ) -> Vec<String> {
     let mut bounds = Vec::new();
-    let wanted =
-        u64::from(scenario.max_clients()) + u64::from(scenario.max_abusers()) + OTHER_FILES;
+    let wanted = worker::descriptors_per_process(scenario, workers);
     if let Some(open) = limits.open_files.filter(|&open| wanted > open) {
+        let processes = if workers > 1 {
+            format!("each of its {workers} worker processes")
+        } else {
+            "one process".to_owned()
+        };
         bounds.push(format!(
-            "open files: the scenario needs about {wanted} descriptors and this process may \
-             open {open}; run several load generators (one per part of the load) against --url"
+            "open files: the scenario needs about {wanted} descriptors in {processes}, and a \
+             process may open {open}; run it with more --workers"
         ));
     }
     if counts.local_limits > 0 {
@@ -345,6 +347,9 @@ pub struct Summary {
     /// What on the load generator's side, rather than the server, bounded
     /// the figures (open files, local ports); empty when nothing did.
     pub bounded_by: Vec<String>,
+    /// Processes that ran the virtual clients: 1, the load generator
+    /// itself; more, its worker processes (`--workers`).
+    pub loadgen_workers: u32,
     /// The server's resources.
     pub server: Server,
     /// Each threshold's outcome.
@@ -505,6 +510,9 @@ pub struct Measured {
     pub target: String,
     /// CPU time used during the load.
     pub cpu_seconds: CpuSeconds,
+    /// Processes that ran the virtual clients: 1 (the load generator
+    /// itself), or its worker processes.
+    pub workers: usize,
 }
 
 /// Where a run stands among others: its manifest's invocation-wide facts,
@@ -701,7 +709,8 @@ impl Summary {
             gaps: c.gaps,
             dups: c.dups,
             behind_at_end: behind_at_end(scenario, c),
-            bounded_by: bounded_by(scenario, c, &context.environment.limits),
+            bounded_by: bounded_by(scenario, c, &context.environment.limits, measured.workers),
+            loadgen_workers: u32::try_from(measured.workers).unwrap_or(u32::MAX),
             server: Server {
                 cpu_pct: time_mean(&measured.timeline, |r| r.server_cpu_pct),
                 rss_mb: Span::of(measured.timeline.iter().filter_map(|r| r.server_rss_mb)),
@@ -787,6 +796,7 @@ mod tests {
             timeline: Vec::new(),
             phases: Vec::new(),
             target: "http://127.0.0.1:1".to_owned(),
+            workers: 1,
         }
     }
 
@@ -819,13 +829,28 @@ mod tests {
         };
         let mut scenario = Scenario::default();
         let mut counts = crate::metrics::Counts::default();
-        assert!(bounded_by(&scenario, &counts, &limits).is_empty());
+        assert!(bounded_by(&scenario, &counts, &limits, 1).is_empty());
         scenario.set_load(25_000, Duration::from_secs(1), Duration::ZERO);
         counts.local_limits = 7;
-        let bounds = bounded_by(&scenario, &counts, &limits);
+        let bounds = bounded_by(&scenario, &counts, &limits, 1);
         assert_eq!(bounds.len(), 2, "{bounds:?}");
-        assert!(bounds[0].starts_with("open files: the scenario needs about 25600 descriptors"));
+        assert!(
+            bounds[0].starts_with(
+                "open files: the scenario needs about 25600 descriptors in one process"
+            ),
+            "{bounds:?}"
+        );
         assert!(bounds[1].starts_with("7 connection attempts failed on this machine's limits"));
+        // Two workers hold 12,500 clients each: open files no longer bound it.
+        let bounds = bounded_by(&scenario, &counts, &limits, 2);
+        assert_eq!(bounds.len(), 1, "{bounds:?}");
+        assert!(bounds[0].starts_with("7 connection attempts"));
+        scenario.set_load(60_000, Duration::from_secs(1), Duration::ZERO);
+        let bounds = bounded_by(&scenario, &counts, &limits, 2);
+        assert!(
+            bounds[0].contains("30600 descriptors in each of its 2 worker processes"),
+            "{bounds:?}"
+        );
     }
 
     #[test]

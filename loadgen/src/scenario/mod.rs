@@ -19,6 +19,12 @@ fn human<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::
     serializer.collect_str(&humantime::format_duration(*duration))
 }
 
+/// Reads a duration [`human`] wrote: exactly the same duration.
+fn from_human<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
 /// The transport clients use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -128,7 +134,7 @@ impl AbuseKind {
 }
 
 /// Misbehaving clients during a phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Abuse {
     /// How they misbehave.
     pub kind: AbuseKind,
@@ -141,12 +147,13 @@ pub const MAX_ABUSERS: u32 = 10_000;
 
 /// One phase of the load: the client count moves linearly from `from` to
 /// `to` over `duration` (equal for a steady phase, a jump for a spike).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Its serde form round-trips exactly (worker processes receive phases so).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Phase {
     /// What it is called in progress and reports (`ramp`, `steady`, …).
     pub name: String,
     /// How long it lasts.
-    #[serde(serialize_with = "human")]
+    #[serde(serialize_with = "human", deserialize_with = "from_human")]
     pub duration: Duration,
     /// Clients at its start.
     pub from: u32,
@@ -517,6 +524,28 @@ mod tests {
         assert_eq!(ramp.clients_at(Duration::from_secs(20)), 100);
         let spike = Phase::steady("spike", 100, Duration::from_secs(5));
         assert_eq!(spike.clients_at(Duration::ZERO), 100);
+    }
+
+    #[test]
+    fn phases_round_trip_through_json_exactly() {
+        let phase = Phase {
+            name: "odd".to_owned(),
+            duration: Duration::new(3, 141_592_653),
+            from: 2,
+            to: 7,
+            rate: Some(9),
+            publish_rate: None,
+            abuse: Some(Abuse {
+                kind: AbuseKind::NeverRead,
+                clients: 3,
+            }),
+        };
+        let json = serde_json::to_string(&phase).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Phase>(&json).unwrap(),
+            phase,
+            "{json}"
+        );
     }
 
     #[test]

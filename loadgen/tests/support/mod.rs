@@ -7,20 +7,24 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// Runs `streamgauge-loadgen` with `args`, its run history in this test
+/// Runs `streamgauge-loadgen` with `args` to its end, its run history in this test
 /// process's own temporary database (never in the repository).
 pub(crate) fn loadgen(args: &[&str]) -> Output {
-    let history =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("history-{}.db", std::process::id()));
-    Command::new(env!("CARGO_BIN_EXE_streamgauge-loadgen"))
-        .args(args)
-        .env_remove("STREAMGAUGE_LOG")
-        .env(
-            "STREAMGAUGE_HISTORY",
-            format!("sqlite://{}", history.display()),
-        )
+    loadgen_command(args)
         .output()
         .expect("running streamgauge-loadgen")
+}
+
+/// `streamgauge-loadgen` with `args`, ready to start, as [`loadgen`] runs it.
+pub(crate) fn loadgen_command(args: &[&str]) -> Command {
+    let history =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("history-{}.db", std::process::id()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamgauge-loadgen"));
+    command.args(args).env_remove("STREAMGAUGE_LOG").env(
+        "STREAMGAUGE_HISTORY",
+        format!("sqlite://{}", history.display()),
+    );
+    command
 }
 
 /// `run` with two clients for a second, plus `extra` flags and each of
