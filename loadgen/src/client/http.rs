@@ -656,7 +656,7 @@ fn bad_chunk_size(bytes: &[u8]) -> HttpError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn head(raw: &[u8]) -> ResponseHead {
@@ -1030,7 +1030,7 @@ mod tests {
 
     /// Encodes `body` as chunks of varied sizes, with extensions and
     /// trailers now and then.
-    fn encode_chunked(body: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
+    pub(crate) fn encode_chunked(body: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
         let mut encoded = Vec::new();
         let mut rest = body;
         while !rest.is_empty() {

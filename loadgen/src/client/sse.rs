@@ -537,4 +537,73 @@ mod tests {
             "{opened:?}"
         );
     }
+
+    /// A reader handing out `pieces` one read at a time (a piece larger
+    /// than the read over several), then the end of the stream.
+    struct Pieces<'a>(std::collections::VecDeque<&'a [u8]>);
+
+    impl AsyncRead for Pieces<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            // An empty read is the end: empty pieces are no reads at all.
+            while let Some(piece) = self.0.front_mut() {
+                if piece.is_empty() {
+                    self.0.pop_front();
+                    continue;
+                }
+                let n = out.remaining().min(piece.len());
+                out.put_slice(&piece[..n]);
+                *piece = &piece[n..];
+                break;
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What a stream made of `pieces` of a chunked body delivers until
+    /// its end: each event's envelope and size, and the keep-alives (which
+    /// come after the events parsed from the same read, so their place
+    /// depends on the reads).
+    async fn delivered(pieces: &[&[u8]]) -> (Vec<(envelope::Envelope, usize)>, usize) {
+        let reader = Pieces(pieces.iter().copied().collect());
+        let mut sse = SseStream::from_body(reader, BodyFraming::Chunked);
+        let (mut events, mut keepalives) = (Vec::new(), 0);
+        loop {
+            match sse.next().await.expect("a valid stream") {
+                Frame::Event {
+                    envelope, bytes, ..
+                } => events.push((envelope, bytes)),
+                Frame::KeepAlive => keepalives += 1,
+                Frame::End => return (events, keepalives),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_stream_cut_anywhere_delivers_the_same() {
+        // Multi-byte characters, CRLF and LF line ends, a comment, an event
+        // whose data spans two lines.
+        let body = "id: 1\r\ndata: {\"seq\":1,\"ts\":5,\"data\":\"é€𝄞\"}\r\n\r\n: ping\r\n\r\n\
+                    event: x\nid: 2\ndata: {\"seq\":2,\r\ndata: \"ts\":6}\n\n\
+                    data: {\"seq\":3,\"ts\":7,\"data\":{\"sent_us\":4,\"t\":\"ç\"}}\r\n\r\n";
+        let mut rng = fastrand::Rng::with_seed(0xE2E);
+        for _ in 0..3 {
+            let encoded = super::super::http::tests::encode_chunked(body.as_bytes(), &mut rng);
+            let want = delivered(&[&encoded]).await;
+            let seqs: Vec<_> = want.0.iter().map(|(e, _)| e.seq).collect();
+            assert_eq!((seqs, want.1), (vec![Some(1), Some(2), Some(3)], 1));
+            assert_eq!(want.0[2].0.data.0, Some(4));
+            for first in 0..=encoded.len() {
+                for second in first..=encoded.len() {
+                    let (a, rest) = encoded.split_at(first);
+                    let (b, c) = rest.split_at(second - first);
+                    let got = delivered(&[a, b, c]).await;
+                    assert_eq!(got, want, "cuts at {first}, {second}");
+                }
+            }
+        }
+    }
 }
