@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::http::authorization;
+use crate::client::read_buffer::ReadBuffer;
 use crate::client::sse::{SseStream, read_head};
 use crate::client::{ClientError, Target, ws};
 use crate::metrics::{AbuseCounts, Recorder};
@@ -243,7 +244,7 @@ async fn answer_to(
         }
     };
     let answer = async move {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = ReadBuffer::new();
         read_head(&mut read, &mut buf)
             .await
             .map(|(head, _, _)| head.status)

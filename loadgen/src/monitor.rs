@@ -1,5 +1,6 @@
 //! Samples the server's CPU and memory once a second, and the load
-//! generator's own CPU, so a report says who was busy. A server the load
+//! generator's own CPU and resident memory, so a report says who was busy
+//! and what the load generator's connections cost it. A server the load
 //! generator started is read from `/proc/PID`; any other from its
 //! `/metrics` (the standard `process_*` metrics, when it has them). The live
 //! heap comes from the server's `GET /debug/heap` (a server built with its
@@ -31,6 +32,8 @@ pub struct Reading {
     pub server_rss_mb: Option<f64>,
     /// Load generator CPU since the last sample, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
+    /// Load generator resident memory, MiB.
+    pub loadgen_rss_mb: Option<f64>,
     /// Server live heap bytes, when it serves `/debug/heap`.
     pub server_heap_bytes: Option<u64>,
 }
@@ -166,7 +169,8 @@ impl Monitor {
             }
             Source::Metrics { url, http } => scrape(http, url).await,
         };
-        let loadgen = process::read(None).map(|s: ProcessStats| s.cpu_seconds);
+        let loadgen_stats = process::read(None);
+        let loadgen = loadgen_stats.map(|s: ProcessStats| s.cpu_seconds);
         self.first.0 = self.first.0.or(server.map(|(cpu, _)| cpu));
         self.first.1 = self.first.1.or(loadgen);
         let heap = match &self.heap {
@@ -179,12 +183,16 @@ impl Monitor {
         Reading {
             server_heap_bytes: heap.ok().flatten(),
             server_cpu_pct: server.and_then(|(cpu, _)| CpuMark::advance(&mut self.server, cpu)),
-            server_rss_mb: server
-                .and_then(|(_, rss)| rss)
-                .map(|b| b as f64 / (1024.0 * 1024.0)),
+            server_rss_mb: server.and_then(|(_, rss)| rss).map(mebibytes),
             loadgen_cpu_pct: loadgen.and_then(|cpu| CpuMark::advance(&mut self.loadgen, cpu)),
+            loadgen_rss_mb: loadgen_stats.map(|s| mebibytes(s.rss_bytes)),
         }
     }
+}
+
+/// `bytes` in MiB.
+fn mebibytes(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// CPU seconds and resident bytes from a Prometheus exposition.
@@ -260,5 +268,14 @@ mod tests {
         let second = monitor.sample().await;
         assert!(second.server_cpu_pct.unwrap() >= 0.0);
         assert!(second.loadgen_cpu_pct.is_some());
+        // This test process is both: the two memory figures are one.
+        let (server, loadgen) = (
+            second.server_rss_mb.unwrap(),
+            second.loadgen_rss_mb.unwrap(),
+        );
+        assert!(
+            loadgen > 0.0 && (server - loadgen).abs() < 16.0,
+            "{server} {loadgen}"
+        );
     }
 }

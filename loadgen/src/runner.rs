@@ -566,6 +566,7 @@ fn row(
         server_rss_mb: reading.server_rss_mb,
         server_heap_bytes: reading.server_heap_bytes,
         loadgen_cpu_pct: reading.loadgen_cpu_pct,
+        loadgen_rss_mb: reading.loadgen_rss_mb,
     }
 }
 

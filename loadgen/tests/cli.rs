@@ -90,11 +90,18 @@ fn the_quick_suite_runs_end_to_end_and_writes_valid_summaries() {
 }
 
 /// The CSV header CLI.md gives `timeline.csv`.
-const TIMELINE_HEADER: &str = "t_s,phase,clients,events_per_s,bytes_per_s,latency_p50_us,latency_p90_us,latency_p95_us,latency_p99_us,latency_p999_us,latency_max_us,errors,server_cpu_pct,server_rss_mb,server_heap_bytes,loadgen_cpu_pct,loadgen_cpu_share";
+const TIMELINE_HEADER: &str = "t_s,phase,clients,events_per_s,bytes_per_s,latency_p50_us,latency_p90_us,latency_p95_us,latency_p99_us,latency_p999_us,latency_max_us,errors,server_cpu_pct,server_rss_mb,server_heap_bytes,loadgen_cpu_pct,loadgen_cpu_share,loadgen_rss_mb";
 
 /// Checks one run's files beside its `summary`: the timeline has the
-/// header and one row per second, with as many fields.
+/// header and one row per second, with as many fields; the load
+/// generator's own memory was sampled.
 fn assert_run_files(dir: &Path, summary: &Value) {
+    let rss = &summary["loadgen_rss_mb"];
+    assert!(
+        rss["peak"].as_f64().unwrap() >= rss["start"].as_f64().unwrap(),
+        "{rss}"
+    );
+    assert!(rss["end"].as_f64().unwrap() > 0.0, "{rss}");
     let csv = read(&dir.join("timeline.csv"));
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some(TIMELINE_HEADER));

@@ -137,6 +137,7 @@ fn row(cpu_pct: f64) -> Row {
         server_rss_mb: Some(42.0),
         server_heap_bytes: None,
         loadgen_cpu_pct: None,
+        loadgen_rss_mb: None,
     }
 }
 

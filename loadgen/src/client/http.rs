@@ -6,7 +6,10 @@
 //! pieces split at any point, handing out the body zero-copy. It does not
 //! own the socket: the caller reads, and passes what it read.
 //!
-//! Content codings (such as `gzip`) are not undone: only framing is.
+//! Content codings (such as `gzip`) are not undone: only framing is; the
+//! head names the first one a response carries, for the caller to refuse.
+//! Folded header lines (obs-fold, RFC 9112 §5.2) are accepted, each fold
+//! read as spaces. [`redirect_target`] resolves a redirect's `Location`.
 
 use httparse::Status;
 
@@ -29,11 +32,39 @@ pub struct ResponseHead {
     pub status: u16,
     /// The first `Content-Type` field value, trimmed, if any.
     pub content_type: Option<String>,
+    /// The first content coding other than `identity` named by
+    /// `Content-Encoding`, if any: a body this client cannot read.
+    pub content_coding: Option<String>,
+    /// The `Location` field value, trimmed, if any (a redirect's target).
+    pub location: Option<String>,
     /// `Retry-After` in its delta-seconds form, if given (an HTTP date is
     /// not used by servers that shed load, and is ignored).
     pub retry_after: Option<u64>,
     /// How the body is delimited.
     pub body: BodyFraming,
+}
+
+impl ResponseHead {
+    /// Whether its `Content-Type` is `media_type`, compared without case
+    /// and without parameters (`Text/Event-Stream; charset=utf-8` is
+    /// `text/event-stream`).
+    pub fn has_media_type(&self, media_type: &str) -> bool {
+        self.content_type.as_deref().is_some_and(|value| {
+            let essence = value.split(';').next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case(media_type)
+        })
+    }
+
+    /// Whether it is an interim response (1xx) other than `101 Switching
+    /// Protocols`: the final response follows it on the same connection.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+
+    /// Whether it redirects a GET elsewhere (301, 302, 303, 307 or 308).
+    pub fn is_redirect(&self) -> bool {
+        matches!(self.status, 301 | 302 | 303 | 307 | 308)
+    }
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -116,6 +147,21 @@ pub enum HttpError {
     /// The connection closed before the chunked body was complete.
     #[error("unexpected EOF {0} of the chunked body")]
     UnexpectedEof(&'static str),
+    /// A redirect to `https`, which this client (plain TCP, no TLS) cannot
+    /// follow.
+    #[error("redirect to {location:?}: https is not supported (no TLS)")]
+    RedirectToHttps {
+        /// The `Location` value.
+        location: String,
+    },
+    /// A redirect whose `Location` is not an `http` URL this client can
+    /// request: another scheme, no host, user information, or bytes that
+    /// do not belong in a request line.
+    #[error("redirect to {location:?}: not an http URL this client can follow")]
+    UnsupportedRedirect {
+        /// The `Location` value.
+        location: String,
+    },
 }
 
 /// The `Authorization: Bearer …` header line of a hand-written request
@@ -133,12 +179,18 @@ pub fn authorization(token: Option<&str>) -> String {
 pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    let consumed = match response.parse(buf)? {
+    // RFC 9112 §5.2: a recipient may replace each obs-fold with spaces.
+    let parsed = httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .parse_response(&mut response, buf)?;
+    let consumed = match parsed {
         Status::Complete(consumed) => consumed,
         Status::Partial => return Ok(None),
     };
     let status = response.code.expect("a complete head has a status code");
     let mut content_type = None;
+    let mut content_coding = None;
+    let mut location = None;
     let mut retry_after = None;
     // The last coding of all `Transfer-Encoding` fields, in order.
     let mut transfer_encoding: Option<Option<&[u8]>> = None;
@@ -167,7 +219,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
                 }
             }
         } else if name.eq_ignore_ascii_case("content-type") && content_type.is_none() {
-            content_type = Some(String::from_utf8_lossy(header.value.trim_ascii()).into_owned());
+            content_type = Some(field_text(header.value));
+        } else if name.eq_ignore_ascii_case("content-encoding") && content_coding.is_none() {
+            content_coding = header
+                .value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
+                .map(field_text);
+        } else if name.eq_ignore_ascii_case("location") && location.is_none() {
+            location = Some(field_text(header.value));
         } else if name.eq_ignore_ascii_case("retry-after") {
             retry_after = self::retry_after(header.value);
         }
@@ -195,10 +256,125 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
     let head = ResponseHead {
         status,
         content_type,
+        content_coding,
+        location,
         retry_after,
         body,
     };
     Ok(Some((head, consumed)))
+}
+
+/// A field value as text: trimmed, with the CR and LF of any fold as
+/// spaces.
+fn field_text(value: &[u8]) -> String {
+    String::from_utf8_lossy(value.trim_ascii()).replace(['\r', '\n'], " ")
+}
+
+/// Where a redirect from `path` on `authority` (`host[:port]`) to
+/// `location` (RFC 9110 §10.2.2: an absolute `http` URL, or a reference
+/// resolved against the request's, RFC 3986 §5.2) goes: its authority and
+/// its path with query, without fragment.
+///
+/// # Errors
+///
+/// [`HttpError::RedirectToHttps`] for `https`, and
+/// [`HttpError::UnsupportedRedirect`] for any other location this client
+/// cannot request.
+pub fn redirect_target(
+    authority: &str,
+    path: &str,
+    location: &str,
+) -> Result<(String, String), HttpError> {
+    let unsupported = || HttpError::UnsupportedRedirect {
+        location: location.to_owned(),
+    };
+    let reference = location.split('#').next().unwrap_or_default();
+    if reference.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(unsupported());
+    }
+    let (authority, path) = if let Some((scheme, rest)) = split_scheme(reference) {
+        if scheme.eq_ignore_ascii_case("https") {
+            return Err(HttpError::RedirectToHttps {
+                location: location.to_owned(),
+            });
+        }
+        let rest = rest.strip_prefix("//");
+        match rest {
+            Some(rest) if scheme.eq_ignore_ascii_case("http") => split_authority(rest),
+            _ => return Err(unsupported()),
+        }
+    } else if let Some(rest) = reference.strip_prefix("//") {
+        split_authority(rest)
+    } else {
+        (authority, merge(path, reference))
+    };
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-._~:[]%".contains(&b);
+    if authority.is_empty() || !authority.bytes().all(valid) {
+        return Err(unsupported());
+    }
+    Ok((authority.to_owned(), normalize(&path)))
+}
+
+/// `scheme` and what follows its colon, if `reference` starts with one
+/// (RFC 3986 §3.1: a letter, then letters, digits, `+`, `-` or `.`).
+fn split_scheme(reference: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = reference.split_once(':')?;
+    let mut bytes = scheme.bytes();
+    let first = bytes.next()?;
+    (first.is_ascii_alphabetic() && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
+        .then_some((scheme, rest))
+}
+
+/// The authority and the path with query of what follows `//`.
+fn split_authority(rest: &str) -> (&str, String) {
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    (&rest[..end], rest[end..].to_owned())
+}
+
+/// A relative reference without authority resolved against `base`, the
+/// path with query of the request (RFC 3986 §5.2.2), dot segments left in.
+fn merge(base: &str, reference: &str) -> String {
+    let base_path = base.split('?').next().unwrap_or_default();
+    if reference.is_empty() {
+        base.to_owned()
+    } else if reference.starts_with('/') {
+        reference.to_owned()
+    } else if reference.starts_with('?') {
+        format!("{base_path}{reference}")
+    } else {
+        let directory = base_path.rfind('/').map_or("/", |i| &base_path[..=i]);
+        format!("{directory}{reference}")
+    }
+}
+
+/// A path with query, starting with `/` and without dot segments (RFC
+/// 3986 §5.2.4).
+fn normalize(path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *segment {
+            "." | ".." => {
+                if *segment == ".." {
+                    kept.pop();
+                }
+                if last {
+                    kept.push("");
+                }
+            }
+            other => kept.push(other),
+        }
+    }
+    let path = format!("/{}", kept.join("/"));
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
 }
 
 /// A `Retry-After` field value in its delta-seconds form; `None` for an
@@ -480,7 +656,7 @@ fn bad_chunk_size(bytes: &[u8]) -> HttpError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn head(raw: &[u8]) -> ResponseHead {
@@ -504,6 +680,8 @@ mod tests {
             ResponseHead {
                 status: 200,
                 content_type: Some("text/event-stream".into()),
+                content_coding: None,
+                location: None,
                 retry_after: None,
                 body: BodyFraming::Chunked,
             }
@@ -587,6 +765,120 @@ mod tests {
             framing("HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 7\r\n\r\n"),
             BodyFraming::Length(7)
         );
+    }
+
+    #[test]
+    fn folded_header_lines_are_read_as_spaces() {
+        let head = head(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream;\r\n charset=utf-8\r\n\
+              Transfer-Encoding: gzip,\r\n\tchunked\r\nX-Other: a\r\n  b\r\n\r\n",
+        );
+        assert_eq!(
+            head.content_type.as_deref(),
+            Some("text/event-stream;   charset=utf-8")
+        );
+        assert!(head.has_media_type("text/event-stream"));
+        assert_eq!(head.body, BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn media_type_ignores_case_and_parameters() {
+        let with = |value: &str| {
+            head(format!("HTTP/1.1 200 OK\r\nContent-Type: {value}\r\n\r\n").as_bytes())
+        };
+        for value in [
+            "text/event-stream",
+            "Text/Event-Stream; charset=utf-8",
+            "TEXT/EVENT-STREAM ;charset=\"utf-8\"",
+        ] {
+            assert!(with(value).has_media_type("text/event-stream"), "{value}");
+        }
+        for value in ["text/plain", "text/event-streamx", "text/event"] {
+            assert!(!with(value).has_media_type("text/event-stream"), "{value}");
+        }
+        assert!(!head(b"HTTP/1.1 200 OK\r\n\r\n").has_media_type("text/event-stream"));
+    }
+
+    #[test]
+    fn content_coding_is_the_first_that_is_not_identity() {
+        let coding = |fields: &str| {
+            head(format!("HTTP/1.1 200 OK\r\n{fields}\r\n").as_bytes()).content_coding
+        };
+        assert_eq!(coding(""), None);
+        assert_eq!(coding("Content-Encoding: identity\r\n"), None);
+        assert_eq!(coding("Content-Encoding: Identity, \r\n"), None);
+        assert_eq!(
+            coding("content-encoding: identity, GZIP, br\r\n").as_deref(),
+            Some("GZIP")
+        );
+        assert_eq!(
+            coding("Content-Encoding: br\r\nContent-Encoding: gzip\r\n").as_deref(),
+            Some("br")
+        );
+    }
+
+    #[test]
+    fn interim_and_redirect_statuses() {
+        let status = |code: u16| head(format!("HTTP/1.1 {code} X\r\n\r\n").as_bytes());
+        for code in [100, 102, 103, 199] {
+            assert!(status(code).is_interim(), "{code}");
+        }
+        for code in [101, 200, 204] {
+            assert!(!status(code).is_interim(), "{code}");
+        }
+        for code in [301, 302, 303, 307, 308] {
+            assert!(status(code).is_redirect(), "{code}");
+        }
+        for code in [300, 304, 305, 306, 200] {
+            assert!(!status(code).is_redirect(), "{code}");
+        }
+        let moved = head(b"HTTP/1.1 302 Found\r\nLocation:  /sse/x?a=1 \r\n\r\n");
+        assert_eq!(moved.location.as_deref(), Some("/sse/x?a=1"));
+    }
+
+    #[test]
+    fn redirect_targets_resolve_like_rfc_3986() {
+        let from = |location: &str| {
+            redirect_target("h:1", "/sse/topics/t?since=4", location)
+                .map(|(authority, path)| format!("{authority}{path}"))
+        };
+        let cases = [
+            ("http://other:8080/a/b?c#frag", "other:8080/a/b?c"),
+            ("HTTP://Other", "Other/"),
+            ("http://[::1]:9?q", "[::1]:9/?q"),
+            ("//other/x", "other/x"),
+            ("/abs/path", "h:1/abs/path"),
+            ("u", "h:1/sse/topics/u"),
+            ("../ws/x?y", "h:1/sse/ws/x?y"),
+            ("./", "h:1/sse/topics/"),
+            ("../../../..", "h:1/"),
+            ("/a/./b/../c/.", "h:1/a/c/"),
+            ("?since=9", "h:1/sse/topics/t?since=9"),
+            ("", "h:1/sse/topics/t?since=4"),
+            ("#only", "h:1/sse/topics/t?since=4"),
+        ];
+        for (location, want) in cases {
+            assert_eq!(from(location).unwrap(), want, "{location}");
+        }
+        assert!(matches!(
+            from("https://h:1/sse"),
+            Err(HttpError::RedirectToHttps { .. })
+        ));
+        for location in [
+            "ftp://h/x",
+            "http:/x",
+            "http://",
+            "http://user@h/x",
+            "http://h/a b",
+            "/a\r\nInjected: 1",
+            "/é",
+            "mailto:x",
+        ] {
+            assert!(
+                matches!(from(location), Err(HttpError::UnsupportedRedirect { .. })),
+                "{location}"
+            );
+        }
     }
 
     #[test]
@@ -738,7 +1030,7 @@ mod tests {
 
     /// Encodes `body` as chunks of varied sizes, with extensions and
     /// trailers now and then.
-    fn encode_chunked(body: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
+    pub(crate) fn encode_chunked(body: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
         let mut encoded = Vec::new();
         let mut rest = body;
         while !rest.is_empty() {

@@ -21,6 +21,7 @@ use crate::scenario::{Scenario, StreamKind, Transport};
 
 pub mod envelope;
 pub mod http;
+pub mod read_buffer;
 pub mod sse;
 pub mod sse_parser;
 pub mod ws;

@@ -543,9 +543,10 @@ mod tests {
         }
     }
 
-    /// Builds a varied stream of about 30 events, with the outcome the
-    /// spec prescribes, worked out independently of the parser.
-    fn varied_stream(rng: &mut fastrand::Rng) -> (Vec<u8>, Outcome) {
+    /// Builds a varied stream of `count` events, with the outcome the spec
+    /// prescribes, worked out independently of the parser. Values hold
+    /// multi-byte UTF-8 now and then.
+    fn varied_stream(rng: &mut fastrand::Rng, count: usize) -> (Vec<u8>, Outcome) {
         let mut stream = b"\xEF\xBB\xBF".to_vec();
         let mut events = Vec::new();
         let mut comments = 0;
@@ -563,7 +564,7 @@ mod tests {
             prev_cr = choice == 2;
             [&b"\n"[..], b"\r\n", b"\r"][choice]
         };
-        for i in 0..30 {
+        for i in 0..count {
             if rng.u8(0..4) == 0 {
                 stream.extend_from_slice(b": ping");
                 stream.extend_from_slice(eol(rng));
@@ -594,9 +595,10 @@ mod tests {
                 if line > 0 {
                     data.push(b'\n');
                 }
-                let value = match rng.u8(0..4) {
+                let value = match rng.u8(0..5) {
                     0 => Vec::new(),
                     1 => b" leading space".to_vec(),
+                    2 => "é€𝄞 ünï".as_bytes().to_vec(),
                     _ => format!("{{\"seq\":{i},\"x\":\"{}\"}}", "y".repeat(rng.usize(0..20)))
                         .into_bytes(),
                 };
@@ -628,7 +630,7 @@ mod tests {
     fn any_chunking_yields_the_same_events() {
         let mut rng = fastrand::Rng::with_seed(0x5_5E);
         for _ in 0..4 {
-            let (stream, want) = varied_stream(&mut rng);
+            let (stream, want) = varied_stream(&mut rng, 30);
             let whole = parse(&stream);
             assert_eq!(whole, want);
             // Every single split point.
@@ -650,5 +652,47 @@ mod tests {
                 assert_eq!(parse_chunks(chunks), whole, "round {round}, cuts {cuts:?}");
             }
         }
+    }
+
+    /// Asserts that `stream` cut at every one and every two points parses
+    /// as `want`.
+    fn assert_every_cut(stream: &[u8], want: &Outcome) {
+        for first in 0..=stream.len() {
+            let got = parse_chunks([&stream[..first], &stream[first..]]);
+            assert_eq!(got, *want, "cut at {first}");
+            for second in first..=stream.len() {
+                let (a, rest) = stream.split_at(first);
+                let (b, c) = rest.split_at(second - first);
+                assert_eq!(parse_chunks([a, b, c]), *want, "cuts at {first}, {second}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_one_and_two_cut_split_of_varied_streams() {
+        let mut rng = fastrand::Rng::with_seed(0x2_C07);
+        for _ in 0..2 {
+            let (stream, want) = varied_stream(&mut rng, 5);
+            assert!((150..700).contains(&stream.len()), "{}", stream.len());
+            assert_every_cut(&stream, &want);
+        }
+    }
+
+    #[test]
+    fn multi_byte_characters_and_crlf_survive_any_cut() {
+        // 2-, 3- and 4-byte characters in the event type, id and data;
+        // CRLF line ends, so that cuts fall between CR and LF too.
+        let stream = "event: ünï\r\nid: €1\r\ndata: é\r\ndata: 𝄞€\r\n\r\n\
+                      : ç\r\ndata:€\r\n\r\n"
+            .as_bytes();
+        let want = Outcome {
+            events: vec![ev("ünï", "é\n𝄞€", "€1"), ev("message", "€", "€1")],
+            comments: 1,
+            last_id: "€1".into(),
+            retry_ms: None,
+        };
+        assert_every_cut(stream, &want);
+        // Byte by byte, each character arrives in as many pieces as it has.
+        assert_eq!(parse_chunks(stream.chunks(1)), want);
     }
 }

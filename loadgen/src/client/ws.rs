@@ -12,41 +12,67 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use super::http::retry_after;
+use super::read_buffer::ReadBuffer;
 use super::{ClientError, Frame, envelope, now_micros};
 
-/// Bytes tungstenite reads (and zero-fills) at a time: its 128 KiB default
-/// dominates a client's CPU when each frame arrives in a read of its own.
-const READ_BUFFER: usize = 16 * 1024;
+/// Bytes tungstenite reads (and zero-fills: the whole of it on every read)
+/// at a time, from the stream's own [`ReadBuffer`]: its 128 KiB default
+/// would dominate a client's CPU and memory. A frame larger than this
+/// still arrives whole: tungstenite reserves its declared length.
+const TUNGSTENITE_READ: usize = 2 * 1024;
 
-/// A TCP stream that notes when it last read bytes.
+/// A stream that reads through a [`ReadBuffer`] (2 KiB while idle, up to
+/// 16 KiB per read when busy) and notes when it last read bytes.
 #[derive(Debug)]
-struct TimedStream {
-    inner: TcpStream,
+struct TimedStream<S> {
+    inner: S,
+    buf: ReadBuffer,
+    /// `buf[start..end]` is read and not yet handed to tungstenite.
+    start: usize,
+    end: usize,
     /// When the last read that returned bytes completed, µs since the epoch.
     read_at_us: u64,
 }
 
-impl AsyncRead for TimedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.read_at_us = now_micros();
+impl<S> TimedStream<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            buf: ReadBuffer::new(),
+            start: 0,
+            end: 0,
+            read_at_us: now_micros(),
         }
-        poll
     }
 }
 
-impl AsyncWrite for TimedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.start == this.end && out.remaining() > 0 {
+            let n = std::task::ready!(this.buf.poll_read(0, cx, &mut this.inner))?;
+            if n > 0 {
+                this.read_at_us = now_micros();
+            }
+            (this.start, this.end) = (0, n);
+        }
+        let n = out.remaining().min(this.end - this.start);
+        out.put_slice(&this.buf.as_slice()[this.start..this.start + n]);
+        this.start += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -64,30 +90,45 @@ impl AsyncWrite for TimedStream {
     }
 }
 
-/// An open WebSocket stream.
-#[derive(Debug)]
-pub struct WsStream {
-    socket: WebSocketStream<TimedStream>,
+/// The client's WebSocket settings.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(TUNGSTENITE_READ)
 }
 
-impl WsStream {
+/// An open WebSocket stream, over a TCP connection unless a test or
+/// benchmark gives it another.
+#[derive(Debug)]
+pub struct WsStream<S = TcpStream> {
+    socket: WebSocketStream<TimedStream<S>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Performs the handshake for `path` on `host` over `stream`.
     ///
     /// # Errors
     ///
     /// A refused upgrade ([`ClientError::Status`]) or a failed handshake.
     pub async fn open(
-        stream: TcpStream,
+        stream: S,
         host: &str,
         path: &str,
         token: Option<&str>,
     ) -> Result<Self, ClientError> {
-        let stream = TimedStream {
-            inner: stream,
-            read_at_us: now_micros(),
-        };
-        let socket = handshake(stream, host, path, token).await?;
+        let socket = handshake(TimedStream::new(stream), host, path, token).await?;
         Ok(Self { socket })
+    }
+
+    /// A client stream over `stream`, whose handshake is done: what a test
+    /// or benchmark drives from memory (the frames it reads are the
+    /// server's, unmasked).
+    pub async fn upgraded(stream: S) -> Self {
+        let socket = WebSocketStream::from_raw_socket(
+            TimedStream::new(stream),
+            Role::Client,
+            Some(config()),
+        )
+        .await;
+        Self { socket }
     }
 
     /// The next frame.
@@ -161,8 +202,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         })?;
         request.headers_mut().insert("authorization", value);
     }
-    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-    let (socket, _) = client_async_with_config(request, stream, Some(config))
+    let (socket, _) = client_async_with_config(request, stream, Some(config()))
         .await
         .map_err(|e| match e {
             WsError::Http(response) => ClientError::refused(
@@ -176,4 +216,62 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             other => ClientError::Protocol(other.to_string()),
         })?;
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+    use super::*;
+
+    /// `frame` as the server writes it (unmasked).
+    fn wire(frame: WsFrame) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        frame.format(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// An event with `seq` padded to about `size` bytes of JSON.
+    fn event(seq: u64, size: usize) -> Vec<u8> {
+        let json = format!(
+            "{{\"seq\":{seq},\"ts\":5,\"data\":\"{}\"}}",
+            "x".repeat(size)
+        );
+        wire(WsFrame::message(json, OpCode::Data(Data::Text), true))
+    }
+
+    #[tokio::test]
+    async fn frames_of_any_size_pass_through_the_growing_buffer() {
+        // Smaller than tungstenite's reads, than the first buffer, than
+        // the largest one, and several times that.
+        let sizes = [10, 3_000, 12_000, 70_000, 10];
+        let mut bytes = Vec::new();
+        for (seq, size) in (1..).zip(sizes) {
+            bytes.extend(event(seq, size));
+        }
+        bytes.extend(wire(WsFrame::ping(&b"hi"[..])));
+        bytes.extend(wire(WsFrame::close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))));
+        let stream = tokio::io::join(&bytes[..], tokio::io::sink());
+        let mut ws = WsStream::upgraded(stream).await;
+        for (seq, size) in (1..).zip(sizes) {
+            match ws.next().await.unwrap() {
+                Frame::Event {
+                    envelope, bytes, ..
+                } => {
+                    assert_eq!(envelope.seq, Some(seq));
+                    assert!(bytes > size, "{bytes} for {size}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let buffer = ws.socket.get_ref().buf.as_slice().len();
+        assert_eq!(buffer, crate::client::read_buffer::MAX);
+        assert_eq!(ws.next().await.unwrap(), Frame::KeepAlive);
+        assert_eq!(ws.next().await.unwrap(), Frame::End);
+    }
 }

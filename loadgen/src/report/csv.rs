@@ -1,13 +1,14 @@
 //! `timeline.csv`: the timeline of one run, one row per second (and one at each change of phase), for
 //! spreadsheets and plotting tools. Columns are the fields of
-//! [`Row`](super::Row) in order; a figure not measured is an empty cell.
+//! [`Row`](super::Row) in order, with the derived `loadgen_cpu_share`
+//! before the last one; a figure not measured is an empty cell.
 
 use std::fmt::Write as _;
 
 use super::{Row, Summary};
 
 /// The header line's columns.
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 18] = [
     "t_s",
     "phase",
     "clients",
@@ -25,6 +26,7 @@ pub const COLUMNS: [&str; 17] = [
     "server_heap_bytes",
     "loadgen_cpu_pct",
     "loadgen_cpu_share",
+    "loadgen_rss_mb",
 ];
 
 fn cell<T: ToString>(value: Option<T>) -> String {
@@ -70,6 +72,7 @@ pub fn timeline(summary: &Summary) -> String {
             cell(row.server_heap_bytes),
             cell(row.loadgen_cpu_pct.map(|v| format!("{v:.1}"))),
             cell(loadgen_share(row).map(|v| format!("{v:.3}"))),
+            cell(row.loadgen_rss_mb.map(|v| format!("{v:.2}"))),
         ];
         let _ = writeln!(out, "{}", cells.join(","));
     }
@@ -79,6 +82,21 @@ pub fn timeline(summary: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{Span, fixture};
+
+    #[test]
+    fn the_load_generators_memory_is_the_last_column_and_a_span() {
+        let summary = fixture::summary(&fixture::scenario("single", &[]), 3);
+        let csv = timeline(&summary);
+        let last: Vec<&str> = csv.lines().filter_map(|l| l.rsplit(',').next()).collect();
+        assert_eq!(last, ["loadgen_rss_mb", "30.00", "31.00", "32.00"]);
+        let span = Span {
+            start: 30.0,
+            peak: 32.0,
+            end: 32.0,
+        };
+        assert_eq!(summary.loadgen_rss_mb, Some(span));
+    }
 
     #[test]
     fn fields_are_quoted_only_when_needed() {

@@ -34,6 +34,7 @@ fn timeline(clients: u32, seconds: usize) -> Vec<Row> {
                 server_rss_mb: Some(21.0 + i as f64 * 0.5),
                 server_heap_bytes: None,
                 loadgen_cpu_pct: Some(8.0),
+                loadgen_rss_mb: Some(30.0 + i as f64),
             }
         })
         .collect()

@@ -298,6 +298,8 @@ pub struct Row {
     pub server_heap_bytes: Option<u64>,
     /// Load generator CPU, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
+    /// Load generator resident memory, MiB.
+    pub loadgen_rss_mb: Option<f64>,
 }
 
 /// The summary of one run: `summary.json`.
@@ -386,6 +388,9 @@ pub struct Summary {
     pub counts: Counts,
     /// Mean load generator CPU, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
+    /// The load generator's resident memory, MiB (`null` where `/proc`
+    /// does not tell).
+    pub loadgen_rss_mb: Option<Span>,
     /// Delivery latency distribution: buckets doubling from 1 µs.
     pub latency_distribution: Vec<Bucket>,
     /// What makes the figures reproducible.
@@ -752,6 +757,7 @@ impl Summary {
                 abuse_unexpected: c.abuse.iter().map(|a| a.unexpected).sum(),
             },
             loadgen_cpu_pct: time_mean(&measured.timeline, |r| r.loadgen_cpu_pct),
+            loadgen_rss_mb: Span::of(measured.timeline.iter().filter_map(|r| r.loadgen_rss_mb)),
             latency_distribution: Bucket::of(&t.latency),
             manifest: Manifest {
                 environment: context.environment,
