@@ -89,6 +89,35 @@ async fn a_server_without_the_replay_extension_cannot_run_a_replay() {
     assert!(unsupported.0.contains("404"), "{unsupported}");
 }
 
+/// Serves a fake peer's `app` on 127.0.0.1:0; its address.
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A fake peer's SSE response of `chunks`.
+fn event_stream(
+    chunks: impl futures_util::Stream<Item = Result<String, std::convert::Infallible>> + Send + 'static,
+) -> Response {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(chunks))
+        .unwrap()
+}
+
+/// An SSE keep-alive every 200 ms, for ever.
+fn keep_alives() -> impl futures_util::Stream<Item = Result<String, std::convert::Infallible>> {
+    stream::unfold(
+        tokio::time::interval(Duration::from_millis(200)),
+        |mut every| async move {
+            every.tick().await;
+            Some((Ok(": ping\n\n".to_owned()), every))
+        },
+    )
+}
+
 /// How much earlier than `ts` the fake peer says each event was published.
 const PUBLISHED_BEFORE: Duration = Duration::from_millis(10);
 
@@ -109,11 +138,7 @@ async fn fake_peer(seqs: &'static [u64], age: Duration) -> std::net::SocketAddr 
             .zip(seqs)
             .map(|(frame, seq)| Ok(format!("id: {seq}\ndata: {frame}\n\n")))
             .collect();
-        let body = Body::from_stream(stream::iter(chunks).chain(stream::pending()));
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body)
-            .unwrap()
+        event_stream(stream::iter(chunks).chain(stream::pending()))
     };
     let ws = move |upgrade: WebSocketUpgrade| async move {
         upgrade
@@ -130,10 +155,7 @@ async fn fake_peer(seqs: &'static [u64], age: Duration) -> std::net::SocketAddr 
     let app = Router::new()
         .route("/sse/ticker", get(sse))
         .route("/ws/ticker", get(ws));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,10 +348,7 @@ async fn faulty_peer() -> std::net::SocketAddr {
             .enumerate()
             .map(|(i, e)| Ok(format!("id: {}\ndata: {e}\n\n", i + 1)))
             .collect();
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(Body::from_stream(stream::iter(chunks)))
-            .unwrap()
+        event_stream(stream::iter(chunks))
     };
     let ws_tokens = move |upgrade: WebSocketUpgrade| async move {
         upgrade
@@ -368,18 +387,7 @@ async fn faulty_peer() -> std::net::SocketAddr {
             .enumerate()
             .map(|(i, e)| Ok(format!("id: {}\ndata: {e}\n\n", i + 1)))
             .collect();
-        // A keep-alive every 200 ms, for ever.
-        let pings = stream::unfold(
-            tokio::time::interval(Duration::from_millis(200)),
-            |mut every| async move {
-                every.tick().await;
-                Some((Ok(": ping\n\n".to_owned()), every))
-            },
-        );
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(Body::from_stream(stream::iter(events).chain(pings)))
-            .unwrap()
+        event_stream(stream::iter(events).chain(keep_alives()))
     };
     let ws_topic = move |upgrade: WebSocketUpgrade| async move {
         upgrade
@@ -397,10 +405,7 @@ async fn faulty_peer() -> std::net::SocketAddr {
         .route("/topics/{topic}/events", axum::routing::post(publish))
         .route("/sse/topics/{topic}", get(sse_topic))
         .route("/ws/topics/{topic}", get(ws_topic));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +451,13 @@ async fn a_topic_feed_that_stalls_behind_keep_alives_is_reported_behind_at_end()
             summary.counts
         );
         let behind = summary.behind_at_end.expect("a topic run reports it");
-        assert!(behind > 2 * 40, "{transport:?}: {behind} events behind");
+        assert!(
+            behind > 2 * 40,
+            "{transport:?}: {behind} events behind; {} events, {:?}, {:?}",
+            summary.events,
+            summary.errors,
+            summary.counts
+        );
     }
 }
 
@@ -471,19 +482,7 @@ async fn stalling_peer() -> std::net::SocketAddr {
             format!(r#"{{"seq":{seq}}}"#),
         )
     };
-    let sse_topic = || async {
-        let pings = stream::unfold(
-            tokio::time::interval(Duration::from_millis(200)),
-            |mut every| async move {
-                every.tick().await;
-                Some((Ok::<_, std::convert::Infallible>(": ping\n\n"), every))
-            },
-        );
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(Body::from_stream(pings))
-            .unwrap()
-    };
+    let sse_topic = || async { event_stream(keep_alives()) };
     let ws_topic = |upgrade: WebSocketUpgrade| async move {
         upgrade
             .on_upgrade(|mut socket| async move { while socket.recv().await.is_some() {} })
@@ -493,10 +492,7 @@ async fn stalling_peer() -> std::net::SocketAddr {
         .route("/topics/{topic}/events", axum::routing::post(publish))
         .route("/sse/topics/{topic}", get(sse_topic))
         .route("/ws/topics/{topic}", get(ws_topic));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -380,8 +380,11 @@ impl Run<'_> {
             .row(&shards, &mut sampler, elapsed, index, running, &mut totals)
             .await;
         let settled = acks.settled_by(Instant::now() - SETTLE);
-        stop.cancel();
+        // The clients learn `settled` as they are stopped: cancelling the
+        // run's token first stopped them before it was set (behind_at_end
+        // then came out 0 by chance).
         fleet.stop(settled).await?;
+        stop.cancel();
         join_within(&mut publishers, "publishers").await;
         // Clients count until they stop (finite streams read to their end:
         // `client::FINISH_GRACE`): so does the duration.
