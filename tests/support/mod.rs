@@ -186,6 +186,16 @@ impl TestServer {
         }
     }
 
+    /// Waits until the server has no stream open, on either transport.
+    pub async fn all_closed(&self) {
+        self.wait_for("every stream to close", |m| {
+            Transport::BOTH
+                .iter()
+                .all(|t| m.of("streamgauge_connections_open", t.label()) == 0.0)
+        })
+        .await;
+    }
+
     /// Triggers the shutdown and waits for `run` to return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.trigger();
