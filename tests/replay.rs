@@ -41,20 +41,6 @@ fn limited(replays: usize) -> Config {
     config
 }
 
-async fn seed(server: &TestServer, wallet: &str, count: u64, token: Option<&str>) -> (u16, Value) {
-    let mut request = server
-        .http()
-        .post(server.url(&format!("/api/trades/{wallet}/seed?count={count}")));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = support::within("seeding trades", request.send())
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 async fn replay_streams_every_row_with_bounded_memory_and_an_early_first_row(backend: Backend) {
     let database = Database::fresh(backend).await;
     // One replay at a time over a pool of two: every replay below needs the
@@ -63,7 +49,7 @@ async fn replay_streams_every_row_with_bounded_memory_and_an_early_first_row(bac
     config.queue.max_events = QUEUE_EVENTS;
     let max_batch = config.batch.max_events;
     let server = TestServer::start_on(config, &database).await;
-    let (status, answer) = seed(&server, "w1", ROWS, None).await;
+    let (status, answer) = server.seed_trades("w1", ROWS, None).await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(
         (answer["added"].as_u64(), answer["total"].as_u64()),
@@ -150,7 +136,7 @@ async fn replays_over_the_limit_are_shed_and_give_their_connection_back(backend:
     let config = limited(2);
     let pool = config.store.max_connections;
     let server = TestServer::start_on(config, &database).await;
-    assert_eq!(seed(&server, "w", 1000, None).await.0, 201);
+    assert_eq!(server.seed_trades("w", 1000, None).await.0, 201);
     // Paced replays: each holds its connection for as long as the test needs.
     let paced = "replay/w?rate=20";
     // The second round needs every connection the first round's replays held.
@@ -197,17 +183,23 @@ async fn seeding_refuses_what_it_cannot_do(backend: Backend) {
     let mut config = support::config();
     config.publish_tokens = vec!["writer".parse().unwrap()];
     let server = TestServer::start_on(config, &database).await;
-    assert_eq!(seed(&server, "w", 10, None).await.0, 401);
-    assert_eq!(seed(&server, "w", 10, Some("reader")).await.0, 403);
-    let (status, answer) = seed(&server, "w", 0, Some("writer")).await;
+    assert_eq!(server.seed_trades("w", 10, None).await.0, 401);
+    assert_eq!(server.seed_trades("w", 10, Some("reader")).await.0, 403);
+    let (status, answer) = server.seed_trades("w", 0, Some("writer")).await;
     assert_eq!(status, 400);
     assert!(answer["error"].as_str().unwrap().contains("`count`"));
-    let (status, answer) = seed(&server, "bad%20wallet", 1, Some("writer")).await;
+    let (status, answer) = server.seed_trades("bad%20wallet", 1, Some("writer")).await;
     assert_eq!(status, 400);
     assert!(answer["error"].as_str().unwrap().contains("`wallet`"));
     // Seeds add up.
-    assert_eq!(seed(&server, "w", 3, Some("writer")).await.1["total"], 3);
-    assert_eq!(seed(&server, "w", 4, Some("writer")).await.1["total"], 7);
+    assert_eq!(
+        server.seed_trades("w", 3, Some("writer")).await.1["total"],
+        3
+    );
+    assert_eq!(
+        server.seed_trades("w", 4, Some("writer")).await.1["total"],
+        7
+    );
     let all: Vec<Value> = server.get_json("/api/trades/w").await;
     assert_eq!(all.len(), 7);
     // An unknown wallet replays nothing and ends cleanly.
