@@ -80,7 +80,7 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_DATABASE_CONNECTIONS", value_name = "N")]
     pub database_connections: Option<u32>,
 
-    /// Most replays streaming at once; each holds a database connection for its whole stream, so this must stay below --database-connections. Over it SSE gets 503 and WebSocket close 1013 [default: a quarter of --database-connections, at least 1]
+    /// Most replays streaming at once; each holds a database connection for its whole stream, so this must stay below --database-connections. Over it SSE gets 503 and WebSocket close 1013 [default: three quarters of --database-connections, at least 1]
     #[arg(long, env = "STREAMGAUGE_MAX_REPLAYS", value_name = "N")]
     pub max_replays: Option<usize>,
 
@@ -557,11 +557,13 @@ impl Config {
     }
 }
 
-/// Replays admitted at once by default: a quarter of the database
-/// connections (at least one), so that replays leave the pool's most to
-/// publishes and subscriptions.
+/// Replays admitted at once by default: three quarters of the database
+/// connections, rounded down (at least one), leaving the rest to the one
+/// publish writer, subscribers' catch-up reads and retention, which hold
+/// a connection only for one statement or transaction at a time. With the
+/// default pool (16): 12 replays, the `replay-5k` preset's 10 clients fit.
 fn default_max_replays(database_connections: u32) -> usize {
-    (database_connections as usize / 4).max(1)
+    (database_connections as usize * 3 / 4).max(1)
 }
 
 /// The largest batch a writer may build, bytes.
@@ -685,12 +687,16 @@ mod tests {
     }
 
     #[test]
-    fn replays_default_to_a_quarter_of_the_pool_and_must_leave_some_of_it() {
-        assert_eq!(Config::default().max_replays, 4);
+    fn replays_default_to_three_quarters_of_the_pool_and_must_leave_some_of_it() {
+        assert_eq!(Config::default().max_replays, 12);
         let config = args(&["--database-connections", "40"]).load().unwrap();
-        assert_eq!(config.max_replays, 10);
-        let config = args(&["--database-connections", "2"]).load().unwrap();
-        assert_eq!(config.max_replays, 1);
+        assert_eq!(config.max_replays, 30);
+        for connections in 2u32..=3 {
+            let config = args(&["--database-connections", &connections.to_string()])
+                .load()
+                .unwrap();
+            assert_eq!(config.max_replays, connections as usize - 1);
+        }
         let config = args(&["--max-replays", "15"]).load().unwrap();
         assert_eq!(config.max_replays, 15);
         let err = args(&["--max-replays", "16"])
