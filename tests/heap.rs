@@ -11,6 +11,11 @@
 //!   here read raw bytes into a fixed buffer and allocate nothing per
 //!   event, so what is counted is the server's.
 //!
+//! - Replay memory does not grow with the number of rows: the live heap's
+//!   peak while 10,000 or 100,000 trades stream from the database cursor
+//!   (to a client reading at full speed, and to one reading slowly) stays
+//!   the same, while the whole array of `/api/trades` grows with them.
+//!
 //! dhat allows one profiler per process, so this binary holds one test
 //! that runs the parts in turn.
 //!
@@ -39,6 +44,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use streamgauge_server::Config;
+use streamgauge_server::queue;
 use streamgauge_server::writer::BatchLimits;
 use support::raw_ws::RawWs;
 use support::{TestServer, Transport, config, within};
@@ -67,6 +73,36 @@ const IDLE_STREAMS: usize = 200;
 /// hyper's 8 KiB read and 8 KiB write buffers of an SSE connection and a
 /// WebSocket's task; the capacity target is 4 KiB.
 const IDLE_STREAM_BUDGET: u64 = 24 * 1024;
+
+/// Rows of the two replays compared: ten times as many rows.
+const REPLAY_ROWS: [u64; 2] = [10_000, 100_000];
+
+/// A replay's queue here, events, and its batches, bytes. What a replay
+/// holds whatever its rows is bounded by these: its queue, and the batches
+/// hyper has taken but not yet written (up to 16 of them behind a slow
+/// reader). They are small here so that this bounded state, whose size
+/// depends on how far behind the reader is when the heap is sampled (up to
+/// ~200 KiB with 64 KiB batches), stays within the slack: a replay of
+/// 10,000 rows (~1.7 MB) fits in the kernel's loopback socket buffers and
+/// never waits on a slow reader, one of 100,000 rows does.
+const REPLAY_QUEUE: usize = 64;
+const REPLAY_BATCH_BYTES: usize = 2048;
+
+/// What a replay's heap peak may gain from ten times as many rows: half
+/// again plus this much. Measured: 77 KB for 10,000 rows and 79 KB for
+/// 100,000 at full speed, 76 KB and 104 KB to a slow reader (the second
+/// paused behind it); the whole array 3.8 MB and 31 MB. A replay that kept
+/// its rows, or any share of them above 1 %, grows past this.
+const REPLAY_SLACK: u64 = 64 * 1024;
+
+/// A slow reader's pace: at most this many bytes a millisecond (1 MB/s),
+/// about half the speed of a replay under dhat here, so the replay waits
+/// on it most of the time.
+const SLOW_READ: usize = 1024;
+
+/// Most reads of one answer (a replay of 100,000 trades is about 17 MB:
+/// 17,000 slow reads).
+const MAX_READS: usize = 100_000;
 
 /// Allocations per event the ticker path may make, each event its own
 /// batch (`--max-batch 1`, the worst case: batching only divides per-batch
@@ -117,6 +153,7 @@ fn heap() {
         ticker_allocations_per_event_stay_within_budget().await;
         fan_out_allocations_per_event_stay_within_budget().await;
         a_stalled_reader_holds_a_heap_bounded_by_the_configuration().await;
+        replay_heap_stays_flat_whatever_the_rows().await;
     });
 }
 
@@ -132,17 +169,6 @@ async fn cycle(server: &TestServer, transport: Transport, topic: &str) {
     drop(subscriber);
 }
 
-/// Waits until the server has no stream open.
-async fn all_closed(server: &TestServer) {
-    server
-        .wait_for("every stream to close", |m| {
-            Transport::BOTH
-                .iter()
-                .all(|t| m.of("streamgauge_connections_open", t.label()) == 0.0)
-        })
-        .await;
-}
-
 async fn cycles_give_the_heap_back() {
     let server = TestServer::start(config()).await;
     // Warm up: pools, caches and lazily built state that stay for the
@@ -152,14 +178,14 @@ async fn cycles_give_the_heap_back() {
             cycle(&server, transport, "heap").await;
         }
     }
-    all_closed(&server).await;
+    server.all_closed().await;
     let baseline = live_bytes();
     for transport in Transport::BOTH {
         for _ in 0..CYCLES {
             cycle(&server, transport, "heap").await;
         }
     }
-    all_closed(&server).await;
+    server.all_closed().await;
     let after = live_bytes();
     let grown = after.saturating_sub(baseline);
     eprintln!(
@@ -204,7 +230,7 @@ async fn idle_streams_cost_a_bounded_heap_each() {
         "an idle stream holds {per_stream} B of heap, over the budget of {IDLE_STREAM_BUDGET} B"
     );
     drop((warm, streams));
-    all_closed(&server).await;
+    server.all_closed().await;
     server.stop().await.expect("a clean stop");
 }
 
@@ -216,44 +242,57 @@ async fn open_raw(addr: SocketAddr, transport: Transport, path: &str) -> RawStre
                 .await
                 .into_inner(),
         ),
-        Transport::Sse => {
-            let mut stream = within("a TCP connection", TcpStream::connect(addr))
-                .await
-                .expect("connecting");
-            let request =
-                format!("GET /sse/{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .expect("a request");
-            RawStream((stream, Vec::new()))
-        }
+        Transport::Sse => raw_get(addr, &format!("/sse/{path}")).await,
     }
+}
+
+/// `GET {path}` on a raw connection the server closes after its answer.
+async fn raw_get(addr: SocketAddr, path: &str) -> RawStream {
+    let mut stream = within("a TCP connection", TcpStream::connect(addr))
+        .await
+        .expect("connecting");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("a request");
+    RawStream((stream, Vec::new()))
 }
 
 /// A stream read as raw bytes, events counted by their `{"seq":` without
 /// allocating (bytes the handshake read ahead first).
 struct RawStream((TcpStream, Vec<u8>));
 
-/// Matches `{"seq":` across reads.
-#[derive(Default)]
-struct SeqCounter {
+/// Counts a pattern across reads, without allocating.
+struct Occurrences {
+    pattern: &'static [u8],
     matched: usize,
 }
 
-impl SeqCounter {
-    const PATTERN: &'static [u8] = b"{\"seq\":";
+impl Occurrences {
+    /// Events: each starts with `{"seq":`.
+    const EVENTS: Self = Self::of(b"{\"seq\":");
 
-    /// Events that start in `bytes`.
+    /// Trades, in a stream or in an array: each has one `"id":`.
+    const TRADES: Self = Self::of(b"\"id\":");
+
+    const fn of(pattern: &'static [u8]) -> Self {
+        Self {
+            pattern,
+            matched: 0,
+        }
+    }
+
+    /// Occurrences that end in `bytes`.
     fn count(&mut self, bytes: &[u8]) -> u64 {
         let mut found = 0;
         for &byte in bytes {
-            self.matched = if byte == Self::PATTERN[self.matched] {
+            self.matched = if byte == self.pattern[self.matched] {
                 self.matched + 1
             } else {
-                usize::from(byte == Self::PATTERN[0])
+                usize::from(byte == self.pattern[0])
             };
-            if self.matched == Self::PATTERN.len() {
+            if self.matched == self.pattern.len() {
                 found += 1;
                 self.matched = 0;
             }
@@ -267,7 +306,7 @@ impl RawStream {
     /// `each` per event; returns the events seen.
     async fn read_events(self, events: u64, each: impl Fn()) -> u64 {
         let (mut stream, ahead) = self.0;
-        let mut counter = SeqCounter::default();
+        let mut counter = Occurrences::EVENTS;
         let mut seen = counter.count(&ahead);
         (0..seen).for_each(|_| each());
         let mut buf = [0u8; 16 * 1024];
@@ -480,5 +519,183 @@ async fn a_stalled_reader_holds_a_heap_bounded_by_the_configuration() {
         drop(stalled);
         all_closed(&server).await;
     }
+    server.stop().await.expect("a clean stop");
+}
+
+/// The wallet seeded with `rows` trades.
+fn wallet(rows: u64) -> String {
+    format!("w{rows}")
+}
+
+/// How a raw client reads an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// As fast as it comes.
+    Fast,
+    /// At most [`SLOW_READ`] bytes a millisecond.
+    Slow,
+}
+
+/// The live heap's highest point while it runs: sampled every millisecond
+/// (the server's work between two reads of the client, such as building
+/// a whole array, is seen too) and by [`HeapWatch::sample`].
+struct HeapWatch {
+    start: dhat::HeapStats,
+    highest: usize,
+    stop: tokio::sync::oneshot::Sender<()>,
+    sampler: tokio::task::JoinHandle<usize>,
+}
+
+impl HeapWatch {
+    fn start() -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let start = dhat::HeapStats::get();
+        let sampler = tokio::spawn(async move {
+            // A sampling period, not a synchronization.
+            let mut ticks = tokio::time::interval(Duration::from_millis(1));
+            let mut highest = 0;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return highest,
+                    _ = ticks.tick() => highest = highest.max(dhat::HeapStats::get().curr_bytes),
+                }
+            }
+        });
+        Self {
+            highest: start.curr_bytes,
+            start,
+            stop,
+            sampler,
+        }
+    }
+
+    fn sample(&mut self) {
+        self.highest = self.highest.max(dhat::HeapStats::get().curr_bytes);
+    }
+
+    /// The highest live heap seen above the start: sampled, or dhat's own
+    /// peak when it rose meanwhile (dhat's peak never resets, so it is then
+    /// this watch's exact peak).
+    async fn peak(self) -> u64 {
+        let _ = self.stop.send(());
+        let sampled = self.sampler.await.expect("the heap sampler");
+        let end = dhat::HeapStats::get();
+        let mut highest = self.highest.max(sampled);
+        if end.max_bytes > self.start.max_bytes {
+            highest = highest.max(end.max_bytes);
+        }
+        (highest - self.start.curr_bytes) as u64
+    }
+}
+
+/// The live heap's peak above where it was, while a raw client reads the
+/// answer to `GET {path}` to its end as `reader` does; and the trades it
+/// read.
+async fn heap_while_reading(server: &TestServer, path: &str, reader: Reader) -> (u64, u64) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let chunk = match reader {
+        Reader::Fast => buf.len(),
+        Reader::Slow => SLOW_READ,
+    };
+    let mut trades = Occurrences::TRADES;
+    // The interval paces the slow reader (what is measured); it
+    // synchronizes nothing.
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = HeapWatch::start();
+    let (mut stream, _) = raw_get(server.addr, path).await.0;
+    let mut read = 0;
+    let mut ended = false;
+    for _ in 0..MAX_READS {
+        if reader == Reader::Slow {
+            ticks.tick().await;
+        }
+        let n = within(&format!("GET {path}"), stream.read(&mut buf[..chunk]))
+            .await
+            .expect("reading the answer");
+        if n == 0 {
+            ended = true;
+            break;
+        }
+        read += trades.count(&buf[..n]);
+        watch.sample();
+    }
+    assert!(ended, "GET {path}: no end after {MAX_READS} reads");
+    (watch.peak().await, read)
+}
+
+/// Peaks of one wallet's trades: streamed to a fast and to a slow reader,
+/// and answered at once.
+#[derive(Debug, Clone, Copy)]
+struct ReplayPeaks {
+    fast: u64,
+    slow: u64,
+    whole: u64,
+}
+
+async fn replay_peaks(server: &TestServer, rows: u64) -> ReplayPeaks {
+    let wallet = wallet(rows);
+    let peak = async |path: &str, reader| {
+        server.all_closed().await;
+        let (peak, read) = heap_while_reading(server, path, reader).await;
+        assert_eq!(read, rows, "{path}");
+        peak
+    };
+    let replay = format!("/sse/replay/{wallet}");
+    ReplayPeaks {
+        fast: peak(&replay, Reader::Fast).await,
+        slow: peak(&replay, Reader::Slow).await,
+        whole: peak(&format!("/api/trades/{wallet}"), Reader::Fast).await,
+    }
+}
+
+async fn replay_heap_stays_flat_whatever_the_rows() {
+    let server = TestServer::start(Config {
+        queue: queue::Limits {
+            max_events: REPLAY_QUEUE,
+            ..Config::default().queue
+        },
+        batch: BatchLimits {
+            max_bytes: REPLAY_BATCH_BYTES,
+            ..Config::default().batch
+        },
+        ..config()
+    })
+    .await;
+    let seed = async |wallet: &str, rows: u64| {
+        let (status, answer) = server.seed_trades(wallet, rows, None).await;
+        assert_eq!(status, 201, "{answer}");
+    };
+    for rows in REPLAY_ROWS {
+        seed(&wallet(rows), rows).await;
+    }
+    // Warm-up: statements, pool connections and lazily built state.
+    let warm = 1000;
+    seed(&wallet(warm), warm).await;
+    replay_peaks(&server, warm).await;
+
+    let [small, large] = REPLAY_ROWS;
+    let (few, many) = (
+        replay_peaks(&server, small).await,
+        replay_peaks(&server, large).await,
+    );
+    for (rows, peaks) in [(small, few), (large, many)] {
+        eprintln!(
+            "replay of {rows} trades: peak live heap above baseline {} B streamed at full speed, {} B streamed to a slow reader, {} B for the whole array",
+            peaks.fast, peaks.slow, peaks.whole
+        );
+    }
+    for (reader, few, many) in [("fast", few.fast, many.fast), ("slow", few.slow, many.slow)] {
+        dhat::assert!(
+            many <= few * 3 / 2 + REPLAY_SLACK,
+            "a replay to a {reader} reader took {many} B for {large} rows, {few} B for {small}: it grows with the rows"
+        );
+    }
+    dhat::assert!(
+        many.whole >= 5 * few.whole,
+        "the whole array took {} B for {large} rows, {} B for {small}: it should grow with the rows",
+        many.whole,
+        few.whole
+    );
     server.stop().await.expect("a clean stop");
 }

@@ -80,6 +80,10 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_DATABASE_CONNECTIONS", value_name = "N")]
     pub database_connections: Option<u32>,
 
+    /// Most replays streaming at once; each holds a database connection for its whole stream, so this must stay below --database-connections. Over it SSE gets 503 and WebSocket close 1013 [default: three quarters of --database-connections, at least 1]
+    #[arg(long, env = "STREAMGAUGE_MAX_REPLAYS", value_name = "N")]
+    pub max_replays: Option<usize>,
+
     /// SQLite commits: `full` fsyncs each (survives power loss), `normal` survives a process crash [default: full]
     #[arg(long, env = "STREAMGAUGE_SQLITE_DURABILITY", value_name = "MODE")]
     pub sqlite_durability: Option<SqliteDurability>,
@@ -372,6 +376,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The database.
     pub store: store::Options,
+    /// Most replays streaming at once (each holds a database connection).
+    pub max_replays: usize,
     /// Tokens that may publish; none means publishing is open.
     pub publish_tokens: Vec<Secret>,
     /// Topics that need a token to be read.
@@ -431,6 +437,7 @@ impl Default for Config {
                 max_connections: 16,
                 sqlite_durability: SqliteDurability::Full,
             },
+            max_replays: default_max_replays(16),
             publish_tokens: Vec::new(),
             read_rules: Vec::new(),
             max_publish_bytes: 64 << 10,
@@ -477,13 +484,17 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, Error> {
         let d = Self::default();
         let duration = |v: Option<HumanDuration>, default: Duration| v.map_or(default, |h| h.0);
+        let database_connections = args.database_connections.unwrap_or(d.store.max_connections);
         let config = Self {
             listen: args.listen.unwrap_or(d.listen),
             store: store::Options {
                 url: args.database.unwrap_or(d.store.url),
-                max_connections: args.database_connections.unwrap_or(d.store.max_connections),
+                max_connections: database_connections,
                 sqlite_durability: args.sqlite_durability.unwrap_or(d.store.sqlite_durability),
             },
+            max_replays: args
+                .max_replays
+                .unwrap_or_else(|| default_max_replays(database_connections)),
             publish_tokens: args.publish_token.unwrap_or(d.publish_tokens),
             read_rules: match args.read_token {
                 // A malformed rule is reported without its text: it holds a token.
@@ -542,6 +553,7 @@ impl Config {
             ("max-batch", self.batch.max_events),
             ("max-batch-bytes", self.batch.max_bytes),
             ("database-connections", self.store.max_connections as usize),
+            ("max-replays", self.max_replays),
             ("max-publish-bytes", self.max_publish_bytes),
             ("publish-queue", self.publish_queue),
             (
@@ -580,6 +592,17 @@ impl Config {
                 &format!("must be at most {MAX_BATCH_BYTES} (1 GiB)"),
             ));
         }
+        // A replay holds a connection for its whole stream: replays alone
+        // must never take the whole pool from publishes and subscriptions.
+        if self.max_replays >= self.store.max_connections as usize {
+            return Err(invalid(
+                "max-replays",
+                &format!(
+                    "{} must be below --database-connections ({}): each replay holds a database connection for its whole stream, and publishes and subscriptions need one beside them",
+                    self.max_replays, self.store.max_connections
+                ),
+            ));
+        }
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(invalid(
                 "max-connections",
@@ -594,6 +617,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Replays admitted at once by default: three quarters of the database
+/// connections, rounded down (at least one), leaving the rest to the one
+/// publish writer, subscribers' catch-up reads and retention, which hold
+/// a connection only for one statement or transaction at a time. With the
+/// default pool (16): 12 replays, the `replay-5k` preset's 10 clients fit.
+fn default_max_replays(database_connections: u32) -> usize {
+    (database_connections as usize * 3 / 4).max(1)
 }
 
 /// The largest batch a writer may build, bytes.
@@ -752,6 +784,42 @@ mod tests {
             err.starts_with("invalid `max-batch-bytes`: must be at most"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn replays_default_to_three_quarters_of_the_pool_and_must_leave_some_of_it() {
+        assert_eq!(Config::default().max_replays, 12);
+        let config = args(&["--database-connections", "40"]).load().unwrap();
+        assert_eq!(config.max_replays, 30);
+        for connections in 2u32..=3 {
+            let config = args(&["--database-connections", &connections.to_string()])
+                .load()
+                .unwrap();
+            assert_eq!(config.max_replays, connections as usize - 1);
+        }
+        let config = args(&["--max-replays", "15"]).load().unwrap();
+        assert_eq!(config.max_replays, 15);
+        let err = args(&["--max-replays", "16"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid `max-replays`: 16 must be below --database-connections (16)"),
+            "{err}"
+        );
+        let err = args(&["--database-connections", "1"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid `max-replays`: 1 must be below"),
+            "{err}"
+        );
+        let err = args(&["--max-replays", "0"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "invalid `max-replays`: must be at least 1");
     }
 
     #[test]

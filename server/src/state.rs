@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, OverCapacity};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::connections::{BatchCounts, Connections};
@@ -30,6 +30,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The open streams and the connection limit.
     pub connections: Arc<Connections>,
+    /// The replay limit: a replay holds a database connection for its
+    /// whole stream, so only so many may run at once.
+    pub replays: Admission,
     /// Topic events and the replay dataset.
     pub store: Store,
     /// Live topic subscribers.
@@ -59,6 +62,7 @@ impl AppState {
         let admission = Admission::new(config.max_connections);
         let state = Self {
             connections: Arc::new(Connections::new(admission, Arc::clone(&metrics))),
+            replays: Admission::counting(config.max_replays, "replays"),
             auth: Arc::new(Auth::new(&config.publish_tokens, &config.read_rules)),
             config: Arc::new(config),
             metrics,
@@ -98,14 +102,33 @@ impl AppState {
         }
     }
 
-    /// A replay of `wallet`'s trades after `after`, at `rate` per second.
-    pub fn replay_source(&self, wallet: Name, after: u64, rate: u64) -> Replay {
-        Replay {
+    /// A replay of `wallet`'s trades after `after`, at `rate` per second,
+    /// holding one of the replay limit's permits for its whole life.
+    ///
+    /// # Errors
+    ///
+    /// [`OverCapacity`] when `--max-replays` replays are running.
+    pub fn replay_source(
+        &self,
+        wallet: Name,
+        after: u64,
+        rate: u64,
+    ) -> Result<Replay, OverCapacity> {
+        Ok(Replay {
             wallet,
             after,
             rate,
             store: self.store.clone(),
             rows_read: self.metrics.topics().replay_rows.clone(),
+            permit: self.replays.try_admit()?,
+        })
+    }
+
+    /// A request shed at `limit`: a retryable 503.
+    pub fn over_capacity(&self, limit: OverCapacity) -> ApiError {
+        ApiError::OverCapacity {
+            limit,
+            retry_after: self.config.retry_after,
         }
     }
 

@@ -157,6 +157,22 @@ impl TestServer {
         (status, response.json().await.expect("a JSON answer"))
     }
 
+    /// `POST /api/trades/{wallet}/seed?count={count}` (with a bearer
+    /// `token`): the status and the JSON answer.
+    pub async fn seed_trades(&self, wallet: &str, count: u64, token: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/api/trades/{wallet}/seed?count={count}")));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = within("seeding trades", request.send())
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+
     /// Publishes `body` to `topic`, expecting 201; returns the seq.
     pub async fn publish(&self, topic: &str, body: &Value) -> u64 {
         let (status, answer) = self.try_publish(topic, body.to_string(), None).await;
@@ -185,6 +201,16 @@ impl TestServer {
                 "timed out after {WAIT:?} waiting for {what}; last metrics:\n{metrics}"
             );
         }
+    }
+
+    /// Waits until the server has no stream open, on either transport.
+    pub async fn all_closed(&self) {
+        self.wait_for("every stream to close", |m| {
+            Transport::BOTH
+                .iter()
+                .all(|t| m.of("streamgauge_connections_open", t.label()) == 0.0)
+        })
+        .await;
     }
 
     /// Triggers the shutdown and waits for `run` to return.

@@ -1,7 +1,11 @@
 //! The replay dataset: `GET /sse/replay/{wallet}` and `GET /ws/replay/{wallet}`
-//! stream a wallet's trades from the store; `GET /api/trades/{wallet}`
+//! stream a wallet's trades from a database cursor; `GET /api/trades/{wallet}`
 //! answers them all at once (to compare first-item latency and memory);
 //! `POST /api/trades/{wallet}/seed?count=N` adds synthetic trades.
+//!
+//! A replay holds a database connection for its whole stream, so at most
+//! `--max-replays` run at once; over it a replay is shed like a stream over
+//! the connection limit (SSE `503` with `Retry-After`, WebSocket close 1013).
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -16,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::credentials;
 use super::params::Params;
-use super::stream::{sse_stream, ws_send_only};
+use super::stream::{sse_stream, ws_over_capacity, ws_send_only};
 use super::topics::path_name;
 use crate::error::ApiError;
 use crate::source::replay::Replay;
@@ -33,7 +37,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The replay a request asks for (`since`, a trade id, and `rate`) and
-/// its stream's `tag`, from one parse of the query.
+/// its stream's `tag`, from one parse of the query; the replay holds a
+/// permit of the replay limit.
 fn replay(
     state: &AppState,
     wallet: Result<Path<String>, PathRejection>,
@@ -41,12 +46,13 @@ fn replay(
 ) -> Result<(Replay, Option<String>), ApiError> {
     let wallet = path_name("wallet", wallet)?;
     let params = Params::parse(query, &["since", "rate", "tag"])?;
-    let source = state.replay_source(
-        wallet,
-        params.u64_in("since", 0, 0..=u64::MAX)?,
-        params.u64_in("rate", 0, 0..=state.config.max_rate)?,
-    );
-    Ok((source, params.tag()?))
+    let since = params.u64_in("since", 0, 0..=u64::MAX)?;
+    let rate = params.u64_in("rate", 0, 0..=state.config.max_rate)?;
+    let tag = params.tag()?;
+    let source = state
+        .replay_source(wallet, since, rate)
+        .map_err(|limit| state.over_capacity(limit))?;
+    Ok((source, tag))
 }
 
 async fn sse_replay(
@@ -64,8 +70,11 @@ async fn ws_replay(
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let (source, tag) = replay(&state, wallet, query.as_deref())?;
-    Ok(ws_send_only(&state, upgrade?, source, tag))
+    match replay(&state, wallet, query.as_deref()) {
+        Ok((source, tag)) => Ok(ws_send_only(&state, upgrade?, source, tag)),
+        Err(ApiError::OverCapacity { .. }) => Ok(ws_over_capacity(&state, upgrade?)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Every trade of the wallet as one JSON array, built in memory.

@@ -86,10 +86,7 @@ fn admit(
     state
         .connections
         .admit(transport, tag)
-        .map_err(|limit| ApiError::OverCapacity {
-            limit,
-            retry_after: state.config.retry_after,
-        })
+        .map_err(|limit| state.over_capacity(limit))
 }
 
 /// The queue between source and writer, watched by the stream's guard.
@@ -132,6 +129,24 @@ pub(crate) fn ws_send_only<S: Source>(
     ws_stream(state, upgrade, source, Refuse, NO_MESSAGES, tag)
 }
 
+/// `upgrade` with a server-side stream's buffers, taking messages of at
+/// most `max_message` bytes.
+fn configure(state: &AppState, upgrade: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .write_buffer_size(state.config.batch.max_bytes)
+}
+
+/// Sheds a WebSocket stream over a limit: the socket `upgrade` opens is
+/// closed at once with 1013 (try again later).
+pub(crate) fn ws_over_capacity(state: &AppState, upgrade: WebSocketUpgrade) -> Response {
+    let shutdown = state.shutdown.clone();
+    configure(state, upgrade, NO_MESSAGES)
+        .on_upgrade(move |socket| shutdown.track(ws::reject(socket, Disconnect::OverCapacity)))
+}
+
 /// Streams `source` over the WebSocket that `upgrade` opens, with the
 /// client's messages (at most `max_message` bytes) going to `inbox`; over
 /// the connection limit, the socket is opened and closed at once with 1013.
@@ -143,17 +158,11 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     max_message: usize,
     tag: Option<String>,
 ) -> Response {
-    let upgrade = upgrade
-        .read_buffer_size(WS_READ_BUFFER)
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .write_buffer_size(state.config.batch.max_bytes);
-    let shutdown = state.shutdown.clone();
     let Ok(guard) = admit(state, TransportKind::Ws, tag) else {
-        return upgrade.on_upgrade(move |socket| {
-            shutdown.track(ws::reject(socket, Disconnect::OverCapacity))
-        });
+        return ws_over_capacity(state, upgrade);
     };
+    let upgrade = configure(state, upgrade, max_message);
+    let shutdown = state.shutdown.clone();
     let (tx, writer) = pipeline(state, &guard, WsTransport::FRAMING);
     let session = state.session(TransportKind::Ws, guard.batch_counts());
     let pong_timeout = state.config.pong_timeout;

@@ -1,20 +1,34 @@
-//! Replay of a stored dataset: a wallet's trades streamed straight from the
-//! store in pages of a keyset cursor, each page pushed into the queue before
-//! the next is read. A slow reader pauses the reads, so memory stays flat
-//! whatever the number of rows, and no database connection is held while
-//! the reader catches up.
+//! Replay of a stored dataset: a wallet's trades streamed straight from a
+//! database cursor ([`crate::store::Cursor`]): one query on a connection
+//! held for the replay, its rows pulled as they come, converted to events
+//! in batches of whatever rows are ready (at most [`BATCH_ROWS`]) and
+//! pushed into the connection's queue.
+//!
+//! Backpressure: when the queue is full, [`Sender::push`] waits and the
+//! row stream is not polled, so the cursor pauses where it is (sqlx reads
+//! no further: see the store's module docs). Memory stays flat whatever
+//! the number of rows: the queue, one batch and the database driver's
+//! bounded row buffer. A reader that stalls for good is dropped by the
+//! write deadline; however the stream ends, the source's future is dropped
+//! with its cursor, which gives the connection back to the pool, and its
+//! permit of the replay limit.
+
+use std::pin::pin;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Pacer, Source};
 use crate::disconnect::Disconnect;
 use crate::protocol::{Event, Item, Name};
 use crate::queue::Sender;
-use crate::store::{Store, WalletTrade};
+use crate::store::{self, Store, Trade, WalletTrade};
 
-/// Trades read from the store per query.
-const PAGE: u32 = 500;
+/// Most rows converted to events in one batch: the rows the cursor has
+/// ready, without waiting for more.
+pub const BATCH_ROWS: usize = 64;
 
 /// One replay of a wallet's trades.
 #[derive(Debug)]
@@ -29,46 +43,85 @@ pub struct Replay {
     pub store: Store,
     /// Rows read from the store.
     pub rows_read: Counter,
+    /// This replay's place under `--max-replays`, held until it ends.
+    pub permit: OwnedSemaphorePermit,
 }
 
 impl Source for Replay {
     async fn run(self, mut queue: Sender) {
-        let mut pacer = Pacer::new(self.rate);
-        let mut cursor = self.after;
-        loop {
-            let page = match self
-                .store
-                .trades_after(self.wallet.as_str(), cursor, PAGE)
+        // Held until the end, the cursor's connection given back before it.
+        let _permit = self.permit;
+        if let Err(e) = stream(
+            &self.store,
+            &self.wallet,
+            self.after,
+            self.rate,
+            &self.rows_read,
+            &mut queue,
+        )
+        .await
+        {
+            tracing::error!(wallet = %self.wallet, error = %e, "replay lost its store");
+            queue.abort(Disconnect::StorageUnavailable);
+        }
+    }
+}
+
+/// Streams `wallet`'s trades after `after` into `queue` at `rate` (0:
+/// unpaced) until the last or until the stream has gone.
+async fn stream(
+    store: &Store,
+    wallet: &Name,
+    after: u64,
+    rate: u64,
+    rows_read: &Counter,
+    queue: &mut Sender,
+) -> Result<(), store::Error> {
+    let mut cursor = store.cursor().await?;
+    let rows = cursor.trades(wallet.as_str(), after);
+    if queue_all(rows, wallet, rate, rows_read, queue).await? {
+        cursor.finish();
+    }
+    Ok(())
+}
+
+/// Queues every row of `rows` as an event, in batches of the rows ready;
+/// returns whether all were queued (false: the stream has gone).
+async fn queue_all(
+    rows: impl Stream<Item = Result<Trade, store::Error>>,
+    wallet: &Name,
+    rate: u64,
+    rows_read: &Counter,
+    queue: &mut Sender,
+) -> Result<bool, store::Error> {
+    let mut batches = pin!(rows.ready_chunks(BATCH_ROWS));
+    let mut pacer = Pacer::new(rate);
+    while let Some(batch) = batches.next().await {
+        rows_read.inc_by(batch.iter().filter(|row| row.is_ok()).count() as u64);
+        for trade in batch {
+            pacer.next().await;
+            if queue
+                .push(Item::Event(event(wallet, &trade?)))
                 .await
+                .is_err()
             {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::error!(wallet = %self.wallet, error = %e, "replay lost its store");
-                    return queue.abort(Disconnect::StorageUnavailable);
-                }
-            };
-            self.rows_read.inc_by(page.len() as u64);
-            let last_page = page.len() < PAGE as usize;
-            for trade in &page {
-                pacer.next().await;
-                let data = serde_json::to_vec(&WalletTrade {
-                    wallet: self.wallet.as_str(),
-                    trade,
-                })
-                .expect("in-memory JSON serialization");
-                cursor = u64::try_from(trade.id).unwrap_or(0);
-                let event = Event {
-                    seq: cursor,
-                    pts: None,
-                    data: Bytes::from(data),
-                };
-                if queue.push(Item::Event(event)).await.is_err() {
-                    return;
-                }
-            }
-            if last_page {
-                return;
+                return Ok(false);
             }
         }
+    }
+    Ok(true)
+}
+
+/// `trade` of `wallet` as an event: its id is the `seq`.
+fn event(wallet: &Name, trade: &Trade) -> Event {
+    let data = serde_json::to_vec(&WalletTrade {
+        wallet: wallet.as_str(),
+        trade,
+    })
+    .expect("in-memory JSON serialization");
+    Event {
+        seq: u64::try_from(trade.id).unwrap_or(0),
+        pts: None,
+        data: Bytes::from(data),
     }
 }

@@ -21,7 +21,7 @@ mod topics;
 mod trades;
 
 pub use self::topics::{Append, DELETE_CHUNK, Retention};
-pub use self::trades::{MAX_SEED, Trade, WalletTrade};
+pub use self::trades::{Cursor, MAX_SEED, Trade, WalletTrade};
 
 /// The SQLite schema.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -1,9 +1,34 @@
 //! The replay dataset: a wallet's trades, numbered 1, 2, 3 … per wallet,
-//! seeded synthetically and read back in pages or all at once.
+//! seeded synthetically and read back through a [`Cursor`] (one query whose
+//! rows stream straight from the database as they are pulled) or all at
+//! once.
+//!
+//! A cursor pulls its rows with sqlx's `fetch()` stream on a connection it
+//! holds for the whole replay, and sqlx reads them only as fast as that
+//! stream is polled, so a consumer that stops polling pauses the query:
+//!
+//! - SQLite (sqlx-sqlite 0.9, `connection/worker.rs`): the connection's
+//!   worker thread steps the statement and sends each row into a
+//!   `flume::bounded` channel of `row_buffer_size` rows (50 by default);
+//!   when it is full the worker blocks in `send` and steps no further.
+//! - PostgreSQL (sqlx-postgres 0.9, `connection/executor.rs`): the rows are
+//!   `DataRow` messages decoded one by one from the connection's buffered
+//!   socket as the stream is polled; unread, they fill the kernel's socket
+//!   buffers and the server's backend blocks in its own `send`.
+//!
+//! Either way a paused replay holds at most a channel or a socket buffer of
+//! rows, whatever the count. The price: the connection is the replay's
+//! until it ends, so replays are limited (`--max-replays`, below the pool
+//! size), and on SQLite the statement is an open read transaction for as
+//! long as the replay lasts, which holds WAL checkpoints back: the WAL file
+//! grows with the writes made meanwhile and is only checkpointed past them
+//! once the replay ends.
 
-use sqlx::QueryBuilder;
+use futures_util::{Stream, TryStreamExt};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, QueryBuilder, Sqlite};
 
-use super::{Error, Store, from_db, to_db, with_pool};
+use super::{Error, Pool, Store, from_db, to_db, with_pool};
 
 /// Most trades one seed call may add.
 pub const MAX_SEED: u64 = 10_000_000;
@@ -114,33 +139,33 @@ impl Store {
             tx.commit().await?;
             end
         });
+        if let Pool::Postgres(pool) = &self.pool {
+            // PostgreSQL plans a replay from the table's statistics: without
+            // them it takes a wallet's rows for a few dozen and sorts them
+            // all before the first row (a bitmap scan), instead of reading
+            // them in order from the primary key (an index scan). SQLite
+            // reads the key in order either way.
+            sqlx::query("ANALYZE trades").execute(pool).await?;
+        }
         Ok(from_db(total))
     }
 
-    /// Up to `limit` of `wallet`'s trades with `id > after`, in order: one
-    /// page of a keyset cursor, which holds no connection between pages.
+    /// A connection of the pool, held for one replay until the cursor is
+    /// dropped.
     ///
     /// # Errors
     ///
-    /// The database failed.
-    pub async fn trades_after(
-        &self,
-        wallet: &str,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<Trade>, Error> {
-        let trades = with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, ts, market, side, price, qty FROM trades \
-                 WHERE wallet = $1 AND id > $2 ORDER BY id LIMIT $3",
-            )
-            .bind(wallet)
-            .bind(to_db(after))
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(trades)
+    /// No connection could be had (the database failed, or the pool's
+    /// acquire timeout passed).
+    pub async fn cursor(&self) -> Result<Cursor, Error> {
+        let connection = match &self.pool {
+            Pool::Sqlite(pool) => Held::Sqlite(pool.acquire().await?),
+            Pool::Postgres(pool) => Held::Postgres(pool.acquire().await?),
+        };
+        Ok(Cursor {
+            connection,
+            drained: false,
+        })
     }
 
     /// Every trade of `wallet`, in order, in memory at once.
@@ -156,6 +181,75 @@ impl Store {
                 .await?
         });
         Ok(trades)
+    }
+}
+
+/// A wallet's trades after an id, in order.
+const TRADES_AFTER: &str = "SELECT id, ts, market, side, price, qty FROM trades \
+                            WHERE wallet = $1 AND id > $2 ORDER BY id";
+
+/// One database connection held for one replay: [`Cursor::trades`] runs
+/// the replay's query on it, and dropping the cursor gives the connection
+/// back, however the replay ended.
+///
+/// A cursor dropped before [`Cursor::finish`] (the reader went away, the
+/// query failed) had its query cut short. On SQLite the worker stops
+/// stepping once the row channel's receiver is gone, and the connection is
+/// returned to the pool as is. On PostgreSQL the connection is closed
+/// instead (the pool opens a fresh one when needed): returning it would
+/// make the pool's release check read and discard every row left of the
+/// result first, holding the connection for as long as a full replay would.
+#[derive(Debug)]
+pub struct Cursor {
+    connection: Held,
+    /// Every row of the query was read: the connection is clean.
+    drained: bool,
+}
+
+/// The connection a [`Cursor`] holds, of the backend in use.
+#[derive(Debug)]
+enum Held {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl Cursor {
+    /// `wallet`'s trades with `id > after`, in order, read from the
+    /// database as the stream is polled (see the module docs).
+    pub fn trades<'c>(
+        &'c mut self,
+        wallet: &'c str,
+        after: u64,
+    ) -> impl Stream<Item = Result<Trade, Error>> + Send + 'c {
+        let rows = match &mut self.connection {
+            Held::Sqlite(connection) => sqlx::query_as(TRADES_AFTER)
+                .bind(wallet)
+                .bind(to_db(after))
+                .fetch(&mut **connection),
+            // Planned for this wallet and `after` each time (an unnamed
+            // statement): a cached generic plan could be the one that sorts
+            // the whole range before yielding its first row.
+            Held::Postgres(connection) => sqlx::query_as(TRADES_AFTER)
+                .persistent(false)
+                .bind(wallet)
+                .bind(to_db(after))
+                .fetch(&mut **connection),
+        };
+        rows.map_err(Error::from)
+    }
+
+    /// Records that [`Cursor::trades`] ran to its end, and gives the
+    /// connection back to the pool.
+    pub fn finish(mut self) {
+        self.drained = true;
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        if let (false, Held::Postgres(connection)) = (self.drained, &mut self.connection) {
+            connection.close_on_drop();
+        }
     }
 }
 

@@ -114,6 +114,7 @@ where
     Body::from_stream(SessionBody {
         session: Some(Box::pin(session)),
         slot,
+        handed: false,
     })
 }
 
@@ -121,6 +122,16 @@ struct SessionBody {
     /// The running session; dropped (with everything it owns) once it ends.
     session: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     slot: Slot,
+    /// A chunk was just handed to hyper, not yet flushed.
+    handed: bool,
+}
+
+impl SessionBody {
+    /// Hands `chunk` to hyper.
+    fn hand(&mut self, chunk: Bytes) -> Poll<Option<Result<Bytes, Infallible>>> {
+        self.handed = true;
+        Poll::Ready(Some(Ok(chunk)))
+    }
 }
 
 impl Stream for SessionBody {
@@ -128,8 +139,19 @@ impl Stream for SessionBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(chunk) = lock(&this.slot).take() {
-            return Poll::Ready(Some(Ok(chunk)));
+        // Hyper polls a ready body again at once and buffers what it gets
+        // (up to 16 chunks or about 400 KiB), writing only once the body is
+        // pending: behind a source that is always ahead (a replay at full
+        // speed) the first events would wait for that buffer to fill.
+        // Pending once after each chunk, woken at once, makes each batch
+        // its own write, as the writer meant it.
+        if std::mem::take(&mut this.handed) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let ready = lock(&this.slot).take();
+        if let Some(chunk) = ready {
+            return this.hand(chunk);
         }
         let Some(session) = this.session.as_mut() else {
             return Poll::Ready(None);
@@ -138,8 +160,9 @@ impl Stream for SessionBody {
         if done {
             this.session = None;
         }
-        match lock(&this.slot).take() {
-            Some(chunk) => Poll::Ready(Some(Ok(chunk))),
+        let chunk = lock(&this.slot).take();
+        match chunk {
+            Some(chunk) => this.hand(chunk),
             None if done => Poll::Ready(None),
             None => Poll::Pending,
         }
