@@ -489,7 +489,7 @@ async fn a_stalled_reader_holds_a_heap_bounded_by_the_configuration() {
     for transport in Transport::BOTH {
         ticker_run(&server, transport, 10).await; // warm-up
     }
-    all_closed(&server).await;
+    server.all_closed().await;
     for transport in Transport::BOTH {
         let t = transport.label();
         server.metrics().await; // the scraping client's own state, first
@@ -517,7 +517,7 @@ async fn a_stalled_reader_holds_a_heap_bounded_by_the_configuration() {
             "the {t} source stopped after {written} B: the test did not stall it"
         );
         drop(stalled);
-        all_closed(&server).await;
+        server.all_closed().await;
     }
     server.stop().await.expect("a clean stop");
 }
