@@ -46,6 +46,8 @@ const METRICS: &[(&str, Unit)] = &[
     ("publish.p99", Unit::Millis),
     ("reconnect.p95", Unit::Millis),
     ("reconnect.p99", Unit::Millis),
+    ("resume.p95", Unit::Millis),
+    ("resume.p99", Unit::Millis),
     ("error_rate", Unit::Fraction),
     ("connect_success", Unit::Fraction),
     ("events", Unit::Number),
