@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::support::{self, End, Item, TestServer, Transport};
+use crate::support::{self, End, TestServer, Transport};
 
 /// Each request with the parameter its error must name.
 const BAD: [(&str, &str); 12] = [
@@ -151,20 +151,7 @@ async fn over_the_connection_limit_sse_gets_503_and_ws_gets_1013_while_others_st
     sse.next_event().await;
     ws.next_event().await;
 
-    let response = server.get("/sse/ticker").await;
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("limit of 2 streams"),
-        "{body}"
-    );
-
-    let mut rejected = server.open(Transport::Ws, "ticker").await;
-    assert_eq!(rejected.next().await, Item::End(End::Close(1013)));
+    server.assert_sheds("ticker", "limit of 2 streams").await;
 
     // The streams already admitted carry on.
     let seq = sse.next_event().await["seq"].as_u64().unwrap();

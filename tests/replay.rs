@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use streamgauge_server::Config;
 use streamgauge_server::source::replay::BATCH_ROWS;
 
-use crate::support::{self, Backend, Database, End, Item, TestServer, Transport};
+use crate::support::{self, Backend, Database, End, TestServer, Transport};
 
 on_both_databases!(
     replay_streams_every_row_with_bounded_memory_and_an_early_first_row,
@@ -149,19 +149,7 @@ async fn replays_over_the_limit_are_shed_and_give_their_connection_back(backend:
             replays.push(replay);
         }
 
-        let response = server.get("/sse/replay/w").await;
-        assert_eq!(response.status(), 503, "round {round}");
-        assert_eq!(response.headers()["retry-after"], "1");
-        let body: Value = response.json().await.unwrap();
-        assert!(
-            body["error"]
-                .as_str()
-                .unwrap()
-                .contains("limit of 2 replays"),
-            "{body}"
-        );
-        let mut shed = server.open(Transport::Ws, "replay/w").await;
-        assert_eq!(shed.next().await, Item::End(End::Close(1013)));
+        server.assert_sheds("replay/w", "limit of 2 replays").await;
 
         // The replays leave the pool's third connection to publishes.
         server.publish("beside", &json!({ "round": round })).await;

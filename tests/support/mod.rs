@@ -203,6 +203,19 @@ impl TestServer {
         }
     }
 
+    /// Asserts that the server sheds `stream` (`ticker`, `replay/w`, …)
+    /// as over capacity: SSE `503` with `Retry-After: 1` and a JSON error
+    /// containing `error`; WebSocket upgraded, then closed 1013.
+    pub async fn assert_sheds(&self, stream: &str, error: &str) {
+        let response = self.get(&format!("/sse/{stream}")).await;
+        assert_eq!(response.status(), 503, "{stream}");
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains(error), "{body}");
+        let mut shed = self.open(Transport::Ws, stream).await;
+        assert_eq!(shed.next().await, Item::End(End::Close(1013)));
+    }
+
     /// Waits until the server has no stream open, on either transport.
     pub async fn all_closed(&self) {
         self.wait_for("every stream to close", |m| {
