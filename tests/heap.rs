@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use streamgauge_server::Config;
+use streamgauge_server::direct;
 use streamgauge_server::queue;
 use streamgauge_server::writer::BatchLimits;
 use support::raw_ws::RawWs;
@@ -67,12 +68,11 @@ const IDLE_STREAMS: usize = 200;
 
 /// The most live heap an idle stream may hold, server and this test's raw
 /// client together (the client's part is its socket's registration, a few
-/// hundred bytes). Measured here: 20,501 B (29 KiB before the router
-/// stopped being rebuilt for each connection, 22,040 B before a WebSocket's
-/// read buffer went from 4 KiB to 1 KiB: docs/performance.md), most of it
-/// hyper's 8 KiB read and 8 KiB write buffers of an SSE connection and a
-/// WebSocket's task; the capacity target is 4 KiB.
-const IDLE_STREAM_BUDGET: u64 = 24 * 1024;
+/// hundred bytes), on either transport. Measured here: 6,712 B on SSE
+/// (31,415 B while hyper served SSE streams, 16 KiB of it its read and write
+/// buffers), 9,392 B on WebSocket (docs/performance.md); the capacity
+/// target is 4 KiB.
+const IDLE_STREAM_BUDGET: u64 = 12 * 1024;
 
 /// Rows of the two replays compared: ten times as many rows.
 const REPLAY_ROWS: [u64; 2] = [10_000, 100_000];
@@ -197,7 +197,7 @@ async fn cycles_give_the_heap_back() {
         "the heap grew by {grown} B over {} cycles",
         4 * CYCLES
     );
-    server.stop().await.expect("a clean stop");
+    server.stop().await;
 }
 
 async fn idle_streams_cost_a_bounded_heap_each() {
@@ -207,31 +207,37 @@ async fn idle_streams_cost_a_bounded_heap_each() {
         open_raw(server.addr, Transport::Sse, "topics/idle").await,
         open_raw(server.addr, Transport::Ws, "topics/idle").await,
     ];
-    let subscribed = |n: usize| {
-        move |m: &support::Metrics| m.get("streamgauge_topic_live_subscribers") >= n as f64
-    };
+    let mut open = 2;
+    let mut streams = Vec::with_capacity(2 * IDLE_STREAMS);
     server
-        .wait_for("the warm-up subscribers", subscribed(2))
+        .wait_for("the warm-up subscribers", subscribed(open))
         .await;
-    let before = live_bytes();
-    let mut streams = Vec::with_capacity(IDLE_STREAMS);
-    for i in 0..IDLE_STREAMS {
-        streams.push(open_raw(server.addr, Transport::BOTH[i % 2], "topics/idle").await);
+    for transport in Transport::BOTH {
+        let before = live_bytes();
+        for _ in 0..IDLE_STREAMS {
+            streams.push(open_raw(server.addr, transport, "topics/idle").await);
+        }
+        open += IDLE_STREAMS;
+        server
+            .wait_for("every idle subscriber", subscribed(open))
+            .await;
+        let per_stream = live_bytes().saturating_sub(before) / IDLE_STREAMS as u64;
+        eprintln!(
+            "idle {transport:?} streams: {per_stream} B of live heap each (topic subscribers; budget {IDLE_STREAM_BUDGET} B)"
+        );
+        dhat::assert!(
+            per_stream <= IDLE_STREAM_BUDGET,
+            "an idle {transport:?} stream holds {per_stream} B of heap, over the budget of {IDLE_STREAM_BUDGET} B"
+        );
     }
-    server
-        .wait_for("every idle subscriber", subscribed(IDLE_STREAMS + 2))
-        .await;
-    let per_stream = live_bytes().saturating_sub(before) / IDLE_STREAMS as u64;
-    eprintln!(
-        "idle streams: {per_stream} B of live heap each (half SSE, half WebSocket, topic subscribers; budget {IDLE_STREAM_BUDGET} B)"
-    );
-    dhat::assert!(
-        per_stream <= IDLE_STREAM_BUDGET,
-        "an idle stream holds {per_stream} B of heap, over the budget of {IDLE_STREAM_BUDGET} B"
-    );
     drop((warm, streams));
     server.all_closed().await;
-    server.stop().await.expect("a clean stop");
+    server.stop().await;
+}
+
+/// Whether `n` topic subscribers are live.
+fn subscribed(n: usize) -> impl Fn(&support::Metrics) -> bool {
+    move |m| m.get("streamgauge_topic_live_subscribers") >= n as f64
 }
 
 /// Opens `path` on `transport` with a raw client.
@@ -364,8 +370,8 @@ async fn ticker_allocations_per_event_stay_within_budget() {
             transport.label()
         );
     }
-    worst.stop().await.expect("a clean stop");
-    batched.stop().await.expect("a clean stop");
+    worst.stop().await;
+    batched.stop().await;
 }
 
 /// Subscribers connected, counting what they receive.
@@ -450,26 +456,22 @@ async fn fan_out_allocations_per_event_stay_within_budget() {
         per_event <= FAN_OUT_BUDGET,
         "fan-out: {per_event:.3} allocations per delivered event, over the budget of {FAN_OUT_BUDGET}"
     );
-    server.stop().await.expect("a clean stop");
+    server.stop().await;
 }
-
-/// Hyper's limit on what it buffers for one connection before it stops
-/// polling the response body (`DEFAULT_MAX_BUFFER_SIZE` in hyper's
-/// `proto/h1/io.rs`); it may take one chunk past it.
-const HYPER_WRITE_BUFFER: u64 = 8192 + 4096 * 100;
 
 /// The most live heap one stream may hold behind a reader that reads
 /// nothing, from `config` alone: its queue, the batch its writer encoded,
-/// and what the transport holds under it (hyper's write buffer and one
-/// chunk past it for SSE, tungstenite's write buffer of one batch for
-/// WebSocket), plus what any open stream holds ([`IDLE_STREAM_BUDGET`]).
-/// Measured here with a 256 KiB queue and 64 KiB batches: 653,186 B on SSE
-/// (budget 835,584 B), 176,192 B on WebSocket (budget 417,792 B), after
-/// 4.4 and 3.9 MB written to the socket.
+/// and what the transport holds under it (for SSE, the chunks gathered into
+/// one write: up to `GATHER_BYTES` and one batch past it; tungstenite's
+/// write buffer of one batch for WebSocket), plus what any open stream holds
+/// ([`IDLE_STREAM_BUDGET`]). Measured here with a 256 KiB queue and 64 KiB
+/// batches: 235,445 B on SSE (653,186 B when hyper wrote SSE, its write
+/// queue holding up to 400 KiB), 176,251 B on WebSocket, after 4.0 MB
+/// written to the socket.
 fn stalled_stream_budget(config: &Config, transport: Transport) -> u64 {
     let (queue, batch) = (config.queue.max_bytes as u64, config.batch.max_bytes as u64);
     let transport_buffers = match transport {
-        Transport::Sse => HYPER_WRITE_BUFFER + batch,
+        Transport::Sse => direct::GATHER_BYTES as u64 + batch,
         Transport::Ws => batch,
     };
     queue + batch + transport_buffers + IDLE_STREAM_BUDGET
@@ -519,7 +521,7 @@ async fn a_stalled_reader_holds_a_heap_bounded_by_the_configuration() {
         drop(stalled);
         server.all_closed().await;
     }
-    server.stop().await.expect("a clean stop");
+    server.stop().await;
 }
 
 /// The wallet seeded with `rows` trades.
@@ -697,5 +699,5 @@ async fn replay_heap_stays_flat_whatever_the_rows() {
         many.whole,
         few.whole
     );
-    server.stop().await.expect("a clean stop");
+    server.stop().await;
 }

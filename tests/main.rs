@@ -11,6 +11,7 @@ mod support;
 
 mod backpressure;
 mod demo;
+mod http1;
 mod limits;
 mod liveness;
 mod loadgen;

@@ -81,7 +81,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             signals.recv().await;
             trigger.trigger();
         });
-        run(listener, config, store, shutdown).await
+        run(listener, config, store, shutdown).await;
+        Ok(())
     })
 }
 

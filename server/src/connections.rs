@@ -190,7 +190,7 @@ pub struct StreamGuard {
     connections: Arc<Connections>,
     /// Why the stream ended, once known; a guard dropped without one
     /// belonged to a stream whose peer went away (e.g. an SSE body dropped
-    /// by hyper).
+    /// when its client closed).
     reason: Option<Disconnect>,
     _permit: OwnedSemaphorePermit,
 }

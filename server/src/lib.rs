@@ -31,7 +31,9 @@
 //! - [`transport`]: SSE and WebSocket delivery, keep-alive, close codes;
 //!   [`session`]: one stream's loop; [`disconnect`]: why a stream ended.
 //! - [`admission`] and [`connections`]: the connection limit and the live
-//!   streams; [`listener`]: accept loop with a write deadline.
+//!   streams; [`listener`]: accepted sockets with write and header
+//!   deadlines; [`serve`]: the accept loop, handing SSE streams to
+//!   [`direct`] (HTTP/1.1 without hyper's buffers) and the rest to hyper.
 //! - [`shutdown`]: graceful shutdown; [`metrics`]: everything `/metrics`
 //!   exposes.
 //! - `fuzzing` (feature `fuzzing`): the untrusted-input parsers, opened to
@@ -43,6 +45,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod direct;
 pub mod disconnect;
 pub mod error;
 #[cfg(feature = "fuzzing")]
@@ -58,6 +61,7 @@ pub mod protocol;
 pub mod publish;
 pub mod queue;
 pub mod retention;
+pub mod serve;
 pub mod session;
 pub mod shutdown;
 pub mod source;
@@ -66,10 +70,6 @@ pub mod store;
 pub mod transport;
 pub mod writer;
 
-use std::future::IntoFuture;
-use std::pin::pin;
-
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 pub use crate::config::Config;
@@ -85,18 +85,9 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 /// until `shutdown` is triggered, then drains: stops accepting, ends every
 /// stream cleanly (SSE end of body, WebSocket close 1001), commits the
 /// publishes already accepted, and closes the store, all within the
-/// configured deadline.
-///
-/// # Errors
-///
-/// If the listener fails for good. A drain that overruns its deadline is
-/// logged, not an error: the streams left are abandoned.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    store: Store,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
+/// configured deadline. A drain that overruns its deadline is logged: the
+/// streams left are abandoned.
+pub async fn run(listener: TcpListener, config: Config, store: Store, shutdown: Shutdown) {
     let deadline = config.shutdown_timeout;
     let (state, writer) = AppState::start(config, store.clone(), shutdown.clone());
     if state.auth.publishing_is_open() {
@@ -120,46 +111,33 @@ pub async fn run(
     };
     let peers = peers::Peers::new(state.config.max_connections_per_peer);
     let listener = listener::Listener::new(listener, deadlines, stalled, peers);
-    let token = shutdown.token().clone();
-    let mut serve = pin!(
-        // `into_make_service`: each connection gets a clone of the router
-        // (an `Arc`); serving the `Router` itself rebuilds its route table
-        // for every connection (`with_state`), 9 KiB a connection.
-        axum::serve(listener, app::router(state).into_make_service())
-            .with_graceful_shutdown(token.cancelled_owned())
-            .into_future()
-    );
-
-    // Biased: once the shutdown has started, `serve` may finish at once (no
-    // connection left), and the drain below must still run.
-    let failed = tokio::select! {
-        biased;
-        () = shutdown.token().cancelled() => None,
-        result = &mut serve => Some(result),
-    };
-    if let Some(result) = failed {
-        // `serve` only returns after the shutdown signal, or on an error.
-        return result.context("serving");
-    }
+    // The accept loop returns once the shutdown has started and every
+    // connection it accepted has closed; returning drops the router and its
+    // state.
+    let serving = tokio::spawn(serve::serve(
+        listener,
+        app::router(state),
+        shutdown.token().clone(),
+    ));
+    shutdown.token().cancelled().await;
     tracing::info!("shutting down: draining open streams");
     let started = tokio::time::Instant::now();
     let drain = async {
-        // Completing `serve` drops the router and its state; the tracked
-        // tasks hold the last publishers, so the writer then commits what
-        // was queued and ends.
-        let served = serve.await;
+        // The tracked tasks hold the last publishers: once they are done,
+        // the writer commits what was queued and ends.
+        if serving.await.is_err() {
+            tracing::error!("the accept loop panicked");
+        }
         shutdown.tracked_tasks_done().await;
         if writer.await.is_err() {
             tracing::error!("the publish writer panicked");
         }
-        served
     };
-    match tokio::time::timeout(deadline, drain).await {
-        Ok(served) => served.context("serving while draining")?,
-        Err(_) => tracing::warn!(
+    if tokio::time::timeout(deadline, drain).await.is_err() {
+        tracing::warn!(
             ?deadline,
             "shutdown deadline passed; abandoning the streams still open"
-        ),
+        );
     }
     // Closing waits for connections in use: bounded by what is left of the
     // deadline (at least a moment, so idle connections close cleanly).
@@ -168,5 +146,4 @@ pub async fn run(
         tracing::warn!("the database did not close in time; leaving it");
     }
     tracing::info!("shut down");
-    Ok(())
 }

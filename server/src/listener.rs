@@ -1,12 +1,13 @@
 //! The TCP listener: accepts connections, turns Nagle off, and wraps each
 //! one in [`DeadlineIo`] so that a peer that stops reading cannot hold a
 //! connection (and its buffers) forever, and neither can one that never
-//! finishes its first request head (slowloris): axum's `serve` does not
-//! expose hyper's header timeout, so it lives here too.
+//! finishes its first request head (slowloris): one header deadline for
+//! the streams served without hyper ([`DeadlineIo::peek_head`]) and the
+//! requests hyper serves alike.
 //!
-//! The deadline must live at this level: behind a stalled SSE reader, hyper
-//! stops polling the response body, so nothing inside the body could ever
-//! notice the stall.
+//! The deadline must live at this level: behind a stalled SSE reader, the
+//! HTTP layer stops polling the response body, so nothing inside the body
+//! could ever notice the stall.
 
 use std::io;
 use std::pin::Pin;
@@ -31,7 +32,7 @@ pub struct Deadlines {
     pub header: Duration,
 }
 
-/// Accepts TCP connections for `axum::serve`.
+/// Accepts TCP connections for [`serve`](crate::serve::serve).
 #[derive(Debug)]
 pub struct Listener {
     inner: TcpListener,
@@ -62,11 +63,10 @@ impl Listener {
     }
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = DeadlineIo;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Listener {
+    /// The next connection admitted, and its peer's address. Accept errors
+    /// are retried (after a pause when they are not the peer's doing).
+    pub async fn accept(&mut self) -> (DeadlineIo, std::net::SocketAddr) {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
@@ -94,10 +94,6 @@ impl axum::serve::Listener for Listener {
                 Err(e) => accept_failed(e).await,
             }
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 
@@ -130,6 +126,14 @@ async fn accept_failed(e: io::Error) {
     }
     tracing::error!("accept failed: {e}; retrying in 100 ms");
     sleep(Duration::from_millis(100)).await;
+}
+
+/// The error of a request head not complete by its deadline.
+fn head_timeout() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "request head not complete within the header timeout",
+    )
 }
 
 /// A TCP stream whose writes fail once they have made no progress for the
@@ -187,6 +191,22 @@ impl HeadDeadline {
 }
 
 impl DeadlineIo {
+    /// Copies the first bytes received into `buf` without consuming them,
+    /// waiting for some until the header deadline (then failing with
+    /// `TimedOut`); 0 if the peer closed first.
+    pub async fn peek_head(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let peek = self.stream.peek(buf);
+        let Some(head) = &self.head else {
+            return peek.await;
+        };
+        tokio::time::timeout_at(head.until, peek)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::debug!("closing a connection whose request head did not arrive in time");
+                Err(head_timeout())
+            })
+    }
+
     /// Tracks the outcome of a write: progress disarms the deadline, a block
     /// arms it, and an expired deadline turns the block into an error.
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
@@ -222,10 +242,7 @@ impl AsyncRead for DeadlineIo {
             }
             Poll::Pending if head.expired(cx) => {
                 tracing::debug!("closing a connection whose request head did not arrive in time");
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request head not complete within the header timeout",
-                )));
+                return Poll::Ready(Err(head_timeout()));
             }
             _ => {}
         }
@@ -285,14 +302,14 @@ mod tests {
         // A complete head: no header deadline.
         let mut peer = TcpStream::connect(addr).await.unwrap();
         peer.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        let (mut complete, _) = axum::serve::Listener::accept(&mut listener).await;
+        let (mut complete, _) = listener.accept().await;
         let mut head = [0u8; 64];
         let n = complete.read(&mut head).await.unwrap();
         assert_eq!(&head[..n], b"GET / HTTP/1.1\r\n\r\n");
         assert!(complete.head.is_none());
         // The peer connects and never reads.
         let _peer = TcpStream::connect(addr).await.unwrap();
-        let (mut io, _) = axum::serve::Listener::accept(&mut listener).await;
+        let (mut io, _) = listener.accept().await;
         let chunk = vec![0u8; 1 << 20];
         let started = Instant::now();
         let err = tokio::time::timeout(Duration::from_secs(30), async {
@@ -323,7 +340,7 @@ mod tests {
         peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r")
             .await
             .unwrap();
-        let (mut io, _) = axum::serve::Listener::accept(&mut listener).await;
+        let (mut io, _) = listener.accept().await;
         let started = Instant::now();
         let err = tokio::time::timeout(Duration::from_secs(30), async {
             let mut buf = [0u8; 64];

@@ -65,7 +65,7 @@ pub fn config() -> Config {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
-    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    handle: Option<JoinHandle<()>>,
     http: reqwest::Client,
     /// The database it made for itself, if it did.
     _database: Option<Database>,
@@ -226,8 +226,9 @@ impl TestServer {
         .await;
     }
 
-    /// Triggers the shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Triggers the shutdown and waits for `run` to return (panicking if
+    /// it panicked or overran the test's patience).
+    pub async fn stop(mut self) {
         self.shutdown.trigger();
         let handle = self.handle.take().expect("stopped once");
         within("the server to shut down", handle)

@@ -2,9 +2,10 @@
 //!
 //! The stream's whole session (source, queue, writer) is polled from inside
 //! the response body, in the HTTP connection's own task: no extra task and
-//! no channel hop per connection. Hyper polls the body only when it can take
-//! more bytes, so a slow reader stops the session at its next write and the
-//! queue behind it fills: that is the backpressure. An SSE stream ends with
+//! no channel hop per connection. The HTTP layer ([`crate::direct`], or
+//! hyper for a request it leaves to hyper) polls the body only when it can
+//! take more bytes, so a slow reader stops the session at its next write
+//! and the queue behind it fills: that is the backpressure. An SSE stream ends with
 //! the end of the body; when the server ends one that should have gone on
 //! (storage down, a lagging subscriber under `overflow=disconnect`), an
 //! `end` notice saying why comes first.
@@ -81,7 +82,8 @@ impl Transport for SseTransport {
 
     async fn recv(&mut self) -> Inbound {
         // An SSE client sends nothing once the request is made; its going
-        // away is seen by hyper, which then drops the body and the session.
+        // away is seen by the HTTP layer, which then drops the body and the
+        // session.
         pending().await
     }
 
@@ -121,11 +123,11 @@ where
 /// Where a stream's first chunk is: it is written on its own, at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum First {
-    /// Not handed to hyper yet.
+    /// Not handed to the HTTP layer yet.
     Waiting,
-    /// Handed to hyper, not yet written.
+    /// Handed to the HTTP layer, not yet written.
     Handed,
-    /// Written: hyper may gather the next chunks into fewer writes.
+    /// Written: the next chunks may be gathered into fewer writes.
     Written,
 }
 
@@ -137,7 +139,7 @@ struct SessionBody {
 }
 
 impl SessionBody {
-    /// Hands `chunk` to hyper.
+    /// Hands `chunk` to the HTTP layer.
     fn hand(&mut self, chunk: Bytes) -> Poll<Option<Result<Bytes, Infallible>>> {
         if self.first == First::Waiting {
             self.first = First::Handed;
@@ -151,9 +153,9 @@ impl Stream for SessionBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        // Hyper polls a ready body again at once and buffers what it gets
-        // (up to 16 chunks or about 400 KiB), writing only once the body is
-        // pending: behind a source that is always ahead (a replay at full
+        // The HTTP layer polls a ready body again at once and gathers what
+        // it gets (up to 16 chunks; hyper up to about 400 KiB, `direct` 256
+        // KiB), writing only once the body is pending: behind a source that is always ahead (a replay at full
         // speed) the first events would wait for that buffer to fill
         // (350-700 ms for a replay's first row, debug build, PostgreSQL).
         // Pending once after the first chunk, woken at once, writes it at
