@@ -24,15 +24,17 @@ async fn a_stream_is_chunked_says_it_closes_and_closes_when_it_ends() {
         assert!(head.contains(line), "no `{}` in {head}", line.trim());
     }
     assert!(!head.contains("content-length"), "{head}");
-    // The whole body, to the server's close: the chunks, then the last one.
-    let (mut stream, mut body) = sse.into_inner();
+    // The whole body, through its last chunk, then the server's close.
+    let mut sse = sse;
+    let body = sse.rest_of_body().await;
+    let (mut stream, mut after) = sse.into_inner();
     within(
         "the server to close the connection",
-        stream.read_to_end(&mut body),
+        stream.read_to_end(&mut after),
     )
     .await
     .expect("reading to the end");
-    let body = decode_chunked(&body);
+    assert!(after.is_empty(), "bytes after the last chunk: {after:?}");
     let ids: Vec<&str> = body
         .lines()
         .filter_map(|line| line.strip_prefix("id: "))
@@ -89,37 +91,17 @@ async fn a_client_that_keeps_sending_after_its_request_is_closed() {
 #[tokio::test]
 async fn a_request_head_sent_in_pieces_is_answered_alike() {
     let server = TestServer::start(config()).await;
-    let mut stream = within(
-        "a TCP connection",
-        tokio::net::TcpStream::connect(server.addr),
-    )
-    .await
-    .expect("connecting");
-    stream.set_nodelay(true).expect("no Nagle");
-    for piece in [
+    // Whichever HTTP layer answers it (the head may come in one read or
+    // several), the stream is the same: two events, then the end.
+    let pieces = [
         "GET /sse/ticker?rate=0&count=2 HT",
         "TP/1.1\r\nHost: x\r\n",
         "\r\n",
-    ] {
-        stream.write_all(piece.as_bytes()).await.expect("a piece");
-    }
-    let mut response = Vec::new();
-    // Whichever HTTP layer answers it (the head may come in one read or
-    // several), the stream is the same: two events, then the end.
-    within("the stream to end", async {
-        while !response.ends_with(b"0\r\n\r\n") {
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).await.expect("reading");
-            assert_ne!(n, 0, "closed before the end of the body");
-            response.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    let response = String::from_utf8(response).expect("ASCII");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    ];
+    let (mut sse, head) = RawSse::send(server.addr, &pieces).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert_eq!(decode_chunked(body.as_bytes()).matches("id: ").count(), 2);
-    drop(stream);
+    assert_eq!(sse.rest_of_body().await.matches("id: ").count(), 2);
+    drop(sse);
     server.all_closed().await;
     server.stop().await;
 }
@@ -133,25 +115,4 @@ async fn raw_request(
     let (sse, head) = RawSse::get(addr, path).await;
     let (stream, read) = sse.into_inner();
     (stream, head, read)
-}
-
-/// The payload of a chunked body, its framing checked and taken off.
-fn decode_chunked(mut body: &[u8]) -> String {
-    let mut payload = Vec::new();
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("a chunk size line");
-        let size = std::str::from_utf8(&body[..line_end]).expect("an ASCII size");
-        let size = usize::from_str_radix(size, 16).expect("a hexadecimal size");
-        body = &body[line_end + 2..];
-        if size == 0 {
-            assert_eq!(body, b"\r\n", "the end of a chunked body");
-            return String::from_utf8(payload).expect("UTF-8 events");
-        }
-        payload.extend_from_slice(&body[..size]);
-        assert_eq!(&body[size..size + 2], b"\r\n", "a chunk's end");
-        body = &body[size + 2..];
-    }
 }

@@ -21,14 +21,20 @@ impl RawSse {
     /// Sends `GET {path}` to `addr`; returns the stream and the response
     /// head (through its blank line).
     pub async fn get(addr: SocketAddr, path: &str) -> (Self, String) {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        Self::send(addr, &[request.as_str()]).await
+    }
+
+    /// Sends a request written as `pieces`, each its own write (Nagle
+    /// off), to `addr`; returns the stream and the response head.
+    pub async fn send(addr: SocketAddr, pieces: &[&str]) -> (Self, String) {
         let mut stream = within("a TCP connection", TcpStream::connect(addr))
             .await
             .expect("connecting");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("a request");
+        stream.set_nodelay(true).expect("no Nagle");
+        for piece in pieces {
+            stream.write_all(piece.as_bytes()).await.expect("a request");
+        }
         let mut raw = Self {
             stream,
             buffer: Vec::new(),
@@ -51,6 +57,18 @@ impl RawSse {
         let chunk: Vec<u8> = self.buffer.drain(..size + 2).collect();
         assert!(chunk.ends_with(b"\r\n"), "a chunk longer than its size");
         chunk[..size].to_vec()
+    }
+
+    /// The payload of the rest of a chunked body, through its last chunk.
+    pub async fn rest_of_body(&mut self) -> String {
+        let mut payload = Vec::new();
+        loop {
+            let chunk = self.chunk().await;
+            if chunk.is_empty() {
+                return String::from_utf8(payload).expect("UTF-8 events");
+            }
+            payload.extend_from_slice(&chunk);
+        }
     }
 
     /// The socket, and the bytes of the body already read.
