@@ -77,37 +77,53 @@ enum Step<'a> {
 /// as large as the limits allow. When the source finishes (dropping its
 /// queue sender), the writer drains what is left and the stream ends as
 /// [`Disconnect::Complete`]; when delivery ends first, the source is dropped.
-pub async fn run<T: Transport>(
-    source: impl Future<Output = ()> + Send,
-    writer: Writer,
-    transport: T,
-    inbox: impl Inbox,
-    session: &Session,
-) -> Disconnect {
-    let mut deliver = pin!(deliver(writer, transport, inbox, session));
-    let mut source = pin!(source);
-    tokio::select! {
-        biased;
-        reason = &mut deliver => return reason,
-        () = &mut source => {}
+///
+/// Every part is stored once in the returned future (an idle stream is
+/// mostly this future: docs/performance.md, "Heap per idle stream"). It is
+/// built as an `async` block over the parts rather than an `async fn`,
+/// because an `async fn` keeps a second copy of each argument, and the
+/// delivery loop borrows them rather than owning them for the same reason.
+/// The source and the closing handshake, which is large and runs once, are
+/// boxed.
+pub fn run<T: Transport + 'static>(
+    source: impl Future<Output = ()> + Send + 'static,
+    mut writer: Writer,
+    mut transport: T,
+    mut inbox: impl Inbox + 'static,
+    session: Session,
+) -> impl Future<Output = Disconnect> + Send + 'static {
+    let mut source = Box::pin(source);
+    async move {
+        let reason = {
+            let mut deliver = pin!(deliver(&mut writer, &mut transport, &mut inbox, &session));
+            tokio::select! {
+                biased;
+                reason = &mut deliver => reason,
+                () = &mut source => deliver.await,
+            }
+        };
+        drop(source);
+        Box::pin(transport.close(reason)).await;
+        reason
     }
-    deliver.await
 }
 
 /// The delivery loop: batches, keep-alives, the peer and cancellation.
 async fn deliver<T: Transport>(
-    mut writer: Writer,
-    mut transport: T,
-    mut inbox: impl Inbox,
+    writer: &mut Writer,
+    transport: &mut T,
+    inbox: &mut impl Inbox,
     session: &Session,
 ) -> Disconnect {
     let mut keep_alive = interval_at(Instant::now() + session.keep_alive, session.keep_alive);
     keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-
-    let reason = loop {
+    // One waiter for the stream's whole life: a fresh one per batch would
+    // lock the token's waiter list twice per batch.
+    let mut cancelled = pin!(session.cancel.cancelled());
+    loop {
         let step = tokio::select! {
             biased;
-            () = session.cancel.cancelled() => Step::End(Disconnect::Shutdown),
+            () = &mut cancelled => Step::End(Disconnect::Shutdown),
             inbound = transport.recv() => match inbound {
                 Inbound::Text(message) => Step::Message(message),
                 Inbound::End(reason) => Step::End(reason),
@@ -118,42 +134,56 @@ async fn deliver<T: Transport>(
             },
             _ = keep_alive.tick() => Step::KeepAlive,
         };
-        match step {
-            Step::Batch(batch) => {
-                if let Some(delay) = session.inject_delay {
-                    tokio::time::sleep(delay).await;
-                }
-                if let Err(reason) = transport.write_batch(&batch).await {
-                    break reason;
-                }
-                session
-                    .metrics
-                    .record_batch(batch.events(), batch.bytes.len());
-                session.batches.record(batch.events(), batch.bytes.len());
-            }
-            Step::Message(message) => {
-                let replied = match inbox.receive(message).await {
-                    Ok(Some(reply)) => transport.send_reply(reply).await,
-                    Ok(None) => Ok(()),
-                    Err(reason) => Err(reason),
-                };
-                if let Err(reason) = replied {
-                    break reason;
-                }
-            }
-            Step::KeepAlive => match transport.keep_alive().await {
-                Ok(sent) => {
-                    if sent {
-                        session.metrics.keepalives.inc();
-                    }
-                }
-                Err(reason) => break reason,
-            },
-            Step::End(reason) => break reason,
+        let done = match step {
+            Step::Batch(batch) => write(transport, &batch, session).await,
+            Step::Message(message) => answer(transport, inbox, message).await,
+            Step::KeepAlive => keep_alive_now(transport, session).await,
+            Step::End(reason) => Err(reason),
+        };
+        if let Err(reason) = done {
+            return reason;
         }
-    };
-    transport.close(reason).await;
-    reason
+    }
+}
+
+/// Writes one batch and counts it.
+async fn write<T: Transport>(
+    transport: &mut T,
+    batch: &Batch<'_>,
+    session: &Session,
+) -> Result<(), Disconnect> {
+    if let Some(delay) = session.inject_delay {
+        tokio::time::sleep(delay).await;
+    }
+    transport.write_batch(batch).await?;
+    session
+        .metrics
+        .record_batch(batch.events(), batch.bytes.len());
+    session.batches.record(batch.events(), batch.bytes.len());
+    Ok(())
+}
+
+/// Hands a message from the peer to the inbox and sends its reply.
+async fn answer<T: Transport>(
+    transport: &mut T,
+    inbox: &mut impl Inbox,
+    message: Bytes,
+) -> Result<(), Disconnect> {
+    match inbox.receive(message).await? {
+        Some(reply) => transport.send_reply(reply).await,
+        None => Ok(()),
+    }
+}
+
+/// Sends a keep-alive if the transport needs one, and counts it.
+async fn keep_alive_now<T: Transport>(
+    transport: &mut T,
+    session: &Session,
+) -> Result<(), Disconnect> {
+    if transport.keep_alive().await? {
+        session.metrics.keepalives.inc();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -235,7 +265,7 @@ mod tests {
             writer(rx, 16),
             transport,
             Refuse,
-            &session(CancellationToken::new()),
+            session(CancellationToken::new()),
         )
         .await;
         assert_eq!(reason, Disconnect::Complete);
@@ -259,7 +289,7 @@ mod tests {
         };
         let start = tokio::time::Instant::now();
         let stream = tokio::spawn(async move {
-            run(ticker.run(tx), writer(rx, 16), transport, Refuse, &session).await
+            run(ticker.run(tx), writer(rx, 16), transport, Refuse, session).await
         });
         let first = records.recv().await.unwrap();
         assert!(matches!(first, Record::Batch(_)), "{first:?}");
@@ -280,7 +310,7 @@ mod tests {
         };
         let session = session(CancellationToken::new());
         let stream = tokio::spawn(async move {
-            run(ticker.run(tx), writer(rx, 256), transport, Refuse, &session).await
+            run(ticker.run(tx), writer(rx, 256), transport, Refuse, session).await
         });
         let mut sizes = Vec::new();
         let mut seen = Vec::new();
@@ -326,7 +356,7 @@ mod tests {
             writer(rx, 16),
             transport,
             Refuse,
-            &session(cancel),
+            session(cancel),
         )
         .await;
         assert_eq!(reason, Disconnect::Shutdown);
@@ -361,7 +391,7 @@ mod tests {
             writer(rx, 16),
             transport,
             Refuse,
-            &session(CancellationToken::new()),
+            session(CancellationToken::new()),
         )
         .await;
         assert_eq!(reason, Disconnect::PeerGone);
@@ -380,7 +410,7 @@ mod tests {
                 writer(rx, 16),
                 transport,
                 Refuse,
-                &session,
+                session,
             )
             .await
         });

@@ -81,7 +81,7 @@ impl AppState {
             crate::heap::leak(bytes);
         }
         Session {
-            cancel: self.shutdown.token().child_token(),
+            cancel: self.shutdown.token().clone(),
             keep_alive: self.config.keepalive_interval,
             metrics: self.metrics.transport(transport).clone(),
             inject_delay: self.config.inject_delay,

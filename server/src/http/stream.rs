@@ -10,6 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt;
 
 use super::params::Params;
 use crate::config::Config;
@@ -105,10 +106,11 @@ pub(crate) fn sse_stream<S: Source>(
     let guard = admit(state, TransportKind::Sse, tag)?;
     let (tx, writer) = pipeline(state, &guard, SseTransport::FRAMING);
     let session = state.session(TransportKind::Sse, guard.batch_counts());
-    let body = sse::body(move |transport| async move {
-        let reason = session::run(source.run(tx), writer, transport, Refuse, &session).await;
-        tracing::debug!(reason = reason.label(), "sse stream ended");
-        guard.finish(reason);
+    let body = sse::body(move |transport| {
+        session::run(source.run(tx), writer, transport, Refuse, session).map(move |reason| {
+            tracing::debug!(reason = reason.label(), "sse stream ended");
+            guard.finish(reason);
+        })
     });
     let headers = [
         (CONTENT_TYPE, "text/event-stream"),
@@ -166,12 +168,18 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     let (tx, writer) = pipeline(state, &guard, WsTransport::FRAMING);
     let session = state.session(TransportKind::Ws, guard.batch_counts());
     let pong_timeout = state.config.pong_timeout;
+    // Boxed until the upgrade: axum keeps the callback's captures in the
+    // connection's task for its whole life, beside the session they move
+    // into; boxed, that is one pointer.
+    let parts = Box::new((source, tx, writer, inbox, session, guard));
     upgrade.on_upgrade(move |socket| {
-        shutdown.track(async move {
-            let transport = WsTransport::new(socket, pong_timeout);
-            let reason = session::run(source.run(tx), writer, transport, inbox, &session).await;
-            tracing::debug!(reason = reason.label(), "websocket stream ended");
-            guard.finish(reason);
-        })
+        let (source, tx, writer, inbox, session, guard) = *parts;
+        let transport = WsTransport::new(socket, pong_timeout);
+        shutdown.track(
+            session::run(source.run(tx), writer, transport, inbox, session).map(move |reason| {
+                tracing::debug!(reason = reason.label(), "websocket stream ended");
+                guard.finish(reason);
+            }),
+        )
     })
 }

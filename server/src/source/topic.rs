@@ -11,6 +11,7 @@
 //! from the store again (nothing lost) or ends the stream. A range the store
 //! no longer holds is announced with a gap notice, never skipped silently.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -90,34 +91,40 @@ impl From<store::Error> for Stop {
 }
 
 impl Source for Topic {
-    async fn run(self, mut queue: Sender) {
-        let mut cursor = match self.start(&mut queue).await {
-            Ok(cursor) => cursor,
-            Err(stop) => return self.stop(queue, stop),
-        };
-        loop {
-            cursor = match self.catch_up(&mut queue, cursor).await {
+    // An `async` block rather than an `async fn`, which would keep a second
+    // copy of `self` for the subscription's whole life. Reading the store
+    // takes far more state than waiting on the hub, so those futures are
+    // boxed while they run: a live subscriber holds only its membership.
+    fn run(self, mut queue: Sender) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let mut cursor = match Box::pin(self.start(&mut queue)).await {
                 Ok(cursor) => cursor,
                 Err(stop) => return self.stop(queue, stop),
             };
-            let mut membership = match self.hub.join(self.name.as_str(), cursor, queue) {
-                Ok(membership) => membership,
-                Err(back) => {
-                    queue = back;
-                    continue;
-                }
-            };
-            let Some(back) = membership.handed_back().await else {
-                return; // The stream is gone.
-            };
-            queue = back.queue;
-            cursor = back.cursor;
-            if back.why == Why::Lagged {
-                match self.policy {
-                    OverflowPolicy::CatchUp => {
-                        self.catch_ups.inc();
+            loop {
+                cursor = match Box::pin(self.catch_up(&mut queue, cursor)).await {
+                    Ok(cursor) => cursor,
+                    Err(stop) => return self.stop(queue, stop),
+                };
+                let mut membership = match self.hub.join(self.name.as_str(), cursor, queue) {
+                    Ok(membership) => membership,
+                    Err(back) => {
+                        queue = back;
+                        continue;
                     }
-                    OverflowPolicy::Disconnect => return queue.abort(Disconnect::Lagged),
+                };
+                let Some(back) = membership.handed_back().await else {
+                    return; // The stream is gone.
+                };
+                queue = back.queue;
+                cursor = back.cursor;
+                if back.why == Why::Lagged {
+                    match self.policy {
+                        OverflowPolicy::CatchUp => {
+                            self.catch_ups.inc();
+                        }
+                        OverflowPolicy::Disconnect => return queue.abort(Disconnect::Lagged),
+                    }
                 }
             }
         }
