@@ -68,11 +68,11 @@ const IDLE_STREAMS: usize = 200;
 
 /// The most live heap an idle stream may hold, server and this test's raw
 /// client together (the client's part is its socket's registration, a few
-/// hundred bytes), on either transport. Measured here: 6,712 B on SSE
-/// (31,415 B while hyper served SSE streams, 16 KiB of it its read and write
-/// buffers), 9,392 B on WebSocket (docs/performance.md); the capacity
-/// target is 4 KiB.
-const IDLE_STREAM_BUDGET: u64 = 12 * 1024;
+/// hundred bytes), on either transport: the capacity target, 4 KiB.
+/// Measured here: 3,222 B on SSE and 3,997 B on WebSocket (6,712 B and
+/// 9,392 B while each stream's futures kept second copies of their parts,
+/// 31,415 B on SSE while hyper served SSE streams: docs/performance.md).
+const IDLE_STREAM_BUDGET: u64 = 4 * 1024;
 
 /// Rows of the two replays compared: ten times as many rows.
 const REPLAY_ROWS: [u64; 2] = [10_000, 100_000];

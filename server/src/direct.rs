@@ -16,6 +16,7 @@
 //! malformed) is left unread for hyper, which answers it as before.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
 use std::time::SystemTime;
 
@@ -114,16 +115,35 @@ fn parse(bytes: &[u8]) -> Option<(Request<Body>, usize)> {
 
 /// Answers `request` with `router` and writes the response to `io`, then
 /// closes the connection.
-pub async fn serve(mut io: DeadlineIo, router: Router, request: Box<Request<Body>>) {
-    let response = match router.oneshot(*request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    match write_response(&mut io, response).await {
-        Ok(()) => {
-            let _ = io.shutdown().await;
+///
+/// The futures here are what an idle SSE connection holds besides its
+/// session, so each part is stored once: `async` blocks over borrowed
+/// parts rather than `async fn`s (which keep a second copy of every
+/// argument), and the response taken apart before the first wait.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps a second copy of its arguments"
+)]
+pub fn serve(
+    io: &mut DeadlineIo,
+    router: Router,
+    request: Box<Request<Body>>,
+) -> impl Future<Output = ()> + Send + '_ {
+    async move {
+        let response = match router.oneshot(*request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let written = match begin(response) {
+            Ok((out, body, ended)) => write_body(io, out, body, ended).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => {
+                let _ = io.shutdown().await;
+            }
+            Err(e) => tracing::trace!("stream connection ended: {e}"),
         }
-        Err(e) => tracing::trace!("stream connection ended: {e}"),
     }
 }
 
@@ -140,44 +160,64 @@ enum Cut {
     TooMuchInput,
 }
 
-/// Writes `response`: its head at once, then its body (chunked unless its
-/// length is known), gathering the chunks the body has ready into one
-/// write. The socket is read meanwhile, so that a client that goes away
-/// ends the stream at once rather than at the next write.
-async fn write_response(io: &mut DeadlineIo, response: Response) -> Result<(), Cut> {
+/// The first write of `response` (its head, and the chunks its body has
+/// ready), the rest of its body, and whether the body has already ended.
+fn begin(response: Response) -> Result<(Gather, BodyDataStream, bool), Cut> {
     let (parts, body) = response.into_parts();
     let length = body.size_hint().exact();
     let mut out = Gather::new(length.is_none());
     out.head = head(&parts, length);
-    drop(parts);
     let mut body = body.into_data_stream();
-    let mut ended = out.gather(&mut body, None)?;
-    io.write_all_buf(&mut out).await?;
-    let mut probe = [0u8; 64];
-    let mut input = 0;
-    while !ended {
-        let next = tokio::select! {
-            next = body.next() => next,
-            read = io.read(&mut probe) => match read? {
-                0 => return Err(Cut::ClientGone),
-                n if input + n > MAX_TRAILING_INPUT => return Err(Cut::TooMuchInput),
-                n => {
-                    input += n;
-                    continue;
-                }
-            },
-        };
-        let mut out = Gather::new(out.chunked);
-        ended = match next {
-            Some(chunk) => out.gather(&mut body, Some(chunk?))?,
-            None => {
-                out.end();
-                true
-            }
-        };
+    let ended = out.gather(&mut body, None)?;
+    Ok((out, body, ended))
+}
+
+/// Writes `out`, then the rest of `body` (chunked as `out` is), gathering
+/// the chunks the body has ready into one write. The socket is read
+/// meanwhile, so that a client that goes away ends the stream at once
+/// rather than at the next write.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps a second copy of its arguments"
+)]
+fn write_body<'a>(
+    io: &'a mut DeadlineIo,
+    mut out: Gather,
+    mut body: BodyDataStream,
+    mut ended: bool,
+) -> impl Future<Output = Result<(), Cut>> + Send + 'a {
+    // An `async` block: an `async fn` would keep a second copy of `out`.
+    async move {
         io.write_all_buf(&mut out).await?;
+        // Written: what it held is let go of at once. The head is freed, and
+        // the writer reuses its buffer only once no chunk of it is held.
+        out = Gather::new(out.chunked);
+        let mut probe = [0u8; 64];
+        let mut input = 0;
+        while !ended {
+            let next = tokio::select! {
+                next = body.next() => next,
+                read = io.read(&mut probe) => match read? {
+                    0 => return Err(Cut::ClientGone),
+                    n if input + n > MAX_TRAILING_INPUT => return Err(Cut::TooMuchInput),
+                    n => {
+                        input += n;
+                        continue;
+                    }
+                },
+            };
+            ended = match next {
+                Some(chunk) => out.gather(&mut body, Some(chunk?))?,
+                None => {
+                    out.end();
+                    true
+                }
+            };
+            io.write_all_buf(&mut out).await?;
+            out = Gather::new(out.chunked);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The response head of `parts`, framed by `length` (chunked if unknown).

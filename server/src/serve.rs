@@ -9,6 +9,7 @@
 //! streams end with their sessions (which watch the same token), and
 //! [`serve`] returns when every connection has closed.
 
+use std::future::Future;
 use std::pin::pin;
 
 use axum::Router;
@@ -39,13 +40,26 @@ pub async fn serve(mut listener: Listener, router: Router, token: CancellationTo
 }
 
 /// Serves one connection to its end.
-async fn connection(mut io: DeadlineIo, router: Router, token: CancellationToken) {
-    match direct::sniff(&mut io).await {
-        Sniffed::Stream(request) => direct::serve(io, router, request).await,
-        // Boxed: hyper's connection state would otherwise size every
-        // connection's task, the streams served directly included.
-        Sniffed::Other => Box::pin(with_hyper(io, router, token)).await,
-        Sniffed::Gone => {}
+///
+/// An `async` block rather than an `async fn`, which would keep a second
+/// copy of `io` for the connection's whole life.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps a second copy of its arguments"
+)]
+fn connection(
+    mut io: DeadlineIo,
+    router: Router,
+    token: CancellationToken,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        match direct::sniff(&mut io).await {
+            Sniffed::Stream(request) => direct::serve(&mut io, router, request).await,
+            // Boxed: hyper's connection state would otherwise size every
+            // connection's task, the streams served directly included.
+            Sniffed::Other => Box::pin(with_hyper(io, router, token)).await,
+            Sniffed::Gone => {}
+        }
     }
 }
 

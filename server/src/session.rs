@@ -22,9 +22,9 @@ use crate::metrics::TransportMetrics;
 use crate::transport::{Inbound, Transport};
 use crate::writer::{Batch, Writer};
 
-/// What a session needs besides its parts.
+/// The settings every stream of a transport shares.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub struct Settings {
     /// Cancelled when the server shuts down.
     pub cancel: CancellationToken,
     /// How often the transport is asked for a keep-alive.
@@ -34,6 +34,14 @@ pub struct Session {
     /// For testing measurements: a wait before each batch is written
     /// (`--inject-delay`; `None` costs one branch per batch).
     pub inject_delay: Option<Duration>,
+}
+
+/// What a session needs besides its parts: two pointers, as it is held by
+/// every open stream.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The settings of the stream's transport.
+    pub settings: Arc<Settings>,
     /// This stream's batch counts, for `GET /connections`.
     pub batches: Arc<BatchCounts>,
 }
@@ -60,13 +68,6 @@ impl Inbox for Refuse {
     async fn receive(&mut self, _message: Bytes) -> Result<Option<Bytes>, Disconnect> {
         Err(Disconnect::UnsupportedData)
     }
-}
-
-enum Step<'a> {
-    Batch(Batch<'a>),
-    Message(Bytes),
-    KeepAlive,
-    End(Disconnect),
 }
 
 /// Runs one stream until it ends, and returns why it ended.
@@ -115,30 +116,26 @@ async fn deliver<T: Transport>(
     inbox: &mut impl Inbox,
     session: &Session,
 ) -> Disconnect {
-    let mut keep_alive = interval_at(Instant::now() + session.keep_alive, session.keep_alive);
+    let settings = &*session.settings;
+    let mut keep_alive = interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
     keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // One waiter for the stream's whole life: a fresh one per batch would
     // lock the token's waiter list twice per batch.
-    let mut cancelled = pin!(session.cancel.cancelled());
+    let mut cancelled = pin!(settings.cancel.cancelled());
     loop {
-        let step = tokio::select! {
+        let done = tokio::select! {
             biased;
-            () = &mut cancelled => Step::End(Disconnect::Shutdown),
+            () = &mut cancelled => Err(Disconnect::Shutdown),
             inbound = transport.recv() => match inbound {
-                Inbound::Text(message) => Step::Message(message),
-                Inbound::End(reason) => Step::End(reason),
+                // Boxed: the largest state here, and the rarest.
+                Inbound::Text(message) => Box::pin(answer(transport, inbox, message)).await,
+                Inbound::End(reason) => Err(reason),
             },
             batch = writer.next_batch() => match batch {
-                Ok(batch) => Step::Batch(batch),
-                Err(reason) => Step::End(reason),
+                Ok(batch) => write(transport, &batch, session).await,
+                Err(reason) => Err(reason),
             },
-            _ = keep_alive.tick() => Step::KeepAlive,
-        };
-        let done = match step {
-            Step::Batch(batch) => write(transport, &batch, session).await,
-            Step::Message(message) => answer(transport, inbox, message).await,
-            Step::KeepAlive => keep_alive_now(transport, session).await,
-            Step::End(reason) => Err(reason),
+            _ = keep_alive.tick() => keep_alive_now(transport, session).await,
         };
         if let Err(reason) = done {
             return reason;
@@ -152,11 +149,12 @@ async fn write<T: Transport>(
     batch: &Batch<'_>,
     session: &Session,
 ) -> Result<(), Disconnect> {
-    if let Some(delay) = session.inject_delay {
+    if let Some(delay) = session.settings.inject_delay {
         tokio::time::sleep(delay).await;
     }
     transport.write_batch(batch).await?;
     session
+        .settings
         .metrics
         .record_batch(batch.events(), batch.bytes.len());
     session.batches.record(batch.events(), batch.bytes.len());
@@ -181,7 +179,7 @@ async fn keep_alive_now<T: Transport>(
     session: &Session,
 ) -> Result<(), Disconnect> {
     if transport.keep_alive().await? {
-        session.metrics.keepalives.inc();
+        session.settings.metrics.keepalives.inc();
     }
     Ok(())
 }
@@ -201,12 +199,22 @@ mod tests {
     use crate::transport::memory::{self, Record};
     use crate::writer::BatchLimits;
 
-    fn session(cancel: CancellationToken) -> Session {
-        Session {
+    fn settings(cancel: CancellationToken) -> Settings {
+        Settings {
             cancel,
             keep_alive: Duration::from_secs(15),
             metrics: Metrics::new().transport(TransportKind::Ws).clone(),
             inject_delay: None,
+        }
+    }
+
+    fn session(cancel: CancellationToken) -> Session {
+        with(settings(cancel))
+    }
+
+    fn with(settings: Settings) -> Session {
+        Session {
+            settings: Arc::new(settings),
             batches: Arc::default(),
         }
     }
@@ -283,10 +291,10 @@ mod tests {
             count: 1,
             size: 8,
         };
-        let session = Session {
+        let session = with(Settings {
             inject_delay: Some(Duration::from_millis(50)),
-            ..session(CancellationToken::new())
-        };
+            ..settings(CancellationToken::new())
+        });
         let start = tokio::time::Instant::now();
         let stream = tokio::spawn(async move {
             run(ticker.run(tx), writer(rx, 16), transport, Refuse, session).await
@@ -401,9 +409,11 @@ mod tests {
     async fn an_idle_stream_gets_keep_alives_at_the_interval() {
         let (_tx, rx) = queue::channel(QUEUE);
         let (transport, mut records) = memory::channel(16);
-        let mut session = session(CancellationToken::new());
-        session.keep_alive = Duration::from_secs(5);
-        let cancel = session.cancel.clone();
+        let cancel = CancellationToken::new();
+        let session = with(Settings {
+            keep_alive: Duration::from_secs(5),
+            ..settings(cancel.clone())
+        });
         let stream = tokio::spawn(async move {
             run(
                 std::future::pending(),

@@ -15,10 +15,10 @@ use crate::hub::Hub;
 use crate::metrics::{Metrics, SlowConsumerAction, TransportKind};
 use crate::protocol::Name;
 use crate::publish::Publisher;
-use crate::session::Session;
+use crate::session::{Session, Settings};
 use crate::shutdown::Shutdown;
 use crate::source::replay::Replay;
-use crate::source::topic::{OverflowPolicy, Topic};
+use crate::source::topic::{OverflowPolicy, Topic, TopicContext};
 use crate::store::{self, Store};
 
 /// What handlers share.
@@ -43,6 +43,11 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The shutdown handle every stream watches.
     pub shutdown: Shutdown,
+    /// The session settings of each transport's streams, in
+    /// [`TransportKind::ALL`] order.
+    sessions: [Arc<Settings>; 2],
+    /// What every topic subscription shares.
+    topics: Arc<TopicContext>,
 }
 
 impl AppState {
@@ -60,6 +65,20 @@ impl AppState {
             config.max_publish_bytes,
         );
         let admission = Admission::new(config.max_connections);
+        let sessions = TransportKind::ALL.map(|kind| {
+            Arc::new(Settings {
+                cancel: shutdown.token().clone(),
+                keep_alive: config.keepalive_interval,
+                metrics: metrics.transport(kind).clone(),
+                inject_delay: config.inject_delay,
+            })
+        });
+        let topics = Arc::new(TopicContext {
+            store: store.clone(),
+            hub: Arc::clone(&hub),
+            metrics: metrics.topics().clone(),
+            catch_ups: metrics.slow_consumers(SlowConsumerAction::CatchUp),
+        });
         let state = Self {
             connections: Arc::new(Connections::new(admission, Arc::clone(&metrics))),
             replays: Admission::counting(config.max_replays, "replays"),
@@ -70,21 +89,24 @@ impl AppState {
             hub,
             publisher,
             shutdown,
+            sessions,
+            topics,
         };
         (state, writer)
     }
 
-    /// The session settings of a new stream on `transport`, counting its
-    /// batches in `batches`.
+    /// The session of a new stream on `transport`, counting its batches in
+    /// `batches`.
     pub fn session(&self, transport: TransportKind, batches: Arc<BatchCounts>) -> Session {
         if let Some(bytes) = self.config.inject_leak {
             crate::heap::leak(bytes);
         }
+        let index = TransportKind::ALL
+            .iter()
+            .position(|&kind| kind == transport)
+            .expect("every transport is in ALL");
         Session {
-            cancel: self.shutdown.token().clone(),
-            keep_alive: self.config.keepalive_interval,
-            metrics: self.metrics.transport(transport).clone(),
-            inject_delay: self.config.inject_delay,
+            settings: Arc::clone(&self.sessions[index]),
             batches,
         }
     }
@@ -95,10 +117,7 @@ impl AppState {
             name: topic,
             since,
             policy,
-            store: self.store.clone(),
-            hub: Arc::clone(&self.hub),
-            metrics: self.metrics.topics().clone(),
-            catch_ups: self.metrics.slow_consumers(SlowConsumerAction::CatchUp),
+            context: Arc::clone(&self.topics),
         }
     }
 

@@ -60,6 +60,14 @@ pub struct Topic {
     pub since: u64,
     /// What to do on overflow.
     pub policy: OverflowPolicy,
+    /// What every subscription shares: one pointer per subscriber, which
+    /// holds this for as long as it is open.
+    pub context: Arc<TopicContext>,
+}
+
+/// Where subscriptions read from and what they count.
+#[derive(Debug)]
+pub struct TopicContext {
     /// Where history comes from.
     pub store: Store,
     /// Where the live tail comes from.
@@ -95,6 +103,10 @@ impl Source for Topic {
     // copy of `self` for the subscription's whole life. Reading the store
     // takes far more state than waiting on the hub, so those futures are
     // boxed while they run: a live subscriber holds only its membership.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps a second copy of its arguments"
+    )]
     fn run(self, mut queue: Sender) -> impl Future<Output = ()> + Send + 'static {
         async move {
             let mut cursor = match Box::pin(self.start(&mut queue)).await {
@@ -106,7 +118,8 @@ impl Source for Topic {
                     Ok(cursor) => cursor,
                     Err(stop) => return self.stop(queue, stop),
                 };
-                let mut membership = match self.hub.join(self.name.as_str(), cursor, queue) {
+                let mut membership = match self.context.hub.join(self.name.as_str(), cursor, queue)
+                {
                     Ok(membership) => membership,
                     Err(back) => {
                         queue = back;
@@ -121,7 +134,7 @@ impl Source for Topic {
                 if back.why == Why::Lagged {
                     match self.policy {
                         OverflowPolicy::CatchUp => {
-                            self.catch_ups.inc();
+                            self.context.catch_ups.inc();
                         }
                         OverflowPolicy::Disconnect => return queue.abort(Disconnect::Lagged),
                     }
@@ -144,7 +157,7 @@ impl Topic {
     /// The cursor to start from, after a gap notice if `since` is beyond
     /// the head.
     async fn start(&self, queue: &mut Sender) -> Result<u64, Stop> {
-        let head = self.store.head(self.name.as_str()).await?;
+        let head = self.context.store.head(self.name.as_str()).await?;
         if self.since > head {
             self.gap(queue, head + 1, self.since, GapReason::BeyondHead)
                 .await?;
@@ -160,11 +173,15 @@ impl Topic {
             // The head is read first: every event it counts was committed
             // before the page is read, so one missing from the page was
             // deleted (by retention), not merely not yet visible.
-            let head = self.store.head(self.name.as_str()).await?;
+            let head = self.context.store.head(self.name.as_str()).await?;
             if head <= cursor {
                 return Ok(cursor);
             }
-            let page = self.store.read(self.name.as_str(), cursor, PAGE).await?;
+            let page = self
+                .context
+                .store
+                .read(self.name.as_str(), cursor, PAGE)
+                .await?;
             if page.is_empty() {
                 self.gap(queue, cursor + 1, head, GapReason::Retention)
                     .await?;
@@ -188,7 +205,7 @@ impl Topic {
         to: u64,
         reason: GapReason,
     ) -> Result<(), Closed> {
-        self.metrics.gap_sent(reason.as_str());
+        self.context.metrics.gap_sent(reason.as_str());
         queue.push(Item::Gap(Gap { from, to, reason })).await
     }
 }
