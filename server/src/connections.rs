@@ -210,6 +210,11 @@ impl StreamGuard {
 
     /// Records why the stream ended; the guard is then dropped.
     pub fn finish(mut self, reason: Disconnect) {
+        tracing::debug!(
+            transport = self.transport.label(),
+            reason = reason.label(),
+            "stream ended"
+        );
         self.reason = Some(reason);
     }
 }

@@ -61,9 +61,7 @@ impl Listener {
             stalled,
         }
     }
-}
 
-impl Listener {
     /// The next connection admitted, and its peer's address. Accept errors
     /// are retried (after a pause when they are not the peer's doing).
     pub async fn accept(&mut self) -> (DeadlineIo, std::net::SocketAddr) {
@@ -128,8 +126,9 @@ async fn accept_failed(e: io::Error) {
     sleep(Duration::from_millis(100)).await;
 }
 
-/// The error of a request head not complete by its deadline.
+/// The error of a request head not complete by its deadline, logged.
 fn head_timeout() -> io::Error {
+    tracing::debug!("closing a connection whose request head did not arrive in time");
     io::Error::new(
         io::ErrorKind::TimedOut,
         "request head not complete within the header timeout",
@@ -201,10 +200,7 @@ impl DeadlineIo {
         };
         tokio::time::timeout_at(head.until, peek)
             .await
-            .unwrap_or_else(|_| {
-                tracing::debug!("closing a connection whose request head did not arrive in time");
-                Err(head_timeout())
-            })
+            .unwrap_or_else(|_| Err(head_timeout()))
     }
 
     /// Tracks the outcome of a write: progress disarms the deadline, a block
@@ -240,10 +236,7 @@ impl AsyncRead for DeadlineIo {
             Poll::Ready(Ok(())) if head.completed_by(&buf.filled()[before..]) => {
                 self.head = None;
             }
-            Poll::Pending if head.expired(cx) => {
-                tracing::debug!("closing a connection whose request head did not arrive in time");
-                return Poll::Ready(Err(head_timeout()));
-            }
+            Poll::Pending if head.expired(cx) => return Poll::Ready(Err(head_timeout())),
             _ => {}
         }
         poll

@@ -43,8 +43,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The shutdown handle every stream watches.
     pub shutdown: Shutdown,
-    /// The session settings of each transport's streams, in
-    /// [`TransportKind::ALL`] order.
+    /// The session settings of each transport's streams, indexed by
+    /// [`TransportKind`] (in [`TransportKind::ALL`] order).
     sessions: [Arc<Settings>; 2],
     /// What every topic subscription shares.
     topics: Arc<TopicContext>,
@@ -101,12 +101,8 @@ impl AppState {
         if let Some(bytes) = self.config.inject_leak {
             crate::heap::leak(bytes);
         }
-        let index = TransportKind::ALL
-            .iter()
-            .position(|&kind| kind == transport)
-            .expect("every transport is in ALL");
         Session {
-            settings: Arc::clone(&self.sessions[index]),
+            settings: Arc::clone(&self.sessions[transport as usize]),
             batches,
         }
     }

@@ -107,10 +107,8 @@ pub(crate) fn sse_stream<S: Source>(
     let (tx, writer) = pipeline(state, &guard, SseTransport::FRAMING);
     let session = state.session(TransportKind::Sse, guard.batch_counts());
     let body = sse::body(move |transport| {
-        session::run(source.run(tx), writer, transport, Refuse, session).map(move |reason| {
-            tracing::debug!(reason = reason.label(), "sse stream ended");
-            guard.finish(reason);
-        })
+        session::run(source.run(tx), writer, transport, Refuse, session)
+            .map(move |reason| guard.finish(reason))
     });
     let headers = [
         (CONTENT_TYPE, "text/event-stream"),
@@ -176,10 +174,8 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
         let (source, tx, writer, inbox, session, guard) = *parts;
         let transport = WsTransport::new(socket, pong_timeout);
         shutdown.track(
-            session::run(source.run(tx), writer, transport, inbox, session).map(move |reason| {
-                tracing::debug!(reason = reason.label(), "websocket stream ended");
-                guard.finish(reason);
-            }),
+            session::run(source.run(tx), writer, transport, inbox, session)
+                .map(move |reason| guard.finish(reason)),
         )
     })
 }

@@ -5,10 +5,10 @@
 //! no channel hop per connection. The HTTP layer ([`crate::direct`], or
 //! hyper for a request it leaves to hyper) polls the body only when it can
 //! take more bytes, so a slow reader stops the session at its next write
-//! and the queue behind it fills: that is the backpressure. An SSE stream ends with
-//! the end of the body; when the server ends one that should have gone on
-//! (storage down, a lagging subscriber under `overflow=disconnect`), an
-//! `end` notice saying why comes first.
+//! and the queue behind it fills: that is the backpressure. An SSE stream
+//! ends with the end of the body; when the server ends one that should have
+//! gone on (storage down, a lagging subscriber under `overflow=disconnect`),
+//! an `end` notice saying why comes first.
 
 use std::convert::Infallible;
 use std::future::{Future, pending, poll_fn};
@@ -155,9 +155,10 @@ impl Stream for SessionBody {
         let this = self.get_mut();
         // The HTTP layer polls a ready body again at once and gathers what
         // it gets (up to 16 chunks; hyper up to about 400 KiB, `direct` 256
-        // KiB), writing only once the body is pending: behind a source that is always ahead (a replay at full
-        // speed) the first events would wait for that buffer to fill
-        // (350-700 ms for a replay's first row, debug build, PostgreSQL).
+        // KiB), writing only once the body is pending: behind a source that
+        // is always ahead (a replay at full speed) the first events would
+        // wait for that buffer to fill (350-700 ms for a replay's first
+        // row, debug build, PostgreSQL).
         // Pending once after the first chunk, woken at once, writes it at
         // once. After it, gathering chunks into fewer writes is what keeps
         // a saturated stream cheap: pending after every chunk cost 13 % of
