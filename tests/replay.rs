@@ -27,7 +27,9 @@ const QUEUE_EVENTS: usize = 64;
 /// row must arrive. Measured here (debug build, 100,000 rows): the first
 /// row after about 1 ms, the whole array after about 3 s, three orders of
 /// magnitude apart; a factor of 10 holds on a loaded machine and fails if
-/// the stream waited for the whole result as the array does.
+/// the stream waited for the whole result as the array does, or if another
+/// replay held the runtime's worker thread (the fairness that
+/// `source/replay.rs` documents).
 const SOONER: u32 = 10;
 
 /// A test server's configuration whose pool holds `replays + 1` database

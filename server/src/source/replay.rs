@@ -12,6 +12,15 @@
 //! write deadline; however the stream ends, the source's future is dropped
 //! with its cursor, which gives the connection back to the pool, and its
 //! permit of the replay limit.
+//!
+//! Fairness: each row spends a unit of the task's scheduling budget. The
+//! cursor's rows often arrive faster than they are converted and the
+//! socket takes them as fast (sqlx's row channels do not spend the budget,
+//! and the queue, being drained in the same task, always has room), so
+//! without it one replay held its worker thread, and the I/O and timers of
+//! every stream waiting on it, for as long as the client's socket buffers
+//! took rows: 0.4-0.7 s in a debug build (`tests/replay.rs` saw its first
+//! row that late on another connection).
 
 use std::pin::pin;
 
@@ -19,6 +28,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::coop;
 
 use super::{Pacer, Source};
 use crate::disconnect::Disconnect;
@@ -99,6 +109,7 @@ async fn queue_all(
     while let Some(batch) = batches.next().await {
         rows_read.inc_by(batch.iter().filter(|row| row.is_ok()).count() as u64);
         for trade in batch {
+            coop::consume_budget().await;
             pacer.next().await;
             if queue
                 .push(Item::Event(event(wallet, &trade?)))
@@ -123,5 +134,45 @@ fn event(wallet: &Name, trade: &Trade) -> Event {
         seq: u64::try_from(trade.id).unwrap_or(0),
         pts: None,
         data: Bytes::from(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::stream;
+
+    use super::*;
+    use crate::queue::{self, Limits};
+
+    /// Rows that are always ready, into a queue that always has room: the
+    /// replay never has to wait, yet the task spawned beside it runs long
+    /// before the last row is queued.
+    #[tokio::test]
+    async fn a_replay_that_never_waits_still_yields_to_other_tasks() {
+        const ROWS: usize = 10_000;
+        let (mut tx, rx) = queue::channel(Limits {
+            max_events: ROWS,
+            max_bytes: usize::MAX,
+        });
+        let probe = rx.probe();
+        let rows = stream::iter((1..=ROWS as i64).map(|id| Ok(Trade::synthetic("w", id))));
+        let wallet = Name::parse("w").unwrap();
+        let replay =
+            tokio::spawn(
+                async move { queue_all(rows, &wallet, 0, &Counter::default(), &mut tx).await },
+            );
+        let queued_when_other_ran = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&queued_when_other_ran);
+        let other = tokio::spawn(async move {
+            seen.store(probe.depth().unwrap().events, Ordering::Relaxed);
+        });
+        assert!(matches!(replay.await.unwrap(), Ok(true)));
+        other.await.unwrap();
+        assert_eq!(rx.probe().depth().unwrap().events, ROWS);
+        let queued = queued_when_other_ran.load(Ordering::Relaxed);
+        assert!(queued < ROWS / 10, "the other task ran after {queued} rows");
     }
 }
