@@ -3,11 +3,12 @@
 //! server (in-process on 127.0.0.1:0), on both transports.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{StreamExt, stream};
@@ -16,6 +17,7 @@ use streamgauge_loadgen::report::{Context, Summary};
 use streamgauge_loadgen::runner::Run;
 use streamgauge_loadgen::scenario::{Phase, Scenario, StreamKind, Transport};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, TestServer, now_micros};
@@ -156,6 +158,112 @@ async fn fake_peer(seqs: &'static [u64], age: Duration) -> std::net::SocketAddr 
         .route("/sse/ticker", get(sse))
         .route("/ws/ticker", get(ws));
     serve(app).await
+}
+
+/// The events of every stream a [`gated_peer`] answers.
+const GATED_SEQS: [u64; 3] = [1, 2, 3];
+
+/// A fake peer's hold on its second stream.
+struct Gate {
+    requests: AtomicUsize,
+    arrived: mpsc::Sender<()>,
+    release: Notify,
+}
+
+impl Gate {
+    /// Returns at once, except for the second request: that one is
+    /// announced on `arrived`, then held until `release`.
+    async fn pass(&self) {
+        if self.requests.fetch_add(1, Ordering::SeqCst) == 1 {
+            self.arrived.send(()).await.expect("the test is listening");
+            self.release.notified().await;
+        }
+    }
+}
+
+/// A peer whose ticker streams, on both transports, are [`GATED_SEQS`] and
+/// then end; it holds the response to its second request until released.
+/// Its address, where the second request's arrival is announced, and what
+/// releases it.
+async fn gated_peer() -> (std::net::SocketAddr, mpsc::Receiver<()>, Arc<Gate>) {
+    let (arrived, announced) = mpsc::channel(1);
+    let gate = Arc::new(Gate {
+        requests: AtomicUsize::new(0),
+        arrived,
+        release: Notify::new(),
+    });
+    let frames = || {
+        let ts = now_micros();
+        GATED_SEQS.map(|seq| format!(r#"{{"seq":{seq},"ts":{ts},"pts":{ts},"data":"x"}}"#))
+    };
+    let sse_gate = Arc::clone(&gate);
+    let sse = move || async move {
+        sse_gate.pass().await;
+        let chunks = frames()
+            .into_iter()
+            .zip(GATED_SEQS)
+            .map(|(frame, seq)| Ok(format!("id: {seq}\ndata: {frame}\n\n")));
+        event_stream(stream::iter(chunks))
+    };
+    let ws_gate = Arc::clone(&gate);
+    let ws = move |upgrade: WebSocketUpgrade| async move {
+        ws_gate.pass().await;
+        upgrade
+            .on_upgrade(move |mut socket| async move {
+                for frame in frames() {
+                    if socket.send(Message::text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1000,
+                        reason: "".into(),
+                    })))
+                    .await;
+            })
+            .into_response()
+    };
+    let app = Router::new()
+        .route("/sse/ticker", get(sse))
+        .route("/ws/ticker", get(ws));
+    (serve(app).await, announced, gate)
+}
+
+/// A finite stream whose open is still in flight when the run ends is
+/// opened and read to its end, not cut: cut short, the server would have
+/// sent (and counted) events that no client counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finite_stream_opening_as_the_run_ends_is_read_to_its_end() {
+    for transport in Transport::ALL {
+        let (addr, mut arrived, gate) = gated_peer().await;
+        let mut load = scenario(transport, StreamKind::Ticker, 1, Duration::from_secs(60));
+        load.count = GATED_SEQS.len() as u64;
+        let stop = CancellationToken::new();
+        let end_the_run_during_the_second_open = async {
+            arrived.recv().await.expect("a second request");
+            stop.cancel();
+            gate.release.notify_one();
+        };
+        let (measured, ()) = tokio::join!(
+            support::within("the run", run(&load, addr).execute(&stop)),
+            end_the_run_during_the_second_open,
+        );
+        let measured = measured.expect("the run is made");
+        let summary = Summary::new(
+            &load,
+            &measured,
+            Context::lone("test", &format!("http://{addr}")),
+        );
+        let counts = &summary.counts;
+        assert_eq!(
+            (counts.connects, counts.completed),
+            (2, 2),
+            "{transport:?}: {counts:?}"
+        );
+        assert_eq!(summary.events, 2 * GATED_SEQS.len() as u64, "{transport:?}");
+        assert_eq!((summary.gaps, summary.dups), (0, 0), "{transport:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,11 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Below the runner's stop timeout.
 pub const FINISH_GRACE: Duration = Duration::from_secs(5);
 
+/// How long an open of a finite stream in flight when the run ends may
+/// still take; its stream is then read within [`FINISH_GRACE`]. Together
+/// below the runner's stop timeout.
+const OPEN_GRACE: Duration = Duration::from_secs(1);
+
 /// Loopback source addresses clients spread over (127.0.0.1 to .16), so
 /// that one process can open more connections than one port range holds.
 const LOOPBACK_SOURCES: u8 = 16;
@@ -503,11 +508,12 @@ impl VirtualClient {
                 self.spec.token.as_deref(),
             );
             let opened = tokio::select! {
-                () = cancel.cancelled() => break,
+                () = self.open_cut(&cancel) => break,
                 opened = timeout(CONNECT_TIMEOUT, open) => opened,
             };
             // Counted once settled: an attempt the end of the run cut short
-            // neither succeeded nor failed.
+            // (an endless stream's, or one over its grace) neither succeeded
+            // nor failed.
             self.recorder.count(|c| c.connects += 1);
             let connection = match opened {
                 Ok(Ok(connection)) => connection,
@@ -591,6 +597,18 @@ impl VirtualClient {
             let wait = -(1.0 - fastrand::f64()).ln() / self.spec.churn;
             Instant::now() + Duration::from_secs_f64(wait.min(3600.0))
         })
+    }
+
+    /// Resolves when an open in flight is to be given up: at once when the
+    /// run ends for an endless stream; for a finite one, [`OPEN_GRACE`]
+    /// later, so that the open completes and its stream is read to its end
+    /// (cut short, it could leave events the server sent and counted that
+    /// no client received).
+    async fn open_cut(&self, cancel: &CancellationToken) {
+        cancel.cancelled().await;
+        if self.spec.stream.length().is_some() {
+            sleep(OPEN_GRACE).await;
+        }
     }
 
     /// Reads one stream until it ends, fails, churns or is cancelled.
