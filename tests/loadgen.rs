@@ -40,12 +40,18 @@ fn scenario(
 
 /// Runs `scenario` against `addr` and summarizes it.
 async fn measure(scenario: &Scenario, addr: std::net::SocketAddr) -> Summary {
-    let measured = support::within(
-        "the run",
-        run(scenario, addr).execute(&CancellationToken::new()),
-    )
-    .await
-    .expect("the run is made");
+    summarize(scenario, addr, &CancellationToken::new()).await
+}
+
+/// Runs `scenario` against `addr` until its end or `stop`, and summarizes it.
+async fn summarize(
+    scenario: &Scenario,
+    addr: std::net::SocketAddr,
+    stop: &CancellationToken,
+) -> Summary {
+    let measured = support::within("the run", run(scenario, addr).execute(stop))
+        .await
+        .expect("the run is made");
     Summary::new(
         scenario,
         &measured,
@@ -127,6 +133,26 @@ const PUBLISHED_BEFORE: Duration = Duration::from_millis(10);
 /// events `seqs` stamped `age` in the past (`ts`; `pts` another
 /// [`PUBLISHED_BEFORE`] earlier), then keeps the stream open.
 async fn fake_peer(seqs: &'static [u64], age: Duration) -> std::net::SocketAddr {
+    peer(seqs, age, Then::StayOpen, None).await
+}
+
+/// What a fake peer's stream does once its events are sent.
+#[derive(Debug, Clone, Copy)]
+enum Then {
+    /// Stays open, sending nothing more.
+    StayOpen,
+    /// Ends: the SSE body ends, the WebSocket closes with 1000.
+    End,
+}
+
+/// A peer that answers every ticker request as [`fake_peer`] does, then
+/// does `then`; `gate`, if any, may hold a request before it is answered.
+async fn peer(
+    seqs: &'static [u64],
+    age: Duration,
+    then: Then,
+    gate: Option<Arc<Gate>>,
+) -> std::net::SocketAddr {
     let frames = move || -> Vec<String> {
         let ts = now_micros() - age.as_micros() as u64;
         let pts = ts - PUBLISHED_BEFORE.as_micros() as u64;
@@ -134,25 +160,46 @@ async fn fake_peer(seqs: &'static [u64], age: Duration) -> std::net::SocketAddr 
             .map(|seq| format!(r#"{{"seq":{seq},"ts":{ts},"pts":{pts},"data":"x"}}"#))
             .collect()
     };
-    let sse = move || async move {
-        let chunks: Vec<Result<String, std::convert::Infallible>> = frames()
-            .into_iter()
-            .zip(seqs)
-            .map(|(frame, seq)| Ok(format!("id: {seq}\ndata: {frame}\n\n")))
-            .collect();
-        event_stream(stream::iter(chunks).chain(stream::pending()))
+    let sse_gate = gate.clone();
+    let sse = move || {
+        let gate = sse_gate.clone();
+        async move {
+            Gate::pass(gate.as_deref()).await;
+            let chunks: Vec<Result<String, std::convert::Infallible>> = frames()
+                .into_iter()
+                .zip(seqs)
+                .map(|(frame, seq)| Ok(format!("id: {seq}\ndata: {frame}\n\n")))
+                .collect();
+            match then {
+                Then::StayOpen => event_stream(stream::iter(chunks).chain(stream::pending())),
+                Then::End => event_stream(stream::iter(chunks)),
+            }
+        }
     };
-    let ws = move |upgrade: WebSocketUpgrade| async move {
-        upgrade
-            .on_upgrade(move |mut socket| async move {
-                for frame in frames() {
-                    if socket.send(Message::text(frame)).await.is_err() {
-                        return;
+    let ws = move |upgrade: WebSocketUpgrade| {
+        let gate = gate.clone();
+        async move {
+            Gate::pass(gate.as_deref()).await;
+            upgrade
+                .on_upgrade(move |mut socket| async move {
+                    for frame in frames() {
+                        if socket.send(Message::text(frame)).await.is_err() {
+                            return;
+                        }
                     }
-                }
-                while socket.recv().await.is_some() {}
-            })
-            .into_response()
+                    match then {
+                        Then::StayOpen => while socket.recv().await.is_some() {},
+                        Then::End => {
+                            let close = CloseFrame {
+                                code: 1000,
+                                reason: "".into(),
+                            };
+                            let _ = socket.send(Message::Close(Some(close))).await;
+                        }
+                    }
+                })
+                .into_response()
+        }
     };
     let app = Router::new()
         .route("/sse/ticker", get(sse))
@@ -171,12 +218,15 @@ struct Gate {
 }
 
 impl Gate {
-    /// Returns at once, except for the second request: that one is
-    /// announced on `arrived`, then held until `release`.
-    async fn pass(&self) {
-        if self.requests.fetch_add(1, Ordering::SeqCst) == 1 {
-            self.arrived.send(()).await.expect("the test is listening");
-            self.release.notified().await;
+    /// Returns at once, except for the second request through `gate`:
+    /// that one is announced on `arrived`, then held until `release`.
+    async fn pass(gate: Option<&Self>) {
+        let Some(gate) = gate else {
+            return;
+        };
+        if gate.requests.fetch_add(1, Ordering::SeqCst) == 1 {
+            gate.arrived.send(()).await.expect("the test is listening");
+            gate.release.notified().await;
         }
     }
 }
@@ -192,42 +242,14 @@ async fn gated_peer() -> (std::net::SocketAddr, mpsc::Receiver<()>, Arc<Gate>) {
         arrived,
         release: Notify::new(),
     });
-    let frames = || {
-        let ts = now_micros();
-        GATED_SEQS.map(|seq| format!(r#"{{"seq":{seq},"ts":{ts},"pts":{ts},"data":"x"}}"#))
-    };
-    let sse_gate = Arc::clone(&gate);
-    let sse = move || async move {
-        sse_gate.pass().await;
-        let chunks = frames()
-            .into_iter()
-            .zip(GATED_SEQS)
-            .map(|(frame, seq)| Ok(format!("id: {seq}\ndata: {frame}\n\n")));
-        event_stream(stream::iter(chunks))
-    };
-    let ws_gate = Arc::clone(&gate);
-    let ws = move |upgrade: WebSocketUpgrade| async move {
-        ws_gate.pass().await;
-        upgrade
-            .on_upgrade(move |mut socket| async move {
-                for frame in frames() {
-                    if socket.send(Message::text(frame)).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = socket
-                    .send(Message::Close(Some(CloseFrame {
-                        code: 1000,
-                        reason: "".into(),
-                    })))
-                    .await;
-            })
-            .into_response()
-    };
-    let app = Router::new()
-        .route("/sse/ticker", get(sse))
-        .route("/ws/ticker", get(ws));
-    (serve(app).await, announced, gate)
+    let addr = peer(
+        &GATED_SEQS,
+        Duration::ZERO,
+        Then::End,
+        Some(Arc::clone(&gate)),
+    )
+    .await;
+    (addr, announced, gate)
 }
 
 /// A finite stream whose open is still in flight when the run ends is
@@ -245,15 +267,9 @@ async fn a_finite_stream_opening_as_the_run_ends_is_read_to_its_end() {
             stop.cancel();
             gate.release.notify_one();
         };
-        let (measured, ()) = tokio::join!(
-            support::within("the run", run(&load, addr).execute(&stop)),
+        let (summary, ()) = tokio::join!(
+            summarize(&load, addr, &stop),
             end_the_run_during_the_second_open,
-        );
-        let measured = measured.expect("the run is made");
-        let summary = Summary::new(
-            &load,
-            &measured,
-            Context::lone("test", &format!("http://{addr}")),
         );
         let counts = &summary.counts;
         assert_eq!(
