@@ -329,6 +329,35 @@ async fn latency_matches_a_delay_injected_by_the_peer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_streams_that_never_pause_stop_when_the_run_ends() {
+    const DURATION: Duration = Duration::from_secs(1);
+    let server = TestServer::start(support::config()).await;
+    for transport in Transport::ALL {
+        // Endless streams at rate=0: the server writes as fast as the
+        // clients read, so a client's next frame is almost always ready
+        // without waiting, and only its look at the run's end stops it.
+        let mut load = scenario(transport, StreamKind::Ticker, 2, DURATION);
+        load.rate = 0;
+        let started = tokio::time::Instant::now();
+        let summary = measure(&load, server.addr).await;
+        let took = started.elapsed();
+        assert!(summary.events > 0, "{transport:?}: no events");
+        assert_eq!(
+            summary.error_rate,
+            Some(0.0),
+            "{transport:?}: {:?}",
+            summary.errors
+        );
+        // The runner aborts clients that have not stopped 10 s after the
+        // end; clients that see the end stop well within that.
+        assert!(
+            took < DURATION + Duration::from_secs(5),
+            "{transport:?}: the run took {took:?}: its clients did not see its end"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_the_real_server_the_counts_are_exactly_what_it_sent() {
     const COUNT: u64 = 100;
     let server = TestServer::start(support::config()).await;

@@ -119,7 +119,7 @@ pub async fn run(spec: Arc<AbuseSpec>, mut recorder: Recorder, cancel: Cancellat
             }
             Outcome::Held => break,
         };
-        recorder.flush_if_due();
+        recorder.flush_if_due(Instant::now());
         tokio::select! {
             () = cancel.cancelled() => break,
             () = sleep(wait.mul_f64(1.0 + fastrand::f64() / 2.0)) => {}

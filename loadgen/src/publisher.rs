@@ -109,7 +109,7 @@ pub async fn run(
             record(&mut recorder, &acks, done);
         }
         // Counts reach the timeline (and their phase) within a tick.
-        recorder.flush_if_due();
+        recorder.flush_if_due(Instant::now());
         recorder.count(|c| c.publishes += 1);
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
             recorder.error(ErrorKind::Timeout);
@@ -155,7 +155,7 @@ async fn risen(
             risen = rates.wait_for(|&rate| rate > 0) => return risen.is_ok(),
             Some(done) = tasks.join_next() => {
                 record(recorder, acks, done);
-                recorder.flush_if_due();
+                recorder.flush_if_due(Instant::now());
             }
         }
     }

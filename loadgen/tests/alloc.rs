@@ -14,6 +14,7 @@ use std::cell::Cell;
 use std::io::Cursor;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use streamgauge_loadgen::check::{Seen, SeqCheck};
 use streamgauge_loadgen::client::http::BodyFraming;
@@ -179,7 +180,7 @@ impl<S: Stream> Client<S> {
             assert_eq!(self.check.observe(seq), Seen::Next);
             let ts = envelope.ts.expect("every event has a ts");
             self.recorder.event(bytes, received_us.saturating_sub(ts));
-            self.recorder.flush_if_due();
+            self.recorder.flush_if_due(Instant::now());
             delivered += 1;
         }
     }

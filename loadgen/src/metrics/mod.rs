@@ -371,9 +371,10 @@ impl Recorder {
         self.counts.errors[kind as usize] += 1;
     }
 
-    /// Flushes if the last flush is older than the flush interval.
-    pub fn flush_if_due(&mut self) {
-        if self.last_flush.elapsed() >= FLUSH_EVERY {
+    /// Flushes if, at `now`, the last flush is older than the flush
+    /// interval.
+    pub fn flush_if_due(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_flush) >= FLUSH_EVERY {
             self.flush();
         }
     }
