@@ -42,6 +42,14 @@ fn assert_summary_schema(summary: &Value) {
         "{server}"
     );
     assert!(server["heap_bytes"].is_null());
+    if summary["events"].as_u64() > Some(0) {
+        for per_event in [
+            &server["cpu_us_per_event"],
+            &summary["loadgen_cpu_us_per_event"],
+        ] {
+            assert!(per_event.as_f64() > Some(0.0), "CPU per event in {summary}");
+        }
+    }
     assert!(summary["thresholds"].is_array() && summary["passed"].is_boolean());
     assert!(["sse", "ws"].contains(&summary["transport"].as_str().unwrap()));
 }
@@ -127,8 +135,10 @@ fn assert_report_files(dir: &Path) {
             .any(|v| markdown.starts_with(&format!("# streamgauge: {v}"))),
         "{markdown}"
     );
-    let charts = html_charts(&read(&dir.join("report.html")));
-    assert!(charts >= 7, "{charts} charts in report.html");
+    assert!(markdown.contains("CPU per event server"), "{markdown}");
+    let html = read(&dir.join("report.html"));
+    assert!(html_charts(&html) >= 7, "charts in report.html");
+    assert!(html.contains("<th>load generator µs / event</th>"));
     let bmf = read_json(&dir.join("bmf.json"));
     let (_, measures) = bmf.as_object().unwrap().iter().next().unwrap();
     assert!(measures["throughput"]["value"].is_number(), "{bmf}");

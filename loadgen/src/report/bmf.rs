@@ -14,7 +14,7 @@ use crate::compare::median;
 use crate::verdict::metric;
 
 /// The measures exported: a slug, and the figure's path in a summary.
-const MEASURES: [(&str, &str); 9] = [
+const MEASURES: [(&str, &str); 10] = [
     ("throughput", "events_per_s"),
     ("latency-p50-us", "latency.p50"),
     ("latency-p99-us", "latency.p99"),
@@ -23,6 +23,7 @@ const MEASURES: [(&str, &str); 9] = [
     ("ttft-p95-ms", "ttft.p95"),
     ("error-rate", "error_rate"),
     ("server-cpu-us-per-event", "server.cpu_us_per_event"),
+    ("loadgen-cpu-us-per-event", "loadgen_cpu_us_per_event"),
     ("server-rss-peak-mb", "server.rss_mb.peak"),
 ];
 

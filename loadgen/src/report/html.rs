@@ -495,7 +495,7 @@ fn manifest(report: &Report) -> String {
     out
 }
 
-/// The CPU seconds each run used.
+/// The CPU seconds each run used, and per event delivered.
 fn cpu_seconds(report: &Report) -> String {
     let rows: Vec<String> = report
         .summaries()
@@ -509,6 +509,8 @@ fn cpu_seconds(report: &Report) -> String {
                     s.repeat.to_string(),
                     or_dash(cpu.server, |c| format!("{c:.2}")),
                     or_dash(cpu.loadgen, |c| format!("{c:.2}")),
+                    or_dash(s.server.cpu_us_per_event, |c| format!("{c:.3}")),
+                    or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}")),
                 ],
             )
         })
@@ -522,6 +524,8 @@ fn cpu_seconds(report: &Report) -> String {
         "run",
         "server CPU s",
         "load generator CPU s",
+        "server µs / event",
+        "load generator µs / event",
     ];
     table(&head, &rows)
 }

@@ -301,12 +301,15 @@ fn manifest(report: &Report) -> String {
         let cpu = &s.manifest.cpu_seconds;
         let _ = writeln!(
             out,
-            "- {} ({}) run {}: CPU seconds server {}, load generator {}",
+            "- {} ({}) run {}: CPU seconds server {}, load generator {}; \
+             CPU per event server {} µs, load generator {} µs",
             s.scenario,
             s.transport,
             s.repeat,
             or_dash(cpu.server, |c| format!("{c:.2}")),
-            or_dash(cpu.loadgen, |c| format!("{c:.2}"))
+            or_dash(cpu.loadgen, |c| format!("{c:.2}")),
+            or_dash(s.server.cpu_us_per_event, |c| format!("{c:.3}")),
+            or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}"))
         );
     }
     out.push_str(

@@ -388,6 +388,11 @@ pub struct Summary {
     pub counts: Counts,
     /// Mean load generator CPU, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
+    /// Load generator CPU time per event delivered, µs (its worker
+    /// processes' included): what the instrument spends on each event,
+    /// beside [`Server::cpu_us_per_event`], so that a run shows whether
+    /// the client could have been the limit.
+    pub loadgen_cpu_us_per_event: Option<f64>,
     /// The load generator's resident memory, MiB (`null` where `/proc`
     /// does not tell).
     pub loadgen_rss_mb: Option<Span>,
@@ -720,11 +725,7 @@ impl Summary {
                 cpu_pct: time_mean(&measured.timeline, |r| r.server_cpu_pct),
                 rss_mb: Span::of(measured.timeline.iter().filter_map(|r| r.server_rss_mb)),
                 heap_bytes: Span::of(measured.timeline.iter().filter_map(|r| r.server_heap_bytes)),
-                cpu_us_per_event: measured
-                    .cpu_seconds
-                    .server
-                    .filter(|_| c.events > 0)
-                    .map(|cpu| cpu * 1e6 / c.events as f64),
+                cpu_us_per_event: per_event_us(measured.cpu_seconds.server, c.events),
             },
             thresholds: Vec::new(),
             passed: true,
@@ -757,6 +758,7 @@ impl Summary {
                 abuse_unexpected: c.abuse.iter().map(|a| a.unexpected).sum(),
             },
             loadgen_cpu_pct: time_mean(&measured.timeline, |r| r.loadgen_cpu_pct),
+            loadgen_cpu_us_per_event: per_event_us(measured.cpu_seconds.loadgen, c.events),
             loadgen_rss_mb: Span::of(measured.timeline.iter().filter_map(|r| r.loadgen_rss_mb)),
             latency_distribution: Bucket::of(&t.latency),
             manifest: Manifest {
@@ -787,6 +789,12 @@ impl Summary {
     }
 }
 
+/// `cpu` seconds spent over `events` events, in µs per event.
+fn per_event_us(cpu: Option<f64>, events: u64) -> Option<f64> {
+    cpu.filter(|_| events > 0)
+        .map(|cpu| cpu * 1e6 / events as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -804,6 +812,33 @@ mod tests {
             target: "http://127.0.0.1:1".to_owned(),
             workers: 1,
         }
+    }
+
+    #[test]
+    fn cpu_per_event_is_given_for_the_server_and_the_load_generator() {
+        let scenario = crate::scenario::preset::find("clients-10")
+            .expect("a preset")
+            .scenario();
+        let summary = fixture::summary(&scenario, 5);
+        let events = summary.events as f64;
+        assert_eq!(events, 20_000.0);
+        assert_eq!(summary.server.cpu_us_per_event, Some(1.25e6 / events));
+        assert_eq!(summary.loadgen_cpu_us_per_event, Some(0.5e6 / events));
+        let mut nothing = measured(Stats::default());
+        nothing.cpu_seconds = CpuSeconds {
+            server: Some(1.0),
+            loadgen: Some(1.0),
+        };
+        let idle = Summary::new(
+            &scenario,
+            &nothing,
+            Context::lone("r", "http://127.0.0.1:1"),
+        );
+        assert_eq!(
+            (idle.server.cpu_us_per_event, idle.loadgen_cpu_us_per_event),
+            (None, None),
+            "no events, no figure per event"
+        );
     }
 
     #[test]
