@@ -53,7 +53,7 @@ const OPEN_GRACE: Duration = Duration::from_secs(1);
 /// before it looks at the run's end, its stall timer and the clock again.
 /// A look per frame (a `select!` over the token, the timer and the socket,
 /// and two clock reads) took 15 % of the client's CPU at 1 M events/s; one
-/// per 64 frames, 9 % (docs/performance.md, section 2). 64 ready frames
+/// per 64 frames, 9 % (docs/performance.md, section 4). 64 ready frames
 /// are handled in well under a millisecond, so a run's end is still seen
 /// at once.
 const BURST: u32 = 64;
