@@ -139,10 +139,18 @@ fn assert_report_files(dir: &Path) {
             .any(|v| markdown.starts_with(&format!("# streamgauge: {v}"))),
         "{markdown}"
     );
-    assert!(markdown.contains("CPU per event server"), "{markdown}");
+    for said in [
+        "| load generator CPU % |",
+        "CPU per event server",
+        "load generator processes 1, RSS peak ",
+    ] {
+        assert!(markdown.contains(said), "no {said:?} in {markdown}");
+    }
     let html = read(&dir.join("report.html"));
     assert!(html_charts(&html) >= 7, "charts in report.html");
-    assert!(html.contains("<th>load generator µs / event</th>"));
+    for column in ["load generator µs / event", "load generator RSS peak MiB"] {
+        assert!(html.contains(&format!("<th>{column}</th>")), "no {column}");
+    }
     let bmf = read_json(&dir.join("bmf.json"));
     let (_, measures) = bmf.as_object().unwrap().iter().next().unwrap();
     assert!(measures["throughput"]["value"].is_number(), "{bmf}");

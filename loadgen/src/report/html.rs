@@ -489,14 +489,15 @@ fn manifest(report: &Report) -> String {
     let mut out = String::from("<section id=\"manifest\">\n<h2>Manifest</h2>\n<table>\n<tbody>\n");
     out.extend(facts.iter().map(String::as_str));
     out.push_str("</tbody></table>\n");
-    out.push_str(&cpu_seconds(report));
+    out.push_str(&costs(report));
     out.push_str(&scenarios(report));
     out.push_str("</section>\n");
     out
 }
 
-/// The CPU seconds each run used, and per event delivered.
-fn cpu_seconds(report: &Report) -> String {
+/// What each run cost: CPU seconds, in all and per event delivered, and
+/// the load generator's processes and memory.
+fn costs(report: &Report) -> String {
     let rows: Vec<String> = report
         .summaries()
         .map(|s| {
@@ -511,6 +512,8 @@ fn cpu_seconds(report: &Report) -> String {
                     or_dash(cpu.loadgen, |c| format!("{c:.2}")),
                     or_dash(s.server.cpu_us_per_event, |c| format!("{c:.3}")),
                     or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}")),
+                    s.loadgen_workers.to_string(),
+                    or_dash(s.loadgen_rss_mb, |r| format!("{:.1}", r.peak)),
                 ],
             )
         })
@@ -526,6 +529,8 @@ fn cpu_seconds(report: &Report) -> String {
         "load generator CPU s",
         "server µs / event",
         "load generator µs / event",
+        "load generator processes",
+        "load generator RSS peak MiB",
     ];
     table(&head, &rows)
 }

@@ -164,7 +164,7 @@ pub fn comparison(comparison: &Comparison) -> String {
 
 fn scenarios_table(report: &Report) -> String {
     let mut out = String::from(
-        "| scenario | transport | runs | clients | events/s | p50 ms | p95 ms | p99 ms | errors | gaps | dups | server CPU % | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | transport | runs | clients | events/s | p50 ms | p95 ms | p99 ms | errors | gaps | dups | server CPU % | load generator CPU % | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for group in &report.groups {
         // The figures of the median run by throughput stand for the group.
@@ -176,7 +176,7 @@ fn scenarios_table(report: &Report) -> String {
             + s.errors.closed;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {errors} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {errors} | {} | {} | {} | {} | {} |",
             group.scenario,
             group.transport,
             group.runs.len(),
@@ -188,6 +188,7 @@ fn scenarios_table(report: &Report) -> String {
             s.gaps,
             s.dups,
             or_dash(s.server.cpu_pct, |c| format!("{c:.0}")),
+            or_dash(s.loadgen_cpu_pct, |c| format!("{c:.0}")),
             group.verdict().as_str(),
         );
     }
@@ -302,14 +303,17 @@ fn manifest(report: &Report) -> String {
         let _ = writeln!(
             out,
             "- {} ({}) run {}: CPU seconds server {}, load generator {}; \
-             CPU per event server {} µs, load generator {} µs",
+             CPU per event server {} µs, load generator {} µs; \
+             load generator processes {}, RSS peak {} MiB",
             s.scenario,
             s.transport,
             s.repeat,
             or_dash(cpu.server, |c| format!("{c:.2}")),
             or_dash(cpu.loadgen, |c| format!("{c:.2}")),
             or_dash(s.server.cpu_us_per_event, |c| format!("{c:.3}")),
-            or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}"))
+            or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}")),
+            s.loadgen_workers,
+            or_dash(s.loadgen_rss_mb, |r| format!("{:.1}", r.peak))
         );
     }
     out.push_str(
