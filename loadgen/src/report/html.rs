@@ -501,21 +501,12 @@ fn costs(report: &Report) -> String {
     let rows: Vec<String> = report
         .summaries()
         .map(|s| {
-            let cpu = &s.manifest.cpu_seconds;
-            row(
-                "",
-                &[
-                    escape(&s.scenario).into_owned(),
-                    s.transport.to_owned(),
-                    s.repeat.to_string(),
-                    or_dash(cpu.server, |c| format!("{c:.2}")),
-                    or_dash(cpu.loadgen, |c| format!("{c:.2}")),
-                    or_dash(s.server.cpu_us_per_event, |c| format!("{c:.3}")),
-                    or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}")),
-                    s.loadgen_workers.to_string(),
-                    or_dash(s.loadgen_rss_mb, |r| format!("{:.1}", r.peak)),
-                ],
-            )
+            let run = [
+                escape(&s.scenario).into_owned(),
+                s.transport.to_owned(),
+                s.repeat.to_string(),
+            ];
+            row("", &[&run[..], &markdown::costs(s)].concat())
         })
         .collect();
     if rows.is_empty() {

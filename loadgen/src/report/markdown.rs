@@ -19,6 +19,21 @@ pub(crate) fn or_dash<T>(value: Option<T>, show: impl Fn(T) -> String) -> String
     value.map_or_else(|| "–".to_owned(), show)
 }
 
+/// What one run cost, as both reports show it: CPU seconds of the server
+/// and of the load generator, the same per event delivered (µs), the load
+/// generator's processes and its peak RSS (MiB).
+pub(crate) fn costs(s: &Summary) -> [String; 6] {
+    let cpu = &s.manifest.cpu_seconds;
+    [
+        or_dash(cpu.server, |c| format!("{c:.2}")),
+        or_dash(cpu.loadgen, |c| format!("{c:.2}")),
+        or_dash(s.server.cpu_us_per_event, |c| format!("{c:.3}")),
+        or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}")),
+        s.loadgen_workers.to_string(),
+        or_dash(s.loadgen_rss_mb, |r| format!("{:.1}", r.peak)),
+    ]
+}
+
 /// µs as ms, to the µs.
 pub(crate) fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1_000.0)
@@ -299,21 +314,20 @@ fn manifest(report: &Report) -> String {
         );
     }
     for s in report.summaries() {
-        let cpu = &s.manifest.cpu_seconds;
+        let [
+            cpu_server,
+            cpu_loadgen,
+            per_event_server,
+            per_event_loadgen,
+            processes,
+            rss,
+        ] = costs(s);
         let _ = writeln!(
             out,
-            "- {} ({}) run {}: CPU seconds server {}, load generator {}; \
-             CPU per event server {} µs, load generator {} µs; \
-             load generator processes {}, RSS peak {} MiB",
-            s.scenario,
-            s.transport,
-            s.repeat,
-            or_dash(cpu.server, |c| format!("{c:.2}")),
-            or_dash(cpu.loadgen, |c| format!("{c:.2}")),
-            or_dash(s.server.cpu_us_per_event, |c| format!("{c:.3}")),
-            or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}")),
-            s.loadgen_workers,
-            or_dash(s.loadgen_rss_mb, |r| format!("{:.1}", r.peak))
+            "- {} ({}) run {}: CPU seconds server {cpu_server}, load generator {cpu_loadgen}; \
+             CPU per event server {per_event_server} µs, load generator {per_event_loadgen} µs; \
+             load generator processes {processes}, RSS peak {rss} MiB",
+            s.scenario, s.transport, s.repeat,
         );
     }
     out.push_str(

@@ -816,9 +816,7 @@ mod tests {
 
     #[test]
     fn cpu_per_event_is_given_for_the_server_and_the_load_generator() {
-        let scenario = crate::scenario::preset::find("clients-10")
-            .expect("a preset")
-            .scenario();
+        let scenario = fixture::scenario("clients-10", &[]);
         let summary = fixture::summary(&scenario, 5);
         let events = summary.events as f64;
         assert_eq!(events, 20_000.0);
