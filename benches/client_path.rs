@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::io::Cursor;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use streamgauge_loadgen::check::SeqCheck;
+use streamgauge_loadgen::client::check::SeqCheck;
 use streamgauge_loadgen::client::http::{BodyDecoder, BodyFraming};
 use streamgauge_loadgen::client::sse_parser::SseParser;
 use streamgauge_loadgen::client::ws::WsStream;

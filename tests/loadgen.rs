@@ -12,10 +12,11 @@ use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{StreamExt, stream};
+use streamgauge_loadgen::analysis;
 use streamgauge_loadgen::client::Target;
-use streamgauge_loadgen::report::{Context, Summary};
 use streamgauge_loadgen::runner::Run;
 use streamgauge_loadgen::scenario::{Phase, Scenario, StreamKind, Transport};
+use streamgauge_loadgen::summary::{Context, Summary};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -52,7 +53,7 @@ async fn summarize(
     let measured = support::within("the run", run(scenario, addr).execute(stop))
         .await
         .expect("the run is made");
-    Summary::new(
+    analysis::summarize(
         scenario,
         &measured,
         Context::lone("test", &format!("http://{addr}")),

@@ -1,5 +1,9 @@
-//! The command line: clap definitions only, as raw values. Turning them
-//! into a validated [`Scenario`] happens in [`RunArgs::scenario`], once.
+//! The command line: clap definitions, as raw values, and their one-way
+//! translation into the plain arguments of the modules that do the work:
+//! a validated [`Scenario`] ([`ScenarioArgs::scenario`]), the server and
+//! results of a run ([`run::Setup`], [`run::Record`]), `ab`'s
+//! [`ab::Options`] and the history's [`Filter`]. Nothing but the dispatch
+//! in `lib.rs` (and `main.rs`) imports this module.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,9 +11,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::ab::build::Build;
-use crate::scenario::{Overrides, Scenario, StreamKind, Threshold, Transport, file, preset};
-use crate::worker::WorkerCount;
+use crate::ab::{self, build::Build};
+use crate::history::Filter;
+use crate::run;
+use crate::runner::worker::WorkerCount;
+use crate::scenario::{
+    Overrides, Scenario, StreamKind, Threshold, Transport, budgets, file, preset,
+};
 
 /// A duration written the human way: `250ms`, `30s`, `10m`.
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -410,11 +418,75 @@ impl ScenarioArgs {
             scenario.thresholds.push(expr.parse::<Threshold>()?);
         }
         if defaults {
-            crate::verdict::add_defaults(&mut scenario);
+            budgets::add_defaults(&mut scenario);
         }
         scenario.scale_time(time_scale);
         scenario.validate()?;
         Ok(scenario)
+    }
+}
+
+impl TargetArgs {
+    /// The server these arguments name, and how the load reaches it.
+    pub fn setup(&self) -> run::Setup {
+        run::Setup {
+            url: self.url.clone(),
+            server_bin: self.server_bin.clone(),
+            server_args: self.server_arg.clone(),
+            workers: self.workers,
+            token: self.options.token.clone(),
+        }
+    }
+}
+
+impl RecordArgs {
+    /// How these arguments (and `options`' results directory) record an
+    /// invocation.
+    pub fn record(&self, options: &RunOptions) -> run::Record {
+        run::Record {
+            out: options.out.clone(),
+            history: self.history.url.clone(),
+            store: !self.no_history,
+            label: self.label.clone(),
+            baseline: self.baseline.clone(),
+            repeat: self.repeat,
+        }
+    }
+}
+
+impl HistoryArgs {
+    /// The runs `history` lists.
+    pub fn filter(&self) -> Filter {
+        Filter {
+            scenario: self.scenario.clone(),
+            transport: self.transport.map(|t| t.as_str().to_owned()),
+            limit: self.limit,
+        }
+    }
+}
+
+impl AbArgs {
+    /// What `ab` runs, its scenario validated.
+    ///
+    /// # Errors
+    ///
+    /// As [`ScenarioArgs::scenario`].
+    pub fn options(&self) -> anyhow::Result<ab::Options> {
+        Ok(ab::Options {
+            scenario: self
+                .scenario
+                .scenario(self.options.time_scale, !self.no_default_thresholds)?,
+            base: self.base.clone(),
+            change: self.change.clone(),
+            base_args: self.base_arg.clone(),
+            change_args: self.change_arg.clone(),
+            rounds: self.rounds,
+            alpha: self.alpha,
+            cargo_profile: self.cargo_profile.clone(),
+            build_dir: self.build_dir.clone(),
+            out: self.options.out.clone(),
+            token: self.options.token.clone(),
+        })
     }
 }
 

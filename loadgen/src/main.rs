@@ -4,7 +4,7 @@
 //! 0 every threshold held, 1 at least one broke, 2 the run could not be made.
 //! Two hidden first arguments run this executable as something else: the
 //! server (`__serve`, a local server of this build) and a worker process
-//! (`__worker`, a share of a run's clients; see the library's `worker`).
+//! (`__worker`, a share of a run's clients; see the library's `runner::worker`).
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use streamgauge_loadgen::cli::Cli;
-use streamgauge_loadgen::worker;
+use streamgauge_loadgen::runner::worker;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 

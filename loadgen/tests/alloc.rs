@@ -16,7 +16,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use streamgauge_loadgen::check::{Seen, SeqCheck};
+use streamgauge_loadgen::client::check::{Seen, SeqCheck};
 use streamgauge_loadgen::client::http::BodyFraming;
 use streamgauge_loadgen::client::sse::SseStream;
 use streamgauge_loadgen::client::ws::WsStream;

@@ -26,13 +26,15 @@ use std::time::{Duration, SystemTime};
 
 use db::{Backend, Database};
 use hdrhistogram::Histogram;
+use streamgauge_loadgen::analysis;
 use streamgauge_loadgen::cli::{HistoryArgs, HistoryStore};
 use streamgauge_loadgen::history::{self, History};
-use streamgauge_loadgen::manifest::{Environment, ServerUnderTest};
 use streamgauge_loadgen::metrics::Stats;
-use streamgauge_loadgen::monitor::CpuSeconds;
-use streamgauge_loadgen::report::{Context, Measured, Row, Summary};
+use streamgauge_loadgen::metrics::monitor::CpuSeconds;
+use streamgauge_loadgen::metrics::timeline::{Measured, Row};
 use streamgauge_loadgen::scenario::{Scenario, Transport};
+use streamgauge_loadgen::summary::manifest::{Environment, ServerUnderTest};
+use streamgauge_loadgen::summary::{Context, Summary};
 use support::{loadgen, read_json, short_run, text};
 
 /// Runs each listed `async fn(Backend)` as one test per database.
@@ -114,7 +116,7 @@ impl Run {
             label: self.label.map(str::to_owned),
             repeat: self.repeat,
         };
-        (Summary::new(&scenario, &measured, context), stats)
+        (analysis::summarize(&scenario, &measured, context), stats)
     }
 }
 
@@ -304,7 +306,9 @@ async fn the_listing_and_the_trend_show_every_run(backend: Backend) {
     let (database, _history, measured) = recorded(backend, &invocations()).await;
     let url = database.url();
 
-    let listing = history::command(&args(url, None, None, 20)).await.unwrap();
+    let listing = history::command(url, &args(url, None, None, 20).filter())
+        .await
+        .unwrap();
     assert!(listing.starts_with("5 runs, oldest first"), "{listing}");
     assert_eq!(rows_of_each(&listing), (3, 1, 1), "{listing}");
     let first_row = listing.find(FIRST).unwrap();
@@ -327,12 +331,17 @@ async fn the_listing_and_the_trend_show_every_run(backend: Backend) {
     };
     assert!(listing.contains(&shown), "{shown} in {listing}");
 
-    let newest = history::command(&args(url, None, None, 2)).await.unwrap();
-    assert_eq!(rows_of_each(&newest), (0, 1, 1), "{newest}");
-
-    let trend = history::command(&args(url, Some("clients-10"), Some(Transport::Sse), 20))
+    let newest = history::command(url, &args(url, None, None, 2).filter())
         .await
         .unwrap();
+    assert_eq!(rows_of_each(&newest), (0, 1, 1), "{newest}");
+
+    let trend = history::command(
+        url,
+        &args(url, Some("clients-10"), Some(Transport::Sse), 20).filter(),
+    )
+    .await
+    .unwrap();
     assert!(
         trend.starts_with("clients-10 (sse): 4 runs, oldest first"),
         "{trend}"
@@ -356,12 +365,12 @@ async fn the_listing_and_the_trend_show_every_run(backend: Backend) {
         );
     }
 
-    let both = history::command(&args(url, Some("clients-10"), None, 20))
+    let both = history::command(url, &args(url, Some("clients-10"), None, 20).filter())
         .await
         .unwrap();
     assert!(both.contains("clients-10 (sse): 4 runs") && both.contains("clients-10 (ws): 1 run,"));
 
-    let none = history::command(&args(url, Some("nope"), None, 20))
+    let none = history::command(url, &args(url, Some("nope"), None, 20).filter())
         .await
         .unwrap();
     assert!(

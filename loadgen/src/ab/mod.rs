@@ -7,8 +7,8 @@
 //!
 //! Rounds alternate the order (base then change, then change then base,
 //! …), each run on a fresh server. For each key figure (the figures and
-//! budgets of [`compare`](crate::compare)), the rounds' pairs go through a
-//! two-sided paired t-test ([`stats`](crate::stats)) on the log of the ratio change/base
+//! budgets of [`compare`](crate::analysis::compare)), the rounds' pairs go through a
+//! two-sided paired t-test ([`stats`](crate::analysis::stats)) on the log of the ratio change/base
 //! (on the difference for the error rate), Bonferroni-corrected for the
 //! number of figures tested: each at `alpha / K`, with its confidence
 //! interval at `1 − alpha / K`. A figure **regressed** when the difference
@@ -24,19 +24,49 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AbArgs, RunOptions, TargetArgs};
-use crate::compare::{Better, Budget, FIGURES, Figure, budget_text};
+use crate::analysis::compare::{Better, Budget, FIGURES, Figure, budget_text};
 use crate::local_server::ServerProgram;
-use crate::manifest::{Environment, ServerUnderTest};
-use crate::report::{Context, Summary};
+use crate::report::files;
+use crate::report::text::display;
+use crate::run::{self, Setup};
+use crate::runner::worker::WorkerCount;
 use crate::scenario::{Scenario, Severity};
-use crate::worker::WorkerCount;
+use crate::summary::manifest::{Environment, ServerUnderTest};
+use crate::summary::{Context, Summary};
 
 pub mod build;
 pub mod render;
 
 use self::build::{Build, Builder, Ready};
-use crate::stats::{Paired, Scale, paired};
+use crate::analysis::stats::{Paired, Scale, paired};
+
+/// What `ab` runs: the scenario, the two builds and their arguments, the
+/// rounds and the level of the tests, where builds and results go.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The scenario, validated.
+    pub scenario: Scenario,
+    /// The base build (say the merge base).
+    pub base: Build,
+    /// The change.
+    pub change: Build,
+    /// Extra arguments for the base's server.
+    pub base_args: Vec<String>,
+    /// Extra arguments for the change's server.
+    pub change_args: Vec<String>,
+    /// Rounds; each runs the scenario once on each side.
+    pub rounds: u32,
+    /// Family-wise significance level of the paired tests.
+    pub alpha: f64,
+    /// The cargo profile git builds use.
+    pub cargo_profile: String,
+    /// Where git builds, their worktrees and binaries go.
+    pub build_dir: PathBuf,
+    /// Where results go [default: `streamgauge-results/RUN-ID`].
+    pub out: Option<PathBuf>,
+    /// Bearer token sent with publishes, seeds and subscriptions.
+    pub token: Option<String>,
+}
 
 /// One of the two builds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -207,24 +237,24 @@ async fn run_side(
     scenario: &Scenario,
     side: &Side,
     ready: &Ready,
-    options: &RunOptions,
+    token: Option<&String>,
     dir: &Path,
     context: Context,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Summary> {
-    let target = TargetArgs {
+    let setup = Setup {
         url: None,
         server_bin: match &ready.program {
             ServerProgram::Embedded => None,
             ServerProgram::Binary(path) => Some(path.clone()),
         },
-        server_arg: side.args.clone(),
+        server_args: side.args.clone(),
         workers: WorkerCount::Auto,
-        options: options.clone(),
+        token: token.cloned(),
     };
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let measurement = crate::run_once(scenario, &target, &http, dir, context, cancel).await?;
-    crate::report::files::write_run(dir, &measurement.summary)?;
+    let measurement = run::run_once(scenario, &setup, &http, dir, context, cancel).await?;
+    files::write_run(dir, &measurement.summary)?;
     Ok(measurement.summary)
 }
 
@@ -240,14 +270,14 @@ fn broken(runs: &[Summary]) -> Vec<String> {
                         "round {}: `{}` broke: measured {}",
                         s.repeat,
                         t.expr,
-                        crate::verdict::display(t.metric, t.value)
+                        display(t.metric, t.value)
                     )
                 })
         })
         .collect()
 }
 
-/// Runs the A/B comparison `args` asks for, writes `ab.json`, `report.md`
+/// Runs the A/B comparison `options` ask for, writes `ab.json`, `report.md`
 /// and `junit.xml`, prints the verdict, and says whether it passed.
 ///
 /// # Errors
@@ -255,13 +285,11 @@ fn broken(runs: &[Summary]) -> Vec<String> {
 /// The scenario, a build, or a run could not be made; results could not
 /// be written; or `cancel`.
 pub async fn run(
-    args: &AbArgs,
+    args: &Options,
     run_id: String,
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    let scenario = args
-        .scenario
-        .scenario(args.options.time_scale, !args.no_default_thresholds)?;
+    let scenario = &args.scenario;
     let builder = Builder {
         dir: args.build_dir.clone(),
         profile: args.cargo_profile.clone(),
@@ -274,10 +302,9 @@ pub async fn run(
         commit: ready.commit.clone(),
         args: extra.to_vec(),
     };
-    let base = side("base", &args.base, &base_ready, &args.base_arg);
-    let change = side("change", &args.change, &change_ready, &args.change_arg);
+    let base = side("base", &args.base, &base_ready, &args.base_args);
+    let change = side("change", &args.change, &change_ready, &args.change_args);
     let out = args
-        .options
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("streamgauge-results").join(&run_id));
@@ -313,8 +340,16 @@ pub async fn run(
                 repeat: round,
             };
             let dir = out.join(format!("round-{round}")).join(side.name);
-            let summary =
-                run_side(&scenario, side, ready, &args.options, &dir, context, cancel).await?;
+            let summary = run_side(
+                scenario,
+                side,
+                ready,
+                args.token.as_ref(),
+                &dir,
+                context,
+                cancel,
+            )
+            .await?;
             runs[i].push(summary);
             anyhow::ensure!(
                 !cancel.is_cancelled(),

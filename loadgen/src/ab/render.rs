@@ -43,7 +43,7 @@ fn median(values: &[f64]) -> String {
         return "–".to_owned();
     }
     let mut values = values.to_vec();
-    number(crate::compare::median(&mut values))
+    number(crate::analysis::compare::median(&mut values))
 }
 
 /// The Markdown of `report`.
@@ -89,7 +89,7 @@ pub fn markdown(report: &AbReport) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {decision} |",
-            crate::compare::labelled(test.label, test.unit),
+            crate::analysis::compare::labelled(test.label, test.unit),
             median(&test.base),
             median(&test.change),
             estimate(test),

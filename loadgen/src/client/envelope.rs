@@ -42,7 +42,7 @@ pub struct GapNotice {
     pub reason: GapReason,
 }
 
-/// The reasons of PROTOCOL.md's gap notices that change what comes next.
+/// The reasons of the gap notices (docs/protocol.md) that change what comes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GapReason {

@@ -12,6 +12,7 @@
 //! read as spaces. [`redirect_target`] resolves a redirect's `Location`.
 
 use httparse::Status;
+use url::Url;
 
 /// The most header fields a response head may carry.
 pub const MAX_HEADERS: usize = 64;
@@ -271,15 +272,18 @@ fn field_text(value: &[u8]) -> String {
 }
 
 /// Where a redirect from `path` on `authority` (`host[:port]`) to
-/// `location` (RFC 9110 §10.2.2: an absolute `http` URL, or a reference
-/// resolved against the request's, RFC 3986 §5.2) goes: its authority and
-/// its path with query, without fragment.
+/// `location` goes: its authority and its path with query, without
+/// fragment. `location` is resolved against the request's URL as a browser
+/// would (the WHATWG URL standard, by the `url` crate: an absolute `http`
+/// URL, or a reference such as `/x`, `../x`, `?q`).
 ///
 /// # Errors
 ///
 /// [`HttpError::RedirectToHttps`] for `https`, and
 /// [`HttpError::UnsupportedRedirect`] for any other location this client
-/// cannot request.
+/// cannot request: another scheme, user information, or a location with
+/// spaces, control or non-ASCII bytes (refused as sent, never repaired:
+/// nothing of it reaches a request head).
 pub fn redirect_target(
     authority: &str,
     path: &str,
@@ -292,89 +296,30 @@ pub fn redirect_target(
     if reference.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err(unsupported());
     }
-    let (authority, path) = if let Some((scheme, rest)) = split_scheme(reference) {
-        if scheme.eq_ignore_ascii_case("https") {
+    let base = Url::parse(&format!("http://{authority}{path}")).map_err(|_| unsupported())?;
+    let target = base.join(reference).map_err(|_| unsupported())?;
+    match target.scheme() {
+        "http" => {}
+        "https" => {
             return Err(HttpError::RedirectToHttps {
                 location: location.to_owned(),
             });
         }
-        let rest = rest.strip_prefix("//");
-        match rest {
-            Some(rest) if scheme.eq_ignore_ascii_case("http") => split_authority(rest),
-            _ => return Err(unsupported()),
-        }
-    } else if let Some(rest) = reference.strip_prefix("//") {
-        split_authority(rest)
-    } else {
-        (authority, merge(path, reference))
-    };
-    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-._~:[]%".contains(&b);
-    if authority.is_empty() || !authority.bytes().all(valid) {
+        _ => return Err(unsupported()),
+    }
+    if !target.username().is_empty() || target.password().is_some() {
         return Err(unsupported());
     }
-    Ok((authority.to_owned(), normalize(&path)))
-}
-
-/// `scheme` and what follows its colon, if `reference` starts with one
-/// (RFC 3986 §3.1: a letter, then letters, digits, `+`, `-` or `.`).
-fn split_scheme(reference: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = reference.split_once(':')?;
-    let mut bytes = scheme.bytes();
-    let first = bytes.next()?;
-    (first.is_ascii_alphabetic() && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
-        .then_some((scheme, rest))
-}
-
-/// The authority and the path with query of what follows `//`.
-fn split_authority(rest: &str) -> (&str, String) {
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    (&rest[..end], rest[end..].to_owned())
-}
-
-/// A relative reference without authority resolved against `base`, the
-/// path with query of the request (RFC 3986 §5.2.2), dot segments left in.
-fn merge(base: &str, reference: &str) -> String {
-    let base_path = base.split('?').next().unwrap_or_default();
-    if reference.is_empty() {
-        base.to_owned()
-    } else if reference.starts_with('/') {
-        reference.to_owned()
-    } else if reference.starts_with('?') {
-        format!("{base_path}{reference}")
-    } else {
-        let directory = base_path.rfind('/').map_or("/", |i| &base_path[..=i]);
-        format!("{directory}{reference}")
-    }
-}
-
-/// A path with query, starting with `/` and without dot segments (RFC
-/// 3986 §5.2.4).
-fn normalize(path_and_query: &str) -> String {
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (path_and_query, None),
+    let host = target.host_str().ok_or_else(unsupported)?;
+    let authority = match target.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
     };
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
-    for (i, segment) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        match *segment {
-            "." | ".." => {
-                if *segment == ".." {
-                    kept.pop();
-                }
-                if last {
-                    kept.push("");
-                }
-            }
-            other => kept.push(other),
-        }
-    }
-    let path = format!("/{}", kept.join("/"));
-    match query {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    }
+    let path = match target.query() {
+        Some(query) => format!("{}?{query}", target.path()),
+        None => target.path().to_owned(),
+    };
+    Ok((authority, path))
 }
 
 /// A `Retry-After` field value in its delta-seconds form; `None` for an
@@ -844,7 +789,9 @@ pub(crate) mod tests {
         };
         let cases = [
             ("http://other:8080/a/b?c#frag", "other:8080/a/b?c"),
-            ("HTTP://Other", "Other/"),
+            // Hosts are case-insensitive; the URL standard writes them in
+            // lower case.
+            ("HTTP://Other", "other/"),
             ("http://[::1]:9?q", "[::1]:9/?q"),
             ("//other/x", "other/x"),
             ("/abs/path", "h:1/abs/path"),
@@ -856,6 +803,9 @@ pub(crate) mod tests {
             ("?since=9", "h:1/sse/topics/t?since=9"),
             ("", "h:1/sse/topics/t?since=4"),
             ("#only", "h:1/sse/topics/t?since=4"),
+            // A same-scheme reference without `//` is relative, as browsers
+            // read it.
+            ("http:/x", "h:1/x"),
         ];
         for (location, want) in cases {
             assert_eq!(from(location).unwrap(), want, "{location}");
@@ -866,7 +816,6 @@ pub(crate) mod tests {
         ));
         for location in [
             "ftp://h/x",
-            "http:/x",
             "http://",
             "http://user@h/x",
             "http://h/a b",

@@ -5,33 +5,33 @@
 //! reconnects after a failure with a backoff. What it streams is data
 //! ([`StreamPath`]); how it reads is the same for all.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{NoticeKind, Seen, SeqCheck};
 use crate::metrics::{ErrorKind, Recorder, Sample};
 use crate::scenario::{Scenario, StreamKind, Transport};
 
+pub mod check;
 pub mod envelope;
 pub mod http;
 pub mod read_buffer;
 pub mod sse;
 pub mod sse_parser;
+pub mod stream;
+pub mod target;
 pub mod ws;
 
-use self::envelope::{Envelope, GapReason};
-
-/// How long a connection (TCP, request, response head or handshake) may
-/// take before it counts as a timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use self::check::{NoticeKind, Seen, SeqCheck};
+use self::envelope::GapReason;
+pub use self::stream::{ClientError, Frame, micros, now_micros};
+use self::target::CONNECT_TIMEOUT;
+pub use self::target::Target;
 
 /// How long a stream may stay silent (no event, no keep-alive) before it
 /// counts as a timeout: twice the server's default 15 s keep-alive.
@@ -57,211 +57,6 @@ const OPEN_GRACE: Duration = Duration::from_secs(1);
 /// are handled in well under a millisecond, so a run's end is still seen
 /// at once.
 const BURST: u32 = 64;
-
-/// Loopback source addresses clients spread over (127.0.0.1 to .16), so
-/// that one process can open more connections than one port range holds.
-const LOOPBACK_SOURCES: u8 = 16;
-
-/// The wall clock in µs since the Unix epoch, the server's `ts` clock.
-pub fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-/// The server under test.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// The `Host` header (`host:port`).
-    pub host: String,
-}
-
-impl Target {
-    /// The target at `url` (`http://host:port`). A host with several
-    /// addresses (`localhost`: `::1` and `127.0.0.1`) is reached at the
-    /// first that accepts a connection, as a browser or curl would.
-    ///
-    /// # Errors
-    ///
-    /// A URL that is not `http://host:port[/]`, or a host that does not
-    /// resolve.
-    pub async fn resolve(url: &str) -> anyhow::Result<Self> {
-        let host = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|host| !host.is_empty() && !host.contains('/'))
-            .ok_or_else(|| anyhow::anyhow!("--url {url:?}: expected http://HOST:PORT"))?;
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
-            .await
-            .map_err(|e| anyhow::anyhow!("--url {url:?}: cannot resolve {host}: {e}"))?
-            .collect();
-        let addr = Self::first_accepting(&addrs)
-            .await
-            .ok_or_else(|| anyhow::anyhow!("--url {url:?}: {host} resolves to no address"))?;
-        Ok(Self {
-            addr,
-            host: host.to_owned(),
-        })
-    }
-
-    /// The first of `addrs` that accepts a TCP connection within
-    /// [`CONNECT_TIMEOUT`]; the first of them if none does (the run's
-    /// reachability check then says what is wrong); `None` if there are none.
-    async fn first_accepting(addrs: &[SocketAddr]) -> Option<SocketAddr> {
-        if let [only] = addrs {
-            return Some(*only);
-        }
-        for addr in addrs {
-            if let Ok(Ok(_)) = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                return Some(*addr);
-            }
-        }
-        addrs.first().copied()
-    }
-
-    /// `http://host:port`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.host)
-    }
-
-    /// The source address client `id` binds, spreading clients of a
-    /// loopback target over several loopback addresses.
-    fn source(&self, id: usize) -> Option<IpAddr> {
-        self.loopback_source(1 + (id % usize::from(LOOPBACK_SOURCES)) as u8)
-    }
-
-    /// `127.0.0.last` as a source address, if the target is on IPv4
-    /// loopback (any 127.0.0.0/8 address reaches it then); `None` otherwise.
-    pub fn loopback_source(&self, last: u8) -> Option<IpAddr> {
-        matches!(self.addr.ip(), IpAddr::V4(ip) if ip.is_loopback())
-            .then_some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
-    }
-
-    /// A TCP connection for client `id`.
-    async fn dial(&self, id: usize) -> Result<TcpStream, ClientError> {
-        self.dial_from(self.source(id), None).await
-    }
-
-    /// A TCP connection from `source` (if given), with a receive buffer of
-    /// `recv_buffer` bytes (if given; the kernel may round it).
-    ///
-    /// # Errors
-    ///
-    /// The socket could not be made, bound or connected.
-    pub async fn dial_from(
-        &self,
-        source: Option<IpAddr>,
-        recv_buffer: Option<u32>,
-    ) -> Result<TcpStream, ClientError> {
-        let socket = match self.addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .map_err(ClientError::Connect)?;
-        if let Some(bytes) = recv_buffer {
-            socket
-                .set_recv_buffer_size(bytes)
-                .map_err(ClientError::Connect)?;
-        }
-        if let Some(ip) = source {
-            socket
-                .bind(SocketAddr::new(ip, 0))
-                .map_err(ClientError::Connect)?;
-        }
-        socket
-            .connect(self.addr)
-            .await
-            .map_err(ClientError::Connect)
-    }
-}
-
-/// Why a stream failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The connection could not be made.
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
-    /// The server refused the stream with this unexpected status.
-    #[error("status {0}")]
-    Status(u16),
-    /// The server shed the stream: `503` or `429` (with `Retry-After` in
-    /// seconds, if it gave one) or WebSocket close `1013`. A load the server
-    /// refuses by design, counted apart from the errors.
-    #[error("shed with {code}")]
-    Shed {
-        /// The HTTP status or the WebSocket close code.
-        code: u16,
-        /// How long the server asked the client to wait.
-        retry_after: Option<Duration>,
-    },
-    /// Malformed bytes.
-    #[error("protocol: {0}")]
-    Protocol(String),
-    /// Nothing arrived in time.
-    #[error("timed out")]
-    Timeout,
-    /// The stream broke off.
-    #[error("closed: {0}")]
-    Closed(String),
-}
-
-impl ClientError {
-    /// The server answered the stream request with `status` (not 200 or
-    /// 101) and `Retry-After` (delta seconds, if any): shed for 429 and
-    /// 503, otherwise an unexpected status.
-    pub fn refused(status: u16, retry_after: Option<u64>) -> Self {
-        match status {
-            429 | 503 => ClientError::Shed {
-                code: status,
-                retry_after: retry_after.map(Duration::from_secs),
-            },
-            other => ClientError::Status(other),
-        }
-    }
-
-    /// Whether it is this machine's limit (out of file descriptors or
-    /// local ports), not the server's answer.
-    pub fn is_local_limit(&self) -> bool {
-        let ClientError::Connect(e) = self else {
-            return false;
-        };
-        matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL | libc::EADDRINUSE)
-        )
-    }
-
-    /// How `summary.json` counts it.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ClientError::Connect(_) => ErrorKind::Connect,
-            ClientError::Status(_) | ClientError::Shed { .. } => ErrorKind::HttpStatus,
-            ClientError::Protocol(_) => ErrorKind::Protocol,
-            ClientError::Timeout => ErrorKind::Timeout,
-            ClientError::Closed(_) => ErrorKind::Closed,
-        }
-    }
-}
-
-/// What a stream delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame {
-    /// An event or a gap notice.
-    Event {
-        /// What it says.
-        envelope: Envelope,
-        /// Its size on the wire (the JSON).
-        bytes: usize,
-        /// When it arrived, µs since the Unix epoch.
-        received_us: u64,
-    },
-    /// A keep-alive.
-    KeepAlive,
-    /// The server ended the stream cleanly.
-    End,
-}
 
 /// An open stream on either transport.
 #[derive(Debug)]
@@ -728,7 +523,7 @@ impl VirtualClient {
                 return Left::Failed(ErrorKind::Closed);
             }
             let (Some(seq), Some(ts)) = (envelope.seq, envelope.ts) else {
-                // Every event of PROTOCOL.md carries both.
+                // Every event of the protocol (docs/protocol.md) carries both.
                 return Left::Failed(ErrorKind::Protocol);
             };
             match check.observe(seq) {
@@ -763,11 +558,6 @@ impl VirtualClient {
             }
         }
     }
-}
-
-/// `duration` in whole µs.
-pub fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -815,25 +605,5 @@ mod tests {
             "/sse/tokens?ttft_ms=200&tps=50&tokens=3"
         );
         assert_eq!(tokens.length(), Some(3));
-    }
-
-    #[tokio::test]
-    async fn loopback_clients_spread_over_source_addresses() {
-        let target = Target::resolve("http://127.0.0.1:9").await.unwrap();
-        let sources: std::collections::HashSet<_> = (0..64).map(|id| target.source(id)).collect();
-        assert_eq!(sources.len(), usize::from(LOOPBACK_SOURCES));
-        assert!(Target::resolve("127.0.0.1:9").await.is_err());
-        assert!(Target::resolve("http://127.0.0.1:9/path").await.is_err());
-    }
-
-    #[tokio::test]
-    async fn a_host_of_several_addresses_is_reached_at_the_one_that_accepts() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let open = listener.local_addr().unwrap();
-        // A loopback address nobody listens on at that port, first.
-        let closed = SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), open.port());
-        assert_eq!(Target::first_accepting(&[closed, open]).await, Some(open));
-        assert_eq!(Target::first_accepting(&[closed]).await, Some(closed));
-        assert_eq!(Target::first_accepting(&[]).await, None);
     }
 }

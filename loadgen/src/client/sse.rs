@@ -10,12 +10,14 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::envelope;
 use super::http::{
     BodyDecoder, BodyFraming, Decoded, ResponseHead, authorization, parse_head, redirect_target,
 };
 use super::read_buffer::{self, ReadBuffer};
 use super::sse_parser::SseParser;
-use super::{ClientError, Frame, Target, envelope, now_micros};
+use super::stream::{ClientError, Frame, now_micros};
+use super::target::Target;
 
 /// Most bytes a response head may take: the most the read buffer grows to.
 const MAX_HEAD: usize = read_buffer::MAX;
@@ -31,14 +33,14 @@ const MAX_REDIRECTS: usize = 5;
 /// that never ends one is a protocol error, not unbounded memory.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
 
-/// Reads a response head from `stream` into `buf` (at most [`MAX_HEAD`]
+/// Reads a response head from `stream` into `buf` (at most `MAX_HEAD`
 /// bytes of it), skipping interim (1xx) responses before it: the head, the
 /// bytes it took, and the bytes read (the body starts between the two).
 ///
 /// # Errors
 ///
 /// A broken connection, or a head that is malformed or too long, or more
-/// than [`MAX_INTERIM`] interim responses.
+/// than `MAX_INTERIM` interim responses.
 pub async fn read_head<R: AsyncRead + Unpin>(
     stream: &mut R,
     buf: &mut ReadBuffer,
@@ -101,7 +103,7 @@ pub struct SseStream<S = TcpStream> {
 
 impl SseStream {
     /// Sends the request for `path` on `host` over `stream` and reads the
-    /// response head, following up to [`MAX_REDIRECTS`] redirects to
+    /// response head, following up to `MAX_REDIRECTS` redirects to
     /// `http` URLs, each over a new connection (the bearer `token` goes
     /// only to `host`).
     ///

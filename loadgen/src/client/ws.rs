@@ -16,9 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use super::envelope;
 use super::http::retry_after;
 use super::read_buffer::ReadBuffer;
-use super::{ClientError, Frame, envelope, now_micros};
+use super::stream::{ClientError, Frame, now_micros};
 
 /// Bytes tungstenite reads (and zero-fills: the whole of it on every read)
 /// at a time, from the stream's own [`ReadBuffer`]: its 128 KiB default

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+pub mod monitor;
+pub mod timeline;
 pub mod wire;
 
 /// A failure, sorted as `summary.json` counts them.

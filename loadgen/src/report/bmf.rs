@@ -9,9 +9,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Group, Report};
-use crate::compare::median;
-use crate::verdict::metric;
+use crate::analysis::compare::median;
+use crate::analysis::verdict::metric;
+use crate::summary::{Group, Report};
 
 /// The measures exported: a slug, and the figure's path in a summary.
 const MEASURES: [(&str, &str); 10] = [

@@ -21,8 +21,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{Bucket, Row};
-use crate::capacity::Capacity;
+use crate::metrics::timeline::Row;
+use crate::summary::Bucket;
+use crate::summary::capacity::Capacity;
 
 /// A chart's drawing surface.
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -451,32 +452,33 @@ pub fn scaling(capacity: &[Capacity]) -> String {
         .max()
         .unwrap_or(0);
     let (divisor, unit) = latency_unit(max_us as f64);
-    let panel =
-        |title: &str, y_desc: &str, value: &dyn Fn(&crate::capacity::Point) -> Option<f64>| {
-            let series = capacity
-                .iter()
-                .map(|c| Series {
-                    label: format!("{}: {}", c.transport, c.source),
-                    points: c
-                        .points
-                        .iter()
-                        .map(|p| (f64::from(p.clients), value(p)))
-                        .collect(),
-                    failed: c
-                        .points
-                        .iter()
-                        .filter(|p| !p.ok)
-                        .filter_map(|p| Some((f64::from(p.clients), value(p)?)))
-                        .collect(),
-                })
-                .collect();
-            Panel {
-                title: title.to_owned(),
-                x_desc: "clients".to_owned(),
-                y_desc: y_desc.to_owned(),
-                series,
-            }
-        };
+    let panel = |title: &str,
+                 y_desc: &str,
+                 value: &dyn Fn(&crate::summary::capacity::Point) -> Option<f64>| {
+        let series = capacity
+            .iter()
+            .map(|c| Series {
+                label: format!("{}: {}", c.transport, c.source),
+                points: c
+                    .points
+                    .iter()
+                    .map(|p| (f64::from(p.clients), value(p)))
+                    .collect(),
+                failed: c
+                    .points
+                    .iter()
+                    .filter(|p| !p.ok)
+                    .filter_map(|p| Some((f64::from(p.clients), value(p)?)))
+                    .collect(),
+            })
+            .collect();
+        Panel {
+            title: title.to_owned(),
+            x_desc: "clients".to_owned(),
+            y_desc: y_desc.to_owned(),
+            series,
+        }
+    };
     lines(&[
         panel("Throughput by clients", "events/s", &|p| {
             Some(p.events_per_s)
@@ -533,8 +535,8 @@ pub fn distribution(buckets: &[Bucket]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capacity::Point;
     use crate::report::fixture;
+    use crate::summary::capacity::Point;
 
     #[test]
     fn tick_labels_are_short() {
@@ -677,7 +679,7 @@ mod tests {
                 source: "ramp".to_owned(),
                 knee_clients: None,
                 knee_events_per_s: None,
-                limit: crate::capacity::Limit::Errors,
+                limit: crate::summary::capacity::Limit::Errors,
                 statement: String::new(),
                 points,
             };

@@ -1,11 +1,12 @@
 //! `timeline.csv`: the timeline of one run, one row per second (and one at each change of phase), for
 //! spreadsheets and plotting tools. Columns are the fields of
-//! [`Row`](super::Row) in order, with the derived `loadgen_cpu_share`
+//! [`Row`] in order, with the derived `loadgen_cpu_share`
 //! before the last one; a figure not measured is an empty cell.
 
 use std::fmt::Write as _;
 
-use super::{Row, Summary};
+use crate::metrics::timeline::Row;
+use crate::summary::Summary;
 
 /// The header line's columns.
 pub const COLUMNS: [&str; 18] = [
@@ -82,7 +83,8 @@ pub fn timeline(summary: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Span, fixture};
+    use crate::report::fixture;
+    use crate::summary::Span;
 
     #[test]
     fn the_load_generators_memory_is_the_last_column_and_a_span() {

@@ -11,7 +11,11 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{Report, Summary, bmf, csv, html, junit, markdown};
+use super::{bmf, csv, html, junit, markdown};
+use crate::analysis::capacity;
+use crate::summary::capacity::Capacity;
+use crate::summary::verdict::Verdict;
+use crate::summary::{Report, Summary};
 
 /// Writes `contents` to `path` atomically.
 ///
@@ -48,7 +52,28 @@ pub fn write_run(dir: &Path, summary: &Summary) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write(&dir.join("summary.json"), &json(summary))?;
     write(&dir.join("timeline.csv"), csv::timeline(summary).as_bytes())?;
-    write_reports(dir, &Report::of_run(summary))
+    let capacity = capacity::estimate(std::slice::from_ref(summary));
+    write_reports(dir, &Report::of_run(summary, capacity))
+}
+
+/// The directory of a run, relative to the invocation's results: `""` for
+/// the only scenario run once, `NAME-TRANSPORT` for one of several
+/// scenarios, with `repeat-K` (1-based) below it when runs are repeated.
+pub fn run_dir(
+    scenario: &str,
+    transport: &str,
+    alone: bool,
+    repeated: bool,
+    repeat: u32,
+) -> String {
+    let mut parts = Vec::new();
+    if !alone {
+        parts.push(format!("{scenario}-{transport}"));
+    }
+    if repeated {
+        parts.push(format!("repeat-{repeat}"));
+    }
+    parts.join("/")
 }
 
 /// One run in `suite.json`.
@@ -58,7 +83,7 @@ struct Entry<'a> {
     transport: &'a str,
     repeat: u32,
     passed: bool,
-    verdict: crate::verdict::Verdict,
+    verdict: Verdict,
     summary: String,
 }
 
@@ -69,8 +94,8 @@ struct Index<'a> {
     started_at: &'a str,
     label: Option<&'a str>,
     passed: bool,
-    verdict: crate::verdict::Verdict,
-    capacity: &'a [crate::capacity::Capacity],
+    verdict: Verdict,
+    capacity: &'a [Capacity],
     scenarios: Vec<Entry<'a>>,
 }
 
@@ -88,7 +113,7 @@ pub fn write_report(dir: &Path, report: &Report) -> anyhow::Result<()> {
     let mut scenarios = Vec::new();
     for group in &report.groups {
         for summary in &group.runs {
-            let run_dir = super::run_dir(
+            let run_dir = run_dir(
                 &group.scenario,
                 group.transport,
                 report.groups.len() == 1,

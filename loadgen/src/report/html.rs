@@ -14,11 +14,15 @@ use std::fmt::Write as _;
 
 use quick_xml::escape::{escape, partial_escape};
 
-use super::markdown::{change_text, commit, estimate_text, headline, ms, or_dash};
-use super::{Group, LatencyUs, Millis, Report, Summary, chart, markdown};
-use crate::compare::{Comparison, Status};
+use super::chart;
+use super::text::{
+    self, change_text, commit, display, estimate_text, findings, headline, ms, or_dash,
+};
+use crate::analysis::compare::labelled;
 use crate::scenario::Severity;
-use crate::verdict::{Verdict, display};
+use crate::summary::comparison::{Comparison, Status};
+use crate::summary::verdict::Verdict;
+use crate::summary::{Group, LatencyUs, Millis, Report, Summary};
 
 /// The page's style: readable tables, verdict colors, a grid of charts.
 const STYLE: &str = "
@@ -115,7 +119,7 @@ fn verdict(report: &Report) -> String {
         escape(&report.run_id),
         escape(&report.started_at)
     );
-    let findings = markdown::findings(report);
+    let findings = findings(report);
     if !findings.is_empty() {
         out.push_str("<ul>\n");
         for finding in &findings {
@@ -278,7 +282,7 @@ fn comparison(comparison: &Comparison) -> String {
             row(
                 status_class(change.status),
                 &[
-                    escape(crate::compare::labelled(change.label, change.unit)).into_owned(),
+                    escape(labelled(change.label, change.unit)).into_owned(),
                     escape(estimate_text(change.baseline)).into_owned(),
                     escape(estimate_text(change.current)).into_owned(),
                     escape(change_text(change)).into_owned(),
@@ -506,7 +510,7 @@ fn costs(report: &Report) -> String {
                 s.transport.to_owned(),
                 s.repeat.to_string(),
             ];
-            row("", &[&run[..], &markdown::costs(s)].concat())
+            row("", &[&run[..], &text::costs(s)].concat())
         })
         .collect();
     if rows.is_empty() {

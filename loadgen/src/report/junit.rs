@@ -9,10 +9,10 @@ use std::fmt::Write as _;
 
 use quick_xml::escape::escape;
 
-use super::{Group, Report};
-use crate::compare::Status;
+use super::text::display;
 use crate::scenario::Severity;
-use crate::verdict::display;
+use crate::summary::comparison::Status;
+use crate::summary::{Group, Report};
 
 /// One test case.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 
 use comfy_table::{Cell, CellAlignment, Row, Table, presets::UTF8_FULL_CONDENSED};
 
-use super::Summary;
+use crate::summary::Summary;
 
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1_000.0)

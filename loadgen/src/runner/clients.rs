@@ -1,7 +1,7 @@
 //! The virtual clients one process runs, following the load: what they do
 //! phase by phase ([`Load`]), which of them are this process's ([`Share`]),
 //! and those running now ([`Clients`]). A run in one process holds every
-//! client; each worker process holds its share (`crate::worker`).
+//! client; each worker process holds its share (`super::worker`).
 //!
 //! Clients are numbered by their slot in the load: while a phase wants `n`
 //! clients, clients `0..n` run, whichever process holds them. A client's
@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{join_within, phase_at};
+use super::stop::join_within;
 use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
 use crate::metrics::Shards;
-use crate::scenario::{Phase, Scenario, Transport};
+use crate::scenario::{Phase, Scenario, Transport, phase_at};
 
 /// What the virtual clients of a run do, phase by phase: all a worker
 /// process needs of the scenario.

@@ -1,15 +1,17 @@
 //! What to run: a [`Scenario`] is a validated load shape (phases of client
 //! counts over time) plus what each client streams, how it reads, and the
 //! thresholds that decide the verdict. Scenarios come from presets
-//! ([`preset`]), TOML files ([`file`]) or command-line flags, and are data:
+//! ([`preset`]), TOML files ([`mod@file`]) or command-line flags, and are data:
 //! the runner has one client loop for all of them.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod budgets;
 pub mod file;
 pub mod preset;
+pub mod suite;
 pub mod threshold;
 
 pub use self::threshold::{Severity, Threshold};
@@ -349,7 +351,50 @@ impl Default for Scenario {
     }
 }
 
+/// The phase at `elapsed` into `phases` (its number and itself), and how
+/// far into it.
+pub fn phase_at(phases: &[Phase], elapsed: Duration) -> (usize, &Phase, Duration) {
+    let mut start = Duration::ZERO;
+    for (index, phase) in phases.iter().enumerate() {
+        if elapsed < start + phase.duration {
+            return (index, phase, elapsed - start);
+        }
+        start += phase.duration;
+    }
+    let last = phases.len() - 1;
+    (last, &phases[last], phases[last].duration)
+}
+
+/// Descriptors a load generator process holds besides its clients'
+/// sockets: the publishers' connections, the monitor's, its own files and
+/// pipes.
+pub const OTHER_FILES: u64 = 600;
+
 impl Scenario {
+    /// Descriptors the busiest process of a run of it in `workers`
+    /// processes needs: with one, every client, abuser and [`OTHER_FILES`];
+    /// with more, a worker's share of the clients or the parent's abusers,
+    /// besides its other files.
+    pub fn descriptors_per_process(&self, workers: usize) -> u64 {
+        let clients = u64::from(self.max_clients());
+        let abusers = u64::from(self.max_abusers());
+        if workers <= 1 {
+            return clients + abusers + OTHER_FILES;
+        }
+        (clients.div_ceil(workers as u64)).max(abusers) + OTHER_FILES
+    }
+
+    /// Whether it is a ramp: ramping phases take at least half its time.
+    pub fn is_ramp(&self) -> bool {
+        let ramping: Duration = self
+            .phases
+            .iter()
+            .filter(|p| p.to > p.from)
+            .map(|p| p.duration)
+            .sum();
+        ramping * 2 >= self.duration()
+    }
+
     /// Replaces the settings that `overrides` gives.
     pub fn apply(&mut self, overrides: Overrides) {
         self.transport = overrides.transport.unwrap_or(self.transport);
@@ -512,6 +557,24 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_follow_one_another() {
+        let phases = [
+            Phase::steady("a", 1, Duration::from_secs(2)),
+            Phase::steady("b", 5, Duration::from_secs(3)),
+        ];
+        let name = |s: f64| phase_at(&phases, Duration::from_secs_f64(s)).1.name.clone();
+        assert_eq!(
+            (name(0.0), name(1.9), name(2.0), name(4.9), name(9.0)),
+            ("a".into(), "a".into(), "b".into(), "b".into(), "b".into())
+        );
+        assert_eq!(
+            phase_at(&phases, Duration::from_secs(3)).2,
+            Duration::from_secs(1)
+        );
+        assert_eq!(phase_at(&phases, Duration::from_secs(9)).0, 1);
+    }
 
     #[test]
     fn phases_move_clients_linearly() {

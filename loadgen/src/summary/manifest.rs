@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::monitor::CpuSeconds;
+use crate::metrics::monitor::CpuSeconds;
 use crate::scenario::Scenario;
 
 /// Versions: of the project, of its checkout, of the compiler.

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::history::History;
-use crate::report::MIXED;
+use super::History;
+use crate::summary::MIXED;
 
 /// The runs of a reference, and what it was.
 #[derive(Debug, Clone)]

@@ -11,10 +11,10 @@
 //! knee is the last second that held before two seconds in a row did not
 //! (one bad second is noise).
 
-use serde::Serialize;
-
-use crate::report::{Row, Summary};
-use crate::scenario::{Scenario, StreamKind};
+use crate::metrics::timeline::Row;
+use crate::scenario::{Scenario, Severity, StreamKind};
+use crate::summary::Summary;
+use crate::summary::capacity::{Capacity, Limit, Point};
 
 /// Below this share of the offered events a ramp second did not keep up.
 const KEPT_UP: f64 = 0.9;
@@ -27,70 +27,6 @@ const MEMORY_SATURATED: f64 = 0.9;
 
 /// The default critical latency budget, p95 µs.
 const LATENCY_P95_US: f64 = 100_000.0;
-
-/// What limited the load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Limit {
-    /// The server used most of the CPU there was.
-    ServerCpu,
-    /// The load generator used most of the CPU there was.
-    LoadgenCpu,
-    /// The server's memory neared the machine's.
-    Memory,
-    /// Requests or streams failed.
-    Errors,
-    /// Latency broke its budget with no resource saturated.
-    Latency,
-    /// Every step held: the knee is above the highest load tried.
-    NotReached,
-}
-
-impl Limit {
-    /// For people.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Limit::ServerCpu => "server CPU",
-            Limit::LoadgenCpu => "load generator CPU",
-            Limit::Memory => "memory",
-            Limit::Errors => "errors",
-            Limit::Latency => "latency (no resource saturated)",
-            Limit::NotReached => "none: every load tried held",
-        }
-    }
-}
-
-/// One load level: a step, or a second of a ramp.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Point {
-    /// Clients.
-    pub clients: u32,
-    /// Events received per second.
-    pub events_per_s: f64,
-    /// Delivery latency p99, µs.
-    pub latency_p99_us: Option<u64>,
-    /// Whether it met the thresholds.
-    pub ok: bool,
-}
-
-/// A capacity estimate for one transport.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Capacity {
-    /// `sse` or `ws`.
-    pub transport: &'static str,
-    /// What it was estimated from.
-    pub source: String,
-    /// Clients at the knee (`null`: even the lightest load failed).
-    pub knee_clients: Option<u32>,
-    /// Events per second at the knee.
-    pub knee_events_per_s: Option<f64>,
-    /// What ran out first beyond it.
-    pub limit: Limit,
-    /// The estimate, in a sentence.
-    pub statement: String,
-    /// Every level, for the scaling chart.
-    pub points: Vec<Point>,
-}
 
 /// Resources in use at one level, as shares of what the machine has.
 #[derive(Debug, Clone, Copy, Default)]
@@ -139,17 +75,6 @@ impl Usage {
     }
 }
 
-/// Whether `scenario` is a ramp: ramping phases take at least half its time.
-pub fn is_ramp(scenario: &Scenario) -> bool {
-    let ramping: std::time::Duration = scenario
-        .phases
-        .iter()
-        .filter(|p| p.to > p.from)
-        .map(|p| p.duration)
-        .sum();
-    ramping * 2 >= scenario.duration()
-}
-
 /// Whether `name` is one of the suite's load steps (`clients-N`).
 fn is_step(name: &str) -> bool {
     name.strip_prefix("clients-")
@@ -173,7 +98,7 @@ pub fn estimate(summaries: &[Summary]) -> Vec<Capacity> {
         }
     }
     for summary in summaries {
-        if is_ramp(&summary.manifest.scenario) {
+        if summary.manifest.scenario.is_ramp() {
             estimates.push(from_ramp(summary));
         }
     }
@@ -234,7 +159,7 @@ fn from_ramp(summary: &Summary) -> Capacity {
     let latency_budget = scenario
         .thresholds
         .iter()
-        .find(|t| t.metric == "latency.p95" && t.severity == crate::scenario::Severity::Critical)
+        .find(|t| t.metric == "latency.p95" && t.severity == Severity::Critical)
         .map_or(LATENCY_P95_US, |t| t.value);
     let rows = &summary.timeline;
     let inner = rows.get(1..rows.len().saturating_sub(1)).unwrap_or(&[]);

@@ -32,20 +32,15 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::clients::{Clients, Load, Share};
 use crate::client::{Target, now_micros};
 use crate::metrics::wire::Encoded;
 use crate::metrics::{Shards, Stats};
-use crate::runner::clients::{Clients, Load, Share};
 use crate::scenario::Scenario;
 
 /// The hidden first argument under which this executable runs as a worker;
 /// the second is its log filter.
 pub const SUBCOMMAND: &str = "__worker";
-
-/// Descriptors a load generator process holds besides its clients'
-/// sockets: the publishers' connections, the monitor's, its own files and
-/// pipes.
-pub const OTHER_FILES: u64 = 600;
 
 /// Most worker processes a run starts.
 pub const MAX_WORKERS: usize = 128;
@@ -115,27 +110,23 @@ impl std::str::FromStr for WorkerCount {
     }
 }
 
-/// Descriptors the busiest process of a run of `scenario` in `workers`
-/// processes needs: with one, every client, abuser and [`OTHER_FILES`];
-/// with more, a worker's share of the clients or the parent's abusers,
-/// besides its other files.
-pub fn descriptors_per_process(scenario: &Scenario, workers: usize) -> u64 {
-    let clients = u64::from(scenario.max_clients());
-    let abusers = u64::from(scenario.max_abusers());
-    if workers <= 1 {
-        return clients + abusers + OTHER_FILES;
+/// Raises the soft limit on open files to the hard limit: every client is a
+/// socket.
+pub fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
-    (clients.div_ceil(workers as u64)).max(abusers) + OTHER_FILES
 }
 
 /// The processes `scenario` needs at `open_files` descriptors each: 1 if
 /// one holds it, else enough workers (at most [`MAX_WORKERS`]).
 fn needed(scenario: &Scenario, open_files: Option<u64>) -> usize {
     let Some(open) = open_files else { return 1 };
-    if descriptors_per_process(scenario, 1) <= open {
+    if scenario.descriptors_per_process(1) <= open {
         return 1;
     }
-    let per_worker = open.saturating_sub(OTHER_FILES).max(1);
+    let per_worker = open.saturating_sub(crate::scenario::OTHER_FILES).max(1);
     let workers = u64::from(scenario.max_clients()).div_ceil(per_worker);
     usize::try_from(workers).map_or(MAX_WORKERS, |n| n.clamp(2, MAX_WORKERS))
 }
@@ -487,7 +478,7 @@ fn instant_of(at_unix_us: u64) -> Instant {
 ///
 /// The parent's orders are not the protocol, or it went away.
 pub async fn serve() -> anyhow::Result<()> {
-    crate::raise_file_limit();
+    raise_file_limit();
     let mut input = BufReader::new(tokio::io::stdin()).lines();
     let mut output = Output(tokio::io::stdout());
     let setup = match next(&mut input).await? {
@@ -568,9 +559,8 @@ mod tests {
                 "{bad}"
             );
         }
-        let per = |clients, abusers, workers| {
-            descriptors_per_process(&scenario(clients, abusers), workers)
-        };
+        let per =
+            |clients, abusers, workers| scenario(clients, abusers).descriptors_per_process(workers);
         assert_eq!(per(50_000, None, 1), 50_600);
         assert_eq!(per(50_000, None, 3), 17_267);
         assert_eq!(per(10, Some(5_000), 3), 5_600, "the parent's abusers");

@@ -27,11 +27,11 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, AnyPool, ConnectOptions as _, Connection as _, Row as _};
 
-use crate::cli::HistoryArgs;
 use crate::metrics::Stats;
 use crate::metrics::wire::{decode, encode_all};
-use crate::report::Summary;
+use crate::summary::Summary;
 
+pub mod baseline;
 mod view;
 
 /// The history's schema, embedded at build time (see `build.rs`).
@@ -437,22 +437,17 @@ fn redact(url: &str) -> String {
 /// # Errors
 ///
 /// The history cannot be opened or read.
-pub async fn command(args: &HistoryArgs) -> anyhow::Result<String> {
-    let history = History::open(&args.history.url).await?;
-    let filter = Filter {
-        scenario: args.scenario.clone(),
-        transport: args.transport.map(|t| t.as_str().to_owned()),
-        limit: args.limit,
-    };
-    let entries = history.latest(&filter).await?;
+pub async fn command(url: &str, filter: &Filter) -> anyhow::Result<String> {
+    let history = History::open(url).await?;
+    let entries = history.latest(filter).await?;
     if entries.is_empty() {
         return Ok(format!(
             "no runs{} in the history at {}",
-            describe(&filter),
+            describe(filter),
             history.url
         ));
     }
-    Ok(match &args.scenario {
+    Ok(match &filter.scenario {
         None => view::listing(&entries),
         Some(scenario) => view::trend(scenario, &entries),
     })

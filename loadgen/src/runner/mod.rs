@@ -1,43 +1,55 @@
 //! Runs one scenario against one target: sets its stream up (a topic's
 //! publishers, a replay's dataset), moves the number of virtual clients
 //! through the phases, and once a second drains the measurements into the
-//! timeline, samples the monitor and updates the progress line. Past one
-//! process's open files, worker processes run the clients
-//! (`crate::worker`) and this one everything else.
+//! timeline, samples the monitor and updates the progress line. It hands
+//! back what it measured (`metrics::timeline::Measured`) and never builds a
+//! summary or a report itself.
+//!
+//! - [`clients`]: the virtual clients one process runs, following the
+//!   load; past one process's open files, [`worker`] processes run them
+//!   (each its share) and this one everything else.
+//! - [`publisher`]: open-model topic publishers; [`abuse`]: misbehaving
+//!   clients beside the others; [`progress`]: the live progress line.
+//! - `timeline`: the rows, phases and resource samples of the run;
+//!   `stop`: how its tasks stop within a bound.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use streamgauge_server::process;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::abuse::AbuseSpec;
 use self::clients::{Clients, Load, Share};
-use crate::abuse::{self, AbuseSpec};
+use self::progress::Progress;
+use self::publisher::{Acks, Publishing};
+use self::stop::join_within;
+use self::timeline::{Sampler, Timeline};
+use self::worker::Workers;
 use crate::client::Target;
+use crate::metrics::monitor::Monitor;
+use crate::metrics::timeline::Measured;
 use crate::metrics::{Shards, Stats};
-use crate::monitor::{CpuSeconds, Monitor, Reading};
-use crate::publisher::{self, Acks, Publishing};
-use crate::report::progress::Progress;
-use crate::report::{Measured, PhaseMeasured, Row};
-use crate::scenario::{Phase, Scenario, StreamKind};
-use crate::worker::{self, Workers};
+use crate::scenario::{Phase, Scenario, StreamKind, phase_at};
 
+pub mod abuse;
 pub mod clients;
+pub mod progress;
+pub mod publisher;
+mod stop;
+mod timeline;
+pub mod worker;
 
 /// How often the client count follows the phases.
 const TICK: Duration = Duration::from_millis(100);
 
 /// A scenario the server under test cannot run: it lacks an endpoint the
-/// scenario needs beyond PROTOCOL.md. A suite skips it and goes on.
+/// scenario needs beyond the core protocol (docs/protocol.md). A suite skips it and goes on.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unsupported(pub String);
-
-/// How long clients and publishers may take to stop at the end.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A topic event acknowledged this long before the end must have reached
 /// every subscriber by then; one that has not counts as behind at the end.
@@ -59,36 +71,8 @@ pub struct Run<'a> {
     /// Bearer token for publishes, seeds and subscriptions.
     pub token: Option<String>,
     /// Processes that run the virtual clients: 1 is this one; more are
-    /// worker processes (`crate::worker`), and this one runs none.
+    /// worker processes ([`worker`]), and this one runs none.
     pub workers: usize,
-}
-
-/// The phase at `elapsed` into `phases` (its number and itself), and how
-/// far into it.
-fn phase_at(phases: &[Phase], elapsed: Duration) -> (usize, &Phase, Duration) {
-    let mut start = Duration::ZERO;
-    for (index, phase) in phases.iter().enumerate() {
-        if elapsed < start + phase.duration {
-            return (index, phase, elapsed - start);
-        }
-        start += phase.duration;
-    }
-    let last = phases.len() - 1;
-    (last, &phases[last], phases[last].duration)
-}
-
-/// Waits until every task of `tasks` (stopping: cancelled) has ended, at
-/// most [`STOP_TIMEOUT`]; aborts those still running then.
-async fn join_within(tasks: &mut JoinSet<()>, what: &str) {
-    let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if stopped.is_err() {
-        tracing::warn!("some {what} did not stop within {STOP_TIMEOUT:?}");
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-    }
 }
 
 /// The misbehaving clients of the current phase.
@@ -183,7 +167,7 @@ impl Fleet {
 }
 
 impl Run<'_> {
-    /// A name for this run's topic or wallet (PROTOCOL.md's name rules).
+    /// A name for this run's topic or wallet (docs/protocol.md's name rules).
     fn stream_name(&self) -> String {
         let raw = format!("sg-{}-{}", self.run_id, self.scenario.name);
         raw.chars()
@@ -220,7 +204,7 @@ impl Run<'_> {
         ) {
             return Err(Unsupported(format!(
                 "the server has no replay dataset to seed (POST /api/trades/{{wallet}}/seed: \
-                 {status}); replay is this project's extension of PROTOCOL.md"
+                 {status}); replay is this project's extension of the protocol (docs/protocol.md)"
             ))
             .into());
         }
@@ -307,15 +291,11 @@ impl Run<'_> {
             token: self.token.clone(),
             shards: Arc::clone(&shards),
         };
-        let mut sampler = Sampler {
-            monitor: self.monitor.take(),
-            workers: match &fleet {
-                Fleet::Here(_) => Vec::new(),
-                Fleet::Workers(workers) => workers.pids(),
-            },
-            first: None,
-            last: None,
+        let workers = match &fleet {
+            Fleet::Here(_) => Vec::new(),
+            Fleet::Workers(workers) => workers.pids(),
         };
+        let mut sampler = Sampler::new(self.monitor.take(), workers);
         sampler.sample().await; // the baseline the first CPU figure needs
 
         let label = format!("{} ({})", scenario.name, scenario.transport.as_str());
@@ -329,16 +309,7 @@ impl Run<'_> {
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();
-        let mut timeline = Timeline {
-            spec: &scenario.phases,
-            rows: Vec::new(),
-            phases: Vec::new(),
-            second: Stats::default(),
-            spare: Stats::default(),
-            last_row: start,
-            phase: 0,
-            phase_added: None,
-        };
+        let mut timeline = Timeline::new(&scenario.phases, start);
         // The clients wanted at the last tick, all processes together.
         let mut running = 0;
         abusers.enter(&scenario.phases[0], scenario.phases[0].duration);
@@ -408,190 +379,5 @@ impl Run<'_> {
             target: self.target.base_url(),
             workers: self.workers.max(1),
         })
-    }
-}
-
-/// Samples the monitor, the load generator's CPU counting its worker
-/// processes' (read from `/proc`, like a local server's).
-struct Sampler {
-    monitor: Option<Monitor>,
-    /// The worker processes (none when this process runs the clients).
-    workers: Vec<u32>,
-    /// Their CPU seconds at the first sample.
-    first: Option<f64>,
-    /// Their CPU seconds at the last sample, and when it was taken.
-    last: Option<(f64, Instant)>,
-}
-
-impl Sampler {
-    /// A sample (the first gives no CPU figure: it sets the mark).
-    async fn sample(&mut self) -> Reading {
-        let mut reading = match &mut self.monitor {
-            Some(monitor) => monitor.sample().await,
-            None => Reading::default(),
-        };
-        if self.workers.is_empty() {
-            return reading;
-        }
-        let now = self
-            .workers
-            .iter()
-            .map(|&pid| process::read(Some(pid)).map(|p| p.cpu_seconds))
-            .sum::<Option<f64>>()
-            .map(|seconds| (seconds, Instant::now()));
-        self.first = self.first.or(now.map(|(seconds, _)| seconds));
-        let workers_pct = now.zip(self.last).map(|((cpu, at), (before, then))| {
-            100.0 * (cpu - before) / at.duration_since(then).as_secs_f64().max(f64::EPSILON)
-        });
-        reading.loadgen_cpu_pct = reading
-            .loadgen_cpu_pct
-            .zip(workers_pct)
-            .map(|(own, workers)| own + workers);
-        self.last = now.or(self.last);
-        reading
-    }
-
-    /// CPU seconds used between the first sample and the last, the
-    /// workers' counted as the load generator's.
-    fn cpu_seconds(&self) -> CpuSeconds {
-        let mut used = self
-            .monitor
-            .as_ref()
-            .map(Monitor::cpu_seconds)
-            .unwrap_or_default();
-        if !self.workers.is_empty() {
-            let workers = self
-                .first
-                .zip(self.last)
-                .map(|(first, (last, _))| last - first);
-            used.loadgen = used
-                .loadgen
-                .zip(workers)
-                .map(|(own, workers)| own + workers);
-        }
-        used
-    }
-}
-
-/// The rows so far, the phases so far, and the stats of the interval being
-/// measured.
-struct Timeline<'a> {
-    /// The scenario's phases.
-    spec: &'a [Phase],
-    rows: Vec<Row>,
-    phases: Vec<PhaseMeasured>,
-    second: Stats,
-    spare: Stats,
-    last_row: Instant,
-    /// The number of the phase in effect when the current interval began.
-    phase: usize,
-    /// The number of the phase `phases` ends with.
-    phase_added: Option<usize>,
-}
-
-impl Timeline<'_> {
-    /// Ends the current interval: drains the shards into a row (added to
-    /// `totals`), with a monitor sample. The next interval is that of phase
-    /// number `next`.
-    async fn row(
-        &mut self,
-        shards: &Shards,
-        sampler: &mut Sampler,
-        elapsed: Duration,
-        next: usize,
-        clients: usize,
-        totals: &mut Stats,
-    ) -> Row {
-        let seconds = self.last_row.elapsed().as_secs_f64();
-        self.last_row = Instant::now();
-        shards.drain_into(&mut self.second, &mut self.spare);
-        let reading = sampler.sample().await;
-        let index = std::mem::replace(&mut self.phase, next);
-        let row = row(
-            &self.second,
-            elapsed,
-            seconds,
-            &self.spec[index].name,
-            clients,
-            reading,
-        );
-        self.add_to_phase(index, &row, seconds);
-        totals.add(&mut self.second);
-        self.second.reset();
-        self.rows.push(row.clone());
-        row
-    }
-
-    /// Adds the interval being measured (its `row`, `seconds` long) to its
-    /// phase, number `index`: phases are told apart by position, as two
-    /// may have the same name.
-    fn add_to_phase(&mut self, index: usize, row: &Row, seconds: f64) {
-        if self.phase_added != Some(index) {
-            self.phase_added = Some(index);
-            self.phases.push(PhaseMeasured {
-                name: row.phase.clone(),
-                seconds: 0.0,
-                clients: 0,
-                stats: Stats::default(),
-            });
-        }
-        let phase = self.phases.last_mut().expect("pushed if missing");
-        phase.seconds += seconds;
-        phase.clients = phase.clients.max(row.clients);
-        phase.stats.add(&mut self.second);
-    }
-}
-
-/// The timeline row of one interval of `seconds`.
-fn row(
-    stats: &Stats,
-    elapsed: Duration,
-    seconds: f64,
-    phase: &str,
-    clients: usize,
-    reading: Reading,
-) -> Row {
-    let latency = |q: f64| (!stats.latency.is_empty()).then(|| stats.latency.value_at_quantile(q));
-    Row {
-        t_s: elapsed.as_secs_f64(),
-        phase: phase.to_owned(),
-        clients: u32::try_from(clients).unwrap_or(u32::MAX),
-        events_per_s: stats.counts.events as f64 / seconds,
-        bytes_per_s: stats.counts.bytes as f64 / seconds,
-        latency_p50_us: latency(0.50),
-        latency_p90_us: latency(0.90),
-        latency_p95_us: latency(0.95),
-        latency_p99_us: latency(0.99),
-        latency_p999_us: latency(0.999),
-        latency_max_us: (!stats.latency.is_empty()).then(|| stats.latency.max()),
-        errors: stats.counts.error_total(),
-        server_cpu_pct: reading.server_cpu_pct,
-        server_rss_mb: reading.server_rss_mb,
-        server_heap_bytes: reading.server_heap_bytes,
-        loadgen_cpu_pct: reading.loadgen_cpu_pct,
-        loadgen_rss_mb: reading.loadgen_rss_mb,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phases_follow_one_another() {
-        let phases = [
-            Phase::steady("a", 1, Duration::from_secs(2)),
-            Phase::steady("b", 5, Duration::from_secs(3)),
-        ];
-        let name = |s: f64| phase_at(&phases, Duration::from_secs_f64(s)).1.name.clone();
-        assert_eq!(
-            (name(0.0), name(1.9), name(2.0), name(4.9), name(9.0)),
-            ("a".into(), "a".into(), "b".into(), "b".into(), "b".into())
-        );
-        assert_eq!(
-            phase_at(&phases, Duration::from_secs(3)).2,
-            Duration::from_secs(1)
-        );
-        assert_eq!(phase_at(&phases, Duration::from_secs(9)).0, 1);
     }
 }

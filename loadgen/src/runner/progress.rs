@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Row;
+use crate::metrics::timeline::Row;
 
 /// Every how many rows a line is logged when stderr is not a terminal.
 const LOG_EVERY: u32 = 5;

@@ -2,13 +2,13 @@
 //! (a representative subset, under two minutes) or full (every preset).
 //! Every scenario of the suite must deliver and lose nothing: `events>0`,
 //! `gaps==0`, `dups==0`, `error_rate<1%`, and for topics `behind_at_end==0`;
-//! the default budgets of [`verdict`](crate::verdict) apply on top. The
+//! the default budgets of [`budgets`] apply on top. The
 //! quick suite ends with a short `capacity` ramp, the full suite has the
 //! `clients-N` load steps too: both give a capacity estimate.
 
 use std::time::Duration;
 
-use crate::scenario::{Scenario, StreamKind, Transport, preset};
+use super::{Scenario, StreamKind, Transport, budgets, preset};
 
 /// The quick suite: a preset and how long its load lasts.
 const QUICK: [(&str, u64); 7] = [
@@ -65,7 +65,7 @@ pub fn plan(
                     .map(|t| t.parse().expect("valid thresholds")),
             );
             if defaults {
-                crate::verdict::add_defaults(&mut scenario);
+                budgets::add_defaults(&mut scenario);
             }
             scenario.scale_time(time_scale);
             plan.push(scenario);

@@ -1,0 +1,106 @@
+//! What a stream yields, on either transport: a [`Frame`] (an event, a
+//! keep-alive, the end), or why it failed ([`ClientError`], sorted as
+//! `summary.json` counts failures); and the clock frames are stamped with.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::envelope::Envelope;
+use crate::metrics::ErrorKind;
+
+/// The wall clock in µs since the Unix epoch, the server's `ts` clock.
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// `duration` in whole µs.
+pub fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Why a stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection could not be made.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The server refused the stream with this unexpected status.
+    #[error("status {0}")]
+    Status(u16),
+    /// The server shed the stream: `503` or `429` (with `Retry-After` in
+    /// seconds, if it gave one) or WebSocket close `1013`. A load the server
+    /// refuses by design, counted apart from the errors.
+    #[error("shed with {code}")]
+    Shed {
+        /// The HTTP status or the WebSocket close code.
+        code: u16,
+        /// How long the server asked the client to wait.
+        retry_after: Option<Duration>,
+    },
+    /// Malformed bytes.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// Nothing arrived in time.
+    #[error("timed out")]
+    Timeout,
+    /// The stream broke off.
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+impl ClientError {
+    /// The server answered the stream request with `status` (not 200 or
+    /// 101) and `Retry-After` (delta seconds, if any): shed for 429 and
+    /// 503, otherwise an unexpected status.
+    pub fn refused(status: u16, retry_after: Option<u64>) -> Self {
+        match status {
+            429 | 503 => ClientError::Shed {
+                code: status,
+                retry_after: retry_after.map(Duration::from_secs),
+            },
+            other => ClientError::Status(other),
+        }
+    }
+
+    /// Whether it is this machine's limit (out of file descriptors or
+    /// local ports), not the server's answer.
+    pub fn is_local_limit(&self) -> bool {
+        let ClientError::Connect(e) = self else {
+            return false;
+        };
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL | libc::EADDRINUSE)
+        )
+    }
+
+    /// How `summary.json` counts it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Connect(_) => ErrorKind::Connect,
+            ClientError::Status(_) | ClientError::Shed { .. } => ErrorKind::HttpStatus,
+            ClientError::Protocol(_) => ErrorKind::Protocol,
+            ClientError::Timeout => ErrorKind::Timeout,
+            ClientError::Closed(_) => ErrorKind::Closed,
+        }
+    }
+}
+
+/// What a stream delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// An event or a gap notice.
+    Event {
+        /// What it says.
+        envelope: Envelope,
+        /// Its size on the wire (the JSON).
+        bytes: usize,
+        /// When it arrived, µs since the Unix epoch.
+        received_us: u64,
+    },
+    /// A keep-alive.
+    KeepAlive,
+    /// The server ended the stream cleanly.
+    End,
+}

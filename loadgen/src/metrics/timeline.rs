@@ -1,0 +1,85 @@
+//! The timeline a run records: one [`Row`] per second (and one at each
+//! change of phase), each phase's measurements ([`PhaseMeasured`]), and
+//! everything a run measured ([`Measured`]), which the summary is built
+//! from. The runner fills these; it never builds a summary itself.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::Stats;
+use super::monitor::CpuSeconds;
+
+/// One second of the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Row {
+    /// Seconds since the load started.
+    pub t_s: f64,
+    /// The phase.
+    pub phase: String,
+    /// Clients connected or connecting.
+    pub clients: u32,
+    /// Events received per second.
+    pub events_per_s: f64,
+    /// Bytes received per second.
+    pub bytes_per_s: f64,
+    /// Median delivery latency this second, µs.
+    pub latency_p50_us: Option<u64>,
+    /// 90th percentile delivery latency this second, µs.
+    pub latency_p90_us: Option<u64>,
+    /// 95th percentile delivery latency this second, µs.
+    pub latency_p95_us: Option<u64>,
+    /// 99th percentile delivery latency this second, µs.
+    pub latency_p99_us: Option<u64>,
+    /// 99.9th percentile delivery latency this second, µs.
+    pub latency_p999_us: Option<u64>,
+    /// Highest delivery latency this second, µs.
+    pub latency_max_us: Option<u64>,
+    /// Failures this second.
+    pub errors: u64,
+    /// Server CPU, % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// Server resident memory, MiB.
+    pub server_rss_mb: Option<f64>,
+    /// Server live heap bytes (servers built with heap profiling only).
+    pub server_heap_bytes: Option<u64>,
+    /// Load generator CPU, % of one core.
+    pub loadgen_cpu_pct: Option<f64>,
+    /// Load generator resident memory, MiB.
+    pub loadgen_rss_mb: Option<f64>,
+}
+
+/// What one phase measured.
+#[derive(Debug)]
+pub struct PhaseMeasured {
+    /// The phase's name.
+    pub name: String,
+    /// How long, s.
+    pub seconds: f64,
+    /// The most clients at once.
+    pub clients: u32,
+    /// Its measurements.
+    pub stats: Stats,
+}
+
+/// What a run measured: the summary is built from it.
+#[derive(Debug)]
+pub struct Measured {
+    /// When the load started.
+    pub started_at: SystemTime,
+    /// How long it ran.
+    pub duration: Duration,
+    /// Totals.
+    pub totals: Stats,
+    /// One row per second, and one at each change of phase.
+    pub timeline: Vec<Row>,
+    /// Each phase, in order.
+    pub phases: Vec<PhaseMeasured>,
+    /// The server measured.
+    pub target: String,
+    /// CPU time used during the load.
+    pub cpu_seconds: CpuSeconds,
+    /// Processes that ran the virtual clients: 1 (the load generator
+    /// itself), or its worker processes.
+    pub workers: usize,
+}

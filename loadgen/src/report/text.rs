@@ -1,0 +1,178 @@
+//! Text the renderers share: the verdict's headline and findings (also the
+//! terminal's closing lines), figures as people read them, a comparison's
+//! cells, the commit measured and a run's costs. `report.md` and
+//! `report.html` say the same things in the same words because both take
+//! them from here.
+
+use std::fmt::Write as _;
+
+use crate::analysis::memory::bytes_text;
+use crate::scenario::Severity;
+use crate::summary::comparison::{Change, Estimate, NoiseSource, Status};
+use crate::summary::manifest::Versions;
+use crate::summary::verdict::Verdict;
+use crate::summary::{Report, Summary};
+
+/// A cell for a value that may be missing.
+pub fn or_dash<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
+    value.map_or_else(|| "–".to_owned(), show)
+}
+
+/// What one run cost, as both reports show it: CPU seconds of the server
+/// and of the load generator, the same per event delivered (µs), the load
+/// generator's processes and its peak RSS (MiB).
+pub fn costs(s: &Summary) -> [String; 6] {
+    let cpu = &s.manifest.cpu_seconds;
+    [
+        or_dash(cpu.server, |c| format!("{c:.2}")),
+        or_dash(cpu.loadgen, |c| format!("{c:.2}")),
+        or_dash(s.server.cpu_us_per_event, |c| format!("{c:.3}")),
+        or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}")),
+        s.loadgen_workers.to_string(),
+        or_dash(s.loadgen_rss_mb, |r| format!("{:.1}", r.peak)),
+    ]
+}
+
+/// µs as ms, to the µs.
+pub fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1_000.0)
+}
+
+/// One finding per broken threshold and per regression, worst first.
+pub fn findings(report: &Report) -> Vec<String> {
+    let mut critical = Vec::new();
+    let mut warnings = Vec::new();
+    for group in &report.groups {
+        let name = format!("{} ({})", group.scenario, group.transport);
+        for summary in &group.runs {
+            let run = if group.runs.len() > 1 {
+                format!("{name} run {}", summary.repeat)
+            } else {
+                name.clone()
+            };
+            for t in summary.thresholds.iter().filter(|t| !t.ok) {
+                let line = format!(
+                    "{run}: `{}` broke: measured {}",
+                    t.expr,
+                    display(t.metric, t.value)
+                );
+                match t.severity {
+                    Severity::Critical => critical.push(line),
+                    Severity::Warning => warnings.push(format!("warning: {line}")),
+                }
+            }
+        }
+        if let Some(comparison) = group.comparison() {
+            for change in &comparison.changes {
+                let moved = format!(
+                    "{} against {} (budget {})",
+                    change_text(change),
+                    comparison.baseline,
+                    change.budget
+                );
+                match change.status {
+                    Status::Regression => {
+                        critical.push(format!("{name}: {} regressed {moved}", change.label));
+                    }
+                    Status::Unsure => warnings.push(format!(
+                        "warning: {name}: {} moved {moved}, its noise unknown: measure both sides with --repeat 3 to decide",
+                        change.label
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
+    critical.extend(warnings);
+    critical
+}
+
+/// The verdict in a line: pass, pass with warnings or fail, and of how
+/// many runs.
+pub fn headline(report: &Report) -> String {
+    let runs = report.summaries().count();
+    let failed = report
+        .summaries()
+        .filter(|s| s.verdict == Verdict::Fail)
+        .count();
+    match report.verdict() {
+        Verdict::Pass => format!("PASS: every threshold held in {runs} run(s)"),
+        Verdict::Warn => format!(
+            "PASS WITH WARNINGS: every critical threshold held in {runs} run(s); some warnings broke"
+        ),
+        Verdict::Fail => format!("FAIL: {failed} of {runs} run(s) broke a threshold or regressed"),
+    }
+}
+
+/// The closing lines printed after a run: verdict, findings, capacity.
+pub fn verdict_lines(report: &Report) -> String {
+    let mut out = format!("verdict: {}", headline(report));
+    for finding in findings(report) {
+        let _ = write!(out, "\n  - {}", finding.replace('`', ""));
+    }
+    for capacity in &report.capacity {
+        let _ = write!(
+            out,
+            "\ncapacity: {} (from {})",
+            capacity.statement, capacity.source
+        );
+    }
+    out
+}
+
+/// A change as people read it: `-20.0%`, or `+0.0200` for absolute budgets.
+pub fn change_text(change: &Change) -> String {
+    match change.change {
+        None => "–".to_owned(),
+        Some(value) if change.budget.ends_with('%') => format!("{value:+.1}%"),
+        Some(value) => format!("{value:+.4}"),
+    }
+}
+
+/// One side of a comparison: its median and its noise band.
+pub fn estimate_text(estimate: Option<Estimate>) -> String {
+    or_dash(estimate, |e| {
+        let noise = match e.noise_from {
+            NoiseSource::Unknown => "noise unknown".to_owned(),
+            NoiseSource::Repeats => format!("±{} over {} runs", number(e.noise), e.runs),
+            NoiseSource::Seconds => format!("±{} per second", number(e.noise)),
+        };
+        format!("{} ({noise})", number(e.median))
+    })
+}
+
+fn number(value: f64) -> String {
+    if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.4}")
+    }
+}
+
+/// `value` of `metric` as people read it: latencies in ms, rates in %.
+pub fn display(metric: &str, value: Option<f64>) -> String {
+    let Some(value) = value else {
+        return "not measured".to_owned();
+    };
+    let head = metric.split('.').next().unwrap_or(metric);
+    match head {
+        "latency" | "publish_to_receive" => format!("{:.3} ms", value / 1_000.0),
+        "connect" | "ttft" | "publish" | "reconnect" | "resume" => format!("{value:.3} ms"),
+        "error_rate" | "connect_success" => format!("{:.3}%", value * 100.0),
+        "heap" | "rss" if metric.ends_with("recovery") => format!("{:.1}%", value * 100.0),
+        "heap" | "rss" => format!("{}/h", bytes_text(value)),
+        _ if value.fract() == 0.0 && value.abs() < 1e15 => format!("{value:.0}"),
+        _ => format!("{value:.2}"),
+    }
+}
+
+/// The commit measured, and whether its checkout had uncommitted changes.
+pub fn commit(versions: &Versions) -> String {
+    match (&versions.git_commit, versions.git_dirty) {
+        (Some(commit), Some(true)) => format!("{commit} (with uncommitted changes)"),
+        (Some(commit), _) => commit.clone(),
+        (None, _) => "not a git checkout".to_owned(),
+    }
+}

@@ -1,0 +1,493 @@
+//! One measurement from a validated scenario to its files: the server
+//! measured (one at a URL, or a local one started and stopped), each run
+//! once ([`run_once`]: runner, then summary and analyses), every run of an
+//! invocation round after round ([`measure`]: reports, comparison with a
+//! baseline, the history, the terminal's table), and `compare` of two
+//! stored results ([`compare`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::analysis::{self, compare as comparison, verdict};
+use crate::client::Target;
+use crate::history::History;
+use crate::history::baseline::{self, Runs};
+use crate::local_server::{LocalServer, ServerProgram};
+use crate::metrics::Stats;
+use crate::metrics::monitor::Monitor;
+use crate::report::files::{self, run_dir};
+use crate::report::{markdown, table, text};
+use crate::runner::worker::{WorkerCount, raise_file_limit};
+use crate::runner::{self, Run};
+use crate::scenario::Scenario;
+use crate::summary::manifest::{Environment, ServerUnderTest};
+use crate::summary::{Context, Group, Report, Summary};
+
+/// The server a run measures, and how the load reaches it: everything a
+/// run needs beyond its scenario.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The server to measure (`http://HOST:PORT`); without it, a local
+    /// server is started for each run, with a fresh database, and stopped
+    /// after.
+    pub url: Option<String>,
+    /// The local server's binary; without it, the server built into this
+    /// load generator.
+    pub server_bin: Option<PathBuf>,
+    /// Extra arguments for the local server.
+    pub server_args: Vec<String>,
+    /// Processes that run the virtual clients.
+    pub workers: WorkerCount,
+    /// Bearer token sent with publishes, seeds and subscriptions.
+    pub token: Option<String>,
+}
+
+/// Where an invocation's results go, and how its runs are repeated,
+/// labelled, stored and judged.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The results directory [default: `streamgauge-results/RUN-ID`].
+    pub out: Option<PathBuf>,
+    /// The run history's URL.
+    pub history: String,
+    /// Whether the runs are stored in the history.
+    pub store: bool,
+    /// The label stored with the runs.
+    pub label: Option<String>,
+    /// The baseline to compare with (a run id, a label, a results
+    /// directory or a `summary.json`).
+    pub baseline: Option<String>,
+    /// How many times every scenario runs, round after round.
+    pub repeat: u32,
+}
+
+/// How a run ended, for the exit code: 0 if it passed, 1 if not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Every threshold of every scenario held.
+    pub passed: bool,
+}
+
+/// `compare CURRENT BASELINE`: every scenario of the current results beside
+/// the baseline's.
+///
+/// # Errors
+///
+/// Either reference cannot be resolved, or they have no scenario in common.
+pub async fn compare(current: &str, baseline: &str, history: &str) -> anyhow::Result<Outcome> {
+    let current = baseline::resolve(current, history).await?;
+    let base = baseline::resolve(baseline, history).await?;
+    let mut regressed = false;
+    let mut compared = 0;
+    for (scenario, transport) in current.groups() {
+        let before = base.of(&scenario, &transport);
+        if before.is_empty() {
+            print(&format!(
+                "## {scenario} ({transport})\n\nnot in {}\n",
+                base.what
+            ));
+            continue;
+        }
+        let comparison =
+            comparison::compare(&current.of(&scenario, &transport), &before, &base.what);
+        regressed |= comparison.regressed;
+        compared += 1;
+        print(&format!(
+            "## {scenario} ({transport})\n\n{}",
+            markdown::comparison(&comparison)
+        ));
+    }
+    anyhow::ensure!(
+        compared > 0,
+        "{} and {} have no scenario in common",
+        current.what,
+        base.what
+    );
+    print(&format!(
+        "{}: {} compared with {}",
+        if regressed {
+            "REGRESSION"
+        } else {
+            "no regression"
+        },
+        current.what,
+        base.what,
+    ));
+    Ok(Outcome { passed: !regressed })
+}
+
+#[allow(clippy::print_stdout)]
+fn print(text: &str) {
+    println!("{text}");
+}
+
+/// A new run id: the UTC time and a random suffix (`20261123T101500Z-3f2a`).
+pub fn run_id() -> String {
+    let time = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let compact: String = time.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+    format!("{compact}-{:04x}", fastrand::u16(..))
+}
+
+/// The server to measure for `scenario`, and the local one if started.
+async fn target(
+    scenario: &Scenario,
+    setup: &Setup,
+    http: &reqwest::Client,
+    dir: &Path,
+) -> anyhow::Result<(Target, Option<Monitor>, Option<LocalServer>)> {
+    if let Some(url) = &setup.url {
+        if !scenario.server_args.is_empty() {
+            tracing::warn!(
+                "{} sets the server's flags {:?}: a server at --url keeps its own",
+                scenario.name,
+                scenario.server_args
+            );
+        }
+        let target = Target::resolve(url).await?;
+        let monitor = Monitor::metrics(&target.base_url(), http.clone())
+            .with_heap(&target.base_url(), http.clone());
+        return Ok((target, Some(monitor), None));
+    }
+    let program = setup
+        .server_bin
+        .clone()
+        .map_or(ServerProgram::Embedded, ServerProgram::Binary);
+    let server_args = scenario.server_args_with(&setup.server_args);
+    let server = LocalServer::start(&program, &server_args, &dir.join("server.log")).await?;
+    let target = Target {
+        addr: server.addr,
+        host: server.addr.to_string(),
+    };
+    let monitor = Monitor::process(server.pid).with_heap(&target.base_url(), http.clone());
+    Ok((target, Some(monitor), Some(server)))
+}
+
+/// Fails unless `target` answers `GET /healthz` with a success.
+async fn ensure_reachable(http: &reqwest::Client, target: &Target) -> anyhow::Result<()> {
+    let url = format!("{}/healthz", target.base_url());
+    let response = http
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| format!("the server is not reachable at {}", target.base_url()))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {url} answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// A run among an invocation's: scenario, transport, repetition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RunKey(String, &'static str, u32);
+
+impl RunKey {
+    fn of(summary: &Summary) -> Self {
+        Self(summary.scenario.clone(), summary.transport, summary.repeat)
+    }
+}
+
+/// What one run measured: its summary, and its histograms for the history.
+#[derive(Debug)]
+pub struct Measurement {
+    /// The summary, judged.
+    pub summary: Summary,
+    /// The histograms.
+    pub stats: Stats,
+}
+
+/// Runs `scenario` once against the server `setup` names, its files
+/// (the local server's log) in `dir`, and summarizes it, judged.
+///
+/// # Errors
+///
+/// The server could not be started or reached, the stream could not be
+/// set up, or a worker process failed.
+pub async fn run_once(
+    scenario: &Scenario,
+    setup: &Setup,
+    http: &reqwest::Client,
+    dir: &Path,
+    context: Context,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Measurement> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (target, monitor, server) = target(scenario, setup, http, dir).await?;
+    let measured = match ensure_reachable(http, &target).await {
+        Ok(()) => {
+            let run = Run {
+                scenario,
+                target: Arc::new(target),
+                http: http.clone(),
+                monitor,
+                run_id: format!("{}-{}", context.run_id, context.repeat),
+                token: setup.token.clone(),
+                workers: setup
+                    .workers
+                    .resolve(scenario, context.environment.limits.open_files),
+            };
+            run.execute(cancel).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(server) = server {
+        match server.stop().await {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                tracing::warn!(%status, "the local server exited badly; see its server.log")
+            }
+            Err(e) => tracing::warn!("stopping the local server: {e:#}"),
+        }
+    }
+    let measured = measured?;
+    let summary = analysis::summarize(scenario, &measured, context);
+    Ok(Measurement {
+        summary,
+        stats: measured.totals,
+    })
+}
+
+/// The server a run measures, as its manifest records it.
+fn server_under_test(setup: &Setup) -> ServerUnderTest {
+    let program = match (&setup.url, &setup.server_bin) {
+        (Some(url), _) => url.clone(),
+        (None, Some(path)) => path.display().to_string(),
+        (None, None) => "embedded".to_owned(),
+    };
+    ServerUnderTest {
+        program,
+        args: setup.server_args.clone(),
+    }
+}
+
+/// Runs each scenario of `plan`, `--repeat` times round after round,
+/// writes every report, compares with the baseline, stores the runs in
+/// the history and prints the table.
+///
+/// # Errors
+///
+/// The baseline cannot be found, results cannot be written, a run could
+/// not be made (the others are still reported), or `cancel`.
+pub async fn measure(
+    plan: &[Scenario],
+    setup: &Setup,
+    record: &Record,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Outcome> {
+    raise_file_limit();
+    // A baseline that cannot be found is a mistake to report before measuring.
+    let baseline = match &record.baseline {
+        Some(reference) => Some(baseline::resolve(reference, &record.history).await?),
+        None => None,
+    };
+    let run_id = run_id();
+    let out = record
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("streamgauge-results").join(&run_id));
+    let here = std::env::current_dir().context("reading the working directory")?;
+    let environment = Arc::new(Environment::detect(&here));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")?;
+    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut stats: Vec<(RunKey, Stats)> = Vec::new();
+    let mut not_run = NotRun::default();
+    'rounds: for repeat in 1..=record.repeat {
+        for (i, scenario) in plan.iter().enumerate() {
+            let name = &scenario.name;
+            let transport = scenario.transport.as_str();
+            let dir = out.join(run_dir(
+                name,
+                transport,
+                plan.len() == 1,
+                record.repeat > 1,
+                repeat,
+            ));
+            let context = Context {
+                run_id: run_id.clone(),
+                environment: Arc::clone(&environment),
+                server: server_under_test(setup),
+                label: record.label.clone(),
+                repeat,
+            };
+            if repeat == 1 {
+                groups.push(Group {
+                    scenario: name.clone(),
+                    transport,
+                    runs: Vec::new(),
+                });
+            }
+            let measurement = match run_once(scenario, setup, &http, &dir, context, cancel).await {
+                Ok(measurement) => measurement,
+                Err(e) => {
+                    not_run.note(name, transport, &e);
+                    continue;
+                }
+            };
+            files::write_run(&dir, &measurement.summary)?;
+            stats.push((RunKey::of(&measurement.summary), measurement.stats));
+            groups[i].runs.push(measurement.summary);
+            if cancel.is_cancelled() {
+                break 'rounds;
+            }
+        }
+    }
+    groups.retain(|g| !g.runs.is_empty());
+    if let Some(baseline) = &baseline {
+        judge_against(&mut groups, baseline);
+    }
+    let summaries: Vec<Summary> = groups.iter().flat_map(|g| g.runs.clone()).collect();
+    let report = Report {
+        run_id,
+        started_at,
+        label: record.label.clone(),
+        capacity: analysis::capacity::estimate(&summaries),
+        groups,
+        environment,
+    };
+    files::write_report(&out, &report)?;
+    if record.store {
+        store(&record.history, &report, &stats).await;
+    }
+    print(&table::render(&summaries));
+    let phases = table::render_phases(&summaries);
+    if !phases.is_empty() {
+        print(&phases);
+    }
+    for summary in &summaries {
+        for bound in &summary.bounded_by {
+            print(&format!(
+                "bounded by the load generator: {} ({}): {bound}",
+                summary.scenario, summary.transport
+            ));
+        }
+    }
+    print(&text::verdict_lines(&report));
+    for (what, why) in &not_run.skipped {
+        print(&format!("skipped {what}: {why}"));
+    }
+    print(&format!("results: {}", out.display()));
+    anyhow::ensure!(
+        !cancel.is_cancelled(),
+        "interrupted; partial results in {}",
+        out.display()
+    );
+    anyhow::ensure!(
+        not_run.failed.is_empty(),
+        "{} of the suite's runs could not be made (the others' results are in {}):\n{}",
+        not_run.failed.len(),
+        out.display(),
+        not_run.failed.join("\n")
+    );
+    Ok(Outcome {
+        passed: report.verdict().passed(),
+    })
+}
+
+/// The runs of a suite that could not be made: skipped (the server lacks
+/// what the scenario needs) or failed (the run could not be made at all).
+#[derive(Debug, Default)]
+struct NotRun {
+    /// `NAME (TRANSPORT)` and why, for scenarios the server cannot run.
+    skipped: Vec<(String, String)>,
+    /// `NAME (TRANSPORT): the error`.
+    failed: Vec<String>,
+}
+
+impl NotRun {
+    /// Notes that the run of `name` on `transport` ended with `error`, and
+    /// says so now.
+    fn note(&mut self, name: &str, transport: &str, error: &anyhow::Error) {
+        let what = format!("{name} ({transport})");
+        if let Some(unsupported) = error.downcast_ref::<runner::Unsupported>() {
+            tracing::warn!("skipping {what}: {unsupported}");
+            if !self.skipped.iter().any(|(w, _)| *w == what) {
+                self.skipped.push((what, unsupported.to_string()));
+            }
+        } else {
+            tracing::error!("{what} could not be run: {error:#}");
+            self.failed.push(format!("{what}: {error:#}"));
+        }
+    }
+}
+
+/// Compares each group with the baseline's runs of the same scenario and
+/// transport, and judges its runs again.
+fn judge_against(groups: &mut [Group], baseline: &Runs) {
+    for group in groups {
+        let before = baseline.of(&group.scenario, group.transport);
+        if before.is_empty() {
+            tracing::warn!(
+                scenario = group.scenario,
+                transport = group.transport,
+                "not in the baseline {}: not compared",
+                baseline.what
+            );
+            continue;
+        }
+        let now: Vec<serde_json::Value> = group
+            .runs
+            .iter()
+            .map(|s| serde_json::to_value(s).expect("a summary serializes"))
+            .collect();
+        let comparison = comparison::compare(&now, &before, &baseline.what);
+        for summary in &mut group.runs {
+            summary.comparison = Some(comparison.clone());
+            verdict::judge(summary);
+        }
+    }
+}
+
+/// Stores every run of `report` in the history at `url`, with its
+/// histograms from `stats` (keyed by scenario, transport and repetition). A
+/// history that cannot be written does not undo the measurement: it is
+/// reported.
+async fn store(url: &str, report: &Report, stats: &[(RunKey, Stats)]) {
+    let stored = async {
+        let history = History::open(url).await?;
+        for summary in report.summaries() {
+            let key = RunKey::of(summary);
+            let (_, stats) = stats
+                .iter()
+                .find(|(k, _)| *k == key)
+                .expect("every run has its histograms");
+            history.record(summary, stats).await?;
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = stored.await {
+        tracing::error!("the runs were not stored in the history: {e:#}");
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("warning: the runs were not stored in the history at {url}: {e:#}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suite_skips_what_the_server_cannot_run_and_fails_what_could_not_be_made() {
+        let mut not_run = NotRun::default();
+        let unsupported = anyhow::Error::new(runner::Unsupported("no seed endpoint".to_owned()));
+        not_run.note("replay-5k", "sse", &unsupported);
+        not_run.note("replay-5k", "sse", &unsupported);
+        not_run.note("clients-10", "ws", &anyhow::anyhow!("server not reachable"));
+        assert_eq!(
+            not_run.skipped,
+            [("replay-5k (sse)".to_owned(), "no seed endpoint".to_owned())]
+        );
+        assert_eq!(not_run.failed, ["clients-10 (ws): server not reachable"]);
+    }
+}

@@ -1,0 +1,200 @@
+//! The run's timeline as the runner records it: once a second (and at
+//! each change of phase) the shards are drained into a [`Row`], with a
+//! sample of the server's and the load generator's resources (worker
+//! processes counted), and added to its phase and to the totals.
+
+use std::time::{Duration, Instant};
+
+use streamgauge_server::process;
+
+use crate::metrics::monitor::{CpuSeconds, Monitor, Reading};
+use crate::metrics::timeline::{PhaseMeasured, Row};
+use crate::metrics::{Shards, Stats};
+use crate::scenario::Phase;
+
+/// Samples the monitor, the load generator's CPU counting its worker
+/// processes' (read from `/proc`, like a local server's).
+pub(super) struct Sampler {
+    monitor: Option<Monitor>,
+    /// The worker processes (none when this process runs the clients).
+    workers: Vec<u32>,
+    /// Their CPU seconds at the first sample.
+    first: Option<f64>,
+    /// Their CPU seconds at the last sample, and when it was taken.
+    last: Option<(f64, Instant)>,
+}
+
+impl Sampler {
+    /// Samples `monitor` (if any) and the CPU of the `workers` processes.
+    pub(super) fn new(monitor: Option<Monitor>, workers: Vec<u32>) -> Self {
+        Self {
+            monitor,
+            workers,
+            first: None,
+            last: None,
+        }
+    }
+
+    /// A sample (the first gives no CPU figure: it sets the mark).
+    pub(super) async fn sample(&mut self) -> Reading {
+        let mut reading = match &mut self.monitor {
+            Some(monitor) => monitor.sample().await,
+            None => Reading::default(),
+        };
+        if self.workers.is_empty() {
+            return reading;
+        }
+        let now = self
+            .workers
+            .iter()
+            .map(|&pid| process::read(Some(pid)).map(|p| p.cpu_seconds))
+            .sum::<Option<f64>>()
+            .map(|seconds| (seconds, Instant::now()));
+        self.first = self.first.or(now.map(|(seconds, _)| seconds));
+        let workers_pct = now.zip(self.last).map(|((cpu, at), (before, then))| {
+            100.0 * (cpu - before) / at.duration_since(then).as_secs_f64().max(f64::EPSILON)
+        });
+        reading.loadgen_cpu_pct = reading
+            .loadgen_cpu_pct
+            .zip(workers_pct)
+            .map(|(own, workers)| own + workers);
+        self.last = now.or(self.last);
+        reading
+    }
+
+    /// CPU seconds used between the first sample and the last, the
+    /// workers' counted as the load generator's.
+    pub(super) fn cpu_seconds(&self) -> CpuSeconds {
+        let mut used = self
+            .monitor
+            .as_ref()
+            .map(Monitor::cpu_seconds)
+            .unwrap_or_default();
+        if !self.workers.is_empty() {
+            let workers = self
+                .first
+                .zip(self.last)
+                .map(|(first, (last, _))| last - first);
+            used.loadgen = used
+                .loadgen
+                .zip(workers)
+                .map(|(own, workers)| own + workers);
+        }
+        used
+    }
+}
+
+/// The rows so far, the phases so far, and the stats of the interval being
+/// measured.
+pub(super) struct Timeline<'a> {
+    /// The scenario's phases.
+    spec: &'a [Phase],
+    pub(super) rows: Vec<Row>,
+    pub(super) phases: Vec<PhaseMeasured>,
+    second: Stats,
+    pub(super) spare: Stats,
+    pub(super) last_row: Instant,
+    /// The number of the phase in effect when the current interval began.
+    pub(super) phase: usize,
+    /// The number of the phase `phases` ends with.
+    phase_added: Option<usize>,
+}
+
+impl<'a> Timeline<'a> {
+    /// An empty timeline of the phases `spec`, its first interval starting
+    /// at `start`.
+    pub(super) fn new(spec: &'a [Phase], start: Instant) -> Self {
+        Self {
+            spec,
+            rows: Vec::new(),
+            phases: Vec::new(),
+            second: Stats::default(),
+            spare: Stats::default(),
+            last_row: start,
+            phase: 0,
+            phase_added: None,
+        }
+    }
+
+    /// Ends the current interval: drains the shards into a row (added to
+    /// `totals`), with a monitor sample. The next interval is that of phase
+    /// number `next`.
+    pub(super) async fn row(
+        &mut self,
+        shards: &Shards,
+        sampler: &mut Sampler,
+        elapsed: Duration,
+        next: usize,
+        clients: usize,
+        totals: &mut Stats,
+    ) -> Row {
+        let seconds = self.last_row.elapsed().as_secs_f64();
+        self.last_row = Instant::now();
+        shards.drain_into(&mut self.second, &mut self.spare);
+        let reading = sampler.sample().await;
+        let index = std::mem::replace(&mut self.phase, next);
+        let row = row(
+            &self.second,
+            elapsed,
+            seconds,
+            &self.spec[index].name,
+            clients,
+            reading,
+        );
+        self.add_to_phase(index, &row, seconds);
+        totals.add(&mut self.second);
+        self.second.reset();
+        self.rows.push(row.clone());
+        row
+    }
+
+    /// Adds the interval being measured (its `row`, `seconds` long) to its
+    /// phase, number `index`: phases are told apart by position, as two
+    /// may have the same name.
+    fn add_to_phase(&mut self, index: usize, row: &Row, seconds: f64) {
+        if self.phase_added != Some(index) {
+            self.phase_added = Some(index);
+            self.phases.push(PhaseMeasured {
+                name: row.phase.clone(),
+                seconds: 0.0,
+                clients: 0,
+                stats: Stats::default(),
+            });
+        }
+        let phase = self.phases.last_mut().expect("pushed if missing");
+        phase.seconds += seconds;
+        phase.clients = phase.clients.max(row.clients);
+        phase.stats.add(&mut self.second);
+    }
+}
+
+/// The timeline row of one interval of `seconds`.
+fn row(
+    stats: &Stats,
+    elapsed: Duration,
+    seconds: f64,
+    phase: &str,
+    clients: usize,
+    reading: Reading,
+) -> Row {
+    let latency = |q: f64| (!stats.latency.is_empty()).then(|| stats.latency.value_at_quantile(q));
+    Row {
+        t_s: elapsed.as_secs_f64(),
+        phase: phase.to_owned(),
+        clients: u32::try_from(clients).unwrap_or(u32::MAX),
+        events_per_s: stats.counts.events as f64 / seconds,
+        bytes_per_s: stats.counts.bytes as f64 / seconds,
+        latency_p50_us: latency(0.50),
+        latency_p90_us: latency(0.90),
+        latency_p95_us: latency(0.95),
+        latency_p99_us: latency(0.99),
+        latency_p999_us: latency(0.999),
+        latency_max_us: (!stats.latency.is_empty()).then(|| stats.latency.max()),
+        errors: stats.counts.error_total(),
+        server_cpu_pct: reading.server_cpu_pct,
+        server_rss_mb: reading.server_rss_mb,
+        server_heap_bytes: reading.server_heap_bytes,
+        loadgen_cpu_pct: reading.loadgen_cpu_pct,
+        loadgen_rss_mb: reading.loadgen_rss_mb,
+    }
+}
