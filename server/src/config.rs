@@ -27,7 +27,9 @@
 //!
 //! A setting with no default value (`--max-replays`, derived from
 //! `--database-connections`; `--workers`, one per core; the `--inject-*`
-//! test switches, off) says its default in words in its help text.
+//! test switches, off) says its default in words in its help text. A test
+//! reads every default that `--help` shows and checks it against the
+//! [`Config`] the server runs with.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -761,6 +763,77 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(Args::default().load().unwrap(), Config::default());
+    }
+
+    /// Every default that `--help` shows is the one the server runs with:
+    /// a value, given as its flag, leaves [`Config::default`] as it is; a
+    /// default said in words holds in [`Config::default`]. A flag shows
+    /// exactly one default unless it has none.
+    #[test]
+    fn help_shows_the_defaults_the_server_runs_with() {
+        let d = Config::default();
+        let said_in_words = [
+            (
+                "max-replays",
+                "three quarters of --database-connections, at least 1",
+                d.max_replays == (d.store.max_connections as usize * 3 / 4).max(1),
+            ),
+            ("workers", "one per core", d.workers.is_none()),
+            ("inject-delay", "off", d.inject_delay.is_none()),
+            ("inject-leak", "off", d.inject_leak.is_none()),
+        ];
+        let without_default = ["config", "publish-token", "read-token", "help", "version"];
+        let help = Args::try_parse_from(["streamgauge-server", "--help"])
+            .unwrap_err()
+            .to_string();
+        let mut in_words = 0;
+        for (flag, text) in help_by_flag(&help) {
+            let shown: Vec<&str> = text
+                .split("[default: ")
+                .skip(1)
+                .map(|rest| rest.split_once(']').expect("a closing `]`").0)
+                .collect();
+            let &[shown] = shown.as_slice() else {
+                assert!(
+                    shown.is_empty() && without_default.contains(&flag),
+                    "--{flag} shows {shown:?}"
+                );
+                continue;
+            };
+            if let Some((_, words, holds)) = said_in_words.iter().find(|(f, ..)| *f == flag) {
+                assert_eq!(shown, *words, "--{flag}");
+                assert!(holds, "--{flag}: the default is not {shown:?}");
+                in_words += 1;
+            } else {
+                let given = args(&[&format!("--{flag}"), shown]).load().unwrap();
+                assert_eq!(given, d, "--{flag} {shown} is not the default");
+            }
+        }
+        assert_eq!(in_words, said_in_words.len(), "{help}");
+    }
+
+    /// `--help` cut into each flag's long name and the text under it. A
+    /// flag's own line is indented less than its text and starts with `-`
+    /// (`      --max-batch <N>`, `  -h, --help`).
+    fn help_by_flag(help: &str) -> Vec<(&str, String)> {
+        let mut flags: Vec<(&str, String)> = Vec::new();
+        for line in help.lines() {
+            let text = line.trim_start();
+            let own_line = line.len() - text.len() < 10 && text.starts_with('-');
+            match text.split_once("--") {
+                Some((_, name)) if own_line => {
+                    let name = name.split([' ', '<']).next().unwrap_or_default();
+                    flags.push((name, String::new()));
+                }
+                _ => {
+                    if let Some((_, under)) = flags.last_mut() {
+                        under.push_str(line);
+                        under.push('\n');
+                    }
+                }
+            }
+        }
+        flags
     }
 
     #[test]
