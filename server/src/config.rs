@@ -3,9 +3,33 @@
 //! [`Args`] and validated once into a [`Config`] that cannot hold invalid
 //! values. Nothing else in the server reads flags or the environment.
 //!
-//! Precedence: defaults < file < environment < flags. Clap already puts
-//! flags over the environment; the file is layered under both by
-//! [`Args::load`], generically over every field.
+//! Precedence: defaults < file < environment < flags. Each is a layer of
+//! [`Args`], whose fields are `None` where that layer says nothing. Clap
+//! already puts flags over the environment; [`Args::load`] layers the file
+//! under both, and [`Config::from_args`] the defaults under all three, by
+//! one generic function (`layer`) that names no field.
+//!
+//! # Each default is stated once
+//!
+//! The defaults are the bottom layer, `defaults()`: the one place where
+//! each default value is written. The rest is derived from it:
+//! - `--help` shows each of its values after the flag's help text, as
+//!   `[default: VALUE]` (`show_defaults`, applied to clap's command), so the
+//!   help cannot drift from what the server runs with;
+//! - [`Config::from_args`] layers it under the other three, so that every
+//!   setting has a value, then validates;
+//! - [`Config::default`] is that with nothing given.
+//!
+//! Why not clap's own `default_value_t`: a flag with a clap default always
+//! has a value, so a setting the file gives could no longer be told from
+//! one nobody gave, and the file could not sit between the defaults and
+//! the environment without a second, per-field merge.
+//!
+//! A setting with no default value (`--max-replays`, derived from
+//! `--database-connections`; `--workers`, one per core; the `--inject-*`
+//! test switches, off) says its default in words in its help text. A test
+//! reads every default that `--help` shows and checks it against the
+//! [`Config`] the server runs with.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,10 +79,10 @@ impl From<HumanDuration> for String {
 /// the file given by `--config` may set any of them (same names, e.g.
 /// `max-batch = 64`, `write-timeout = "10s"`).
 #[derive(Debug, Default, Parser, Serialize, Deserialize)]
-#[command(name = "streamgauge-server", version)]
+#[command(name = "streamgauge-server", version, mut_args = show_defaults())]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Args {
-    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
+    /// Address to listen on; port 0 picks a free port
     #[arg(long, env = "STREAMGAUGE_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
@@ -67,7 +91,7 @@ pub struct Args {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Database: `sqlite:PATH` (created and migrated on start) or `postgres://…` [default: sqlite://streamgauge.db]
+    /// Database: `sqlite:PATH` (created and migrated on start) or `postgres://…`
     #[arg(
         long,
         env = "STREAMGAUGE_DATABASE",
@@ -76,7 +100,7 @@ pub struct Args {
     )]
     pub database: Option<String>,
 
-    /// Most database connections [default: 16]
+    /// Most database connections
     #[arg(long, env = "STREAMGAUGE_DATABASE_CONNECTIONS", value_name = "N")]
     pub database_connections: Option<u32>,
 
@@ -84,7 +108,7 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_MAX_REPLAYS", value_name = "N")]
     pub max_replays: Option<usize>,
 
-    /// SQLite commits: `full` fsyncs each (survives power loss), `normal` survives a process crash [default: full]
+    /// SQLite commits: `full` fsyncs each (survives power loss), `normal` survives a process crash
     #[arg(long, env = "STREAMGAUGE_SQLITE_DURABILITY", value_name = "MODE")]
     pub sqlite_durability: Option<SqliteDurability>,
 
@@ -96,31 +120,31 @@ pub struct Args {
     #[arg(long, value_name = "RULE")]
     pub read_token: Option<Vec<Secret>>,
 
-    /// Largest publish body, bytes; larger is 413 [default: 65536]
+    /// Largest publish body, bytes; larger is 413
     #[arg(long, env = "STREAMGAUGE_MAX_PUBLISH_BYTES", value_name = "BYTES")]
     pub max_publish_bytes: Option<usize>,
 
-    /// Publishes waiting to be committed before new ones get 503 [default: 8192]
+    /// Publishes waiting to be committed before new ones get 503
     #[arg(long, env = "STREAMGAUGE_PUBLISH_QUEUE", value_name = "N")]
     pub publish_queue: Option<usize>,
 
-    /// Events kept per topic (the newest) [default: 1000000]
+    /// Events kept per topic (the newest)
     #[arg(long, env = "STREAMGAUGE_RETENTION_EVENTS", value_name = "N")]
     pub retention_events: Option<u64>,
 
-    /// Oldest event kept, by publish time [default: 7days]
+    /// Oldest event kept, by publish time
     #[arg(long, env = "STREAMGAUGE_RETENTION_AGE", value_name = "DURATION")]
     pub retention_age: Option<HumanDuration>,
 
-    /// How often retention runs [default: 10s]
+    /// How often retention runs
     #[arg(long, env = "STREAMGAUGE_RETENTION_INTERVAL", value_name = "DURATION")]
     pub retention_interval: Option<HumanDuration>,
 
-    /// A topic subscriber whose queue overflows: `catch-up` reads the store, `disconnect` closes it [default: catch-up]
+    /// A topic subscriber whose queue overflows: `catch-up` reads the store, `disconnect` closes it
     #[arg(long, env = "STREAMGAUGE_OVERFLOW", value_name = "POLICY")]
     pub overflow: Option<OverflowPolicy>,
 
-    /// Log filter, in `tracing` syntax (e.g. `info`, `streamgauge_server=debug`) [default: info]
+    /// Log filter, in `tracing` syntax (e.g. `info`, `streamgauge_server=debug`)
     #[arg(long, env = "STREAMGAUGE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 
@@ -128,61 +152,61 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Most streams open at once; over it SSE gets 503 and WebSocket close 1013 [default: 10000]
+    /// Most streams open at once; over it SSE gets 503 and WebSocket close 1013
     #[arg(long, env = "STREAMGAUGE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Most events waiting in one connection's queue [default: 1024]
+    /// Most events waiting in one connection's queue
     #[arg(long, env = "STREAMGAUGE_QUEUE_EVENTS", value_name = "N")]
     pub queue_events: Option<usize>,
 
-    /// Most bytes waiting in one connection's queue [default: 1048576]
+    /// Most bytes waiting in one connection's queue
     #[arg(long, env = "STREAMGAUGE_QUEUE_BYTES", value_name = "BYTES")]
     pub queue_bytes: Option<usize>,
 
-    /// Most events written per batch (one flush); 1 disables batching [default: 256]
+    /// Most events written per batch (one flush); 1 disables batching
     #[arg(long, env = "STREAMGAUGE_MAX_BATCH", value_name = "N")]
     pub max_batch: Option<usize>,
 
-    /// Most bytes written per batch [default: 65536]
+    /// Most bytes written per batch
     #[arg(long, env = "STREAMGAUGE_MAX_BATCH_BYTES", value_name = "BYTES")]
     pub max_batch_bytes: Option<usize>,
 
-    /// Keep-alive interval: SSE comment on an idle stream, WebSocket ping [default: 15s]
+    /// Keep-alive interval: SSE comment on an idle stream, WebSocket ping
     #[arg(long, env = "STREAMGAUGE_KEEPALIVE_INTERVAL", value_name = "DURATION")]
     pub keepalive_interval: Option<HumanDuration>,
 
-    /// A WebSocket peer silent for this long (no pong) is closed [default: 45s]
+    /// A WebSocket peer silent for this long (no pong) is closed
     #[arg(long, env = "STREAMGAUGE_PONG_TIMEOUT", value_name = "DURATION")]
     pub pong_timeout: Option<HumanDuration>,
 
-    /// A connection whose writes make no progress for this long is dropped [default: 30s]
+    /// A connection whose writes make no progress for this long is dropped
     #[arg(long, env = "STREAMGAUGE_WRITE_TIMEOUT", value_name = "DURATION")]
     pub write_timeout: Option<HumanDuration>,
 
     /// Most TCP connections open at once from one peer address; over it a
-    /// connection is answered 429 with Retry-After [default: 4096]
+    /// connection is answered 429 with Retry-After
     #[arg(long, env = "STREAMGAUGE_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
     pub max_connections_per_peer: Option<usize>,
 
     /// A connection whose first request head is not complete this long
-    /// after it was accepted is closed (slowloris) [default: 10s]
+    /// after it was accepted is closed (slowloris)
     #[arg(long, env = "STREAMGAUGE_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<HumanDuration>,
 
-    /// How long a graceful shutdown may take before open streams are abandoned [default: 10s]
+    /// How long a graceful shutdown may take before open streams are abandoned
     #[arg(long, env = "STREAMGAUGE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
 
-    /// `Retry-After` sent with 503 at the connection limit [default: 1s]
+    /// `Retry-After` sent with 503 at the connection limit
     #[arg(long, env = "STREAMGAUGE_RETRY_AFTER", value_name = "DURATION")]
     pub retry_after: Option<HumanDuration>,
 
-    /// Highest `rate` (and `tps`) a client may ask for, events/s [default: 1000000]
+    /// Highest `rate` (and `tps`) a client may ask for, events/s
     #[arg(long, env = "STREAMGAUGE_MAX_RATE", value_name = "N")]
     pub max_rate: Option<u64>,
 
-    /// Highest ticker `size` a client may ask for, bytes [default: 65536]
+    /// Highest ticker `size` a client may ask for, bytes
     #[arg(long, env = "STREAMGAUGE_MAX_SIZE", value_name = "BYTES")]
     pub max_size: Option<usize>,
 
@@ -197,9 +221,75 @@ pub struct Args {
     pub inject_leak: Option<usize>,
 
     /// Where a build with the `dhat-heap` feature writes its DHAT heap
-    /// profile on graceful shutdown [default: dhat-heap.json]
+    /// profile on graceful shutdown
     #[arg(long, env = "STREAMGAUGE_HEAP_PROFILE", value_name = "PATH")]
     pub heap_profile: Option<PathBuf>,
+}
+
+/// The bottom layer, under the file, the environment and the flags: the one
+/// place where each default is stated. `--help` shows these values, and
+/// [`Config::from_args`] fills every setting not given from them.
+///
+/// `None` marks a setting with no default value; the comment beside it
+/// says what happens when nobody gives it.
+fn defaults() -> Args {
+    let seconds = |s| Some(HumanDuration(Duration::from_secs(s)));
+    Args {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        // No config file.
+        config: None,
+        database: Some("sqlite://streamgauge.db".to_owned()),
+        database_connections: Some(16),
+        // Derived from the pool: `default_max_replays`.
+        max_replays: None,
+        sqlite_durability: Some(SqliteDurability::Full),
+        // None: publishing and reading are open.
+        publish_token: None,
+        read_token: None,
+        max_publish_bytes: Some(64 << 10),
+        publish_queue: Some(8192),
+        retention_events: Some(1_000_000),
+        retention_age: seconds(7 * 24 * 3600),
+        retention_interval: seconds(10),
+        overflow: Some(OverflowPolicy::CatchUp),
+        log: Some("info".to_owned()),
+        // One per core: the runtime's own default.
+        workers: None,
+        max_connections: Some(10_000),
+        queue_events: Some(1024),
+        queue_bytes: Some(1 << 20),
+        max_batch: Some(256),
+        max_batch_bytes: Some(64 << 10),
+        keepalive_interval: seconds(15),
+        pong_timeout: seconds(45),
+        write_timeout: seconds(30),
+        max_connections_per_peer: Some(4096),
+        header_timeout: seconds(10),
+        shutdown_timeout: seconds(10),
+        retry_after: seconds(1),
+        max_rate: Some(1_000_000),
+        max_size: Some(64 << 10),
+        // Off: the server is neither slowed nor leaking.
+        inject_delay: None,
+        inject_leak: None,
+        heap_profile: Some(PathBuf::from("dhat-heap.json")),
+    }
+}
+
+/// Appends `[default: VALUE]` to the help text of each flag that
+/// [`defaults`] gives a value, written as the config file would write it
+/// (`15s`, `catch-up`), the way clap shows a default of its own.
+fn show_defaults() -> impl FnMut(clap::Arg) -> clap::Arg {
+    let defaults = serde_json::to_value(defaults()).expect("Args serialize");
+    move |arg| {
+        let shown = match arg.get_long().and_then(|flag| defaults.get(flag)) {
+            None | Some(serde_json::Value::Null) => return arg,
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(value) => value.to_string(),
+        };
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        arg.help(format!("{help} [default: {shown}]"))
+    }
 }
 
 /// Why the configuration could not be built.
@@ -429,115 +519,107 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The configuration given nothing: the defaults, validated.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            store: store::Options {
-                url: "sqlite://streamgauge.db".to_owned(),
-                max_connections: 16,
-                sqlite_durability: SqliteDurability::Full,
-            },
-            max_replays: default_max_replays(16),
-            publish_tokens: Vec::new(),
-            read_rules: Vec::new(),
-            max_publish_bytes: 64 << 10,
-            publish_queue: 8192,
-            retention: Retention {
-                max_events: 1_000_000,
-                max_age: Duration::from_secs(7 * 24 * 3600),
-            },
-            retention_interval: Duration::from_secs(10),
-            overflow: OverflowPolicy::CatchUp,
-            log: "info".to_owned(),
-            workers: None,
-            max_connections: 10_000,
-            queue: queue::Limits {
-                max_events: 1024,
-                max_bytes: 1 << 20,
-            },
-            batch: BatchLimits {
-                max_events: 256,
-                max_bytes: 64 << 10,
-            },
-            keepalive_interval: Duration::from_secs(15),
-            pong_timeout: Duration::from_secs(45),
-            write_timeout: Duration::from_secs(30),
-            header_timeout: Duration::from_secs(10),
-            max_connections_per_peer: 4096,
-            shutdown_timeout: Duration::from_secs(10),
-            retry_after: Duration::from_secs(1),
-            max_rate: 1_000_000,
-            max_size: 64 << 10,
-            inject_delay: None,
-            inject_leak: None,
-            heap_profile: PathBuf::from("dhat-heap.json"),
-        }
+        Self::from_args(Args::default()).expect("the defaults are valid")
     }
 }
 
 impl Config {
-    /// Validates `args` over the defaults.
+    /// Validates `args` layered over the defaults.
     ///
     /// # Errors
     ///
     /// [`Error::Invalid`] naming the first setting out of range.
     pub fn from_args(args: Args) -> Result<Self, Error> {
-        let d = Self::default();
-        let duration = |v: Option<HumanDuration>, default: Duration| v.map_or(default, |h| h.0);
-        let database_connections = args.database_connections.unwrap_or(d.store.max_connections);
+        // Naming every field (no `..`): a new setting cannot be forgotten here.
+        let Args {
+            listen: Some(listen),
+            config: _,
+            database: Some(url),
+            database_connections: Some(database_connections),
+            max_replays,
+            sqlite_durability: Some(sqlite_durability),
+            publish_token,
+            read_token,
+            max_publish_bytes: Some(max_publish_bytes),
+            publish_queue: Some(publish_queue),
+            retention_events: Some(retention_events),
+            retention_age: Some(HumanDuration(retention_age)),
+            retention_interval: Some(HumanDuration(retention_interval)),
+            overflow: Some(overflow),
+            log: Some(log),
+            workers,
+            max_connections: Some(max_connections),
+            queue_events: Some(queue_events),
+            queue_bytes: Some(queue_bytes),
+            max_batch: Some(max_batch),
+            max_batch_bytes: Some(max_batch_bytes),
+            keepalive_interval: Some(HumanDuration(keepalive_interval)),
+            pong_timeout: Some(HumanDuration(pong_timeout)),
+            write_timeout: Some(HumanDuration(write_timeout)),
+            max_connections_per_peer: Some(max_connections_per_peer),
+            header_timeout: Some(HumanDuration(header_timeout)),
+            shutdown_timeout: Some(HumanDuration(shutdown_timeout)),
+            retry_after: Some(HumanDuration(retry_after)),
+            max_rate: Some(max_rate),
+            max_size: Some(max_size),
+            inject_delay,
+            inject_leak,
+            heap_profile: Some(heap_profile),
+        } = layer(defaults(), args)
+        else {
+            unreachable!("`defaults` gives a value to every setting matched with `Some` here");
+        };
         let config = Self {
-            listen: args.listen.unwrap_or(d.listen),
+            listen,
             store: store::Options {
-                url: args.database.unwrap_or(d.store.url),
+                url,
                 max_connections: database_connections,
-                sqlite_durability: args.sqlite_durability.unwrap_or(d.store.sqlite_durability),
+                sqlite_durability,
             },
-            max_replays: args
-                .max_replays
-                .unwrap_or_else(|| default_max_replays(database_connections)),
-            publish_tokens: args.publish_token.unwrap_or(d.publish_tokens),
-            read_rules: match args.read_token {
+            max_replays: max_replays.unwrap_or_else(|| default_max_replays(database_connections)),
+            publish_tokens: publish_token.unwrap_or_default(),
+            read_rules: match read_token {
                 // A malformed rule is reported without its text: it holds a token.
                 Some(rules) => rules
                     .iter()
                     .map(|rule| rule.expose().parse())
                     .collect::<Result<_, String>>()
                     .map_err(|reason| invalid("read-token", &reason))?,
-                None => d.read_rules,
+                None => Vec::new(),
             },
-            max_publish_bytes: args.max_publish_bytes.unwrap_or(d.max_publish_bytes),
-            publish_queue: args.publish_queue.unwrap_or(d.publish_queue),
+            max_publish_bytes,
+            publish_queue,
             retention: Retention {
-                max_events: args.retention_events.unwrap_or(d.retention.max_events),
-                max_age: duration(args.retention_age, d.retention.max_age),
+                max_events: retention_events,
+                max_age: retention_age,
             },
-            retention_interval: duration(args.retention_interval, d.retention_interval),
-            overflow: args.overflow.unwrap_or(d.overflow),
-            log: args.log.unwrap_or(d.log),
-            workers: args.workers.or(d.workers),
-            max_connections: args.max_connections.unwrap_or(d.max_connections),
+            retention_interval,
+            overflow,
+            log,
+            workers,
+            max_connections,
             queue: queue::Limits {
-                max_events: args.queue_events.unwrap_or(d.queue.max_events),
-                max_bytes: args.queue_bytes.unwrap_or(d.queue.max_bytes),
+                max_events: queue_events,
+                max_bytes: queue_bytes,
             },
             batch: BatchLimits {
-                max_events: args.max_batch.unwrap_or(d.batch.max_events),
-                max_bytes: args.max_batch_bytes.unwrap_or(d.batch.max_bytes),
+                max_events: max_batch,
+                max_bytes: max_batch_bytes,
             },
-            keepalive_interval: duration(args.keepalive_interval, d.keepalive_interval),
-            pong_timeout: duration(args.pong_timeout, d.pong_timeout),
-            write_timeout: duration(args.write_timeout, d.write_timeout),
-            header_timeout: duration(args.header_timeout, d.header_timeout),
-            max_connections_per_peer: args
-                .max_connections_per_peer
-                .unwrap_or(d.max_connections_per_peer),
-            shutdown_timeout: duration(args.shutdown_timeout, d.shutdown_timeout),
-            retry_after: duration(args.retry_after, d.retry_after),
-            max_rate: args.max_rate.unwrap_or(d.max_rate),
-            max_size: args.max_size.unwrap_or(d.max_size),
-            inject_delay: args.inject_delay.map(|h| h.0).filter(|d| !d.is_zero()),
-            inject_leak: args.inject_leak.filter(|&bytes| bytes > 0),
-            heap_profile: args.heap_profile.clone().unwrap_or(d.heap_profile),
+            keepalive_interval,
+            pong_timeout,
+            write_timeout,
+            header_timeout,
+            max_connections_per_peer,
+            shutdown_timeout,
+            retry_after,
+            max_rate,
+            max_size,
+            inject_delay: inject_delay.map(|h| h.0).filter(|d| !d.is_zero()),
+            inject_leak: inject_leak.filter(|&bytes| bytes > 0),
+            heap_profile,
         };
         config.validate()?;
         Ok(config)
@@ -681,6 +763,77 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(Args::default().load().unwrap(), Config::default());
+    }
+
+    /// Every default that `--help` shows is the one the server runs with:
+    /// a value, given as its flag, leaves [`Config::default`] as it is; a
+    /// default said in words holds in [`Config::default`]. A flag shows
+    /// exactly one default unless it has none.
+    #[test]
+    fn help_shows_the_defaults_the_server_runs_with() {
+        let d = Config::default();
+        let said_in_words = [
+            (
+                "max-replays",
+                "three quarters of --database-connections, at least 1",
+                d.max_replays == (d.store.max_connections as usize * 3 / 4).max(1),
+            ),
+            ("workers", "one per core", d.workers.is_none()),
+            ("inject-delay", "off", d.inject_delay.is_none()),
+            ("inject-leak", "off", d.inject_leak.is_none()),
+        ];
+        let without_default = ["config", "publish-token", "read-token", "help", "version"];
+        let help = Args::try_parse_from(["streamgauge-server", "--help"])
+            .unwrap_err()
+            .to_string();
+        let mut in_words = 0;
+        for (flag, text) in help_by_flag(&help) {
+            let shown: Vec<&str> = text
+                .split("[default: ")
+                .skip(1)
+                .map(|rest| rest.split_once(']').expect("a closing `]`").0)
+                .collect();
+            let &[shown] = shown.as_slice() else {
+                assert!(
+                    shown.is_empty() && without_default.contains(&flag),
+                    "--{flag} shows {shown:?}"
+                );
+                continue;
+            };
+            if let Some((_, words, holds)) = said_in_words.iter().find(|(f, ..)| *f == flag) {
+                assert_eq!(shown, *words, "--{flag}");
+                assert!(holds, "--{flag}: the default is not {shown:?}");
+                in_words += 1;
+            } else {
+                let given = args(&[&format!("--{flag}"), shown]).load().unwrap();
+                assert_eq!(given, d, "--{flag} {shown} is not the default");
+            }
+        }
+        assert_eq!(in_words, said_in_words.len(), "{help}");
+    }
+
+    /// `--help` cut into each flag's long name and the text under it. A
+    /// flag's own line is indented less than its text and starts with `-`
+    /// (`      --max-batch <N>`, `  -h, --help`).
+    fn help_by_flag(help: &str) -> Vec<(&str, String)> {
+        let mut flags: Vec<(&str, String)> = Vec::new();
+        for line in help.lines() {
+            let text = line.trim_start();
+            let own_line = line.len() - text.len() < 10 && text.starts_with('-');
+            match text.split_once("--") {
+                Some((_, name)) if own_line => {
+                    let name = name.split([' ', '<']).next().unwrap_or_default();
+                    flags.push((name, String::new()));
+                }
+                _ => {
+                    if let Some((_, under)) = flags.last_mut() {
+                        under.push_str(line);
+                        under.push('\n');
+                    }
+                }
+            }
+        }
+        flags
     }
 
     #[test]
