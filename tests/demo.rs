@@ -1,5 +1,5 @@
 //! The demo page in a real browser: headless Chromium (Debian's `chromium`
-//! and `chromium-driver`, which `.ci/run` installs), driven over WebDriver.
+//! and `chromium-driver`, which `scripts/test` installs), driven over WebDriver.
 //! On each transport the test loads `/demo`, starts a ticker, sees events
 //! arrive at both readers, raises the slow reader's consumer delay, and
 //! sees the batch size the page shows for the slow reader grow (about one
@@ -48,7 +48,7 @@ impl Driver {
             assert!(
                 Path::new(program).exists(),
                 "{program} is missing: the demo test needs Debian's chromium and chromium-driver \
-                 (`apt-get install chromium chromium-driver`; .ci/run installs them)"
+                 (`apt-get install chromium chromium-driver`; scripts/test installs them)"
             );
         }
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -78,7 +78,8 @@ fn run(scenario: &Scenario, addr: std::net::SocketAddr) -> Run<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_the_replay_extension_cannot_run_a_replay() {
-    // PROTOCOL.md has no replay: a peer that speaks only it answers 404.
+    // The core protocol has no replay (docs/protocol.md): a peer that speaks
+    // only the core answers 404.
     let addr = fake_peer(&[1], Duration::ZERO).await;
     let replay = scenario(
         Transport::Sse,
@@ -789,7 +790,7 @@ async fn mixed_clients_split_over_both_transports_and_quiet_topics_stay_idle() {
     assert_eq!((summary.error_rate, summary.gaps), (Some(0.0), 0));
     assert_eq!(summary.transports, ["sse", "ws"]);
     let json = serde_json::to_value(&summary).unwrap();
-    assert!(json["transport"].is_null(), "CLI.md's field is sse or ws");
+    assert!(json["transport"].is_null(), "docs/cli.md: sse, ws or null");
     let metrics = server
         .wait_for("the mixed clients to go", |m| {
             m.of("streamgauge_connections_open", "sse") == 0.0

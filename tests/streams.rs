@@ -1,5 +1,5 @@
-//! The ticker and token streams deliver exactly what PROTOCOL.md promises,
-//! on both transports.
+//! The ticker and token streams deliver exactly what docs/protocol.md
+//! promises, on both transports.
 
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! A WebSocket subscriber's inbound text frame, as the server handles it up
 //! to the store: no panic; a frame is either refused with the close reason
-//! PROTOCOL.md gives, or becomes a body that is one line (it goes on an SSE
-//! `data:` line) holding exactly the JSON value the client sent.
+//! docs/protocol.md gives, or becomes a body that is one line (it goes on an
+//! SSE `data:` line) holding exactly the JSON value the client sent.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

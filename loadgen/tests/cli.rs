@@ -1,4 +1,4 @@
-//! The `streamgauge-loadgen` binary as CLI.md specifies it: a suite runs end
+//! The `streamgauge-loadgen` binary as docs/cli.md specifies it: a suite runs end
 //! to end against a server it starts itself and writes valid summaries;
 //! exit codes 0 / 1 / 2; precise messages for bad input.
 //!
@@ -13,7 +13,7 @@ use support::{
     assert_exit, html_charts, junit_failures, loadgen, out_dir, read, read_json, short_run, text,
 };
 
-/// Checks the stable fields of CLI.md's summary.json, with their types.
+/// Checks the stable fields of summary.json (docs/cli.md), with their types.
 fn assert_summary_schema(summary: &Value) {
     for field in ["run_id", "started_at", "scenario", "transport", "stream"] {
         assert!(summary[field].is_string(), "{field} in {summary}");
@@ -101,7 +101,7 @@ fn the_quick_suite_runs_end_to_end_and_writes_valid_summaries() {
     assert!(table.contains("clients-100") && table.contains("replay-5k") && table.contains("pass"));
 }
 
-/// The CSV header CLI.md gives `timeline.csv`.
+/// The CSV header docs/cli.md gives `timeline.csv`.
 const TIMELINE_HEADER: &str = "t_s,phase,clients,events_per_s,bytes_per_s,latency_p50_us,latency_p90_us,latency_p95_us,latency_p99_us,latency_p999_us,latency_max_us,errors,server_cpu_pct,server_rss_mb,server_heap_bytes,loadgen_cpu_pct,loadgen_cpu_share,loadgen_rss_mb";
 
 /// Checks one run's files beside its `summary`: the timeline has the

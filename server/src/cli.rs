@@ -86,7 +86,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// Prints the readiness line of CLI.md (the socket is bound and the database
+/// Prints the readiness line of docs/cli.md (the socket is bound and the database
 /// migrated), the one line this program writes to stdout, and flushes it so
 /// a parent process sees it at once.
 fn announce(addr: std::net::SocketAddr) -> anyhow::Result<()> {

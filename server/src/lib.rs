@@ -10,7 +10,8 @@
 //! A slow reader stops the transport, the writer stops draining, the
 //! bounded queue fills and a pausable source waits: memory per connection is
 //! bounded by configuration, and batches grow instead. The wire contract is
-//! `PROTOCOL.md`; the command line is `CLI.md`.
+//! `docs/protocol.md`; the command line is `docs/cli.md`; the modules below
+//! are described step by step in `docs/architecture.md`.
 //!
 //! # Layout
 //!

@@ -1,4 +1,4 @@
-//! The wire contract of `PROTOCOL.md`: the event envelope and how it is framed
+//! The wire contract of `docs/protocol.md`: the event envelope and how it is framed
 //! on each transport.
 //!
 //! An event's `data` is serialized to JSON once, when the event is produced;

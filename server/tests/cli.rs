@@ -1,4 +1,4 @@
-//! The `streamgauge-server` binary as CLI.md specifies it: the readiness
+//! The `streamgauge-server` binary as docs/cli.md specifies it: the readiness
 //! line, environment variables, exit codes, graceful stop on a signal.
 //!
 //! Test with `cargo test -p streamgauge-server --test cli`.

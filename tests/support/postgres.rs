@@ -135,7 +135,8 @@ fn bin_dir() -> PathBuf {
     versions.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
         panic!(
             "PostgreSQL is required by these tests and was not found: install it (initdb and postgres \
-             under /usr/lib/postgresql/VERSION/bin), set PG_BIN, or set TEST_DATABASE_URL"
+             under /usr/lib/postgresql/VERSION/bin; scripts/test does), set PG_BIN, or set \
+             TEST_DATABASE_URL"
         )
     })
 }

@@ -1,4 +1,4 @@
-//! The synthetic ticker of PROTOCOL.md: `count` events (or endless) at `rate`
+//! The synthetic ticker of docs/protocol.md: `count` events (or endless) at `rate`
 //! per second (or as fast as the client reads), each carrying a filler
 //! string of `size` bytes as its `data`.
 

@@ -1,4 +1,4 @@
-//! The LLM-like token stream of PROTOCOL.md, for time-to-first-token tests:
+//! The LLM-like token stream of docs/protocol.md, for time-to-first-token tests:
 //! a delay (plus random jitter) before the first event, then `tokens`
 //! events at `tps` per second, each `{"token": "<a short word>"}`.
 
