@@ -6,7 +6,8 @@
 //!   publishing with acknowledgements;
 //! - [`slow`]: slow subscribers, caught up from the store or disconnected;
 //! - [`retention`]: retention by count and by age, and gap notices;
-//! - [`refusals`]: bad requests that store nothing, tokens.
+//! - [`refusals`]: bad requests that store nothing, tokens;
+//! - [`paced`]: the connection the slow subscriber reads through.
 //!
 //! The tests are listed here, once, so that each runs as
 //! `topics::sqlite::…` and `topics::postgres::…`.

@@ -1,66 +1,84 @@
-//! A subscriber that reads very slowly: a little at a time, a few
-//! milliseconds apart, over a small socket receive buffer, so what it has
-//! not read piles up on the server rather than in its own kernel.
+//! A connection that reads very slowly: a little at a time, a few
+//! milliseconds apart, never more than its allowance, over a small socket
+//! receive buffer, so what it has not read piles up on the server rather
+//! than in its own kernel.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{WebSocketStream, client_async};
 
-use crate::support::{TestServer, Transport, within};
+use crate::support::buffers::{SLOW_READER_WINDOW, connect_with_recv_buffer};
 
-/// A slow subscriber reads at most this many bytes at a time...
-const SLOW_READ: usize = 4 * 1024;
+/// A paced connection reads at most this many bytes at a time...
+pub const SLOW_READ: usize = 4 * 1024;
 
-/// ... once per tick of this interval: 0.8 MB/s, a fraction of what the
-/// publisher writes.
+/// ... once per tick of this interval: 0.8 MB/s at most.
 const SLOW_PACE: Duration = Duration::from_millis(5);
 
-/// Its socket's receive buffer. Set, it is fixed (the kernel no longer
-/// grows it, up to 32 MiB here), so what the slow subscriber has not read
-/// piles up on the server, in its queue.
-const SLOW_WINDOW: u32 = 16 * 1024;
+/// How many bytes a [`Paced`] connection may have read in all. Whoever
+/// writes to it raises it as it goes, so that the reader stays behind the
+/// writer whatever the speed of either; once unlimited, reads are no longer
+/// paced.
+#[derive(Debug, Clone)]
+pub struct Allowance(Arc<AtomicU64>);
+
+impl Allowance {
+    /// An allowance of `bytes` to start with.
+    pub fn new(bytes: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(bytes)))
+    }
+
+    /// Lets the reader read `bytes` more.
+    pub fn grant(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Lets the reader read everything, unpaced.
+    pub fn unlimit(&self) {
+        self.0.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// A connection that reads [`SLOW_READ`] bytes at most per tick of
-/// [`SLOW_PACE`], over a receive buffer of [`SLOW_WINDOW`], until told to
-/// stop pacing.
+/// [`SLOW_PACE`], within its [`Allowance`], over a receive buffer fixed at
+/// [`SLOW_READER_WINDOW`]: fixed, the kernel no longer grows it (up to
+/// `net.ipv4.tcp_rmem`'s maximum otherwise).
 pub struct Paced {
     stream: TcpStream,
     pace: Interval,
     /// A tick has passed and no read has completed since.
     ticked: bool,
-    /// Once set, reads are no longer paced.
-    unpaced: Arc<AtomicBool>,
+    allowance: Allowance,
+    /// Bytes read so far.
+    read: u64,
 }
 
 impl Paced {
-    /// Connects to `addr`.
-    async fn connect(addr: SocketAddr, unpaced: Arc<AtomicBool>) -> Self {
-        let socket = TcpSocket::new_v4().expect("a socket");
-        socket
-            .set_recv_buffer_size(SLOW_WINDOW)
-            .expect("a receive buffer size");
-        let stream = within("a connection", socket.connect(addr))
-            .await
-            .expect("connecting");
+    /// Connects to `addr`; returns the connection and its receive buffer's
+    /// size in force.
+    pub async fn connect(addr: SocketAddr, allowance: Allowance) -> (Self, u64) {
+        let (stream, recv_buffer) = connect_with_recv_buffer(addr, SLOW_READER_WINDOW).await;
         let mut pace = tokio::time::interval(SLOW_PACE);
         pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Self {
+        let paced = Self {
             stream,
             pace,
             ticked: false,
-            unpaced,
-        }
+            allowance,
+            read: 0,
+        };
+        (paced, recv_buffer)
     }
 }
 
@@ -71,18 +89,28 @@ impl AsyncRead for Paced {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if this.unpaced.load(Ordering::SeqCst) {
+        if this.allowance.get() == u64::MAX {
             return Pin::new(&mut this.stream).poll_read(cx, buf);
         }
-        if !this.ticked {
-            ready!(this.pace.poll_tick(cx));
-            this.ticked = true;
-        }
+        // Ticks until one finds some allowance left (a tick that finds
+        // none waits for the next: the writer may have granted more).
+        let room = loop {
+            if !this.ticked {
+                ready!(this.pace.poll_tick(cx));
+                this.ticked = true;
+            }
+            let left = this.allowance.get().saturating_sub(this.read);
+            let room = buf.remaining().min(SLOW_READ).min(left as usize);
+            if room > 0 {
+                break room;
+            }
+            this.ticked = false;
+        };
         let mut piece = [0u8; SLOW_READ];
-        let room = buf.remaining().min(SLOW_READ);
         let mut piece = ReadBuf::new(&mut piece[..room]);
         ready!(Pin::new(&mut this.stream).poll_read(cx, &mut piece))?;
         buf.put_slice(piece.filled());
+        this.read += piece.filled().len() as u64;
         this.ticked = false;
         Poll::Ready(Ok(()))
     }
@@ -103,91 +131,5 @@ impl AsyncWrite for Paced {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// A subscriber reading through a [`Paced`] connection.
-pub enum Slow {
-    /// HTTP/1.0, so the body is the bare SSE text, until the server closes.
-    Sse { stream: Paced, buffer: Vec<u8> },
-    /// A WebSocket client.
-    Ws(Box<WebSocketStream<Paced>>),
-}
-
-impl Slow {
-    /// Opens `/{transport}/{path}` on `server` through a [`Paced`]
-    /// connection, paced until `unpaced` is set.
-    pub async fn open(
-        server: &TestServer,
-        transport: Transport,
-        path: &str,
-        unpaced: Arc<AtomicBool>,
-    ) -> Self {
-        let mut stream = Paced::connect(server.addr, unpaced).await;
-        match transport {
-            Transport::Sse => {
-                let request = format!("GET /sse/{path} HTTP/1.0\r\nHost: {}\r\n\r\n", server.addr);
-                stream.write_all(request.as_bytes()).await.unwrap();
-                let mut slow = Slow::Sse {
-                    stream,
-                    buffer: Vec::new(),
-                };
-                let head = slow.sse_through(b"\r\n\r\n").await;
-                let head = String::from_utf8_lossy(&head);
-                assert!(head.starts_with("HTTP/1.0 200"), "{path}: {head}");
-                slow
-            }
-            Transport::Ws => {
-                let url = format!("ws://{}/ws/{path}", server.addr);
-                let (ws, _) = within("a WebSocket handshake", client_async(url, stream))
-                    .await
-                    .expect("a WebSocket");
-                Slow::Ws(Box::new(ws))
-            }
-        }
-    }
-
-    /// SSE: the bytes through the first `end`.
-    async fn sse_through(&mut self, end: &[u8]) -> Vec<u8> {
-        let Slow::Sse { stream, buffer } = self else {
-            panic!("not an SSE stream");
-        };
-        loop {
-            if let Some(at) = buffer.windows(end.len()).position(|w| w == end) {
-                return buffer.drain(..at + end.len()).collect();
-            }
-            let mut piece = [0u8; SLOW_READ];
-            let n = within("SSE bytes", stream.read(&mut piece)).await.unwrap();
-            assert!(n > 0, "the SSE stream ended");
-            buffer.extend_from_slice(&piece[..n]);
-        }
-    }
-
-    /// The next event; fails on anything but an event or a keep-alive.
-    pub async fn next_event(&mut self) -> Value {
-        loop {
-            let frame = match self {
-                Slow::Ws(ws) => match within("a WebSocket frame", ws.next()).await {
-                    Some(Ok(Message::Text(text))) => text.to_string(),
-                    Some(Ok(Message::Ping(_))) => continue,
-                    other => panic!("expected an event, got {other:?}"),
-                },
-                Slow::Sse { .. } => {
-                    let block = String::from_utf8(self.sse_through(b"\n\n").await).expect("UTF-8");
-                    if block.starts_with(':') {
-                        continue;
-                    }
-                    assert!(
-                        block.starts_with("id: "),
-                        "expected an event, got {block:?}"
-                    );
-                    let data = block.lines().find_map(|line| line.strip_prefix("data: "));
-                    data.expect("a data line").to_owned()
-                }
-            };
-            let event: Value = serde_json::from_str(&frame).expect("event JSON");
-            assert!(event.get("seq").is_some(), "expected an event, got {event}");
-            return event;
-        }
     }
 }
