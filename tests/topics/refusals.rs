@@ -5,8 +5,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::server;
 use crate::support::{self, Backend, Client, End, Item, TestServer, Transport, within};
@@ -19,21 +18,6 @@ fn error_message(answer: &Value) -> &str {
         "not a JSON error: {answer}"
     );
     message.unwrap_or_default()
-}
-
-/// A WebSocket handshake on `/ws/{path}` that the server refuses before
-/// upgrading: its status and JSON answer.
-async fn ws_refusal(server: &TestServer, path: &str) -> (u16, Value) {
-    let url = format!("ws://{}/ws/{path}", server.addr);
-    match within("a WebSocket handshake", connect_async(&url)).await {
-        Err(tungstenite::Error::Http(response)) => {
-            let body = response.body().as_deref().unwrap_or_default();
-            let answer = serde_json::from_slice(body)
-                .unwrap_or_else(|e| panic!("/ws/{path}: the answer is not JSON ({e})"));
-            (response.status().as_u16(), answer)
-        }
-        other => panic!("/ws/{path}: expected a refusal, got {other:?}"),
-    }
 }
 
 /// `POST /topics/{topic}/events` with `chunks` as a chunked body (no
@@ -88,7 +72,7 @@ pub(super) async fn bad_requests_are_refused_precisely_and_store_nothing(backend
         assert_eq!(response.status(), 400, "/sse/topics/{topic}");
         let answer: Value = response.json().await.expect("a JSON answer");
         assert_eq!(error_message(&answer), rule, "/sse/topics/{topic}");
-        let (status, answer) = ws_refusal(&server, &format!("topics/{topic}")).await;
+        let (status, answer) = server.ws_refusal(&format!("/ws/topics/{topic}")).await;
         assert_eq!(
             (status, error_message(&answer)),
             (400, rule.as_str()),
@@ -206,7 +190,7 @@ pub(super) async fn tokens_guard_publishing_and_reading(backend: Backend) {
             Some(token) => format!("topics/private.x?token={token}"),
             None => "topics/private.x".to_owned(),
         };
-        let (got, answer) = ws_refusal(&server, &path).await;
+        let (got, answer) = server.ws_refusal(&format!("/ws/{path}")).await;
         assert_eq!(
             (got, error_message(&answer)),
             (status, says),

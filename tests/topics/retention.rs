@@ -6,20 +6,31 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::{Connection, PgConnection, SqliteConnection};
-use streamgauge_server::Store;
-use streamgauge_server::store::{Append, DELETE_CHUNK};
+use streamgauge_server::store::{Append, DELETE_CHUNK, Retention};
+use streamgauge_server::{Config, Store};
 
 use super::{gap, seq, server};
 use crate::support::{self, Backend, Database, TestServer, Transport};
 
-pub(super) async fn retention_by_count_is_announced_as_a_gap_before_the_rest(backend: Backend) {
+/// The test configuration with retention set by `retain`, run every 50 ms.
+fn retaining(retain: impl FnOnce(&mut Retention)) -> Config {
     let mut config = support::config();
-    config.retention.max_events = 10;
+    retain(&mut config.retention);
     config.retention_interval = Duration::from_millis(50);
-    let (server, _db) = server(backend, config).await;
-    for i in 1..=30 {
-        server.publish("news", &json!(i)).await;
+    config
+}
+
+/// Publishes `count` events to `topic`: `data` 1, 2, …
+async fn publish_numbers(server: &TestServer, topic: &str, count: u64) {
+    for i in 1..=count {
+        server.publish(topic, &json!(i)).await;
     }
+}
+
+pub(super) async fn retention_by_count_is_announced_as_a_gap_before_the_rest(backend: Backend) {
+    let config = retaining(|retention| retention.max_events = 10);
+    let (server, _db) = server(backend, config).await;
+    publish_numbers(&server, "news", 30).await;
     server
         .wait_for("retention to keep the newest 10 events", |m| {
             m.get("streamgauge_retention_deleted_total") == 20.0
@@ -72,9 +83,7 @@ pub(super) async fn retention_by_count_trims_a_topic_far_over_the_limit_in_chunk
     let over = 3 * DELETE_CHUNK + 7;
     let database = Database::fresh(backend).await;
     fill(&database, "big", over + KEEP).await;
-    let mut config = support::config();
-    config.retention.max_events = KEEP;
-    config.retention_interval = Duration::from_millis(50);
+    let config = retaining(|retention| retention.max_events = KEEP);
     let server = TestServer::start_on(config, &database).await;
     server
         .wait_for("retention to keep exactly the newest 10 events", |m| {
@@ -106,13 +115,9 @@ pub(super) async fn retention_by_count_trims_a_topic_far_over_the_limit_in_chunk
 }
 
 pub(super) async fn retention_by_age_is_announced_as_a_gap(backend: Backend) {
-    let mut config = support::config();
-    config.retention.max_age = Duration::from_millis(1);
-    config.retention_interval = Duration::from_millis(50);
+    let config = retaining(|retention| retention.max_age = Duration::from_millis(1));
     let (server, _db) = server(backend, config).await;
-    for i in 1..=5 {
-        server.publish("ticks", &json!(i)).await;
-    }
+    publish_numbers(&server, "ticks", 5).await;
     server
         .wait_for("retention to delete events older than 1 ms", |m| {
             m.get("streamgauge_retention_deleted_total") >= 5.0
@@ -147,9 +152,7 @@ async fn delete_events(database: &Database, backend: Backend, topic: &str, seqs:
 pub(super) async fn a_hole_inside_the_history_is_announced_not_skipped(backend: Backend) {
     let database = Database::fresh(backend).await;
     let server = TestServer::start_on(support::config(), &database).await;
-    for i in 1..=10 {
-        server.publish("h", &json!(i)).await;
-    }
+    publish_numbers(&server, "h", 10).await;
     delete_events(&database, backend, "h", [4, 5]).await;
     for transport in Transport::BOTH {
         let mut client = server.open(transport, "topics/h?since=0").await;
