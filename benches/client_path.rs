@@ -21,38 +21,29 @@ use streamgauge_loadgen::metrics::Shards;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use self::support::{STREAM_TS, chunked, event_json, runtime, sse_event};
+
+#[allow(dead_code, reason = "each bench uses part of the shared fixtures")]
+mod support;
+
 /// Events in the benchmark stream.
 const EVENTS: u64 = 10_000;
 
 /// When every event is received, µs since the epoch (after its `ts`).
 const RECEIVED_US: u64 = 1_795_427_796_037_400;
 
-/// Event `seq` as the server writes it.
-fn json(seq: u64) -> String {
-    format!(
-        "{{\"seq\":{seq},\"ts\":1795427796037182,\"data\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}"
-    )
-}
-
-/// The stream as the server sends it: batches of 64 events per chunk.
+/// The stream as the server sends it: batches of 64 events per chunk, every
+/// event stamped [`STREAM_TS`].
 fn chunked_stream() -> Vec<u8> {
-    let mut body = Vec::new();
-    let mut batch = String::new();
-    for seq in 1..=EVENTS {
-        batch.push_str(&format!("id: {seq}\ndata: {}\n\n", json(seq)));
-        if seq % 64 == 0 || seq == EVENTS {
-            body.extend_from_slice(format!("{:x}\r\n{batch}\r\n", batch.len()).as_bytes());
-            batch.clear();
-        }
-    }
-    body
+    let events: Vec<Vec<u8>> = (1..=EVENTS).map(|seq| sse_event(seq, STREAM_TS)).collect();
+    chunked(&events, 64)
 }
 
 /// The same events as WebSocket text frames, as the server sends them.
 fn ws_frames() -> Vec<u8> {
     let mut bytes = Vec::new();
     for seq in 1..=EVENTS {
-        WsFrame::message(json(seq), OpCode::Data(Data::Text), true)
+        WsFrame::message(event_json(seq, STREAM_TS), OpCode::Data(Data::Text), true)
             .format(&mut bytes)
             .expect("a frame formats into a Vec");
     }
@@ -63,9 +54,7 @@ fn client_path(c: &mut Criterion) {
     let stream = chunked_stream();
     let frames = ws_frames();
     let shards = Shards::new(1);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime");
+    let runtime = runtime();
     let mut group = c.benchmark_group("client_path");
     group.throughput(Throughput::Elements(EVENTS));
     group.bench_function("sse_event", |b| {

@@ -3,8 +3,9 @@
 //! batch sizes 1, 16 and 256, the load generator's SSE parser (including
 //! events split across reads), and topic fan-out through the hub to 1, 100
 //! and 1,000 subscribers. The same cases as the criterion benches
-//! `writer`, `sse_parser` and `hub_fanout`, counted instead of timed, so that
-//! CI can gate on them where wall-clock figures are too noisy.
+//! `writer`, `sse_parser` and `hub_fanout`, on the same fixtures
+//! (`benches/support.rs`), counted instead of timed, so that CI can gate on
+//! them where wall-clock figures are too noisy.
 //!
 //! Run with `cargo bench --bench instructions` (needs Valgrind and the
 //! same-version runner: `cargo install gungraun-runner --version 0.20.0
@@ -36,34 +37,21 @@ use gungraun::{library_benchmark, library_benchmark_group, main};
 use streamgauge_loadgen::client::http::{BodyDecoder, BodyFraming, Decoded};
 use streamgauge_loadgen::client::sse_parser::SseParser;
 use streamgauge_server::hub::{Hub, Membership};
-use streamgauge_server::protocol::{Event, Framing, Item, json_data};
-use streamgauge_server::queue::{self, Limits, Receiver};
-use streamgauge_server::writer::{BatchLimits, Writer};
+use streamgauge_server::protocol::{Event, Framing, Item};
+use streamgauge_server::queue::Receiver;
 use tokio::runtime::Runtime;
 
-/// The event payload of the server cases: a 32-byte JSON string.
-fn payload() -> Bytes {
-    json_data(&"x".repeat(32))
-}
+use self::support::{
+    ENCODE_SEQ, ENCODE_TS, EVENTS_PER_CHUNK, GROUP, STREAM_EVENTS, WRITER_EVENTS, Written, chunked,
+    commit_group, drain, drain_members, encode_event, hub_members, payload, prefilled_writer,
+    runtime, sse_events, trade,
+};
 
-/// A current-thread runtime that has already run once, so that its
-/// first-use costs are not counted.
-fn runtime() -> Runtime {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime");
-    runtime.block_on(async {});
-    runtime
-}
+#[allow(dead_code, reason = "each bench uses part of the shared fixtures")]
+mod support;
 
 // ---------------------------------------------------------------------------
 // encode: one event framed for SSE and for WebSocket.
-
-/// The `seq` of the encoded event.
-const ENCODE_SEQ: u64 = 123_456;
-
-/// The `ts` the encoded event is stamped with (µs since the Unix epoch).
-const ENCODE_TS: u64 = 1_795_000_000_000_000;
 
 /// One event, and an encode buffer with room for it.
 struct EncodeCase {
@@ -75,11 +63,7 @@ struct EncodeCase {
 fn encode_setup(framing: Framing) -> EncodeCase {
     EncodeCase {
         framing,
-        event: Item::Event(Event {
-            seq: ENCODE_SEQ,
-            pts: None,
-            data: payload(),
-        }),
+        event: encode_event(),
         buf: BytesMut::with_capacity(4096),
     }
 }
@@ -112,22 +96,12 @@ library_benchmark_group!(name = encode, benchmarks = encode_one_event);
 // writer: events pushed through a connection's queue and drained by the
 // batching writer.
 
-/// Events pushed through the writer per case.
-const WRITER_EVENTS: u64 = 4096;
-
 /// A runtime, the payload, and how to frame and batch.
 struct WriterCase {
     runtime: Runtime,
     data: Bytes,
     framing: Framing,
     batch: usize,
-}
-
-/// What a writer case delivered: batches, events and bytes.
-struct Written {
-    batches: usize,
-    events: usize,
-    bytes: usize,
 }
 
 fn writer_setup(framing: Framing, batch: usize) -> WriterCase {
@@ -153,40 +127,8 @@ fn writer_teardown((case, written): (WriterCase, Written)) {
 /// `batch`, touching each frame as a transport would (as the criterion bench
 /// `writer` does).
 async fn push_and_drain(framing: Framing, batch: usize, data: &Bytes) -> Written {
-    let (tx, rx) = queue::channel(Limits {
-        max_events: WRITER_EVENTS as usize,
-        max_bytes: usize::MAX,
-    });
-    for seq in 1..=WRITER_EVENTS {
-        let event = Item::Event(Event {
-            seq,
-            pts: None,
-            data: data.clone(),
-        });
-        tx.try_push(event).expect("the queue holds every event");
-    }
-    drop(tx);
-    let limits = BatchLimits {
-        max_events: batch,
-        max_bytes: usize::MAX,
-    };
-    let mut writer = Writer::new(rx, framing, limits);
-    let mut written = Written {
-        batches: 0,
-        events: 0,
-        bytes: 0,
-    };
-    while let Ok(batch) = writer.next_batch().await {
-        if framing == Framing::WebSocket {
-            batch.frames().for_each(|frame| {
-                black_box(frame);
-            });
-        }
-        written.batches += 1;
-        written.events += batch.events();
-        written.bytes += batch.bytes.len();
-    }
-    written
+    let writer = prefilled_writer(framing, batch, data);
+    drain(writer, framing).await.1
 }
 
 #[library_benchmark(setup = writer_setup, teardown = writer_teardown)]
@@ -210,12 +152,6 @@ library_benchmark_group!(name = writer, benchmarks = push_and_drain_4096);
 // ---------------------------------------------------------------------------
 // sse_parser: the load generator's incremental parser over a fixed stream.
 
-/// Events in the parsed stream.
-const PARSER_EVENTS: u64 = 10_000;
-
-/// Events per HTTP chunk: the server writes events in batches.
-const EVENTS_PER_CHUNK: usize = 16;
-
 /// How the stream reaches the parser.
 #[derive(Clone, Copy)]
 enum Body {
@@ -236,34 +172,6 @@ struct ParseCase {
     decoder: BodyDecoder,
     /// Events and a checksum of them, from the last pass.
     parsed: (u64, usize),
-}
-
-/// The SSE stream as the server writes it, one event per `seq`: about 95
-/// bytes per event.
-fn sse_events() -> Vec<Vec<u8>> {
-    (1..=PARSER_EVENTS)
-        .map(|seq| {
-            format!(
-                "id: {seq}\ndata: {{\"seq\":{seq},\"ts\":{},\"data\":\"{}\"}}\n\n",
-                1_795_427_796_037_182 + seq,
-                "x".repeat(32)
-            )
-            .into_bytes()
-        })
-        .collect()
-}
-
-/// The events as an HTTP chunked body without its last chunk: a stream
-/// that goes on.
-fn chunked(events: &[Vec<u8>]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for batch in events.chunks(EVENTS_PER_CHUNK) {
-        let data = batch.concat();
-        body.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        body.extend_from_slice(&data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body
 }
 
 /// One pass over the stream: every read fed, every event drained. The
@@ -296,7 +204,7 @@ fn parse_setup(body: Body, read: usize) -> ParseCase {
     let events = sse_events();
     let stream = match body {
         Body::Plain => events.concat(),
-        Body::Chunked => chunked(&events),
+        Body::Chunked => chunked(&events, EVENTS_PER_CHUNK),
     };
     let mut case = ParseCase {
         body,
@@ -312,7 +220,7 @@ fn parse_setup(body: Body, read: usize) -> ParseCase {
 
 /// Checks that every event was parsed.
 fn parse_teardown(case: ParseCase) {
-    assert_eq!(case.parsed.0, PARSER_EVENTS);
+    assert_eq!(case.parsed.0, STREAM_EVENTS);
     assert_eq!(case.parser.buffered(), 0);
 }
 
@@ -332,9 +240,6 @@ library_benchmark_group!(name = sse_parser, benchmarks = parse_10k_events);
 // ---------------------------------------------------------------------------
 // hub_fanout: one publish of a commit group to every live subscriber of a
 // topic, and the subscribers draining their queues.
-
-/// Events per publish call (one commit group).
-const GROUP: u64 = 16;
 
 /// A hub with live members on topic `t`, and the next commit group.
 struct HubCase {
@@ -361,51 +266,25 @@ fn publish_and_drain(case: &mut HubCase) -> usize {
         ..
     } = case;
     hub.publish("t", events);
-    runtime.block_on(async {
-        let mut delivered = 0;
-        for (_, rx) in members.iter_mut() {
-            rx.recv_batch(taken, usize::MAX, usize::MAX).await;
-            delivered += taken.len();
-            taken.clear();
-        }
-        delivered
-    })
+    runtime.block_on(drain_members(members, taken))
 }
 
 /// `members` subscribers joined to `t`, after one round published and
 /// drained (the queues and the hub's entry have their steady-state size).
 fn hub_setup(members: usize) -> HubCase {
     let hub = Arc::new(Hub::new());
-    let members = (0..members)
-        .map(|_| {
-            let (tx, rx) = queue::channel(Limits {
-                max_events: 4096,
-                max_bytes: usize::MAX,
-            });
-            let membership = hub.join("t", 0, tx).expect("joining an empty topic");
-            (membership, rx)
-        })
-        .collect();
-    let data = Bytes::from_static(br#"{"price":97012.5,"qty":0.25}"#);
-    let group = |first: u64| -> Vec<Event> {
-        (first..first + GROUP)
-            .map(|seq| Event {
-                seq,
-                pts: Some(seq),
-                data: data.clone(),
-            })
-            .collect()
-    };
+    let members = hub_members(&hub, members);
+    let data = trade();
     let mut case = HubCase {
         runtime: runtime(),
         hub,
         members,
-        events: group(1),
+        events: commit_group(1, &data),
         taken: Vec::with_capacity(GROUP as usize),
         delivered: 0,
     };
     publish_and_drain(&mut case);
-    case.events = group(GROUP + 1);
+    case.events = commit_group(GROUP + 1, &data);
     case
 }
 

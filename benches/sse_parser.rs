@@ -10,41 +10,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use streamgauge_loadgen::client::http::{BodyDecoder, BodyFraming, Decoded};
 use streamgauge_loadgen::client::sse_parser::SseParser;
 
-/// Events in the stream parsed per iteration.
-const EVENTS: u64 = 10_000;
+use self::support::{EVENTS_PER_CHUNK, STREAM_EVENTS as EVENTS, chunked, sse_events};
+
+#[allow(dead_code, reason = "each bench uses part of the shared fixtures")]
+mod support;
 
 /// The size of one socket read.
 const READ: usize = 16 * 1024;
-
-/// Events per HTTP chunk: the server writes events in batches.
-const EVENTS_PER_CHUNK: u64 = 16;
-
-/// The SSE stream, one event per sequence number, as the server writes it.
-fn sse_events() -> Vec<Vec<u8>> {
-    (1..=EVENTS)
-        .map(|seq| {
-            format!(
-                "id: {seq}\ndata: {{\"seq\":{seq},\"ts\":{},\"data\":\"{}\"}}\n\n",
-                1_795_427_796_037_182 + seq,
-                "x".repeat(32)
-            )
-            .into_bytes()
-        })
-        .collect()
-}
-
-/// The same events as an HTTP chunked body without its last chunk: a
-/// stream that goes on.
-fn chunked(events: &[Vec<u8>]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for batch in events.chunks(EVENTS_PER_CHUNK as usize) {
-        let data = batch.concat();
-        body.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        body.extend_from_slice(&data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body
-}
 
 /// Drains the parser; returns the events and a checksum of them.
 fn drain(parser: &mut SseParser) -> (u64, usize) {
@@ -59,7 +31,7 @@ fn drain(parser: &mut SseParser) -> (u64, usize) {
 fn parse(c: &mut Criterion) {
     let events = sse_events();
     let plain = events.concat();
-    let chunked = chunked(&events);
+    let chunked = chunked(&events, EVENTS_PER_CHUNK);
     let mut group = c.benchmark_group("sse_parser");
     group.throughput(Throughput::Elements(EVENTS));
 

@@ -7,68 +7,25 @@
 
 use std::hint::black_box;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamgauge_server::protocol::{Event, Framing, Item, json_data};
-use streamgauge_server::queue::{self, Limits};
-use streamgauge_server::writer::{BatchLimits, Writer};
+use streamgauge_server::protocol::Framing;
 
-/// Events pushed through the writer per iteration.
-const EVENTS: u64 = 4096;
+use self::support::{
+    ENCODE_TS, WRITER_EVENTS, drain, encode_event, payload, prefilled_writer, runtime,
+};
+
+#[allow(dead_code, reason = "each bench uses part of the shared fixtures")]
+mod support;
 
 const FRAMINGS: [(&str, Framing); 2] = [("sse", Framing::Sse), ("ws", Framing::WebSocket)];
 
-fn payload() -> Bytes {
-    json_data(&"x".repeat(32))
-}
-
-/// A writer for `framing` with batches of at most `batch` events, over a
-/// queue already holding `EVENTS` events (its sender gone, so the writer
-/// ends once they are drained).
-fn prefilled_writer(framing: Framing, batch: usize, data: &Bytes) -> Writer {
-    let (tx, rx) = queue::channel(Limits {
-        max_events: EVENTS as usize,
-        max_bytes: usize::MAX,
-    });
-    for seq in 1..=EVENTS {
-        let event = Item::Event(Event {
-            seq,
-            pts: None,
-            data: data.clone(),
-        });
-        tx.try_push(event).expect("the queue holds every event");
-    }
-    let limits = BatchLimits {
-        max_events: batch,
-        max_bytes: usize::MAX,
-    };
-    Writer::new(rx, framing, limits)
-}
-
-/// Drains `writer` batch by batch, touching each frame as the WebSocket
-/// transport does; returns the writer (dropped outside the timing) and the
-/// bytes encoded.
-async fn drain(mut writer: Writer, framing: Framing) -> (Writer, usize) {
-    let mut bytes = 0;
-    while let Ok(batch) = writer.next_batch().await {
-        if framing == Framing::WebSocket {
-            batch.frames().for_each(|frame| {
-                black_box(frame);
-            });
-        }
-        bytes += batch.bytes.len();
-    }
-    (writer, bytes)
-}
-
 /// Only the writer is timed: draining and encoding a queue filled before.
 fn writer(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime");
+    let runtime = runtime();
     let data = payload();
     let mut group = c.benchmark_group("writer");
-    group.throughput(Throughput::Elements(EVENTS));
+    group.throughput(Throughput::Elements(WRITER_EVENTS));
     for (name, framing) in FRAMINGS {
         for batch in [1, 16, 256] {
             group.bench_with_input(BenchmarkId::new(name, batch), &batch, |b, &batch| {
@@ -84,11 +41,7 @@ fn writer(c: &mut Criterion) {
 }
 
 fn encode(c: &mut Criterion) {
-    let event = Item::Event(Event {
-        seq: 123_456,
-        pts: None,
-        data: payload(),
-    });
+    let event = encode_event();
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(1));
     for (name, framing) in FRAMINGS {
@@ -96,11 +49,7 @@ fn encode(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 buf.clear();
-                framing.encode(
-                    black_box(&event),
-                    black_box(1_795_000_000_000_000),
-                    &mut buf,
-                );
+                framing.encode(black_box(&event), black_box(ENCODE_TS), &mut buf);
                 black_box(buf.len())
             });
         });

@@ -2,6 +2,12 @@
 //! reader that keeps up gets its events one per batch; a reader that falls
 //! behind gets them in batches larger than one, receives every one in order,
 //! and meanwhile its queue never holds more than its configured bounds.
+//!
+//! How far behind a reader must be for its queue to fill depends on the
+//! host (its `net.ipv4.tcp_rmem` and `tcp_wmem`), so the slow reader's
+//! stream is made long enough from the buffer sizes in force
+//! ([`buffers`]): its receive buffer is fixed, and read back; the server's
+//! send buffer is bounded by `tcp_wmem`'s maximum.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,8 +17,10 @@ use streamgauge_server::Config;
 use streamgauge_server::protocol::ENVELOPE_ALLOWANCE;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use crate::support::buffers::{self, SLOW_READER_WINDOW};
 use crate::support::raw_sse::RawSse;
 use crate::support::raw_ws::RawWs;
 use crate::support::{self, End, Metrics, TestServer, Transport, WAIT, within};
@@ -21,14 +29,14 @@ use crate::support::{self, End, Metrics, TestServer, Transport, WAIT, within};
 /// one at a time even on a loaded machine (at 250/s a thread descheduled
 /// for 4 ms releases two, and that happens).
 const RATE: u64 = 100;
-/// Filler bytes per event: 6 MB/s at `RATE`, so that the slow reader falls
-/// behind the kernel's socket buffers (up to 4 MiB on the server's side)
-/// within a few seconds.
+/// Filler bytes per event: 6 MB/s at `RATE`, more than the slow reader
+/// reads.
 const SIZE: usize = 60_000;
-/// Events per stream: the first ~200 to 300 fill the socket buffers (the
-/// kernel's, and hyper's for SSE) behind the slow reader, the rest go out
-/// while it lags.
+/// Events per stream to a reader that keeps up.
 const COUNT: u64 = 400;
+/// Events that go out, at the least, while the slow reader lags (those
+/// before fill the buffers behind it).
+const LAGGING: u64 = 100;
 /// What one queued event costs against the byte bounds (its JSON string
 /// quotes included).
 const EVENT_COST: usize = SIZE + 2 + ENVELOPE_ALLOWANCE;
@@ -53,8 +61,31 @@ fn config() -> Config {
     config
 }
 
-fn ticker() -> String {
-    format!("ticker?rate={RATE}&size={SIZE}&count={COUNT}")
+fn ticker(count: u64) -> String {
+    format!("ticker?rate={RATE}&size={SIZE}&count={count}")
+}
+
+/// The most bytes a second the slow reader reads.
+fn read_rate() -> u64 {
+    CHUNK as u64 * 1000 / READ_EVERY.as_millis() as u64
+}
+
+/// The most events a slow reader with a receive buffer of `recv_buffer`
+/// bytes can need: enough to put it behind by everything in between (of
+/// every event made, the part it cannot read in time piles up), then its
+/// [`slow_target`].
+fn slow_count(config: &Config, transport: Transport, recv_buffer: u64) -> u64 {
+    let in_between = buffers::in_between(config, transport, EVENT_COST, recv_buffer);
+    let made = RATE * SIZE as u64;
+    let fill = (in_between * made).div_ceil(SIZE as u64 * (made - read_rate()));
+    slow_target(fill)
+}
+
+/// The events a slow reader takes once `written` have been written when
+/// its queue is first seen full: [`LAGGING`] more at the least, and a tenth
+/// of all written while it lags.
+fn slow_target(written: u64) -> u64 {
+    written + LAGGING.max(written / 9 + 1)
 }
 
 /// One transport's batch-size histogram at one scrape.
@@ -98,7 +129,8 @@ impl Batches {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_keeps_up_gets_one_event_per_batch() {
     let server = &TestServer::start(config()).await;
-    let read = |transport| async move { server.open(transport, &ticker()).await.drain().await };
+    let read =
+        |transport| async move { server.open(transport, &ticker(COUNT)).await.drain().await };
     let (sse, ws) = tokio::join!(read(Transport::Sse), read(Transport::Ws));
     for (transport, (events, end)) in Transport::BOTH.into_iter().zip([sse, ws]) {
         let t = transport.label();
@@ -122,43 +154,57 @@ async fn a_reader_that_keeps_up_gets_one_event_per_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_behind_gets_batches_larger_than_one_and_a_bounded_queue() {
-    let server = TestServer::start(config()).await;
-    let mut readers = Vec::new();
+    let config = config();
+    let server = TestServer::start(config.clone()).await;
+    let (mut readers, mut lags) = (Vec::new(), HashMap::new());
     for transport in Transport::BOTH {
-        let reader = SlowReader::open(server.addr, transport, &ticker()).await;
-        readers.push((transport, tokio::spawn(reader.read(COUNT))));
+        let (stream, recv_buffer) =
+            buffers::connect_with_recv_buffer(server.addr, SLOW_READER_WINDOW).await;
+        let most = slow_count(&config, transport, recv_buffer);
+        // Endless: how many events the reader takes is set once it lags.
+        let reader = SlowReader::open(stream, server.addr, transport, &ticker(0)).await;
+        let (lag, told) = Lag::new();
+        lags.insert(transport.label(), lag);
+        readers.push((transport, most, tokio::spawn(reader.read(most, told))));
     }
 
-    // Every scrape while the readers lag: each queue within its bounds. The
-    // histogram as each queue is first seen full (the reader is behind) is
-    // where its lagging part starts.
-    let mut lag_starts = HashMap::new();
+    // Every scrape while the readers lag: each queue within its bounds, and
+    // where each reader's lagging part starts. Scraped until the readers
+    // are done: the longest stream takes this long to read, and a wait
+    // more.
+    let most = readers.iter().map(|(_, most, _)| *most).max();
+    let reading = Duration::from_secs(most.unwrap_or_default() * SIZE as u64 / read_rate());
     let mut poll = tokio::time::interval(Duration::from_millis(20));
-    let polls = WAIT.as_millis() / 20;
+    let polls = (reading + WAIT).as_millis() / 20;
     for _ in 0..polls {
         poll.tick().await;
-        if readers.iter().all(|(_, reader)| reader.is_finished()) {
+        if readers.iter().all(|(_, _, reader)| reader.is_finished()) {
             break;
         }
         let metrics = server.metrics().await;
-        for transport in Transport::BOTH {
+        for (transport, _, reader) in &readers {
             let t = transport.label();
+            if reader.is_finished() {
+                continue;
+            }
             let events = metrics.of("streamgauge_queue_depth_events", t);
             let bytes = metrics.of("streamgauge_queue_depth_bytes", t);
             assert!(
                 events <= QUEUE_EVENTS as f64 && bytes <= QUEUE_BYTES as f64,
                 "{t}: {events} events, {bytes} bytes queued\n{metrics}"
             );
-            if bytes + EVENT_COST as f64 > QUEUE_BYTES as f64 {
-                lag_starts
-                    .entry(t)
-                    .or_insert_with(|| Batches::of(&metrics, t));
-            }
+            let full = bytes + EVENT_COST as f64 > QUEUE_BYTES as f64;
+            lags.get_mut(t).expect("a lag").scrape(&metrics, t, full);
         }
     }
-    for (transport, reader) in readers {
-        let read = within("the slow reader", reader).await.expect("a reader");
-        assert_eq!(read, COUNT, "{transport:?}: every event, in order");
+    let (mut starts, mut streams) = (HashMap::new(), Vec::new());
+    for (transport, _, reader) in readers {
+        let t = transport.label();
+        let (read, stream) = within("the slow reader", reader).await.expect("a reader");
+        // Every event, in order (`SlowReader::take` checks it), of a
+        // lagging part.
+        starts.insert(t, (read, lags[t].start(t, read)));
+        streams.push(stream);
     }
 
     // Until the reader is behind the socket buffers, they take what the
@@ -167,12 +213,10 @@ async fn a_reader_that_falls_behind_gets_batches_larger_than_one_and_a_bounded_q
     let metrics = server.metrics().await;
     for transport in Transport::BOTH {
         let t = transport.label();
-        let start = lag_starts
-            .get(t)
-            .unwrap_or_else(|| panic!("{t}: the queue was never full: the reader kept up"));
-        let lagging = Batches::of(&metrics, t).since(*start);
+        let (read, start) = starts[t];
+        let lagging = Batches::of(&metrics, t).since(start);
         assert!(
-            lagging.events >= (COUNT / 10) as f64,
+            lagging.events >= (read / 10) as f64,
             "{t}: only {lagging:?} written while the reader lagged"
         );
         // Clearly most: a reader that kept up would get almost none batched.
@@ -183,8 +227,63 @@ async fn a_reader_that_falls_behind_gets_batches_larger_than_one_and_a_bounded_q
     }
 }
 
-/// A reader that falls behind on purpose: a raw socket read at most
-/// [`CHUNK`] bytes at a time, once per [`READ_EVERY`].
+/// Where a slow reader's lagging part starts, and how many events it is to
+/// take for it. A part starts as its queue is seen full; one seen with
+/// room again (the kernel's send buffer may have grown meanwhile) has
+/// ended, and the reader reads on until the next.
+#[derive(Debug)]
+struct Lag {
+    /// Tells the reader how many events to take; none while its queue has
+    /// room.
+    target: watch::Sender<Option<u64>>,
+    /// The histogram as the queue was first seen full, by the count the
+    /// reader was then told: its lagging parts, the last one current.
+    starts: HashMap<u64, Batches>,
+    /// Whether the queue was full at the last scrape.
+    full: bool,
+}
+
+impl Lag {
+    /// A reader's lag, and what tells it the count to take.
+    fn new() -> (Self, watch::Receiver<Option<u64>>) {
+        let (target, told) = watch::channel(None);
+        let lag = Self {
+            target,
+            starts: HashMap::new(),
+            full: false,
+        };
+        (lag, told)
+    }
+
+    /// Takes one scrape of transport `t`, whose queue is `full` or not.
+    fn scrape(&mut self, metrics: &Metrics, t: &str, full: bool) {
+        if full && !self.full {
+            let start = Batches::of(metrics, t);
+            let count = slow_target(start.events as u64);
+            self.starts.insert(count, start);
+            self.target.send_replace(Some(count));
+        } else if !full && self.full {
+            self.target.send_replace(None);
+        }
+        self.full = full;
+    }
+
+    /// The start of the lagging part for which the reader took its count,
+    /// `read`, of events of transport `t`.
+    fn start(&self, t: &str, read: u64) -> Batches {
+        assert!(
+            !self.starts.is_empty(),
+            "{t}: the queue was never full: the reader kept up"
+        );
+        let counts: Vec<&u64> = self.starts.keys().collect();
+        *self.starts.get(&read).unwrap_or_else(|| {
+            panic!("{t}: {read} events read, not the count of a lagging part: {counts:?}")
+        })
+    }
+}
+
+/// A reader that falls behind on purpose: a raw socket, its receive buffer
+/// fixed, read at most [`CHUNK`] bytes at a time, once per [`READ_EVERY`].
 struct SlowReader {
     stream: TcpStream,
     /// Bytes of the stream read with the response head.
@@ -195,15 +294,16 @@ struct SlowReader {
 }
 
 impl SlowReader {
-    async fn open(addr: SocketAddr, transport: Transport, path: &str) -> Self {
+    /// Opens `path` on `transport` over `stream`, a connection to `addr`.
+    async fn open(stream: TcpStream, addr: SocketAddr, transport: Transport, path: &str) -> Self {
         let path = format!("/{}/{path}", transport.label());
         let (stream, ahead) = match transport {
             Transport::Sse => {
-                let (sse, head) = RawSse::get(addr, &path).await;
+                let (sse, head) = RawSse::get_over(stream, addr, &path).await;
                 assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
                 sse.into_inner()
             }
-            Transport::Ws => RawWs::connect(addr, &path).await.into_inner(),
+            Transport::Ws => RawWs::handshake(stream, addr, &path).await.into_inner(),
         };
         Self {
             stream,
@@ -213,17 +313,19 @@ impl SlowReader {
         }
     }
 
-    /// Reads until `count` events have come, each the next `seq`; returns
-    /// the events read.
-    async fn read(mut self, count: u64) -> u64 {
+    /// Reads until `target` says how many events to take, and they have
+    /// come, each the next `seq`; returns the events read, and the stream,
+    /// open (its queue stays full). Stops at `most` if told no target.
+    async fn read(mut self, most: u64, target: watch::Receiver<Option<u64>>) -> (u64, TcpStream) {
         let ahead = std::mem::take(&mut self.ahead);
-        self.take(&ahead);
+        self.take(&ahead, most);
         let mut pace = tokio::time::interval(READ_EVERY);
         pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut buf = [0u8; CHUNK];
         // Each turn reads at least one byte, or the stream ended.
-        for _ in 0..count as usize * (SIZE + 256) {
-            if self.read == count {
+        for _ in 0..most as usize * (SIZE + 256) {
+            let take = target.borrow().unwrap_or(most);
+            if self.read >= take {
                 break;
             }
             pace.tick().await;
@@ -231,14 +333,18 @@ impl SlowReader {
             if n == 0 {
                 break;
             }
-            self.take(&buf[..n]);
+            self.take(&buf[..n], take);
         }
-        self.read
+        (self.read, self.stream)
     }
 
-    /// Takes the events completed in `bytes`, checking their order.
-    fn take(&mut self, bytes: &[u8]) {
+    /// Takes the events completed in `bytes`, checking their order, up to
+    /// the `take`-th.
+    fn take(&mut self, bytes: &[u8], take: u64) {
         for seq in self.scanner.scan(bytes) {
+            if self.read == take {
+                return;
+            }
             assert_eq!(seq, self.read + 1, "events out of order");
             self.read = seq;
         }

@@ -44,9 +44,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use streamgauge_server::Config;
-use streamgauge_server::direct;
 use streamgauge_server::queue;
 use streamgauge_server::writer::BatchLimits;
+use support::buffers;
 use support::raw_ws::RawWs;
 use support::{TestServer, Transport, config, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -459,22 +459,16 @@ async fn fan_out_allocations_per_event_stay_within_budget() {
     server.stop().await;
 }
 
-/// The most live heap one stream may hold behind a reader that reads
-/// nothing, from `config` alone: its queue, the batch its writer encoded,
-/// and what the transport holds under it (for SSE, the chunks gathered into
-/// one write: up to `GATHER_BYTES` and one batch past it; tungstenite's
-/// write buffer of one batch for WebSocket), plus what any open stream holds
-/// ([`IDLE_STREAM_BUDGET`]). Measured here with a 256 KiB queue and 64 KiB
+/// The most live heap one stream of `event`-byte events may hold behind a
+/// reader that reads nothing, from `config`: what the server holds for it
+/// ([`buffers::server_stream_bytes`]: its queue, the batch its writer
+/// encoded, and what the transport holds under it), plus what any open
+/// stream holds ([`IDLE_STREAM_BUDGET`]). Measured here with a 256 KiB queue and 64 KiB
 /// batches: 235,445 B on SSE (653,186 B when hyper wrote SSE, its write
 /// queue holding up to 400 KiB), 176,251 B on WebSocket, after 4.0 MB
 /// written to the socket.
-fn stalled_stream_budget(config: &Config, transport: Transport) -> u64 {
-    let (queue, batch) = (config.queue.max_bytes as u64, config.batch.max_bytes as u64);
-    let transport_buffers = match transport {
-        Transport::Sse => direct::GATHER_BYTES as u64 + batch,
-        Transport::Ws => batch,
-    };
-    queue + batch + transport_buffers + IDLE_STREAM_BUDGET
+fn stalled_stream_budget(config: &Config, transport: Transport, event: usize) -> u64 {
+    buffers::server_stream_bytes(config, transport, event) + IDLE_STREAM_BUDGET
 }
 
 async fn a_stalled_reader_holds_a_heap_bounded_by_the_configuration() {
@@ -486,7 +480,7 @@ async fn a_stalled_reader_holds_a_heap_bounded_by_the_configuration() {
         keepalive_interval: Duration::from_secs(3600),
         ..config()
     };
-    let event_cost = (1024 + 2 + streamgauge_server::protocol::ENVELOPE_ALLOWANCE) as f64;
+    let event_cost = 1024 + 2 + streamgauge_server::protocol::ENVELOPE_ALLOWANCE;
     let server = TestServer::start(config.clone()).await;
     for transport in Transport::BOTH {
         ticker_run(&server, transport, 10).await; // warm-up
@@ -496,16 +490,23 @@ async fn a_stalled_reader_holds_a_heap_bounded_by_the_configuration() {
         let t = transport.label();
         server.metrics().await; // the scraping client's own state, first
         let before = live_bytes();
-        // Endless and unpaced: only backpressure stops this source.
+        // Endless and unpaced: only backpressure stops this source. Its
+        // queue is full from the first events on, as it makes them faster
+        // than they are written; what its socket takes before it stalls
+        // depends on the host's buffers (several MB here, tens on a host
+        // whose `tcp_wmem` starts large), so the heap is taken once the
+        // socket has taken more than twice the budget: a stream that held
+        // what it wrote would be over it.
         let stalled = open_raw(server.addr, transport, "ticker?rate=0&size=1024").await;
+        let budget = stalled_stream_budget(&config, transport, event_cost);
         let full = server
             .wait_for("the stalled stream's queue to fill", |m| {
-                m.of("streamgauge_queue_depth_bytes", t) + event_cost
+                m.of("streamgauge_queue_depth_bytes", t) + event_cost as f64
                     > config.queue.max_bytes as f64
+                    && m.of("streamgauge_bytes_sent_total", t) > (2 * budget) as f64
             })
             .await;
         let held = live_bytes().saturating_sub(before);
-        let budget = stalled_stream_budget(&config, transport);
         let written = full.of("streamgauge_bytes_sent_total", t) as u64;
         eprintln!(
             "stalled {t} reader: {held} B of live heap held (budget from the configuration {budget} B) after {written} B written to its socket"

@@ -2,8 +2,7 @@
 //! and the connection limit sheds new streams while serving the others.
 
 use serde_json::Value;
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, End, TestServer, Transport};
 
@@ -37,16 +36,7 @@ fn assert_names(body: &Value, param: &str, request: &str) {
 /// before any stream starts: its status and JSON body.
 async fn refused(server: &TestServer, path: &str) -> (u16, Value) {
     if path.starts_with("/ws/") {
-        let url = format!("ws://{}{path}", server.addr);
-        match support::within("a WebSocket handshake", connect_async(&url)).await {
-            Err(tungstenite::Error::Http(response)) => {
-                let body = response.body().as_deref().unwrap_or_default();
-                let body = serde_json::from_slice(body)
-                    .unwrap_or_else(|e| panic!("{path}: body is not JSON ({e})"));
-                (response.status().as_u16(), body)
-            }
-            other => panic!("{path}: expected a refusal, got {other:?}"),
-        }
+        server.ws_refusal(path).await
     } else {
         let response = server.get(path).await;
         assert_eq!(response.headers()["content-type"], "application/json");

@@ -3,13 +3,15 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{WebSocketStream, client_async};
 
 use super::within;
 
@@ -64,10 +66,19 @@ pub enum Item {
     End(End),
 }
 
+/// A connection a client reads through: a plain socket, or one the test
+/// made itself (a fixed receive buffer, paced reads).
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+/// A WebSocket client over any connection.
+pub type WsStream = WebSocketStream<Box<dyn Conn>>;
+
 /// A streaming client.
 pub enum Client {
     Sse(SseClient),
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Ws(Box<WsStream>),
 }
 
 impl Client {
@@ -79,13 +90,9 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Self {
-        let url = format!(
-            "{}://{addr}/{}/{path}",
-            scheme(transport),
-            transport.label()
-        );
         match transport {
             Transport::Sse => {
+                let url = format!("http://{addr}/sse/{path}");
                 let mut request = super::http_client().get(&url);
                 for (name, value) in headers {
                     request = request.header(*name, *value);
@@ -96,26 +103,56 @@ impl Client {
                 assert_eq!(response.status(), 200, "GET {url}");
                 assert_eq!(response.headers()["content-type"], "text/event-stream");
                 assert_eq!(response.headers()["cache-control"], "no-cache");
-                Client::Sse(SseClient::new(response))
+                Client::Sse(SseClient::new(SseBody::Response(response)))
             }
             Transport::Ws => {
-                let mut request = url.as_str().into_client_request().expect("a WebSocket URL");
-                for (name, value) in headers {
-                    let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(
-                        name.as_bytes(),
-                    )
-                    .unwrap();
-                    request
-                        .headers_mut()
-                        .insert(name, HeaderValue::from_str(value).unwrap());
-                }
-                let (socket, response) = within("WebSocket handshake", connect_async(request))
+                let stream = within("a TCP connection", TcpStream::connect(addr))
                     .await
-                    .unwrap_or_else(|e| panic!("WebSocket {url}: {e}"));
-                assert_eq!(response.status(), 101);
-                Client::Ws(Box::new(socket))
+                    .expect("connecting");
+                Self::ws_over(Box::new(stream), addr, path, headers).await
             }
         }
+    }
+
+    /// Opens `/{transport}/{path}` on `addr` over `conn`, a connection to
+    /// it that the test made itself, expecting the stream to start. SSE is
+    /// asked for over HTTP/1.0, so that the body is the bare event stream
+    /// up to the end of the connection.
+    pub async fn open_over(
+        conn: impl Conn + 'static,
+        addr: SocketAddr,
+        transport: Transport,
+        path: &str,
+    ) -> Self {
+        let conn: Box<dyn Conn> = Box::new(conn);
+        match transport {
+            Transport::Sse => Client::Sse(SseClient::over(conn, addr, path).await),
+            Transport::Ws => Self::ws_over(conn, addr, path, &[]).await,
+        }
+    }
+
+    /// Opens `/ws/{path}` on `addr` over `conn` with extra request `headers`.
+    async fn ws_over(
+        conn: Box<dyn Conn>,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Self {
+        let url = format!("ws://{addr}/ws/{path}");
+        let mut request = url.as_str().into_client_request().expect("a WebSocket URL");
+        for (name, value) in headers {
+            let name =
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap();
+            request
+                .headers_mut()
+                .insert(name, HeaderValue::from_str(value).unwrap());
+        }
+        let (socket, response) = within("WebSocket handshake", client_async(request, conn))
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket {url}: {e}"));
+        assert_eq!(response.status(), 101);
+        Client::Ws(Box::new(socket))
     }
 
     /// The next thing the stream delivers, failing the test after the wait.
@@ -180,14 +217,7 @@ impl Client {
     }
 }
 
-fn scheme(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Sse => "http",
-        Transport::Ws => "ws",
-    }
-}
-
-async fn next_ws(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Item {
+async fn next_ws(ws: &mut WsStream) -> Item {
     match ws.next().await {
         Some(Ok(Message::Text(text))) => classify(serde_json::from_str(&text).expect("frame JSON")),
         Some(Ok(Message::Ping(_))) => Item::KeepAlive,
@@ -215,10 +245,38 @@ fn classify(frame: Value) -> Item {
     }
 }
 
+/// Bytes an [`SseBody::Raw`] reads at a time, at most.
+const RAW_PIECE: usize = 16 * 1024;
+
+/// Where an SSE body comes from.
+enum SseBody {
+    /// reqwest's response (HTTP/1.1, chunked).
+    Response(reqwest::Response),
+    /// An HTTP/1.0 response on a connection the test made: every byte up
+    /// to the end of the connection.
+    Raw(Box<dyn Conn>),
+}
+
+impl SseBody {
+    /// The next piece of the body; `None` at its end.
+    async fn next_piece(&mut self) -> Result<Option<Bytes>, String> {
+        match self {
+            SseBody::Response(response) => response.chunk().await.map_err(|e| format!("{e:?}")),
+            SseBody::Raw(conn) => {
+                let mut piece = vec![0u8; RAW_PIECE];
+                let n = conn.read(&mut piece).await.map_err(|e| e.to_string())?;
+                piece.truncate(n);
+                Ok((n > 0).then(|| piece.into()))
+            }
+        }
+    }
+}
+
 /// An SSE client parsing the body incrementally.
 pub struct SseClient {
-    response: reqwest::Response,
-    buffer: String,
+    body: SseBody,
+    /// Bytes of the body received; blocks are UTF-8 once complete.
+    buffer: Vec<u8>,
     /// Where the unparsed part of `buffer` starts.
     parsed: usize,
     ended: bool,
@@ -227,13 +285,53 @@ pub struct SseClient {
 }
 
 impl SseClient {
-    fn new(response: reqwest::Response) -> Self {
+    fn new(body: SseBody) -> Self {
         Self {
-            response,
-            buffer: String::new(),
+            body,
+            buffer: Vec::new(),
             parsed: 0,
             ended: false,
             notice: None,
+        }
+    }
+
+    /// Sends `GET /sse/{path}` over `conn` as HTTP/1.0 and reads the
+    /// response head, expecting the stream to start.
+    async fn over(mut conn: Box<dyn Conn>, addr: SocketAddr, path: &str) -> Self {
+        let request = format!("GET /sse/{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        within("an SSE request", conn.write_all(request.as_bytes()))
+            .await
+            .expect("sending the request");
+        let mut client = Self::new(SseBody::Raw(conn));
+        let head = within("SSE response headers", client.head()).await;
+        let header = |name: &str| {
+            head.lines().find_map(|line| {
+                let (field, value) = line.split_once(':')?;
+                field.eq_ignore_ascii_case(name).then(|| value.trim())
+            })
+        };
+        assert_eq!(
+            head.split(' ').nth(1),
+            Some("200"),
+            "GET /sse/{path}: {head}"
+        );
+        assert_eq!(header("content-type"), Some("text/event-stream"), "{head}");
+        assert_eq!(header("cache-control"), Some("no-cache"), "{head}");
+        client
+    }
+
+    /// The response head through its blank line; what follows stays in
+    /// the buffer.
+    async fn head(&mut self) -> String {
+        loop {
+            if let Some(at) = find(&self.buffer, b"\r\n\r\n") {
+                let head: Vec<u8> = self.buffer.drain(..at + 4).collect();
+                return String::from_utf8(head).expect("an ASCII head");
+            }
+            match self.body.next_piece().await {
+                Ok(Some(piece)) => self.buffer.extend_from_slice(&piece),
+                other => panic!("no response head: {other:?}"),
+            }
         }
     }
 
@@ -246,34 +344,35 @@ impl SseClient {
                 assert!(
                     self.buffer[self.parsed..].is_empty(),
                     "body ended inside an event: {:?}",
-                    self.buffer
+                    String::from_utf8_lossy(&self.buffer)
                 );
                 return Item::End(self.notice.take().map_or(End::Body, End::Notice));
             }
-            match self.response.chunk().await {
-                Ok(Some(chunk)) => {
+            match self.body.next_piece().await {
+                Ok(Some(piece)) => {
                     // Drop what was parsed before appending: one shift per
-                    // chunk, not one per event.
+                    // piece, not one per event.
                     self.buffer.drain(..self.parsed);
                     self.parsed = 0;
-                    self.buffer
-                        .push_str(std::str::from_utf8(&chunk).expect("UTF-8 body"));
+                    self.buffer.extend_from_slice(&piece);
                 }
                 Ok(None) => self.ended = true,
-                Err(e) => return Item::End(End::Broken(format!("{e:?}"))),
+                Err(e) => return Item::End(End::Broken(e)),
             }
         }
     }
 
     /// Takes one complete event or comment block off the buffer.
     fn parse_one(&mut self) -> Option<Item> {
-        let end = self.parsed + self.buffer[self.parsed..].find("\n\n")? + 2;
+        let end = self.parsed + find(&self.buffer[self.parsed..], b"\n\n")? + 2;
         assert!(
             self.notice.is_none(),
             "more after an end notice: {:?}",
-            self.buffer
+            String::from_utf8_lossy(&self.buffer)
         );
-        let block = self.buffer[self.parsed..end].to_owned();
+        let block = std::str::from_utf8(&self.buffer[self.parsed..end])
+            .expect("UTF-8 body")
+            .to_owned();
         self.parsed = end;
         let mut data = Vec::new();
         let (mut id, mut name) = (None, None);
@@ -307,4 +406,9 @@ impl SseClient {
         assert_eq!(id, Some(frame["seq"].to_string()), "SSE id must be the seq");
         Some(Item::Event(frame))
     }
+}
+
+/// Where `needle` first starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

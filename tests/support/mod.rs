@@ -23,6 +23,7 @@ macro_rules! on_both_databases {
     };
 }
 
+pub mod buffers;
 pub mod client;
 pub mod db;
 pub mod metrics;
@@ -38,6 +39,8 @@ use serde_json::Value;
 use streamgauge_server::{Config, Shutdown, Store, run};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite;
 
 pub use self::client::{Client, End, Item, Transport};
 pub use self::db::{Backend, Database};
@@ -135,6 +138,21 @@ impl TestServer {
         headers: &[(&str, &str)],
     ) -> Client {
         Client::open(self.addr, transport, path, headers).await
+    }
+
+    /// A WebSocket handshake on `path` (`/ws/…`) that the server refuses
+    /// before upgrading: its status and JSON answer.
+    pub async fn ws_refusal(&self, path: &str) -> (u16, Value) {
+        let url = format!("ws://{}{path}", self.addr);
+        match within("a WebSocket handshake", connect_async(&url)).await {
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                let answer = serde_json::from_slice(body)
+                    .unwrap_or_else(|e| panic!("{path}: the answer is not JSON ({e})"));
+                (response.status().as_u16(), answer)
+            }
+            other => panic!("{path}: expected a refusal, got {other:?}"),
+        }
     }
 
     /// `POST /topics/{topic}/events` with `body` (and a bearer `token`):

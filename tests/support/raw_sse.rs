@@ -21,16 +21,31 @@ impl RawSse {
     /// Sends `GET {path}` to `addr`; returns the stream and the response
     /// head (through its blank line).
     pub async fn get(addr: SocketAddr, path: &str) -> (Self, String) {
+        let stream = within("a TCP connection", TcpStream::connect(addr))
+            .await
+            .expect("connecting");
+        Self::get_over(stream, addr, path).await
+    }
+
+    /// Sends `GET {path}` over `stream`, a connection to `addr` that the
+    /// test made itself; returns the stream and the response head.
+    pub async fn get_over(stream: TcpStream, addr: SocketAddr, path: &str) -> (Self, String) {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-        Self::send(addr, &[request.as_str()]).await
+        Self::send_over(stream, &[request.as_str()]).await
     }
 
     /// Sends a request written as `pieces`, each its own write (Nagle
     /// off), to `addr`; returns the stream and the response head.
     pub async fn send(addr: SocketAddr, pieces: &[&str]) -> (Self, String) {
-        let mut stream = within("a TCP connection", TcpStream::connect(addr))
+        let stream = within("a TCP connection", TcpStream::connect(addr))
             .await
             .expect("connecting");
+        Self::send_over(stream, pieces).await
+    }
+
+    /// Sends a request written as `pieces` over `stream`, each its own
+    /// write (Nagle off); returns the stream and the response head.
+    async fn send_over(mut stream: TcpStream, pieces: &[&str]) -> (Self, String) {
         stream.set_nodelay(true).expect("no Nagle");
         for piece in pieces {
             stream.write_all(piece.as_bytes()).await.expect("a request");

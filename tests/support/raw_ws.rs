@@ -24,9 +24,15 @@ pub struct RawWs {
 impl RawWs {
     /// Connects to `path` on `addr` and completes the handshake.
     pub async fn connect(addr: SocketAddr, path: &str) -> Self {
-        let mut stream = within("a TCP connection", TcpStream::connect(addr))
+        let stream = within("a TCP connection", TcpStream::connect(addr))
             .await
             .unwrap();
+        Self::handshake(stream, addr, path).await
+    }
+
+    /// Completes the handshake for `path` over `stream`, a connection to
+    /// `addr` that the test made itself.
+    pub async fn handshake(mut stream: TcpStream, addr: SocketAddr, path: &str) -> Self {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
