@@ -116,6 +116,10 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_RETENTION_INTERVAL", value_name = "DURATION")]
     pub retention_interval: Option<HumanDuration>,
 
+    /// PostgreSQL cluster nodes: how often to compare the store's heads of topics with local subscribers with what was delivered, and re-read what a lost notification left behind; 0s turns it off [default: 1s]
+    #[arg(long, env = "STREAMGAUGE_CLUSTER_POLL", value_name = "DURATION")]
+    pub cluster_poll: Option<HumanDuration>,
+
     /// A topic subscriber whose queue overflows: `catch-up` reads the store, `disconnect` closes it [default: catch-up]
     #[arg(long, env = "STREAMGAUGE_OVERFLOW", value_name = "POLICY")]
     pub overflow: Option<OverflowPolicy>,
@@ -390,6 +394,8 @@ pub struct Config {
     pub retention: Retention,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// How often a cluster node's safety poll runs; `None`: never.
+    pub cluster_poll: Option<Duration>,
     /// What happens to a topic subscriber whose queue overflows.
     pub overflow: OverflowPolicy,
     /// Log filter.
@@ -447,6 +453,7 @@ impl Default for Config {
                 max_age: Duration::from_secs(7 * 24 * 3600),
             },
             retention_interval: Duration::from_secs(10),
+            cluster_poll: Some(Duration::from_secs(1)),
             overflow: OverflowPolicy::CatchUp,
             log: "info".to_owned(),
             workers: None,
@@ -512,6 +519,10 @@ impl Config {
                 max_age: duration(args.retention_age, d.retention.max_age),
             },
             retention_interval: duration(args.retention_interval, d.retention_interval),
+            cluster_poll: match args.cluster_poll {
+                Some(poll) => Some(poll.0).filter(|d| !d.is_zero()),
+                None => d.cluster_poll,
+            },
             overflow: args.overflow.unwrap_or(d.overflow),
             log: args.log.unwrap_or(d.log),
             workers: args.workers.or(d.workers),
@@ -865,6 +876,15 @@ mod tests {
             !format!("{config:?}").contains("\"a\""),
             "tokens must not print"
         );
+    }
+
+    #[test]
+    fn the_cluster_poll_is_on_by_default_and_zero_turns_it_off() {
+        assert_eq!(Config::default().cluster_poll, Some(Duration::from_secs(1)));
+        let config = args(&["--cluster-poll", "250ms"]).load().unwrap();
+        assert_eq!(config.cluster_poll, Some(Duration::from_millis(250)));
+        let config = args(&["--cluster-poll", "0s"]).load().unwrap();
+        assert_eq!(config.cluster_poll, None);
     }
 
     #[test]

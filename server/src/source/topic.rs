@@ -9,7 +9,10 @@
 //! the queue directly; if the queue overflows, the hub hands the queue back
 //! with the last `seq` it pushed, and by policy the source either catches up
 //! from the store again (nothing lost) or ends the stream. A range the store
-//! no longer holds is announced with a gap notice, never skipped silently.
+//! no longer holds is announced with a gap notice, never skipped silently,
+//! and so is a resume point beyond the topic's head, or a store that went
+//! back below what the subscriber received: the stream continues from the
+//! head.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -174,7 +177,15 @@ impl Topic {
             // before the page is read, so one missing from the page was
             // deleted (by retention), not merely not yet visible.
             let head = self.context.store.head(self.name.as_str()).await?;
-            if head <= cursor {
+            if head < cursor {
+                // The store went back below what this subscriber received
+                // (a database restored or failed over): said, never waited
+                // out in silence.
+                self.gap(queue, head + 1, cursor, GapReason::BeyondHead)
+                    .await?;
+                return Ok(head);
+            }
+            if head == cursor {
                 return Ok(cursor);
             }
             let page = self
