@@ -241,10 +241,11 @@ impl Hub {
         })
     }
 
-    /// A notification announced `first..=last` of `name` without bodies.
-    pub fn announce(&self, name: &str, first: u64, last: u64) {
+    /// A notification announced `first..=last` of `name` without bodies;
+    /// `own`: this node committed them.
+    pub fn announce(&self, name: &str, first: u64, last: u64, own: bool) {
         self.step(name, first.saturating_sub(1), |sequence, watched| {
-            sequence.announce(first, last, watched)
+            sequence.announce(first, last, own, watched)
         });
     }
 

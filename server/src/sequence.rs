@@ -196,14 +196,25 @@ impl Sequence {
         }
     }
 
-    /// A notification announced `first..=last` without bodies.
-    pub fn announce(&mut self, first: u64, last: u64, watched: bool) -> Released<'static> {
-        let cause = if first > self.vouched + 1 {
-            Cause::Gap
-        } else {
-            Cause::Bodies
-        };
-        self.vouch(last, cause, watched)
+    /// A notification announced `first..=last` without bodies; `own`: this
+    /// node committed them, and its writer hands them over (unless its
+    /// commit failed to say so: then the next step reads them).
+    pub fn announce(
+        &mut self,
+        first: u64,
+        last: u64,
+        own: bool,
+        watched: bool,
+    ) -> Released<'static> {
+        if first > self.vouched + 1 {
+            return self.vouch(last, Cause::Gap, watched);
+        }
+        if own && watched {
+            self.known = self.known.max(last);
+            self.vouched = self.vouched.max(last);
+            return Released::default();
+        }
+        self.vouch(last, Cause::Bodies, watched)
     }
 
     /// The store's head is `head` (read after a reconnect or by the poll,
@@ -504,13 +515,31 @@ mod tests {
     #[test]
     fn a_notification_without_bodies_is_read_from_the_store() {
         let mut sequence = Sequence::new(3, true);
-        let announced = step(sequence.announce(4, 9, WATCHED));
+        let announced = step(sequence.announce(4, 9, false, WATCHED));
         assert_eq!(announced.read, Some(read(3, 9, Cause::Bodies)));
         let page = step(sequence.page(read(3, 9, Cause::Bodies), &events(4..=9), false, WATCHED));
         assert_eq!(page, released(4..=9, 6));
         // One announced past a lost notification is a gap.
-        let gap = step(sequence.announce(12, 12, WATCHED));
+        let gap = step(sequence.announce(12, 12, false, WATCHED));
         assert_eq!(gap.read, Some(read(9, 12, Cause::Gap)));
+    }
+
+    #[test]
+    fn this_nodes_own_commit_announced_without_bodies_waits_for_its_writer() {
+        let mut sequence = Sequence::new(2, true);
+        // The notification beats the writer: no read, the writer follows.
+        let own = step(sequence.announce(3, 4, true, WATCHED));
+        assert_eq!(own, released([], 0));
+        let writer = step(sequence.offer(&events(3..=4), Via::Writer, WATCHED));
+        assert_eq!(writer, released(3..=4, 2));
+        // The writer's commit failed to say so: the next step reads it.
+        sequence.announce(5, 5, true, WATCHED);
+        let next = step(sequence.offer(&events([6]), Via::Notification, WATCHED));
+        assert_eq!(next.read, Some(read(4, 6, Cause::Bodies)));
+        // One skipping seqs is a gap, whoever committed it.
+        let mut sequence = Sequence::new(2, true);
+        let gap = step(sequence.announce(5, 5, true, WATCHED));
+        assert_eq!(gap.read, Some(read(2, 5, Cause::Gap)));
     }
 
     #[test]
@@ -534,7 +563,7 @@ mod tests {
     #[test]
     fn what_the_store_no_longer_holds_is_jumped_and_members_resync() {
         let mut sequence = Sequence::new(0, true);
-        let wanted = step(sequence.announce(1, 10, WATCHED)).read.unwrap();
+        let wanted = step(sequence.announce(1, 10, false, WATCHED)).read.unwrap();
         // Retention deleted 1..=3 and 9..=10 before the read.
         let page = step(sequence.page(wanted, &events(4..=8), false, WATCHED));
         assert_eq!(
@@ -547,7 +576,9 @@ mod tests {
         );
         assert_eq!(sequence.delivered(), 10);
         // Nothing at all: jumped too.
-        let wanted = step(sequence.announce(11, 12, WATCHED)).read.unwrap();
+        let wanted = step(sequence.announce(11, 12, false, WATCHED))
+            .read
+            .unwrap();
         let empty = step(sequence.page(wanted, &[], false, WATCHED));
         assert_eq!(
             empty,
@@ -569,7 +600,7 @@ mod tests {
         // A poll finds it behind while the read is in flight.
         assert_eq!(step(sequence.head(6, Cause::Poll, WATCHED)).read, None);
         sequence.read_failed(first);
-        let again = step(sequence.announce(7, 7, WATCHED)).read;
+        let again = step(sequence.announce(7, 7, false, WATCHED)).read;
         assert_eq!(again, Some(read(0, 7, Cause::Poll)));
     }
 
@@ -595,7 +626,7 @@ mod tests {
         let unwatched = step(sequence.offer(&events(5..=6), Via::Notification, false));
         assert_eq!(unwatched, released([], 2));
         assert_eq!(sequence.delivered(), 6);
-        assert_eq!(step(sequence.announce(7, 20, false)).read, None);
+        assert_eq!(step(sequence.announce(7, 20, false, false)).read, None);
         assert_eq!(sequence.delivered(), 20);
         // A member joins at 20: the next event follows at once.
         let next = step(sequence.offer(&events([21]), Via::Notification, WATCHED));
@@ -606,7 +637,9 @@ mod tests {
     fn a_store_that_went_back_starts_the_sequence_again() {
         let mut sequence = Sequence::new(50, true);
         sequence.offer(&events([52]), Via::Writer, WATCHED);
-        let stale = step(sequence.announce(51, 60, WATCHED)).read.unwrap();
+        let stale = step(sequence.announce(51, 60, false, WATCHED))
+            .read
+            .unwrap();
         sequence.reset(3);
         assert_eq!(sequence.delivered(), 3);
         // The answer to a read asked before the reset changes nothing.

@@ -63,24 +63,25 @@ impl AppState {
     /// which end with the shutdown.
     pub fn start(config: Config, store: Store, shutdown: Shutdown) -> (Self, JoinHandle<()>) {
         let metrics = Arc::new(Metrics::new());
-        let (hub, reads) = match store.backend() {
-            Backend::Sqlite => (Arc::new(Hub::new()), None),
+        let (store, hub, cluster) = match store.backend() {
+            Backend::Sqlite => (store, Arc::new(Hub::new()), None),
             Backend::Postgres => {
+                let name = cluster::node_name(config.listen);
+                let store = store.with_origin(&name);
                 let (reads, requests) = mpsc::unbounded_channel();
-                (Arc::new(Hub::clustered(reads)), Some(requests))
+                let hub = Arc::new(Hub::clustered(reads));
+                let node = cluster::start(cluster::Parts {
+                    store: store.clone(),
+                    hub: Arc::clone(&hub),
+                    reads: requests,
+                    metrics: metrics.cluster().clone(),
+                    poll: config.cluster_poll,
+                    name,
+                    shutdown: shutdown.clone(),
+                });
+                (store, hub, node)
             }
         };
-        let cluster = reads.and_then(|reads| {
-            cluster::start(cluster::Parts {
-                store: store.clone(),
-                hub: Arc::clone(&hub),
-                reads,
-                metrics: metrics.cluster().clone(),
-                poll: config.cluster_poll,
-                listen: config.listen,
-                shutdown: shutdown.clone(),
-            })
-        });
         let (publisher, writer) = Publisher::start(
             store.clone(),
             Arc::clone(&hub),

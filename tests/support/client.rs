@@ -79,6 +79,23 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Self {
+        within(
+            "the stream to start",
+            Self::try_open(addr, transport, path, headers),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Opens `/{transport}/{path}` on `addr` with extra request `headers`;
+    /// why not, when the server refused or could not be reached. Unbounded:
+    /// the caller bounds the wait.
+    pub async fn try_open(
+        addr: SocketAddr,
+        transport: Transport,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let url = format!(
             "{}://{addr}/{}/{path}",
             scheme(transport),
@@ -90,13 +107,16 @@ impl Client {
                 for (name, value) in headers {
                     request = request.header(*name, *value);
                 }
-                let response = within("SSE response headers", request.send())
+                let response = request
+                    .send()
                     .await
-                    .expect("SSE request");
-                assert_eq!(response.status(), 200, "GET {url}");
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                if response.status() != 200 {
+                    return Err(format!("GET {url}: {}", response.status()));
+                }
                 assert_eq!(response.headers()["content-type"], "text/event-stream");
                 assert_eq!(response.headers()["cache-control"], "no-cache");
-                Client::Sse(SseClient::new(response))
+                Ok(Client::Sse(SseClient::new(response)))
             }
             Transport::Ws => {
                 let mut request = url.as_str().into_client_request().expect("a WebSocket URL");
@@ -109,11 +129,11 @@ impl Client {
                         .headers_mut()
                         .insert(name, HeaderValue::from_str(value).unwrap());
                 }
-                let (socket, response) = within("WebSocket handshake", connect_async(request))
+                let (socket, response) = connect_async(request)
                     .await
-                    .unwrap_or_else(|e| panic!("WebSocket {url}: {e}"));
+                    .map_err(|e| format!("WebSocket {url}: {e}"))?;
                 assert_eq!(response.status(), 101);
-                Client::Ws(Box::new(socket))
+                Ok(Client::Ws(Box::new(socket)))
             }
         }
     }

@@ -50,4 +50,9 @@ impl Database {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Its name on the test PostgreSQL server (`None` for SQLite).
+    pub fn postgres_name(&self) -> Option<&str> {
+        self._postgres.as_ref().map(postgres::FreshDatabase::name)
+    }
 }

@@ -60,7 +60,7 @@ pub async fn run(node: Arc<Node>, pool: PgPool, relay: Relay, cancel: Cancellati
                 received = listener.try_recv() => received,
             };
             match received {
-                Ok(Some(notification)) => handle(&notification, &relay).await,
+                Ok(Some(notification)) => handle(&notification, &node, &relay).await,
                 Ok(None) => {
                     tracing::warn!(node = %node.name(), "the cluster listener lost its connection; reconnecting");
                     break;
@@ -89,26 +89,33 @@ async fn connect(pool: &PgPool, relay: &Relay, node: &Node) -> Result<PgListener
 
 /// Hands what `notification` carries to the hub; one it cannot read makes
 /// the node resync from the store.
-async fn handle(notification: &PgNotification, relay: &Relay) {
+async fn handle(notification: &PgNotification, node: &Node, relay: &Relay) {
     relay.metrics.notifications_received.inc();
     let payload = Bytes::copy_from_slice(notification.payload().as_bytes());
-    match notification::decode(&payload) {
-        Ok(topics) => {
-            for topic in topics {
-                match topic.events {
-                    Some(events) => {
-                        let new = relay.hub.offer(&topic.topic, &events, Via::Notification);
-                        relay.metrics.remote_events("notification", new as u64);
-                    }
-                    None => relay.hub.announce(&topic.topic, topic.first, topic.last),
-                }
-            }
-        }
+    let received = match notification::decode(&payload) {
+        Ok(received) => received,
         Err(e) => {
             tracing::warn!(error = %e, "a notification this version cannot read; resyncing from the store");
             if let Err(e) = relay.resync(Cause::Gap).await {
                 tracing::warn!(error = %e, "resyncing from the store failed; the safety poll retries");
             }
+            return;
+        }
+    };
+    // This node's own commits come back too: they keep the stream whole,
+    // and whichever of them and the writer comes first is delivered.
+    let own = received.origin == node.name();
+    for topic in received.topics {
+        match topic.events {
+            Some(events) => {
+                let new = relay.hub.offer(&topic.topic, &events, Via::Notification);
+                if !own {
+                    relay.metrics.remote_events("notification", new as u64);
+                }
+            }
+            None => relay
+                .hub
+                .announce(&topic.topic, topic.first, topic.last, own),
         }
     }
 }

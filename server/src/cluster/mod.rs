@@ -125,8 +125,9 @@ pub struct Parts {
     pub metrics: ClusterMetrics,
     /// The safety poll's interval; `None` turns it off.
     pub poll: Option<Duration>,
-    /// The address the server listens on, which names the node.
-    pub listen: SocketAddr,
+    /// The node's name ([`node_name`]), which its store's notifications
+    /// carry too.
+    pub name: String,
     /// Ends the tasks; they are tracked by it.
     pub shutdown: Shutdown,
 }
@@ -134,7 +135,7 @@ pub struct Parts {
 /// Starts a node's listener and relay; `None` if the store is not
 /// PostgreSQL.
 pub fn start(parts: Parts) -> Option<Arc<Node>> {
-    let name = node_name(parts.listen);
+    let name = parts.name;
     let pool = parts
         .store
         .listener_pool(&format!("streamgauge-listener {name}"))?;
@@ -172,8 +173,8 @@ pub fn start(parts: Parts) -> Option<Arc<Node>> {
 /// an `application_name`, and the port must stay in them.
 const MAX_HOST: usize = 32;
 
-/// `HOST:PORT` for a server listening on `listen`.
-fn node_name(listen: SocketAddr) -> String {
+/// The name of the node listening on `listen`: `HOST:PORT`.
+pub fn node_name(listen: SocketAddr) -> String {
     let mut host = hostname();
     host.truncate(MAX_HOST);
     format!("{host}:{}", listen.port())

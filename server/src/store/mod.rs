@@ -177,6 +177,9 @@ pub struct Store {
     pool: Pool,
     /// SQLite: the lock on the file, released once the pool has closed.
     lock: Arc<Mutex<Option<lock::FileLock>>>,
+    /// PostgreSQL: the node whose commits this store notifies, as the JSON
+    /// string a notification carries ([`notification::origin`]).
+    origin: Arc<str>,
 }
 
 impl Store {
@@ -221,7 +224,14 @@ impl Store {
         Ok(Self {
             pool,
             lock: Arc::new(Mutex::new(file_lock)),
+            origin: Arc::from(notification::origin("")),
         })
+    }
+
+    /// This store, its commits notified as made by the node `name`.
+    pub fn with_origin(mut self, name: &str) -> Self {
+        self.origin = Arc::from(notification::origin(name));
+        self
     }
 
     /// Closes every connection, waiting for those in use, then releases

@@ -4,16 +4,18 @@
 //! every node listening, in commit order), and its decoding on the
 //! receiving side. Pure: no database here.
 //!
-//! A payload is one line of JSON naming each topic of the commit with its
-//! `seq` range, and the events themselves when they fit:
+//! A payload is one line of JSON naming the node that committed and each
+//! topic of the commit with its `seq` range, and the events themselves
+//! when they fit:
 //!
 //! ```text
-//! {"v":1,"t":[{"n":"orders","f":41,"l":42,"e":[[1795428000120001,{"a":1}],[1795428000120002,{"a":2}]]}]}
-//! {"v":1,"t":[{"n":"orders","f":43,"l":554}]}
+//! {"v":1,"o":"host-a:8080","t":[{"n":"orders","f":41,"l":42,"e":[[1795428000120001,{"a":1}],[1795428000120002,{"a":2}]]}]}
+//! {"v":1,"o":"host-b:8080","t":[{"n":"orders","f":43,"l":554}]}
 //! ```
 //!
-//! `n` the topic, `f` and `l` the first and last `seq`, `e` each event's
-//! `pts` and `data`. PostgreSQL refuses payloads of 8,000 bytes or more, so
+//! `o` the committing node (`""` for a store that is no node), `n` the
+//! topic, `f` and `l` the first and last `seq`, `e` each event's `pts` and
+//! `data`. PostgreSQL refuses payloads of 8,000 bytes or more, so
 //! bodies are inline only while the whole payload stays within
 //! [`MAX_PAYLOAD`]; otherwise every topic gets its range alone and
 //! receivers read the bodies from the store. A commit normally sends one
@@ -49,9 +51,15 @@ struct Run<'a> {
     events: Vec<(u64, &'a str)>,
 }
 
-/// The payloads announcing a commit of `batch`, whose events were given
-/// `seqs` (in batch order). Topics appear in name order.
-pub fn encode(batch: &[Append<'_>], seqs: &[u64]) -> Vec<String> {
+/// `origin` (a node's name) as the JSON string a payload carries.
+pub fn origin(name: &str) -> String {
+    serde_json::to_string(name).expect("a string serializes")
+}
+
+/// The payloads announcing a commit of `batch` by `origin` (from
+/// [`origin`]), whose events were given `seqs` (in batch order). Topics
+/// appear in name order.
+pub fn encode(batch: &[Append<'_>], seqs: &[u64], origin: &str) -> Vec<String> {
     let mut runs: BTreeMap<&str, Run<'_>> = BTreeMap::new();
     for (append, &seq) in batch.iter().zip(seqs) {
         runs.entry(append.topic)
@@ -62,16 +70,17 @@ pub fn encode(batch: &[Append<'_>], seqs: &[u64]) -> Vec<String> {
             .events
             .push((append.pts, append.data));
     }
-    if let Some(inline) = inline(&runs) {
+    let start = format!("{{\"v\":{VERSION},\"o\":{origin},\"t\":[");
+    if let Some(inline) = inline(&start, &runs) {
         return vec![inline];
     }
-    ranges(&runs)
+    ranges(&start, &runs)
 }
 
 /// The one payload with every body, if it fits.
-fn inline(runs: &BTreeMap<&str, Run<'_>>) -> Option<String> {
+fn inline(start: &str, runs: &BTreeMap<&str, Run<'_>>) -> Option<String> {
     let mut out = String::with_capacity(MAX_PAYLOAD);
-    let _ = write!(out, "{{\"v\":{VERSION},\"t\":[");
+    out.push_str(start);
     for (i, (topic, run)) in runs.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -94,10 +103,9 @@ fn inline(runs: &BTreeMap<&str, Run<'_>>) -> Option<String> {
 }
 
 /// Payloads with every topic's range and no bodies, as few as fit.
-fn ranges(runs: &BTreeMap<&str, Run<'_>>) -> Vec<String> {
-    let start = format!("{{\"v\":{VERSION},\"t\":[");
+fn ranges(start: &str, runs: &BTreeMap<&str, Run<'_>>) -> Vec<String> {
     let mut payloads = Vec::new();
-    let mut out = start.clone();
+    let mut out = start.to_owned();
     for (topic, run) in runs {
         let mut entry = String::new();
         put_range(&mut entry, topic, run);
@@ -105,7 +113,7 @@ fn ranges(runs: &BTreeMap<&str, Run<'_>>) -> Vec<String> {
         // Room for a comma and the closing `]}`.
         if out.len() > start.len() && out.len() + entry.len() + 3 > MAX_PAYLOAD {
             out.push_str("]}");
-            payloads.push(std::mem::replace(&mut out, start.clone()));
+            payloads.push(std::mem::replace(&mut out, start.to_owned()));
         }
         if out.len() > start.len() {
             out.push(',');
@@ -122,6 +130,15 @@ fn ranges(runs: &BTreeMap<&str, Run<'_>>) -> Vec<String> {
 fn put_range(out: &mut String, topic: &str, run: &Run<'_>) {
     let last = run.first + run.events.len() as u64 - 1;
     let _ = write!(out, "{{\"n\":\"{topic}\",\"f\":{},\"l\":{last}", run.first);
+}
+
+/// A received notification.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The node that committed (`""` for a store that is no node).
+    pub origin: String,
+    /// Each topic of the commit.
+    pub topics: Vec<Announced>,
 }
 
 /// One topic of a received notification.
@@ -147,6 +164,8 @@ pub struct Unreadable(String);
 struct Payload<'a> {
     v: u32,
     #[serde(borrow)]
+    o: Cow<'a, str>,
+    #[serde(borrow)]
     t: Vec<Entry<'a>>,
 }
 
@@ -165,13 +184,13 @@ struct Entry<'a> {
 /// # Errors
 ///
 /// [`Unreadable`] for anything [`encode`] does not write.
-pub fn decode(payload: &Bytes) -> Result<Vec<Announced>, Unreadable> {
+pub fn decode(payload: &Bytes) -> Result<Received, Unreadable> {
     let text = std::str::from_utf8(payload).map_err(|e| Unreadable(e.to_string()))?;
     let parsed: Payload<'_> = serde_json::from_str(text).map_err(|e| Unreadable(e.to_string()))?;
     if parsed.v != VERSION {
         return Err(Unreadable(format!("version {}", parsed.v)));
     }
-    parsed
+    let topics = parsed
         .t
         .into_iter()
         .map(|entry| {
@@ -210,7 +229,11 @@ pub fn decode(payload: &Bytes) -> Result<Vec<Announced>, Unreadable> {
                 events,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Received {
+        origin: parsed.o.into_owned(),
+        topics,
+    })
 }
 
 #[cfg(test)]
@@ -226,7 +249,13 @@ mod tests {
     }
 
     fn decoded(payload: &str) -> Vec<Announced> {
-        decode(&Bytes::from(payload.to_owned())).unwrap()
+        let received = decode(&Bytes::from(payload.to_owned())).unwrap();
+        assert_eq!(received.origin, "node:1");
+        received.topics
+    }
+
+    fn encode(batch: &[Append<'_>], seqs: &[u64]) -> Vec<String> {
+        super::encode(batch, seqs, &origin("node:1"))
     }
 
     #[test]
@@ -240,7 +269,7 @@ mod tests {
         assert_eq!(
             payloads,
             [concat!(
-                r#"{"v":1,"t":[{"n":"a","f":3,"l":3,"e":[[1000,[1,2]]]},"#,
+                r#"{"v":1,"o":"node:1","t":[{"n":"a","f":3,"l":3,"e":[[1000,[1,2]]]},"#,
                 r#"{"n":"b","f":7,"l":8,"e":[[1000,{"x":1}],[1000,"s"]]}]}"#
             )]
         );
@@ -268,7 +297,7 @@ mod tests {
         let payloads = encode(&batch, &[1, 2, 9]);
         assert_eq!(
             payloads,
-            [r#"{"v":1,"t":[{"n":"a","f":1,"l":2},{"n":"c","f":9,"l":9}]}"#]
+            [r#"{"v":1,"o":"node:1","t":[{"n":"a","f":1,"l":2},{"n":"c","f":9,"l":9}]}"#]
         );
         let topics = decoded(&payloads[0]);
         assert!(topics.iter().all(|t| t.events.is_none()));
@@ -311,12 +340,13 @@ mod tests {
         for bad in [
             "",
             "not json",
-            r#"{"v":2,"t":[]}"#,
-            r#"{"v":1}"#,
-            r#"{"v":1,"t":[{"n":"a","f":5,"l":4}]}"#,
-            r#"{"v":1,"t":[{"n":"a","f":0,"l":4}]}"#,
-            r#"{"v":1,"t":[{"n":"","f":1,"l":1}]}"#,
-            r#"{"v":1,"t":[{"n":"a","f":1,"l":2,"e":[[1,2]]}]}"#,
+            r#"{"v":2,"o":"","t":[]}"#,
+            r#"{"v":1,"o":""}"#,
+            r#"{"v":1,"t":[]}"#,
+            r#"{"v":1,"o":"","t":[{"n":"a","f":5,"l":4}]}"#,
+            r#"{"v":1,"o":"","t":[{"n":"a","f":0,"l":4}]}"#,
+            r#"{"v":1,"o":"","t":[{"n":"","f":1,"l":1}]}"#,
+            r#"{"v":1,"o":"","t":[{"n":"a","f":1,"l":2,"e":[[1,2]]}]}"#,
         ] {
             assert!(decode(&Bytes::from(bad)).is_err(), "{bad:?}");
         }

@@ -110,7 +110,7 @@ impl Store {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            let notifications = Notify::notify(&mut *tx, batch, &seqs).await?;
+            let notifications = Notify::notify(&mut *tx, batch, &seqs, &self.origin).await?;
             tx.commit().await?;
             Commit { seqs, notifications }
         });
@@ -241,24 +241,31 @@ impl Store {
 /// What a commit tells the other nodes: nothing on SQLite (one node
 /// only), a `pg_notify` per payload on PostgreSQL.
 trait Notify {
-    /// Notifies the commit of `batch` (given `seqs`) inside its transaction
-    /// on this connection; returns how many notifications it sent.
+    /// Notifies the commit of `batch` (given `seqs`) by `origin` inside its
+    /// transaction on this connection; returns how many notifications it
+    /// sent.
     fn notify(
         &mut self,
         batch: &[Append<'_>],
         seqs: &[u64],
+        origin: &str,
     ) -> impl Future<Output = Result<usize, sqlx::Error>> + Send;
 }
 
 impl Notify for SqliteConnection {
-    async fn notify(&mut self, _: &[Append<'_>], _: &[u64]) -> Result<usize, sqlx::Error> {
+    async fn notify(&mut self, _: &[Append<'_>], _: &[u64], _: &str) -> Result<usize, sqlx::Error> {
         Ok(0)
     }
 }
 
 impl Notify for PgConnection {
-    async fn notify(&mut self, batch: &[Append<'_>], seqs: &[u64]) -> Result<usize, sqlx::Error> {
-        let payloads = notification::encode(batch, seqs);
+    async fn notify(
+        &mut self,
+        batch: &[Append<'_>],
+        seqs: &[u64],
+        origin: &str,
+    ) -> Result<usize, sqlx::Error> {
+        let payloads = notification::encode(batch, seqs, origin);
         for payload in &payloads {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
