@@ -52,6 +52,7 @@ impl Database {
     }
 
     /// Its name on the test PostgreSQL server (`None` for SQLite).
+    #[allow(dead_code, reason = "only the cluster tests reach into their database")]
     pub fn postgres_name(&self) -> Option<&str> {
         self._postgres.as_ref().map(postgres::FreshDatabase::name)
     }

@@ -38,6 +38,7 @@ impl FreshDatabase {
     }
 
     /// Its name.
+    #[allow(dead_code, reason = "only the cluster tests reach into their database")]
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -45,6 +46,7 @@ impl FreshDatabase {
 
 /// A connection to the test server's `postgres` database, as its
 /// superuser: for what a test does to a database from outside.
+#[allow(dead_code, reason = "only the cluster tests reach into their database")]
 pub async fn admin() -> PgConnection {
     let url = server_url();
     PgConnection::connect(url)

@@ -9,6 +9,11 @@
     reason = "the root tests' PostgreSQL harness, shared"
 )]
 pub(crate) mod postgres;
+#[allow(
+    dead_code,
+    reason = "shared by the test binaries; each uses part of it"
+)]
+pub(crate) mod topic;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -25,21 +30,52 @@ pub(crate) struct Server {
     addr: String,
 }
 
+/// The binary, to run on `database` in `dir`.
+fn command(database: &str, dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"));
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            database,
+            "--log",
+            "warn",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    command
+}
+
+#[allow(dead_code, reason = "only the cluster test expects a refusal")]
+/// Runs the binary on `database` in `dir` expecting it to exit at once
+/// (within the readiness wait): its exit code and what it wrote to stderr.
+pub(crate) fn exit_of(database: &str, dir: &Path) -> (Option<i32>, String) {
+    let mut child = command(database, dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning streamgauge-server");
+    let stderr = child.stderr.take().expect("its stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        let _ = tx.send(text);
+    });
+    let Ok(stderr) = rx.recv_timeout(READY) else {
+        let _ = child.kill();
+        panic!("streamgauge-server did not exit within {READY:?}");
+    };
+    let status = child.wait().expect("reaping the server");
+    (status.code(), stderr)
+}
+
 impl Server {
     /// Starts the binary on `database`, in `dir`, and waits for its
     /// readiness line.
     pub(crate) fn start(database: &str, dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                database,
-                "--log",
-                "warn",
-            ])
-            .current_dir(dir)
-            .stdin(Stdio::null())
+        let mut child = command(database, dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
