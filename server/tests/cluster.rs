@@ -10,9 +10,10 @@ mod process;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use process::topic::{Acked, Subscriber, WAIT, assert_contiguous, publisher};
+use process::topic::{
+    Acked, Subscriber, WAIT, assert_contiguous, http_clients, publisher, until_acked,
+};
 use process::{Server, exit_of, postgres};
 use tokio::sync::Notify;
 
@@ -32,13 +33,7 @@ async fn subscribers_of_a_killed_node_resume_on_the_others_and_lose_nothing() {
     let mut nodes: Vec<Server> = (0..3)
         .map(|_| Server::start(database.url(), dir.path()))
         .collect();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    // Streams outlive any request timeout: bounded by `WAIT` instead.
-    let streams = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (http, streams) = http_clients();
     // Two subscribers on the node to be killed, from the start.
     let mut doomed = Vec::new();
     for _ in 0..2 {
@@ -67,13 +62,7 @@ async fn subscribers_of_a_killed_node_resume_on_the_others_and_lose_nothing() {
             ))
         })
         .collect();
-    tokio::time::timeout(WAIT, async {
-        while acked.lock().unwrap().len() < BEFORE_KILL {
-            notify.notified().await;
-        }
-    })
-    .await
-    .expect("publishes acknowledged before the kill");
+    until_acked(&acked, &notify, BEFORE_KILL).await;
     nodes.remove(0).kill();
     // Each subscriber's stream breaks; it resumes on another node from
     // the last seq it received.

@@ -13,9 +13,10 @@ mod process;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use process::topic::{Acked, Subscriber, WAIT, assert_contiguous, publisher};
+use process::topic::{
+    Acked, Subscriber, WAIT, assert_contiguous, http_clients, publisher, until_acked,
+};
 use process::{Server, postgres};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -57,13 +58,7 @@ async fn publish_each(
 
 async fn acknowledged_events_survive_a_kill(database: &str) {
     let dir = tempfile::tempdir().expect("a working directory");
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    // Streams outlive any request timeout: bounded by `WAIT` instead.
-    let streams = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (http, streams) = http_clients();
     let server = Server::start(database, dir.path());
     // A subscriber connected from the start, through the kill.
     let connected = Subscriber::open(&streams, &server, TOPIC, 0).await;
@@ -82,13 +77,7 @@ async fn acknowledged_events_survive_a_kill(database: &str) {
             ))
         })
         .collect();
-    tokio::time::timeout(WAIT, async {
-        while acked.lock().unwrap().len() < BEFORE_KILL {
-            notify.notified().await;
-        }
-    })
-    .await
-    .expect("publishes acknowledged before the kill");
+    until_acked(&acked, &notify, BEFORE_KILL).await;
     // Publishers are mid-flight: some publishes are committed and not yet
     // acknowledged, some not committed at all.
     server.kill();

@@ -47,6 +47,19 @@ fn command(database: &str, dir: &Path) -> Command {
     command
 }
 
+/// What `read` makes of `from`, read on a thread of its own, within the
+/// readiness wait.
+fn read_within<R: std::io::Read + Send + 'static>(
+    from: R,
+    read: impl FnOnce(BufReader<R>) -> String + Send + 'static,
+) -> Result<String, mpsc::RecvTimeoutError> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read(BufReader::new(from)));
+    });
+    rx.recv_timeout(READY)
+}
+
 #[allow(dead_code, reason = "only the cluster test expects a refusal")]
 /// Runs the binary on `database` in `dir` expecting it to exit at once
 /// (within the readiness wait): its exit code and what it wrote to stderr.
@@ -57,13 +70,12 @@ pub(crate) fn exit_of(database: &str, dir: &Path) -> (Option<i32>, String) {
         .spawn()
         .expect("spawning streamgauge-server");
     let stderr = child.stderr.take().expect("its stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let read = read_within(stderr, |mut stderr| {
         let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
-        let _ = tx.send(text);
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
     });
-    let Ok(stderr) = rx.recv_timeout(READY) else {
+    let Ok(stderr) = read else {
         let _ = child.kill();
         panic!("streamgauge-server did not exit within {READY:?}");
     };
@@ -81,13 +93,12 @@ impl Server {
             .spawn()
             .expect("spawning streamgauge-server");
         let stdout = child.stdout.take().expect("its stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let line = read_within(stdout, |mut stdout| {
             let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(READY).expect("the readiness line");
+            let _ = stdout.read_line(&mut line);
+            line
+        })
+        .expect("the readiness line");
         let addr = line
             .trim_end()
             .strip_prefix("listening on http://")

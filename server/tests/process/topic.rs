@@ -13,6 +13,33 @@ use super::Server;
 /// The longest any wait may take.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
+/// The HTTP clients of a test: one for requests (each bounded), one for
+/// streams (which outlive any request timeout: bounded by [`WAIT`]).
+pub(crate) fn http_clients() -> (reqwest::Client, reqwest::Client) {
+    let requests = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client");
+    let streams = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client");
+    (requests, streams)
+}
+
+/// Waits until `acked` holds `count` publishes (`notify` says when it
+/// grows).
+pub(crate) async fn until_acked(acked: &Acked, notify: &Notify, count: usize) {
+    tokio::time::timeout(WAIT, async {
+        while acked.lock().unwrap().len() < count {
+            notify.notified().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} publishes acknowledged within {WAIT:?}"));
+}
+
 /// What the publishers were acknowledged: seq -> the body's `k`.
 pub(crate) type Acked = Arc<Mutex<BTreeMap<u64, u64>>>;
 
