@@ -3,7 +3,8 @@
 //! reaches every subscriber on every node once, in `seq` order: with
 //! publishers on every node at once, while a node's listening connection
 //! is cut off, when a notification is lost, while PostgreSQL restarts,
-//! and beside a subscriber that does not read. (`kill -9` of a node needs
+//! and beside a subscriber that does not read. A database that went back
+//! is announced, never waited out. (`kill -9` of a node needs
 //! the binary: `server/tests/cluster.rs`.)
 
 use std::collections::BTreeMap;
@@ -269,6 +270,51 @@ async fn a_lost_notification_is_made_good_by_the_next_one_or_by_the_poll() {
         resyncs(m, "poll") >= 1.0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_went_back_is_announced_and_strands_no_subscriber() {
+    let mut config = support::config();
+    config.cluster_poll = Some(Duration::from_millis(200));
+    let cluster = Nodes::start(2, config).await;
+    let (watching, publishing) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut live = watching.open(Transport::Ws, "topics/back?since=0").await;
+    for i in 1..=5 {
+        publishing.publish("back", &json!(i)).await;
+    }
+    for expected in 1..=5 {
+        assert_eq!(seq(&live.next_event().await), expected);
+    }
+    // The database loses its last three events (a restore, a failover to
+    // a replica that lacked them).
+    let mut db = PgConnection::connect(cluster.database.url()).await.unwrap();
+    sqlx::query("DELETE FROM events WHERE topic = 'back' AND seq > 2")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE topics SET head = 2 WHERE name = 'back'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // The live subscriber is told, never left waiting for 6.
+    assert_eq!(
+        live.next_item().await,
+        Item::Gap(json!({ "from": 3, "to": 5, "reason": "beyond_head" }))
+    );
+    // A new subscriber on the node that had fanned out 5 is not refused
+    // for ever.
+    let mut new = publishing.open(Transport::Sse, "topics/back?since=0").await;
+    for expected in 1..=2 {
+        assert_eq!(seq(&new.next_event().await), expected);
+    }
+    publishing
+        .wait_for("the new subscriber to join the live tail", |m| {
+            m.get("streamgauge_topic_live_subscribers") == 1.0
+        })
+        .await;
+    assert_eq!(watching.publish("back", &json!("again")).await, 3);
+    assert_eq!(seq(&live.next_event().await), 3);
+    assert_eq!(seq(&new.next_event().await), 3);
 }
 
 /// How a publisher fared while PostgreSQL restarted.

@@ -46,6 +46,15 @@ pub struct Handback {
     pub why: Why,
 }
 
+/// A join refused: events after the joiner's cursor were fanned out.
+#[derive(Debug)]
+pub struct Refused {
+    /// The queue sender, back to the joiner.
+    pub queue: Sender,
+    /// The last `seq` fanned out: the joiner must read the store up to it.
+    pub delivered: u64,
+}
+
 /// A store read a topic's sequence asks for, for the cluster relay.
 #[derive(Debug, Clone)]
 pub struct ReadRequest {
@@ -169,14 +178,15 @@ impl Hub {
     ///
     /// # Errors
     ///
-    /// Gives `queue` back when events after `cursor` have already been
-    /// fanned out: the caller must read them from the store, then join again.
+    /// [`Refused`], with `queue`, when events after `cursor` have already
+    /// been fanned out: the caller must read them from the store, then join
+    /// again.
     pub fn join(
         self: &Arc<Self>,
         name: &str,
         cursor: u64,
         queue: Sender,
-    ) -> Result<Membership, Sender> {
+    ) -> Result<Membership, Refused> {
         let mut topics = self.lock_topics();
         // A topic without an entry has had nothing fanned out since start:
         // the joiner's view of the store is the latest there is.
@@ -184,8 +194,9 @@ impl Hub {
             .entry(name.to_owned())
             .or_insert_with(|| self.new_topic(cursor));
         let mut state = lock(topic);
-        if state.sequence.delivered() > cursor {
-            return Err(queue);
+        let delivered = state.sequence.delivered();
+        if delivered > cursor {
+            return Err(Refused { queue, delivered });
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (back, handed_back) = oneshot::channel();
@@ -462,8 +473,9 @@ mod tests {
         let hub = Arc::new(Hub::new());
         hub.publish("t", &events(1..=5));
         let (tx, _rx) = queue(100);
-        let tx = hub.join("t", 3, tx).unwrap_err();
-        assert!(hub.join("t", 5, tx).is_ok());
+        let refused = hub.join("t", 3, tx).unwrap_err();
+        assert_eq!(refused.delivered, 5);
+        assert!(hub.join("t", 5, refused.queue).is_ok());
     }
 
     #[tokio::test]

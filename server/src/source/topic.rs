@@ -124,8 +124,11 @@ impl Source for Topic {
                 let mut membership = match self.context.hub.join(self.name.as_str(), cursor, queue)
                 {
                     Ok(membership) => membership,
-                    Err(back) => {
-                        queue = back;
+                    Err(refused) => {
+                        queue = refused.queue;
+                        if let Err(stop) = Box::pin(self.after_refusal(refused.delivered)).await {
+                            return self.stop(queue, stop);
+                        }
                         continue;
                     }
                 };
@@ -167,6 +170,25 @@ impl Topic {
             return Ok(head);
         }
         Ok(self.since)
+    }
+
+    /// After the hub refused a join because it fanned out events up to
+    /// `delivered`: those were committed, so a head below them now means
+    /// the store went back (restored, failed over). The hub then starts the
+    /// topic again from the head; otherwise every join would be refused,
+    /// for good.
+    async fn after_refusal(&self, delivered: u64) -> Result<(), Stop> {
+        let head = self.context.store.head(self.name.as_str()).await?;
+        if head < delivered {
+            tracing::warn!(
+                topic = %self.name,
+                head,
+                delivered,
+                "the store's head went back below what was delivered; starting the topic again from it"
+            );
+            self.context.hub.reset(self.name.as_str(), head);
+        }
+        Ok(())
     }
 
     /// Reads the store from `cursor` into the queue until it has nothing
