@@ -292,9 +292,7 @@ impl Hub {
         if let Some(topic) = topic {
             let mut state = lock(&topic);
             state.sequence.reset(head);
-            for member in state.members.drain(..) {
-                hand_back(member, Why::Resync);
-            }
+            hand_back_all(&mut state.members);
         }
     }
 
@@ -331,9 +329,7 @@ impl Hub {
         let released = run(&mut state.sequence, watched);
         fan_out(&mut state.members, &released.events);
         if released.resync {
-            for member in state.members.drain(..) {
-                hand_back(member, Why::Resync);
-            }
+            hand_back_all(&mut state.members);
         }
         drop(state);
         if let (Some(read), Some(reads)) = (released.read, &self.reads) {
@@ -351,9 +347,7 @@ impl Hub {
     pub fn resync(&self, name: &str) {
         let topic = self.lock_topics().get(name).cloned();
         if let Some(topic) = topic {
-            for member in lock(&topic).members.drain(..) {
-                hand_back(member, Why::Resync);
-            }
+            hand_back_all(&mut lock(&topic).members);
         }
     }
 
@@ -383,6 +377,13 @@ fn fan_out(members: &mut Vec<Member>, events: &[Event]) {
             Outcome::Gone => drop(members.swap_remove(i)),
             Outcome::HandBack(why) => hand_back(members.swap_remove(i), why),
         }
+    }
+}
+
+/// Hands every member back to catch up from the store.
+fn hand_back_all(members: &mut Vec<Member>) {
+    for member in members.drain(..) {
+        hand_back(member, Why::Resync);
     }
 }
 
