@@ -241,15 +241,14 @@ impl Hub {
     }
 
     /// Takes `events` (committed, consecutive, of topic `name`) from `via`
-    /// and fans out what follows what was fanned out before; returns how
-    /// many were new here.
-    pub fn offer(&self, name: &str, events: &[Event], via: Via) -> usize {
+    /// and fans out what follows what was fanned out before.
+    pub fn offer(&self, name: &str, events: &[Event], via: Via) {
         let Some(first) = events.first() else {
-            return 0;
+            return;
         };
         self.step(name, first.seq.saturating_sub(1), |sequence, watched| {
             sequence.offer(events, via, watched)
-        })
+        });
     }
 
     /// A notification announced `first..=last` of `name` without bodies;
@@ -269,11 +268,11 @@ impl Hub {
     }
 
     /// The store answered `read` of `name` with `events` (`full`: cut at
-    /// the page size); returns how many were new here.
-    pub fn page(&self, name: &str, read: Read, events: &[Event], full: bool) -> usize {
+    /// the page size).
+    pub fn page(&self, name: &str, read: Read, events: &[Event], full: bool) {
         self.step(name, read.after, |sequence, watched| {
             sequence.page(read, events, full, watched)
-        })
+        });
     }
 
     /// `read` of `name` failed; the next notification or poll asks again.
@@ -316,13 +315,13 @@ impl Hub {
     /// Runs one step of `name`'s sequence under its lock (creating the
     /// entry as having delivered `delivered` if it has none), fans out what
     /// it releases, hands members back if it jumped, and passes on the read
-    /// it asks for. Returns how many events were new here.
+    /// it asks for.
     fn step<'a>(
         &self,
         name: &str,
         delivered: u64,
         run: impl FnOnce(&mut Sequence, bool) -> Released<'a>,
-    ) -> usize {
+    ) {
         let topic = self.published_topic(name, delivered);
         let mut state = lock(&topic);
         let watched = !state.members.is_empty();
@@ -339,7 +338,6 @@ impl Hub {
                 read,
             });
         }
-        released.accepted
     }
 
     /// Hands every live member of `name` back to catch up from the store:
@@ -559,14 +557,14 @@ mod tests {
         // This node committed 2 before the notification of another node's
         // 1 arrived: 2 waits for it.
         hub.publish("t", &events(2..=2));
-        assert_eq!(hub.offer("t", &events(1..=2), Via::Notification), 1);
+        hub.offer("t", &events(1..=2), Via::Notification);
         // A notification that skipped 3..=4 asks the relay to read them.
         hub.offer("t", &events(5..=5), Via::Notification);
         let request = requests.try_recv().expect("a read request");
         assert_eq!(request.topic, "t");
         assert_eq!((request.read.after, request.read.upto), (2, 5));
         assert_eq!(request.read.cause, Cause::Gap);
-        assert_eq!(hub.page("t", request.read, &events(3..=5), false), 2);
+        hub.page("t", request.read, &events(3..=5), false);
         assert_eq!(drain(&mut rx).await, [1, 2, 3, 4, 5]);
         assert_eq!(hub.watched(), [("t".to_owned(), 5)]);
     }

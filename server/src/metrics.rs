@@ -172,8 +172,9 @@ impl ClusterMetrics {
             .inc();
     }
 
-    /// Counts `n` events from other nodes handed to the hub, `via` a
-    /// notification or the store.
+    /// Counts `n` events other nodes committed, announced to this node
+    /// with their bodies (`via` `notification`) or without (`store`: read
+    /// back).
     pub fn remote_events(&self, via: &'static str, n: u64) {
         if n > 0 {
             self.remote_events
@@ -422,8 +423,8 @@ impl Metrics {
         );
         registry.register(
             "cluster_remote_events",
-            "Events committed by other nodes handed to this node's fan-out, by how they came \
-             (notification, store)",
+            "Events committed by other nodes that this node heard of, by where their bodies \
+             came from: notification (carried inline) or store (too large to notify, read back)",
             cluster.remote_events.clone(),
         );
         registry.register(

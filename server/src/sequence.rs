@@ -97,8 +97,6 @@ pub struct Released<'a> {
     /// Events to fan out now, in this order. Consecutive, except where the
     /// sequence jumped over `seq`s that will never come.
     pub events: Cow<'a, [Event]>,
-    /// Events that were new to this node (not duplicates).
-    pub accepted: usize,
     /// A store read to start.
     pub read: Option<Read>,
     /// The sequence jumped past `seq`s it has nothing to fan out for: every
@@ -164,7 +162,7 @@ impl Sequence {
             self.vouched = self.vouched.max(last.seq);
         }
         if !watched {
-            return self.skip(events, last.seq);
+            return self.skip(last.seq);
         }
         if self.early.is_empty() && first.seq <= self.delivered + 1 {
             // The usual case: the events follow what was released.
@@ -175,12 +173,11 @@ impl Sequence {
             self.delivered = last.seq;
             return Released {
                 events: Cow::Borrowed(&events[start..]),
-                accepted: events.len() - start,
                 read: self.want_read(if gap { Cause::Gap } else { Cause::Bodies }),
                 resync: false,
             };
         }
-        let accepted = self.buffer(events);
+        self.buffer(events);
         let mut released = self.drain();
         let mut resync = false;
         if via == Via::Writer && !self.clustered {
@@ -190,7 +187,6 @@ impl Sequence {
         self.bound();
         Released {
             events: Cow::Owned(released),
-            accepted,
             read: self.want_read(if gap { Cause::Gap } else { Cause::Bodies }),
             resync,
         }
@@ -253,9 +249,9 @@ impl Sequence {
         self.known = self.known.max(last);
         self.vouched = self.vouched.max(last);
         if !watched {
-            return self.skip(events, last);
+            return self.skip(last);
         }
-        let accepted = self.buffer(events);
+        self.buffer(events);
         let mut released = self.drain();
         // Up to `end`, the store answered for every `seq`: one it did not
         // return is gone.
@@ -264,7 +260,6 @@ impl Sequence {
         self.bound();
         Released {
             events: Cow::Owned(released),
-            accepted,
             read: self.want_read(Cause::Bodies),
             resync,
         }
@@ -284,7 +279,7 @@ impl Sequence {
         self.known = self.known.max(upto);
         self.vouched = self.vouched.max(upto);
         if !watched {
-            return self.skip(&[], upto);
+            return self.skip(upto);
         }
         Released {
             read: self.want_read(cause),
@@ -294,28 +289,21 @@ impl Sequence {
 
     /// No member to deliver to: nothing to order, only how far the topic
     /// has gone to remember.
-    fn skip<'a>(&mut self, events: &'a [Event], last: u64) -> Released<'a> {
-        let fresh = events.iter().filter(|e| e.seq > self.delivered).count();
+    fn skip(&mut self, last: u64) -> Released<'static> {
         self.delivered = self.delivered.max(self.known).max(last);
         self.clear_early();
         self.wanted = None;
-        Released {
-            accepted: fresh,
-            ..Released::default()
-        }
+        Released::default()
     }
 
-    /// Keeps the events not yet released; returns how many were new.
-    fn buffer(&mut self, events: &[Event]) -> usize {
-        let mut accepted = 0;
+    /// Keeps the events not yet released.
+    fn buffer(&mut self, events: &[Event]) {
         for event in events.iter().filter(|e| e.seq > self.delivered) {
             if let std::collections::btree_map::Entry::Vacant(slot) = self.early.entry(event.seq) {
                 self.early_bytes += event.data.len();
                 slot.insert(event.clone());
-                accepted += 1;
             }
         }
-        accepted
     }
 
     /// Releases the early events that now follow what was released.
@@ -411,7 +399,6 @@ mod tests {
     #[derive(Debug, PartialEq, Eq)]
     struct Step {
         seqs: Vec<u64>,
-        accepted: usize,
         read: Option<Read>,
         resync: bool,
     }
@@ -419,16 +406,14 @@ mod tests {
     fn step(released: Released<'_>) -> Step {
         Step {
             seqs: released.events.iter().map(|e| e.seq).collect(),
-            accepted: released.accepted,
             read: released.read,
             resync: released.resync,
         }
     }
 
-    fn released(seqs: impl IntoIterator<Item = u64>, accepted: usize) -> Step {
+    fn released(seqs: impl IntoIterator<Item = u64>) -> Step {
         Step {
             seqs: seqs.into_iter().collect(),
-            accepted,
             read: None,
             resync: false,
         }
@@ -451,7 +436,7 @@ mod tests {
         let batch = events(1..=3);
         let out = sequence.offer(&batch, Via::Writer, WATCHED);
         assert!(matches!(out.events, Cow::Borrowed(_)));
-        assert_eq!(step(out), released(1..=3, 3));
+        assert_eq!(step(out), released(1..=3));
         assert_eq!(sequence.delivered(), 3);
     }
 
@@ -461,13 +446,13 @@ mod tests {
         sequence.offer(&events(1..=3), Via::Writer, WATCHED);
         // This node's own commit, notified back to it.
         let again = step(sequence.offer(&events(1..=3), Via::Notification, WATCHED));
-        assert_eq!(again, released([], 0));
+        assert_eq!(again, released([]));
         // An overlap: only what is new.
         let overlap = step(sequence.offer(&events(2..=5), Via::Notification, WATCHED));
-        assert_eq!(overlap, released([4, 5], 2));
+        assert_eq!(overlap, released([4, 5]));
         // A store page repeating it all.
         let page = step(sequence.page(read(0, 5, Cause::Bodies), &events(1..=5), false, WATCHED));
-        assert_eq!(page, released([], 0));
+        assert_eq!(page, released([]));
     }
 
     #[test]
@@ -475,12 +460,12 @@ mod tests {
         let mut sequence = Sequence::new(4, true);
         // This node committed 6 just after another node committed 5.
         let early = step(sequence.offer(&events([6]), Via::Writer, WATCHED));
-        assert_eq!(early, released([], 1));
+        assert_eq!(early, released([]));
         let filled = step(sequence.offer(&events([5]), Via::Notification, WATCHED));
-        assert_eq!(filled, released([5, 6], 1));
+        assert_eq!(filled, released([5, 6]));
         // Its own notification of 6 follows: a duplicate.
         let own = step(sequence.offer(&events([6]), Via::Notification, WATCHED));
-        assert_eq!(own, released([], 0));
+        assert_eq!(own, released([]));
     }
 
     #[test]
@@ -488,7 +473,7 @@ mod tests {
         // One node on SQLite: a commit that failed to say so left seq 2.
         let mut sequence = Sequence::new(1, false);
         let jumped = step(sequence.offer(&events([3]), Via::Writer, WATCHED));
-        assert_eq!(jumped, released([3], 1));
+        assert_eq!(jumped, released([3]));
         assert_eq!(sequence.delivered(), 3);
     }
 
@@ -501,15 +486,15 @@ mod tests {
             held,
             Step {
                 read: Some(wanted),
-                ..released([], 2)
+                ..released([])
             }
         );
         // More arrives while the read is in flight: no second read.
         let more = step(sequence.offer(&events([7]), Via::Notification, WATCHED));
-        assert_eq!(more, released([], 1));
+        assert_eq!(more, released([]));
         // The store answers with everything after 2 it holds at its snapshot.
         let page = step(sequence.page(wanted, &events(3..=6), false, WATCHED));
-        assert_eq!(page, released(3..=7, 2));
+        assert_eq!(page, released(3..=7));
     }
 
     #[test]
@@ -518,7 +503,7 @@ mod tests {
         let announced = step(sequence.announce(4, 9, false, WATCHED));
         assert_eq!(announced.read, Some(read(3, 9, Cause::Bodies)));
         let page = step(sequence.page(read(3, 9, Cause::Bodies), &events(4..=9), false, WATCHED));
-        assert_eq!(page, released(4..=9, 6));
+        assert_eq!(page, released(4..=9));
         // One announced past a lost notification is a gap.
         let gap = step(sequence.announce(12, 12, false, WATCHED));
         assert_eq!(gap.read, Some(read(9, 12, Cause::Gap)));
@@ -529,9 +514,9 @@ mod tests {
         let mut sequence = Sequence::new(2, true);
         // The notification beats the writer: no read, the writer follows.
         let own = step(sequence.announce(3, 4, true, WATCHED));
-        assert_eq!(own, released([], 0));
+        assert_eq!(own, released([]));
         let writer = step(sequence.offer(&events(3..=4), Via::Writer, WATCHED));
-        assert_eq!(writer, released(3..=4, 2));
+        assert_eq!(writer, released(3..=4));
         // The writer's commit failed to say so: the next step reads it.
         sequence.announce(5, 5, true, WATCHED);
         let next = step(sequence.offer(&events([6]), Via::Notification, WATCHED));
@@ -553,11 +538,11 @@ mod tests {
             page,
             Step {
                 read: Some(read(4, 10, Cause::Bodies)),
-                ..released(1..=4, 4)
+                ..released(1..=4)
             }
         );
         let last = step(sequence.page(read(4, 10, Cause::Bodies), &events(5..=10), false, WATCHED));
-        assert_eq!(last, released(5..=10, 6));
+        assert_eq!(last, released(5..=10));
     }
 
     #[test]
@@ -570,7 +555,7 @@ mod tests {
             page,
             Step {
                 resync: true,
-                ..released(4..=8, 5)
+                ..released(4..=8)
             },
             "9..=10 jumped with no event to show"
         );
@@ -584,7 +569,7 @@ mod tests {
             empty,
             Step {
                 resync: true,
-                ..released([], 0)
+                ..released([])
             }
         );
         assert_eq!(sequence.delivered(), 12);
@@ -615,22 +600,22 @@ mod tests {
         assert_eq!(wanted, read(5, 8, Cause::Reconnect));
         // Notifications after the reconnect overlap the read: no gap.
         let overlap = step(sequence.offer(&events(8..=9), Via::Notification, WATCHED));
-        assert_eq!(overlap, released([], 2));
+        assert_eq!(overlap, released([]));
         let page = step(sequence.page(wanted, &events(6..=8), false, WATCHED));
-        assert_eq!(page, released(6..=9, 2));
+        assert_eq!(page, released(6..=9));
     }
 
     #[test]
     fn a_topic_without_members_only_remembers_how_far_it_has_gone() {
         let mut sequence = Sequence::new(0, true);
         let unwatched = step(sequence.offer(&events(5..=6), Via::Notification, false));
-        assert_eq!(unwatched, released([], 2));
+        assert_eq!(unwatched, released([]));
         assert_eq!(sequence.delivered(), 6);
         assert_eq!(step(sequence.announce(7, 20, false, false)).read, None);
         assert_eq!(sequence.delivered(), 20);
         // A member joins at 20: the next event follows at once.
         let next = step(sequence.offer(&events([21]), Via::Notification, WATCHED));
-        assert_eq!(next, released([21], 1));
+        assert_eq!(next, released([21]));
     }
 
     #[test]
@@ -645,11 +630,11 @@ mod tests {
         // The answer to a read asked before the reset changes nothing.
         assert_eq!(
             step(sequence.page(stale, &[], false, WATCHED)),
-            released([], 0)
+            released([])
         );
         assert_eq!(sequence.delivered(), 3);
         let next = step(sequence.offer(&events([4]), Via::Writer, WATCHED));
-        assert_eq!(next, released([4], 1));
+        assert_eq!(next, released([4]));
     }
 
     #[test]
@@ -663,7 +648,7 @@ mod tests {
         assert!(sequence.early.len() <= MAX_EARLY_EVENTS);
         // The stream comes back with 1; only 1 is vouched for yet.
         let one = step(sequence.offer(&events([1]), Via::Notification, WATCHED));
-        assert_eq!(one, released([1], 1));
+        assert_eq!(one, released([1]));
         // A poll vouches for the rest: what was dropped is read.
         let wanted = step(sequence.head(far, Cause::Poll, WATCHED)).read;
         assert_eq!(wanted, Some(read(1, far, Cause::Poll)));

@@ -106,16 +106,22 @@ async fn handle(notification: &PgNotification, node: &Node, relay: &Relay) {
     // and whichever of them and the writer comes first is delivered.
     let own = received.origin == node.name();
     for topic in received.topics {
+        let count = topic.last - topic.first + 1;
         match topic.events {
             Some(events) => {
-                let new = relay.hub.offer(&topic.topic, &events, Via::Notification);
+                relay.hub.offer(&topic.topic, &events, Via::Notification);
                 if !own {
-                    relay.metrics.remote_events("notification", new as u64);
+                    relay.metrics.remote_events("notification", count);
                 }
             }
-            None => relay
-                .hub
-                .announce(&topic.topic, topic.first, topic.last, own),
+            None => {
+                relay
+                    .hub
+                    .announce(&topic.topic, topic.first, topic.last, own);
+                if !own {
+                    relay.metrics.remote_events("store", count);
+                }
+            }
         }
     }
 }

@@ -57,8 +57,7 @@ impl Relay {
         match self.store.read(&topic, read.after, PAGE).await {
             Ok(page) => {
                 let full = page.len() == PAGE as usize;
-                let new = self.hub.page(&topic, read, &page, full);
-                self.metrics.remote_events("store", new as u64);
+                self.hub.page(&topic, read, &page, full);
             }
             Err(e) => {
                 tracing::warn!(%topic, error = %e, "reading missed events from the store failed; retrying at the next notification or poll");
