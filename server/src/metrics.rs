@@ -131,18 +131,19 @@ impl TopicMetrics {
     }
 }
 
-/// A label naming a cluster resync's cause, a way events came, or the
-/// listener's state.
+/// Why a cluster node resynced (`gap`, `reconnect`, `poll`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CauseLabels {
     cause: &'static str,
 }
 
+/// Where remote events' bodies came from (`notification`, `store`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ViaLabels {
     via: &'static str,
 }
 
+/// A cluster listener's state (`listener_down`, `resyncing`, `up`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,

@@ -92,6 +92,7 @@ pub async fn resuming_subscriber(
 ) -> Vec<Value> {
     let mut events: Vec<Value> = Vec::new();
     let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    let mut retry = tokio::time::interval(Duration::from_millis(50));
     loop {
         let since = events.last().map_or(0, seq);
         let path = format!("topics/{topic}?since={since}");
@@ -102,7 +103,7 @@ pub async fn resuming_subscriber(
                     tokio::time::Instant::now() < deadline,
                     "{transport:?}: could not resume after {since}: {refused}"
                 );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                retry.tick().await;
                 continue;
             }
         };
