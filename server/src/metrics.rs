@@ -641,6 +641,29 @@ mod tests {
     }
 
     #[test]
+    fn cluster_metrics_are_exposed_under_conventional_names() {
+        let metrics = Metrics::new();
+        let cluster = metrics.cluster();
+        cluster.set_listener_state(ListenerState::Resyncing);
+        cluster.resynced(Cause::Reconnect);
+        cluster.remote_events("store", 3);
+        cluster.notifications_received.inc();
+        metrics.topics().notifications_sent.inc();
+        let text = metrics.encode(Exposition::Prometheus);
+        for line in [
+            "streamgauge_cluster_listener_state{state=\"resyncing\"} 1",
+            "streamgauge_cluster_listener_state{state=\"up\"} 0",
+            "streamgauge_cluster_resyncs_total{cause=\"reconnect\"} 1",
+            "streamgauge_cluster_remote_events_total{via=\"store\"} 3",
+            "streamgauge_cluster_notifications_received_total 1",
+            "streamgauge_cluster_notifications_sent_total 1",
+            "streamgauge_cluster_store_reads_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn prometheus_text_types_the_sample_names_and_drops_what_0_0_4_lacks() {
         let openmetrics = concat!(
             "# HELP a_seconds Time spent.\n",
