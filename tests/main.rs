@@ -10,6 +10,7 @@
 mod support;
 
 mod backpressure;
+mod cluster;
 mod demo;
 mod http1;
 mod limits;

@@ -3,7 +3,8 @@
 //! as a child process of its own (the load generator does).
 //!
 //! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on a bad
-//! flag, environment variable or config file.
+//! flag, environment variable or config file, or an SQLite database that
+//! another server holds.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Args;
 use crate::shutdown::Signals;
-use crate::store::redact;
+use crate::store::{self, redact};
 use crate::{Config, Shutdown, Store, heap, run};
 
 /// Runs the server as the program invoked with `args` (the first being the
@@ -49,6 +50,11 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     drop(profiling);
     match served {
         Ok(()) => ExitCode::SUCCESS,
+        // Not a failure of the server: it must not be started there.
+        Err(e) if matches!(e.downcast_ref(), Some(store::Error::Locked { .. })) => {
+            eprintln!("streamgauge-server: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE

@@ -140,6 +140,10 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_RETENTION_INTERVAL", value_name = "DURATION")]
     pub retention_interval: Option<HumanDuration>,
 
+    /// PostgreSQL cluster nodes: how often to compare the store's heads of topics with local subscribers with what was delivered, and re-read what a lost notification left behind; 0s turns it off
+    #[arg(long, env = "STREAMGAUGE_CLUSTER_POLL", value_name = "DURATION")]
+    pub cluster_poll: Option<HumanDuration>,
+
     /// A topic subscriber whose queue overflows: `catch-up` reads the store, `disconnect` closes it
     #[arg(long, env = "STREAMGAUGE_OVERFLOW", value_name = "POLICY")]
     pub overflow: Option<OverflowPolicy>,
@@ -251,6 +255,7 @@ fn defaults() -> Args {
         retention_events: Some(1_000_000),
         retention_age: seconds(7 * 24 * 3600),
         retention_interval: seconds(10),
+        cluster_poll: seconds(1),
         overflow: Some(OverflowPolicy::CatchUp),
         log: Some("info".to_owned()),
         // One per core: the runtime's own default.
@@ -480,6 +485,8 @@ pub struct Config {
     pub retention: Retention,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// How often a cluster node's safety poll runs; `None`: never.
+    pub cluster_poll: Option<Duration>,
     /// What happens to a topic subscriber whose queue overflows.
     pub overflow: OverflowPolicy,
     /// Log filter.
@@ -547,6 +554,7 @@ impl Config {
             retention_events: Some(retention_events),
             retention_age: Some(HumanDuration(retention_age)),
             retention_interval: Some(HumanDuration(retention_interval)),
+            cluster_poll: Some(HumanDuration(cluster_poll)),
             overflow: Some(overflow),
             log: Some(log),
             workers,
@@ -596,6 +604,7 @@ impl Config {
                 max_age: retention_age,
             },
             retention_interval,
+            cluster_poll: Some(cluster_poll).filter(|poll| !poll.is_zero()),
             overflow,
             log,
             workers,
@@ -1018,6 +1027,15 @@ mod tests {
             !format!("{config:?}").contains("\"a\""),
             "tokens must not print"
         );
+    }
+
+    #[test]
+    fn the_cluster_poll_is_on_by_default_and_zero_turns_it_off() {
+        assert_eq!(Config::default().cluster_poll, Some(Duration::from_secs(1)));
+        let config = args(&["--cluster-poll", "250ms"]).load().unwrap();
+        assert_eq!(config.cluster_poll, Some(Duration::from_millis(250)));
+        let config = args(&["--cluster-poll", "0s"]).load().unwrap();
+        assert_eq!(config.cluster_poll, None);
     }
 
     #[test]

@@ -8,18 +8,23 @@
 //! event out of sequence, is handed back to its source with its queue and
 //! the last `seq` it received, and the source catches up from the store.
 //!
-//! The hub knows nothing of the store or of sockets. Every topic published
-//! since start keeps a small entry (its last `seq`), which is what makes a
-//! join safe against a publish racing it.
+//! Events reach the hub from this node's writer and, on PostgreSQL, from
+//! the other nodes of a cluster ([`crate::cluster`]): each topic's
+//! [`Sequence`] puts them in `seq` order and drops duplicates, and the store
+//! reads it asks for to fill a hole go to the cluster relay as
+//! [`ReadRequest`]s. The hub knows nothing of the store or of sockets.
+//! Every topic that events reached since start keeps a small entry (its
+//! sequence), which is what makes a join safe against a publish racing it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::{Event, Item};
 use crate::queue::{Sender, TryPushError};
+use crate::sequence::{Cause, Read, Released, Sequence, Via};
 
 /// Why a member was handed back to its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,24 @@ pub struct Handback {
     pub why: Why,
 }
 
+/// A join refused: events after the joiner's cursor were fanned out.
+#[derive(Debug)]
+pub struct Refused {
+    /// The queue sender, back to the joiner.
+    pub queue: Sender,
+    /// The last `seq` fanned out: the joiner must read the store up to it.
+    pub delivered: u64,
+}
+
+/// A store read a topic's sequence asks for, for the cluster relay.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    /// The topic.
+    pub topic: String,
+    /// What to read.
+    pub read: Read,
+}
+
 #[derive(Debug)]
 struct Member {
     id: u64,
@@ -50,13 +73,14 @@ struct Member {
     back: oneshot::Sender<Handback>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TopicState {
-    /// The last `seq` fanned out (or known to the first joiner).
-    last_seq: u64,
-    /// Whether any event was fanned out since start. Such an entry is kept
-    /// for good (its `last_seq` is what makes a racing join safe), so their
-    /// number is bounded by the topics published, like the store's.
+    /// The order of the topic's events on this node; its last `seq`
+    /// released is the last one fanned out (or known to the first joiner).
+    sequence: Sequence,
+    /// Whether any event reached this entry since start. Such an entry is
+    /// kept for good (its sequence is what makes a racing join safe), so
+    /// their number is bounded by the topics published, like the store's.
     published: bool,
     members: Vec<Member>,
 }
@@ -79,6 +103,12 @@ fn lock(topic: &Topic) -> MutexGuard<'_, TopicState> {
 pub struct Hub {
     topics: Mutex<Topics>,
     next_id: AtomicU64,
+    /// Where store reads go, on a cluster node; `None` on a single node
+    /// (SQLite), which has no notification stream to wait for.
+    ///
+    /// Unbounded: a topic has at most one read in flight, so the requests
+    /// queued are bounded by the topics with live members.
+    reads: Option<mpsc::UnboundedSender<ReadRequest>>,
 }
 
 /// A live subscription; dropping it leaves the topic.
@@ -125,9 +155,18 @@ enum Outcome {
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub for a single node: only its own writer publishes.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty hub for a cluster node: events also come from the other
+    /// nodes, and the store reads that fill holes go to `reads`.
+    pub fn clustered(reads: mpsc::UnboundedSender<ReadRequest>) -> Self {
+        Self {
+            reads: Some(reads),
+            ..Self::default()
+        }
     }
 
     fn lock_topics(&self) -> MutexGuard<'_, Topics> {
@@ -139,26 +178,25 @@ impl Hub {
     ///
     /// # Errors
     ///
-    /// Gives `queue` back when events after `cursor` have already been
-    /// fanned out: the caller must read them from the store, then join again.
+    /// [`Refused`], with `queue`, when events after `cursor` have already
+    /// been fanned out: the caller must read them from the store, then join
+    /// again.
     pub fn join(
         self: &Arc<Self>,
         name: &str,
         cursor: u64,
         queue: Sender,
-    ) -> Result<Membership, Sender> {
+    ) -> Result<Membership, Refused> {
         let mut topics = self.lock_topics();
         // A topic without an entry has had nothing fanned out since start:
         // the joiner's view of the store is the latest there is.
-        let topic = topics.entry(name.to_owned()).or_insert_with(|| {
-            Arc::new(Mutex::new(TopicState {
-                last_seq: cursor,
-                ..TopicState::default()
-            }))
-        });
+        let topic = topics
+            .entry(name.to_owned())
+            .or_insert_with(|| self.new_topic(cursor));
         let mut state = lock(topic);
-        if state.last_seq > cursor {
-            return Err(queue);
+        let delivered = state.sequence.delivered();
+        if delivered > cursor {
+            return Err(Refused { queue, delivered });
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (back, handed_back) = oneshot::channel();
@@ -176,36 +214,129 @@ impl Hub {
         })
     }
 
-    /// The entry of `name`, marked published (created with `last_seq` if it
-    /// has none).
-    fn published_topic(&self, name: &str, last_seq: u64) -> Topic {
+    fn new_topic(&self, delivered: u64) -> Topic {
+        Arc::new(Mutex::new(TopicState {
+            sequence: Sequence::new(delivered, self.reads.is_some()),
+            published: false,
+            members: Vec::new(),
+        }))
+    }
+
+    /// The entry of `name`, marked published (created as having delivered
+    /// `delivered` if it has none).
+    fn published_topic(&self, name: &str, delivered: u64) -> Topic {
         let mut topics = self.lock_topics();
-        let topic = topics.entry(name.to_owned()).or_insert_with(|| {
-            Arc::new(Mutex::new(TopicState {
-                last_seq,
-                ..TopicState::default()
-            }))
-        });
+        let topic = topics
+            .entry(name.to_owned())
+            .or_insert_with(|| self.new_topic(delivered));
         lock(topic).published = true;
         Arc::clone(topic)
     }
 
-    /// Pushes `events` (committed, consecutive, of topic `name`) to every
-    /// member of `name`.
+    /// Pushes `events` (committed by this node's writer, consecutive, of
+    /// topic `name`) to every member of `name`, in order with what other
+    /// nodes committed.
     pub fn publish(&self, name: &str, events: &[Event]) {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        self.offer(name, events, Via::Writer);
+    }
+
+    /// Takes `events` (committed, consecutive, of topic `name`) from `via`
+    /// and fans out what follows what was fanned out before.
+    pub fn offer(&self, name: &str, events: &[Event], via: Via) {
+        let Some(first) = events.first() else {
             return;
         };
-        let topic = self.published_topic(name, first.seq - 1);
+        self.step(name, first.seq.saturating_sub(1), |sequence, watched| {
+            sequence.offer(events, via, watched)
+        });
+    }
+
+    /// A notification announced `first..=last` of `name` without bodies;
+    /// `own`: this node committed them.
+    pub fn announce(&self, name: &str, first: u64, last: u64, own: bool) {
+        self.step(name, first.saturating_sub(1), |sequence, watched| {
+            sequence.announce(first, last, own, watched)
+        });
+    }
+
+    /// The store's head of `name` is `head` (read for `cause`), at least
+    /// what the hub had delivered when [`Hub::watched`] said so.
+    pub fn head(&self, name: &str, head: u64, cause: Cause) {
+        self.step(name, head, |sequence, watched| {
+            sequence.head(head, cause, watched)
+        });
+    }
+
+    /// The store answered `read` of `name` with `events` (`full`: cut at
+    /// the page size).
+    pub fn page(&self, name: &str, read: Read, events: &[Event], full: bool) {
+        self.step(name, read.after, |sequence, watched| {
+            sequence.page(read, events, full, watched)
+        });
+    }
+
+    /// `read` of `name` failed; the next notification or poll asks again.
+    pub fn read_failed(&self, name: &str, read: Read) {
+        let topic = self.lock_topics().get(name).cloned();
+        if let Some(topic) = topic {
+            lock(&topic).sequence.read_failed(read);
+        }
+    }
+
+    /// The store of `name` went back to `head`, below what was fanned out
+    /// (a database restored or failed over): every member catches up from
+    /// the store, which tells it so, and the topic starts again from there.
+    pub fn reset(&self, name: &str, head: u64) {
+        let topic = self.lock_topics().get(name).cloned();
+        if let Some(topic) = topic {
+            let mut state = lock(&topic);
+            state.sequence.reset(head);
+            hand_back_all(&mut state.members);
+        }
+    }
+
+    /// The topics with live members here, each with the last `seq` fanned
+    /// out: what a resync or a poll compares with the store's heads.
+    pub fn watched(&self) -> Vec<(String, u64)> {
+        let topics: Vec<(String, Topic)> = self
+            .lock_topics()
+            .iter()
+            .map(|(name, topic)| (name.clone(), Arc::clone(topic)))
+            .collect();
+        topics
+            .into_iter()
+            .filter_map(|(name, topic)| {
+                let state = lock(&topic);
+                (!state.members.is_empty()).then(|| (name, state.sequence.delivered()))
+            })
+            .collect()
+    }
+
+    /// Runs one step of `name`'s sequence under its lock (creating the
+    /// entry as having delivered `delivered` if it has none), fans out what
+    /// it releases, hands members back if it jumped, and passes on the read
+    /// it asks for.
+    fn step<'a>(
+        &self,
+        name: &str,
+        delivered: u64,
+        run: impl FnOnce(&mut Sequence, bool) -> Released<'a>,
+    ) {
+        let topic = self.published_topic(name, delivered);
         let mut state = lock(&topic);
-        state.last_seq = state.last_seq.max(last.seq);
-        let mut i = 0;
-        while i < state.members.len() {
-            match deliver(&mut state.members[i], events) {
-                Outcome::Keep => i += 1,
-                Outcome::Gone => drop(state.members.swap_remove(i)),
-                Outcome::HandBack(why) => hand_back(state.members.swap_remove(i), why),
-            }
+        let watched = !state.members.is_empty();
+        let released = run(&mut state.sequence, watched);
+        fan_out(&mut state.members, &released.events);
+        if released.resync {
+            hand_back_all(&mut state.members);
+        }
+        drop(state);
+        if let (Some(read), Some(reads)) = (released.read, &self.reads) {
+            // The relay is gone only at shutdown.
+            let _ = reads.send(ReadRequest {
+                topic: name.to_owned(),
+                read,
+            });
         }
     }
 
@@ -214,9 +345,7 @@ impl Hub {
     pub fn resync(&self, name: &str) {
         let topic = self.lock_topics().get(name).cloned();
         if let Some(topic) = topic {
-            for member in lock(&topic).members.drain(..) {
-                hand_back(member, Why::Resync);
-            }
+            hand_back_all(&mut lock(&topic).members);
         }
     }
 
@@ -230,6 +359,29 @@ impl Hub {
     #[cfg(test)]
     fn tracked_topics(&self) -> usize {
         self.lock_topics().len()
+    }
+}
+
+/// Pushes `events` to every member, handing back those that cannot take
+/// them.
+fn fan_out(members: &mut Vec<Member>, events: &[Event]) {
+    if events.is_empty() {
+        return;
+    }
+    let mut i = 0;
+    while i < members.len() {
+        match deliver(&mut members[i], events) {
+            Outcome::Keep => i += 1,
+            Outcome::Gone => drop(members.swap_remove(i)),
+            Outcome::HandBack(why) => hand_back(members.swap_remove(i), why),
+        }
+    }
+}
+
+/// Hands every member back to catch up from the store.
+fn hand_back_all(members: &mut Vec<Member>) {
+    for member in members.drain(..) {
+        hand_back(member, Why::Resync);
     }
 }
 
@@ -320,8 +472,9 @@ mod tests {
         let hub = Arc::new(Hub::new());
         hub.publish("t", &events(1..=5));
         let (tx, _rx) = queue(100);
-        let tx = hub.join("t", 3, tx).unwrap_err();
-        assert!(hub.join("t", 5, tx).is_ok());
+        let refused = hub.join("t", 3, tx).unwrap_err();
+        assert_eq!(refused.delivered, 5);
+        assert!(hub.join("t", 5, refused.queue).is_ok());
     }
 
     #[tokio::test]
@@ -392,5 +545,41 @@ mod tests {
         assert_eq!(hub.live_members(), 1);
         drop(member);
         assert_eq!(hub.live_members(), 0);
+    }
+
+    #[tokio::test]
+    async fn on_a_cluster_node_events_from_every_source_reach_members_once_in_order() {
+        let (reads, mut requests) = mpsc::unbounded_channel();
+        let hub = Arc::new(Hub::clustered(reads));
+        let (tx, mut rx) = queue(100);
+        let _member = hub.join("t", 0, tx).unwrap();
+        assert_eq!(hub.watched(), [("t".to_owned(), 0)]);
+        // This node committed 2 before the notification of another node's
+        // 1 arrived: 2 waits for it.
+        hub.publish("t", &events(2..=2));
+        hub.offer("t", &events(1..=2), Via::Notification);
+        // A notification that skipped 3..=4 asks the relay to read them.
+        hub.offer("t", &events(5..=5), Via::Notification);
+        let request = requests.try_recv().expect("a read request");
+        assert_eq!(request.topic, "t");
+        assert_eq!((request.read.after, request.read.upto), (2, 5));
+        assert_eq!(request.read.cause, Cause::Gap);
+        hub.page("t", request.read, &events(3..=5), false);
+        assert_eq!(drain(&mut rx).await, [1, 2, 3, 4, 5]);
+        assert_eq!(hub.watched(), [("t".to_owned(), 5)]);
+    }
+
+    #[tokio::test]
+    async fn a_reset_hands_every_member_back_and_starts_the_topic_again() {
+        let (reads, _requests) = mpsc::unbounded_channel();
+        let hub = Arc::new(Hub::clustered(reads));
+        let (tx, _rx) = queue(10);
+        let mut member = hub.join("t", 0, tx).unwrap();
+        hub.publish("t", &events(1..=9));
+        hub.reset("t", 2);
+        let back = member.handed_back().await.unwrap();
+        assert_eq!((back.cursor, back.why), (9, Why::Resync));
+        // The store's head is where joins start again.
+        assert!(hub.join("t", 2, back.queue).is_ok());
     }
 }

@@ -24,8 +24,11 @@
 //!   [`source::topic`], [`source::replay`]).
 //! - [`store`]: topic events and the replay dataset in SQLite or
 //!   PostgreSQL; [`retention`] trims it. [`publish`]: the single writer that
-//!   group-commits publishes; [`hub`]: fan-out to live subscribers;
-//!   [`auth`]: bearer tokens.
+//!   group-commits publishes; [`hub`]: fan-out to live subscribers, each
+//!   topic's events put in order by its [`sequence`]; [`cluster`]: several
+//!   servers on one PostgreSQL database (each commit notifies the others,
+//!   which listen, and read from the store what they missed); [`auth`]:
+//!   bearer tokens.
 //! - [`queue`]: the bounded per-connection queue, where backpressure lives.
 //! - [`writer`]: the batching writer; [`protocol`]: the event envelope and
 //!   its framing.
@@ -44,6 +47,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod direct;
@@ -62,6 +66,7 @@ pub mod protocol;
 pub mod publish;
 pub mod queue;
 pub mod retention;
+pub mod sequence;
 pub mod serve;
 pub mod session;
 pub mod shutdown;
@@ -87,8 +92,12 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 /// stream cleanly (SSE end of body, WebSocket close 1001), commits the
 /// publishes already accepted, and closes the store, all within the
 /// configured deadline. A drain that overruns its deadline is logged: the
-/// streams left are abandoned.
-pub async fn run(listener: TcpListener, config: Config, store: Store, shutdown: Shutdown) {
+/// streams left are abandoned. On PostgreSQL the server is a cluster node,
+/// named after the address it listens on.
+pub async fn run(listener: TcpListener, mut config: Config, store: Store, shutdown: Shutdown) {
+    if let Ok(addr) = listener.local_addr() {
+        config.listen = addr;
+    }
     let deadline = config.shutdown_timeout;
     let (state, writer) = AppState::start(config, store.clone(), shutdown.clone());
     if state.auth.publishing_is_open() {

@@ -19,9 +19,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::cluster::ListenerState;
 use crate::disconnect::Disconnect;
 use crate::process::ProcessCollector;
 use crate::queue::Depth;
+use crate::sequence::Cause;
 
 /// The transport a stream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +106,9 @@ pub struct TopicMetrics {
     pub published: Counter,
     /// Events per group commit.
     pub commit_events: BatchHistogram,
+    /// Notifications sent to the other nodes of a cluster (PostgreSQL):
+    /// one per commit, not per event.
+    pub notifications_sent: Counter,
     /// Events deleted by retention.
     pub retention_deleted: Counter,
     /// Trade rows read from the store by replay streams.
@@ -123,6 +128,71 @@ impl TopicMetrics {
     /// Counts a gap notice sent for `reason`.
     pub fn gap_sent(&self, reason: &'static str) {
         self.gaps.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
+/// Why a cluster node resynced (`gap`, `reconnect`, `poll`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+/// Where remote events' bodies came from (`notification`, `store`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ViaLabels {
+    via: &'static str,
+}
+
+/// A cluster listener's state (`listener_down`, `resyncing`, `up`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// The metrics of a cluster node (PostgreSQL); they stay at zero on
+/// SQLite, which runs no listener.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    /// Notifications received by the listener (this node's own commits'
+    /// included).
+    pub notifications_received: Counter,
+    /// Pages read from the store by the relay, for any reason.
+    pub store_reads: Counter,
+    resyncs: Family<CauseLabels, Counter>,
+    remote_events: Family<ViaLabels, Counter>,
+    listener_state: Family<StateLabels, Gauge>,
+}
+
+impl ClusterMetrics {
+    /// Counts a topic re-read from the store because of `cause`.
+    pub fn resynced(&self, cause: Cause) {
+        self.resyncs
+            .get_or_create(&CauseLabels {
+                cause: cause.label(),
+            })
+            .inc();
+    }
+
+    /// Counts `n` events other nodes committed, announced to this node
+    /// with their bodies (`via` `notification`) or without (`store`: read
+    /// back).
+    pub fn remote_events(&self, via: &'static str, n: u64) {
+        if n > 0 {
+            self.remote_events
+                .get_or_create(&ViaLabels { via })
+                .inc_by(n);
+        }
+    }
+
+    /// Sets the listener's state: 1 for `state`, 0 for the others.
+    pub fn set_listener_state(&self, state: ListenerState) {
+        for each in ListenerState::ALL {
+            self.listener_state
+                .get_or_create(&StateLabels {
+                    state: each.label(),
+                })
+                .set(i64::from(each == state));
+        }
     }
 }
 
@@ -220,6 +290,7 @@ pub struct Metrics {
     queue_events: Family<TransportLabels, Gauge>,
     queue_bytes: Family<TransportLabels, Gauge>,
     topics: TopicMetrics,
+    cluster: ClusterMetrics,
     live_subscribers: Gauge,
 }
 
@@ -326,6 +397,44 @@ impl Metrics {
             live_subscribers.clone(),
         );
 
+        let cluster = ClusterMetrics::default();
+        registry.register(
+            "cluster_notifications_sent",
+            "Notifications this node's commits sent to the other nodes (PostgreSQL): one per \
+             commit, not per event",
+            topics.notifications_sent.clone(),
+        );
+        registry.register(
+            "cluster_notifications_received",
+            "Notifications received by this node's listener, its own commits' included",
+            cluster.notifications_received.clone(),
+        );
+        registry.register(
+            "cluster_resyncs",
+            "Topics re-read from the store because notifications were missed, by cause: gap \
+             (a notification skipped seqs), reconnect (the listener reconnected), poll (the \
+             safety poll found the store ahead)",
+            cluster.resyncs.clone(),
+        );
+        registry.register(
+            "cluster_store_reads",
+            "Pages of events read from the store to fill holes or fetch bodies too large for a \
+             notification",
+            cluster.store_reads.clone(),
+        );
+        registry.register(
+            "cluster_remote_events",
+            "Events committed by other nodes that this node heard of, by where their bodies \
+             came from: notification (carried inline) or store (too large to notify, read back)",
+            cluster.remote_events.clone(),
+        );
+        registry.register(
+            "cluster_listener_state",
+            "1 for the state this node's listener is in (listener_down, resyncing, up), 0 for \
+             the others; all 0 without a cluster (SQLite)",
+            cluster.listener_state.clone(),
+        );
+
         let for_transport = |transport| {
             let labels = TransportLabels { transport };
             TransportMetrics {
@@ -347,6 +456,7 @@ impl Metrics {
             queue_events,
             queue_bytes,
             topics,
+            cluster,
             live_subscribers,
         }
     }
@@ -354,6 +464,11 @@ impl Metrics {
     /// The topic metrics.
     pub fn topics(&self) -> &TopicMetrics {
         &self.topics
+    }
+
+    /// The cluster metrics.
+    pub fn cluster(&self) -> &ClusterMetrics {
+        &self.cluster
     }
 
     /// Sets the live topic subscribers gauge (done at scrape time).
@@ -523,6 +638,29 @@ mod tests {
         assert!(text.contains("process_cpu_seconds_total "), "{text}");
         assert!(text.contains("process_resident_memory_bytes "));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn cluster_metrics_are_exposed_under_conventional_names() {
+        let metrics = Metrics::new();
+        let cluster = metrics.cluster();
+        cluster.set_listener_state(ListenerState::Resyncing);
+        cluster.resynced(Cause::Reconnect);
+        cluster.remote_events("store", 3);
+        cluster.notifications_received.inc();
+        metrics.topics().notifications_sent.inc();
+        let text = metrics.encode(Exposition::Prometheus);
+        for line in [
+            "streamgauge_cluster_listener_state{state=\"resyncing\"} 1",
+            "streamgauge_cluster_listener_state{state=\"up\"} 0",
+            "streamgauge_cluster_resyncs_total{cause=\"reconnect\"} 1",
+            "streamgauge_cluster_remote_events_total{via=\"store\"} 3",
+            "streamgauge_cluster_notifications_received_total 1",
+            "streamgauge_cluster_notifications_sent_total 1",
+            "streamgauge_cluster_store_reads_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

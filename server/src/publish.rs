@@ -190,7 +190,12 @@ async fn commit(group: &mut Vec<Request>, store: &Store, hub: &Hub, metrics: &To
     let committed = store.append(&appends).await;
     drop(appends);
     let seqs = match committed {
-        Ok(seqs) => seqs,
+        Ok(commit) => {
+            metrics
+                .notifications_sent
+                .inc_by(commit.notifications as u64);
+            commit.seqs
+        }
         Err(e) => {
             tracing::error!(error = %e, events = group.len(), "committing publishes failed");
             metrics.publish_failed("storage", group.len() as u64);

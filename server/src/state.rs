@@ -1,13 +1,16 @@
 //! The state shared by every handler: configuration, metrics, the live
-//! connections, the store, the hub, the publisher, the access rules and the
-//! shutdown handle. Cheap to clone (`Arc` fields and handles).
+//! connections, the store, the hub, the publisher, the cluster node, the
+//! access rules and the shutdown handle. Cheap to clone (`Arc` fields and
+//! handles).
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, OverCapacity};
 use crate::auth::Auth;
+use crate::cluster::{self, Node};
 use crate::config::Config;
 use crate::connections::{BatchCounts, Connections};
 use crate::error::ApiError;
@@ -19,7 +22,7 @@ use crate::session::{Session, Settings};
 use crate::shutdown::Shutdown;
 use crate::source::replay::Replay;
 use crate::source::topic::{OverflowPolicy, Topic, TopicContext};
-use crate::store::{self, Store};
+use crate::store::{self, Backend, Store};
 
 /// What handlers share.
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Hands publishes to the single writer.
     pub publisher: Publisher,
+    /// This server as a node of a cluster (PostgreSQL); `None` on SQLite.
+    pub cluster: Option<Arc<Node>>,
     /// Who may publish and read.
     pub auth: Arc<Auth>,
     /// The shutdown handle every stream watches.
@@ -53,10 +58,30 @@ pub struct AppState {
 impl AppState {
     /// State for a server running with `config` over `store` until
     /// `shutdown`; also starts the publish writer, which ends once every
-    /// clone of this state is dropped (await the handle to know).
+    /// clone of this state is dropped (await the handle to know), and on
+    /// PostgreSQL the cluster node's tasks (named after `config.listen`),
+    /// which end with the shutdown.
     pub fn start(config: Config, store: Store, shutdown: Shutdown) -> (Self, JoinHandle<()>) {
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new());
+        let (store, hub, cluster) = match store.backend() {
+            Backend::Sqlite => (store, Arc::new(Hub::new()), None),
+            Backend::Postgres => {
+                let name = cluster::node_name(config.listen);
+                let store = store.with_origin(&name);
+                let (reads, requests) = mpsc::unbounded_channel();
+                let hub = Arc::new(Hub::clustered(reads));
+                let node = cluster::start(cluster::Parts {
+                    store: store.clone(),
+                    hub: Arc::clone(&hub),
+                    reads: requests,
+                    metrics: metrics.cluster().clone(),
+                    poll: config.cluster_poll,
+                    name,
+                    shutdown: shutdown.clone(),
+                });
+                (store, hub, node)
+            }
+        };
         let (publisher, writer) = Publisher::start(
             store.clone(),
             Arc::clone(&hub),
@@ -88,6 +113,7 @@ impl AppState {
             store,
             hub,
             publisher,
+            cluster,
             shutdown,
             sessions,
             topics,

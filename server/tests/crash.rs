@@ -12,15 +12,14 @@
 mod process;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
+use process::topic::{
+    Acked, Subscriber, WAIT, assert_contiguous, http_clients, publisher, until_acked,
+};
 use process::{Server, postgres};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-
-/// The longest any wait may take.
-const WAIT: Duration = Duration::from_secs(20);
 
 /// Publishers writing at once.
 const PUBLISHERS: u64 = 16;
@@ -33,107 +32,6 @@ const TOPIC: &str = "crash";
 
 /// The `k`s published after the restart (apart from the publishers').
 const AFTER_RESTART: std::ops::Range<u64> = 999_000_000..999_000_100;
-
-/// What the publishers were acknowledged: seq -> the body's `k`.
-type Acked = Arc<Mutex<BTreeMap<u64, u64>>>;
-
-/// Publishes `{"k": …}` until the server stops answering; records every
-/// `201`.
-async fn publisher(
-    http: reqwest::Client,
-    url: String,
-    first_k: u64,
-    acked: Acked,
-    notify: Arc<Notify>,
-) {
-    for k in first_k.. {
-        let Ok(response) = http.post(&url).json(&json!({ "k": k })).send().await else {
-            return;
-        };
-        if response.status() != 201 {
-            return;
-        }
-        let Ok(answer) = response.json::<Value>().await else {
-            return;
-        };
-        let seq = answer["seq"].as_u64().expect("a seq in the 201");
-        acked.lock().unwrap().insert(seq, k);
-        notify.notify_one();
-    }
-}
-
-/// A subscriber to the topic over SSE.
-struct Subscriber {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Subscriber {
-    /// Subscribes from `since`.
-    async fn open(http: &reqwest::Client, server: &Server, since: u64) -> Self {
-        let url = server.url(&format!("/sse/topics/{TOPIC}?since={since}"));
-        let response = tokio::time::timeout(WAIT, http.get(url).send())
-            .await
-            .expect("subscribing in time")
-            .expect("subscribing");
-        assert_eq!(response.status(), 200);
-        Self {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event's seq and body `k`; `None` once the stream has ended
-    /// or broken. A gap notice fails the test.
-    async fn next(&mut self) -> Option<(u64, u64)> {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                    continue;
-                };
-                let event: Value = serde_json::from_str(data).expect("an event");
-                assert!(event.get("gap").is_none(), "a gap notice: {event}");
-                return Some((
-                    event["seq"].as_u64().expect("a seq"),
-                    event["data"]["k"].as_u64().expect("a k"),
-                ));
-            }
-            let chunk = self.response.chunk().await.ok()??;
-            self.buffer
-                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-        }
-    }
-
-    /// Events (seq, `k`), in order, until seq `last` has arrived.
-    async fn read_through(&mut self, last: u64) -> Vec<(u64, u64)> {
-        let mut events = Vec::new();
-        tokio::time::timeout(WAIT, async {
-            while events.last().is_none_or(|&(seq, _)| seq < last) {
-                events.push(self.next().await.expect("the stream went on"));
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("timed out reading the topic up to seq {last}"));
-        events
-    }
-
-    /// Every event until the stream breaks.
-    async fn read_to_the_end(mut self) -> Vec<(u64, u64)> {
-        let mut events = Vec::new();
-        while let Some(event) = self.next().await {
-            events.push(event);
-        }
-        events
-    }
-}
-
-/// Asserts that `events` are seqs `first..` with no gap and no duplicate.
-fn assert_contiguous(events: &[(u64, u64)], first: u64, what: &str) {
-    let seqs: Vec<u64> = events.iter().map(|&(seq, _)| seq).collect();
-    let wanted: Vec<u64> = (first..first + seqs.len() as u64).collect();
-    assert_eq!(seqs, wanted, "{what}: seqs not contiguous from {first}");
-}
 
 /// Publishes `{"k": …}` for each of `ks`, one after the other, expecting
 /// `201`s; records them in `acked`.
@@ -160,16 +58,10 @@ async fn publish_each(
 
 async fn acknowledged_events_survive_a_kill(database: &str) {
     let dir = tempfile::tempdir().expect("a working directory");
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    // Streams outlive any request timeout: bounded by `WAIT` instead.
-    let streams = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (http, streams) = http_clients();
     let server = Server::start(database, dir.path());
     // A subscriber connected from the start, through the kill.
-    let connected = Subscriber::open(&streams, &server, 0).await;
+    let connected = Subscriber::open(&streams, &server, TOPIC, 0).await;
     let connected = tokio::spawn(connected.read_to_the_end());
     let acked: Acked = Arc::default();
     let notify = Arc::new(Notify::new());
@@ -179,19 +71,13 @@ async fn acknowledged_events_survive_a_kill(database: &str) {
             tokio::spawn(publisher(
                 http.clone(),
                 url.clone(),
-                p * 1_000_000,
+                p * 1_000_000..u64::MAX,
                 Arc::clone(&acked),
                 Arc::clone(&notify),
             ))
         })
         .collect();
-    tokio::time::timeout(WAIT, async {
-        while acked.lock().unwrap().len() < BEFORE_KILL {
-            notify.notified().await;
-        }
-    })
-    .await
-    .expect("publishes acknowledged before the kill");
+    until_acked(&acked, &notify, BEFORE_KILL).await;
     // Publishers are mid-flight: some publishes are committed and not yet
     // acknowledged, some not committed at all.
     server.kill();
@@ -211,7 +97,7 @@ async fn acknowledged_events_survive_a_kill(database: &str) {
     let last = *acked.lock().unwrap().keys().next_back().unwrap();
 
     let server = Server::start(database, dir.path());
-    let events = Subscriber::open(&streams, &server, 0)
+    let events = Subscriber::open(&streams, &server, TOPIC, 0)
         .await
         .read_through(last)
         .await;
@@ -235,7 +121,7 @@ async fn acknowledged_events_survive_a_kill(database: &str) {
     // The subscriber connected through the kill resumes from its own last
     // seq, and gets every event once: those it missed, then those
     // published after the restart.
-    let mut resumed = Subscriber::open(&streams, &server, resume_at).await;
+    let mut resumed = Subscriber::open(&streams, &server, TOPIC, resume_at).await;
     publish_each(&http, &server, AFTER_RESTART, &acked).await;
     let last = *acked.lock().unwrap().keys().next_back().unwrap();
     let after_kill = resumed.read_through(last).await;
@@ -250,7 +136,7 @@ async fn acknowledged_events_survive_a_kill(database: &str) {
     }
     // Resumable from the middle.
     let middle = last / 2;
-    let mut subscriber = Subscriber::open(&streams, &server, middle).await;
+    let mut subscriber = Subscriber::open(&streams, &server, TOPIC, middle).await;
     let first = subscriber.read_through(middle + 1).await;
     assert_eq!(first.first().map(|&(seq, _)| seq), Some(middle + 1));
     server.kill();

@@ -90,6 +90,23 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Self {
+        within(
+            "the stream to start",
+            Self::try_open(addr, transport, path, headers),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Opens `/{transport}/{path}` on `addr` with extra request `headers`;
+    /// why not, when the server refused or could not be reached. Unbounded:
+    /// the caller bounds the wait.
+    pub async fn try_open(
+        addr: SocketAddr,
+        transport: Transport,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, String> {
         match transport {
             Transport::Sse => {
                 let url = format!("http://{addr}/sse/{path}");
@@ -97,19 +114,22 @@ impl Client {
                 for (name, value) in headers {
                     request = request.header(*name, *value);
                 }
-                let response = within("SSE response headers", request.send())
+                let response = request
+                    .send()
                     .await
-                    .expect("SSE request");
-                assert_eq!(response.status(), 200, "GET {url}");
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                if response.status() != 200 {
+                    return Err(format!("GET {url}: {}", response.status()));
+                }
                 assert_eq!(response.headers()["content-type"], "text/event-stream");
                 assert_eq!(response.headers()["cache-control"], "no-cache");
-                Client::Sse(SseClient::new(SseBody::Response(response)))
+                Ok(Client::Sse(SseClient::new(SseBody::Response(response))))
             }
             Transport::Ws => {
-                let stream = within("a TCP connection", TcpStream::connect(addr))
+                let stream = TcpStream::connect(addr)
                     .await
-                    .expect("connecting");
-                Self::ws_over(Box::new(stream), addr, path, headers).await
+                    .map_err(|e| format!("connecting to {addr}: {e}"))?;
+                Self::try_ws_over(Box::new(stream), addr, path, headers).await
             }
         }
     }
@@ -131,13 +151,30 @@ impl Client {
         }
     }
 
-    /// Opens `/ws/{path}` on `addr` over `conn` with extra request `headers`.
+    /// Opens `/ws/{path}` on `addr` over `conn` with extra request
+    /// `headers`, expecting the stream to start.
     async fn ws_over(
         conn: Box<dyn Conn>,
         addr: SocketAddr,
         path: &str,
         headers: &[(&str, &str)],
     ) -> Self {
+        within(
+            "WebSocket handshake",
+            Self::try_ws_over(conn, addr, path, headers),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Opens `/ws/{path}` on `addr` over `conn` with extra request
+    /// `headers`; why not, when the handshake failed. Unbounded.
+    async fn try_ws_over(
+        conn: Box<dyn Conn>,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let url = format!("ws://{addr}/ws/{path}");
         let mut request = url.as_str().into_client_request().expect("a WebSocket URL");
         for (name, value) in headers {
@@ -148,11 +185,11 @@ impl Client {
                 .headers_mut()
                 .insert(name, HeaderValue::from_str(value).unwrap());
         }
-        let (socket, response) = within("WebSocket handshake", client_async(request, conn))
+        let (socket, response) = client_async(request, conn)
             .await
-            .unwrap_or_else(|e| panic!("WebSocket {url}: {e}"));
+            .map_err(|e| format!("WebSocket {url}: {e}"))?;
         assert_eq!(response.status(), 101);
-        Client::Ws(Box::new(socket))
+        Ok(Client::Ws(Box::new(socket)))
     }
 
     /// The next thing the stream delivers, failing the test after the wait.

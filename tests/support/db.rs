@@ -50,4 +50,10 @@ impl Database {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Its name on the test PostgreSQL server (`None` for SQLite).
+    #[allow(dead_code, reason = "only the cluster tests reach into their database")]
+    pub fn postgres_name(&self) -> Option<&str> {
+        self._postgres.as_ref().map(postgres::FreshDatabase::name)
+    }
 }

@@ -25,6 +25,7 @@ macro_rules! on_both_databases {
 
 pub mod buffers;
 pub mod client;
+pub mod cluster;
 pub mod db;
 pub mod metrics;
 pub mod postgres;
@@ -87,6 +88,12 @@ impl TestServer {
     /// Starts a server with `config` on a free loopback port over `database`.
     pub async fn start_on(mut config: Config, database: &Database) -> Self {
         config.store.url = database.url().to_owned();
+        Self::start_with(config).await
+    }
+
+    /// Starts a server with `config` (its database included) on a free
+    /// loopback port.
+    pub async fn start_with(config: Config) -> Self {
         let store = within("the store to open", Store::open(&config.store))
             .await
             .expect("opening the test database");
@@ -217,6 +224,25 @@ impl TestServer {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "timed out after {WAIT:?} waiting for {what}; last metrics:\n{metrics}"
+            );
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (a cluster node's listener is up
+    /// and resynced).
+    pub async fn ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            poll.tick().await;
+            let response = self.get("/readyz").await;
+            if response.status() == 200 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not ready after {WAIT:?}: {}",
+                response.text().await.unwrap_or_default()
             );
         }
     }

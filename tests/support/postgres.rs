@@ -36,6 +36,22 @@ impl FreshDatabase {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Its name.
+    #[allow(dead_code, reason = "only the cluster tests reach into their database")]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A connection to the test server's `postgres` database, as its
+/// superuser: for what a test does to a database from outside.
+#[allow(dead_code, reason = "only the cluster tests reach into their database")]
+pub async fn admin() -> PgConnection {
+    let url = server_url();
+    PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL at {url}: {e}"))
 }
 
 impl Drop for FreshDatabase {

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::params::Params;
+use crate::cluster::ListenerState;
 use crate::error::ApiError;
 use crate::metrics::Exposition;
 use crate::state::AppState;
@@ -46,15 +47,22 @@ async fn healthz() -> Json<Value> {
 }
 
 /// 200 once listening with the store migrated (the router only exists
-/// then), 503 while draining.
+/// then) and, on a cluster node, with its listener up and resynced; 503
+/// while draining, or while the listener is down or resyncing (events from
+/// other nodes would be late), with the reason.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.shutdown.is_draining() {
-        (
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "draining" })),
-        )
-    } else {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
+        );
+    }
+    match state.cluster.as_ref().map(|node| node.state()) {
+        Some(listener) if listener != ListenerState::Up => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": listener.label(), "reason": listener.reason() })),
+        ),
+        _ => (StatusCode::OK, Json(json!({ "status": "ready" }))),
     }
 }
 

@@ -9,7 +9,10 @@
 //! the queue directly; if the queue overflows, the hub hands the queue back
 //! with the last `seq` it pushed, and by policy the source either catches up
 //! from the store again (nothing lost) or ends the stream. A range the store
-//! no longer holds is announced with a gap notice, never skipped silently.
+//! no longer holds is announced with a gap notice, never skipped silently,
+//! and so is a resume point beyond the topic's head, or a store that went
+//! back below what the subscriber received: the stream continues from the
+//! head.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -121,8 +124,11 @@ impl Source for Topic {
                 let mut membership = match self.context.hub.join(self.name.as_str(), cursor, queue)
                 {
                     Ok(membership) => membership,
-                    Err(back) => {
-                        queue = back;
+                    Err(refused) => {
+                        queue = refused.queue;
+                        if let Err(stop) = Box::pin(self.after_refusal(refused.delivered)).await {
+                            return self.stop(queue, stop);
+                        }
                         continue;
                     }
                 };
@@ -166,6 +172,25 @@ impl Topic {
         Ok(self.since)
     }
 
+    /// After the hub refused a join because it fanned out events up to
+    /// `delivered`: those were committed, so a head below them now means
+    /// the store went back (restored, failed over). The hub then starts the
+    /// topic again from the head; otherwise every join would be refused,
+    /// for good.
+    async fn after_refusal(&self, delivered: u64) -> Result<(), Stop> {
+        let head = self.context.store.head(self.name.as_str()).await?;
+        if head < delivered {
+            tracing::warn!(
+                topic = %self.name,
+                head,
+                delivered,
+                "the store's head went back below what was delivered; starting the topic again from it"
+            );
+            self.context.hub.reset(self.name.as_str(), head);
+        }
+        Ok(())
+    }
+
     /// Reads the store from `cursor` into the queue until it has nothing
     /// more; returns the new cursor.
     async fn catch_up(&self, queue: &mut Sender, mut cursor: u64) -> Result<u64, Stop> {
@@ -174,7 +199,15 @@ impl Topic {
             // before the page is read, so one missing from the page was
             // deleted (by retention), not merely not yet visible.
             let head = self.context.store.head(self.name.as_str()).await?;
-            if head <= cursor {
+            if head < cursor {
+                // The store went back below what this subscriber received
+                // (a database restored or failed over): said, never waited
+                // out in silence.
+                self.gap(queue, head + 1, cursor, GapReason::BeyondHead)
+                    .await?;
+                return Ok(head);
+            }
+            if head == cursor {
                 return Ok(cursor);
             }
             let page = self

@@ -7,8 +7,15 @@
 //! dynamic dispatch. The DDL differs per dialect: [`SQLITE_MIGRATOR`] and
 //! [`POSTGRES_MIGRATOR`] embed `migrations/sqlite` and `migrations/postgres`.
 //! The store knows nothing of HTTP, queues or subscribers.
+//!
+//! PostgreSQL may be shared by several servers (a cluster): each commit
+//! notifies the others ([`notification`]), and [`Store::listener_pool`]
+//! gives a node its listening connection. SQLite serves one server only,
+//! which holds a lock on the file ([`lock`]).
 
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -17,10 +24,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub mod lock;
+pub mod notification;
 mod topics;
 mod trades;
 
-pub use self::topics::{Append, DELETE_CHUNK, Retention};
+pub use self::topics::{Append, Commit, DELETE_CHUNK, Retention};
 pub use self::trades::{Cursor, MAX_SEED, Trade, WalletTrade};
 
 /// The SQLite schema.
@@ -52,6 +61,24 @@ pub enum Error {
     /// The schema could not be brought up to date.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another server holds the SQLite file.
+    #[error(
+        "another streamgauge-server holds the SQLite database {}: an SQLite database serves one \
+         server only (several servers share topics through PostgreSQL: docs/cluster.md)",
+        path.display()
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The SQLite file could not be opened to lock it.
+    #[error("opening the SQLite database {} to lock it: {source}", path.display())]
+    LockFile {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -148,6 +175,11 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// SQLite: the lock on the file, released once the pool has closed.
+    lock: Arc<Mutex<Option<lock::FileLock>>>,
+    /// PostgreSQL: the node whose commits this store notifies, as the JSON
+    /// string a notification carries ([`notification::origin`]).
+    origin: Arc<str>,
 }
 
 impl Store {
@@ -157,9 +189,14 @@ impl Store {
     ///
     /// An unsupported URL, an unreachable database, or a failed migration.
     pub async fn open(options: &Options) -> Result<Self, Error> {
+        let mut file_lock = None;
         let pool = match Backend::of(&options.url)? {
             Backend::Sqlite => {
-                let connect = SqliteConnectOptions::from_str(&options.url)?
+                let connect = SqliteConnectOptions::from_str(&options.url)?;
+                if !is_in_memory(&options.url) {
+                    file_lock = Some(lock::FileLock::acquire(connect.get_filename())?);
+                }
+                let connect = connect
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(match options.sqlite_durability {
@@ -184,13 +221,58 @@ impl Store {
                 Pool::Postgres(pool)
             }
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            lock: Arc::new(Mutex::new(file_lock)),
+            origin: Arc::from(notification::origin("")),
+        })
     }
 
-    /// Closes every connection, waiting for those in use.
+    /// This store, its commits notified as made by the node `name`.
+    pub fn with_origin(mut self, name: &str) -> Self {
+        self.origin = Arc::from(notification::origin(name));
+        self
+    }
+
+    /// Closes every connection, waiting for those in use, then releases
+    /// the SQLite file.
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await);
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// PostgreSQL: a pool of one connection to the same database, named
+    /// `application_name` (as `pg_stat_activity` shows it), for a node's
+    /// listener; it connects when first used. `None` on SQLite.
+    pub fn listener_pool(&self, application_name: &str) -> Option<PgPool> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return None;
+        };
+        let options = (*pool.connect_options())
+            .clone()
+            .application_name(application_name);
+        Some(
+            PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_lazy_with(options),
+        )
+    }
+}
+
+/// Whether an SQLite URL names an in-memory database (no file to lock).
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
 }
 
 /// A sequence number or time as the database stores it (`BIGINT`).
@@ -223,6 +305,37 @@ mod tests {
                 .to_string()
                 .contains("u:***@h")
         );
+    }
+
+    #[test]
+    fn in_memory_databases_are_told_from_files() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://?mode=memory",
+        ] {
+            assert!(is_in_memory(url), "{url}");
+        }
+        assert!(!is_in_memory("sqlite://streamgauge.db"));
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_one_sqlite_file_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            url: format!("sqlite://{}", dir.path().join("one.db").display()),
+            max_connections: 2,
+            sqlite_durability: SqliteDurability::Normal,
+        };
+        let first = Store::open(&options).await.unwrap();
+        let err = Store::open(&options).await.unwrap_err().to_string();
+        assert!(
+            err.contains("another streamgauge-server holds the SQLite database")
+                && err.contains("one.db"),
+            "{err}"
+        );
+        first.close().await;
+        Store::open(&options).await.unwrap().close().await;
     }
 
     #[test]

@@ -3,14 +3,23 @@
 //!
 //! `seq` is contiguous per topic and assigned inside the appending
 //! transaction from the `topics.head` row, so it is durable with the event
-//! and never reused, even after retention has deleted every event.
+//! and never reused, even after retention has deleted every event. The
+//! upsert of a head locks its row until the commit: two transactions
+//! appending to one topic (from two nodes of a cluster) commit in the order
+//! of the `seq`s they took. Heads are locked in topic name order, so two
+//! groups touching the same topics never wait for each other in a cycle.
+//! On PostgreSQL the transaction also notifies the other nodes
+//! ([`super::notification`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row};
 
+use super::notification::{self, CHANNEL};
 use super::{Error, Store, from_db, to_db, with_pool};
 use crate::protocol::Event;
 
@@ -33,6 +42,19 @@ pub struct Append<'a> {
     pub data: &'a str,
 }
 
+/// A committed group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The events' sequence numbers, in the order they were given.
+    pub seqs: Vec<u64>,
+    /// Notifications sent to the other nodes (PostgreSQL): one, unless the
+    /// group's topics did not fit one payload; none on SQLite.
+    pub notifications: usize,
+}
+
+/// Heads read per query.
+const HEADS_CHUNK: usize = 1000;
+
 /// How long events are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -44,15 +66,17 @@ pub struct Retention {
 
 impl Store {
     /// Appends every event of `batch` in one transaction, and returns their
-    /// sequence numbers in order. Nothing is appended if it fails.
+    /// sequence numbers in order (and, on PostgreSQL, how many
+    /// notifications the commit sent). Nothing is appended if it fails.
     ///
     /// # Errors
     ///
     /// The database failed; the transaction was rolled back.
-    pub async fn append(&self, batch: &[Append<'_>]) -> Result<Vec<u64>, Error> {
-        let seqs = with_pool!(self, pool => {
+    pub async fn append(&self, batch: &[Append<'_>]) -> Result<Commit, Error> {
+        let commit = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut next: HashMap<&str, u64> = HashMap::new();
+            // Sorted by name: the order in which head rows are locked.
+            let mut next: BTreeMap<&str, u64> = BTreeMap::new();
             for append in batch {
                 *next.entry(append.topic).or_default() += 1;
             }
@@ -86,10 +110,34 @@ impl Store {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
+            let notifications = Notify::notify(&mut *tx, batch, &seqs, &self.origin).await?;
             tx.commit().await?;
-            seqs
+            Commit { seqs, notifications }
         });
-        Ok(seqs)
+        Ok(commit)
+    }
+
+    /// The heads of `topics` that have one (a topic never published has
+    /// none), in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn heads(&self, topics: &[String]) -> Result<Vec<(String, u64)>, Error> {
+        let mut heads = Vec::with_capacity(topics.len());
+        for chunk in topics.chunks(HEADS_CHUNK) {
+            let rows: Vec<(String, i64)> = with_pool!(self, pool => {
+                let mut query = QueryBuilder::new("SELECT name, head FROM topics WHERE name IN (");
+                let mut names = query.separated(", ");
+                for topic in chunk {
+                    names.push_bind(topic.as_str());
+                }
+                query.push(")");
+                query.build_query_as().fetch_all(pool).await?
+            });
+            heads.extend(rows.into_iter().map(|(name, head)| (name, from_db(head))));
+        }
+        Ok(heads)
     }
 
     /// Up to `limit` events of `topic` with `seq > after`, in order.
@@ -187,6 +235,45 @@ impl Store {
             deleted
         });
         Ok(deleted)
+    }
+}
+
+/// What a commit tells the other nodes: nothing on SQLite (one node
+/// only), a `pg_notify` per payload on PostgreSQL.
+trait Notify {
+    /// Notifies the commit of `batch` (given `seqs`) by `origin` inside its
+    /// transaction on this connection; returns how many notifications it
+    /// sent.
+    fn notify(
+        &mut self,
+        batch: &[Append<'_>],
+        seqs: &[u64],
+        origin: &str,
+    ) -> impl Future<Output = Result<usize, sqlx::Error>> + Send;
+}
+
+impl Notify for SqliteConnection {
+    async fn notify(&mut self, _: &[Append<'_>], _: &[u64], _: &str) -> Result<usize, sqlx::Error> {
+        Ok(0)
+    }
+}
+
+impl Notify for PgConnection {
+    async fn notify(
+        &mut self,
+        batch: &[Append<'_>],
+        seqs: &[u64],
+        origin: &str,
+    ) -> Result<usize, sqlx::Error> {
+        let payloads = notification::encode(batch, seqs, origin);
+        for payload in &payloads {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(payload)
+                .execute(&mut *self)
+                .await?;
+        }
+        Ok(payloads.len())
     }
 }
 

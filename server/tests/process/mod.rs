@@ -9,6 +9,11 @@
     reason = "the root tests' PostgreSQL harness, shared"
 )]
 pub(crate) mod postgres;
+#[allow(
+    dead_code,
+    reason = "shared by the test binaries; each uses part of it"
+)]
+pub(crate) mod topic;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -25,33 +30,75 @@ pub(crate) struct Server {
     addr: String,
 }
 
+/// The binary, to run on `database` in `dir`.
+fn command(database: &str, dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"));
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            database,
+            "--log",
+            "warn",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    command
+}
+
+/// What `read` makes of `from`, read on a thread of its own, within the
+/// readiness wait.
+fn read_within<R: std::io::Read + Send + 'static>(
+    from: R,
+    read: impl FnOnce(BufReader<R>) -> String + Send + 'static,
+) -> Result<String, mpsc::RecvTimeoutError> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read(BufReader::new(from)));
+    });
+    rx.recv_timeout(READY)
+}
+
+#[allow(dead_code, reason = "only the cluster test expects a refusal")]
+/// Runs the binary on `database` in `dir` expecting it to exit at once
+/// (within the readiness wait): its exit code and what it wrote to stderr.
+pub(crate) fn exit_of(database: &str, dir: &Path) -> (Option<i32>, String) {
+    let mut child = command(database, dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning streamgauge-server");
+    let stderr = child.stderr.take().expect("its stderr");
+    let read = read_within(stderr, |mut stderr| {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let Ok(stderr) = read else {
+        let _ = child.kill();
+        panic!("streamgauge-server did not exit within {READY:?}");
+    };
+    let status = child.wait().expect("reaping the server");
+    (status.code(), stderr)
+}
+
 impl Server {
     /// Starts the binary on `database`, in `dir`, and waits for its
     /// readiness line.
     pub(crate) fn start(database: &str, dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgauge-server"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                database,
-                "--log",
-                "warn",
-            ])
-            .current_dir(dir)
-            .stdin(Stdio::null())
+        let mut child = command(database, dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning streamgauge-server");
         let stdout = child.stdout.take().expect("its stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let line = read_within(stdout, |mut stdout| {
             let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(READY).expect("the readiness line");
+            let _ = stdout.read_line(&mut line);
+            line
+        })
+        .expect("the readiness line");
         let addr = line
             .trim_end()
             .strip_prefix("listening on http://")
