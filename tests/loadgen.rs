@@ -64,10 +64,10 @@ async fn summarize(
 fn run(scenario: &Scenario, addr: std::net::SocketAddr) -> Run<'_> {
     Run {
         scenario,
-        target: Arc::new(Target {
+        targets: vec![Arc::new(Target {
             addr,
             host: addr.to_string(),
-        }),
+        })],
         http: support::http_client(),
         monitor: None,
         run_id: format!("t{}", fastrand::u32(..)),

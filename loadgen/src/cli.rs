@@ -212,10 +212,13 @@ pub struct HistoryArgs {
 /// Which server to measure.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
-    /// The server to measure (http://HOST:PORT); without it, a local server
-    /// is started on a free port with a fresh database, and stopped after
+    /// The server to measure (http://HOST:PORT); repeat it for the nodes of
+    /// a cluster (clients and publishers are spread round robin over them).
+    /// Without it, a local server is started on a free port with a fresh
+    /// database (a scenario's `nodes`: that many, on a throwaway
+    /// PostgreSQL), and stopped after
     #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
+    pub url: Vec<String>,
 
     /// The server binary to start when no --url is given [default: the
     /// server built into this load generator]
@@ -351,6 +354,11 @@ pub struct ScenarioArgs {
     #[arg(long, value_name = "R")]
     pub publish_rate: Option<u64>,
 
+    /// Server nodes sharing the topic, 1 to 16: without --url, that many
+    /// local servers on a throwaway PostgreSQL cluster
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<u32>,
+
     /// A threshold such as `latency.p99<50ms` (repeatable); prefix it with
     /// `warn:` for a warning that does not fail the run
     #[arg(long, value_name = "EXPR")]
@@ -408,6 +416,7 @@ impl ScenarioArgs {
             consumer_delay: self.consumer_delay,
             churn: self.churn,
             publish_rate: self.publish_rate,
+            nodes: self.nodes,
         });
         if self.clients.is_some() || self.duration.is_some() || self.ramp.is_some() {
             let clients = self.clients.unwrap_or_else(|| scenario.max_clients());

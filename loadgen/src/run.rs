@@ -16,7 +16,7 @@ use crate::analysis::{self, compare as comparison, verdict};
 use crate::client::Target;
 use crate::history::History;
 use crate::history::baseline::{self, Runs};
-use crate::local_server::{LocalServer, ServerProgram};
+use crate::local_server::{LocalServers, ServerProgram};
 use crate::metrics::Stats;
 use crate::metrics::monitor::Monitor;
 use crate::report::files::{self, run_dir};
@@ -31,10 +31,10 @@ use crate::summary::{Context, Group, Report, Summary};
 /// run needs beyond its scenario.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    /// The server to measure (`http://HOST:PORT`); without it, a local
-    /// server is started for each run, with a fresh database, and stopped
-    /// after.
-    pub url: Option<String>,
+    /// The server to measure (`http://HOST:PORT`), one URL per node;
+    /// without any, local servers are started for each run (a scenario's
+    /// `nodes`), with a fresh database, and stopped after.
+    pub url: Vec<String>,
     /// The local server's binary; without it, the server built into this
     /// load generator.
     pub server_bin: Option<PathBuf>,
@@ -132,54 +132,95 @@ pub fn run_id() -> String {
     format!("{compact}-{:04x}", fastrand::u16(..))
 }
 
-/// The server to measure for `scenario`, and the local one if started.
+/// The server to measure for `scenario`: its nodes, its monitor, and the
+/// local servers if they were started for it.
 async fn target(
     scenario: &Scenario,
     setup: &Setup,
     http: &reqwest::Client,
     dir: &Path,
-) -> anyhow::Result<(Target, Option<Monitor>, Option<LocalServer>)> {
-    if let Some(url) = &setup.url {
-        if !scenario.server_args.is_empty() {
-            tracing::warn!(
-                "{} sets the server's flags {:?}: a server at --url keeps its own",
-                scenario.name,
-                scenario.server_args
-            );
+) -> anyhow::Result<(Vec<Target>, Monitor, Option<LocalServers>)> {
+    if !setup.url.is_empty() {
+        warn_of_own_settings(scenario, setup.url.len());
+        let mut targets = Vec::with_capacity(setup.url.len());
+        for url in &setup.url {
+            targets.push(Target::resolve(url).await?);
         }
-        let target = Target::resolve(url).await?;
-        let monitor = Monitor::metrics(&target.base_url(), http.clone())
-            .with_heap(&target.base_url(), http.clone());
-        return Ok((target, Some(monitor), None));
+        let monitor = monitor_of(&targets, http, |target| {
+            Monitor::metrics(&target.base_url(), http.clone())
+        });
+        return Ok((targets, monitor, None));
     }
     let program = setup
         .server_bin
         .clone()
         .map_or(ServerProgram::Embedded, ServerProgram::Binary);
     let server_args = scenario.server_args_with(&setup.server_args);
-    let server = LocalServer::start(&program, &server_args, &dir.join("server.log")).await?;
-    let target = Target {
-        addr: server.addr,
-        host: server.addr.to_string(),
-    };
-    let monitor = Monitor::process(server.pid).with_heap(&target.base_url(), http.clone());
-    Ok((target, Some(monitor), Some(server)))
+    let nodes = usize::try_from(scenario.nodes).unwrap_or(1);
+    let local = LocalServers::start(&program, &server_args, nodes, dir).await?;
+    let targets: Vec<Target> = (local.servers.iter())
+        .map(|server| Target {
+            addr: server.addr,
+            host: server.addr.to_string(),
+        })
+        .collect();
+    let pids: Vec<u32> = local.servers.iter().map(|server| server.pid).collect();
+    let monitor = monitor_of(&targets, http, |target| {
+        let node = targets.iter().position(|t| t == target).unwrap_or(0);
+        Monitor::process(pids[node])
+    });
+    Ok((targets, monitor, Some(local)))
 }
 
-/// Fails unless `target` answers `GET /healthz` with a success.
-async fn ensure_reachable(http: &reqwest::Client, target: &Target) -> anyhow::Result<()> {
-    let url = format!("{}/healthz", target.base_url());
-    let response = http
-        .get(&url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .with_context(|| format!("the server is not reachable at {}", target.base_url()))?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "GET {url} answered {}",
-        response.status()
-    );
+/// One monitor of every node of `targets`, each read as `node` says, with
+/// its live heap.
+fn monitor_of(
+    targets: &[Target],
+    http: &reqwest::Client,
+    node: impl Fn(&Target) -> Monitor,
+) -> Monitor {
+    (targets.iter())
+        .map(|target| node(target).with_heap(&target.base_url(), http.clone()))
+        .reduce(Monitor::and)
+        .expect("a server has a node")
+}
+
+/// Warns of what a scenario asks of the server that servers at `--url`
+/// (`urls` of them) decide for themselves.
+fn warn_of_own_settings(scenario: &Scenario, urls: usize) {
+    if !scenario.server_args.is_empty() {
+        tracing::warn!(
+            "{} sets the server's flags {:?}: a server at --url keeps its own",
+            scenario.name,
+            scenario.server_args
+        );
+    }
+    if scenario.nodes > 1 && usize::try_from(scenario.nodes) != Ok(urls) {
+        tracing::warn!(
+            "{} asks for {} nodes: the {urls} given with --url are measured",
+            scenario.name,
+            scenario.nodes
+        );
+    }
+}
+
+/// Fails unless every node of `targets` answers `GET /healthz` with a
+/// success.
+async fn ensure_reachable(http: &reqwest::Client, targets: &[Target]) -> anyhow::Result<()> {
+    for target in targets {
+        let url = format!("{}/healthz", target.base_url());
+        let response = http
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .with_context(|| format!("the server is not reachable at {}", target.base_url()))?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET {url} answered {}",
+            response.status()
+        );
+    }
     Ok(())
 }
 
@@ -218,14 +259,14 @@ pub async fn run_once(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (target, monitor, server) = target(scenario, setup, http, dir).await?;
-    let measured = match ensure_reachable(http, &target).await {
+    let (targets, monitor, local) = target(scenario, setup, http, dir).await?;
+    let measured = match ensure_reachable(http, &targets).await {
         Ok(()) => {
             let run = Run {
                 scenario,
-                target: Arc::new(target),
+                targets: targets.into_iter().map(Arc::new).collect(),
                 http: http.clone(),
-                monitor,
+                monitor: Some(monitor),
                 run_id: format!("{}-{}", context.run_id, context.repeat),
                 token: setup.token.clone(),
                 workers: setup
@@ -236,14 +277,8 @@ pub async fn run_once(
         }
         Err(e) => Err(e),
     };
-    if let Some(server) = server {
-        match server.stop().await {
-            Ok(status) if status.success() => {}
-            Ok(status) => {
-                tracing::warn!(%status, "the local server exited badly; see its server.log")
-            }
-            Err(e) => tracing::warn!("stopping the local server: {e:#}"),
-        }
+    if let Some(local) = local {
+        local.stop().await;
     }
     let measured = measured?;
     let summary = analysis::summarize(scenario, &measured, context);
@@ -255,10 +290,10 @@ pub async fn run_once(
 
 /// The server a run measures, as its manifest records it.
 fn server_under_test(setup: &Setup) -> ServerUnderTest {
-    let program = match (&setup.url, &setup.server_bin) {
-        (Some(url), _) => url.clone(),
-        (None, Some(path)) => path.display().to_string(),
-        (None, None) => "embedded".to_owned(),
+    let program = match (setup.url.as_slice(), &setup.server_bin) {
+        ([], Some(path)) => path.display().to_string(),
+        ([], None) => "embedded".to_owned(),
+        (urls, _) => urls.join(", "),
     };
     ServerUnderTest {
         program,
@@ -359,9 +394,9 @@ pub async fn measure(
         store(&record.history, &report, &stats).await;
     }
     print(&table::render(&summaries));
-    let phases = table::render_phases(&summaries);
-    if !phases.is_empty() {
-        print(&phases);
+    let breakdowns = table::render_breakdowns(&summaries);
+    if !breakdowns.is_empty() {
+        print(&breakdowns);
     }
     for summary in &summaries {
         for bound in &summary.bounded_by {

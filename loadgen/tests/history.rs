@@ -102,6 +102,7 @@ impl Run {
             timeline: vec![row(self.cpu_pct)],
             phases: Vec::new(),
             target: "http://127.0.0.1:1".to_owned(),
+            nodes: Vec::new(),
             cpu_seconds: CpuSeconds::default(),
             workers: 1,
         };

@@ -243,7 +243,7 @@ async fn run_side(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Summary> {
     let setup = Setup {
-        url: None,
+        url: Vec::new(),
         server_bin: match &ready.program {
             ServerProgram::Embedded => None,
             ServerProgram::Binary(path) => Some(path.clone()),

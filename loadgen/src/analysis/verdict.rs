@@ -46,6 +46,8 @@ pub fn metric(summary: &Value, name: &str) -> Option<f64> {
         "connect" => "connect_ms",
         "ttft" => "ttft_ms",
         "publish_to_receive" => "publish_to_receive_us",
+        "publish_to_receive_same_node" => "publish_to_receive_same_node_us",
+        "publish_to_receive_cross_node" => "publish_to_receive_cross_node_us",
         "publish" => "publish_ms",
         "reconnect" => "reconnect_ms",
         "resume" => "resume_ms",

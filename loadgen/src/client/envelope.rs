@@ -1,6 +1,6 @@
 //! The part of an event the load generator reads: `seq`, `ts`, `pts`, a gap
-//! notice, and (topic scenarios) the `sent_us` that publishers put in
-//! `data`. Parsed straight from the frame's bytes into integers: nothing is
+//! notice, and (topic scenarios) the `sent_us` and `node` that publishers
+//! put in `data`. Parsed straight from the frame's bytes into integers: nothing is
 //! allocated per event, and `data` is skimmed, not built.
 
 use std::fmt;
@@ -22,9 +22,10 @@ pub struct Envelope {
     /// An `end` notice: the server ends the stream, saying why (its
     /// storage failed, or the subscriber lagged under a disconnect policy).
     pub end: Option<EndNotice>,
-    /// `data.sent_us`, when `data` is an object that has it.
+    /// `data.sent_us` and `data.node`, when `data` is an object that has
+    /// them.
     #[serde(default)]
-    pub data: SentAt,
+    pub data: Published,
 }
 
 /// An `end` notice; its reason and message are for people and logs.
@@ -53,69 +54,84 @@ pub enum GapReason {
     Skipped,
 }
 
-/// `data.sent_us` if `data` is an object holding an integer `sent_us`.
+/// What the load generator's publishers put in `data`: the intended send
+/// time (`sent_us`) and, on runs over several nodes, the node it was
+/// published on (`node`), each `None` when `data` is not an object holding
+/// it as an integer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SentAt(pub Option<u64>);
+pub struct Published {
+    /// `data.sent_us`: when the publisher meant to send it, µs since the
+    /// Unix epoch.
+    pub sent_us: Option<u64>,
+    /// `data.node`: the node it was published on, from 0.
+    pub node: Option<u32>,
+}
 
-impl<'de> Deserialize<'de> for SentAt {
+impl<'de> Deserialize<'de> for Published {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SentAtVisitor)
+        deserializer.deserialize_any(PublishedVisitor)
     }
 }
 
-struct SentAtVisitor;
+struct PublishedVisitor;
 
-impl<'de> Visitor<'de> for SentAtVisitor {
-    type Value = SentAt;
+impl<'de> Visitor<'de> for PublishedVisitor {
+    type Value = Published;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SentAt, A::Error> {
-        let mut sent = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Published, A::Error> {
+        let mut published = Published::default();
         while let Some(key) = map.next_key::<Key>()? {
-            if key.0 {
-                sent = map.next_value::<u64>().ok();
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            match key {
+                Key::SentUs => published.sent_us = map.next_value::<u64>().ok(),
+                Key::Node => published.node = map.next_value::<u32>().ok(),
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(SentAt(sent))
+        Ok(published)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SentAt, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Published, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(SentAt(None))
+        Ok(Published::default())
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SentAt, E> {
-        Ok(SentAt(None))
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Published, E> {
+        Ok(Published::default())
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SentAt, E> {
-        Ok(SentAt(None))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Published, E> {
+        Ok(Published::default())
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SentAt, E> {
-        Ok(SentAt(None))
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Published, E> {
+        Ok(Published::default())
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SentAt, E> {
-        Ok(SentAt(None))
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Published, E> {
+        Ok(Published::default())
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<SentAt, E> {
-        Ok(SentAt(None))
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Published, E> {
+        Ok(Published::default())
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<SentAt, E> {
-        Ok(SentAt(None))
+    fn visit_unit<E: de::Error>(self) -> Result<Published, E> {
+        Ok(Published::default())
     }
 }
 
-/// Whether a key is `sent_us`, read without allocating.
-struct Key(bool);
+/// Which of `data`'s keys the load generator reads, without allocating.
+enum Key {
+    SentUs,
+    Node,
+    Other,
+}
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -128,7 +144,11 @@ impl<'de> Deserialize<'de> for Key {
             }
 
             fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(Key(key == "sent_us"))
+                Ok(match key {
+                    "sent_us" => Key::SentUs,
+                    "node" => Key::Node,
+                    _ => Key::Other,
+                })
             }
         }
         deserializer.deserialize_str(KeyVisitor)
@@ -153,16 +173,21 @@ mod tests {
         let ticker = parse(br#"{"seq":7,"ts":1795427796037182,"data":"xxxx"}"#).unwrap();
         assert_eq!(
             (ticker.seq, ticker.ts, ticker.data),
-            (Some(7), Some(1795427796037182), SentAt(None))
+            (Some(7), Some(1795427796037182), Published::default())
         );
         let token = parse(br#"{"seq":1,"ts":5,"data":{"token":" the"}}"#).unwrap();
         assert_eq!(token.seq, Some(1));
         let topic =
             parse(br#"{"seq":3,"ts":9,"pts":8,"data":{"k":1,"sent_us":6,"pad":"x\"y"}}"#).unwrap();
-        assert_eq!((topic.pts, topic.data), (Some(8), SentAt(Some(6))));
+        let sent = |sent_us, node| Published { sent_us, node };
+        assert_eq!((topic.pts, topic.data), (Some(8), sent(Some(6), None)));
+        let from_a_node =
+            parse(br#"{"seq":4,"ts":9,"pts":8,"data":{"sent_us":6,"k":2,"node":2,"pad":""}}"#)
+                .unwrap();
+        assert_eq!(from_a_node.data, sent(Some(6), Some(2)));
         let nested =
             parse(br#"{"seq":1,"ts":1,"data":[{"sent_us":1},[1,2],null,true,-1.5]}"#).unwrap();
-        assert_eq!(nested.data, SentAt(None));
+        assert_eq!(nested.data, Published::default());
     }
 
     #[test]

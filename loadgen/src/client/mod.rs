@@ -230,6 +230,10 @@ pub struct ClientSpec {
     /// Topics: the last seq a subscriber must hold when the run ends (the
     /// runner sets it before stopping the clients; 0 until then).
     pub settled: Arc<AtomicU64>,
+    /// The server nodes the run spreads its clients and publishes over:
+    /// with more than one, publish-to-receive is also recorded apart for
+    /// events published on the client's own node and on another.
+    pub nodes: usize,
 }
 
 /// Why a client left a stream.
@@ -277,6 +281,8 @@ async fn pause(wait: Duration, cancel: &CancellationToken) {
 pub struct VirtualClient {
     /// Its number (chooses its source address and its shard).
     pub id: usize,
+    /// The server node it connects to, from 0 (`target`).
+    pub node: usize,
     /// How it behaves.
     pub spec: Arc<ClientSpec>,
     /// Where it connects.
@@ -543,8 +549,17 @@ impl VirtualClient {
             self.recorder.event(bytes, since(ts));
             if let Some(pts) = envelope.pts {
                 self.recorder.sample(Sample::FromPublish, since(pts));
+                if let Some(from) = envelope.data.node.filter(|_| self.spec.nodes > 1) {
+                    let same = from as usize == self.node;
+                    let sample = if same {
+                        Sample::SameNode
+                    } else {
+                        Sample::CrossNode
+                    };
+                    self.recorder.sample(sample, since(pts));
+                }
             }
-            if let Some(sent) = envelope.data.0 {
+            if let Some(sent) = envelope.data.sent_us {
                 self.recorder.sample(Sample::EndToEnd, since(sent));
             }
             if !self.spec.consumer_delay.is_zero() {

@@ -597,7 +597,7 @@ mod tests {
             let want = delivered(&[&encoded]).await;
             let seqs: Vec<_> = want.0.iter().map(|(e, _)| e.seq).collect();
             assert_eq!((seqs, want.1), (vec![Some(1), Some(2), Some(3)], 1));
-            assert_eq!(want.0[2].0.data.0, Some(4));
+            assert_eq!(want.0[2].0.data.sent_us, Some(4));
             for first in 0..=encoded.len() {
                 for second in first..=encoded.len() {
                     let (a, rest) = encoded.split_at(first);

@@ -43,7 +43,7 @@ fn authority(host: &str, port: u16) -> String {
 }
 
 /// The server under test.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     /// Where to connect.
     pub addr: SocketAddr,

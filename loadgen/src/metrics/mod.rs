@@ -159,6 +159,12 @@ pub enum Sample {
     EndToEnd,
     /// Receipt − `pts`, the server's accepting of the publish (topic events).
     FromPublish,
+    /// [`Sample::FromPublish`] of an event published on the node that
+    /// delivered it (runs over several nodes).
+    SameNode,
+    /// [`Sample::FromPublish`] of an event published on another node than
+    /// the one that delivered it (runs over several nodes).
+    CrossNode,
     /// Connection set-up.
     Connect,
     /// Request to first event of a stream (time to first token / row).
@@ -181,6 +187,12 @@ pub struct Stats {
     pub end_to_end: Histogram<u64>,
     /// Topic events: receipt − `pts`.
     pub from_publish: Histogram<u64>,
+    /// Topic events published on the node that delivered them: receipt −
+    /// `pts` (runs over several nodes).
+    pub same_node: Histogram<u64>,
+    /// Topic events published on another node than the one that delivered
+    /// them: receipt − `pts` (runs over several nodes).
+    pub cross_node: Histogram<u64>,
     /// Connection set-up.
     pub connect: Histogram<u64>,
     /// Request to first event of a stream (time to first token / row).
@@ -201,6 +213,8 @@ impl Default for Stats {
             latency: histogram(),
             end_to_end: histogram(),
             from_publish: histogram(),
+            same_node: histogram(),
+            cross_node: histogram(),
             connect: histogram(),
             first_event: histogram(),
             reconnect: histogram(),
@@ -214,10 +228,12 @@ impl Default for Stats {
 impl Stats {
     /// The histograms' names, in [`Sample`] order (that of
     /// [`Stats::histograms`] and [`Stats::each`]).
-    const NAMES: [&'static str; 8] = [
+    const NAMES: [&'static str; 10] = [
         "latency",
         "end_to_end",
         "from_publish",
+        "same_node",
+        "cross_node",
         "connect",
         "first_event",
         "reconnect",
@@ -226,11 +242,13 @@ impl Stats {
     ];
 
     /// Every histogram, in [`Sample`] order.
-    fn each(&self) -> [&Histogram<u64>; 8] {
+    fn each(&self) -> [&Histogram<u64>; 10] {
         [
             &self.latency,
             &self.end_to_end,
             &self.from_publish,
+            &self.same_node,
+            &self.cross_node,
             &self.connect,
             &self.first_event,
             &self.reconnect,
@@ -240,11 +258,13 @@ impl Stats {
     }
 
     /// Every histogram, in [`Sample`] order.
-    fn histograms(&mut self) -> [&mut Histogram<u64>; 8] {
+    fn histograms(&mut self) -> [&mut Histogram<u64>; 10] {
         [
             &mut self.latency,
             &mut self.end_to_end,
             &mut self.from_publish,
+            &mut self.same_node,
+            &mut self.cross_node,
             &mut self.connect,
             &mut self.first_event,
             &mut self.reconnect,
@@ -261,9 +281,9 @@ impl Stats {
     }
 
     /// Adds `other` into this.
-    pub fn add(&mut self, other: &mut Stats) {
-        for (into, from) in self.histograms().into_iter().zip(other.histograms()) {
-            into.add(&*from)
+    pub fn add(&mut self, other: &Stats) {
+        for (into, from) in self.histograms().into_iter().zip(other.each()) {
+            into.add(from)
                 .expect("auto-resizing histograms always merge");
         }
         self.counts.add(&other.counts);
@@ -284,49 +304,90 @@ impl Stats {
 }
 
 /// The shards clients flush into; the runner drains them every second.
+/// Each shard keeps one [`Stats`] per server node, so that a run over
+/// several nodes has each node's figures at no cost per event (they are
+/// merged only when drained).
 #[derive(Debug)]
-pub struct Shards(Vec<Mutex<Stats>>);
+pub struct Shards {
+    shards: Vec<Mutex<Vec<Stats>>>,
+    nodes: usize,
+}
 
 impl Shards {
-    /// `n` shards (at least one).
+    /// `n` shards (at least one), for one server node.
     pub fn new(n: usize) -> Arc<Self> {
-        Arc::new(Self(
-            (0..n.max(1))
-                .map(|_| Mutex::new(Stats::default()))
-                .collect(),
-        ))
+        Self::for_nodes(n, 1)
     }
 
-    fn lock(&self, i: usize) -> MutexGuard<'_, Stats> {
-        self.0[i % self.0.len()]
+    /// `n` shards (at least one), each keeping `nodes` nodes (at least one)
+    /// apart.
+    pub fn for_nodes(n: usize, nodes: usize) -> Arc<Self> {
+        let nodes = nodes.max(1);
+        Arc::new(Self {
+            shards: (0..n.max(1))
+                .map(|_| Mutex::new((0..nodes).map(|_| Stats::default()).collect()))
+                .collect(),
+            nodes,
+        })
+    }
+
+    /// The server nodes kept apart.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Vec<Stats>> {
+        self.shards[i % self.shards.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds `stats`, measured elsewhere (a worker process), into shard
-    /// `shard`: the next drain takes it with the rest.
-    pub fn absorb(&self, shard: usize, stats: &mut Stats) {
-        self.lock(shard).add(stats);
+    /// Adds `stats` of node `node`, measured elsewhere (a worker process),
+    /// into shard `shard`: the next drain takes it with the rest.
+    pub fn absorb(&self, shard: usize, node: usize, stats: &Stats) {
+        self.lock(shard)[node % self.nodes].add(stats);
     }
 
-    /// A recorder for client number `id`.
+    /// A recorder for client number `id`, of the first node.
     pub fn recorder(self: &Arc<Self>, id: usize) -> Recorder {
+        self.recorder_for(id, 0)
+    }
+
+    /// A recorder for client number `id`, connected to node `node`.
+    pub fn recorder_for(self: &Arc<Self>, id: usize, node: usize) -> Recorder {
         Recorder {
             shards: Arc::clone(self),
             shard: id,
+            node: node % self.nodes,
             samples: Vec::new(),
             counts: Counts::default(),
             last_flush: Instant::now(),
         }
     }
 
-    /// Moves what every shard holds into `into`, using `spare` (which comes
-    /// back empty) to keep the time under each lock short.
+    /// Moves what every shard holds, every node's, into `into`, using
+    /// `spare` (which comes back empty) to keep the time under each lock
+    /// short.
     pub fn drain_into(&self, into: &mut Stats, spare: &mut Stats) {
-        for i in 0..self.0.len() {
-            std::mem::swap(&mut *self.lock(i), spare);
-            into.add(spare);
-            spare.reset();
+        self.drain(spare, |_, stats| into.add(stats));
+    }
+
+    /// Moves what every shard holds into `into`, node `k`'s into `into[k]`
+    /// (`into` has one [`Stats`] per node), using `spare` as
+    /// [`Shards::drain_into`] does.
+    pub fn drain_nodes(&self, into: &mut [Stats], spare: &mut Stats) {
+        self.drain(spare, |node, stats| into[node].add(stats));
+    }
+
+    /// Takes each shard's stats of each node into `spare`, hands them to
+    /// `take` and empties `spare` again.
+    fn drain(&self, spare: &mut Stats, mut take: impl FnMut(usize, &Stats)) {
+        for i in 0..self.shards.len() {
+            for node in 0..self.nodes {
+                std::mem::swap(&mut self.lock(i)[node], spare);
+                take(node, spare);
+                spare.reset();
+            }
         }
     }
 }
@@ -342,6 +403,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 pub struct Recorder {
     shards: Arc<Shards>,
     shard: usize,
+    node: usize,
     samples: Vec<(Sample, u64)>,
     counts: Counts,
     last_flush: Instant,
@@ -388,10 +450,11 @@ impl Recorder {
             return;
         }
         let mut shard = self.shards.lock(self.shard);
+        let node = &mut shard[self.node];
         for &(histogram, micros) in &self.samples {
-            shard.record(histogram, micros);
+            node.record(histogram, micros);
         }
-        shard.counts.add(&self.counts);
+        node.counts.add(&self.counts);
         drop(shard);
         self.samples.clear();
         self.counts = Counts::default();
@@ -448,5 +511,29 @@ mod tests {
             (0, 0),
             "draining empties the shards"
         );
+    }
+
+    #[test]
+    fn shards_keep_each_node_apart_and_drain_them_together_or_apart() {
+        let shards = Shards::for_nodes(2, 3);
+        for node in 0..3 {
+            let mut recorder = shards.recorder_for(node, node);
+            for _ in 0..=node {
+                recorder.event(1, 100 * (node as u64 + 1));
+            }
+        }
+        let mut spare = Stats::default();
+        let mut nodes: Vec<Stats> = (0..3).map(|_| Stats::default()).collect();
+        shards.drain_nodes(&mut nodes, &mut spare);
+        let events: Vec<u64> = nodes.iter().map(|n| n.counts.events).collect();
+        assert_eq!(events, [1, 2, 3]);
+        assert_eq!(nodes[2].latency.max(), 300);
+        let mut recorder = shards.recorder_for(0, 4);
+        recorder.event(1, 7);
+        drop(recorder);
+        shards.absorb(1, 2, &nodes[2]);
+        let mut all = Stats::default();
+        shards.drain_into(&mut all, &mut spare);
+        assert_eq!(all.counts.events, 1 + 3, "node 4 of 3 is node 1");
     }
 }

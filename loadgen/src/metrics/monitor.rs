@@ -5,7 +5,9 @@
 //! `/metrics` (the standard `process_*` metrics, when it has them). The live
 //! heap comes from the server's `GET /debug/heap` (a server built with its
 //! `dhat-heap` feature); a server without it answers 404 once and is not
-//! asked again.
+//! asked again. A server of several nodes is the sum of its nodes: their
+//! CPU, resident memory and live heap added up (a figure is given only when
+//! every node gave it).
 
 use std::time::Instant;
 
@@ -105,11 +107,35 @@ pub struct CpuSeconds {
     pub loadgen: Option<f64>,
 }
 
-/// Samples the server and the load generator.
+/// Where one server node's figures come from.
 #[derive(Debug)]
-pub struct Monitor {
+struct Node {
     source: Source,
     heap: Option<HeapProbe>,
+}
+
+impl Node {
+    /// Its CPU seconds and resident bytes, and its live heap (`Err`: it
+    /// has no heap figures).
+    async fn read(&self) -> (Option<(f64, Option<u64>)>, Result<Option<u64>, ()>) {
+        let server = match &self.source {
+            Source::Process(pid) => {
+                process::read(Some(*pid)).map(|s| (s.cpu_seconds, Some(s.rss_bytes)))
+            }
+            Source::Metrics { url, http } => scrape(http, url).await,
+        };
+        let heap = match &self.heap {
+            Some(probe) => probe.read().await,
+            None => Err(()),
+        };
+        (server, heap)
+    }
+}
+
+/// Samples the server (every node of it) and the load generator.
+#[derive(Debug)]
+pub struct Monitor {
+    nodes: Vec<Node>,
     server: Option<CpuMark>,
     loadgen: Option<CpuMark>,
     /// The first CPU figures, for [`Monitor::cpu_seconds`].
@@ -130,20 +156,29 @@ impl Monitor {
         })
     }
 
-    /// Also reads the live heap from `base_url`'s `/debug/heap`.
+    /// Also reads the live heap from `base_url`'s `/debug/heap` (the node
+    /// added last).
     #[must_use]
     pub fn with_heap(mut self, base_url: &str, http: reqwest::Client) -> Self {
-        self.heap = Some(HeapProbe {
-            url: format!("{base_url}/debug/heap"),
-            http,
-        });
+        if let Some(node) = self.nodes.last_mut() {
+            node.heap = Some(HeapProbe {
+                url: format!("{base_url}/debug/heap"),
+                http,
+            });
+        }
+        self
+    }
+
+    /// This and `other`'s nodes, as one server's.
+    #[must_use]
+    pub fn and(mut self, other: Monitor) -> Self {
+        self.nodes.extend(other.nodes);
         self
     }
 
     fn new(source: Source) -> Self {
         Self {
-            source,
-            heap: None,
+            nodes: vec![Node { source, heap: None }],
             server: None,
             loadgen: None,
             first: (None, None),
@@ -163,22 +198,27 @@ impl Monitor {
 
     /// Takes a sample (the first one gives no CPU figure: it sets the mark).
     pub async fn sample(&mut self) -> Reading {
-        let server = match &self.source {
-            Source::Process(pid) => {
-                process::read(Some(*pid)).map(|s| (s.cpu_seconds, Some(s.rss_bytes)))
-            }
-            Source::Metrics { url, http } => scrape(http, url).await,
-        };
+        let mut server = Some((0.0, Some(0)));
+        let mut heap = Ok(Some(0));
+        for node in &self.nodes {
+            let (figures, live) = node.read().await;
+            server = server
+                .zip(figures)
+                .map(|((cpu, rss), (more_cpu, more_rss))| {
+                    (cpu + more_cpu, rss.zip(more_rss).map(|(a, b)| a + b))
+                });
+            heap = match (heap, live) {
+                (Ok(sum), Ok(live)) => Ok(sum.zip(live).map(|(a, b)| a + b)),
+                _ => Err(()),
+            };
+        }
         let loadgen_stats = process::read(None);
         let loadgen = loadgen_stats.map(|s: ProcessStats| s.cpu_seconds);
         self.first.0 = self.first.0.or(server.map(|(cpu, _)| cpu));
         self.first.1 = self.first.1.or(loadgen);
-        let heap = match &self.heap {
-            Some(probe) => probe.read().await,
-            None => Err(()),
-        };
         if heap.is_err() {
-            self.heap = None;
+            // A node without heap figures: none is asked again.
+            self.nodes.iter_mut().for_each(|node| node.heap = None);
         }
         Reading {
             server_heap_bytes: heap.ok().flatten(),
@@ -277,5 +317,16 @@ mod tests {
             loadgen > 0.0 && (server - loadgen).abs() < 16.0,
             "{server} {loadgen}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_of_several_nodes_is_the_sum_of_its_nodes() {
+        let alone = Monitor::process(std::process::id()).sample().await;
+        let mut two =
+            Monitor::process(std::process::id()).and(Monitor::process(std::process::id()));
+        let both = two.sample().await;
+        let (one, sum) = (alone.server_rss_mb.unwrap(), both.server_rss_mb.unwrap());
+        assert!((sum - 2.0 * one).abs() < 16.0, "{one} {sum}");
+        assert_eq!(two.nodes.len(), 2);
     }
 }

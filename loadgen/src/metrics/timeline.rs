@@ -75,11 +75,25 @@ pub struct Measured {
     pub timeline: Vec<Row>,
     /// Each phase, in order.
     pub phases: Vec<PhaseMeasured>,
-    /// The server measured.
+    /// The server measured: its base URL, or its nodes' separated by `, `.
     pub target: String,
+    /// Each server node's part of the totals (one entry for one node).
+    pub nodes: Vec<NodeMeasured>,
     /// CPU time used during the load.
     pub cpu_seconds: CpuSeconds,
     /// Processes that ran the virtual clients: 1 (the load generator
     /// itself), or its worker processes.
     pub workers: usize,
+}
+
+/// What the clients connected to one server node measured.
+#[derive(Debug)]
+pub struct NodeMeasured {
+    /// The node's base URL.
+    pub url: String,
+    /// The most of the run's clients connected to it at once.
+    pub clients: u32,
+    /// Its part of the totals: its clients' events and latencies, and the
+    /// publishes sent to it.
+    pub stats: Stats,
 }

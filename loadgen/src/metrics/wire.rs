@@ -145,6 +145,8 @@ mod tests {
             Sample::Latency,
             Sample::EndToEnd,
             Sample::FromPublish,
+            Sample::SameNode,
+            Sample::CrossNode,
             Sample::Connect,
             Sample::FirstEvent,
             Sample::Reconnect,
@@ -176,13 +178,14 @@ mod tests {
             assert_eq!(ours, theirs, "{name}");
         }
         assert_eq!(decoded.latency.max(), 100, "each histogram by its name");
-        assert_eq!(decoded.resume.max(), 800);
+        assert_eq!(decoded.cross_node.max(), 500);
+        assert_eq!(decoded.resume.max(), 1000);
 
         // Merged into a parent's shards, they count as its own clients' do.
         let parent = Shards::new(2);
-        let mut local = distinct();
-        parent.absorb(0, &mut local);
-        parent.absorb(1, &mut back.decode().unwrap());
+        let local = distinct();
+        parent.absorb(0, 0, &local);
+        parent.absorb(1, 0, &back.decode().unwrap());
         let (mut total, mut spare) = (Stats::default(), Stats::default());
         parent.drain_into(&mut total, &mut spare);
         assert_eq!(total.counts.events, 2);

@@ -16,7 +16,8 @@ use quick_xml::escape::{escape, partial_escape};
 
 use super::chart;
 use super::text::{
-    self, change_text, commit, display, estimate_text, findings, headline, ms, or_dash,
+    self, NODE_COLUMNS, change_text, commit, display, estimate_text, findings, headline, ms,
+    node_cells, or_dash,
 };
 use crate::analysis::compare::labelled;
 use crate::scenario::Severity;
@@ -342,6 +343,14 @@ fn latencies(s: &Summary) -> String {
         latency_row("delivery", s.latency_us),
         latency_row("end to end (topics)", s.end_to_end_us),
         latency_row("publish to receive (topics)", s.publish_to_receive_us),
+        latency_row(
+            "publish to receive, same node",
+            s.publish_to_receive_same_node_us,
+        ),
+        latency_row(
+            "publish to receive, cross-node",
+            s.publish_to_receive_cross_node_us,
+        ),
         millis_row("connect", s.connect_ms),
         millis_row("first token or row", s.ttft_ms),
         millis_row("publish", s.publish_ms),
@@ -415,13 +424,25 @@ fn run(index: usize, group: &Group, s: &Summary) -> String {
         .map(|m| format!("<p>Memory: {}</p>\n", with_code(&m.statement)))
         .unwrap_or_default();
     format!(
-        "<section id=\"{}\">\n<h3>{}</h3>\n{}{memory}{}{}</section>\n",
+        "<section id=\"{}\">\n<h3>{}</h3>\n{}{memory}{}{}{}</section>\n",
         anchor(index, s.repeat),
         escape(&title),
         counts(s),
         latencies(s),
+        nodes(s),
         charts(s)
     )
+}
+
+/// The nodes table of a server of several nodes (nothing for one).
+fn nodes(s: &Summary) -> String {
+    if s.nodes.len() < 2 {
+        return String::new();
+    }
+    let rows: Vec<String> = (s.nodes.iter())
+        .map(|node| row("", &node_cells(node).map(|cell| escape(&cell).into_owned())))
+        .collect();
+    format!("<h4>Nodes</h4>\n{}", table(&NODE_COLUMNS, &rows))
 }
 
 /// The section of one scenario on one transport.

@@ -8,14 +8,15 @@
 use std::fmt::Write as _;
 
 use super::text::{
-    change_text, commit, costs, display, estimate_text, findings, headline, ms, or_dash,
+    NODE_COLUMNS, change_text, commit, costs, display, estimate_text, findings, headline, ms,
+    node_cells, or_dash,
 };
 use crate::analysis::compare::labelled;
 use crate::analysis::memory::bytes_text;
 use crate::scenario::Severity;
 use crate::summary::comparison::{Comparison, Status};
 use crate::summary::memory::Memory;
-use crate::summary::{Group, Report, Summary};
+use crate::summary::{Group, NodeSummary, Report, Summary};
 
 /// The comparison table of one scenario.
 pub fn comparison(comparison: &Comparison) -> String {
@@ -80,6 +81,19 @@ pub fn representative(group: &Group) -> &Summary {
     let mut runs: Vec<&Summary> = group.runs.iter().collect();
     runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
     runs[runs.len() / 2]
+}
+
+/// Each node of a server of several nodes, a row each.
+fn nodes_table(nodes: &[NodeSummary]) -> String {
+    let mut out = format!(
+        "Nodes:\n\n| {} |\n|{}\n",
+        NODE_COLUMNS.join(" | "),
+        "---|".repeat(NODE_COLUMNS.len())
+    );
+    for node in nodes {
+        let _ = writeln!(out, "| {} |", node_cells(node).join(" | "));
+    }
+    out
 }
 
 fn thresholds_table(group: &Group) -> String {
@@ -228,6 +242,11 @@ pub fn render(report: &Report) -> String {
             out.push_str("No thresholds.\n");
         } else {
             out.push_str(&thresholds_table(group));
+        }
+        let nodes = &representative(group).nodes;
+        if nodes.len() > 1 {
+            out.push('\n');
+            out.push_str(&nodes_table(nodes));
         }
         if let Some(c) = group.comparison() {
             out.push('\n');

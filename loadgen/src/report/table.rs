@@ -3,6 +3,7 @@
 
 use comfy_table::{Cell, CellAlignment, Row, Table, presets::UTF8_FULL_CONDENSED};
 
+use super::text::{NODE_COLUMNS, node_cells};
 use crate::summary::Summary;
 
 fn ms(us: u64) -> String {
@@ -35,9 +36,10 @@ pub fn table<R: IntoIterator<Item = String>>(
     table.to_string()
 }
 
-/// Each run's phases side by side (runs of more than one phase), then
-/// what misbehaving clients met (runs with abuse): empty if neither.
-pub fn render_phases(summaries: &[Summary]) -> String {
+/// Each run's phases side by side (runs of more than one phase), what
+/// misbehaving clients met (runs with abuse), then each server node's
+/// figures (runs over several nodes): empty if none of these.
+pub fn render_breakdowns(summaries: &[Summary]) -> String {
     let phased = summaries.iter().filter(|s| s.phases.len() > 1);
     let phases: Vec<_> = phased
         .flat_map(|s| {
@@ -93,6 +95,20 @@ pub fn render_phases(summaries: &[Summary]) -> String {
     if !abuse.is_empty() {
         let header = ["run", "abuse", "attempts", "refused", "unexpected", "held"];
         out.push(table(header, abuse, |i| i >= 2));
+    }
+    let nodes: Vec<Vec<String>> = (summaries.iter().filter(|s| s.nodes.len() > 1))
+        .flat_map(|s| {
+            let run = format!("{} ({})", s.scenario, s.transport);
+            s.nodes.iter().map(move |node| {
+                std::iter::once(run.clone())
+                    .chain(node_cells(node))
+                    .collect()
+            })
+        })
+        .collect();
+    if !nodes.is_empty() {
+        let header: Vec<&str> = std::iter::once("run").chain(NODE_COLUMNS).collect();
+        out.push(table(header, nodes, |i| i >= 2));
     }
     out.join("\n")
 }

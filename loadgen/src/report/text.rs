@@ -11,7 +11,7 @@ use crate::scenario::Severity;
 use crate::summary::comparison::{Change, Estimate, NoiseSource, Status};
 use crate::summary::manifest::Versions;
 use crate::summary::verdict::Verdict;
-use crate::summary::{Report, Summary};
+use crate::summary::{NodeSummary, Report, Summary};
 
 /// A cell for a value that may be missing.
 pub fn or_dash<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
@@ -30,6 +30,37 @@ pub fn costs(s: &Summary) -> [String; 6] {
         or_dash(s.loadgen_cpu_us_per_event, |c| format!("{c:.3}")),
         s.loadgen_workers.to_string(),
         or_dash(s.loadgen_rss_mb, |r| format!("{:.1}", r.peak)),
+    ]
+}
+
+/// The columns of the nodes table every report shows for a server of
+/// several nodes, and [`node_cells`] fills.
+pub const NODE_COLUMNS: [&str; 10] = [
+    "node",
+    "clients",
+    "events/s",
+    "errors",
+    "latency p50 ms",
+    "latency p99 ms",
+    "publish to receive p50 ms",
+    "publish to receive p99 ms",
+    "cross-node p99 ms",
+    "published",
+];
+
+/// One node's row of the nodes table.
+pub fn node_cells(node: &NodeSummary) -> [String; 10] {
+    [
+        node.url.clone(),
+        node.clients.to_string(),
+        format!("{:.0}", node.events_per_s),
+        node.errors.to_string(),
+        or_dash(node.latency_us, |l| ms(l.p50)),
+        or_dash(node.latency_us, |l| ms(l.p99)),
+        or_dash(node.publish_to_receive_us, |l| ms(l.p50)),
+        or_dash(node.publish_to_receive_us, |l| ms(l.p99)),
+        or_dash(node.publish_to_receive_cross_node_us, |l| ms(l.p99)),
+        node.published.to_string(),
     ]
 }
 
@@ -158,7 +189,10 @@ pub fn display(metric: &str, value: Option<f64>) -> String {
     };
     let head = metric.split('.').next().unwrap_or(metric);
     match head {
-        "latency" | "publish_to_receive" => format!("{:.3} ms", value / 1_000.0),
+        "latency"
+        | "publish_to_receive"
+        | "publish_to_receive_same_node"
+        | "publish_to_receive_cross_node" => format!("{:.3} ms", value / 1_000.0),
         "connect" | "ttft" | "publish" | "reconnect" | "resume" => format!("{value:.3} ms"),
         "error_rate" | "connect_success" => format!("{:.3}%", value * 100.0),
         "heap" | "rss" if metric.ends_with("recovery") => format!("{:.1}%", value * 100.0),

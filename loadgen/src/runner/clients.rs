@@ -92,7 +92,9 @@ pub struct Clients {
     load: Load,
     share: Share,
     spec: Arc<ClientSpec>,
-    target: Arc<Target>,
+    /// The server nodes: client `i` connects to node `i` modulo their
+    /// number.
+    targets: Vec<Arc<Target>>,
     shards: Arc<Shards>,
     stop: CancellationToken,
     active: Vec<CancellationToken>,
@@ -100,12 +102,13 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// None yet: [`Clients::follow`] starts them. They record into
-    /// `shards`, send `token`, and stop with `stop`.
+    /// None yet: [`Clients::follow`] starts them, spread round robin over
+    /// the nodes `targets` (at least one). They record into `shards` (one
+    /// node per target), send `token`, and stop with `stop`.
     pub fn new(
         load: Load,
         share: Share,
-        target: Arc<Target>,
+        targets: Vec<Arc<Target>>,
         shards: Arc<Shards>,
         token: Option<String>,
         stop: CancellationToken,
@@ -117,12 +120,13 @@ impl Clients {
             churn: load.churn,
             token,
             settled: Arc::new(AtomicU64::new(0)),
+            nodes: targets.len(),
         });
         Self {
             load,
             share,
             spec,
-            target,
+            targets,
             shards,
             stop,
             active: Vec::new(),
@@ -151,12 +155,14 @@ impl Clients {
     fn scale_to(&mut self, wanted: usize) {
         while self.active.len() < wanted {
             let id = self.share.id(self.active.len());
+            let node = id % self.targets.len();
             let cancel = self.stop.child_token();
             let client = VirtualClient {
                 id,
+                node,
                 spec: Arc::clone(&self.spec),
-                target: Arc::clone(&self.target),
-                recorder: self.shards.recorder(id),
+                target: Arc::clone(&self.targets[node]),
+                recorder: self.shards.recorder_for(id, node),
             };
             self.tasks.spawn(client.run(cancel.clone()));
             self.active.push(cancel);

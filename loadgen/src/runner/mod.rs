@@ -30,7 +30,7 @@ use self::timeline::{Sampler, Timeline};
 use self::worker::Workers;
 use crate::client::Target;
 use crate::metrics::monitor::Monitor;
-use crate::metrics::timeline::Measured;
+use crate::metrics::timeline::{Measured, NodeMeasured};
 use crate::metrics::{Shards, Stats};
 use crate::scenario::{Phase, Scenario, StreamKind, phase_at};
 
@@ -60,8 +60,9 @@ const SETTLE: Duration = Duration::from_secs(1);
 pub struct Run<'a> {
     /// What to run.
     pub scenario: &'a Scenario,
-    /// Against what.
-    pub target: Arc<Target>,
+    /// Against what: the server's nodes (at least one), over which clients
+    /// and publishes are spread round robin.
+    pub targets: Vec<Arc<Target>>,
     /// For set-up requests and publishers.
     pub http: reqwest::Client,
     /// Samples the server, if it can be.
@@ -182,11 +183,24 @@ impl Run<'_> {
             .collect()
     }
 
+    /// Each node's part of the run, `stats` in node order.
+    fn nodes(&self, stats: Vec<Stats>) -> Vec<NodeMeasured> {
+        let clients = self.scenario.max_clients() as usize;
+        let of = self.targets.len();
+        (self.targets.iter().zip(stats).enumerate())
+            .map(|(index, (target, stats))| NodeMeasured {
+                url: target.base_url(),
+                clients: u32::try_from(Share { index, of }.count(clients)).unwrap_or(u32::MAX),
+                stats,
+            })
+            .collect()
+    }
+
     /// Seeds the replay dataset.
     async fn seed(&self, wallet: &str) -> anyhow::Result<()> {
         let url = format!(
             "{}/api/trades/{wallet}/seed?count={}",
-            self.target.base_url(),
+            self.targets[0].base_url(),
             self.scenario.replay_rows
         );
         let mut request = self.http.post(&url);
@@ -228,7 +242,7 @@ impl Run<'_> {
             return Ok(Fleet::Here(Clients::new(
                 load,
                 Share::ALL,
-                Arc::clone(&self.target),
+                self.targets.clone(),
                 Arc::clone(shards),
                 self.token.clone(),
                 stop.child_token(),
@@ -236,8 +250,7 @@ impl Run<'_> {
         }
         let setup = worker::Setup {
             load,
-            addr: self.target.addr,
-            host: self.target.host.clone(),
+            targets: self.targets.iter().map(|t| (**t).clone()).collect(),
             run_id: self.run_id.clone(),
             token: self.token.clone(),
             share: Share::ALL,
@@ -259,7 +272,10 @@ impl Run<'_> {
         if scenario.stream == StreamKind::Replay {
             self.seed(&name).await?;
         }
-        let shards = Shards::new(2 * std::thread::available_parallelism().map_or(2, usize::from));
+        let shards = Shards::for_nodes(
+            2 * std::thread::available_parallelism().map_or(2, usize::from),
+            self.targets.len(),
+        );
         let stop = cancel.child_token();
         let load = Load::of(scenario, &name);
         let mut fleet = self.fleet(load.clone(), &shards, &stop).await?;
@@ -268,17 +284,21 @@ impl Run<'_> {
         let mut publishers = JoinSet::new();
         if scenario.publishes() {
             let publishing = Publishing {
-                url: format!("{}/topics/{name}/events", self.target.base_url()),
+                urls: (self.targets.iter())
+                    .map(|t| format!("{}/topics/{name}/events", t.base_url()))
+                    .collect(),
                 rate: rates,
                 size: scenario.size,
                 token: self.token.clone(),
             };
-            let recorder = shards.recorder(usize::MAX);
+            let recorders = (0..self.targets.len())
+                .map(|node| shards.recorder_for(usize::MAX, node))
+                .collect();
             publishers.spawn(publisher::run(
                 self.http.clone(),
                 publishing,
                 Arc::clone(&acks),
-                recorder,
+                recorders,
                 stop.child_token(),
             ));
         }
@@ -286,7 +306,7 @@ impl Run<'_> {
             stop: stop.clone(),
             current: stop.child_token(),
             tasks: JoinSet::new(),
-            target: Arc::clone(&self.target),
+            target: Arc::clone(&self.targets[0]),
             topic: name.clone(),
             token: self.token.clone(),
             shards: Arc::clone(&shards),
@@ -300,7 +320,6 @@ impl Run<'_> {
 
         let label = format!("{} ({})", scenario.name, scenario.transport.as_str());
         let mut progress = Progress::new(&label, scenario.duration());
-        let mut totals = Stats::default();
         let started_at = SystemTime::now();
         let start = Instant::now();
         if let Fleet::Workers(workers) = &mut fleet {
@@ -309,7 +328,7 @@ impl Run<'_> {
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();
-        let mut timeline = Timeline::new(&scenario.phases, start);
+        let mut timeline = Timeline::new(&scenario.phases, self.targets.len(), start);
         // The clients wanted at the last tick, all processes together.
         let mut running = 0;
         abusers.enter(&scenario.phases[0], scenario.phases[0].duration);
@@ -333,9 +352,9 @@ impl Run<'_> {
             }
             if changed || timeline.last_row.elapsed() >= Duration::from_secs(1) {
                 let row = timeline
-                    .row(&shards, &mut sampler, elapsed, index, running, &mut totals)
+                    .row(&shards, &mut sampler, elapsed, index, running)
                     .await;
-                progress.update(&row, totals.counts.error_total());
+                progress.update(&row, timeline.errors());
             }
             if changed {
                 abusers.enter(phase, phase.duration.saturating_sub(into_phase));
@@ -348,7 +367,7 @@ impl Run<'_> {
         let elapsed = start.elapsed().min(total);
         let (index, _, _) = phase_at(&scenario.phases, elapsed);
         timeline
-            .row(&shards, &mut sampler, elapsed, index, running, &mut totals)
+            .row(&shards, &mut sampler, elapsed, index, running)
             .await;
         let settled = acks.settled_by(Instant::now() - SETTLE);
         // The clients learn `settled` as they are stopped: cancelling the
@@ -362,21 +381,20 @@ impl Run<'_> {
         let duration = start.elapsed();
         abusers.finish().await;
         // What clients flushed as they stopped belongs to the last phase.
-        let mut tail = Stats::default();
-        shards.drain_into(&mut tail, &mut timeline.spare);
-        if let Some(last) = timeline.phases.last_mut() {
-            last.stats.add(&mut tail);
-        }
-        totals.add(&mut tail);
+        let finished = timeline.finish(&shards);
         progress.finish();
         Ok(Measured {
             cpu_seconds: sampler.cpu_seconds(),
             started_at,
             duration,
-            totals,
-            timeline: timeline.rows,
-            phases: timeline.phases,
-            target: self.target.base_url(),
+            totals: finished.totals,
+            timeline: finished.rows,
+            phases: finished.phases,
+            target: (self.targets.iter())
+                .map(|t| t.base_url())
+                .collect::<Vec<_>>()
+                .join(", "),
+            nodes: self.nodes(finished.nodes),
             workers: self.workers.max(1),
         })
     }

@@ -3,7 +3,10 @@
 //! to the others, so a server that stalls cannot hide behind coordinated
 //! omission. The rate may change between phases. Each publish carries its
 //! intended send time (`data.sent_us`), and its latency is measured from
-//! that time to its `201`, not from when it actually went out. A publish the
+//! that time to its `201`, not from when it actually went out. Over several
+//! server nodes, publish `k` goes to node `k` modulo their number and says
+//! so (`data.node`), so that subscribers tell same-node deliveries from
+//! cross-node ones; each node's publishes are recorded as that node's. A publish the
 //! schedule wanted but could not send (too many already in flight) counts
 //! as a timeout: the server did not keep up.
 
@@ -63,8 +66,8 @@ enum Outcome {
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub struct Publishing {
-    /// `POST` URL of the topic's events.
-    pub url: String,
+    /// `POST` URL of the topic's events on each server node (at least one).
+    pub urls: Vec<String>,
     /// Publishes per second, now: the runner changes it between phases
     /// (0: none until it rises).
     pub rate: watch::Receiver<u64>,
@@ -74,27 +77,29 @@ pub struct Publishing {
     pub token: Option<String>,
 }
 
-/// Publishes as `publishing` says until `cancel`, recording into `recorder`
-/// and acknowledged seqs into `acks`.
+/// Publishes as `publishing` says until `cancel`, recording each node's
+/// publishes into its recorder of `recorders` (one per URL) and
+/// acknowledged seqs into `acks`.
 pub async fn run(
     http: reqwest::Client,
     publishing: Publishing,
     acks: Arc<Acks>,
-    mut recorder: Recorder,
+    mut recorders: Vec<Recorder>,
     cancel: CancellationToken,
 ) {
+    let nodes = publishing.urls.len();
     let start = Instant::now();
     let start_wall = now_micros();
     let pad = "x".repeat(publishing.size);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut tasks: JoinSet<(usize, Outcome)> = JoinSet::new();
     let mut rates = publishing.rate;
     let mut due = start;
     for k in 0u64.. {
         let rate = *rates.borrow();
         if rate == 0 {
             // A quiet phase: nothing is due until the rate rises again.
-            if !risen(&mut rates, &mut tasks, &mut recorder, &acks, &cancel).await {
+            if !risen(&mut rates, &mut tasks, &mut recorders, &acks, &cancel).await {
                 break;
             }
             due = Instant::now();
@@ -106,19 +111,26 @@ pub async fn run(
             () = sleep_until(due.into()) => {}
         }
         while let Some(done) = tasks.try_join_next() {
-            record(&mut recorder, &acks, done);
+            record(&mut recorders, &acks, done);
         }
         // Counts reach the timeline (and their phase) within a tick.
-        recorder.flush_if_due(Instant::now());
+        let now = Instant::now();
+        recorders.iter_mut().for_each(|r| r.flush_if_due(now));
+        let node = (k % nodes as u64) as usize;
+        let recorder = &mut recorders[node];
         recorder.count(|c| c.publishes += 1);
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
             recorder.error(ErrorKind::Timeout);
             continue;
         };
         let sent_us = start_wall + micros(due - start);
-        let body = format!(r#"{{"sent_us":{sent_us},"k":{k},"pad":"{pad}"}}"#);
+        let body = if nodes > 1 {
+            format!(r#"{{"sent_us":{sent_us},"k":{k},"node":{node},"pad":"{pad}"}}"#)
+        } else {
+            format!(r#"{{"sent_us":{sent_us},"k":{k},"pad":"{pad}"}}"#)
+        };
         let mut request = http
-            .post(&publishing.url)
+            .post(&publishing.urls[node])
             .header("content-type", "application/json")
             .body(body);
         if let Some(token) = &publishing.token {
@@ -127,25 +139,27 @@ pub async fn run(
         tasks.spawn(async move {
             let outcome = publish(request, due).await;
             drop(permit);
-            outcome
+            (node, outcome)
         });
     }
     let deadline = tokio::time::Instant::now() + DRAIN;
     while let Ok(Some(done)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
-        record(&mut recorder, &acks, done);
+        record(&mut recorders, &acks, done);
     }
+    // Publishes still unanswered: counted against the first node, as their
+    // own is unknown once the tasks are dropped.
     for _ in 0..tasks.len() {
-        recorder.error(ErrorKind::Timeout);
+        recorders[0].error(ErrorKind::Timeout);
     }
-    recorder.flush();
+    recorders.iter_mut().for_each(Recorder::flush);
 }
 
 /// Waits until the publish rate rises above 0, recording the publishes
 /// still in flight as they are answered; false if the run ends first.
 async fn risen(
     rates: &mut watch::Receiver<u64>,
-    tasks: &mut JoinSet<Outcome>,
-    recorder: &mut Recorder,
+    tasks: &mut JoinSet<(usize, Outcome)>,
+    recorders: &mut [Recorder],
     acks: &Acks,
     cancel: &CancellationToken,
 ) -> bool {
@@ -154,8 +168,9 @@ async fn risen(
             () = cancel.cancelled() => return false,
             risen = rates.wait_for(|&rate| rate > 0) => return risen.is_ok(),
             Some(done) = tasks.join_next() => {
-                record(recorder, acks, done);
-                recorder.flush_if_due(Instant::now());
+                record(recorders, acks, done);
+                let now = Instant::now();
+                recorders.iter_mut().for_each(|r| r.flush_if_due(now));
             }
         }
     }
@@ -192,16 +207,26 @@ async fn publish(request: reqwest::RequestBuilder, due: Instant) -> Outcome {
     }
 }
 
-fn record(recorder: &mut Recorder, acks: &Acks, done: Result<Outcome, tokio::task::JoinError>) {
-    match done {
-        Ok(Outcome::Acked { seq, latency }) => {
+/// Records what a publish came to, into its node's recorder of
+/// `recorders`.
+fn record(
+    recorders: &mut [Recorder],
+    acks: &Acks,
+    done: Result<(usize, Outcome), tokio::task::JoinError>,
+) {
+    let Ok((node, outcome)) = done else {
+        recorders[0].error(ErrorKind::Protocol);
+        return;
+    };
+    let recorder = &mut recorders[node];
+    match outcome {
+        Outcome::Acked { seq, latency } => {
             acks.push(seq);
             recorder.sample(Sample::Publish, micros(latency));
             recorder.count(|c| c.published += 1);
         }
-        Ok(Outcome::Shed) => recorder.count(|c| c.publishes_shed += 1),
-        Ok(Outcome::Failed(kind)) => recorder.error(kind),
-        Err(_) => recorder.error(ErrorKind::Protocol),
+        Outcome::Shed => recorder.count(|c| c.publishes_shed += 1),
+        Outcome::Failed(kind) => recorder.error(kind),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The run's timeline as the runner records it: once a second (and at
 //! each change of phase) the shards are drained into a [`Row`], with a
 //! sample of the server's and the load generator's resources (worker
-//! processes counted), and added to its phase and to the totals.
+//! processes counted), and added to its phase, to the totals and, node
+//! by node, to each server node's totals.
 
 use std::time::{Duration, Instant};
 
@@ -84,15 +85,22 @@ impl Sampler {
     }
 }
 
-/// The rows so far, the phases so far, and the stats of the interval being
-/// measured.
+/// The rows so far, the phases so far, the totals, and the stats of the
+/// interval being measured.
 pub(super) struct Timeline<'a> {
     /// The scenario's phases.
     spec: &'a [Phase],
-    pub(super) rows: Vec<Row>,
-    pub(super) phases: Vec<PhaseMeasured>,
+    rows: Vec<Row>,
+    phases: Vec<PhaseMeasured>,
+    /// Everything so far.
+    totals: Stats,
+    /// Each server node's part of `totals`.
+    nodes: Vec<Stats>,
+    /// The interval being measured, all nodes together.
     second: Stats,
-    pub(super) spare: Stats,
+    /// The interval being drained, node by node (emptied at once).
+    by_node: Vec<Stats>,
+    spare: Stats,
     pub(super) last_row: Instant,
     /// The number of the phase in effect when the current interval began.
     pub(super) phase: usize,
@@ -101,14 +109,18 @@ pub(super) struct Timeline<'a> {
 }
 
 impl<'a> Timeline<'a> {
-    /// An empty timeline of the phases `spec`, its first interval starting
-    /// at `start`.
-    pub(super) fn new(spec: &'a [Phase], start: Instant) -> Self {
+    /// An empty timeline of the phases `spec` over `nodes` server nodes,
+    /// its first interval starting at `start`.
+    pub(super) fn new(spec: &'a [Phase], nodes: usize, start: Instant) -> Self {
+        let per_node = || (0..nodes).map(|_| Stats::default()).collect();
         Self {
             spec,
             rows: Vec::new(),
             phases: Vec::new(),
+            totals: Stats::default(),
+            nodes: per_node(),
             second: Stats::default(),
+            by_node: per_node(),
             spare: Stats::default(),
             last_row: start,
             phase: 0,
@@ -116,9 +128,14 @@ impl<'a> Timeline<'a> {
         }
     }
 
+    /// The failures so far.
+    pub(super) fn errors(&self) -> u64 {
+        self.totals.counts.error_total()
+    }
+
     /// Ends the current interval: drains the shards into a row (added to
-    /// `totals`), with a monitor sample. The next interval is that of phase
-    /// number `next`.
+    /// the totals), with a monitor sample. The next interval is that of
+    /// phase number `next`.
     pub(super) async fn row(
         &mut self,
         shards: &Shards,
@@ -126,11 +143,10 @@ impl<'a> Timeline<'a> {
         elapsed: Duration,
         next: usize,
         clients: usize,
-        totals: &mut Stats,
     ) -> Row {
         let seconds = self.last_row.elapsed().as_secs_f64();
         self.last_row = Instant::now();
-        shards.drain_into(&mut self.second, &mut self.spare);
+        self.drain(shards);
         let reading = sampler.sample().await;
         let index = std::mem::replace(&mut self.phase, next);
         let row = row(
@@ -142,10 +158,37 @@ impl<'a> Timeline<'a> {
             reading,
         );
         self.add_to_phase(index, &row, seconds);
-        totals.add(&mut self.second);
+        self.totals.add(&self.second);
         self.second.reset();
         self.rows.push(row.clone());
         row
+    }
+
+    /// Drains the shards into the interval, each node's part also into
+    /// that node's totals.
+    fn drain(&mut self, shards: &Shards) {
+        shards.drain_nodes(&mut self.by_node, &mut self.spare);
+        for (total, part) in self.nodes.iter_mut().zip(&mut self.by_node) {
+            total.add(part);
+            self.second.add(part);
+            part.reset();
+        }
+    }
+
+    /// What clients flushed as they stopped, added to the last phase and
+    /// the totals; then the rows, the phases, the totals and each node's.
+    pub(super) fn finish(mut self, shards: &Shards) -> Finished {
+        self.drain(shards);
+        if let Some(last) = self.phases.last_mut() {
+            last.stats.add(&self.second);
+        }
+        self.totals.add(&self.second);
+        Finished {
+            rows: self.rows,
+            phases: self.phases,
+            totals: self.totals,
+            nodes: self.nodes,
+        }
     }
 
     /// Adds the interval being measured (its `row`, `seconds` long) to its
@@ -164,8 +207,20 @@ impl<'a> Timeline<'a> {
         let phase = self.phases.last_mut().expect("pushed if missing");
         phase.seconds += seconds;
         phase.clients = phase.clients.max(row.clients);
-        phase.stats.add(&mut self.second);
+        phase.stats.add(&self.second);
     }
+}
+
+/// A whole run's timeline.
+pub(super) struct Finished {
+    /// One row per second, and one at each change of phase.
+    pub(super) rows: Vec<Row>,
+    /// Each phase, in order.
+    pub(super) phases: Vec<PhaseMeasured>,
+    /// Everything.
+    pub(super) totals: Stats,
+    /// Each server node's part of `totals`.
+    pub(super) nodes: Vec<Stats>,
 }
 
 /// The timeline row of one interval of `seconds`.

@@ -19,7 +19,6 @@
 //! does not answer in time fails the run with the reason; one whose parent
 //! goes away (its stdin ends) stops.
 
-use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
@@ -137,9 +136,9 @@ pub struct Setup {
     /// What the clients do.
     pub load: Load,
     /// Where the server listens.
-    pub addr: SocketAddr,
-    /// The `Host` header.
-    pub host: String,
+    /// The server nodes: client `i` connects to node `i` modulo their
+    /// number.
+    pub targets: Vec<Target>,
     /// The run's id, for the worker's logs.
     pub run_id: String,
     /// Bearer token for subscriptions.
@@ -172,8 +171,9 @@ enum Order {
 enum News {
     /// Set up: its clients start with the clock.
     Ready,
-    /// Measurements since the last.
-    Stats(Box<Encoded>),
+    /// Measurements since the last, one per server node (the first
+    /// node's first).
+    Stats(Vec<Encoded>),
     /// Stopped, every measurement sent: it exits.
     Done,
 }
@@ -401,11 +401,8 @@ async fn listen(
     loop {
         let heard = match lines.next_line().await {
             Ok(Some(line)) => match serde_json::from_str::<News>(&line) {
-                Ok(News::Stats(encoded)) => match encoded.decode() {
-                    Ok(mut stats) => {
-                        shards.absorb(index, &mut stats);
-                        continue;
-                    }
+                Ok(News::Stats(nodes)) => match absorb(&shards, index, &nodes) {
+                    Ok(()) => continue,
                     Err(e) => {
                         Heard::Failed(format!("it sent measurements that do not decode: {e}"))
                     }
@@ -427,6 +424,21 @@ async fn listen(
     }
 }
 
+/// Adds worker `index`'s measurements of each node into `shards`.
+fn absorb(shards: &Shards, index: usize, nodes: &[Encoded]) -> Result<(), String> {
+    if nodes.len() != shards.nodes() {
+        return Err(format!(
+            "{} nodes' measurements for {} nodes",
+            nodes.len(),
+            shards.nodes()
+        ));
+    }
+    for (node, encoded) in nodes.iter().enumerate() {
+        shards.absorb(index, node, &encoded.decode()?);
+    }
+    Ok(())
+}
+
 /// A worker's stdout, one [`News`] a line.
 struct Output(tokio::io::Stdout);
 
@@ -441,15 +453,19 @@ impl Output {
         self.0.flush().await.context("writing to the parent")
     }
 
-    /// Sends what `shards` holds, if anything.
+    /// Sends what `shards` holds, if anything, node by node.
     async fn send_stats(&mut self, shards: &Shards, spare: &mut Stats) -> anyhow::Result<()> {
-        let mut stats = Stats::default();
-        shards.drain_into(&mut stats, spare);
-        if stats.is_empty() {
+        let mut nodes: Vec<Stats> = (0..shards.nodes()).map(|_| Stats::default()).collect();
+        shards.drain_nodes(&mut nodes, spare);
+        if nodes.iter().all(Stats::is_empty) {
             return Ok(());
         }
-        let encoded = Encoded::of(&stats).map_err(|e| anyhow::anyhow!("encoding stats: {e}"))?;
-        self.send(&News::Stats(Box::new(encoded))).await
+        let encoded = nodes
+            .iter()
+            .map(Encoded::of)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("encoding stats: {e}"))?;
+        self.send(&News::Stats(encoded)).await
     }
 }
 
@@ -486,15 +502,15 @@ pub async fn serve() -> anyhow::Result<()> {
         other => anyhow::bail!("expected the setup first, not {other:?}"),
     };
     tracing::debug!(run = setup.run_id, share = ?setup.share, "worker set up");
-    let shards = Shards::new(2 * std::thread::available_parallelism().map_or(2, usize::from));
-    let target = Arc::new(Target {
-        addr: setup.addr,
-        host: setup.host,
-    });
+    anyhow::ensure!(!setup.targets.is_empty(), "the setup names no server");
+    let shards = Shards::for_nodes(
+        2 * std::thread::available_parallelism().map_or(2, usize::from),
+        setup.targets.len(),
+    );
     let mut clients = Clients::new(
         setup.load,
         setup.share,
-        target,
+        setup.targets.into_iter().map(Arc::new).collect(),
         Arc::clone(&shards),
         setup.token,
         CancellationToken::new(),

@@ -11,6 +11,9 @@
 //! consumer-delay = "10ms"     # time spent per event (slow readers)
 //! churn = 0.1                 # disconnect-and-resume per client and second
 //! publish-rate = 500          # topic publishes/s
+//! nodes = 3                   # server nodes sharing the topic (1 to 16): clients and
+//!                             # publishers round robin; without --url, that many local
+//!                             # servers on a throwaway PostgreSQL cluster
 //! thresholds = ["latency.p99<50ms", "gaps==0"]
 //! server-args = ["--max-connections=250"]  # for a server started for it
 //! tokens = { ttft = "200ms", tps = 50, count = 100 }
@@ -69,6 +72,7 @@ struct RawScenario {
     consumer_delay: Option<Spanned<String>>,
     churn: Option<Spanned<f64>>,
     publish_rate: Option<u64>,
+    nodes: Option<Spanned<u32>>,
     #[serde(default)]
     thresholds: Vec<Spanned<String>>,
     tokens: Option<Spanned<RawTokens>>,
@@ -91,6 +95,7 @@ impl RawScenario {
             Setting::Tokens => self.tokens.as_ref().map(Spanned::span),
             Setting::Replay => self.replay.as_ref().map(Spanned::span),
             Setting::ServerArgs => self.server_args.as_ref().map(Spanned::span),
+            Setting::Nodes => self.nodes.as_ref().map(Spanned::span),
         }
     }
 }
@@ -203,6 +208,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
         consumer_delay: raw.consumer_delay.as_ref().map(duration).transpose()?,
         churn: raw.churn.as_ref().map(|c| *c.get_ref()),
         publish_rate: raw.publish_rate,
+        nodes: raw.nodes.as_ref().map(|n| *n.get_ref()),
     });
     if let Some(tokens) = raw.tokens.as_ref().map(Spanned::get_ref) {
         scenario.tokens = TokenShape {
@@ -323,6 +329,7 @@ stream = "topic"
 publish-rate = 500
 consumer-delay = "10ms"
 churn = 0.1
+nodes = 3
 thresholds = ["latency.p99<50ms", "gaps==0"]
 tokens = { ttft = "300ms", tps = 20, count = 10 }
 
@@ -347,6 +354,7 @@ cooldown = "2s"
             (Transport::Ws, StreamKind::Topic)
         );
         assert_eq!(scenario.consumer_delay, Duration::from_millis(10));
+        assert_eq!(scenario.nodes, 3);
         assert_eq!(scenario.thresholds.len(), 2);
         assert_eq!(scenario.tokens.ttft, Duration::from_millis(300));
         let shape: Vec<(u32, u32, u64)> = scenario
@@ -432,6 +440,10 @@ clients = 10
             (
                 "stream = \"topic\"\ncount = 5\n",
                 "s.toml:2: a count of events per stream is for ticker",
+            ),
+            (
+                "stream = \"topic\"\n\nnodes = 0\n",
+                "s.toml:3: 0 nodes is not between 1 and 16",
             ),
             (
                 "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 1\n\n\

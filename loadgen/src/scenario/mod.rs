@@ -256,6 +256,11 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     /// The verdict.
     pub thresholds: Vec<Threshold>,
+    /// Server nodes sharing its topics: clients and publishers are spread
+    /// round robin over them. Without `--url`, the load generator starts
+    /// this many servers (more than one on a throwaway PostgreSQL
+    /// cluster); with `--url`, the URLs given are the nodes.
+    pub nodes: u32,
     /// Flags for a server the load generator starts itself (`--max-connections=250`):
     /// the limits a scenario is about. A `--server-arg` for the same flag
     /// wins; against `--url` they do not apply.
@@ -281,6 +286,8 @@ pub struct Overrides {
     pub churn: Option<f64>,
     /// Topic publishes per second.
     pub publish_rate: Option<u64>,
+    /// Server nodes.
+    pub nodes: Option<u32>,
 }
 
 /// Why a scenario is not valid: what is wrong, and which setting says it
@@ -311,6 +318,8 @@ pub enum Setting {
     Replay,
     /// `server-args`.
     ServerArgs,
+    /// `nodes`.
+    Nodes,
 }
 
 impl Invalid {
@@ -325,6 +334,9 @@ impl Invalid {
 
 /// Most clients one scenario may ask for.
 pub const MAX_CLIENTS: u32 = 1_000_000;
+
+/// Most server nodes one scenario may spread its clients over.
+pub const MAX_NODES: u32 = 16;
 
 impl Default for Scenario {
     fn default() -> Self {
@@ -346,6 +358,7 @@ impl Default for Scenario {
             replay_rows: 5_000,
             phases: vec![Phase::steady("steady", 10, Duration::from_secs(10))],
             thresholds: Vec::new(),
+            nodes: 1,
             server_args: Vec::new(),
         }
     }
@@ -405,6 +418,7 @@ impl Scenario {
         self.consumer_delay = overrides.consumer_delay.unwrap_or(self.consumer_delay);
         self.churn = overrides.churn.unwrap_or(self.churn);
         self.publish_rate = overrides.publish_rate.unwrap_or(self.publish_rate);
+        self.nodes = overrides.nodes.unwrap_or(self.nodes);
     }
 
     /// Events per second per client during `phase`.
@@ -509,6 +523,12 @@ impl Scenario {
             return Err(Invalid::new(
                 Setting::Replay,
                 "a replay scenario needs at least one row",
+            ));
+        }
+        if !(1..=MAX_NODES).contains(&self.nodes) {
+            return Err(Invalid::new(
+                Setting::Nodes,
+                format!("{} nodes is not between 1 and {MAX_NODES}", self.nodes),
             ));
         }
         if self.stream == StreamKind::Tokens && self.tokens.tokens == 0 {

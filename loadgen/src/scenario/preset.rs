@@ -191,6 +191,16 @@ pub const PRESETS: &[Preset] = &[
         build: || topic_load(1_000, 1_000, 5, 20),
     },
     Preset {
+        name: "cluster",
+        about: "300 topic subscribers and 500 publishes/s spread over 3 server nodes sharing the \
+                topic through PostgreSQL (without --url, a throwaway PostgreSQL cluster and 3 \
+                local servers); 3 s ramp, 20 s",
+        build: || Scenario {
+            nodes: 3,
+            ..topic_load(300, 500, 3, 20)
+        },
+    },
+    Preset {
         name: "connections",
         about: "18,000 idle topic subscribers, half SSE and half WebSocket, opened over 20 s and \
                 held 60 s (keep-alives only), against a server started with \

@@ -9,10 +9,10 @@ use hdrhistogram::Histogram;
 use super::manifest::{Environment, Limits, Manifest, ServerUnderTest};
 use super::verdict::Verdict;
 use super::{
-    AbuseSummary, Bucket, Context, Counts, Errors, LatencyUs, Millis, PhaseSummary, Server, Span,
-    Summary,
+    AbuseSummary, Bucket, Context, Counts, Errors, LatencyUs, Millis, NodeSummary, PhaseSummary,
+    Server, Span, Summary,
 };
-use crate::metrics::timeline::{Measured, PhaseMeasured, Row};
+use crate::metrics::timeline::{Measured, NodeMeasured, PhaseMeasured, Row};
 use crate::metrics::{self, ErrorKind};
 use crate::scenario::{AbuseKind, Scenario, StreamKind, Transport};
 
@@ -144,6 +144,26 @@ impl PhaseSummary {
     }
 }
 
+impl NodeSummary {
+    /// The figures of `node` over a run of `seconds`.
+    fn of(node: &NodeMeasured, seconds: f64) -> Self {
+        let (s, c) = (&node.stats, &node.stats.counts);
+        Self {
+            url: node.url.clone(),
+            clients: node.clients,
+            events: c.events,
+            events_per_s: c.events as f64 / seconds,
+            errors: c.error_total(),
+            latency_us: LatencyUs::of(&s.latency),
+            end_to_end_us: LatencyUs::of(&s.end_to_end),
+            publish_to_receive_us: LatencyUs::of(&s.from_publish),
+            publish_to_receive_cross_node_us: LatencyUs::of(&s.cross_node),
+            published: c.published,
+            publish_ms: Millis::of(&s.publish),
+        }
+    }
+}
+
 impl AbuseSummary {
     /// The kinds `counts` saw, in report order.
     fn of(counts: &metrics::Counts) -> Vec<Self> {
@@ -260,6 +280,8 @@ impl Summary {
             target: measured.target.clone(),
             end_to_end_us: LatencyUs::of(&t.end_to_end),
             publish_to_receive_us: LatencyUs::of(&t.from_publish),
+            publish_to_receive_same_node_us: LatencyUs::of(&t.same_node),
+            publish_to_receive_cross_node_us: LatencyUs::of(&t.cross_node),
             publish_ms: Millis::of(&t.publish),
             reconnect_ms: Millis::of(&t.reconnect),
             resume_ms: Millis::of(&t.resume),
@@ -289,6 +311,9 @@ impl Summary {
             },
             phases: measured.phases.iter().map(PhaseSummary::of).collect(),
             abuse: AbuseSummary::of(c),
+            nodes: (measured.nodes.iter())
+                .map(|node| NodeSummary::of(node, seconds))
+                .collect(),
             timeline: measured.timeline.clone(),
         }
     }
@@ -484,5 +509,56 @@ mod tests {
             "docs/cli.md's transport is one of sse|ws"
         );
         assert_eq!(json["transports"], json!(["sse", "ws"]));
+    }
+
+    #[test]
+    fn each_node_has_its_figures_and_cross_node_delivery_its_own() {
+        let node = |url: &str, clients, events: u64, cross_us: Option<u64>| {
+            let mut stats = Stats::default();
+            stats.counts.events = events;
+            stats.counts.published = events / 2;
+            stats.latency.record(1_000).unwrap();
+            stats.from_publish.record(2_000).unwrap();
+            if let Some(us) = cross_us {
+                stats.cross_node.record(us).unwrap();
+            }
+            NodeMeasured {
+                url: url.to_owned(),
+                clients,
+                stats,
+            }
+        };
+        let mut measured = fixture::of_totals(Stats::default());
+        measured.totals.cross_node.record(3_000).unwrap();
+        measured.nodes = vec![
+            node("http://127.0.0.1:1", 2, 40, Some(3_000)),
+            node("http://127.0.0.1:2", 1, 20, None),
+        ];
+        let summary = Summary::new(
+            &Scenario::default(),
+            &measured,
+            Context::lone("n", "http://127.0.0.1:1"),
+        );
+        let nodes: Vec<_> = (summary.nodes.iter())
+            .map(|n| (n.url.as_str(), n.clients, n.events, n.published))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("http://127.0.0.1:1", 2, 40, 20),
+                ("http://127.0.0.1:2", 1, 20, 10)
+            ]
+        );
+        assert_eq!(summary.nodes[0].events_per_s, 4.0, "over the run's 10 s");
+        assert!(
+            summary.nodes[0]
+                .publish_to_receive_cross_node_us
+                .unwrap()
+                .p99
+                >= 3_000
+        );
+        assert_eq!(summary.nodes[1].publish_to_receive_cross_node_us, None);
+        assert!(summary.publish_to_receive_cross_node_us.unwrap().max >= 3_000);
+        assert_eq!(summary.publish_to_receive_same_node_us, None);
     }
 }

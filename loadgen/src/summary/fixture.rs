@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::metrics::monitor::CpuSeconds;
-use crate::metrics::timeline::{Measured, PhaseMeasured, Row};
+use crate::metrics::timeline::{Measured, NodeMeasured, PhaseMeasured, Row};
 use crate::metrics::{ErrorKind, Stats};
 use crate::scenario::{Scenario, budgets, preset};
 
@@ -69,6 +69,11 @@ pub(crate) fn measured(scenario: &Scenario, seconds: usize) -> Measured {
             stats: stats(clients),
         }],
         target: "http://127.0.0.1:8080".to_owned(),
+        nodes: vec![NodeMeasured {
+            url: "http://127.0.0.1:8080".to_owned(),
+            clients,
+            stats: stats(clients),
+        }],
         workers: 1,
         cpu_seconds: CpuSeconds {
             server: Some(1.25),
@@ -87,6 +92,7 @@ pub(crate) fn of_totals(totals: Stats) -> Measured {
         timeline: Vec::new(),
         phases: Vec::new(),
         target: "http://127.0.0.1:1".to_owned(),
+        nodes: Vec::new(),
         workers: 1,
     }
 }

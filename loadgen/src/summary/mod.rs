@@ -224,6 +224,13 @@ pub struct Summary {
     pub end_to_end_us: Option<LatencyUs>,
     /// Topics: receipt − `pts` (the server accepting the publish).
     pub publish_to_receive_us: Option<LatencyUs>,
+    /// Topics over several nodes: [`Summary::publish_to_receive_us`] of
+    /// the events published on the node that delivered them.
+    pub publish_to_receive_same_node_us: Option<LatencyUs>,
+    /// Topics over several nodes: [`Summary::publish_to_receive_us`] of
+    /// the events published on another node than the one that delivered
+    /// them.
+    pub publish_to_receive_cross_node_us: Option<LatencyUs>,
     /// Topics: publish latency from the intended send time.
     pub publish_ms: Option<Millis>,
     /// Churn: leaving a stream to having it open again.
@@ -250,6 +257,9 @@ pub struct Summary {
     pub phases: Vec<PhaseSummary>,
     /// Misbehaving clients, by kind (empty without `abuse` phases).
     pub abuse: Vec<AbuseSummary>,
+    /// Each server node's figures, in the order of `--url` (one entry for
+    /// a server of one node).
+    pub nodes: Vec<NodeSummary>,
     /// One row per second, and one at each change of phase.
     pub timeline: Vec<Row>,
 }
@@ -282,6 +292,34 @@ pub struct PhaseSummary {
     pub publishes: u64,
     /// Publishes the server shed.
     pub publishes_shed: u64,
+}
+
+/// What one server node delivered, and what was published on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeSummary {
+    /// Its base URL.
+    pub url: String,
+    /// The most of the run's clients connected to it at once.
+    pub clients: u32,
+    /// Events its clients received.
+    pub events: u64,
+    /// Events its clients received per second.
+    pub events_per_s: f64,
+    /// Failures of its clients and of the publishes sent to it.
+    pub errors: u64,
+    /// Delivery latency of its clients (receipt − `ts`).
+    pub latency_us: Option<LatencyUs>,
+    /// Topics: its clients' receipt − the publisher's intended send time.
+    pub end_to_end_us: Option<LatencyUs>,
+    /// Topics: its clients' receipt − `pts`, wherever it was published.
+    pub publish_to_receive_us: Option<LatencyUs>,
+    /// Topics: the same, of events published on another node.
+    pub publish_to_receive_cross_node_us: Option<LatencyUs>,
+    /// Topics: publishes sent to it and acknowledged.
+    pub published: u64,
+    /// Topics: latency of the publishes sent to it, from their intended
+    /// send time.
+    pub publish_ms: Option<Millis>,
 }
 
 /// What the misbehaving clients of one kind met (`abuse` phases).

@@ -1,7 +1,10 @@
-//! A server the load generator starts for itself (no `--url`): a child
-//! process on a free loopback port, with a fresh SQLite database in a temp
-//! dir, its log in the results directory. Ready once it prints its
-//! `listening on` line; stopped with SIGTERM, then killed if it hangs.
+//! Servers the load generator starts for itself (no `--url`): child
+//! processes on free loopback ports, their logs in the results directory.
+//! One node gets a fresh SQLite database in a temp dir; several nodes share
+//! a fresh throwaway PostgreSQL cluster ([`postgres`]), as a deployment of
+//! several nodes shares one database. A server is ready once it prints its
+//! `listening on` line; it is stopped with SIGTERM, then killed if it
+//! hangs.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -13,6 +16,10 @@ use anyhow::Context as _;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use self::postgres::Postgres;
+
+pub mod postgres;
 
 /// How long the server may take to print its readiness line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,12 +45,14 @@ pub struct LocalServer {
     pub addr: SocketAddr,
     /// Its process id, for the monitor.
     pub pid: u32,
-    /// Holds its database until it is stopped.
-    _data: TempDir,
+    /// Holds its SQLite database until it is stopped (none on PostgreSQL).
+    _data: Option<TempDir>,
 }
 
 impl LocalServer {
-    /// Starts `program` with `extra_args`, its stderr going to `log`.
+    /// Starts `program` with `extra_args`, its stderr going to `log`, on
+    /// `database` (a PostgreSQL URL) or, without one, a fresh SQLite
+    /// database of its own.
     ///
     /// # Errors
     ///
@@ -52,11 +61,19 @@ impl LocalServer {
         program: &ServerProgram,
         extra_args: &[String],
         log: &Path,
+        database: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let data = tempfile::Builder::new()
-            .prefix("streamgauge-loadgen-")
-            .tempdir()
-            .context("creating a temp dir for the server's database")?;
+        let (database, data) = match database {
+            Some(url) => (url.to_owned(), None),
+            None => {
+                let data = tempfile::Builder::new()
+                    .prefix("streamgauge-loadgen-")
+                    .tempdir()
+                    .context("creating a temp dir for the server's database")?;
+                let file = data.path().join("streamgauge.db");
+                (format!("sqlite://{}", file.display()), Some(data))
+            }
+        };
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let (exe, mut args): (PathBuf, Vec<OsString>) = match program {
@@ -66,7 +83,6 @@ impl LocalServer {
             ),
             ServerProgram::Binary(path) => (path.clone(), Vec::new()),
         };
-        let database = format!("sqlite://{}", data.path().join("streamgauge.db").display());
         args.extend(
             [
                 "--listen",
@@ -137,6 +153,79 @@ impl LocalServer {
                     "the server did not stop within {STOP_TIMEOUT:?} of SIGTERM and was killed"
                 )
             }
+        }
+    }
+}
+
+/// The servers of one run, and the database they share when there are
+/// several.
+#[derive(Debug)]
+pub struct LocalServers {
+    /// The nodes, in order.
+    pub servers: Vec<LocalServer>,
+    /// The throwaway PostgreSQL cluster the nodes share (several nodes).
+    postgres: Option<Postgres>,
+}
+
+impl LocalServers {
+    /// Starts `nodes` servers of `program` with `extra_args`, logging into
+    /// `dir` (`server.log`, or `server-N.log` for several): one on a fresh
+    /// SQLite database, several on a fresh throwaway PostgreSQL cluster
+    /// (its log `postgres.log`), one after the other so that the first
+    /// migrates the database.
+    ///
+    /// # Errors
+    ///
+    /// PostgreSQL is missing or does not start, or a server does not.
+    pub async fn start(
+        program: &ServerProgram,
+        extra_args: &[String],
+        nodes: usize,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        if nodes <= 1 {
+            let log = dir.join("server.log");
+            let server = LocalServer::start(program, extra_args, &log, None).await?;
+            return Ok(Self {
+                servers: vec![server],
+                postgres: None,
+            });
+        }
+        let postgres = Postgres::start(&dir.join("postgres.log")).await?;
+        let mut started = Self {
+            servers: Vec::with_capacity(nodes),
+            postgres: None,
+        };
+        for node in 1..=nodes {
+            let log = dir.join(format!("server-{node}.log"));
+            match LocalServer::start(program, extra_args, &log, Some(&postgres.url())).await {
+                Ok(server) => started.servers.push(server),
+                Err(e) => {
+                    started.stop().await;
+                    postgres.stop().await;
+                    return Err(e.context(format!("starting node {node} of {nodes}")));
+                }
+            }
+        }
+        started.postgres = Some(postgres);
+        Ok(started)
+    }
+
+    /// Stops every server, then the database; what went wrong is logged.
+    pub async fn stop(self) {
+        for (node, server) in self.servers.into_iter().enumerate() {
+            match server.stop().await {
+                Ok(status) if status.success() => {}
+                Ok(status) => tracing::warn!(
+                    %status,
+                    "local server {} exited badly; see its log",
+                    node + 1
+                ),
+                Err(e) => tracing::warn!("stopping local server {}: {e:#}", node + 1),
+            }
+        }
+        if let Some(postgres) = self.postgres {
+            postgres.stop().await;
         }
     }
 }
