@@ -187,6 +187,57 @@ fn a_threshold_that_breaks_exits_1_and_says_which() {
     assert_run_files(&out, &summary);
 }
 
+/// Issue 17: the cluster preset without `--url` starts a throwaway
+/// PostgreSQL cluster and three servers of this build on it, spreads the
+/// clients and publishes over them, reports each node, and stops them all.
+#[test]
+fn the_cluster_preset_starts_postgresql_and_three_nodes_itself() {
+    let out = out_dir("cluster");
+    let output = loadgen(&[
+        "run",
+        "--preset",
+        "cluster",
+        "--clients",
+        "6",
+        "--publish-rate",
+        "30",
+        "--duration",
+        "2s",
+        "--ramp",
+        "0s",
+        "--threshold",
+        "gaps==0",
+        "--threshold",
+        "dups==0",
+        "--no-history",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 0);
+    let summary = read_json(&out.join("summary.json"));
+    assert_summary_schema(&summary);
+    let nodes = summary["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{summary}");
+    for node in nodes {
+        assert_eq!(node["clients"], 2, "{node}");
+        assert!(node["events"].as_u64().unwrap() > 0, "{node}");
+        assert!(node["published"].as_u64().unwrap() > 0, "{node}");
+    }
+    assert!(
+        summary["publish_to_receive_cross_node_us"]["p99"].is_u64(),
+        "{summary}"
+    );
+    for log in [
+        "postgres.log",
+        "server-1.log",
+        "server-2.log",
+        "server-3.log",
+    ] {
+        assert!(out.join(log).exists(), "{log}");
+    }
+    assert!(read(&out.join("report.md")).contains("| node | clients |"));
+}
+
 #[test]
 fn thresholds_that_all_hold_exit_0() {
     let out = out_dir("holding");

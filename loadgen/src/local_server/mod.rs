@@ -52,7 +52,8 @@ pub struct LocalServer {
 impl LocalServer {
     /// Starts `program` with `extra_args`, its stderr going to `log`, on
     /// `database` (a PostgreSQL URL) or, without one, a fresh SQLite
-    /// database of its own.
+    /// database of its own, unless `extra_args` name a `--database`
+    /// themselves.
     ///
     /// # Errors
     ///
@@ -64,14 +65,15 @@ impl LocalServer {
         database: Option<&str>,
     ) -> anyhow::Result<Self> {
         let (database, data) = match database {
-            Some(url) => (url.to_owned(), None),
+            _ if names_database(extra_args) => (None, None),
+            Some(url) => (Some(url.to_owned()), None),
             None => {
                 let data = tempfile::Builder::new()
                     .prefix("streamgauge-loadgen-")
                     .tempdir()
                     .context("creating a temp dir for the server's database")?;
                 let file = data.path().join("streamgauge.db");
-                (format!("sqlite://{}", file.display()), Some(data))
+                (Some(format!("sqlite://{}", file.display())), Some(data))
             }
         };
         let log_file =
@@ -83,17 +85,10 @@ impl LocalServer {
             ),
             ServerProgram::Binary(path) => (path.clone(), Vec::new()),
         };
-        args.extend(
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                &database,
-                "--log",
-                "warn",
-            ]
-            .map(OsString::from),
-        );
+        args.extend(["--listen", "127.0.0.1:0", "--log", "warn"].map(OsString::from));
+        if let Some(database) = database {
+            args.extend(["--database".into(), database.into()]);
+        }
         args.extend(extra_args.iter().map(OsString::from));
         let mut child = Command::new(&exe)
             .args(&args)
@@ -171,8 +166,9 @@ impl LocalServers {
     /// Starts `nodes` servers of `program` with `extra_args`, logging into
     /// `dir` (`server.log`, or `server-N.log` for several): one on a fresh
     /// SQLite database, several on a fresh throwaway PostgreSQL cluster
-    /// (its log `postgres.log`), one after the other so that the first
-    /// migrates the database.
+    /// (its log `postgres.log`), or all on the `--database` that
+    /// `extra_args` name; one after the other, so that the first migrates
+    /// the database.
     ///
     /// # Errors
     ///
@@ -183,31 +179,30 @@ impl LocalServers {
         nodes: usize,
         dir: &Path,
     ) -> anyhow::Result<Self> {
-        if nodes <= 1 {
-            let log = dir.join("server.log");
-            let server = LocalServer::start(program, extra_args, &log, None).await?;
-            return Ok(Self {
-                servers: vec![server],
-                postgres: None,
-            });
-        }
-        let postgres = Postgres::start(&dir.join("postgres.log")).await?;
+        let postgres = if nodes > 1 && !names_database(extra_args) {
+            Some(Postgres::start(&dir.join("postgres.log")).await?)
+        } else {
+            None
+        };
+        let database = postgres.as_ref().map(Postgres::url);
         let mut started = Self {
             servers: Vec::with_capacity(nodes),
-            postgres: None,
+            postgres,
         };
-        for node in 1..=nodes {
-            let log = dir.join(format!("server-{node}.log"));
-            match LocalServer::start(program, extra_args, &log, Some(&postgres.url())).await {
+        for node in 1..=nodes.max(1) {
+            let log = if nodes > 1 {
+                dir.join(format!("server-{node}.log"))
+            } else {
+                dir.join("server.log")
+            };
+            match LocalServer::start(program, extra_args, &log, database.as_deref()).await {
                 Ok(server) => started.servers.push(server),
                 Err(e) => {
                     started.stop().await;
-                    postgres.stop().await;
                     return Err(e.context(format!("starting node {node} of {nodes}")));
                 }
             }
         }
-        started.postgres = Some(postgres);
         Ok(started)
     }
 
@@ -227,5 +222,29 @@ impl LocalServers {
         if let Some(postgres) = self.postgres {
             postgres.stop().await;
         }
+    }
+}
+
+/// Whether `args` give the server a `--database` of their own.
+fn names_database(args: &[String]) -> bool {
+    args.iter()
+        .any(|arg| arg == "--database" || arg.starts_with("--database="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_given_as_a_server_argument_is_the_servers() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert!(names_database(&args(&["--database=postgres://h/db"])));
+        assert!(names_database(&args(&[
+            "--max-batch=1",
+            "--database",
+            "sqlite://x"
+        ])));
+        assert!(!names_database(&args(&["--database-connections=4"])));
+        assert!(!names_database(&[]));
     }
 }
