@@ -231,13 +231,15 @@ async fn histograms_come_back_exactly_and_merge(backend: Backend) {
         names,
         [
             "connect",
+            "cross_node",
             "end_to_end",
             "first_event",
             "from_publish",
             "latency",
             "publish",
             "reconnect",
-            "resume"
+            "resume",
+            "same_node"
         ]
     );
     let get =

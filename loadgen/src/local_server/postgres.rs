@@ -144,10 +144,13 @@ impl Postgres {
 }
 
 /// PostgreSQL's binaries: `PG_BIN`, or the newest
-/// `/usr/lib/postgresql/VERSION/bin` that has `initdb`.
-fn bin_dir() -> anyhow::Result<PathBuf> {
+/// `/usr/lib/postgresql/VERSION/bin` that has `initdb`; `None` when there
+/// are none. (The tests' throwaway clusters look the same way, in
+/// `tests/support/postgres.rs`, which the server's own tests share and
+/// which therefore cannot call this.)
+fn installed_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BIN") {
-        return Ok(PathBuf::from(dir));
+        return Some(PathBuf::from(dir));
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -160,7 +163,12 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).context(
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// [`installed_bin_dir`], or why the load generator cannot start a cluster.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    installed_bin_dir().context(
         "several local nodes share a throwaway PostgreSQL cluster, and PostgreSQL's initdb and \
          postgres were not found (under /usr/lib/postgresql/VERSION/bin, or PG_BIN): install \
          PostgreSQL (Debian: apt-get install postgresql), set PG_BIN, or give the nodes of a \
