@@ -8,7 +8,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, on, post};
 use axum::{Json, Router};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -16,10 +16,11 @@ use serde_json::{Value, json};
 
 use super::credentials;
 use super::params::{Params, parse_u64_in};
-use super::stream::{sse_stream, ws_stream};
+use super::stream::{WS_METHODS, sse_stream, ws_stream};
 use crate::error::ApiError;
 use crate::protocol::Name;
 use crate::publish::SocketPublisher;
+use crate::scope::StreamScope;
 use crate::source::topic::{OverflowPolicy, Topic};
 use crate::state::AppState;
 
@@ -35,7 +36,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/topics/{topic}/events", post(publish))
         .route("/sse/topics/{topic}", get(sse_subscribe))
-        .route("/ws/topics/{topic}", get(ws_subscribe))
+        .route("/ws/topics/{topic}", on(WS_METHODS, ws_subscribe))
 }
 
 /// The path segment `param` as a [`Name`].
@@ -172,6 +173,7 @@ impl Subscription {
 
 async fn sse_subscribe(
     State(state): State<AppState>,
+    scope: StreamScope,
     topic: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -179,11 +181,12 @@ async fn sse_subscribe(
     let params = Params::parse(query.as_deref(), SUBSCRIBE_PARAMS)?;
     let subscription = Subscription::parse(&state, topic, &params, &headers)?;
     let tag = params.tag()?;
-    sse_stream(&state, subscription.source(&state).await?, tag)
+    sse_stream(&state, scope, subscription.source(&state).await?, tag)
 }
 
 async fn ws_subscribe(
     State(state): State<AppState>,
+    scope: StreamScope,
     topic: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -203,5 +206,13 @@ async fn ws_subscribe(
     let max_message = state.config.max_publish_bytes + PUBLISH_FRAME_OVERHEAD;
     let upgrade = upgrade?;
     let source = subscription.source(&state).await?;
-    Ok(ws_stream(&state, upgrade, source, inbox, max_message, tag))
+    Ok(ws_stream(
+        &state,
+        scope,
+        upgrade,
+        source,
+        inbox,
+        max_message,
+        tag,
+    ))
 }
