@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use streamgauge_server::{Config, Shutdown, Store, run};
+use streamgauge_server::{Config, Shutdown, Store, Tls, run};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::connect_async;
@@ -102,7 +102,11 @@ impl TestServer {
             .expect("binding 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
         let shutdown = Shutdown::new();
-        let handle = tokio::spawn(run(listener, config, store, shutdown.clone()));
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| Tls::load(files).expect("loading the test certificate"));
+        let handle = tokio::spawn(run(listener, config, store, tls, shutdown.clone()));
         Self {
             addr,
             shutdown,

@@ -18,6 +18,7 @@ use super::credentials;
 use super::params::{Params, parse_u64_in};
 use super::stream::{WS_METHODS, sse_stream, ws_stream};
 use crate::error::ApiError;
+use crate::metrics::CloseReason;
 use crate::protocol::Name;
 use crate::publish::SocketPublisher;
 use crate::scope::StreamScope;
@@ -48,8 +49,12 @@ pub(crate) fn path_name(
     Name::parse(&raw).map_err(|reason| ApiError::bad_param(param, reason))
 }
 
-/// Reads a request body of at most `max` bytes.
+/// Reads a request body of at most `max` bytes, whole within the body
+/// timeout (counted from now, as the handler starts once the head is in).
+/// Bounded here, over the whole body: tower-http's body timeout restarts
+/// at every frame, so a body trickling a byte at a time would never end.
 pub(crate) async fn read_body(
+    state: &AppState,
     body: Body,
     headers: &HeaderMap,
     max: usize,
@@ -61,17 +66,30 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|len| len > max) {
         return Err(ApiError::PayloadTooLarge { max });
     }
-    let mut chunks = body.into_data_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = chunks.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::BadBody("the body could not be read".to_owned()))?;
-        if buf.len() + chunk.len() > max {
-            return Err(ApiError::PayloadTooLarge { max });
+    let limit = state.config.body_timeout;
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|_| ApiError::BadBody("the body could not be read".to_owned()))?;
+            if buf.len() + chunk.len() > max {
+                return Err(ApiError::PayloadTooLarge { max });
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
+        Ok(buf)
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(read) => read,
+        Err(_) => {
+            state
+                .metrics
+                .connections()
+                .closed(CloseReason::BodyTimeout);
+            Err(ApiError::BodyTimeout(limit))
+        }
     }
-    Ok(buf)
 }
 
 async fn publish(
@@ -82,7 +100,7 @@ async fn publish(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let topic = path_name("topic", topic)?;
     credentials::require_publisher(&state.auth, &headers, "publishing")?;
-    let body = read_body(body, &headers, state.config.max_publish_bytes).await?;
+    let body = read_body(&state, body, &headers, state.config.max_publish_bytes).await?;
     let seq = state
         .publisher
         .publish(&topic, &body)
