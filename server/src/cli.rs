@@ -86,9 +86,9 @@ fn serve(config: Config, tls: Option<Tls>) -> anyhow::Result<()> {
         // Installed before the announcement, like the shutdown signals: a
         // SIGHUP's default action would end the process.
         let tls = match tls {
-            Some(tls) => Some(
-                tls.reloading_on(Reloads::install().context("installing the SIGHUP handler")?),
-            ),
+            Some(tls) => {
+                Some(tls.reloading_on(Reloads::install().context("installing the SIGHUP handler")?))
+            }
             None => None,
         };
         announce(addr, tls.is_some())?;

@@ -271,7 +271,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                     .oneshot(request)
                     .map(move |response| response.map(|r| scope::wrap(r, scope))),
             ),
-            Err(refusal) => Box::pin(std::future::ready(Ok(refusal))),
+            Err(refusal) => Box::pin(std::future::ready(Ok(refusal.into_response()))),
         }
     }
 }
@@ -387,7 +387,11 @@ mod tests {
         assert!(bucket.take(), "one earned in a tenth of a second");
         assert!(!bucket.take());
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!((0..20).filter(|_| bucket.take()).count(), 10, "no more than a burst");
+        assert_eq!(
+            (0..20).filter(|_| bucket.take()).count(),
+            10,
+            "no more than a burst"
+        );
     }
 
     #[tokio::test]

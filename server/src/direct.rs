@@ -29,7 +29,7 @@ use axum::Router;
 use axum::body::{Body, BodyDataStream, HttpBody as _};
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Version};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use bytes::{Buf, BufMut as _, Bytes, BytesMut};
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -94,7 +94,7 @@ pub async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, deadline: Instant) -> Sni
         Ok(Ok(n)) => n,
     };
     match parse(&buf[..read]) {
-        Head::Stream(request, len) => Sniffed::Stream(Box::new(request), read - len),
+        Head::Stream(request, len) => Sniffed::Stream(request, read - len),
         Head::Malformed(reason) => Sniffed::Malformed(reason),
         Head::Other => {
             buf.truncate(read);
@@ -108,7 +108,7 @@ pub async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, deadline: Instant) -> Sni
 enum Head {
     /// A whole head of a body-less HTTP/1.1 `GET` of a stream path, and
     /// its length.
-    Stream(Request<Body>, usize),
+    Stream(Box<Request<Body>>, usize),
     /// A whole head that must be refused.
     Malformed(&'static str),
     /// Anything else.
@@ -131,7 +131,7 @@ fn parse(bytes: &[u8]) -> Head {
         return Head::Malformed(reason);
     }
     stream_request(&head)
-        .map(|request| Head::Stream(request, len))
+        .map(|request| Head::Stream(Box::new(request), len))
         .unwrap_or(Head::Other)
 }
 
@@ -218,7 +218,7 @@ pub fn serve<'a, IO: AsyncRead + AsyncWrite + Unpin + Send>(
                 Ok(response) => scope::wrap(response, scope),
                 Err(never) => match never {},
             },
-            Err(refusal) => refusal,
+            Err(refusal) => refusal.into_response(),
         };
         respond(io, response, trailing).await;
     }
@@ -226,7 +226,6 @@ pub fn serve<'a, IO: AsyncRead + AsyncWrite + Unpin + Send>(
 
 /// Writes `error`'s answer to `io` and closes the connection.
 pub async fn refuse<IO: AsyncRead + AsyncWrite + Unpin + Send>(io: &mut IO, error: ApiError) {
-    use axum::response::IntoResponse as _;
     respond(io, error.into_response(), 0).await;
 }
 
@@ -610,7 +609,10 @@ mod tests {
     async fn a_peer_that_sends_nothing_times_out_at_the_deadline() {
         let (_client, mut server) = tokio::io::duplex(64);
         let deadline = Instant::now() + Duration::from_secs(10);
-        assert!(matches!(sniff(&mut server, deadline).await, Sniffed::TimedOut));
+        assert!(matches!(
+            sniff(&mut server, deadline).await,
+            Sniffed::TimedOut
+        ));
         assert_eq!(Instant::now(), deadline);
     }
 

@@ -57,6 +57,7 @@ pub mod disconnect;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod health;
 pub mod heap;
 pub mod http;
 pub mod hub;

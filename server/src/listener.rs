@@ -225,7 +225,12 @@ mod tests {
 
     use super::*;
 
-    fn listener(inner: TcpListener, write: Duration, peers: Arc<Peers>, stalled: Counter) -> Listener {
+    fn listener(
+        inner: TcpListener,
+        write: Duration,
+        peers: Arc<Peers>,
+        stalled: Counter,
+    ) -> Listener {
         Listener::new(
             inner,
             write,

@@ -416,6 +416,7 @@ pub struct Metrics {
     cluster: ClusterMetrics,
     connections: ConnectionMetrics,
     live_subscribers: Gauge,
+    database_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -578,6 +579,13 @@ impl Metrics {
             connections.tls_reloads.clone(),
         );
 
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 while the database answers the server's probe, 0 while it is unreachable",
+            database_up.clone(),
+        );
+
         let for_transport = |transport| {
             let labels = TransportLabels { transport };
             TransportMetrics {
@@ -602,7 +610,13 @@ impl Metrics {
             cluster,
             connections,
             live_subscribers,
+            database_up,
         }
+    }
+
+    /// The gauge of the database's health.
+    pub fn database_up(&self) -> Gauge {
+        self.database_up.clone()
     }
 
     /// The connection metrics.

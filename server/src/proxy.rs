@@ -42,7 +42,8 @@ impl Cidr {
                     == masked(u32::from(net).into(), 32, self.prefix)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(ip), 128, self.prefix) == masked(u128::from(net), 128, self.prefix)
+                masked(u128::from(ip), 128, self.prefix)
+                    == masked(u128::from(net), 128, self.prefix)
             }
             _ => false,
         }
@@ -233,7 +234,14 @@ fn parse_v1(line: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
     let fields: Vec<&str> = text.split(' ').collect();
     match fields.as_slice() {
         ["PROXY", "UNKNOWN", ..] => Ok(None),
-        ["PROXY", family @ ("TCP4" | "TCP6"), source, _dest, port, _dport] => {
+        [
+            "PROXY",
+            family @ ("TCP4" | "TCP6"),
+            source,
+            _dest,
+            port,
+            _dport,
+        ] => {
             let ip: IpAddr = source
                 .parse()
                 .map_err(|_| HeaderError::Malformed("v1 source address"))?;
@@ -277,7 +285,10 @@ fn parse_v2(command: u8, family: u8, block: &[u8]) -> Result<Option<SocketAddr>,
     match family {
         // TCP over IPv4: source, destination, source port, destination port.
         0x11 => {
-            let b: &[u8; 12] = block.get(..12).and_then(|b| b.try_into().ok()).ok_or(short)?;
+            let b: &[u8; 12] = block
+                .get(..12)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(short)?;
             let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
             Ok(Some(SocketAddr::new(
                 IpAddr::V4(ip),
@@ -286,11 +297,17 @@ fn parse_v2(command: u8, family: u8, block: &[u8]) -> Result<Option<SocketAddr>,
         }
         // TCP over IPv6.
         0x21 => {
-            let b: &[u8; 36] = block.get(..36).and_then(|b| b.try_into().ok()).ok_or(short)?;
+            let b: &[u8; 36] = block
+                .get(..36)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(short)?;
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&b[..16]);
             let ip = canonical(IpAddr::V6(Ipv6Addr::from(octets)));
-            Ok(Some(SocketAddr::new(ip, u16::from_be_bytes([b[32], b[33]]))))
+            Ok(Some(SocketAddr::new(
+                ip,
+                u16::from_be_bytes([b[32], b[33]]),
+            )))
         }
         // UNSPEC, UDP or UNIX: not a TCP client.
         _ => Ok(None),
@@ -373,7 +390,11 @@ mod tests {
             b"PROXY SCTP 1.2.3.4 5.6.7.8 1 2\r\n",
             b"GET / HTTP/1.1\r\n\r\n",
         ] {
-            assert!(header(bad).await.0.is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                header(bad).await.0.is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let endless = [b"PROXY ".as_slice(), &[b'x'; 200]].concat();
         assert!(header(&endless).await.0.is_err());

@@ -28,7 +28,7 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, Version};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
@@ -102,8 +102,13 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// The `429` answer when the client's address is at its limit.
-    pub fn open(&self, request: &mut Request, busy: Option<Busy>) -> Result<Option<Arc<Scope>>, Response> {
+    /// [`ApiError::PeerLimit`] (a `429`) when the client's address is at
+    /// its limit.
+    pub fn open(
+        &self,
+        request: &mut Request,
+        busy: Option<Busy>,
+    ) -> Result<Option<Arc<Scope>>, ApiError> {
         let client = if self.forwarded {
             self.shared
                 .trusted
@@ -117,7 +122,7 @@ impl Client {
                 Some(slot) => Some(slot),
                 None => {
                     self.shared.metrics.closed(CloseReason::PeerLimit);
-                    return Err(ApiError::PeerLimit(self.shared.peers.limit()).into_response());
+                    return Err(ApiError::PeerLimit(self.shared.peers.limit()));
                 }
             }
         } else {

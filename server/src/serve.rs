@@ -166,7 +166,13 @@ async fn client(
 /// The TLS handshake on `io` (within the first head's `deadline`), then
 /// HTTP over it: HTTP/2 when ALPN says so, otherwise what the first bytes
 /// are.
-async fn secure(io: DeadlineIo, mut client: Client, serving: &Serving, deadline: Instant, tls: &Tls) {
+async fn secure(
+    io: DeadlineIo,
+    mut client: Client,
+    serving: &Serving,
+    deadline: Instant,
+    tls: &Tls,
+) {
     let mut stream = match timeout_at(deadline, tls.acceptor().accept(io)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -202,7 +208,12 @@ enum Next {
 /// Reads the first bytes of `io` and serves what they are: an SSE stream
 /// directly, a malformed head with a JSON `400`; anything else is left to
 /// hyper, on the protocol they show (HTTP/2's preface, or HTTP/1.1).
-async fn dispatch<IO>(io: &mut IO, client: &mut Client, serving: &Serving, deadline: Instant) -> Next
+async fn dispatch<IO>(
+    io: &mut IO,
+    client: &mut Client,
+    serving: &Serving,
+    deadline: Instant,
+) -> Next
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {

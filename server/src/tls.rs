@@ -48,7 +48,10 @@ impl TlsFiles {
     /// # Errors
     ///
     /// [`config::Error::Invalid`] when only one is given.
-    pub fn pair(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<Self>, config::Error> {
+    pub fn pair(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Option<Self>, config::Error> {
         match (cert, key) {
             (Some(cert), Some(key)) => Ok(Some(Self { cert, key })),
             (None, None) => Ok(None),
@@ -161,10 +164,7 @@ impl Tls {
 
     /// An acceptor with the configuration in force now.
     pub fn acceptor(&self) -> TlsAcceptor {
-        let config = self
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let config = self.current.read().unwrap_or_else(PoisonError::into_inner);
         TlsAcceptor::from(Arc::clone(&config))
     }
 }

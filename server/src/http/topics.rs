@@ -83,10 +83,7 @@ pub(crate) async fn read_body(
     match tokio::time::timeout(limit, read).await {
         Ok(read) => read,
         Err(_) => {
-            state
-                .metrics
-                .connections()
-                .closed(CloseReason::BodyTimeout);
+            state.metrics.connections().closed(CloseReason::BodyTimeout);
             Err(ApiError::BodyTimeout(limit))
         }
     }
