@@ -13,6 +13,7 @@ mod backpressure;
 mod cluster;
 mod demo;
 mod http1;
+mod https;
 mod limits;
 mod liveness;
 mod loadgen;

@@ -204,14 +204,15 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
 }
 
 /// The *ring* crypto provider: TLS 1.3 and 1.2 suites with AES-GCM and
-/// ChaCha20-Poly1305, X25519 and the NIST curves.
+/// ChaCha20-Poly1305, X25519 and the NIST curves (also what this
+/// project's TLS clients use, so the tree keeps one provider).
 #[expect(
     deprecated,
     reason = "rustls 0.23.48 deprecates ring's provider for lacking post-quantum key exchange \
               (only aws-lc-rs has it); this build keeps one crypto provider, ring, whose \
               classical key exchange is what browsers fall back to"
 )]
-fn ring_provider() -> rustls::crypto::CryptoProvider {
+pub fn ring_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
