@@ -18,6 +18,7 @@ mod limits;
 mod liveness;
 mod loadgen;
 mod ops;
+mod phases;
 mod replay;
 mod shutdown;
 mod streams;
