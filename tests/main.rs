@@ -19,6 +19,7 @@ mod liveness;
 mod loadgen;
 mod ops;
 mod phases;
+mod proxies;
 mod replay;
 mod shutdown;
 mod streams;
