@@ -11,6 +11,7 @@ mod support;
 
 mod backpressure;
 mod cluster;
+mod cors;
 mod demo;
 mod http1;
 mod https;

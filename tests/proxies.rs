@@ -181,7 +181,10 @@ async fn on_http2_the_address_limit_counts_streams_not_connections() {
     // The connection holds one slot, each open stream one more.
     let first = tls::get(&mut h2, "/sse/ticker?rate=1").await;
     let second = tls::get(&mut h2, "/sse/ticker?rate=1").await;
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
     let third = tls::get(&mut h2, "/sse/ticker?rate=1").await;
     assert_eq!(third.status(), 429);
     drop(first);
