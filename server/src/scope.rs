@@ -224,8 +224,10 @@ struct ScopedBody {
 
 impl Drop for ScopedBody {
     fn drop(&mut self) {
+        // HTTP layers stop polling a body whose size they know once they
+        // have it all, without waiting for its end.
         if let Some(scope) = self.scope.take() {
-            scope.body_ended(false);
+            scope.body_ended(self.body.is_end_stream());
         }
     }
 }
