@@ -676,10 +676,16 @@ fn with_a_certificate_it_listens_on_https_and_an_unusable_one_exits_2() {
     std::fs::write(&garbage, "not a certificate\n").unwrap();
     let (code, stderr) = run_to_exit(&mut tls(&garbage, &key));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("garbage.pem") && stderr.contains("no PEM certificate"), "{stderr}");
+    assert!(
+        stderr.contains("garbage.pem") && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
     let (code, stderr) = run_to_exit(server().args(["--tls-cert", "c.pem"]));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("invalid `tls-cert`: needs --tls-key"), "{stderr}");
+    assert!(
+        stderr.contains("invalid `tls-cert`: needs --tls-key"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -717,7 +723,11 @@ fn json_logs_carry_the_access_log_with_the_forwarded_client() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();
-    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
     let access: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|l| l["target"] == "streamgauge::access")
@@ -727,13 +737,22 @@ fn json_logs_carry_the_access_log_with_the_forwarded_client() {
         .find(|l| l["path"] == "/healthz")
         .unwrap_or_else(|| panic!("no access line for /healthz in {stderr}"));
     assert_eq!(health["client"], "203.0.113.7:0", "{health}");
-    assert_eq!((health["status"].as_u64(), health["method"].as_str()), (Some(200), Some("GET")));
+    assert_eq!(
+        (health["status"].as_u64(), health["method"].as_str()),
+        (Some(200), Some("GET"))
+    );
     assert_eq!(health["reason"], "complete");
-    assert!(health["duration_ms"].is_f64() && health["bytes"].as_u64() > Some(0), "{health}");
+    assert!(
+        health["duration_ms"].is_f64() && health["bytes"].as_u64() > Some(0),
+        "{health}"
+    );
     let stream = access
         .iter()
         .find(|l| l["path"] == "/sse/ticker")
         .unwrap_or_else(|| panic!("no access line for the stream in {stderr}"));
     assert_eq!(stream["reason"], "complete", "{stream}");
-    assert!(!stderr.contains("secret"), "the query string is not logged: {stderr}");
+    assert!(
+        !stderr.contains("secret"),
+        "the query string is not logged: {stderr}"
+    );
 }

@@ -65,7 +65,9 @@ async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself(
         .expect("reading")
         .expect("the first event");
     assert_eq!(events(&String::from_utf8_lossy(&first)), [(1, 1)]);
-    let ws_url = server.url("/ws/topics/outage?since=1").replacen("http", "ws", 1);
+    let ws_url = server
+        .url("/ws/topics/outage?since=1")
+        .replacen("http", "ws", 1);
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
         .await
         .expect("a WebSocket subscriber");
@@ -167,7 +169,10 @@ async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself(
     })
     .await
     .expect("publishing to work again");
-    assert_eq!(resumed, 3, "the seqs of the failed publishes were not taken");
+    assert_eq!(
+        resumed, 3,
+        "the seqs of the failed publishes were not taken"
+    );
     // And subscribers resume from their last seq.
     let mut again = http
         .get(server.url("/sse/topics/outage?since=1"))
