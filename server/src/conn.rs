@@ -33,6 +33,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use bytes::{Buf as _, Bytes};
 use futures_util::FutureExt as _;
@@ -132,7 +133,7 @@ impl Connection<'_> {
             }),
         };
         let io = TokioIo::new(HyperIo {
-            prefix,
+            prefix: (!prefix.is_empty()).then(|| Box::new(prefix)),
             inner: io,
             activity: (protocol == Protocol::Http1).then(|| Arc::clone(&activity)),
         });
@@ -265,12 +266,17 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             }
         }
         match conn.client.open(&mut request, Some(busy)) {
-            Ok(scope) => Box::pin(
-                self.router
-                    .clone()
-                    .oneshot(request)
-                    .map(move |response| response.map(|r| scope::wrap(r, scope))),
-            ),
+            Ok(scope) => {
+                let activity = Arc::clone(&conn.activity);
+                Box::pin(self.router.clone().oneshot(request).map(move |response| {
+                    response.map(|response| {
+                        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            activity.upgraded();
+                        }
+                        scope::wrap(response, scope)
+                    })
+                }))
+            }
             Err(refusal) => Box::pin(std::future::ready(Ok(refusal.into_response()))),
         }
     }
@@ -312,8 +318,11 @@ impl Bucket {
 /// over first, then the socket's; on HTTP/1.1 each read tells the
 /// connection's [`Activity`] (a byte while idle begins a head).
 pub struct HyperIo<IO> {
-    prefix: Bytes,
+    /// What was read before (boxed: an upgraded WebSocket keeps this
+    /// struct for its whole life).
+    prefix: Option<Box<Bytes>>,
     inner: IO,
+    /// Let go of once the connection is upgraded (its last holder).
     activity: Option<Arc<Activity>>,
 }
 
@@ -323,22 +332,25 @@ impl<IO: AsyncRead + Unpin> AsyncRead for HyperIo<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            if self.prefix.is_empty() {
+        if let Some(prefix) = &mut self.prefix {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix[..n]);
+            prefix.advance(n);
+            if prefix.is_empty() {
                 // Let go of the first read's buffer.
-                self.prefix = Bytes::new();
+                self.prefix = None;
             }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(activity) = &self.activity
-            && buf.filled().len() > before
-        {
-            activity.bytes_read();
+        if let Some(activity) = &self.activity {
+            if activity.is_upgraded() {
+                // A WebSocket now: nobody times its heads any more.
+                self.activity = None;
+            } else if buf.filled().len() > before {
+                activity.bytes_read();
+            }
         }
         polled
     }
@@ -398,7 +410,7 @@ mod tests {
     async fn the_prefix_is_read_first_then_the_connection() {
         use tokio::io::AsyncReadExt as _;
         let mut io = HyperIo {
-            prefix: Bytes::from_static(b"GET / "),
+            prefix: Some(Box::new(Bytes::from_static(b"GET / "))),
             inner: &b"HTTP/1.1\r\n"[..],
             activity: None,
         };

@@ -214,33 +214,42 @@ pub fn serve<'a, IO: AsyncRead + AsyncWrite + Unpin + Send>(
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         let response = match client.open(&mut request, None) {
-            Ok(scope) => match router.oneshot(*request).await {
+            Ok(scope) => match router.oneshot(unbox(request)).await {
                 Ok(response) => scope::wrap(response, scope),
                 Err(never) => match never {},
             },
             Err(refusal) => refusal.into_response(),
         };
-        respond(io, response, trailing).await;
+        respond(io, begin(response), trailing).await;
     }
+}
+
+/// The value in `boxed`, whose allocation is freed now: moving out of a
+/// box in place would keep it allocated as long as the box variable, here
+/// the stream's whole life.
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 /// Writes `error`'s answer to `io` and closes the connection.
 pub async fn refuse<IO: AsyncRead + AsyncWrite + Unpin + Send>(io: &mut IO, error: ApiError) {
-    respond(io, error.into_response(), 0).await;
+    respond(io, begin(error.into_response()), 0).await;
 }
 
-/// Writes `response` to `io` and closes the connection.
+/// Writes a response, `begun` (its first write and the rest of its body,
+/// or why it cannot be), to `io` and closes the connection. Taken apart
+/// before this future is made: the response itself is not kept.
 #[expect(
     clippy::manual_async_fn,
     reason = "an `async fn` keeps a second copy of its arguments"
 )]
 fn respond<IO: AsyncRead + AsyncWrite + Unpin + Send>(
     io: &mut IO,
-    response: Response,
+    begun: Result<(Gather, BodyDataStream, bool), Cut>,
     trailing: usize,
 ) -> impl Future<Output = ()> + Send + '_ {
     async move {
-        let written = match begin(response) {
+        let written = match begun {
             Ok((out, body, ended)) => write_body(io, out, body, ended, trailing).await,
             Err(e) => Err(e),
         };

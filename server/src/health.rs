@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -42,18 +43,32 @@ pub struct Health {
     wake: Notify,
     /// `streamgauge_database_up`.
     gauge: Gauge,
+    /// Publishes refused while it is down.
+    refused: Counter,
 }
 
 impl Health {
-    /// Up, reporting in `gauge`.
-    pub fn new(gauge: Gauge) -> Self {
+    /// Up, reporting in `gauge`, counting in `refused` the publishes
+    /// refused while it is down.
+    pub fn new(gauge: Gauge, refused: Counter) -> Self {
         gauge.set(1);
         Self {
             down: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             wake: Notify::new(),
             gauge,
+            refused,
         }
+    }
+
+    /// Whether the database is known to be down; if so, counts `n`
+    /// publishes refused for it.
+    pub fn refuses(&self, n: u64) -> bool {
+        let down = self.is_down();
+        if down {
+            self.refused.inc_by(n);
+        }
+        down
     }
 
     /// Why the database is down, or `None` while it is up.
@@ -124,13 +139,16 @@ mod tests {
 
     #[test]
     fn a_failure_marks_it_down_with_its_reason_until_it_is_seen_up() {
-        let gauge = Gauge::default();
-        let health = Health::new(gauge.clone());
+        let (gauge, refused) = (Gauge::default(), Counter::default());
+        let health = Health::new(gauge.clone(), refused.clone());
         assert_eq!((health.down(), gauge.get()), (None, 1));
         health.failed(&"connection refused");
         assert_eq!(health.down().as_deref(), Some("connection refused"));
         assert_eq!(gauge.get(), 0);
+        assert!(health.refuses(3));
+        assert_eq!(refused.get(), 3);
         health.set_up();
+        assert!(!health.refuses(1));
         assert_eq!((health.down(), gauge.get()), (None, 1));
     }
 }

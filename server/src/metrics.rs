@@ -125,6 +125,12 @@ impl TopicMetrics {
             .inc_by(n);
     }
 
+    /// The counter of publishes refused for `reason`.
+    pub fn publish_failures(&self, reason: &'static str) -> Counter {
+        self.publish_failures
+            .get_or_create_owned(&ReasonLabels { reason })
+    }
+
     /// Counts a gap notice sent for `reason`.
     pub fn gap_sent(&self, reason: &'static str) {
         self.gaps.get_or_create(&ReasonLabels { reason }).inc();
@@ -498,7 +504,8 @@ impl Metrics {
         );
         registry.register(
             "publish_failures",
-            "Publishes refused after validation, by reason (busy, storage)",
+            "Publishes refused after validation, by reason: storage (the commit failed), \
+             database_down (refused at once while the database was known to be down)",
             topics.publish_failures.clone(),
         );
         registry.register(

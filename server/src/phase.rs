@@ -51,6 +51,9 @@ pub struct Activity {
     head_begun: AtomicBool,
     /// Set when the connection must be closed at once (a stream flood).
     shed: AtomicBool,
+    /// Set when the connection becomes a WebSocket: its socket's reader
+    /// then lets go of this.
+    upgraded: AtomicBool,
     /// When the current phase began (head: its start; idle: the end of the
     /// last request).
     since: Mutex<Instant>,
@@ -67,6 +70,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_begun: AtomicBool::new(timed_heads),
             shed: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
             since: Mutex::new(accepted),
             changed: Notify::new(),
         }
@@ -102,6 +106,17 @@ impl Activity {
     pub fn shed(&self) {
         self.shed.store(true, Ordering::Release);
         self.changed.notify_one();
+    }
+
+    /// The connection is being upgraded (a `101` answer): it has no more
+    /// heads to time.
+    pub fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection was upgraded.
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Acquire)
     }
 
     /// Whether the connection must be closed now.

@@ -68,9 +68,8 @@ pub struct Publisher {
     requests: mpsc::Sender<Request>,
     max_body: usize,
     /// While the database is known to be down, publishes are refused at
-    /// once.
+    /// once (and counted there).
     health: Arc<Health>,
-    metrics: TopicMetrics,
 }
 
 impl Publisher {
@@ -92,14 +91,13 @@ impl Publisher {
                 store,
                 hub,
                 health: Arc::clone(&health),
-                metrics: metrics.clone(),
+                metrics,
             },
         ));
         let publisher = Self {
             requests,
             max_body,
             health,
-            metrics,
         };
         (publisher, writer)
     }
@@ -123,8 +121,7 @@ impl Publisher {
     /// [`PublishError::Busy`] or [`PublishError::Unavailable`]; nothing was
     /// stored.
     async fn publish_line(&self, topic: &Name, data: String) -> Result<u64, PublishError> {
-        if self.health.is_down() {
-            self.metrics.publish_failed(DATABASE_DOWN, 1);
+        if self.health.refuses(1) {
             return Err(PublishError::Unavailable);
         }
         let (reply, response) = oneshot::channel();
@@ -182,10 +179,6 @@ fn minify(json: &str) -> String {
     out
 }
 
-/// The `publish_failures_total` reason of publishes refused while the
-/// database is known to be down.
-const DATABASE_DOWN: &str = "database_down";
-
 /// What the writer commits through.
 struct Committer {
     store: Store,
@@ -205,12 +198,9 @@ async fn write_loop(mut requests: mpsc::Receiver<Request>, committer: Committer)
             request.pts = request.pts.max(last_pts);
             last_pts = request.pts;
         }
-        if committer.health.is_down() {
+        if committer.health.refuses(group.len() as u64) {
             // Queued before the outage was known: refused now, not after
             // the pool's acquire timeout.
-            committer
-                .metrics
-                .publish_failed(DATABASE_DOWN, group.len() as u64);
             for request in group.drain(..) {
                 let _ = request.reply.send(Err(PublishError::Unavailable));
             }

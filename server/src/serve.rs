@@ -78,7 +78,12 @@ pub async fn serve(mut listener: Listener, serving: Arc<Serving>) {
             () = serving.token.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        connections.spawn(connection(io, addr, Arc::clone(&serving)));
+        let serving = Arc::clone(&serving);
+        if serving.tls.is_some() {
+            connections.spawn(secure(io, addr, serving));
+        } else {
+            connections.spawn(connection(io, addr, serving));
+        }
     }
     drop(listener);
     connections.close();
@@ -87,30 +92,25 @@ pub async fn serve(mut listener: Listener, serving: Arc<Serving>) {
 
 /// Serves one connection to its end.
 ///
-/// An `async` block rather than an `async fn`, which would keep a second
-/// copy of `io` for the connection's whole life; the steps that run once
-/// are boxed, so that an SSE stream's task is sized by what it keeps.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an `async fn` keeps a second copy of its arguments"
-)]
+/// Its parts are stored once (an `async fn` would keep a second copy of
+/// `io` for the connection's whole life; the first step owns it and hands
+/// it back), and the steps that run once are boxed, so that an SSE
+/// stream's task is sized by what it keeps.
 fn connection(
-    mut io: DeadlineIo,
+    io: DeadlineIo,
     peer: SocketAddr,
     serving: Arc<Serving>,
 ) -> impl Future<Output = ()> + Send {
+    let found = Box::pin(client(io, peer, Arc::clone(&serving)));
     async move {
-        let deadline = io.accepted() + serving.header_timeout;
-        let Some(mut client) = Box::pin(client(&mut io, peer, &serving, deadline)).await else {
+        let Some((mut io, mut client)) = found.await else {
             return;
         };
-        if let Some(tls) = &serving.tls {
-            return Box::pin(secure(io, client, &serving, deadline, tls)).await;
-        }
+        let deadline = io.accepted() + serving.header_timeout;
         if let Next::Hyper(prefix) = dispatch(&mut io, &mut client, &serving, deadline).await {
             // Boxed: hyper's connection state would otherwise size every
             // connection's task, the streams served directly included.
-            Box::pin(hyper(&serving, deadline).serve(io, prefix, client)).await;
+            Box::pin(hyper(&serving, io.accepted()).serve(io, prefix, client)).await;
         }
     }
 }
@@ -118,12 +118,13 @@ fn connection(
 /// Who the connection serves: the PROXY header's client of a trusted
 /// proxy (when `--proxy-protocol`), which then takes its slot; `None` when
 /// the connection is to be closed (a bad header, a client at its limit).
+/// Hands the connection back with it.
 async fn client(
-    io: &mut DeadlineIo,
+    mut io: DeadlineIo,
     peer: SocketAddr,
-    serving: &Serving,
-    deadline: Instant,
-) -> Option<Client> {
+    serving: Arc<Serving>,
+) -> Option<(DeadlineIo, Client)> {
+    let deadline = io.accepted() + serving.header_timeout;
     let shared = &serving.shared;
     let trusted = shared.trusted.contains(peer.ip());
     let client = |addr, forwarded| Client {
@@ -134,12 +135,12 @@ async fn client(
     };
     if !trusted {
         // Admitted at accept.
-        return Some(client(peer, false));
+        return Some((io, client(peer, false)));
     }
     if !serving.proxy_protocol {
-        return Some(client(peer, true));
+        return Some((io, client(peer, true)));
     }
-    let addr = match timeout_at(deadline, proxy::read_header(io)).await {
+    let addr = match timeout_at(deadline, proxy::read_header(&mut io)).await {
         Ok(Ok(addr)) => addr.unwrap_or(peer),
         Ok(Err(e)) => {
             tracing::debug!(%peer, "closing a proxied connection: {e}");
@@ -160,41 +161,50 @@ async fn client(
         return None;
     };
     io.hold(slot);
-    Some(client(addr, false))
+    Some((io, client(addr, false)))
 }
 
-/// The TLS handshake on `io` (within the first head's `deadline`), then
-/// HTTP over it: HTTP/2 when ALPN says so, otherwise what the first bytes
-/// are.
-async fn secure(
+/// Serves one connection over TLS to its end: the handshake on `io`
+/// (within the time of its first head), then HTTP over it: HTTP/2 when
+/// ALPN says so, otherwise what the first bytes are. A task of its own
+/// kind, so that plain connections are not sized by the TLS state.
+fn secure(
     io: DeadlineIo,
-    mut client: Client,
-    serving: &Serving,
-    deadline: Instant,
-    tls: &Tls,
-) {
-    let mut stream = match timeout_at(deadline, tls.acceptor().accept(io)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            tracing::debug!(client = %client.addr, "TLS handshake failed: {e}");
-            serving.metrics().closed(CloseReason::TlsHandshake);
+    peer: SocketAddr,
+    serving: Arc<Serving>,
+) -> impl Future<Output = ()> + Send {
+    let found = Box::pin(client(io, peer, Arc::clone(&serving)));
+    async move {
+        let (Some((io, mut client)), Some(tls)) = (found.await, &serving.tls) else {
             return;
-        }
-        Err(_) => {
-            serving.metrics().closed(CloseReason::HeaderTimeout);
-            return;
-        }
-    };
-    let prefix = if stream.get_ref().1.alpn_protocol() == Some(tls::H2) {
-        client.protocol = Protocol::Http2;
-        Bytes::new()
-    } else {
-        match dispatch(&mut stream, &mut client, serving, deadline).await {
-            Next::Hyper(prefix) => prefix,
-            Next::Done => return,
-        }
-    };
-    Box::pin(hyper(serving, deadline).serve(stream, prefix, client)).await;
+        };
+        let accepted = io.accepted();
+        let deadline = accepted + serving.header_timeout;
+        // Boxed: the handshake's state is freed once it is done.
+        let handshake = Box::pin(timeout_at(deadline, tls.acceptor().accept(io)));
+        let mut stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(client = %client.addr, "TLS handshake failed: {e}");
+                serving.metrics().closed(CloseReason::TlsHandshake);
+                return;
+            }
+            Err(_) => {
+                serving.metrics().closed(CloseReason::HeaderTimeout);
+                return;
+            }
+        };
+        let prefix = if stream.get_ref().1.alpn_protocol() == Some(tls::H2) {
+            client.protocol = Protocol::Http2;
+            Bytes::new()
+        } else {
+            match dispatch(&mut stream, &mut client, &serving, deadline).await {
+                Next::Hyper(prefix) => prefix,
+                Next::Done => return,
+            }
+        };
+        Box::pin(hyper(&serving, accepted).serve(stream, prefix, client)).await;
+    }
 }
 
 /// What is left to do with a connection once its first bytes were read.
@@ -217,14 +227,14 @@ async fn dispatch<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    match direct::sniff(io, deadline).await {
-        Sniffed::Stream(request, trailing) => {
-            let _open = serving.metrics().open(Protocol::Http1);
-            let router = serving.router.clone();
-            direct::serve(io, client, router, request, trailing).await;
-        }
+    // Each arm takes its parts out, so that what was read is not kept
+    // beside the stream.
+    let (request, trailing) = match direct::sniff(io, deadline).await {
+        Sniffed::Stream(request, trailing) => (request, trailing),
         Sniffed::Malformed(reason) => {
-            direct::refuse(io, ApiError::MalformedHead(reason)).await;
+            // Boxed: a stream's task is not sized by this.
+            Box::pin(direct::refuse(io, ApiError::MalformedHead(reason))).await;
+            return Next::Done;
         }
         Sniffed::Other(prefix) => {
             if prefix.starts_with(H2_PREFACE) || H2_PREFACE.starts_with(&prefix) {
@@ -232,19 +242,25 @@ where
             }
             return Next::Hyper(prefix);
         }
-        Sniffed::TimedOut => serving.metrics().closed(CloseReason::HeaderTimeout),
-        Sniffed::Gone => {}
-    }
+        Sniffed::TimedOut => {
+            serving.metrics().closed(CloseReason::HeaderTimeout);
+            return Next::Done;
+        }
+        Sniffed::Gone => return Next::Done,
+    };
+    let _open = serving.metrics().open(Protocol::Http1);
+    let router = serving.router.clone();
+    direct::serve(io, client, router, request, trailing).await;
     Next::Done
 }
 
-/// Hyper's side of a connection whose first head is due by `deadline`.
-fn hyper(serving: &Serving, deadline: Instant) -> Connection<'_> {
+/// Hyper's side of a connection accepted at `accepted`.
+fn hyper(serving: &Serving, accepted: Instant) -> Connection<'_> {
     Connection {
         http: &serving.http,
         router: serving.router.clone(),
         token: &serving.token,
         metrics: serving.metrics(),
-        accepted: deadline - serving.header_timeout,
+        accepted,
     }
 }

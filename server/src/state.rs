@@ -85,7 +85,10 @@ impl AppState {
                 (store, hub, node)
             }
         };
-        let health = Arc::new(Health::new(metrics.database_up()));
+        let health = Arc::new(Health::new(
+            metrics.database_up(),
+            metrics.topics().publish_failures("database_down"),
+        ));
         tokio::spawn(crate::health::probe(
             store.clone(),
             Arc::clone(&health),
