@@ -396,7 +396,9 @@ mod tls_clients {
         }
     }
 
-    /// The child's side: `ADDR CERT_PEM WARM_UP STREAMS`.
+    /// The child's side: `ADDR CERT_PEM WARM_UP STREAMS`. Its stdout is
+    /// how it tells the test where it is.
+    #[expect(clippy::print_stdout, reason = "the child's markers to its parent")]
     pub fn run(spec: &str) {
         let [addr, cert, warm_up, streams] = spec.split(' ').collect::<Vec<_>>()[..] else {
             panic!("{TLS_CLIENTS_ENV}: {spec:?}");

@@ -227,6 +227,10 @@ pub fn serve<'a, IO: AsyncRead + AsyncWrite + Unpin + Send>(
 /// The value in `boxed`, whose allocation is freed now: moving out of a
 /// box in place would keep it allocated as long as the box variable, here
 /// the stream's whole life.
+#[expect(
+    clippy::boxed_local,
+    reason = "the point: it takes the box, to free it on return"
+)]
 fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
 }

@@ -35,11 +35,16 @@
 //! - [`transport`]: SSE and WebSocket delivery, keep-alive, close codes;
 //!   [`session`]: one stream's loop; [`disconnect`]: why a stream ended.
 //! - [`admission`] and [`connections`]: the connection limit and the live
-//!   streams; [`listener`]: accepted sockets with write and header
-//!   deadlines; [`serve`]: the accept loop, handing SSE streams to
-//!   [`direct`] (HTTP/1.1 without hyper's buffers) and the rest to hyper.
-//! - [`shutdown`]: graceful shutdown; [`metrics`]: everything `/metrics`
-//!   exposes.
+//!   streams; [`listener`]: accepted sockets with a write deadline, each
+//!   address under its limit ([`peers`]); [`serve`]: the accept loop and
+//!   each connection's first steps (a trusted proxy's client,
+//!   [`proxy`]; TLS, [`tls`]), handing SSE streams to [`direct`]
+//!   (HTTP/1.1 without hyper's buffers) and the rest to hyper ([`conn`]:
+//!   HTTP/1.1 and HTTP/2, each phase bounded, [`phase`]); [`scope`]: what a
+//!   request holds from its connection; [`cors`]: CORS.
+//! - [`shutdown`]: graceful shutdown; [`health`]: the database's health;
+//!   [`logging`]: log lines and the access log; [`metrics`]: everything
+//!   `/metrics` exposes.
 //! - `fuzzing` (feature `fuzzing`): the untrusted-input parsers, opened to
 //!   the fuzz targets in `fuzz/`.
 
