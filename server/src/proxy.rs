@@ -8,7 +8,7 @@
 //!   connection: [`read_header`]; the connection is then the client's;
 //! - otherwise, per request, the `X-Forwarded-For` header: the client is
 //!   the right-most address that is not itself a trusted proxy
-//!   ([`forwarded_client`]), so a client cannot forge its way past the
+//!   ([`Trusted::forwarded_client`]), so a client cannot forge its way past the
 //!   proxies by sending the header itself.
 //!
 //! An untrusted peer's headers say nothing: its address is its own. The

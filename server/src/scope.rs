@@ -3,7 +3,7 @@
 //! client's per-address limit when the connection's own slot does not
 //! cover it, the connection's [`Busy`] token, and its access-log line.
 //!
-//! The connection layer opens a [`Scope`] for each request ([`open`]) and
+//! The connection layer opens a [`Scope`] for each request ([`Client::open`]) and
 //! wraps the answer's body ([`wrap`]); a stream handler adopts the scope
 //! ([`StreamScope`], kept by the stream's guard), so that whatever lives
 //! longest, the answer's body or the stream, holds it. The access-log line
