@@ -13,6 +13,7 @@ use std::io::Cursor;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use streamgauge_loadgen::client::check::SeqCheck;
+use streamgauge_loadgen::client::format::{Decoder, Message};
 use streamgauge_loadgen::client::http::{BodyDecoder, BodyFraming};
 use streamgauge_loadgen::client::sse_parser::SseParser;
 use streamgauge_loadgen::client::ws::WsStream;
@@ -85,11 +86,13 @@ fn client_path(c: &mut Criterion) {
             input,
             |stream| {
                 runtime.block_on(async {
-                    let mut ws = WsStream::upgraded(stream).await;
+                    let mut ws = WsStream::upgraded(stream, Decoder::streamgauge()).await;
                     let mut check = SeqCheck::expecting(1);
                     for _ in 0..EVENTS {
                         let Ok(Frame::Event {
-                            envelope, bytes, ..
+                            message: Message::Envelope(envelope),
+                            bytes,
+                            ..
                         }) = ws.next().await
                         else {
                             panic!("an event");
