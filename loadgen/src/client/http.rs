@@ -43,6 +43,9 @@ pub struct ResponseHead {
     pub retry_after: Option<u64>,
     /// How the body is delimited.
     pub body: BodyFraming,
+    /// `Connection: close`: the server closes the connection after this
+    /// response (or it is HTTP/1.0): it cannot carry another request.
+    pub close: bool,
 }
 
 impl ResponseHead {
@@ -195,6 +198,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
     let mut content_coding = None;
     let mut location = None;
     let mut retry_after = None;
+    // HTTP/1.0 closes by default (keep-alive extensions aside).
+    let mut close = response.version == Some(0);
     // The last coding of all `Transfer-Encoding` fields, in order.
     let mut transfer_encoding: Option<Option<&[u8]>> = None;
     let mut length: Option<u64> = None;
@@ -234,6 +239,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
             location = Some(field_text(header.value));
         } else if name.eq_ignore_ascii_case("retry-after") {
             retry_after = self::retry_after(header.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= header
+                .value
+                .split(|&b| b == b',')
+                .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
     }
     let body = if status < 200 || status == 204 || status == 304 {
@@ -263,6 +273,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
         location,
         retry_after,
         body,
+        close,
     };
     Ok(Some((head, consumed)))
 }
@@ -635,6 +646,7 @@ pub(crate) mod tests {
                 location: None,
                 retry_after: None,
                 body: BodyFraming::Chunked,
+                close: false,
             }
         );
     }
@@ -730,6 +742,13 @@ pub(crate) mod tests {
         );
         assert!(head.has_media_type("text/event-stream"));
         assert_eq!(head.body, BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn connection_close_and_http_1_0_end_the_connection() {
+        assert!(!head(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").close);
+        assert!(head(b"HTTP/1.1 201 Created\r\nConnection: keep-alive, Close\r\n\r\n").close);
+        assert!(head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").close);
     }
 
     #[test]

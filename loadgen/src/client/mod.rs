@@ -27,6 +27,7 @@ pub mod foreign;
 pub mod format;
 pub mod http;
 pub mod pointer;
+pub mod pool;
 pub mod read_buffer;
 pub mod request;
 pub mod socket;

@@ -2,7 +2,24 @@
 //! SSE request (GET, or a POST such as an OpenAI-style chat completion),
 //! or the WebSocket upgrade's path and headers, its subprotocols and the
 //! frames it sends once open; and, on a resumed SSE stream, the last event
-//! id. Built once per connection, never per event.
+//! id. Built once per connection, never per event. A foreign target's
+//! publishes are written the same way ([`Request::head`] with
+//! [`PUBLISH_DEFAULTS`]).
+
+/// The header fields a stream request carries unless it sets its own.
+pub const SSE_DEFAULTS: &[(&str, &str)] = &[
+    ("Accept", "text/event-stream"),
+    // `identity`: the parser reads the body's bytes as they come.
+    ("Accept-Encoding", "identity"),
+    ("Cache-Control", "no-cache"),
+    ("User-Agent", "streamgauge-loadgen"),
+];
+
+/// The header fields a publish carries unless it sets its own.
+pub const PUBLISH_DEFAULTS: &[(&str, &str)] = &[
+    ("Accept-Encoding", "identity"),
+    ("User-Agent", "streamgauge-loadgen"),
+];
 
 /// A stream request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,21 +66,14 @@ impl Request {
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
-    /// The SSE request head and body for `authority`, the token included
-    /// only if `with_token`.
-    pub fn sse_head(&self, authority: &str, with_token: bool) -> String {
+    /// The request head and body for `authority`, with the `defaults` it
+    /// does not set itself, the token included only if `with_token`.
+    pub fn head(&self, authority: &str, with_token: bool, defaults: &[(&str, &str)]) -> String {
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {authority}\r\n",
             self.method, self.path
         );
-        let defaults = [
-            ("Accept", "text/event-stream"),
-            // `identity`: the parser reads the body's bytes as they come.
-            ("Accept-Encoding", "identity"),
-            ("Cache-Control", "no-cache"),
-            ("User-Agent", "streamgauge-loadgen"),
-        ];
-        for (name, value) in defaults {
+        for &(name, value) in defaults {
             if !self.sets(name) {
                 push_field(&mut head, name, value);
             }
@@ -147,7 +157,7 @@ mod tests {
             last_event_id: Some(b"41".to_vec()),
             ..Request::get("/v1/chat/completions", None)
         };
-        let head = request.sse_head("h:1", true);
+        let head = request.head("h:1", true, SSE_DEFAULTS);
         assert!(
             head.starts_with("POST /v1/chat/completions HTTP/1.1\r\nHost: h:1\r\n"),
             "{head}"
@@ -172,9 +182,13 @@ mod tests {
         let token = Request::get("/t", Some("tok"));
         assert!(
             token
-                .sse_head("h", true)
+                .head("h", true, SSE_DEFAULTS)
                 .contains("Authorization: Bearer tok\r\n")
         );
-        assert!(!token.sse_head("h", false).contains("Authorization"));
+        assert!(
+            !token
+                .head("h", false, SSE_DEFAULTS)
+                .contains("Authorization")
+        );
     }
 }

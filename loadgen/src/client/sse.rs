@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use super::format::{Decoder, Message};
 use super::http::{BodyDecoder, BodyFraming, Decoded, ResponseHead, parse_head, redirect_target};
 use super::read_buffer::{self, ReadBuffer};
-use super::request::Request;
+use super::request::{Request, SSE_DEFAULTS};
 use super::socket::Socket;
 use super::sse_parser::SseParser;
 use super::stream::{ClientError, Frame, now_micros};
@@ -135,7 +135,8 @@ impl SseStream {
         let mut request = Cow::Borrowed(request);
         let mut redirects = 0;
         loop {
-            let head = request.sse_head(&authority, authority.eq_ignore_ascii_case(host));
+            let with_token = authority.eq_ignore_ascii_case(host);
+            let head = request.head(&authority, with_token, SSE_DEFAULTS);
             stream
                 .write_all(head.as_bytes())
                 .await

@@ -284,25 +284,18 @@ impl Run<'_> {
         let (publish_rate, rates) = watch::channel(scenario.publish_rate_in(&scenario.phases[0]));
         let mut publishers = JoinSet::new();
         if scenario.publishes() {
-            let (to, http) = match &foreign {
+            let to = match &foreign {
                 Some(spec) => {
                     let topic = spec.topic.as_deref().unwrap_or(&name);
-                    publisher::foreign(
-                        spec,
-                        topic,
-                        &self.targets[0],
-                        &self.http,
-                        stop.child_token(),
-                        &mut publishers,
-                    )
-                    .await?
+                    let cancel = stop.child_token();
+                    let server = &self.targets[0];
+                    publisher::foreign(spec, topic, server, cancel, &mut publishers).await?
                 }
-                None => {
-                    let urls = (self.targets.iter())
+                None => Destination::Topics {
+                    urls: (self.targets.iter())
                         .map(|t| format!("{}/topics/{name}/events", t.base_url()))
-                        .collect();
-                    (Destination::Topics { urls }, self.http.clone())
-                }
+                        .collect(),
+                },
             };
             let publishing = Publishing {
                 to,
@@ -314,7 +307,7 @@ impl Run<'_> {
                 .map(|node| shards.recorder_for(usize::MAX, node))
                 .collect();
             publishers.spawn(publisher::run(
-                http,
+                self.http.clone(),
                 publishing,
                 Arc::clone(&acks),
                 recorders,

@@ -26,7 +26,8 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use self::websocket::FrameSender;
-use crate::client::request::{Request, path_of};
+use crate::client::pool::Pool;
+use crate::client::request::{PUBLISH_DEFAULTS, Request, path_of};
 use crate::client::tls::Connector;
 use crate::client::{Target, micros, now_micros};
 use crate::metrics::{ErrorKind, Recorder, Sample};
@@ -91,10 +92,12 @@ pub enum Destination {
     },
     /// A foreign target's HTTP endpoint.
     Http {
-        /// The URL, its topic put in.
-        url: String,
+        /// Connections to its server.
+        pool: Arc<Pool>,
+        /// The path, its topic put in.
+        path: String,
         /// The method.
-        method: reqwest::Method,
+        method: String,
         /// Header templates.
         headers: Vec<(String, Template)>,
         /// The body template.
@@ -124,10 +127,8 @@ impl Destination {
 }
 
 /// Where a foreign target's publishes go, as `spec` says, on topic
-/// `topic`; `server` is the target's server (a `/path` is on it), `http`
-/// the run's HTTP client. A WebSocket's task is spawned into `tasks` and
-/// ends with `cancel`. Also gives the HTTP client publishes go through
-/// (the run's, or one verifying TLS as the target says).
+/// `topic`; `server` is the target's server (a `/path` is on it). A
+/// WebSocket's task is spawned into `tasks` and ends with `cancel`.
 ///
 /// # Errors
 ///
@@ -136,10 +137,9 @@ pub async fn foreign(
     spec: &TargetSpec,
     topic: &str,
     server: &Arc<Target>,
-    http: &reqwest::Client,
     cancel: CancellationToken,
     tasks: &mut JoinSet<()>,
-) -> anyhow::Result<(Destination, reqwest::Client)> {
+) -> anyhow::Result<Destination> {
     let values = Values {
         topic,
         client: "publisher",
@@ -154,21 +154,14 @@ pub async fn foreign(
             body,
         }) => {
             let (target, path) = locate(url, &values, server).await?;
-            let http = match &tls {
-                Some(tls) => reqwest::Client::builder()
-                    .no_proxy()
-                    .tls_backend_preconfigured((*tls.config()).clone())
-                    .build()?,
-                None => http.clone(),
-            };
-            let destination = Destination::Http {
-                url: format!("{}{path}", target.base_url()),
-                method: reqwest::Method::from_bytes(method.as_bytes())?,
+            Ok(Destination::Http {
+                pool: Arc::new(Pool::new(target, tls)),
+                path,
+                method: method.clone(),
                 headers: headers.clone(),
                 body: body.clone(),
                 topic: topic.to_owned(),
-            };
-            Ok((destination, http))
+            })
         }
         Some(Publish::WebSocket { url, frame }) => {
             let (target, path) = locate(url, &values, server).await?;
@@ -187,12 +180,11 @@ pub async fn foreign(
             };
             let (frames, task) = websocket::start(socketed, cancel);
             tasks.spawn(task);
-            let destination = Destination::WebSocket {
+            Ok(Destination::WebSocket {
                 frames,
                 frame: frame.clone(),
                 topic: topic.to_owned(),
-            };
-            Ok((destination, http.clone()))
+            })
         }
         None => anyhow::bail!("the target does not say how to publish"),
     }
@@ -336,8 +328,9 @@ struct Send<'a> {
 enum Sending {
     /// A request to this project's topic: `201` with its `seq`.
     Topic(reqwest::RequestBuilder),
-    /// A request to a foreign endpoint: any 2xx acknowledges `seq`.
-    Http(reqwest::RequestBuilder, u64),
+    /// A request to a foreign endpoint (its bytes, over the pool's
+    /// connections): any 2xx acknowledges `seq`.
+    Http(Arc<Pool>, String, u64),
     /// A frame handed to the WebSocket's task, which says when it is out.
     Frame(Result<tokio::sync::oneshot::Receiver<bool>, ErrorKind>, u64),
 }
@@ -373,24 +366,24 @@ impl Send<'_> {
                 Sending::Topic(request)
             }
             Destination::Http {
-                url,
+                pool,
+                path,
                 method,
                 headers,
                 body,
                 topic,
             } => {
                 let values = Values { topic, ..values };
-                let mut request = http.request(method.clone(), url);
-                if !headers
-                    .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-                {
-                    request = request.header("content-type", "application/json");
-                }
-                for (name, value) in headers {
-                    request = request.header(name, value.expand(&values));
-                }
-                Sending::Http(request.body(body.expand(&values)), seq)
+                let request = Request {
+                    method: method.clone(),
+                    headers: (headers.iter())
+                        .map(|(name, value)| (name.clone(), value.expand(&values)))
+                        .collect(),
+                    body: Some(body.expand(&values)),
+                    ..Request::get(path.as_str(), None)
+                };
+                let bytes = request.head(pool.authority(), false, PUBLISH_DEFAULTS);
+                Sending::Http(Arc::clone(pool), bytes, seq)
             }
             Destination::WebSocket {
                 frames,
@@ -411,7 +404,7 @@ impl Sending {
         struct Created {
             seq: u64,
         }
-        let (request, seq) = match self {
+        let request = match self {
             Sending::Frame(Err(kind), _) => return Outcome::Failed(kind),
             Sending::Frame(Ok(sent), seq) => {
                 return match sent.await {
@@ -419,34 +412,36 @@ impl Sending {
                     _ => Outcome::Failed(ErrorKind::Closed),
                 };
             }
-            Sending::Topic(request) => (request, None),
-            Sending::Http(request, seq) => (request, Some(seq)),
+            Sending::Http(pool, bytes, seq) => {
+                return match pool.send(bytes.as_bytes()).await {
+                    Ok(429 | 503) => Outcome::Shed,
+                    Ok(200..=299) => Outcome::Acked {
+                        seq,
+                        latency: due.elapsed(),
+                    },
+                    Ok(_) => Outcome::Failed(ErrorKind::HttpStatus),
+                    Err(e) => Outcome::Failed(e.kind()),
+                };
+            }
+            Sending::Topic(request) => request,
         };
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) if e.is_timeout() => return Outcome::Failed(ErrorKind::Timeout),
             Err(_) => return Outcome::Failed(ErrorKind::Connect),
         };
-        let status = response.status();
         let latency = due.elapsed();
-        match seq {
-            _ if matches!(
-                status,
-                reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS
-            ) =>
-            {
+        match response.status() {
+            reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS => {
                 Outcome::Shed
             }
-            Some(seq) if status.is_success() => Outcome::Acked { seq, latency },
-            None if status == reqwest::StatusCode::CREATED => {
-                match response.json::<Created>().await {
-                    Ok(created) => Outcome::Acked {
-                        seq: created.seq,
-                        latency,
-                    },
-                    Err(_) => Outcome::Failed(ErrorKind::Protocol),
-                }
-            }
+            reqwest::StatusCode::CREATED => match response.json::<Created>().await {
+                Ok(created) => Outcome::Acked {
+                    seq: created.seq,
+                    latency,
+                },
+                Err(_) => Outcome::Failed(ErrorKind::Protocol),
+            },
             _ => Outcome::Failed(ErrorKind::HttpStatus),
         }
     }
