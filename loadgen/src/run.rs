@@ -462,6 +462,13 @@ pub async fn measure(
         "interrupted; partial results in {}",
         out.display()
     );
+    if plan.len() == 1 && record.repeat == 1 {
+        anyhow::ensure!(
+            not_run.failed.is_empty(),
+            "the run could not be made: {}",
+            not_run.failed.join("\n")
+        );
+    }
     anyhow::ensure!(
         not_run.failed.is_empty(),
         "{} of the suite's runs could not be made (the others' results are in {}):\n{}",
