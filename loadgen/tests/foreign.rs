@@ -147,6 +147,37 @@ async fn a_pub_sub_hub_is_measured_through_what_it_relays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churning_clients_in_worker_processes_resume_with_the_last_event_id() {
+    let (hub, addr) = Hub::start(Faults::default()).await;
+    let args = [
+        "--clients",
+        "4",
+        "--duration",
+        "2s",
+        "--churn",
+        "2",
+        "--workers",
+        "2",
+    ];
+    let (output, results) = run("hub-churn", &hub_scenario(addr), &args, &[]).await;
+    assert_exit(&output, 0);
+    let s = summary(&results);
+    assert_eq!(s["loadgen_workers"], 2);
+    assert!(s["counts"]["reconnects"].as_u64() > Some(0), "{s}");
+    assert!(s["reconnect_ms"]["p95"].is_number(), "{s}");
+    let log = hub.log.lock().unwrap();
+    assert!(!log.resumed_after.is_empty(), "{log:?}");
+    // The hub's own string ids, as its events carried them (or its
+    // greeting's, when no message came before the churn).
+    assert!(
+        log.resumed_after
+            .iter()
+            .all(|id| id.starts_with("msg-") || id == "sys-0"),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_and_duplicates_a_hub_injects_are_caught() {
     let faults = Faults {
         drop_every: 7,

@@ -71,6 +71,8 @@ pub(crate) struct HubLog {
     pub(crate) repeated: u64,
     /// Subscriptions opened.
     pub(crate) subscriptions: u64,
+    /// The `Last-Event-ID` of each subscription that resumed with one.
+    pub(crate) resumed_after: Vec<String>,
 }
 
 /// The hub's shared state.
@@ -120,8 +122,17 @@ async fn publish(State(hub): State<Hub>, Path(topic): Path<String>, body: String
     StatusCode::ACCEPTED
 }
 
-async fn subscribe(State(hub): State<Hub>, Path(topic): Path<String>) -> Response {
-    hub.log.lock().unwrap().subscriptions += 1;
+async fn subscribe(
+    State(hub): State<Hub>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    {
+        let mut log = hub.log.lock().unwrap();
+        log.subscriptions += 1;
+        let resumed = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+        log.resumed_after.extend(resumed.map(str::to_owned));
+    }
     let receiver = hub.topic(&topic).subscribe();
     let greeting = Bytes::from_static(
         b"id: sys-0\nevent: message\ndata: {\"id\":\"sys-0\",\"note\":\"welcome\"}\n\n",
