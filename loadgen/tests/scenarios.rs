@@ -10,6 +10,10 @@ use streamgauge_loadgen::scenario::StreamKind;
 use streamgauge_loadgen::scenario::file;
 use streamgauge_loadgen::scenario::target::{Format, Origin, RawTarget};
 
+/// What an example is: its format, whether over WebSocket, whether its URL
+/// names its server, and what it streams.
+type Kind = (Format, bool, Origin, StreamKind);
+
 /// The environment variables the examples read their secrets from.
 const SECRETS: [&str; 3] = ["HUB_TOKEN", "CHAT_TOKEN", "OPENAI_API_KEY"];
 
@@ -23,7 +27,7 @@ fn every_example_scenario_parses_and_keeps_its_secrets_out() {
         }
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut kinds = Vec::new();
+    let mut kinds: Vec<Kind> = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("scenarios/ is readable") {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
@@ -44,8 +48,7 @@ fn every_example_scenario_parses_and_keeps_its_secrets_out() {
             );
         }
     }
-    let has =
-        |wanted: &dyn Fn(&(Format, bool, Origin, StreamKind)) -> bool| kinds.iter().any(wanted);
+    let has = |wanted: &dyn Fn(&Kind) -> bool| kinds.iter().any(wanted);
     assert!(
         has(&|k| k.0 == Format::Json && !k.1 && k.3 == StreamKind::Topic),
         "an SSE hub: {kinds:?}"

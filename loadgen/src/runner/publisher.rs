@@ -326,8 +326,9 @@ struct Send<'a> {
 
 /// A publish under way.
 enum Sending {
-    /// A request to this project's topic: `201` with its `seq`.
-    Topic(reqwest::RequestBuilder),
+    /// A request to this project's topic: `201` with its `seq` (boxed:
+    /// the builder is several times the others' size).
+    Topic(Box<reqwest::RequestBuilder>),
     /// A request to a foreign endpoint (its bytes, over the pool's
     /// connections): any 2xx acknowledges `seq`.
     Http(Arc<Pool>, String, u64),
@@ -363,7 +364,7 @@ impl Send<'_> {
                 if let Some(token) = &publishing.token {
                     request = request.bearer_auth(token);
                 }
-                Sending::Topic(request)
+                Sending::Topic(Box::new(request))
             }
             Destination::Http {
                 pool,
@@ -423,7 +424,7 @@ impl Sending {
                     Err(e) => Outcome::Failed(e.kind()),
                 };
             }
-            Sending::Topic(request) => request,
+            Sending::Topic(request) => *request,
         };
         let response = match request.send().await {
             Ok(response) => response,

@@ -75,10 +75,13 @@ pub(crate) struct HubLog {
     pub(crate) resumed_after: Vec<String>,
 }
 
+/// A topic's messages, numbered, as the hub relays them.
+type Topic = broadcast::Sender<(u64, String)>;
+
 /// The hub's shared state.
 #[derive(Clone)]
 pub(crate) struct Hub {
-    topics: Arc<Mutex<HashMap<String, broadcast::Sender<(u64, String)>>>>,
+    topics: Arc<Mutex<HashMap<String, Topic>>>,
     faults: Faults,
     /// What it did.
     pub(crate) log: Arc<Mutex<HubLog>>,
@@ -99,7 +102,7 @@ impl Hub {
         (hub, serve(app).await)
     }
 
-    fn topic(&self, name: &str) -> broadcast::Sender<(u64, String)> {
+    fn topic(&self, name: &str) -> Topic {
         let mut topics = self.topics.lock().unwrap();
         topics
             .entry(name.to_owned())
