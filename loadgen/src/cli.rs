@@ -25,8 +25,9 @@ fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
 }
 
-/// The streamgauge load generator: measures a streaming server that speaks
-/// the streamgauge protocol (SSE and WebSocket).
+/// The streamgauge load generator: measures a streaming server (SSE and
+/// WebSocket) that speaks the streamgauge protocol, or any other described
+/// as a foreign target (--target-*, a scenario's [target]).
 ///
 /// Exit codes: 0 every threshold held; 1 at least one broke; 2 the run could
 /// not be made (bad arguments, bad scenario file, server not reachable).
