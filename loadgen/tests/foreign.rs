@@ -471,6 +471,7 @@ async fn the_servers_own_chat_completions_give_what_was_asked() {
 [target]
 subscribe_url = "/v1/chat/completions"
 format = "openai"
+ts_pointer = "/ts"
 request_body = '{"model":"streamgauge","stream":true,"max_tokens":10,"ttft_ms":100,"tps":50,"stream_options":{"include_usage":true}}'
 "#;
     let (output, results) = run(
@@ -495,4 +496,5 @@ request_body = '{"model":"streamgauge","stream":true,"max_tokens":10,"ttft_ms":1
     let completed = s["counts"]["completed"].as_u64().unwrap();
     assert!(completed >= 4, "{s}");
     assert_eq!(s["output_tokens"].as_u64(), Some(10 * completed));
+    assert!(s["latency_us"]["p50"].is_u64(), "each chunk's ts: {s}");
 }

@@ -34,6 +34,9 @@ pub enum Message {
         content: bool,
         /// `usage.completion_tokens`, when the server reports it.
         completion_tokens: Option<u64>,
+        /// The time `ts_pointer` finds, if it is set (µs since the Unix
+        /// epoch): when the server sent the chunk.
+        ts_us: Option<u64>,
     },
     /// The end marker: the stream is complete.
     End,
@@ -168,9 +171,11 @@ impl Foreign {
         Message::Found { seq, ts_us }
     }
 
-    /// An OpenAI chunk: a content piece and the usage figure, if any.
+    /// An OpenAI chunk: a content piece, the usage figure and the time
+    /// `ts_pointer` finds, if any.
     fn chunk(&self, data: &[u8]) -> Message {
         let [content, usage] = &self.chunk;
+        let none: &[String] = &[];
         let lookups = [
             Lookup {
                 tokens: content,
@@ -180,11 +185,16 @@ impl Foreign {
                 tokens: usage,
                 read: Read::Integer,
             },
+            Lookup {
+                tokens: self.ts.as_deref().unwrap_or(none),
+                read: Read::Time(self.unit),
+            },
         ];
         match pointer::find(data, &lookups) {
-            Ok([length, completion_tokens]) => Message::Chunk {
+            Ok([length, completion_tokens, ts_us]) => Message::Chunk {
                 content: length.is_some_and(|n| n > 0),
                 completion_tokens,
+                ts_us: ts_us.filter(|_| self.ts.is_some()),
             },
             Err(_) => Message::Unparsed,
         }
@@ -266,21 +276,45 @@ request_body = '{"stream":true}'
             read(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#),
             Message::Chunk {
                 content: false,
-                completion_tokens: None
+                completion_tokens: None,
+                ts_us: None
             }
         );
         assert_eq!(
-            read(r#"{"id":"c","choices":[{"delta":{"content":" the"},"finish_reason":null}]}"#),
+            read(
+                r#"{"id":"c","ts":7,"choices":[{"delta":{"content":" the"},"finish_reason":null}]}"#
+            ),
             Message::Chunk {
                 content: true,
-                completion_tokens: None
+                completion_tokens: None,
+                ts_us: None
             }
         );
         assert_eq!(
             read(r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":12}}"#),
             Message::Chunk {
                 content: false,
-                completion_tokens: Some(12)
+                completion_tokens: Some(12),
+                ts_us: None
+            }
+        );
+        let timed = of(r#"
+subscribe_url = "/v1/chat/completions"
+format = "openai"
+ts_pointer = "/ts"
+request_body = '{"stream":true}'
+"#);
+        assert_eq!(
+            timed
+                .decode(
+                    b"message",
+                    br#"{"ts":99,"choices":[{"delta":{"content":"a"}}]}"#
+                )
+                .unwrap(),
+            Message::Chunk {
+                content: true,
+                completion_tokens: None,
+                ts_us: Some(99)
             }
         );
         assert_eq!(read(" [DONE]"), Message::End);

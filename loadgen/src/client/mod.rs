@@ -788,7 +788,8 @@ impl VirtualClient {
                 Message::Chunk {
                     content,
                     completion_tokens,
-                } => self.chunk(content, completion_tokens, event, reading),
+                    ts_us,
+                } => self.chunk(content, completion_tokens, ts_us, event, reading),
                 Message::Unparsed => {
                     let example = if self.recorder.wants_example() {
                         connection.take_unparsed()
@@ -895,15 +896,22 @@ impl VirtualClient {
     }
 
     /// Records an OpenAI-style chunk: a content piece's time to first
-    /// token or inter-token latency, the output token count if given.
+    /// token or inter-token latency, the output token count if given, and
+    /// its delivery latency when the chunk says when it was sent.
     fn chunk(
         &mut self,
         content: bool,
         completion_tokens: Option<u64>,
+        ts_us: Option<u64>,
         event: Event,
         reading: &mut Reading,
     ) -> bool {
-        self.recorder.event_untimed(event.bytes);
+        match ts_us {
+            Some(ts) => self
+                .recorder
+                .event(event.bytes, event.received_us.saturating_sub(ts)),
+            None => self.recorder.event_untimed(event.bytes),
+        }
         if let Some(tokens) = completion_tokens {
             reading.generation.usage(tokens);
         }

@@ -534,14 +534,17 @@ fn check(spec: &TargetSpec, raw: &RawTarget) -> Result<(), Invalid> {
             message: message.to_owned(),
         })
     };
-    let pointers = spec.seq_pointer.is_some() || spec.ts_pointer.is_some();
-    if pointers && spec.format != Format::Json {
-        let key = if spec.seq_pointer.is_some() {
-            "seq_pointer"
-        } else {
-            "ts_pointer"
-        };
-        return fail(key, "pointers read JSON messages: format = \"json\"");
+    if spec.seq_pointer.is_some() && spec.format != Format::Json {
+        return fail(
+            "seq_pointer",
+            "pointers read JSON messages: format = \"json\"",
+        );
+    }
+    if spec.ts_pointer.is_some() && !matches!(spec.format, Format::Json | Format::Openai) {
+        return fail(
+            "ts_pointer",
+            "pointers read JSON messages: format = \"json\" (or an openai chunk's time)",
+        );
     }
     if raw.ts_unit.is_some() && spec.ts_pointer.is_none() {
         return fail(

@@ -7,7 +7,8 @@
 //! answer is SSE `data:` lines of `chat.completion.chunk` objects (the
 //! role with the first token, one content piece per token, the finish
 //! reason, the usage if `stream_options.include_usage`), ending with
-//! `data: [DONE]`. A request that does not ask for a stream is `400`: only
+//! `data: [DONE]`; each chunk also carries `ts`, when it was written (µs
+//! since the Unix epoch), as this protocol's events do. A request that does not ask for a stream is `400`: only
 //! streaming is served.
 //!
 //! The stream is admitted under the connection limit like any other and
@@ -34,7 +35,7 @@ use crate::connections::StreamGuard;
 use crate::disconnect::Disconnect;
 use crate::error::ApiError;
 use crate::metrics::TransportKind;
-use crate::protocol::Item;
+use crate::protocol::{Item, now_micros};
 use crate::queue::{self, Received, Receiver};
 use crate::source::Source;
 use crate::source::tokens::Tokens;
@@ -162,6 +163,7 @@ async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Respo
             .is_some_and(|o| o.include_usage)
             .then(|| request.prompt_tokens()),
         sent: 0,
+        ts: 0,
     };
     let stream = Completion {
         source: Some(Box::pin(source.run(tx))),
@@ -192,6 +194,9 @@ struct Chunks {
     usage: Option<u64>,
     /// Content chunks written.
     sent: u64,
+    /// When the batch being written was taken, µs since the Unix epoch:
+    /// every chunk's `ts`, as the protocol's events carry theirs.
+    ts: u64,
 }
 
 impl Chunks {
@@ -204,6 +209,8 @@ impl Chunks {
         out.extend_from_slice(self.created.to_string().as_bytes());
         out.extend_from_slice(b",\"model\":");
         out.extend_from_slice(self.model.as_bytes());
+        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(self.ts.to_string().as_bytes());
         out.extend_from_slice(b",\"choices\":");
         out.extend_from_slice(choices.as_bytes());
         out.extend_from_slice(extra.as_bytes());
@@ -307,6 +314,7 @@ impl Completion {
             }
         };
         let mut out = Vec::new();
+        self.chunks.ts = now_micros();
         match received {
             Received::Items => {
                 for item in self.items.drain(..) {
@@ -338,6 +346,7 @@ mod tests {
             model: "\"m\"".to_owned(),
             usage,
             sent: 0,
+            ts: 5,
         }
     }
 
