@@ -62,6 +62,17 @@ async fn run(name: &str, scenario: &str, args: &[&str], env: &[(&str, &str)]) ->
     (output, out.join("results"))
 }
 
+/// `--clients N --duration D` and `extra`.
+fn load(
+    clients: &'static str,
+    duration: &'static str,
+    extra: &[&'static str],
+) -> Vec<&'static str> {
+    let mut args = vec!["--clients", clients, "--duration", duration];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// `summary.json` of a run's results directory.
 fn summary(results: &Path) -> Value {
     read_json(&results.join("summary.json"))
@@ -72,6 +83,27 @@ fn within_10_percent(measured: &Value, wanted: f64) -> bool {
     measured
         .as_f64()
         .is_some_and(|m| (m - wanted).abs() <= 0.1 * wanted)
+}
+
+/// Asserts that a run of token streams of `tokens` tokens each, the first
+/// `ttft_ms` after the request and the others 20 ms apart, measured them
+/// so (time to first token and inter-token latency within 10 %, every
+/// token counted); how many requests completed.
+fn assert_generation(s: &Value, ttft_ms: f64, tokens: u64) -> u64 {
+    assert!(
+        within_10_percent(&s["ttft_ms"]["p50"], ttft_ms),
+        "{}",
+        s["ttft_ms"]
+    );
+    assert!(
+        within_10_percent(&s["itl_ms"]["p50"], 20.0),
+        "{}",
+        s["itl_ms"]
+    );
+    let completed = s["counts"]["completed"].as_u64().unwrap();
+    assert!(completed >= 4, "{s}");
+    assert_eq!(s["output_tokens"].as_u64(), Some(tokens * completed));
+    completed
 }
 
 /// A hub scenario on `addr`: JSON messages whose pointers find the load
@@ -98,14 +130,7 @@ async fn a_pub_sub_hub_is_measured_through_what_it_relays() {
     let (output, results) = run(
         "hub",
         &hub_scenario(addr),
-        &[
-            "--clients",
-            "3",
-            "--duration",
-            "2s",
-            "--threshold",
-            "gaps==0",
-        ],
+        &load("3", "2s", &["--threshold", "gaps==0"]),
         &[],
     )
     .await;
@@ -149,16 +174,7 @@ async fn a_pub_sub_hub_is_measured_through_what_it_relays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churning_clients_in_worker_processes_resume_with_the_last_event_id() {
     let (hub, addr) = Hub::start(Faults::default()).await;
-    let args = [
-        "--clients",
-        "4",
-        "--duration",
-        "2s",
-        "--churn",
-        "2",
-        "--workers",
-        "2",
-    ];
+    let args = load("4", "2s", &["--churn", "2", "--workers", "2"]);
     let (output, results) = run("hub-churn", &hub_scenario(addr), &args, &[]).await;
     assert_exit(&output, 0);
     let s = summary(&results);
@@ -187,14 +203,7 @@ async fn gaps_and_duplicates_a_hub_injects_are_caught() {
     let (output, results) = run(
         "hub-faults",
         &hub_scenario(addr),
-        &[
-            "--clients",
-            "2",
-            "--duration",
-            "2s",
-            "--threshold",
-            "gaps==0",
-        ],
+        &load("2", "2s", &["--threshold", "gaps==0"]),
         &[],
     )
     .await;
@@ -223,14 +232,7 @@ async fn what_is_not_measured_is_null_never_zero() {
     let (output, results) = run(
         "hub-unchecked",
         &scenario,
-        &[
-            "--clients",
-            "1",
-            "--duration",
-            "1s",
-            "--threshold",
-            "gaps==0",
-        ],
+        &load("1", "1s", &["--threshold", "gaps==0"]),
         &[],
     )
     .await;
@@ -277,7 +279,7 @@ ws_publish_frame = '{{"say":{{"seq":{{{{seq}}}},"ts_us":{{{{ts_us}}}}}}}}'
     let (output, results) = run(
         "chat",
         &chat(r#"ws_subprotocols = ["chat.v1"]"#),
-        &["--clients", "3", "--duration", "2s"],
+        &load("3", "2s", &[]),
         &[],
     )
     .await;
@@ -293,14 +295,7 @@ ws_publish_frame = '{{"say":{{"seq":{{{{seq}}}},"ts_us":{{{{ts_us}}}}}}}}'
         "a frame has no answer to time: {s}"
     );
     // Without the subprotocol the chat refuses the upgrade.
-    let refused = [
-        "--clients",
-        "1",
-        "--duration",
-        "1s",
-        "--threshold",
-        "errors.http_status==0",
-    ];
+    let refused = load("1", "1s", &["--threshold", "errors.http_status==0"]);
     let (output, results) = run("chat-refused", &chat(""), &refused, &[]).await;
     assert_exit(&output, 1);
     let s = summary(&results);
@@ -339,47 +334,23 @@ request_body = '{{"model":"m","stream":true,"messages":[{{"role":"user","content
         "--threshold",
         "output_tokens>40",
     ];
-    let mut args = vec!["--clients", "4", "--duration", "2s"];
-    args.extend(thresholds);
+    let args = load("4", "2s", &thresholds);
     let (output, results) = run("llm", &scenario, &args, &[("TEST_LLM_KEY", KEY)]).await;
     assert_exit(&output, 0);
     let s = summary(&results);
     assert_eq!(s["stream"], "tokens");
-    assert!(
-        within_10_percent(&s["ttft_ms"]["p50"], 150.0),
-        "{}",
-        s["ttft_ms"]
-    );
-    assert!(
-        within_10_percent(&s["itl_ms"]["p50"], 20.0),
-        "{}",
-        s["itl_ms"]
-    );
+    let completed = assert_generation(&s, 150.0, 10);
     assert!(
         within_10_percent(&s["tokens_per_s"]["p50"], 50.0),
         "{}",
         s["tokens_per_s"]
-    );
-    let completed = s["counts"]["completed"].as_u64().unwrap();
-    assert!(completed >= 4, "{s}");
-    assert_eq!(
-        s["output_tokens"].as_u64(),
-        Some(10 * completed),
-        "from usage"
     );
     assert!(s["requests"].as_u64() >= Some(completed));
     assert!(s["gaps"].is_null());
     let written = read(&results.join("summary.json"));
     assert!(!written.contains(KEY), "the key is never written");
     // A wrong key: every request refused.
-    let refused = [
-        "--clients",
-        "1",
-        "--duration",
-        "1s",
-        "--threshold",
-        "errors.http_status==0",
-    ];
+    let refused = load("1", "1s", &["--threshold", "errors.http_status==0"]);
     let (output, results) = run(
         "llm-refused",
         &scenario,
@@ -393,7 +364,7 @@ request_body = '{{"model":"m","stream":true,"messages":[{{"role":"user","content
     let (output, results) = run(
         "llm-rate",
         &scenario,
-        &["--clients", "2", "--duration", "2s", "--request-rate", "2"],
+        &load("2", "2s", &["--request-rate", "2"]),
         &[("TEST_LLM_KEY", KEY)],
     )
     .await;
@@ -417,13 +388,7 @@ async fn tls_with_a_test_ca_is_verified_and_a_wrong_ca_is_exit_2() {
     let scenario =
         |trust: &str| format!("[target]\nsubscribe_url = \"https://{addr}/events\"\n{trust}\n");
     let verified = scenario(&format!("ca_cert = {:?}", good.display().to_string()));
-    let (output, results) = run(
-        "tls",
-        &verified,
-        &["--clients", "2", "--duration", "1s"],
-        &[],
-    )
-    .await;
+    let (output, results) = run("tls", &verified, &load("2", "1s", &[]), &[]).await;
     assert_exit(&output, 0);
     let s = summary(&results);
     assert_eq!(
@@ -435,13 +400,7 @@ async fn tls_with_a_test_ca_is_verified_and_a_wrong_ca_is_exit_2() {
         "{s}"
     );
     let wrong = scenario(&format!("ca_cert = {:?}", wrong.display().to_string()));
-    let (output, _) = run(
-        "tls-wrong",
-        &wrong,
-        &["--clients", "1", "--duration", "1s"],
-        &[],
-    )
-    .await;
+    let (output, _) = run("tls-wrong", &wrong, &load("1", "1s", &[]), &[]).await;
     assert_exit(&output, 2);
     let stderr = text(&output.stderr);
     assert!(
@@ -452,7 +411,7 @@ async fn tls_with_a_test_ca_is_verified_and_a_wrong_ca_is_exit_2() {
     let (output, results) = run(
         "tls-insecure",
         &scenario("insecure = true"),
-        &["--clients", "1", "--duration", "1s"],
+        &load("1", "1s", &[]),
         &[],
     )
     .await;
@@ -474,27 +433,9 @@ format = "openai"
 ts_pointer = "/ts"
 request_body = '{"model":"streamgauge","stream":true,"max_tokens":10,"ttft_ms":100,"tps":50,"stream_options":{"include_usage":true}}'
 "#;
-    let (output, results) = run(
-        "own-llm",
-        scenario,
-        &["--clients", "4", "--duration", "2s"],
-        &[],
-    )
-    .await;
+    let (output, results) = run("own-llm", scenario, &load("4", "2s", &[]), &[]).await;
     assert_exit(&output, 0);
     let s = summary(&results);
-    assert!(
-        within_10_percent(&s["ttft_ms"]["p50"], 100.0),
-        "{}",
-        s["ttft_ms"]
-    );
-    assert!(
-        within_10_percent(&s["itl_ms"]["p50"], 20.0),
-        "{}",
-        s["itl_ms"]
-    );
-    let completed = s["counts"]["completed"].as_u64().unwrap();
-    assert!(completed >= 4, "{s}");
-    assert_eq!(s["output_tokens"].as_u64(), Some(10 * completed));
+    assert_generation(&s, 100.0, 10);
     assert!(s["latency_us"]["p50"].is_u64(), "each chunk's ts: {s}");
 }
