@@ -379,7 +379,7 @@ request_body = '{{"model":"m","stream":true,"messages":[{{"role":"user","content
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_test_ca_is_verified_and_a_wrong_ca_is_exit_2() {
     let ca = TestCa::new("streamgauge test CA");
-    let addr = servers::tls_sse(&ca).await;
+    let addr = servers::tls_events(&ca).await;
     let dir = out_dir("tls-ca");
     std::fs::create_dir_all(&dir).unwrap();
     let (good, wrong) = (dir.join("ca.pem"), dir.join("other-ca.pem"));
@@ -422,6 +422,19 @@ async fn tls_with_a_test_ca_is_verified_and_a_wrong_ca_is_exit_2() {
         report.contains("WITHOUT certificate verification"),
         "{report}"
     );
+    // The same over wss://.
+    let secure_ws = format!(
+        "[target]\nsubscribe_url = \"wss://{addr}/events\"\nca_cert = {:?}\n",
+        good.display().to_string()
+    );
+    let (output, results) = run("wss", &secure_ws, &load("2", "1s", &[]), &[]).await;
+    assert_exit(&output, 0);
+    let s = summary(&results);
+    assert_eq!(
+        (s["transport"].as_str(), s["tls"].as_str()),
+        (Some("ws"), Some("ca_cert"))
+    );
+    assert!(s["events"].as_u64() > Some(0) && s["gaps"] == 0, "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,8 @@
 //!   `{"join": ROOM}` frame before it relays a room's messages;
 //! - [`llm`]: an OpenAI-compatible chat completion stream with a fixed time
 //!   to first token and token interval, behind a bearer key;
-//! - [`tls_sse`]: this project's events over TLS with a certificate of a
-//!   test CA made here ([`TestCa`]).
+//! - [`tls_events`]: this project's events over TLS (SSE or WebSocket)
+//!   with a certificate of a test CA made here ([`TestCa`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
@@ -315,9 +315,10 @@ impl TestCa {
     }
 }
 
-/// This project's SSE events over TLS (a certificate of `ca`), 10 ms
-/// apart until the client leaves, on any request path. Its address.
-pub(crate) async fn tls_sse(ca: &TestCa) -> SocketAddr {
+/// This project's events over TLS (a certificate of `ca`), 10 ms apart
+/// until the client leaves, on any request path: as SSE, or over a
+/// WebSocket when the request is an upgrade. Its address.
+pub(crate) async fn tls_events(ca: &TestCa) -> SocketAddr {
     #[allow(deprecated, reason = "ring is the tree's one provider (TOOLCHAIN.md)")]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -337,35 +338,113 @@ pub(crate) async fn tls_sse(ca: &TestCa) -> SocketAddr {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 // A client that refuses the certificate ends the handshake.
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut byte = [0u8];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                    if tls.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let start = Instant::now();
-                let answer = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
-                if tls.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                for seq in 1u64.. {
-                    sleep_until(start + Duration::from_millis(10 * seq)).await;
-                    let ts = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_micros();
-                    let event = format!("id: {seq}\ndata: {{\"seq\":{seq},\"ts\":{ts}}}\n\n");
-                    if tls.write_all(event.as_bytes()).await.is_err() {
-                        return;
-                    }
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    serve_events(tls).await;
                 }
             });
         }
     });
     addr
+}
+
+/// The `seq`-th event's JSON, stamped now.
+fn event_json(seq: u64) -> String {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    format!("{{\"seq\":{seq},\"ts\":{ts}}}")
+}
+
+/// Events 10 ms apart over `tls`: WebSocket frames after an upgrade, SSE
+/// otherwise.
+async fn serve_events(mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>) {
+    let mut head = [0u8; 4];
+    // Peeking is not possible through TLS: the upgrade is told by its
+    // first bytes, read here and replayed to the handshake.
+    if tls.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    let start = Instant::now();
+    let due = |seq: u64| start + Duration::from_millis(10 * seq);
+    let mut rest = Vec::new();
+    let mut byte = [0u8];
+    while !rest.ends_with(b"\r\n\r\n") && rest.len() < 8192 {
+        if tls.read(&mut byte).await.unwrap_or(0) == 0 {
+            return;
+        }
+        rest.push(byte[0]);
+    }
+    let request = [&head[..], &rest].concat();
+    if String::from_utf8_lossy(&request)
+        .to_ascii_lowercase()
+        .contains("upgrade: websocket")
+    {
+        let replayed = Replay(std::io::Cursor::new(request), tls);
+        let Ok(mut ws) = tokio_tungstenite::accept_async(replayed).await else {
+            return;
+        };
+        use futures_util::SinkExt as _;
+        for seq in 1u64.. {
+            sleep_until(due(seq)).await;
+            let frame = tokio_tungstenite::tungstenite::Message::text(event_json(seq));
+            if ws.send(frame).await.is_err() {
+                return;
+            }
+        }
+        return;
+    }
+    let answer = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+    if tls.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    for seq in 1u64.. {
+        sleep_until(due(seq)).await;
+        let event = format!("id: {seq}\ndata: {}\n\n", event_json(seq));
+        if tls.write_all(event.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A stream whose first bytes were already read: they are read again
+/// first, then the stream.
+struct Replay<S>(std::io::Cursor<Vec<u8>>, S);
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Replay<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let replayed = &mut self.0;
+        if (replayed.position() as usize) < replayed.get_ref().len() {
+            return std::pin::Pin::new(replayed).poll_read(cx, buf);
+        }
+        std::pin::Pin::new(&mut self.1).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.1).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.1).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.1).poll_shutdown(cx)
+    }
 }
