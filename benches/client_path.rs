@@ -6,6 +6,15 @@
 //! in memory, then the `seq` check and the recorder. What one event costs
 //! the client, so that a run can say whether the client was the limit.
 //!
+//! The `sse_stream_*` cases time the whole `SseStream` (its reads, chunked
+//! decoding, SSE parsing, the format's decoder) and the recording, over an
+//! in-memory stream that already holds the server's bytes: `plain` reads
+//! this project's protocol, `json` the same events as a foreign target's
+//! JSON through `seq_pointer = "/seq"` and `ts_pointer = "/ts"`, `tls` this
+//! project's protocol inside TLS (rustls, ring; the handshake and the
+//! server's encryption done before the timing, so only the client's
+//! decryption is in it).
+//!
 //! Run with `cargo bench --bench client_path`.
 
 use std::hint::black_box;
@@ -13,11 +22,16 @@ use std::io::Cursor;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use streamgauge_loadgen::client::check::SeqCheck;
+use streamgauge_loadgen::client::format::{Decoder, Message};
 use streamgauge_loadgen::client::http::{BodyDecoder, BodyFraming};
+use streamgauge_loadgen::client::sse::SseStream;
 use streamgauge_loadgen::client::sse_parser::SseParser;
+use streamgauge_loadgen::client::tls::Connector;
 use streamgauge_loadgen::client::ws::WsStream;
 use streamgauge_loadgen::client::{Frame, envelope};
-use streamgauge_loadgen::metrics::Shards;
+use streamgauge_loadgen::metrics::{Recorder, Shards};
+use streamgauge_loadgen::scenario::target::{RawTarget, Trust};
+use tokio::io::{AsyncRead, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
@@ -85,11 +99,13 @@ fn client_path(c: &mut Criterion) {
             input,
             |stream| {
                 runtime.block_on(async {
-                    let mut ws = WsStream::upgraded(stream).await;
+                    let mut ws = WsStream::upgraded(stream, Decoder::streamgauge()).await;
                     let mut check = SeqCheck::expecting(1);
                     for _ in 0..EVENTS {
                         let Ok(Frame::Event {
-                            envelope, bytes, ..
+                            message: Message::Envelope(envelope),
+                            bytes,
+                            ..
                         }) = ws.next().await
                         else {
                             panic!("an event");
@@ -105,5 +121,122 @@ fn client_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, client_path);
+/// Room for the whole stream in an in-memory pipe: the server side writes
+/// it all before the timing starts.
+const PIPE: usize = 8 * 1024 * 1024;
+
+/// An in-memory stream holding `bytes`, as the client end of a pipe.
+async fn holding(bytes: &[u8]) -> DuplexStream {
+    let (client, mut server) = tokio::io::duplex(PIPE);
+    server
+        .write_all(bytes)
+        .await
+        .expect("the pipe holds the stream");
+    // What it wrote stays readable; the client reads only that much.
+    drop(server);
+    client
+}
+
+/// The client end of a TLS session (rustls, ring, a self-signed
+/// certificate) whose server has already written `bytes` into it.
+async fn tls_holding(bytes: &[u8]) -> tokio_rustls::client::TlsStream<DuplexStream> {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+        .expect("a key");
+    #[allow(deprecated, reason = "ring is the tree's one provider (TOOLCHAIN.md)")]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("a server configuration");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let connector = tokio_rustls::TlsConnector::from(
+        Connector::new(&Trust::Insecure)
+            .expect("a client configuration")
+            .config(),
+    );
+    let (client, server) = tokio::io::duplex(PIPE);
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+    let (client, server) = tokio::join!(connector.connect(name, client), acceptor.accept(server));
+    let (client, mut server) = (client.expect("a handshake"), server.expect("a handshake"));
+    server
+        .write_all(bytes)
+        .await
+        .expect("the pipe holds the stream");
+    server.flush().await.expect("written");
+    drop(server);
+    client
+}
+
+/// Reads [`EVENTS`] events from `sse` and records each as a client does:
+/// the `seq` check, then the event and its latency.
+async fn read_all<S: AsyncRead + Unpin>(mut sse: SseStream<S>, recorder: &mut Recorder) {
+    let mut check = SeqCheck::expecting(1);
+    for _ in 0..EVENTS {
+        let Ok(Frame::Event { message, bytes, .. }) = sse.next().await else {
+            panic!("an event");
+        };
+        let (seq, ts) = match message {
+            Message::Envelope(e) => (e.seq, e.ts),
+            Message::Found { seq, ts_us } => (seq, ts_us),
+            other => panic!("not an event: {other:?}"),
+        };
+        black_box(check.observe(seq.expect("a seq")));
+        recorder.event(bytes, RECEIVED_US - ts.expect("a ts"));
+    }
+}
+
+/// The decoder of a foreign JSON target finding `seq` and `ts`.
+fn json_decoder() -> Decoder {
+    let raw = RawTarget {
+        subscribe_url: Some("/sse/ticker".to_owned()),
+        format: Some(streamgauge_loadgen::scenario::target::Format::Json),
+        seq_pointer: Some("/seq".to_owned()),
+        ts_pointer: Some("/ts".to_owned()),
+        ..RawTarget::default()
+    };
+    Decoder::of(&raw.validate(false).expect("a valid target"))
+}
+
+fn sse_stream(c: &mut Criterion) {
+    let stream = chunked_stream();
+    let shards = Shards::new(1);
+    let runtime = runtime();
+    let mut group = c.benchmark_group("client_path");
+    group.throughput(Throughput::Elements(EVENTS));
+    let cases: [(&str, Decoder); 2] = [
+        ("sse_stream_plain", Decoder::streamgauge()),
+        ("sse_stream_json", json_decoder()),
+    ];
+    for (name, decoder) in cases {
+        group.bench_function(name, |b| {
+            let mut recorder = shards.recorder(0);
+            b.iter_batched(
+                || runtime.block_on(holding(&stream)),
+                |pipe| {
+                    let sse = SseStream::from_body(pipe, BodyFraming::Chunked, decoder.clone());
+                    runtime.block_on(read_all(sse, &mut recorder));
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.bench_function("sse_stream_tls", |b| {
+        let mut recorder = shards.recorder(0);
+        b.iter_batched(
+            || runtime.block_on(tls_holding(&stream)),
+            |tls| {
+                let sse = SseStream::from_body(tls, BodyFraming::Chunked, Decoder::streamgauge());
+                runtime.block_on(read_all(sse, &mut recorder));
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, client_path, sse_stream);
 criterion_main!(benches);

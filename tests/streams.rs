@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::support::{self, End, TestServer, Transport, now_micros};
+use crate::support::{self, End, TestServer, Transport, now_micros, within};
 
 /// The clean end each transport gives a stream that completed.
 fn completed(transport: Transport) -> End {
@@ -161,4 +161,69 @@ async fn an_empty_token_stream_still_ends_cleanly() {
         let mut client = server.open(transport, "tokens?ttft_ms=0&tokens=0").await;
         assert_eq!(client.drain().await, (vec![], completed(transport)));
     }
+}
+
+#[tokio::test]
+async fn chat_completions_stream_openai_chunks_and_refuse_other_requests() {
+    let server = TestServer::start(support::config()).await;
+    let post = |body: Value| {
+        let request = server
+            .http()
+            .post(server.url("/v1/chat/completions"))
+            .json(&body)
+            .send();
+        within("a chat completion", request)
+    };
+    let response = post(json!({
+        "model": "m", "stream": true, "max_tokens": 5, "ttft_ms": 0, "tps": 0,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "say five words"}],
+    }))
+    .await
+    .expect("an answer");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "an SSE answer"
+    );
+    let body = within("the whole stream", response.text()).await.unwrap();
+    let data: Vec<&str> = body
+        .split("\n\n")
+        .filter(|event| !event.is_empty())
+        .map(|event| event.strip_prefix("data: ").expect("data lines only"))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("a JSON chunk"))
+        .collect();
+    let content: Vec<&str> = (chunks.iter())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content.len(), 5, "{body}");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "length");
+    assert_eq!(chunks[6]["usage"]["completion_tokens"], 5);
+    assert_eq!(chunks[6]["usage"]["prompt_tokens"], 3);
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    for (refused, why) in [
+        (
+            json!({"model": "m", "messages": []}),
+            "only streaming is served",
+        ),
+        (json!({"stream": true, "tps": 1_000_000_000u64}), "`tps`"),
+    ] {
+        let response = post(refused).await.expect("an answer");
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.expect("a JSON error");
+        assert!(error["error"].as_str().unwrap().contains(why), "{error}");
+    }
+    let wrong_method = server.get("/v1/chat/completions").await;
+    assert_eq!(wrong_method.status(), 405);
+    server.all_closed().await;
 }

@@ -15,6 +15,7 @@ use crate::ab::{self, build::Build};
 use crate::history::Filter;
 use crate::run;
 use crate::runner::worker::WorkerCount;
+use crate::scenario::target::{Format, RawTarget, TsUnit};
 use crate::scenario::{
     Overrides, Scenario, StreamKind, Threshold, Transport, budgets, file, preset,
 };
@@ -24,8 +25,9 @@ fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
 }
 
-/// The streamgauge load generator: measures a streaming server that speaks
-/// the streamgauge protocol (SSE and WebSocket).
+/// The streamgauge load generator: measures a streaming server (SSE and
+/// WebSocket) that speaks the streamgauge protocol, or any other described
+/// as a foreign target (--target-*, a scenario's [target]).
 ///
 /// Exit codes: 0 every threshold held; 1 at least one broke; 2 the run could
 /// not be made (bad arguments, bad scenario file, server not reachable).
@@ -363,6 +365,148 @@ pub struct ScenarioArgs {
     /// `warn:` for a warning that does not fail the run
     #[arg(long, value_name = "EXPR")]
     pub threshold: Vec<String>,
+
+    /// Requests per second each client sends to an openai target, on an
+    /// open-model schedule (0: back to back)
+    #[arg(long, value_name = "R")]
+    pub request_rate: Option<f64>,
+
+    /// A foreign target: the `[target]` keys as flags.
+    #[command(flatten)]
+    pub target: TargetFlags,
+}
+
+/// A foreign target's keys as flags, named as in a scenario file's
+/// `[target]` table (docs/loadgen.md, "Foreign targets"); each replaces the
+/// file's key.
+#[derive(Debug, Default, Args)]
+pub struct TargetFlags {
+    /// The stream to measure: an http(s):// (SSE) or ws(s):// (WebSocket)
+    /// URL, or a /path on --url or the local server; {topic} and {client}
+    /// are put in per client
+    #[arg(long, value_name = "URL")]
+    pub target_subscribe_url: Option<String>,
+
+    /// A request header, `NAME: VALUE` (repeatable; ${ENV} is read from the
+    /// environment)
+    #[arg(long, value_name = "HEADER", value_parser = header)]
+    pub target_header: Vec<(String, String)>,
+
+    /// A WebSocket subprotocol offered (repeatable)
+    #[arg(long, value_name = "PROTOCOL")]
+    pub target_ws_subprotocol: Vec<String>,
+
+    /// A text frame sent once the WebSocket is open (repeatable, in order;
+    /// {{topic}} and {{client}} are put in)
+    #[arg(long, value_name = "FRAME")]
+    pub target_ws_on_open: Vec<String>,
+
+    /// How each message is read: streamgauge, json, text or openai
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub target_format: Option<Format>,
+
+    /// JSON pointer to each message's sequence number (format json)
+    #[arg(long, value_name = "POINTER")]
+    pub target_seq_pointer: Option<String>,
+
+    /// JSON pointer to each message's time (format json)
+    #[arg(long, value_name = "POINTER")]
+    pub target_ts_pointer: Option<String>,
+
+    /// The unit of that time: ns, us, ms, s or rfc3339
+    #[arg(long, value_enum, value_name = "UNIT")]
+    pub target_ts_unit: Option<TsUnit>,
+
+    /// An SSE event name to count (repeatable; default: every event)
+    #[arg(long, value_name = "NAME")]
+    pub target_event_filter: Vec<String>,
+
+    /// The message that ends a stream, such as [DONE]
+    #[arg(long, value_name = "TEXT")]
+    pub target_end_marker: Option<String>,
+
+    /// The subscribing request's method (GET; POST for openai)
+    #[arg(long, value_name = "METHOD")]
+    pub target_request_method: Option<String>,
+
+    /// The subscribing request's body ({{topic}} and {{client}} are put in)
+    #[arg(long, value_name = "BODY")]
+    pub target_request_body: Option<String>,
+
+    /// Where the load generator publishes: an http(s):// or ws(s):// URL or
+    /// a /path ({topic} is put in)
+    #[arg(long, value_name = "URL")]
+    pub target_publish_url: Option<String>,
+
+    /// The publishes' method [default: POST]
+    #[arg(long, value_name = "METHOD")]
+    pub target_publish_method: Option<String>,
+
+    /// A publish header, `NAME: VALUE` (repeatable)
+    #[arg(long, value_name = "HEADER", value_parser = header)]
+    pub target_publish_header: Vec<(String, String)>,
+
+    /// Each publish's body: {{seq}}, {{ts_us}}, {{client}}, {{topic}} and
+    /// {{pad}} are put in
+    #[arg(long, value_name = "BODY")]
+    pub target_publish_body: Option<String>,
+
+    /// Publish with this WebSocket text frame instead of an HTTP request
+    /// (the same placeholders)
+    #[arg(long, value_name = "FRAME")]
+    pub target_ws_publish_frame: Option<String>,
+
+    /// The topic put into {topic} [default: one unique to the run]
+    #[arg(long, value_name = "NAME")]
+    pub target_topic: Option<String>,
+
+    /// A PEM file of the CA certificates to trust (instead of the system's)
+    #[arg(long, value_name = "FILE")]
+    pub target_ca_cert: Option<PathBuf>,
+
+    /// Skip TLS certificate verification (the report says so)
+    #[arg(long)]
+    pub target_insecure: bool,
+}
+
+/// `NAME: VALUE`.
+fn header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not `NAME: VALUE`"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
+impl TargetFlags {
+    /// The keys these flags give, as a `[target]` table.
+    pub fn raw(&self) -> RawTarget {
+        let list = |values: &[String]| (!values.is_empty()).then(|| values.to_vec());
+        let map = |pairs: &[(String, String)]| {
+            (!pairs.is_empty()).then(|| pairs.iter().cloned().collect())
+        };
+        RawTarget {
+            subscribe_url: self.target_subscribe_url.clone(),
+            headers: map(&self.target_header),
+            ws_subprotocols: list(&self.target_ws_subprotocol),
+            ws_on_open: list(&self.target_ws_on_open),
+            format: self.target_format,
+            seq_pointer: self.target_seq_pointer.clone(),
+            ts_pointer: self.target_ts_pointer.clone(),
+            ts_unit: self.target_ts_unit,
+            event_filter: list(&self.target_event_filter),
+            end_marker: self.target_end_marker.clone(),
+            request_method: self.target_request_method.clone(),
+            request_body: self.target_request_body.clone(),
+            publish_url: self.target_publish_url.clone(),
+            publish_method: self.target_publish_method.clone(),
+            publish_headers: map(&self.target_publish_header),
+            publish_body: self.target_publish_body.clone(),
+            ws_publish_frame: self.target_ws_publish_frame.clone(),
+            topic: self.target_topic.clone(),
+            ca_cert: self.target_ca_cert.clone(),
+            insecure: self.target_insecure.then_some(true),
+        }
+    }
 }
 
 /// `suite`.
@@ -398,13 +542,14 @@ impl ScenarioArgs {
     /// An unknown preset, a bad scenario file (with its line), a bad
     /// threshold, or settings out of bounds.
     pub fn scenario(&self, time_scale: f64, defaults: bool) -> anyhow::Result<Scenario> {
+        let flags = self.target.raw();
         let mut scenario = match (&self.preset, &self.scenario) {
             (Some(name), _) => preset::find(name)
                 .with_context(|| {
                     format!("no preset named {name:?}; `streamgauge-loadgen presets` lists them")
                 })?
                 .scenario(),
-            (None, Some(path)) => file::load(path)?,
+            (None, Some(path)) => file::load(path, &flags)?,
             (None, None) => Scenario::default(),
         };
         scenario.apply(Overrides {
@@ -417,7 +562,9 @@ impl ScenarioArgs {
             churn: self.churn,
             publish_rate: self.publish_rate,
             nodes: self.nodes,
+            request_rate: self.request_rate,
         });
+        self.settle_target(&mut scenario, flags)?;
         if self.clients.is_some() || self.duration.is_some() || self.ramp.is_some() {
             let clients = self.clients.unwrap_or_else(|| scenario.max_clients());
             let steady = self.duration.unwrap_or_else(|| scenario.duration());
@@ -432,6 +579,33 @@ impl ScenarioArgs {
         scenario.scale_time(time_scale);
         scenario.validate()?;
         Ok(scenario)
+    }
+}
+
+impl ScenarioArgs {
+    /// Sets the scenario's foreign target again once the flags are in (a
+    /// file's merged with its flags, or the flags alone), refusing a
+    /// `--stream` or `--transport` that the target decides.
+    fn settle_target(&self, scenario: &mut Scenario, flags: RawTarget) -> anyhow::Result<()> {
+        let raw = match scenario.target.take() {
+            Some(file) => file.merge(flags),
+            None if flags.is_empty() => return Ok(()),
+            None => flags,
+        };
+        anyhow::ensure!(
+            self.stream.is_none(),
+            "--stream: a target decides what is streamed; leave it out"
+        );
+        scenario.set_target(raw)?;
+        if let Some(given) = self.transport {
+            anyhow::ensure!(
+                given == scenario.transport,
+                "--transport {}: the target's URL scheme says {}",
+                given.as_str(),
+                scenario.transport.as_str()
+            );
+        }
+        Ok(())
     }
 }
 

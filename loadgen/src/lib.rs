@@ -1,6 +1,8 @@
 //! The streamgauge load generator: virtual SSE and WebSocket clients that
-//! measure a server speaking this project's protocol (docs/protocol.md),
-//! and say whether it held.
+//! measure a server speaking this project's protocol (docs/protocol.md), or
+//! any other streaming server described as a foreign target (a pub/sub
+//! hub, a chat, an OpenAI-compatible API, over TLS or not), and say
+//! whether it held.
 //!
 //! ```text
 //! run ──▶ scenario ──▶ runner / client ──▶ metrics ──▶ summary ──▶ analysis ──▶ report
@@ -14,12 +16,14 @@
 //!   server measured (at a URL, or a local one started for each run),
 //!   each run, the reports, the comparison with a baseline, the history.
 //! - [`scenario`]: what to run: presets, TOML files and flags validated
-//!   into a [`scenario::Scenario`], its thresholds, default budgets and
-//!   the suite's plan.
+//!   into a [`scenario::Scenario`] (a foreign target's description
+//!   included, as data), its thresholds, default budgets and the suite's
+//!   plan.
 //! - [`runner`]: phases to virtual clients (here or in worker processes),
 //!   publishers, misbehaving clients and the live progress line;
 //!   [`client`]: one virtual client, its target and connections (SSE,
-//!   WebSocket, HTTP), the SSE parser and the `seq` check.
+//!   WebSocket, HTTP, plain or TLS), the SSE parser, the formats a message
+//!   is read in, and the `seq` check.
 //! - [`metrics`]: HDR histograms and counters, their wire format, the
 //!   timeline rows and the server monitor.
 //! - [`summary`]: the one report model (`summary.json` and what an

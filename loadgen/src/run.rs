@@ -10,10 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::{self, compare as comparison, verdict};
 use crate::client::Target;
+use crate::client::target::CONNECT_TIMEOUT;
+use crate::client::tls::Connector;
 use crate::history::History;
 use crate::history::baseline::{self, Runs};
 use crate::local_server::{LocalServers, ServerProgram};
@@ -24,6 +27,8 @@ use crate::report::{markdown, table, text};
 use crate::runner::worker::{WorkerCount, raise_file_limit};
 use crate::runner::{self, Run};
 use crate::scenario::Scenario;
+use crate::scenario::target::{Origin, TargetSpec};
+use crate::scenario::template::Values;
 use crate::summary::manifest::{Environment, ServerUnderTest};
 use crate::summary::{Context, Group, Report, Summary};
 
@@ -140,6 +145,22 @@ async fn target(
     http: &reqwest::Client,
     dir: &Path,
 ) -> anyhow::Result<(Vec<Target>, Monitor, Option<LocalServers>)> {
+    if let Some(spec) = scenario.target_spec()?
+        && spec.origin == Origin::Absolute
+    {
+        anyhow::ensure!(
+            setup.url.is_empty(),
+            "{}: the target's subscribe_url names its server; leave --url out",
+            scenario.name
+        );
+        let values = Values {
+            topic: "t",
+            client: "0",
+            ..Values::default()
+        };
+        let target = Target::of_url(&spec.subscribe_url.expand(&values)).await?;
+        return Ok((vec![target], Monitor::loadgen_only(), None));
+    }
     if !setup.url.is_empty() {
         warn_of_own_settings(scenario, setup.url.len());
         let mut targets = Vec::with_capacity(setup.url.len());
@@ -162,6 +183,7 @@ async fn target(
         .map(|server| Target {
             addr: server.addr,
             host: server.addr.to_string(),
+            tls: false,
         })
         .collect();
     let pids: Vec<u32> = local.servers.iter().map(|server| server.pid).collect();
@@ -205,8 +227,31 @@ fn warn_of_own_settings(scenario: &Scenario, urls: usize) {
 }
 
 /// Fails unless every node of `targets` answers `GET /healthz` with a
-/// success.
-async fn ensure_reachable(http: &reqwest::Client, targets: &[Target]) -> anyhow::Result<()> {
+/// success; for a foreign target, unless a connection (and its TLS
+/// handshake, verified as the target says) can be made to it.
+async fn ensure_reachable(
+    http: &reqwest::Client,
+    targets: &[Target],
+    foreign: Option<&TargetSpec>,
+) -> anyhow::Result<()> {
+    if let Some(spec) = foreign {
+        let tls = spec.trust.as_ref().map(Connector::new).transpose()?;
+        for target in targets {
+            let connected = timeout(CONNECT_TIMEOUT, target.connect_from(None, tls.as_ref()))
+                .await
+                .map_err(|_| anyhow::anyhow!("no connection within {CONNECT_TIMEOUT:?}"))
+                .and_then(|c| c.map_err(anyhow::Error::from));
+            connected.with_context(|| match &tls {
+                Some(tls) => format!(
+                    "the target is not reachable at {} over TLS ({})",
+                    target.base_url(),
+                    tls.trust().describe()
+                ),
+                None => format!("the target is not reachable at {}", target.base_url()),
+            })?;
+        }
+        return Ok(());
+    }
     for target in targets {
         let url = format!("{}/healthz", target.base_url());
         let response = http
@@ -260,7 +305,8 @@ pub async fn run_once(
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (targets, monitor, local) = target(scenario, setup, http, dir).await?;
-    let measured = match ensure_reachable(http, &targets).await {
+    let foreign = scenario.target_spec()?;
+    let measured = match ensure_reachable(http, &targets, foreign.as_ref()).await {
         Ok(()) => {
             let run = Run {
                 scenario,
@@ -416,6 +462,13 @@ pub async fn measure(
         "interrupted; partial results in {}",
         out.display()
     );
+    if plan.len() == 1 && record.repeat == 1 {
+        anyhow::ensure!(
+            not_run.failed.is_empty(),
+            "the run could not be made: {}",
+            not_run.failed.join("\n")
+        );
+    }
     anyhow::ensure!(
         not_run.failed.is_empty(),
         "{} of the suite's runs could not be made (the others' results are in {}):\n{}",

@@ -17,6 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use streamgauge_loadgen::client::check::{Seen, SeqCheck};
+use streamgauge_loadgen::client::format::{Decoder, Message};
 use streamgauge_loadgen::client::http::BodyFraming;
 use streamgauge_loadgen::client::sse::SseStream;
 use streamgauge_loadgen::client::ws::WsStream;
@@ -167,7 +168,7 @@ impl<S: Stream> Client<S> {
         while delivered < events {
             let frame = self.stream.frame().await.expect("a valid stream");
             let Frame::Event {
-                envelope,
+                message: Message::Envelope(envelope),
                 bytes,
                 received_us,
             } = frame
@@ -204,7 +205,11 @@ fn windows<S: Stream>(open: impl Fn(u64) -> Client<S>) -> [u64; 2] {
 fn an_sse_event_allocates_nothing() {
     let allocations = windows(|events| {
         let body = Cursor::new(sse_body(events));
-        Client::new(SseStream::from_body(body, BodyFraming::Chunked))
+        Client::new(SseStream::from_body(
+            body,
+            BodyFraming::Chunked,
+            Decoder::streamgauge(),
+        ))
     });
     assert_eq!(allocations, [0, 0]);
 }
@@ -213,7 +218,7 @@ fn an_sse_event_allocates_nothing() {
 fn a_websocket_event_allocates_nothing() {
     let allocations = windows(|events| {
         let stream = tokio::io::join(Cursor::new(ws_frames(events)), tokio::io::sink());
-        Client::new(ready(WsStream::upgraded(stream)))
+        Client::new(ready(WsStream::upgraded(stream, Decoder::streamgauge())))
     });
     assert_eq!(allocations, [0, 0]);
 }

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use serde_json::Value;
 use support::{
-    assert_exit, html_charts, junit_failures, loadgen, out_dir, read, read_json, short_run, text,
+    assert_exit, html_charts, junit_failures, loadgen, loadgen_command, out_dir, read, read_json,
+    short_run, text,
 };
 
 /// Checks the stable fields of summary.json (docs/cli.md), with their types.
@@ -236,6 +237,28 @@ fn the_cluster_preset_starts_postgresql_and_three_nodes_itself() {
         assert!(out.join(log).exists(), "{log}");
     }
     assert!(read(&out.join("report.md")).contains("| node | clients |"));
+}
+
+#[test]
+fn several_local_nodes_without_postgresql_exit_2_saying_what_is_missing() {
+    let out = out_dir("cluster-without-postgres");
+    let output = loadgen_command(&[
+        "run",
+        "--preset",
+        "cluster",
+        "--no-history",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .env("PG_BIN", out.join("no-postgresql-here"))
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stdout));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("initdb and postgres were not found") && stderr.contains("--url"),
+        "{stderr}"
+    );
 }
 
 #[test]

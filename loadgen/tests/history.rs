@@ -235,11 +235,13 @@ async fn histograms_come_back_exactly_and_merge(backend: Backend) {
             "end_to_end",
             "first_event",
             "from_publish",
+            "inter_token",
             "latency",
             "publish",
             "reconnect",
             "resume",
-            "same_node"
+            "same_node",
+            "token_time"
         ]
     );
     let get =

@@ -7,7 +7,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::http::{demo, ops, replay, ticker, tokens, topics};
+use crate::http::{chat, demo, ops, replay, ticker, tokens, topics};
 use crate::scope::ClientAddr;
 use crate::state::AppState;
 
@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .merge(ticker::router())
         .merge(tokens::router())
+        .merge(chat::router())
         .merge(topics::router())
         .merge(replay::router())
         .merge(ops::router())

@@ -189,16 +189,20 @@ fn as_postgres(command: &mut Command, user: Option<(u32, u32)>) -> &mut Command 
     command
 }
 
-/// Removes data directories left by earlier test processes that are gone.
+/// Removes data directories left by earlier test processes that are gone:
+/// `streamgauge-pg-PID` (the shared cluster) and `streamgauge-pg-PID-own-N`
+/// (a test's own, [`Cluster`]), by the PID they start with. A directory
+/// whose process still runs is kept: another test of it may be using it.
 fn remove_stale_clusters(parent: &Path) {
     for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
+        let Some(rest) = name
             .to_str()
             .and_then(|n| n.strip_prefix("streamgauge-pg-"))
         else {
             continue;
         };
+        let pid = rest.split('-').next().unwrap_or(rest);
         let alive = pid
             .parse::<u32>()
             .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
@@ -413,6 +417,26 @@ fn wait_until_ready(bin: &Path, port: u16, dir: &Path) {
         );
         std::thread::park_timeout(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn clusters_of_running_processes_are_kept_and_those_of_gone_ones_removed() {
+    let parent = std::env::temp_dir().join(format!("streamgauge-stale-{}", std::process::id()));
+    let me = std::process::id();
+    // PIDs above the kernel's maximum (4,194,304) belong to no process.
+    let names = [
+        format!("streamgauge-pg-{me}"),
+        format!("streamgauge-pg-{me}-own-3"),
+        "streamgauge-pg-4194399".to_owned(),
+        "streamgauge-pg-4194399-own-1".to_owned(),
+    ];
+    for name in &names {
+        std::fs::create_dir_all(parent.join(name)).unwrap();
+    }
+    remove_stale_clusters(&parent);
+    let kept: Vec<bool> = names.iter().map(|n| parent.join(n).exists()).collect();
+    std::fs::remove_dir_all(&parent).unwrap();
+    assert_eq!(kept, [true, true, false, false]);
 }
 
 #[test]

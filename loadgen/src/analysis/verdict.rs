@@ -45,6 +45,8 @@ pub fn metric(summary: &Value, name: &str) -> Option<f64> {
         "latency" => "latency_us",
         "connect" => "connect_ms",
         "ttft" => "ttft_ms",
+        "itl" => "itl_ms",
+        "end_to_end" => "end_to_end_us",
         "publish_to_receive" => "publish_to_receive_us",
         "publish_to_receive_same_node" => "publish_to_receive_same_node_us",
         "publish_to_receive_cross_node" => "publish_to_receive_cross_node_us",

@@ -43,6 +43,9 @@ pub struct ResponseHead {
     pub retry_after: Option<u64>,
     /// How the body is delimited.
     pub body: BodyFraming,
+    /// `Connection: close`: the server closes the connection after this
+    /// response (or it is HTTP/1.0): it cannot carry another request.
+    pub close: bool,
 }
 
 impl ResponseHead {
@@ -148,12 +151,14 @@ pub enum HttpError {
     /// The connection closed before the chunked body was complete.
     #[error("unexpected EOF {0} of the chunked body")]
     UnexpectedEof(&'static str),
-    /// A redirect to `https`, which this client (plain TCP, no TLS) cannot
-    /// follow.
-    #[error("redirect to {location:?}: https is not supported (no TLS)")]
-    RedirectToHttps {
+    /// A redirect from `http` to `https` or back: a stream keeps the
+    /// scheme (and the TLS settings) it was asked on.
+    #[error("redirect to {location:?}: from {from} to another scheme is not followed")]
+    AcrossSchemes {
         /// The `Location` value.
         location: String,
+        /// The scheme of the request redirected.
+        from: &'static str,
     },
     /// A redirect whose `Location` is not an `http` URL this client can
     /// request: another scheme, no host, user information, or bytes that
@@ -193,6 +198,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
     let mut content_coding = None;
     let mut location = None;
     let mut retry_after = None;
+    // HTTP/1.0 closes by default (keep-alive extensions aside).
+    let mut close = response.version == Some(0);
     // The last coding of all `Transfer-Encoding` fields, in order.
     let mut transfer_encoding: Option<Option<&[u8]>> = None;
     let mut length: Option<u64> = None;
@@ -232,6 +239,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
             location = Some(field_text(header.value));
         } else if name.eq_ignore_ascii_case("retry-after") {
             retry_after = self::retry_after(header.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= header
+                .value
+                .split(|&b| b == b',')
+                .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
     }
     let body = if status < 200 || status == 204 || status == 304 {
@@ -261,6 +273,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
         location,
         retry_after,
         body,
+        close,
     };
     Ok(Some((head, consumed)))
 }
@@ -271,20 +284,22 @@ fn field_text(value: &[u8]) -> String {
     String::from_utf8_lossy(value.trim_ascii()).replace(['\r', '\n'], " ")
 }
 
-/// Where a redirect from `path` on `authority` (`host[:port]`) to
-/// `location` goes: its authority and its path with query, without
-/// fragment. `location` is resolved against the request's URL as a browser
-/// would (the WHATWG URL standard, by the `url` crate: an absolute `http`
-/// URL, or a reference such as `/x`, `../x`, `?q`).
+/// Where a redirect from `path` on `authority` (`host[:port]`), asked
+/// over `https` if `tls` (else `http`), to `location` goes: its authority
+/// and its path with query, without fragment. `location` is resolved
+/// against the request's URL as a browser would (the WHATWG URL standard,
+/// by the `url` crate: an absolute URL, or a reference such as `/x`,
+/// `../x`, `?q`).
 ///
 /// # Errors
 ///
-/// [`HttpError::RedirectToHttps`] for `https`, and
+/// [`HttpError::AcrossSchemes`] for the other of `http` and `https`, and
 /// [`HttpError::UnsupportedRedirect`] for any other location this client
 /// cannot request: another scheme, user information, or a location with
 /// spaces, control or non-ASCII bytes (refused as sent, never repaired:
 /// nothing of it reaches a request head).
 pub fn redirect_target(
+    tls: bool,
     authority: &str,
     path: &str,
     location: &str,
@@ -296,13 +311,15 @@ pub fn redirect_target(
     if reference.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err(unsupported());
     }
-    let base = Url::parse(&format!("http://{authority}{path}")).map_err(|_| unsupported())?;
+    let scheme = if tls { "https" } else { "http" };
+    let base = Url::parse(&format!("{scheme}://{authority}{path}")).map_err(|_| unsupported())?;
     let target = base.join(reference).map_err(|_| unsupported())?;
     match target.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(HttpError::RedirectToHttps {
+        same if same == scheme => {}
+        "http" | "https" => {
+            return Err(HttpError::AcrossSchemes {
                 location: location.to_owned(),
+                from: scheme,
             });
         }
         _ => return Err(unsupported()),
@@ -629,6 +646,7 @@ pub(crate) mod tests {
                 location: None,
                 retry_after: None,
                 body: BodyFraming::Chunked,
+                close: false,
             }
         );
     }
@@ -727,6 +745,13 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn connection_close_and_http_1_0_end_the_connection() {
+        assert!(!head(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").close);
+        assert!(head(b"HTTP/1.1 201 Created\r\nConnection: keep-alive, Close\r\n\r\n").close);
+        assert!(head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").close);
+    }
+
+    #[test]
     fn media_type_ignores_case_and_parameters() {
         let with = |value: &str| {
             head(format!("HTTP/1.1 200 OK\r\nContent-Type: {value}\r\n\r\n").as_bytes())
@@ -784,7 +809,7 @@ pub(crate) mod tests {
     #[test]
     fn redirect_targets_resolve_like_rfc_3986() {
         let from = |location: &str| {
-            redirect_target("h:1", "/sse/topics/t?since=4", location)
+            redirect_target(false, "h:1", "/sse/topics/t?since=4", location)
                 .map(|(authority, path)| format!("{authority}{path}"))
         };
         let cases = [
@@ -812,7 +837,20 @@ pub(crate) mod tests {
         }
         assert!(matches!(
             from("https://h:1/sse"),
-            Err(HttpError::RedirectToHttps { .. })
+            Err(HttpError::AcrossSchemes { from: "http", .. })
+        ));
+        let secure = |location| redirect_target(true, "h", "/a/b", location);
+        assert_eq!(
+            secure("c?d").unwrap(),
+            ("h".to_owned(), "/a/c?d".to_owned())
+        );
+        assert_eq!(
+            secure("https://o:8443/x").unwrap(),
+            ("o:8443".to_owned(), "/x".to_owned())
+        );
+        assert!(matches!(
+            secure("http://h/a"),
+            Err(HttpError::AcrossSchemes { from: "https", .. })
         ));
         for location in [
             "ftp://h/x",

@@ -1,9 +1,12 @@
 //! Virtual clients: one loop for every scenario. A client connects (SSE or
-//! WebSocket), reads events, checks each `seq` for gaps and duplicates,
-//! records latency from `ts` (and, on topics, from the publisher's intended
-//! send time), spends its consumer delay, churns when its time comes, and
-//! reconnects after a failure with a backoff. What it streams is data
-//! ([`StreamPath`]); how it reads is the same for all.
+//! WebSocket, plain or TLS), reads messages, checks each sequence number
+//! for gaps and duplicates, records latency from the time a message
+//! carries (and, on topics, from the publisher's intended send time),
+//! spends its consumer delay, churns when its time comes, and reconnects
+//! after a failure with a backoff. What it streams is data
+//! ([`StreamPath`]: this project's endpoints, or a foreign target); how it
+//! reads is the same for all, each message read as the target's format
+//! says ([`format`]).
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -11,27 +14,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::time::{sleep, timeout};
+use tokio::time::{sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{ErrorKind, Recorder, Sample};
+use crate::scenario::target::{Invalid, TargetSpec};
 use crate::scenario::{Scenario, StreamKind, Transport};
 
 pub mod check;
 pub mod envelope;
+pub mod foreign;
+pub mod format;
 pub mod http;
+pub mod pointer;
+pub mod pool;
 pub mod read_buffer;
+pub mod request;
+pub mod socket;
 pub mod sse;
 pub mod sse_parser;
 pub mod stream;
 pub mod target;
+pub mod tls;
 pub mod ws;
 
 use self::check::{NoticeKind, Seen, SeqCheck};
-use self::envelope::GapReason;
+use self::envelope::{Envelope, GapReason};
+use self::foreign::{ForeignPath, Generation, Piece};
+use self::format::{Decoder, Message};
+use self::request::Request;
 pub use self::stream::{ClientError, Frame, micros, now_micros};
 use self::target::CONNECT_TIMEOUT;
 pub use self::target::Target;
+use self::tls::Connector;
 
 /// How long a stream may stay silent (no event, no keep-alive) before it
 /// counts as a timeout: twice the server's default 15 s keep-alive.
@@ -68,7 +83,8 @@ pub enum Connection {
 }
 
 impl Connection {
-    /// Opens `path` on `target` for client `id`, with a bearer `token`.
+    /// Opens `request` on `target` for client `id`, as `spec` says (its
+    /// transport, format and TLS).
     ///
     /// # Errors
     ///
@@ -76,19 +92,20 @@ impl Connection {
     pub async fn open(
         target: &Target,
         id: usize,
-        transport: Transport,
-        path: &str,
-        token: Option<&str>,
+        spec: &ClientSpec,
+        request: &Request,
     ) -> Result<Self, ClientError> {
-        let stream = target.dial(id).await?;
-        Ok(match transport.for_client(id) {
+        let stream = target.connect(id, spec.tls.as_ref()).await?;
+        let format = spec.decoder.clone();
+        Ok(match spec.transport_of(id) {
             Transport::Ws => {
-                Connection::Ws(ws::WsStream::open(stream, &target.host, path, token).await?)
+                Connection::Ws(ws::WsStream::open(stream, &target.host, request, format).await?)
             }
-            // `for_client` never gives `Mixed`.
-            Transport::Sse | Transport::Mixed => {
-                Connection::Sse(sse::SseStream::open(stream, &target.host, path, token).await?)
-            }
+            // `transport_of` never gives `Mixed`.
+            Transport::Sse | Transport::Mixed => Connection::Sse(
+                sse::SseStream::open(stream, &target.host, request, format, spec.tls.as_ref())
+                    .await?,
+            ),
         })
     }
 
@@ -105,6 +122,25 @@ impl Connection {
         match self {
             Connection::Sse(sse) => sse.next().await,
             Connection::Ws(ws) => ws.next().await,
+        }
+    }
+
+    /// The start of the last message the target's format could not read.
+    fn take_unparsed(&mut self) -> Option<String> {
+        match self {
+            Connection::Sse(sse) => sse.take_unparsed(),
+            Connection::Ws(ws) => ws.take_unparsed(),
+        }
+    }
+
+    /// The id of the last SSE event received (`Last-Event-ID` to resume
+    /// with), if the stream sent ids.
+    fn last_event_id(&self) -> Option<Vec<u8>> {
+        match self {
+            Connection::Sse(sse) => Some(sse.last_event_id())
+                .filter(|id| !id.is_empty())
+                .map(<[u8]>::to_vec),
+            Connection::Ws(_) => None,
         }
     }
 }
@@ -144,13 +180,26 @@ pub enum StreamPath {
         /// Rows in the dataset: what each replay must deliver.
         rows: u64,
     },
+    /// A foreign target's stream.
+    Foreign(Box<ForeignPath>),
 }
 
 impl StreamPath {
     /// What `scenario` streams at `rate` per client; `name` names its
     /// topic or wallet.
-    pub fn of(scenario: &Scenario, name: &str, rate: u64) -> Self {
-        match scenario.stream {
+    ///
+    /// # Errors
+    ///
+    /// The scenario's foreign target is not valid (a validated scenario's
+    /// always is).
+    pub fn of(scenario: &Scenario, name: &str, rate: u64) -> Result<Self, Invalid> {
+        if let Some(spec) = scenario.target_spec().map_err(|e| Invalid {
+            key: "target",
+            message: e.message,
+        })? {
+            return Ok(Self::of_target(scenario, spec, name));
+        }
+        Ok(match scenario.stream {
             StreamKind::Ticker => StreamPath::Ticker {
                 rate,
                 size: scenario.size,
@@ -169,12 +218,41 @@ impl StreamPath {
                 rate,
                 rows: scenario.replay_rows,
             },
+        })
+    }
+
+    /// `scenario`'s foreign target `spec`, its topic the target's own or
+    /// `name`.
+    fn of_target(scenario: &Scenario, spec: TargetSpec, name: &str) -> Self {
+        let topic = spec.topic.clone().unwrap_or_else(|| name.to_owned());
+        StreamPath::Foreign(Box::new(ForeignPath {
+            spec,
+            topic,
+            request_interval: (scenario.request_rate > 0.0)
+                .then(|| Duration::from_secs_f64(1.0 / scenario.request_rate)),
+        }))
+    }
+
+    /// The request client `id` sends on `transport`. A topic subscriber
+    /// resumes after `since`; without it (its first subscription) it takes
+    /// the live tail, so that no client replays the history published
+    /// before it came. A foreign SSE stream resumes after
+    /// `last_event_id`.
+    fn request(
+        &self,
+        id: usize,
+        transport: Transport,
+        since: Option<u64>,
+        last_event_id: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> Request {
+        match self {
+            StreamPath::Foreign(foreign) => foreign.request(id, last_event_id, token),
+            project => Request::get(project.path(transport, since), token),
         }
     }
 
-    /// The request path on `transport`. A topic subscriber resumes after
-    /// `since`; without it (its first subscription) it takes the live tail,
-    /// so that no client replays the history published before it came.
+    /// The request path on `transport` of this project's streams.
     fn path(&self, transport: Transport, since: Option<u64>) -> String {
         let t = transport.as_str();
         match self {
@@ -193,24 +271,44 @@ impl StreamPath {
                 None => format!("/{t}/topics/{name}"),
             },
             StreamPath::Replay { wallet, rate, .. } => format!("/{t}/replay/{wallet}?rate={rate}"),
+            StreamPath::Foreign(foreign) => foreign.spec.subscribe_url.source().to_owned(),
         }
     }
 
     /// The events a stream of this kind delivers before it ends by itself
-    /// (then the client asks for another); `None` for the endless ones.
+    /// (then the client asks for another); `None` for the endless ones and
+    /// those whose length is not known.
     fn length(&self) -> Option<u64> {
         match self {
             StreamPath::Tokens { tokens, .. } => Some(*tokens),
             StreamPath::Replay { rows, .. } => Some(*rows),
             StreamPath::Ticker { count, .. } => (*count > 0).then_some(*count),
-            StreamPath::Topic { .. } => None,
+            StreamPath::Topic { .. } | StreamPath::Foreign(_) => None,
+        }
+    }
+
+    /// Whether a stream ends by itself (then the client asks again): of a
+    /// known length, or a foreign one with an end marker.
+    fn is_finite(&self) -> bool {
+        match self {
+            StreamPath::Foreign(foreign) => foreign.spec.is_finite(),
+            other => other.length().is_some(),
         }
     }
 
     /// Whether a reconnecting client resumes where it stopped (topics);
-    /// the others start a new stream at `seq` 1.
+    /// the others start a new stream at `seq` 1. A foreign SSE stream
+    /// resumes when it sent event ids.
     fn resumes(&self) -> bool {
         matches!(self, StreamPath::Topic { .. })
+    }
+
+    /// The foreign target, if it is one.
+    fn foreign(&self) -> Option<&ForeignPath> {
+        match self {
+            StreamPath::Foreign(foreign) => Some(foreign),
+            _ => None,
+        }
     }
 }
 
@@ -234,6 +332,69 @@ pub struct ClientSpec {
     /// with more than one, publish-to-receive is also recorded apart for
     /// events published on the client's own node and on another.
     pub nodes: usize,
+    /// How each message is read (the stream's format).
+    pub decoder: Decoder,
+    /// TLS, for an `https://` or `wss://` target.
+    pub tls: Option<Connector>,
+}
+
+impl ClientSpec {
+    /// A spec for `stream` on `transport`, its format's decoder and, for a
+    /// TLS target, its TLS connector made.
+    ///
+    /// # Errors
+    ///
+    /// The TLS settings cannot be used (a CA file that cannot be read).
+    pub fn new(
+        transport: Transport,
+        stream: StreamPath,
+        consumer_delay: Duration,
+        churn: f64,
+        token: Option<String>,
+        nodes: usize,
+    ) -> Result<Self, tls::Error> {
+        let (decoder, tls) = match stream.foreign() {
+            Some(foreign) => (
+                Decoder::of(&foreign.spec),
+                foreign
+                    .spec
+                    .trust
+                    .as_ref()
+                    .map(Connector::new)
+                    .transpose()?,
+            ),
+            None => (Decoder::streamgauge(), None),
+        };
+        Ok(Self {
+            transport,
+            stream,
+            consumer_delay,
+            churn,
+            token,
+            settled: Arc::new(AtomicU64::new(0)),
+            nodes,
+            decoder,
+            tls,
+        })
+    }
+
+    /// The transport client `id` uses: a foreign target's own, or the
+    /// scenario's (never `Mixed`).
+    fn transport_of(&self, id: usize) -> Transport {
+        match self.stream.foreign() {
+            Some(foreign) if foreign.spec.websocket => Transport::Ws,
+            Some(_) => Transport::Sse,
+            None => self.transport.for_client(id),
+        }
+    }
+
+    /// Whether the load generator publishes what a foreign target delivers
+    /// (its time is then the intended send time: end to end).
+    fn publishes_foreign(&self) -> bool {
+        self.stream
+            .foreign()
+            .is_some_and(|f| f.spec.publish.is_some())
+    }
 }
 
 /// Why a client left a stream.
@@ -291,6 +452,53 @@ pub struct VirtualClient {
     pub recorder: Recorder,
 }
 
+/// One stream being read: what its messages are checked against, and when
+/// it was asked for.
+struct Reading {
+    /// Gaps and duplicates.
+    check: SeqCheck,
+    /// When the request went out (its intended time, on an open-model
+    /// schedule), and the same in µs since the Unix epoch.
+    requested: Instant,
+    requested_us: u64,
+    /// No event yet on this stream.
+    first: bool,
+    /// Churn: when the client left its previous stream, until the first
+    /// event of this one.
+    resuming_since: Option<Instant>,
+    /// `openai`: what the request delivered.
+    generation: Generation,
+}
+
+/// When a client's next request is due on an open-model schedule
+/// (`request-rate`): every interval after the one before, whatever
+/// happened to it.
+struct Schedule {
+    next: Option<Instant>,
+    interval: Option<Duration>,
+}
+
+impl Schedule {
+    /// Waits until the next request is due (unless cancelled) and gives
+    /// the time it was due, which latency is measured from: a request that
+    /// must wait for the one before counts the wait (no coordinated
+    /// omission). Without a rate, now.
+    async fn due(&mut self, cancel: &CancellationToken) -> Option<Instant> {
+        let Some(interval) = self.interval else {
+            return Some(Instant::now());
+        };
+        let due = *self.next.get_or_insert_with(|| {
+            // Clients start spread over one interval, not all at once.
+            Instant::now() + interval.mul_f64(fastrand::f64())
+        });
+        self.next = Some(due + interval);
+        tokio::select! {
+            () = cancel.cancelled() => None,
+            () = sleep_until(due.into()) => Some(due),
+        }
+    }
+}
+
 impl VirtualClient {
     /// Streams, again and again, until `cancel`; flushes its measurements
     /// before returning.
@@ -302,22 +510,33 @@ impl VirtualClient {
             SeqCheck::expecting(1)
         };
         let mut left_at: Option<Instant> = None;
+        let mut last_event_id: Option<Vec<u8>> = None;
         let mut backoff = Backoff(Backoff::FIRST);
+        let mut schedule = Schedule {
+            next: None,
+            interval: self.spec.stream.foreign().and_then(|f| f.request_interval),
+        };
         while !cancel.is_cancelled() {
             // Failures are flushed even while no event arrives (an outage).
             self.recorder.flush_if_due(Instant::now());
-            let path = self.spec.stream.path(
+            let Some(requested) = schedule.due(&cancel).await else {
+                break;
+            };
+            let requested_us = now_micros().saturating_sub(micros(requested.elapsed()));
+            // A foreign stream resuming by its last event id goes on with
+            // its check; without one, it starts wherever it starts.
+            let resuming = last_event_id.is_some();
+            if self.spec.stream.foreign().is_some() && !resuming {
+                check = SeqCheck::from_first();
+            }
+            let request = self.spec.stream.request(
+                self.id,
                 self.spec.transport.for_client(self.id),
                 check.last().filter(|_| resumes),
-            );
-            let requested = Instant::now();
-            let open = Connection::open(
-                &self.target,
-                self.id,
-                self.spec.transport,
-                &path,
+                last_event_id.take(),
                 self.spec.token.as_deref(),
             );
+            let open = Connection::open(&self.target, self.id, &self.spec, &request);
             let opened = tokio::select! {
                 () = self.open_cut(&cancel) => break,
                 opened = timeout(CONNECT_TIMEOUT, open) => opened,
@@ -348,12 +567,19 @@ impl VirtualClient {
             let connect_us = micros(requested.elapsed());
             let reconnect_us = left_at.map(|left| micros(left.elapsed()));
             backoff = Backoff(Backoff::FIRST);
-            if !resumes {
+            if !resumes && self.spec.stream.foreign().is_none() {
                 check = SeqCheck::expecting(1);
             }
-            let left = self
-                .read(connection, &mut check, requested, left_at.take(), &cancel)
-                .await;
+            let mut reading = Reading {
+                check,
+                requested,
+                requested_us,
+                first: true,
+                resuming_since: left_at.take(),
+                generation: Generation::default(),
+            };
+            let (left, resume_id) = self.read(connection, &mut reading, &cancel).await;
+            check = reading.check;
             // A WebSocket over the limit is upgraded, then closed 1013: shed,
             // not connected.
             if !matches!(left, Left::Shed(_)) {
@@ -362,9 +588,12 @@ impl VirtualClient {
                     self.recorder.sample(Sample::Reconnect, us);
                 }
             }
+            if !matches!(left, Left::Completed) {
+                last_event_id = resume_id;
+            }
             match left {
                 Left::Cancelled => break,
-                Left::Completed => self.recorder.count(|c| c.completed += 1),
+                Left::Completed => self.complete(&reading.generation),
                 Left::Churned => {
                     left_at = Some(Instant::now());
                     self.recorder.count(|c| c.reconnects += 1);
@@ -373,12 +602,30 @@ impl VirtualClient {
                 Left::Failed(kind) => self.fail(kind, &mut backoff, &cancel).await,
             }
         }
-        if resumes && check.last().is_some() {
+        if (resumes || self.spec.publishes_foreign()) && check.last().is_some() {
             let settled = self.spec.settled.load(Ordering::Acquire);
             let behind = check.short_of(settled);
             self.recorder.count(|c| c.behind_at_end += behind);
         }
         self.recorder.flush();
+    }
+
+    /// Counts a stream that ended as it should, and what an OpenAI-style
+    /// request generated.
+    fn complete(&mut self, generation: &Generation) {
+        self.recorder.count(|c| c.completed += 1);
+        if self
+            .spec
+            .stream
+            .foreign()
+            .is_some_and(|f| f.spec.format == crate::scenario::target::Format::Openai)
+        {
+            let tokens = generation.tokens();
+            self.recorder.count(|c| c.tokens += tokens);
+            if let Some(us) = generation.time_per_token_us() {
+                self.recorder.sample(Sample::TokenTime, us);
+            }
+        }
     }
 
     /// Counts a stream the server shed and waits as it asked: its
@@ -417,23 +664,33 @@ impl VirtualClient {
     /// no client received).
     async fn open_cut(&self, cancel: &CancellationToken) {
         cancel.cancelled().await;
-        if self.spec.stream.length().is_some() {
+        if self.spec.stream.is_finite() {
             sleep(OPEN_GRACE).await;
         }
     }
 
-    /// Reads one stream until it ends, fails, churns or is cancelled.
+    /// Reads one stream until it ends, fails, churns or is cancelled; also
+    /// gives back the id of the last SSE event it received, to resume
+    /// with.
     async fn read(
         &mut self,
         mut connection: Connection,
-        check: &mut SeqCheck,
-        requested: Instant,
-        mut resuming_since: Option<Instant>,
+        reading: &mut Reading,
+        cancel: &CancellationToken,
+    ) -> (Left, Option<Vec<u8>>) {
+        let left = self.read_frames(&mut connection, reading, cancel).await;
+        (left, connection.last_event_id())
+    }
+
+    /// [`VirtualClient::read`]'s loop.
+    async fn read_frames(
+        &mut self,
+        connection: &mut Connection,
+        reading: &mut Reading,
         cancel: &CancellationToken,
     ) -> Left {
         let churn_at = self.next_churn();
-        let finite = self.spec.stream.length().is_some();
-        let mut first = true;
+        let finite = self.spec.stream.is_finite();
         let mut stall = pin!(sleep(STALL_TIMEOUT));
         let mut stall_armed = Instant::now();
         // Once cancelled, a finite stream is read to its end (the stall
@@ -495,72 +752,64 @@ impl VirtualClient {
                     return Left::Failed(e.kind());
                 }
             };
-            let (envelope, bytes, received_us) = match frame {
+            let (message, bytes, received_us) = match frame {
                 Frame::KeepAlive => {
                     self.recorder.count(|c| c.keepalives += 1);
                     continue;
                 }
-                Frame::End => match self.spec.stream.length() {
-                    Some(length) => {
-                        // A stream that ends early lost the rest.
-                        let missing = check.short_of(length);
-                        self.recorder.count(|c| c.gaps += missing);
-                        return Left::Completed;
+                Frame::End => {
+                    if !finite {
+                        return Left::Failed(ErrorKind::Closed);
                     }
-                    None => return Left::Failed(ErrorKind::Closed),
-                },
+                    // A stream that ends early lost the rest.
+                    if let Some(length) = self.spec.stream.length() {
+                        let missing = reading.check.short_of(length);
+                        self.recorder.count(|c| c.gaps += missing);
+                    }
+                    return Left::Completed;
+                }
                 Frame::Event {
-                    envelope,
+                    message,
                     bytes,
                     received_us,
-                } => (envelope, bytes, received_us),
+                } => (message, bytes, received_us),
             };
-            if let Some(gap) = envelope.gap {
-                let kind = match gap.reason {
-                    GapReason::BeyondHead => NoticeKind::Rewound,
-                    GapReason::Skipped => NoticeKind::Skipped,
-                };
-                check.notice(kind, gap.from, gap.to);
-                self.recorder.count(|c| c.gap_notices += 1);
-                continue;
-            }
-            if envelope.end.is_some() {
-                // The server ends a stream that should have gone on.
-                return Left::Failed(ErrorKind::Closed);
-            }
-            let (Some(seq), Some(ts)) = (envelope.seq, envelope.ts) else {
-                // Every event of the protocol (docs/protocol.md) carries both.
-                return Left::Failed(ErrorKind::Protocol);
+            let event = Event { bytes, received_us };
+            let counted = match message {
+                Message::Envelope(envelope) => match self.envelope(envelope, event, reading) {
+                    Ok(counted) => counted,
+                    Err(left) => return left,
+                },
+                Message::Found { seq, ts_us } => self.found(seq, ts_us, event, reading),
+                Message::Counted => {
+                    self.recorder.event_untimed(bytes);
+                    true
+                }
+                Message::Chunk {
+                    content,
+                    completion_tokens,
+                    ts_us,
+                } => self.chunk(content, completion_tokens, ts_us, event, reading),
+                Message::Unparsed => {
+                    let example = if self.recorder.wants_example() {
+                        connection.take_unparsed()
+                    } else {
+                        None
+                    };
+                    self.recorder.unparsed(example);
+                    false
+                }
+                // Streams turn these into frames, or pass over them.
+                Message::End | Message::Skipped => false,
             };
-            match check.observe(seq) {
-                Seen::Next => {}
-                Seen::Gap { missing } => self.recorder.count(|c| c.gaps += missing),
-                Seen::Duplicate => self.recorder.count(|c| c.dups += 1),
-            }
-            if first {
-                first = false;
-                self.recorder
-                    .sample(Sample::FirstEvent, micros(requested.elapsed()));
-                if let Some(left) = resuming_since.take() {
+            if counted && std::mem::take(&mut reading.first) {
+                if self.spec.stream.foreign().is_none() {
+                    self.recorder
+                        .sample(Sample::FirstEvent, micros(reading.requested.elapsed()));
+                }
+                if let Some(left) = reading.resuming_since.take() {
                     self.recorder.sample(Sample::Resume, micros(left.elapsed()));
                 }
-            }
-            let since = |time: u64| received_us.saturating_sub(time);
-            self.recorder.event(bytes, since(ts));
-            if let Some(pts) = envelope.pts {
-                self.recorder.sample(Sample::FromPublish, since(pts));
-                if let Some(from) = envelope.data.node.filter(|_| self.spec.nodes > 1) {
-                    let same = from as usize == self.node;
-                    let sample = if same {
-                        Sample::SameNode
-                    } else {
-                        Sample::CrossNode
-                    };
-                    self.recorder.sample(sample, since(pts));
-                }
-            }
-            if let Some(sent) = envelope.data.sent_us {
-                self.recorder.sample(Sample::EndToEnd, since(sent));
             }
             if !self.spec.consumer_delay.is_zero() {
                 tokio::select! {
@@ -573,6 +822,128 @@ impl VirtualClient {
             }
         }
     }
+
+    /// Records an event or notice of this project's protocol; whether it
+    /// was an event, or how the stream ends.
+    fn envelope(
+        &mut self,
+        envelope: Envelope,
+        event: Event,
+        reading: &mut Reading,
+    ) -> Result<bool, Left> {
+        if let Some(gap) = envelope.gap {
+            let kind = match gap.reason {
+                GapReason::BeyondHead => NoticeKind::Rewound,
+                GapReason::Skipped => NoticeKind::Skipped,
+            };
+            reading.check.notice(kind, gap.from, gap.to);
+            self.recorder.count(|c| c.gap_notices += 1);
+            return Ok(false);
+        }
+        if envelope.end.is_some() {
+            // The server ends a stream that should have gone on.
+            return Err(Left::Failed(ErrorKind::Closed));
+        }
+        let (Some(seq), Some(ts)) = (envelope.seq, envelope.ts) else {
+            // Every event of the protocol (docs/protocol.md) carries both.
+            return Err(Left::Failed(ErrorKind::Protocol));
+        };
+        self.observe(seq, &mut reading.check);
+        let since = |time: u64| event.received_us.saturating_sub(time);
+        self.recorder.event(event.bytes, since(ts));
+        if let Some(pts) = envelope.pts {
+            self.recorder.sample(Sample::FromPublish, since(pts));
+            if let Some(from) = envelope.data.node.filter(|_| self.spec.nodes > 1) {
+                let same = from as usize == self.node;
+                let sample = if same {
+                    Sample::SameNode
+                } else {
+                    Sample::CrossNode
+                };
+                self.recorder.sample(sample, since(pts));
+            }
+        }
+        if let Some(sent) = envelope.data.sent_us {
+            self.recorder.sample(Sample::EndToEnd, since(sent));
+        }
+        Ok(true)
+    }
+
+    /// Records a foreign JSON message: its sequence number checked, its
+    /// time (when found) the delivery latency, and end to end when the
+    /// load generator published it.
+    fn found(
+        &mut self,
+        seq: Option<u64>,
+        ts_us: Option<u64>,
+        event: Event,
+        reading: &mut Reading,
+    ) -> bool {
+        if let Some(seq) = seq {
+            self.observe(seq, &mut reading.check);
+        }
+        match ts_us {
+            Some(ts) => {
+                let latency = event.received_us.saturating_sub(ts);
+                self.recorder.event(event.bytes, latency);
+                if self.spec.publishes_foreign() {
+                    self.recorder.sample(Sample::EndToEnd, latency);
+                }
+            }
+            None => self.recorder.event_untimed(event.bytes),
+        }
+        true
+    }
+
+    /// Records an OpenAI-style chunk: a content piece's time to first
+    /// token or inter-token latency, the output token count if given, and
+    /// its delivery latency when the chunk says when it was sent.
+    fn chunk(
+        &mut self,
+        content: bool,
+        completion_tokens: Option<u64>,
+        ts_us: Option<u64>,
+        event: Event,
+        reading: &mut Reading,
+    ) -> bool {
+        match ts_us {
+            Some(ts) => self
+                .recorder
+                .event(event.bytes, event.received_us.saturating_sub(ts)),
+            None => self.recorder.event_untimed(event.bytes),
+        }
+        if let Some(tokens) = completion_tokens {
+            reading.generation.usage(tokens);
+        }
+        if content {
+            match reading
+                .generation
+                .piece(reading.requested_us, event.received_us)
+            {
+                Piece::First { ttft_us } => self.recorder.sample(Sample::FirstEvent, ttft_us),
+                Piece::Next { itl_us } => self.recorder.sample(Sample::InterToken, itl_us),
+            }
+        }
+        true
+    }
+
+    /// Checks `seq`, counting a gap or a duplicate.
+    fn observe(&mut self, seq: u64, check: &mut SeqCheck) {
+        match check.observe(seq) {
+            Seen::Next => {}
+            Seen::Gap { missing } => self.recorder.count(|c| c.gaps += missing),
+            Seen::Duplicate => self.recorder.count(|c| c.dups += 1),
+        }
+    }
+}
+
+/// A message's size and receipt time.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    /// Its bytes on the wire (the data).
+    bytes: usize,
+    /// When it arrived, µs since the Unix epoch.
+    received_us: u64,
 }
 
 #[cfg(test)]

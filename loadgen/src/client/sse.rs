@@ -1,23 +1,25 @@
-//! An SSE stream read straight from the socket: the HTTP response head,
-//! the body's framing (chunked or not) and the SSE events are all parsed
-//! from one reused read buffer (small while the stream is idle, see
-//! [`ReadBuffer`]), with no allocation per event. Interim (1xx) responses
-//! are skipped and redirects to `http` URLs followed.
+//! An SSE stream read straight from the socket (plain TCP or TLS): the
+//! HTTP response head, the body's framing (chunked or not) and the SSE
+//! events are all parsed from one reused read buffer (small while the
+//! stream is idle, see [`ReadBuffer`]), with no allocation per event; each
+//! event's data is read as the target's format says ([`Decoder`]). Interim
+//! (1xx) responses are skipped and redirects within the request's scheme
+//! followed.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncRead, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::envelope;
-use super::http::{
-    BodyDecoder, BodyFraming, Decoded, ResponseHead, authorization, parse_head, redirect_target,
-};
+use super::format::{Decoder, Message};
+use super::http::{BodyDecoder, BodyFraming, Decoded, ResponseHead, parse_head, redirect_target};
 use super::read_buffer::{self, ReadBuffer};
+use super::request::{Request, SSE_DEFAULTS};
+use super::socket::Socket;
 use super::sse_parser::SseParser;
 use super::stream::{ClientError, Frame, now_micros};
 use super::target::Target;
+use super::tls::Connector;
 
 /// Most bytes a response head may take: the most the read buffer grows to.
 const MAX_HEAD: usize = read_buffer::MAX;
@@ -32,6 +34,10 @@ const MAX_REDIRECTS: usize = 5;
 /// Most bytes of an unfinished line or event the client holds: a server
 /// that never ends one is a protocol error, not unbounded memory.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
+
+/// Most bytes of a message a foreign format could not read kept as the
+/// run's example.
+const EXAMPLE_BYTES: usize = 200;
 
 /// Reads a response head from `stream` into `buf` (at most `MAX_HEAD`
 /// bytes of it), skipping interim (1xx) responses before it: the head, the
@@ -85,27 +91,32 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
-/// An open SSE stream, over a TCP connection unless a test or benchmark
-/// gives it another.
+/// An open SSE stream, over a [`Socket`] unless a test or benchmark gives
+/// it another stream.
 #[derive(Debug)]
-pub struct SseStream<S = TcpStream> {
+pub struct SseStream<S = Socket> {
     stream: S,
     buf: ReadBuffer,
     decoder: BodyDecoder,
     parser: SseParser,
+    /// How each event's data is read.
+    format: Decoder,
     /// Comment lines already reported as keep-alives.
     comments: u64,
     /// When the bytes being parsed arrived, µs since the Unix epoch.
     received_us: u64,
     /// The body ended cleanly.
     done: bool,
+    /// The start of the last message the format could not read, until
+    /// taken ([`SseStream::take_unparsed`]).
+    unparsed: Option<String>,
 }
 
 impl SseStream {
-    /// Sends the request for `path` on `host` over `stream` and reads the
-    /// response head, following up to `MAX_REDIRECTS` redirects to
-    /// `http` URLs, each over a new connection (the bearer `token` goes
-    /// only to `host`).
+    /// Sends `request` on `host` over `stream` and reads the response head,
+    /// following up to `MAX_REDIRECTS` redirects within the request's
+    /// scheme, each over a new connection (`tls` makes the TLS ones; the
+    /// bearer token goes only to `host`). Events are read as `format` says.
     ///
     /// # Errors
     ///
@@ -113,22 +124,28 @@ impl SseStream {
     /// is not an event stream or has a content coding, a redirect that
     /// cannot be followed, or a broken connection.
     pub async fn open(
-        mut stream: TcpStream,
+        mut stream: Socket,
         host: &str,
-        path: &str,
-        token: Option<&str>,
+        request: &Request,
+        format: Decoder,
+        tls: Option<&Connector>,
     ) -> Result<Self, ClientError> {
         let mut buf = ReadBuffer::new();
-        let (mut authority, mut path) = (Cow::Borrowed(host), Cow::Borrowed(path));
+        let mut authority = Cow::Borrowed(host);
+        let mut request = Cow::Borrowed(request);
         let mut redirects = 0;
         loop {
-            let token = token.filter(|_| authority.eq_ignore_ascii_case(host));
-            send_request(&mut stream, &authority, &path, token).await?;
+            let with_token = authority.eq_ignore_ascii_case(host);
+            let head = request.head(&authority, with_token, SSE_DEFAULTS);
+            stream
+                .write_all(head.as_bytes())
+                .await
+                .map_err(ClientError::Connect)?;
             let (head, consumed, filled) = read_head(&mut stream, &mut buf).await?;
             let location = head.location.as_deref().filter(|_| head.is_redirect());
             let Some(location) = location else {
                 check_head(&head)?;
-                let mut sse = Self::with_buffer(stream, head.body, buf);
+                let mut sse = Self::with_buffer(stream, head.body, buf, format);
                 sse.decode(consumed, filled)?;
                 return Ok(sse);
             };
@@ -138,37 +155,19 @@ impl SseStream {
                     "over {MAX_REDIRECTS} redirects, the last to {location:?}"
                 )));
             }
-            let (next_authority, next_path) = redirect_target(&authority, &path, location)
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            stream = redial(&stream, &authority, &next_authority).await?;
-            (authority, path) = (Cow::Owned(next_authority), Cow::Owned(next_path));
+            let (next_authority, next_path) =
+                redirect_target(stream.is_tls(), &authority, &request.path, location)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            stream = redial(&stream, &authority, &next_authority, tls).await?;
+            request = Cow::Owned(request.redirected(head.status, next_path));
+            authority = Cow::Owned(next_authority);
         }
     }
 
     /// The connection, for a caller that reads on by itself.
-    pub fn into_inner(self) -> TcpStream {
+    pub fn into_inner(self) -> Socket {
         self.stream
     }
-}
-
-/// Writes the streaming GET for `path` on `authority`.
-async fn send_request(
-    stream: &mut TcpStream,
-    authority: &str,
-    path: &str,
-    token: Option<&str>,
-) -> Result<(), ClientError> {
-    let authorization = authorization(token);
-    // `identity`: the parser reads the body's bytes as they come.
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n\
-         Accept-Encoding: identity\r\nCache-Control: no-cache\r\n\
-         User-Agent: streamgauge-loadgen\r\n{authorization}\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(ClientError::Connect)
 }
 
 /// Checks that a final response head opens an event stream.
@@ -191,35 +190,44 @@ fn check_head(head: &ResponseHead) -> Result<(), ClientError> {
 }
 
 /// A connection for a redirect from `from` to `to` (authorities), made
-/// after `previous`: to the same address and from the same source address
-/// when the authority is the same, else to what `to` resolves to (port 80
+/// after `previous` and in its scheme (over TLS with `tls` if it was): to
+/// the same address and from the same source address when the authority
+/// is the same, else to what `to` resolves to (port 80, or 443 over TLS,
 /// by default), from the same loopback source address if both are on
 /// loopback.
-async fn redial(previous: &TcpStream, from: &str, to: &str) -> Result<TcpStream, ClientError> {
+async fn redial(
+    previous: &Socket,
+    from: &str,
+    to: &str,
+    tls: Option<&Connector>,
+) -> Result<Socket, ClientError> {
     let source = previous.local_addr().map_err(ClientError::Connect)?.ip();
+    let default_port = if previous.is_tls() { 443 } else { 80 };
     let addr = if to.eq_ignore_ascii_case(from) {
         previous.peer_addr().map_err(ClientError::Connect)?
     } else {
-        resolve(to).await?
+        resolve(to, default_port).await?
     };
     let loopback = |ip: IpAddr| matches!(ip, IpAddr::V4(v4) if v4.is_loopback());
     let source = (loopback(source) && loopback(addr.ip())).then_some(source);
     let target = Target {
         addr,
         host: to.to_owned(),
+        tls: previous.is_tls(),
     };
-    target.dial_from(source, None).await
+    target.connect_from(source, tls).await
 }
 
-/// The first address `authority` resolves to.
-async fn resolve(authority: &str) -> Result<SocketAddr, ClientError> {
+/// The first address `authority` resolves to, at `default_port` if it
+/// names none.
+async fn resolve(authority: &str, default_port: u16) -> Result<SocketAddr, ClientError> {
     let has_port = authority
         .rsplit_once(':')
         .is_some_and(|(_, port)| !port.ends_with(']'));
     let host_port = if has_port {
         Cow::Borrowed(authority)
     } else {
-        Cow::Owned(format!("{authority}:80"))
+        Cow::Owned(format!("{authority}:{default_port}"))
     };
     tokio::net::lookup_host(host_port.as_ref())
         .await
@@ -238,22 +246,36 @@ impl<S: AsyncRead + Unpin> SseStream<S> {
     /// framed as `framing`: what [`SseStream::open`] makes of a connection
     /// once the head checks out, and what a test or benchmark drives from
     /// memory.
-    pub fn from_body(stream: S, framing: BodyFraming) -> Self {
-        Self::with_buffer(stream, framing, ReadBuffer::new())
+    pub fn from_body(stream: S, framing: BodyFraming, format: Decoder) -> Self {
+        Self::with_buffer(stream, framing, ReadBuffer::new(), format)
     }
 
     /// A stream at the start of a body framed as `framing`, reading into
     /// `buf` (the bytes of it already read are decoded separately).
-    fn with_buffer(stream: S, framing: BodyFraming, buf: ReadBuffer) -> Self {
+    fn with_buffer(stream: S, framing: BodyFraming, buf: ReadBuffer, format: Decoder) -> Self {
         Self {
             stream,
             buf,
             decoder: BodyDecoder::new(framing),
             parser: SseParser::new(),
+            format,
             comments: 0,
             received_us: now_micros(),
             done: false,
+            unparsed: None,
         }
+    }
+
+    /// The start of the last message the target's format could not read,
+    /// if one came since the last call.
+    pub fn take_unparsed(&mut self) -> Option<String> {
+        self.unparsed.take()
+    }
+
+    /// The id of the last event received (empty if the stream sent none):
+    /// the `Last-Event-ID` a client resumes with.
+    pub fn last_event_id(&self) -> &[u8] {
+        self.parser.last_event_id()
     }
 
     /// Feeds `buf[from..to]` through the body decoder into the parser.
@@ -287,10 +309,23 @@ impl<S: AsyncRead + Unpin> SseStream<S> {
         loop {
             if let Some(event) = self.parser.next_event() {
                 let bytes = event.data.len();
-                let envelope = envelope::parse(event.data)
+                let message = self
+                    .format
+                    .decode(event.event, event.data)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                match message {
+                    Message::Skipped => continue,
+                    Message::End => {
+                        self.done = true;
+                        return Ok(Frame::End);
+                    }
+                    Message::Unparsed if self.unparsed.is_none() => {
+                        self.unparsed = Some(example(event.data));
+                    }
+                    _ => {}
+                }
                 return Ok(Frame::Event {
-                    envelope,
+                    message,
                     bytes,
                     received_us: self.received_us,
                 });
@@ -320,15 +355,27 @@ impl<S: AsyncRead + Unpin> SseStream<S> {
     }
 }
 
+/// The start of `message` (at most `EXAMPLE_BYTES`, cut at a character),
+/// as the report shows it.
+pub fn example(message: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&message[..message.len().min(EXAMPLE_BYTES + 4)]);
+    let mut end = text.len().min(EXAMPLE_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
 
+    use super::super::envelope;
     use super::*;
 
     /// How long any step of a test may take.
@@ -381,9 +428,10 @@ mod tests {
     async fn open(addr: SocketAddr) -> Result<SseStream, ClientError> {
         let stream = TcpStream::connect(addr).await.unwrap();
         let host = addr.to_string();
+        let request = Request::get("/sse/topics/t", Some("tok"));
         timeout(
             WAIT,
-            SseStream::open(stream, &host, "/sse/topics/t", Some("tok")),
+            SseStream::open(stream.into(), &host, &request, Decoder::streamgauge(), None),
         )
         .await
         .expect("opened in time")
@@ -401,7 +449,10 @@ mod tests {
     /// Asserts that `sse` delivers the event of [`event_chunk`].
     async fn assert_first_event(sse: &mut SseStream) {
         match timeout(WAIT, sse.next()).await.unwrap().unwrap() {
-            Frame::Event { envelope, .. } => assert_eq!(envelope.seq, Some(1)),
+            Frame::Event {
+                message: Message::Envelope(envelope),
+                ..
+            } => assert_eq!(envelope.seq, Some(1)),
             other => panic!("{other:?}"),
         }
     }
@@ -524,10 +575,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_redirect_to_https_says_there_is_no_tls() {
+    async fn a_redirect_to_https_from_http_is_not_followed() {
         let (opened, _) = open_on(vec![redirect(301, "https://127.0.0.1/sse")]).await;
         let message = protocol_error(opened);
-        assert!(message.contains("https is not supported"), "{message}");
+        assert!(message.contains("from http to another scheme"), "{message}");
     }
 
     #[tokio::test]
@@ -571,13 +622,16 @@ mod tests {
     /// depends on the reads).
     async fn delivered(pieces: &[&[u8]]) -> (Vec<(envelope::Envelope, usize)>, usize) {
         let reader = Pieces(pieces.iter().copied().collect());
-        let mut sse = SseStream::from_body(reader, BodyFraming::Chunked);
+        let mut sse = SseStream::from_body(reader, BodyFraming::Chunked, Decoder::streamgauge());
         let (mut events, mut keepalives) = (Vec::new(), 0);
         loop {
             match sse.next().await.expect("a valid stream") {
                 Frame::Event {
-                    envelope, bytes, ..
+                    message: Message::Envelope(envelope),
+                    bytes,
+                    ..
                 } => events.push((envelope, bytes)),
+                Frame::Event { message, .. } => panic!("not this project's event: {message:?}"),
                 Frame::KeepAlive => keepalives += 1,
                 Frame::End => return (events, keepalives),
             }

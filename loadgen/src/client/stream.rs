@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::envelope::Envelope;
+use super::format::Message;
 use crate::metrics::ErrorKind;
 
 /// The wall clock in µs since the Unix epoch, the server's `ts` clock.
@@ -90,10 +90,10 @@ impl ClientError {
 /// What a stream delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
-    /// An event or a gap notice.
+    /// An event, a notice, or a foreign message.
     Event {
         /// What it says.
-        envelope: Envelope,
+        message: Message,
         /// Its size on the wire (the JSON).
         bytes: usize,
         /// When it arrived, µs since the Unix epoch.
@@ -101,6 +101,7 @@ pub enum Frame {
     },
     /// A keep-alive.
     KeepAlive,
-    /// The server ended the stream cleanly.
+    /// The server ended the stream cleanly (or sent the target's end
+    /// marker).
     End,
 }

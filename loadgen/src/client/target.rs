@@ -1,7 +1,8 @@
 //! The server under test, and dialing it: a URL resolved to the address
-//! that accepts (the `url` crate parses it), and a TCP connection per
-//! client from one of several loopback source addresses, so that one
-//! process can open more connections than one port range holds.
+//! that accepts (the `url` crate parses it), and a connection per client
+//! (TCP, then TLS for an `https://` or `wss://` target) from one of several
+//! loopback source addresses, so that one process can open more
+//! connections than one port range holds.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -9,11 +10,13 @@ use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
+use super::socket::Socket;
 use super::stream::ClientError;
+use super::tls::Connector;
 
 /// How long a connection (TCP, request, response head or handshake) may
 /// take before it counts as a timeout.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loopback source addresses clients spread over (127.0.0.1 to .16), so
 /// that one process can open more connections than one port range holds.
@@ -33,9 +36,9 @@ fn host_and_port(url: &str) -> Option<(String, u16)> {
 }
 
 /// The `Host` header of `host` at `port` (the port left out when it is
-/// HTTP's default, as a browser sends it).
-fn authority(host: &str, port: u16) -> String {
-    if port == 80 {
+/// the scheme's default, as a browser sends it).
+fn authority(host: &str, port: u16, tls: bool) -> String {
+    if port == if tls { 443 } else { 80 } {
         host.to_owned()
     } else {
         format!("{host}:{port}")
@@ -49,6 +52,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The `Host` header (`host:port`).
     pub host: String,
+    /// Whether connections are TLS (`https://`, `wss://`).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 impl Target {
@@ -63,16 +69,43 @@ impl Target {
     pub async fn resolve(url: &str) -> anyhow::Result<Self> {
         let (host, port) = host_and_port(url)
             .ok_or_else(|| anyhow::anyhow!("--url {url:?}: expected http://HOST:PORT"))?;
+        Self::at(&format!("--url {url:?}"), &host, port, false).await
+    }
+
+    /// The server of `url`, any `http://`, `https://`, `ws://` or `wss://`
+    /// URL (a foreign target's): its host and port, TLS for the secure
+    /// schemes.
+    ///
+    /// # Errors
+    ///
+    /// Not such a URL, or a host that does not resolve.
+    pub async fn of_url(url: &str) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("{url:?}: {e}"))?;
+        let tls = match parsed.scheme() {
+            "http" | "ws" => false,
+            "https" | "wss" => true,
+            other => anyhow::bail!("{url:?}: the scheme {other} is not http(s) or ws(s)"),
+        };
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("{url:?} has no host"))?;
+        let port = parsed.port().unwrap_or(if tls { 443 } else { 80 });
+        Self::at(&format!("{url:?}"), host, port, tls).await
+    }
+
+    /// The target `host:port`, resolved (`what` names it in errors).
+    async fn at(what: &str, host: &str, port: u16, tls: bool) -> anyhow::Result<Self> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
             .await
-            .map_err(|e| anyhow::anyhow!("--url {url:?}: cannot resolve {host}: {e}"))?
+            .map_err(|e| anyhow::anyhow!("{what}: cannot resolve {host}: {e}"))?
             .collect();
         let addr = Self::first_accepting(&addrs)
             .await
-            .ok_or_else(|| anyhow::anyhow!("--url {url:?}: {host} resolves to no address"))?;
+            .ok_or_else(|| anyhow::anyhow!("{what}: {host} resolves to no address"))?;
         Ok(Self {
             addr,
-            host: authority(&host, port),
+            host: authority(host, port, tls),
+            tls,
         })
     }
 
@@ -91,9 +124,22 @@ impl Target {
         addrs.first().copied()
     }
 
-    /// `http://host:port`.
+    /// `http://host:port` (`https://` over TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.host)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host)
+    }
+
+    /// The host without its port: TLS's server name.
+    pub fn hostname(&self) -> &str {
+        match self.host.rsplit_once(':') {
+            Some((host, port))
+                if !port.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                host
+            }
+            _ => &self.host,
+        }
     }
 
     /// The source address client `id` binds, spreading clients of a
@@ -109,9 +155,43 @@ impl Target {
             .then_some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
     }
 
-    /// A TCP connection for client `id`.
-    pub(super) async fn dial(&self, id: usize) -> Result<TcpStream, ClientError> {
-        self.dial_from(self.source(id), None).await
+    /// A connection for client `id`: TCP, and TLS through `tls` for a
+    /// TLS target.
+    ///
+    /// # Errors
+    ///
+    /// The connection or the TLS handshake failed.
+    pub async fn connect(&self, id: usize, tls: Option<&Connector>) -> Result<Socket, ClientError> {
+        self.connect_from(self.source(id), tls).await
+    }
+
+    /// A connection from `source` (if given): TCP, and TLS through `tls`
+    /// for a TLS target.
+    ///
+    /// # Errors
+    ///
+    /// The connection or the TLS handshake failed, or the target is TLS and
+    /// `tls` is `None`.
+    pub async fn connect_from(
+        &self,
+        source: Option<IpAddr>,
+        tls: Option<&Connector>,
+    ) -> Result<Socket, ClientError> {
+        let tcp = self.dial_from(source, None).await?;
+        if !self.tls {
+            return Ok(Socket::Plain(tcp));
+        }
+        let tls = tls.ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "{} is a TLS target without TLS settings",
+                self.host
+            ))
+        })?;
+        let stream = tls
+            .handshake(self.hostname(), tcp)
+            .await
+            .map_err(ClientError::Connect)?;
+        Ok(Socket::Tls(Box::new(stream)))
     }
 
     /// A TCP connection from `source` (if given), with a receive buffer of
@@ -158,6 +238,22 @@ mod tests {
         assert_eq!(sources.len(), usize::from(LOOPBACK_SOURCES));
         assert!(Target::resolve("127.0.0.1:9").await.is_err());
         assert!(Target::resolve("http://127.0.0.1:9/path").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn foreign_urls_name_their_server_and_its_tls() {
+        let secure = Target::of_url("wss://127.0.0.1/chat?room=1").await.unwrap();
+        assert_eq!((secure.host.as_str(), secure.tls), ("127.0.0.1", true));
+        assert_eq!(secure.addr.port(), 443);
+        assert_eq!(secure.base_url(), "https://127.0.0.1");
+        let plain = Target::of_url("http://127.0.0.1:8000/v1/x").await.unwrap();
+        assert_eq!((plain.hostname(), plain.tls), ("127.0.0.1", false));
+        let v6 = Target {
+            host: "[::1]:8443".to_owned(),
+            ..plain.clone()
+        };
+        assert_eq!(v6.hostname(), "[::1]");
+        assert!(Target::of_url("ftp://h/x").await.is_err());
     }
 
     #[tokio::test]

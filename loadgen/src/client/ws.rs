@@ -1,24 +1,29 @@
-//! A WebSocket stream (tokio-tungstenite over the client's own TCP
-//! connection, so it can bind a chosen loopback source address). An event's
-//! receipt time is when the bytes holding it were read from the socket, as
-//! for SSE: not when the library hands it over, which behind a slow
-//! consumer would count time spent inside the load generator.
+//! A WebSocket stream (tokio-tungstenite over the client's own connection,
+//! plain or TLS, so it can bind a chosen loopback source address). An
+//! event's receipt time is when the bytes holding it were read from the
+//! socket, as for SSE: not when the library hands it over, which behind a
+//! slow consumer would count time spent inside the load generator. The
+//! upgrade carries the target's headers and subprotocols, and the frames a
+//! target wants once open (a subscription) are sent before reading.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
-use super::envelope;
+use super::format::{self, Decoder};
 use super::http::retry_after;
 use super::read_buffer::ReadBuffer;
+use super::request::Request;
+use super::socket::Socket;
+use super::sse::example;
 use super::stream::{ClientError, Frame, now_micros};
 
 /// Bytes tungstenite reads (and zero-fills: the whole of it on every read)
@@ -96,40 +101,82 @@ fn config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(TUNGSTENITE_READ)
 }
 
-/// An open WebSocket stream, over a TCP connection unless a test or
-/// benchmark gives it another.
+/// An open WebSocket stream, over a [`Socket`] unless a test or benchmark
+/// gives it another stream.
 #[derive(Debug)]
-pub struct WsStream<S = TcpStream> {
+pub struct WsStream<S = Socket> {
     socket: WebSocketStream<TimedStream<S>>,
+    /// How each message is read.
+    format: Decoder,
+    /// The start of the last message the format could not read, until
+    /// taken.
+    unparsed: Option<String>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
-    /// Performs the handshake for `path` on `host` over `stream`.
+    /// Performs the handshake for `request` on `host` over `stream` and
+    /// sends its opening frames; messages are read as `format` says.
     ///
     /// # Errors
     ///
-    /// A refused upgrade ([`ClientError::Status`]) or a failed handshake.
+    /// A refused upgrade ([`ClientError::Status`]), a failed handshake, or
+    /// an opening frame that could not be sent.
     pub async fn open(
         stream: S,
         host: &str,
-        path: &str,
-        token: Option<&str>,
+        request: &Request,
+        format: Decoder,
     ) -> Result<Self, ClientError> {
-        let socket = handshake(TimedStream::new(stream), host, path, token).await?;
-        Ok(Self { socket })
+        let socket = handshake(TimedStream::new(stream), host, request).await?;
+        Ok(Self {
+            socket,
+            format,
+            unparsed: None,
+        })
     }
 
     /// A client stream over `stream`, whose handshake is done: what a test
     /// or benchmark drives from memory (the frames it reads are the
-    /// server's, unmasked).
-    pub async fn upgraded(stream: S) -> Self {
+    /// server's, unmasked), read as `format` says.
+    pub async fn upgraded(stream: S, format: Decoder) -> Self {
         let socket = WebSocketStream::from_raw_socket(
             TimedStream::new(stream),
             Role::Client,
             Some(config()),
         )
         .await;
-        Self { socket }
+        Self {
+            socket,
+            format,
+            unparsed: None,
+        }
+    }
+
+    /// The start of the last message the target's format could not read,
+    /// if one came since the last call.
+    pub fn take_unparsed(&mut self) -> Option<String> {
+        self.unparsed.take()
+    }
+
+    /// Reads one message's `data` as the format says.
+    fn read(&mut self, data: &[u8]) -> Result<Option<Frame>, ClientError> {
+        let message = self
+            .format
+            .decode(b"message", data)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match message {
+            format::Message::Skipped => return Ok(None),
+            format::Message::End => return Ok(Some(Frame::End)),
+            format::Message::Unparsed if self.unparsed.is_none() => {
+                self.unparsed = Some(example(data));
+            }
+            _ => {}
+        }
+        Ok(Some(Frame::Event {
+            message,
+            bytes: data.len(),
+            received_us: self.socket.get_ref().read_at_us,
+        }))
     }
 
     /// The next frame.
@@ -146,15 +193,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         loop {
             let message = self.socket.next().await;
             return match message {
-                Some(Ok(Message::Text(text))) => {
-                    let received_us = self.socket.get_ref().read_at_us;
-                    let envelope = envelope::parse(text.as_bytes())
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                    Ok(Frame::Event {
-                        envelope,
-                        bytes: text.len(),
-                        received_us,
-                    })
+                Some(Ok(Message::Text(text))) => match self.read(text.as_bytes())? {
+                    Some(frame) => Ok(frame),
+                    None => continue,
+                },
+                Some(Ok(Message::Binary(data))) if self.format.is_foreign() => {
+                    match self.read(&data)? {
+                        Some(frame) => Ok(frame),
+                        None => continue,
+                    }
                 }
                 Some(Ok(Message::Ping(_))) => Ok(Frame::KeepAlive),
                 Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
@@ -181,29 +228,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     }
 }
 
-/// The WebSocket handshake for `path` on `host` over `stream`, with a
-/// bearer `token`.
+/// A header value, or a protocol error naming the header.
+fn header_value(name: &str, value: &str) -> Result<HeaderValue, ClientError> {
+    value
+        .parse()
+        .map_err(|_| ClientError::Protocol(format!("{name}: not a valid header value")))
+}
+
+/// The WebSocket handshake for `request` on `host` over `stream` (its
+/// bearer token, headers and subprotocols), then its opening frames.
 ///
 /// # Errors
 ///
-/// A refused upgrade ([`ClientError::Status`] or [`ClientError::Shed`]) or
-/// a failed handshake.
+/// A refused upgrade ([`ClientError::Status`] or [`ClientError::Shed`]), a
+/// failed handshake, or an opening frame that could not be sent.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     host: &str,
-    path: &str,
-    token: Option<&str>,
+    request: &Request,
 ) -> Result<WebSocketStream<S>, ClientError> {
-    let mut request = format!("ws://{host}{path}")
+    let mut upgrade = format!("ws://{host}{}", request.path)
         .into_client_request()
         .map_err(|e| ClientError::Protocol(format!("building the upgrade request: {e}")))?;
-    if let Some(token) = token {
-        let value = format!("Bearer {token}").parse().map_err(|_| {
-            ClientError::Protocol("the token is not a valid header value".to_owned())
-        })?;
-        request.headers_mut().insert("authorization", value);
+    let headers = upgrade.headers_mut();
+    if let Some(token) = &request.token {
+        headers.insert(
+            "authorization",
+            header_value("the token", &format!("Bearer {token}"))?,
+        );
     }
-    let (socket, _) = client_async_with_config(request, stream, Some(config()))
+    for (name, value) in &request.headers {
+        let value = header_value(name, value)?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ClientError::Protocol(format!("{name:?} is not a header name")))?;
+        headers.append(name, value);
+    }
+    if !request.subprotocols.is_empty() {
+        let offered = request.subprotocols.join(", ");
+        headers.insert(
+            "sec-websocket-protocol",
+            header_value("ws_subprotocols", &offered)?,
+        );
+    }
+    let (mut socket, _) = client_async_with_config(upgrade, stream, Some(config()))
         .await
         .map_err(|e| match e {
             WsError::Http(response) => ClientError::refused(
@@ -216,6 +283,12 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             WsError::Io(e) => ClientError::Connect(e),
             other => ClientError::Protocol(other.to_string()),
         })?;
+    for frame in &request.on_open {
+        socket
+            .send(Message::text(frame.as_str()))
+            .await
+            .map_err(|e| ClientError::Closed(format!("sending an opening frame: {e}")))?;
+    }
     Ok(socket)
 }
 
@@ -258,11 +331,13 @@ mod tests {
             reason: "".into(),
         }))));
         let stream = tokio::io::join(&bytes[..], tokio::io::sink());
-        let mut ws = WsStream::upgraded(stream).await;
+        let mut ws = WsStream::upgraded(stream, Decoder::streamgauge()).await;
         for (seq, size) in (1..).zip(sizes) {
             match ws.next().await.unwrap() {
                 Frame::Event {
-                    envelope, bytes, ..
+                    message: format::Message::Envelope(envelope),
+                    bytes,
+                    ..
                 } => {
                     assert_eq!(envelope.seq, Some(seq));
                     assert!(bytes > size, "{bytes} for {size}");

@@ -150,7 +150,8 @@ impl Postgres {
 /// which therefore cannot call this.)
 fn installed_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BIN") {
-        return Some(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        return dir.join("initdb").exists().then_some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()

@@ -109,6 +109,13 @@ pub struct Counts {
     /// Topics: events acknowledged well before the end that subscribers
     /// had still not received when it came.
     pub behind_at_end: u64,
+    /// Output tokens of OpenAI-style requests completed (the server's
+    /// count where it gave one, else the content pieces).
+    pub tokens: u64,
+    /// Messages of a foreign target its format could not read (not JSON,
+    /// or without a pointer's field): counted per message, apart from the
+    /// failed requests in `errors`.
+    pub unparsed: u64,
     /// Connection attempts this machine refused (open files, ports): the
     /// load generator's limits, not the server's. Also counted in `errors`.
     pub local_limits: u64,
@@ -135,6 +142,8 @@ impl Counts {
         self.publishes_shed += other.publishes_shed;
         self.published += other.published;
         self.behind_at_end += other.behind_at_end;
+        self.tokens += other.tokens;
+        self.unparsed += other.unparsed;
         self.local_limits += other.local_limits;
         for (into, from) in self.errors.iter_mut().zip(other.errors) {
             *into += from;
@@ -176,6 +185,11 @@ pub enum Sample {
     Publish,
     /// Churn: leaving a stream to the first event after resuming it.
     Resume,
+    /// OpenAI-style streams: a content piece's receipt − the one before's.
+    InterToken,
+    /// OpenAI-style streams: a request's decode time per output token
+    /// after the first.
+    TokenTime,
 }
 
 /// Everything measured over some interval. Every histogram is in µs.
@@ -203,8 +217,16 @@ pub struct Stats {
     pub publish: Histogram<u64>,
     /// Churn: leaving a stream to the first event after resuming it.
     pub resume: Histogram<u64>,
+    /// OpenAI-style streams: receipt of a content piece − the one before's.
+    pub inter_token: Histogram<u64>,
+    /// OpenAI-style streams: each request's decode time per output token
+    /// after the first.
+    pub token_time: Histogram<u64>,
     /// The counters.
     pub counts: Counts,
+    /// The start of the first message a foreign format could not read, for
+    /// the report.
+    pub unparsed_example: Option<String>,
 }
 
 impl Default for Stats {
@@ -220,7 +242,10 @@ impl Default for Stats {
             reconnect: histogram(),
             publish: histogram(),
             resume: histogram(),
+            inter_token: histogram(),
+            token_time: histogram(),
             counts: Counts::default(),
+            unparsed_example: None,
         }
     }
 }
@@ -228,7 +253,7 @@ impl Default for Stats {
 impl Stats {
     /// The histograms' names, in [`Sample`] order (that of
     /// [`Stats::histograms`] and [`Stats::each`]).
-    const NAMES: [&'static str; 10] = [
+    const NAMES: [&'static str; 12] = [
         "latency",
         "end_to_end",
         "from_publish",
@@ -239,10 +264,12 @@ impl Stats {
         "reconnect",
         "publish",
         "resume",
+        "inter_token",
+        "token_time",
     ];
 
     /// Every histogram, in [`Sample`] order.
-    fn each(&self) -> [&Histogram<u64>; 10] {
+    fn each(&self) -> [&Histogram<u64>; 12] {
         [
             &self.latency,
             &self.end_to_end,
@@ -254,11 +281,13 @@ impl Stats {
             &self.reconnect,
             &self.publish,
             &self.resume,
+            &self.inter_token,
+            &self.token_time,
         ]
     }
 
     /// Every histogram, in [`Sample`] order.
-    fn histograms(&mut self) -> [&mut Histogram<u64>; 10] {
+    fn histograms(&mut self) -> [&mut Histogram<u64>; 12] {
         [
             &mut self.latency,
             &mut self.end_to_end,
@@ -270,6 +299,8 @@ impl Stats {
             &mut self.reconnect,
             &mut self.publish,
             &mut self.resume,
+            &mut self.inter_token,
+            &mut self.token_time,
         ]
     }
 
@@ -287,11 +318,16 @@ impl Stats {
                 .expect("auto-resizing histograms always merge");
         }
         self.counts.add(&other.counts);
+        if self.unparsed_example.is_none() {
+            self.unparsed_example.clone_from(&other.unparsed_example);
+        }
     }
 
     /// Whether it holds nothing at all.
     pub fn is_empty(&self) -> bool {
-        self.counts == Counts::default() && self.each().iter().all(|h| h.is_empty())
+        self.counts == Counts::default()
+            && self.unparsed_example.is_none()
+            && self.each().iter().all(|h| h.is_empty())
     }
 
     /// Empties it, keeping the histograms' allocations.
@@ -300,6 +336,7 @@ impl Stats {
             histogram.reset();
         }
         self.counts = Counts::default();
+        self.unparsed_example = None;
     }
 }
 
@@ -361,6 +398,7 @@ impl Shards {
             node: node % self.nodes,
             samples: Vec::new(),
             counts: Counts::default(),
+            unparsed_example: None,
             last_flush: Instant::now(),
         }
     }
@@ -406,15 +444,36 @@ pub struct Recorder {
     node: usize,
     samples: Vec<(Sample, u64)>,
     counts: Counts,
+    /// An unparsed message's start, until flushed (once per flush at most).
+    unparsed_example: Option<String>,
     last_flush: Instant,
 }
 
 impl Recorder {
     /// One event of `bytes` bytes, received `latency_us` after its `ts`.
     pub fn event(&mut self, bytes: usize, latency_us: u64) {
+        self.event_untimed(bytes);
+        self.sample(Sample::Latency, latency_us);
+    }
+
+    /// One event of `bytes` bytes whose delivery latency is not known.
+    pub fn event_untimed(&mut self, bytes: usize) {
         self.counts.events += 1;
         self.counts.bytes += bytes as u64;
-        self.sample(Sample::Latency, latency_us);
+    }
+
+    /// A message the target's format could not read, and its start if the
+    /// stream kept it.
+    pub fn unparsed(&mut self, example: Option<String>) {
+        self.counts.unparsed += 1;
+        if self.unparsed_example.is_none() {
+            self.unparsed_example = example;
+        }
+    }
+
+    /// Whether it wants an example of an unparsed message (none pending).
+    pub fn wants_example(&self) -> bool {
+        self.unparsed_example.is_none()
     }
 
     /// A sample for `histogram`, in µs.
@@ -446,7 +505,10 @@ impl Recorder {
     /// Moves everything pending into the shard.
     pub fn flush(&mut self) {
         self.last_flush = Instant::now();
-        if self.samples.is_empty() && self.counts == Counts::default() {
+        if self.samples.is_empty()
+            && self.counts == Counts::default()
+            && self.unparsed_example.is_none()
+        {
             return;
         }
         let mut shard = self.shards.lock(self.shard);
@@ -455,6 +517,9 @@ impl Recorder {
             node.record(histogram, micros);
         }
         node.counts.add(&self.counts);
+        if node.unparsed_example.is_none() {
+            node.unparsed_example = self.unparsed_example.take();
+        }
         drop(shard);
         self.samples.clear();
         self.counts = Counts::default();

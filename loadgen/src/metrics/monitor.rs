@@ -156,6 +156,17 @@ impl Monitor {
         })
     }
 
+    /// Reads the load generator alone: a foreign server named by its URL,
+    /// whose process and `/metrics` the load generator does not know.
+    pub fn loadgen_only() -> Self {
+        Self {
+            nodes: Vec::new(),
+            server: None,
+            loadgen: None,
+            first: (None, None),
+        }
+    }
+
     /// Also reads the live heap from `base_url`'s `/debug/heap` (the node
     /// added last).
     #[must_use]
@@ -198,8 +209,10 @@ impl Monitor {
 
     /// Takes a sample (the first one gives no CPU figure: it sets the mark).
     pub async fn sample(&mut self) -> Reading {
-        let mut server = Some((0.0, Some(0)));
-        let mut heap = Ok(Some(0));
+        // No node: no server figures (not zeros).
+        let known = !self.nodes.is_empty();
+        let mut server = known.then_some((0.0, Some(0)));
+        let mut heap = if known { Ok(Some(0)) } else { Err(()) };
         for node in &self.nodes {
             let (figures, live) = node.read().await;
             server = server

@@ -65,6 +65,9 @@ pub struct Encoded {
     pub counts: Counts,
     /// The histograms that hold anything, by name, [`encode`]d.
     pub histograms: BTreeMap<String, String>,
+    /// The start of a message a foreign format could not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unparsed_example: Option<String>,
 }
 
 impl Encoded {
@@ -86,6 +89,7 @@ impl Encoded {
         Ok(Self {
             counts: stats.counts,
             histograms,
+            unparsed_example: stats.unparsed_example.clone(),
         })
     }
 
@@ -97,6 +101,7 @@ impl Encoded {
     pub fn decode(&self) -> Result<Stats, String> {
         let mut stats = Stats {
             counts: self.counts,
+            unparsed_example: self.unparsed_example.clone(),
             ..Stats::default()
         };
         for (name, text) in &self.histograms {
@@ -152,6 +157,8 @@ mod tests {
             Sample::Reconnect,
             Sample::Publish,
             Sample::Resume,
+            Sample::InterToken,
+            Sample::TokenTime,
         ]
         .into_iter()
         .enumerate()
@@ -161,6 +168,7 @@ mod tests {
         }
         recorder.error(ErrorKind::Closed);
         recorder.count(|c| c.abuse[2].refused = 4);
+        recorder.unparsed(Some("<not json>".to_owned()));
         drop(recorder);
         let (mut stats, mut spare) = (Stats::default(), Stats::default());
         shards.drain_into(&mut stats, &mut spare);
@@ -180,6 +188,8 @@ mod tests {
         assert_eq!(decoded.latency.max(), 100, "each histogram by its name");
         assert_eq!(decoded.cross_node.max(), 500);
         assert_eq!(decoded.resume.max(), 1000);
+        assert_eq!(decoded.token_time.max(), 1200);
+        assert_eq!(decoded.unparsed_example.as_deref(), Some("<not json>"));
 
         // Merged into a parent's shards, they count as its own clients' do.
         let parent = Shards::new(2);

@@ -16,8 +16,8 @@ use quick_xml::escape::{escape, partial_escape};
 
 use super::chart;
 use super::text::{
-    self, NODE_COLUMNS, change_text, commit, display, estimate_text, findings, headline, ms,
-    node_cells, or_dash,
+    self, NODE_COLUMNS, change_text, checked, commit, display, estimate_text, findings, headline,
+    ms, node_cells, or_dash, target_notes,
 };
 use crate::analysis::compare::labelled;
 use crate::scenario::Severity;
@@ -185,8 +185,8 @@ fn key_figures(report: &Report) -> String {
                     latency(|l| l.p999),
                     error_total(s).to_string(),
                     or_dash(s.error_rate, |r| format!("{:.3}%", r * 100.0)),
-                    s.gaps.to_string(),
-                    s.dups.to_string(),
+                    or_dash(s.gaps, |n| n.to_string()),
+                    or_dash(s.dups, |n| n.to_string()),
                     or_dash(s.server.cpu_pct, |c| format!("{c:.0}")),
                     or_dash(s.server.rss_mb, |r| format!("{:.1}", r.peak)),
                     or_dash(s.loadgen_cpu_pct, |c| format!("{c:.0}")),
@@ -375,7 +375,7 @@ fn counts(s: &Summary) -> String {
         .map(|b| format!(", {b} behind at the end"))
         .unwrap_or_default();
     format!(
-        "<p>{} events in {:.1} s ({:.0} events/s, {:.2} MiB/s) from {}; errors: {} connect, {} HTTP status, {} protocol, {} timeout, {} closed; {} gaps, {} dups{behind}.</p>\n",
+        "<p>{} events in {:.1} s ({:.0} events/s, {:.2} MiB/s) from {}; errors: {} connect, {} HTTP status, {} protocol, {} timeout, {} closed; gaps {}, dups {}{behind}.</p>\n{}",
         s.events,
         s.duration_s,
         s.events_per_s,
@@ -386,8 +386,12 @@ fn counts(s: &Summary) -> String {
         e.protocol,
         e.timeout,
         e.closed,
-        s.gaps,
-        s.dups,
+        checked(s.gaps),
+        checked(s.dups),
+        target_notes(s)
+            .iter()
+            .map(|note| format!("<p>{}</p>\n", escape(note)))
+            .collect::<String>(),
     )
 }
 

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::text::{
     NODE_COLUMNS, change_text, commit, costs, display, estimate_text, findings, headline, ms,
-    node_cells, or_dash,
+    node_cells, or_dash, target_notes,
 };
 use crate::analysis::compare::labelled;
 use crate::analysis::memory::bytes_text;
@@ -66,8 +66,8 @@ fn scenarios_table(report: &Report) -> String {
             or_dash(s.latency_us, |l| ms(l.p50)),
             or_dash(s.latency_us, |l| ms(l.p95)),
             or_dash(s.latency_us, |l| ms(l.p99)),
-            s.gaps,
-            s.dups,
+            or_dash(s.gaps, |n| n.to_string()),
+            or_dash(s.dups, |n| n.to_string()),
             or_dash(s.server.cpu_pct, |c| format!("{c:.0}")),
             or_dash(s.loadgen_cpu_pct, |c| format!("{c:.0}")),
             group.verdict().as_str(),
@@ -238,6 +238,10 @@ pub fn render(report: &Report) -> String {
     out.push_str(&scenarios_table(report));
     for group in &report.groups {
         let _ = write!(out, "\n## {} ({})\n\n", group.scenario, group.transport);
+        let notes = target_notes(representative(group));
+        if !notes.is_empty() {
+            let _ = write!(out, "{}\n\n", notes.join(" "));
+        }
         if group.runs[0].thresholds.is_empty() {
             out.push_str("No thresholds.\n");
         } else {

@@ -3,7 +3,7 @@
 
 use comfy_table::{Cell, CellAlignment, Row, Table, presets::UTF8_FULL_CONDENSED};
 
-use super::text::{NODE_COLUMNS, node_cells};
+use super::text::{NODE_COLUMNS, node_cells, or_dash};
 use crate::summary::Summary;
 
 fn ms(us: u64) -> String {
@@ -152,8 +152,8 @@ pub fn render(summaries: &[Summary]) -> String {
             opt(latency, |l| ms(l.max)),
             opt(s.connect_ms, |c| format!("{:.2}", c.p95)),
             errors.to_string(),
-            s.gaps.to_string(),
-            s.dups.to_string(),
+            or_dash(s.gaps, |n| n.to_string()),
+            or_dash(s.dups, |n| n.to_string()),
             opt(s.server.cpu_pct, |c| format!("{c:.0}")),
             opt(s.server.rss_mb, |r| format!("{:.0}", r.peak)),
             s.verdict.as_str().to_owned(),

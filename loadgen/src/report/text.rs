@@ -64,6 +64,66 @@ pub fn node_cells(node: &NodeSummary) -> [String; 10] {
     ]
 }
 
+/// A count of gaps or duplicates, or `not checked` where no sequence number
+/// could be read (a foreign target without `seq_pointer`).
+pub fn checked(count: Option<u64>) -> String {
+    count.map_or_else(|| "not checked".to_owned(), |n| n.to_string())
+}
+
+/// What a run against a foreign target adds, in sentences: its format and
+/// how TLS verified the server (in capitals when it did not), what was not
+/// measured, the messages that could not be read with an example, and an
+/// OpenAI-style stream's figures. Empty on this project's protocol.
+pub fn target_notes(s: &Summary) -> Vec<String> {
+    let Some(foreign) = &s.foreign else {
+        return Vec::new();
+    };
+    let mut notes = vec![format!(
+        "Target {} read as `{}`{}.",
+        s.target,
+        foreign.target_format,
+        match foreign.tls {
+            Some("insecure") => {
+                ", over TLS WITHOUT certificate verification (insecure): the server was not authenticated"
+            }
+            Some("ca_cert") => ", over TLS verified against its ca_cert",
+            Some(_) => ", over TLS verified against the system's trust store",
+            None => "",
+        }
+    )];
+    if s.gaps.is_none() {
+        notes.push(
+            "Gaps and duplicates not checked: no sequence number to read (seq_pointer).".to_owned(),
+        );
+    }
+    if s.latency_us.is_none() && s.events > 0 {
+        notes.push("Delivery latency not measured: no time to read (ts_pointer).".to_owned());
+    }
+    if let Some(unparsed) = s.errors.unparsed.filter(|&n| n > 0) {
+        let example = foreign
+            .unparsed_example
+            .as_deref()
+            .map(|e| format!(", such as {e:?}"))
+            .unwrap_or_default();
+        notes.push(format!(
+            "{unparsed} messages could not be read (errors.unparsed){example}."
+        ));
+    }
+    if let Some(requests) = foreign.requests {
+        notes.push(format!(
+            "{requests} requests, {} completed, {} output tokens; time to first token p50 {} ms, \
+             inter-token latency p50 {} ms and p99 {} ms, decode rate p50 {} tokens/s.",
+            s.counts.completed,
+            foreign.output_tokens.unwrap_or(0),
+            or_dash(s.ttft_ms, |t| format!("{:.1}", t.p50)),
+            or_dash(foreign.itl_ms, |t| format!("{:.1}", t.p50)),
+            or_dash(foreign.itl_ms, |t| format!("{:.1}", t.p99)),
+            or_dash(foreign.tokens_per_s, |r| format!("{:.1}", r.p50)),
+        ));
+    }
+    notes
+}
+
 /// µs as ms, to the µs.
 pub fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1_000.0)
@@ -81,6 +141,15 @@ pub fn findings(report: &Report) -> Vec<String> {
             } else {
                 name.clone()
             };
+            if summary
+                .foreign
+                .as_ref()
+                .is_some_and(|f| f.tls == Some("insecure"))
+            {
+                warnings.push(format!(
+                    "warning: {run}: TLS certificates were not verified (insecure)"
+                ));
+            }
             for t in summary.thresholds.iter().filter(|t| !t.ok) {
                 let line = format!(
                     "{run}: `{}` broke: measured {}",

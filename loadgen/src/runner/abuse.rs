@@ -20,8 +20,10 @@ use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::format::Decoder;
 use crate::client::http::authorization;
 use crate::client::read_buffer::ReadBuffer;
+use crate::client::request::Request;
 use crate::client::sse::{SseStream, read_head};
 use crate::client::{ClientError, Target, ws};
 use crate::metrics::{AbuseCounts, Recorder};
@@ -191,10 +193,11 @@ async fn slowloris(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outco
 async fn never_read(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outcome, ClientError> {
     // Only a stream the server took (200) is one it must drop.
     let mut stream = SseStream::open(
-        spec.dial(Some(NEVER_READ_BUFFER)).await?,
+        spec.dial(Some(NEVER_READ_BUFFER)).await?.into(),
         &spec.target.host,
-        "/sse/ticker?rate=0&size=65536",
-        spec.token.as_deref(),
+        &Request::get("/sse/ticker?rate=0&size=65536", spec.token.as_deref()),
+        Decoder::streamgauge(),
+        None,
     )
     .await?
     .into_inner();
@@ -205,7 +208,7 @@ async fn never_read(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outc
         () = tokio::time::sleep_until(look_at.into()) => {}
     }
     // Now read what is left as fast as possible.
-    let _ = socket2::SockRef::from(&stream).set_recv_buffer_size(DRAIN_BUFFER);
+    let _ = socket2::SockRef::from(stream.tcp()).set_recv_buffer_size(DRAIN_BUFFER);
     let mut sink = vec![0u8; 256 * 1024];
     let drained = timeout(DRAIN, async {
         loop {
@@ -311,8 +314,7 @@ async fn oversized_frame(spec: &AbuseSpec) -> Result<Outcome, ClientError> {
     let mut socket = ws::handshake(
         spec.dial(None).await?,
         &spec.target.host,
-        &path,
-        spec.token.as_deref(),
+        &Request::get(path, spec.token.as_deref()),
     )
     .await?;
     let frame = format!(r#"{{"publish":"{}"}}"#, "x".repeat(OVERSIZED));
@@ -326,8 +328,7 @@ async fn ping_flood(spec: &AbuseSpec) -> Result<Outcome, ClientError> {
     let mut socket = ws::handshake(
         spec.dial(None).await?,
         &spec.target.host,
-        "/ws/ticker?rate=1",
-        spec.token.as_deref(),
+        &Request::get("/ws/ticker?rate=1", spec.token.as_deref()),
     )
     .await?;
     for _ in 0..PINGS {
@@ -367,10 +368,11 @@ where
 async fn one_peer(spec: &AbuseSpec, cancel: &CancellationToken) -> Result<Outcome, ClientError> {
     let stream = spec.dial(None).await?;
     let opened = SseStream::open(
-        stream,
+        stream.into(),
         &spec.target.host,
-        "/sse/ticker?rate=1&size=0",
-        spec.token.as_deref(),
+        &Request::get("/sse/ticker?rate=1&size=0", spec.token.as_deref()),
+        Decoder::streamgauge(),
+        None,
     )
     .await;
     let mut sse = match opened {

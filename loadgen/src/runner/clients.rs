@@ -10,7 +10,7 @@
 //! process would.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::stop::join_within;
+use crate::client::tls;
 use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
 use crate::metrics::Shards;
+use crate::scenario::target::Invalid;
 use crate::scenario::{Phase, Scenario, Transport, phase_at};
 
 /// What the virtual clients of a run do, phase by phase: all a worker
@@ -40,8 +42,12 @@ pub struct Load {
 
 impl Load {
     /// The clients of `scenario`, whose topic or wallet is `name`.
-    pub fn of(scenario: &Scenario, name: &str) -> Self {
-        Self {
+    ///
+    /// # Errors
+    ///
+    /// Its foreign target is not valid (never, for a validated scenario).
+    pub fn of(scenario: &Scenario, name: &str) -> Result<Self, Invalid> {
+        Ok(Self {
             transport: scenario.transport,
             consumer_delay: scenario.consumer_delay,
             churn: scenario.churn,
@@ -50,8 +56,8 @@ impl Load {
                 .phases
                 .iter()
                 .map(|phase| StreamPath::of(scenario, name, scenario.rate_in(phase)))
-                .collect(),
-        }
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     /// The clients wanted `elapsed` into the run, all processes together.
@@ -105,6 +111,10 @@ impl Clients {
     /// None yet: [`Clients::follow`] starts them, spread round robin over
     /// the nodes `targets` (at least one). They record into `shards` (one
     /// node per target), send `token`, and stop with `stop`.
+    ///
+    /// # Errors
+    ///
+    /// A TLS target's settings cannot be used (its CA file).
     pub fn new(
         load: Load,
         share: Share,
@@ -112,17 +122,16 @@ impl Clients {
         shards: Arc<Shards>,
         token: Option<String>,
         stop: CancellationToken,
-    ) -> Self {
-        let spec = Arc::new(ClientSpec {
-            transport: load.transport,
-            stream: load.streams[0].clone(),
-            consumer_delay: load.consumer_delay,
-            churn: load.churn,
+    ) -> Result<Self, tls::Error> {
+        let spec = Arc::new(ClientSpec::new(
+            load.transport,
+            load.streams[0].clone(),
+            load.consumer_delay,
+            load.churn,
             token,
-            settled: Arc::new(AtomicU64::new(0)),
-            nodes: targets.len(),
-        });
-        Self {
+            targets.len(),
+        )?);
+        Ok(Self {
             load,
             share,
             spec,
@@ -131,7 +140,7 @@ impl Clients {
             stop,
             active: Vec::new(),
             tasks: JoinSet::new(),
-        }
+        })
     }
 
     /// Starts or stops clients so that this share of the clients wanted
@@ -212,12 +221,12 @@ mod tests {
             from: 3,
             ..Phase::steady("fast", 9, Duration::from_secs(4))
         });
-        let load = Load::of(&scenario, "t");
+        let load = Load::of(&scenario, "t").unwrap();
         assert_eq!(
             load.streams,
             [
-                StreamPath::of(&scenario, "t", 10),
-                StreamPath::of(&scenario, "t", 500)
+                StreamPath::of(&scenario, "t", 10).unwrap(),
+                StreamPath::of(&scenario, "t", 500).unwrap()
             ]
         );
         assert_eq!(load.clients_at(Duration::from_secs(1)), 10);

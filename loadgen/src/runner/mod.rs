@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use self::abuse::AbuseSpec;
 use self::clients::{Clients, Load, Share};
 use self::progress::Progress;
-use self::publisher::{Acks, Publishing};
+use self::publisher::{Acks, Destination, Publishing};
 use self::stop::join_within;
 use self::timeline::{Sampler, Timeline};
 use self::worker::Workers;
@@ -168,18 +168,18 @@ impl Fleet {
 }
 
 impl Run<'_> {
-    /// A name for this run's topic or wallet (docs/protocol.md's name rules).
-    fn stream_name(&self) -> String {
+    /// A name for this run's topic or wallet, unique to the run: by
+    /// docs/protocol.md's name rules, or for a `foreign` target letters,
+    /// digits and `-` only (and at most 64 of them), which fit common route
+    /// patterns.
+    fn stream_name(&self, foreign: bool) -> String {
         let raw = format!("sg-{}-{}", self.run_id, self.scenario.name);
+        let allowed = |c: char| {
+            c.is_ascii_alphanumeric() || c == '-' || (!foreign && matches!(c, '.' | '_' | ':'))
+        };
         raw.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':') {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(200)
+            .map(|c| if allowed(c) { c } else { '-' })
+            .take(if foreign { 64 } else { 200 })
             .collect()
     }
 
@@ -246,7 +246,7 @@ impl Run<'_> {
                 Arc::clone(shards),
                 self.token.clone(),
                 stop.child_token(),
-            )));
+            )?));
         }
         let setup = worker::Setup {
             load,
@@ -268,7 +268,8 @@ impl Run<'_> {
     /// worker process failed.
     pub async fn execute(mut self, cancel: &CancellationToken) -> anyhow::Result<Measured> {
         let scenario = self.scenario;
-        let name = self.stream_name();
+        let foreign = scenario.target_spec()?;
+        let name = self.stream_name(foreign.is_some());
         if scenario.stream == StreamKind::Replay {
             self.seed(&name).await?;
         }
@@ -277,16 +278,27 @@ impl Run<'_> {
             self.targets.len(),
         );
         let stop = cancel.child_token();
-        let load = Load::of(scenario, &name);
+        let load = Load::of(scenario, &name)?;
         let mut fleet = self.fleet(load.clone(), &shards, &stop).await?;
         let acks = Arc::new(Acks::default());
         let (publish_rate, rates) = watch::channel(scenario.publish_rate_in(&scenario.phases[0]));
         let mut publishers = JoinSet::new();
         if scenario.publishes() {
+            let to = match &foreign {
+                Some(spec) => {
+                    let topic = spec.topic.as_deref().unwrap_or(&name);
+                    let cancel = stop.child_token();
+                    let server = &self.targets[0];
+                    publisher::foreign(spec, topic, server, cancel, &mut publishers).await?
+                }
+                None => Destination::Topics {
+                    urls: (self.targets.iter())
+                        .map(|t| format!("{}/topics/{name}/events", t.base_url()))
+                        .collect(),
+                },
+            };
             let publishing = Publishing {
-                urls: (self.targets.iter())
-                    .map(|t| format!("{}/topics/{name}/events", t.base_url()))
-                    .collect(),
+                to,
                 rate: rates,
                 size: scenario.size,
                 token: self.token.clone(),

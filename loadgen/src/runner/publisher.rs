@@ -9,6 +9,13 @@
 //! cross-node ones; each node's publishes are recorded as that node's. A publish the
 //! schedule wanted but could not send (too many already in flight) counts
 //! as a timeout: the server did not keep up.
+//!
+//! A foreign target is published to as its `[target]` says ([`Destination`]):
+//! an HTTP request per publish (any 2xx acknowledges it) or a text frame on
+//! a WebSocket of the publisher's own, each carrying the load generator's
+//! own sequence number and intended send time where the templates put
+//! `{{seq}}` and `{{ts_us}}`, which subscribers find again through their
+//! pointers.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,8 +25,16 @@ use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{micros, now_micros};
+use self::websocket::FrameSender;
+use crate::client::pool::Pool;
+use crate::client::request::{PUBLISH_DEFAULTS, Request, path_of};
+use crate::client::tls::Connector;
+use crate::client::{Target, micros, now_micros};
 use crate::metrics::{ErrorKind, Recorder, Sample};
+use crate::scenario::target::{Publish, TargetSpec};
+use crate::scenario::template::{Template, Values};
+
+pub mod websocket;
 
 /// Most publishes in flight at once.
 const MAX_IN_FLIGHT: usize = 512;
@@ -56,6 +71,9 @@ impl Acks {
 enum Outcome {
     /// `201` with this seq, after this long from its due time.
     Acked { seq: u64, latency: Duration },
+    /// Written to the publisher's WebSocket: sent with this (the load
+    /// generator's own) seq, with no answer to time.
+    Written { seq: u64 },
     /// `503` or `429`: the server shed it, nothing was stored. The open
     /// model goes on at its rate: that is the offered load.
     Shed,
@@ -63,11 +81,135 @@ enum Outcome {
     Failed(ErrorKind),
 }
 
+/// Where publishes go, and what they are.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// This project's topics: `POST` to each node's events URL (at least
+    /// one), answered `201` with the event's `seq`.
+    Topics {
+        /// The topic's events URL on each node.
+        urls: Vec<String>,
+    },
+    /// A foreign target's HTTP endpoint.
+    Http {
+        /// Connections to its server.
+        pool: Arc<Pool>,
+        /// The path, its topic put in.
+        path: String,
+        /// The method.
+        method: String,
+        /// Header templates.
+        headers: Vec<(String, Template)>,
+        /// The body template.
+        body: Template,
+        /// What `{{topic}}` is.
+        topic: String,
+    },
+    /// Frames on a WebSocket of the publisher's own.
+    WebSocket {
+        /// Where the frames go (a task that holds the socket).
+        frames: FrameSender,
+        /// The frame template.
+        frame: Template,
+        /// What `{{topic}}` is.
+        topic: String,
+    },
+}
+
+impl Destination {
+    /// The nodes publishes are spread over.
+    fn nodes(&self) -> usize {
+        match self {
+            Destination::Topics { urls } => urls.len(),
+            Destination::Http { .. } | Destination::WebSocket { .. } => 1,
+        }
+    }
+}
+
+/// Where a foreign target's publishes go, as `spec` says, on topic
+/// `topic`; `server` is the target's server (a `/path` is on it). A
+/// WebSocket's task is spawned into `tasks` and ends with `cancel`.
+///
+/// # Errors
+///
+/// The publish URL's server does not resolve, or TLS cannot be set up.
+pub async fn foreign(
+    spec: &TargetSpec,
+    topic: &str,
+    server: &Arc<Target>,
+    cancel: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Destination> {
+    let values = Values {
+        topic,
+        client: "publisher",
+        ..Values::default()
+    };
+    let tls = spec.trust.as_ref().map(Connector::new).transpose()?;
+    match spec.publish.as_ref() {
+        Some(Publish::Http {
+            url,
+            method,
+            headers,
+            body,
+        }) => {
+            let (target, path) = locate(url, &values, server).await?;
+            Ok(Destination::Http {
+                pool: Arc::new(Pool::new(target, tls)),
+                path,
+                method: method.clone(),
+                headers: headers.clone(),
+                body: body.clone(),
+                topic: topic.to_owned(),
+            })
+        }
+        Some(Publish::WebSocket { url, frame }) => {
+            let (target, path) = locate(url, &values, server).await?;
+            let request = Request {
+                headers: (spec.headers.iter())
+                    .map(|(name, value)| (name.clone(), value.expand(&values)))
+                    .collect(),
+                subprotocols: spec.ws_subprotocols.clone(),
+                on_open: spec.ws_on_open.iter().map(|f| f.expand(&values)).collect(),
+                ..Request::get(path, None)
+            };
+            let socketed = websocket::Socketed {
+                target,
+                request,
+                tls,
+            };
+            let (frames, task) = websocket::start(socketed, cancel);
+            tasks.spawn(task);
+            Ok(Destination::WebSocket {
+                frames,
+                frame: frame.clone(),
+                topic: topic.to_owned(),
+            })
+        }
+        None => anyhow::bail!("the target does not say how to publish"),
+    }
+}
+
+/// The server and path of the publish URL `url` with `values`: a `/path`
+/// on `server`, or the server an absolute URL names.
+async fn locate(
+    url: &Template,
+    values: &Values<'_>,
+    server: &Arc<Target>,
+) -> anyhow::Result<(Arc<Target>, String)> {
+    let expanded = url.expand(values);
+    let path = path_of(&expanded);
+    if expanded.starts_with('/') {
+        return Ok((Arc::clone(server), path));
+    }
+    Ok((Arc::new(Target::of_url(&expanded).await?), path))
+}
+
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub struct Publishing {
-    /// `POST` URL of the topic's events on each server node (at least one).
-    pub urls: Vec<String>,
+    /// Where publishes go.
+    pub to: Destination,
     /// Publishes per second, now: the runner changes it between phases
     /// (0: none until it rises).
     pub rate: watch::Receiver<u64>,
@@ -87,13 +229,13 @@ pub async fn run(
     mut recorders: Vec<Recorder>,
     cancel: CancellationToken,
 ) {
-    let nodes = publishing.urls.len();
+    let nodes = publishing.to.nodes();
     let start = Instant::now();
     let start_wall = now_micros();
     let pad = "x".repeat(publishing.size);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks: JoinSet<(usize, Outcome)> = JoinSet::new();
-    let mut rates = publishing.rate;
+    let mut rates = publishing.rate.clone();
     let mut due = start;
     for k in 0u64.. {
         let rate = *rates.borrow();
@@ -124,20 +266,16 @@ pub async fn run(
             continue;
         };
         let sent_us = start_wall + micros(due - start);
-        let body = if nodes > 1 {
-            format!(r#"{{"sent_us":{sent_us},"k":{k},"node":{node},"pad":"{pad}"}}"#)
-        } else {
-            format!(r#"{{"sent_us":{sent_us},"k":{k},"pad":"{pad}"}}"#)
+        let send = Send {
+            k,
+            node,
+            nodes,
+            sent_us,
+            pad: &pad,
         };
-        let mut request = http
-            .post(&publishing.urls[node])
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(token) = &publishing.token {
-            request = request.bearer_auth(token);
-        }
+        let outcome = send.start(&http, &publishing);
         tasks.spawn(async move {
-            let outcome = publish(request, due).await;
+            let outcome = outcome.finish(due).await;
             drop(permit);
             (node, outcome)
         });
@@ -176,34 +314,137 @@ async fn risen(
     }
 }
 
-/// Sends one publish due at `due`, measuring when its answer came.
-async fn publish(request: reqwest::RequestBuilder, due: Instant) -> Outcome {
-    #[derive(serde::Deserialize)]
-    struct Created {
-        seq: u64,
+/// Publish `k` (to `node` of `nodes`), meant to be sent at `sent_us` (µs
+/// since the Unix epoch), padded with `pad`.
+struct Send<'a> {
+    k: u64,
+    node: usize,
+    nodes: usize,
+    sent_us: u64,
+    pad: &'a str,
+}
+
+/// A publish under way.
+enum Sending {
+    /// A request to this project's topic: `201` with its `seq` (boxed:
+    /// the builder is several times the others' size).
+    Topic(Box<reqwest::RequestBuilder>),
+    /// A request to a foreign endpoint (its bytes, over the pool's
+    /// connections): any 2xx acknowledges `seq`.
+    Http(Arc<Pool>, String, u64),
+    /// A frame handed to the WebSocket's task, which says when it is out.
+    Frame(Result<tokio::sync::oneshot::Receiver<bool>, ErrorKind>, u64),
+}
+
+impl Send<'_> {
+    /// Starts the publish as `publishing` says.
+    fn start(&self, http: &reqwest::Client, publishing: &Publishing) -> Sending {
+        let (k, sent_us, pad) = (self.k, self.sent_us, self.pad);
+        // The load generator's own sequence number, from 1.
+        let seq = k + 1;
+        let values = Values {
+            topic: "",
+            client: "publisher",
+            seq,
+            ts_us: sent_us,
+            pad,
+        };
+        match &publishing.to {
+            Destination::Topics { urls } => {
+                let node = self.node;
+                let body = if self.nodes > 1 {
+                    format!(r#"{{"sent_us":{sent_us},"k":{k},"node":{node},"pad":"{pad}"}}"#)
+                } else {
+                    format!(r#"{{"sent_us":{sent_us},"k":{k},"pad":"{pad}"}}"#)
+                };
+                let mut request = http
+                    .post(&urls[node])
+                    .header("content-type", "application/json")
+                    .body(body);
+                if let Some(token) = &publishing.token {
+                    request = request.bearer_auth(token);
+                }
+                Sending::Topic(Box::new(request))
+            }
+            Destination::Http {
+                pool,
+                path,
+                method,
+                headers,
+                body,
+                topic,
+            } => {
+                let values = Values { topic, ..values };
+                let request = Request {
+                    method: method.clone(),
+                    headers: (headers.iter())
+                        .map(|(name, value)| (name.clone(), value.expand(&values)))
+                        .collect(),
+                    body: Some(body.expand(&values)),
+                    ..Request::get(path.as_str(), None)
+                };
+                let bytes = request.head(pool.authority(), false, PUBLISH_DEFAULTS);
+                Sending::Http(Arc::clone(pool), bytes, seq)
+            }
+            Destination::WebSocket {
+                frames,
+                frame,
+                topic,
+            } => {
+                let text = frame.expand(&Values { topic, ..values });
+                Sending::Frame(frames.send(text), seq)
+            }
+        }
     }
-    match request.send().await {
-        Ok(response) if response.status() == reqwest::StatusCode::CREATED => {
-            let latency = due.elapsed();
-            match response.json::<Created>().await {
+}
+
+impl Sending {
+    /// Waits for the publish's answer; its latency counts from `due`.
+    async fn finish(self, due: Instant) -> Outcome {
+        #[derive(serde::Deserialize)]
+        struct Created {
+            seq: u64,
+        }
+        let request = match self {
+            Sending::Frame(Err(kind), _) => return Outcome::Failed(kind),
+            Sending::Frame(Ok(sent), seq) => {
+                return match sent.await {
+                    Ok(true) => Outcome::Written { seq },
+                    _ => Outcome::Failed(ErrorKind::Closed),
+                };
+            }
+            Sending::Http(pool, bytes, seq) => {
+                return match pool.send(bytes.as_bytes()).await {
+                    Ok(429 | 503) => Outcome::Shed,
+                    Ok(200..=299) => Outcome::Acked {
+                        seq,
+                        latency: due.elapsed(),
+                    },
+                    Ok(_) => Outcome::Failed(ErrorKind::HttpStatus),
+                    Err(e) => Outcome::Failed(e.kind()),
+                };
+            }
+            Sending::Topic(request) => *request,
+        };
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => return Outcome::Failed(ErrorKind::Timeout),
+            Err(_) => return Outcome::Failed(ErrorKind::Connect),
+        };
+        let latency = due.elapsed();
+        match response.status() {
+            reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                Outcome::Shed
+            }
+            reqwest::StatusCode::CREATED => match response.json::<Created>().await {
                 Ok(created) => Outcome::Acked {
                     seq: created.seq,
                     latency,
                 },
                 Err(_) => Outcome::Failed(ErrorKind::Protocol),
-            }
+            },
+            _ => Outcome::Failed(ErrorKind::HttpStatus),
         }
-        Ok(response)
-            if matches!(
-                response.status(),
-                reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS
-            ) =>
-        {
-            Outcome::Shed
-        }
-        Ok(_) => Outcome::Failed(ErrorKind::HttpStatus),
-        Err(e) if e.is_timeout() => Outcome::Failed(ErrorKind::Timeout),
-        Err(_) => Outcome::Failed(ErrorKind::Connect),
     }
 }
 
@@ -223,6 +464,10 @@ fn record(
         Outcome::Acked { seq, latency } => {
             acks.push(seq);
             recorder.sample(Sample::Publish, micros(latency));
+            recorder.count(|c| c.published += 1);
+        }
+        Outcome::Written { seq } => {
+            acks.push(seq);
             recorder.count(|c| c.published += 1);
         }
         Outcome::Shed => recorder.count(|c| c.publishes_shed += 1),

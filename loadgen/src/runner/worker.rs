@@ -514,7 +514,7 @@ pub async fn serve() -> anyhow::Result<()> {
         Arc::clone(&shards),
         setup.token,
         CancellationToken::new(),
-    );
+    )?;
     output.send(&News::Ready).await?;
     let start = match next(&mut input).await? {
         Order::Start { at_unix_us } => instant_of(at_unix_us),

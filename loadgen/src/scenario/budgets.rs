@@ -31,6 +31,13 @@ fn latency_applies(scenario: &Scenario) -> bool {
     if scenario.is_ramp() {
         return false;
     }
+    // A foreign target's latency is measured only through its ts_pointer,
+    // and paced only by the load generator's own publishes.
+    if let Ok(Some(target)) = scenario.target_spec() {
+        return target.ts_pointer.is_some()
+            && scenario.publishes()
+            && scenario.consumer_delay.is_zero();
+    }
     let paced = match scenario.stream {
         // A quiet topic (no publishes) delivers nothing to measure.
         StreamKind::Topic => scenario.publishes(),

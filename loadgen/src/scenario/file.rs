@@ -40,6 +40,23 @@
 //! abuse = "slowloris"         # slowloris | never-read | oversized | ping-flood | one-peer
 //! abusers = 500               # misbehaving clients beside the others
 //! ```
+//!
+//! A foreign target (any SSE or WebSocket server) is a `[target]` table,
+//! its keys those of [`RawTarget`] (docs/loadgen.md, "Foreign targets"),
+//! with `request-rate` beside it for an `openai` target:
+//!
+//! ```toml
+//! request-rate = 0.5          # requests/s per client (openai); 0 = back to back
+//!
+//! [target]
+//! subscribe_url = "https://hub.example/topics/{topic}/events"
+//! format = "json"
+//! seq_pointer = "/message/seq"
+//! ts_pointer = "/message/ts_us"
+//! publish_url = "https://hub.example/topics/{topic}"
+//! publish_body = '{"seq":{{seq}},"ts_us":{{ts_us}},"pad":"{{pad}}"}'
+//! headers = { Authorization = "Bearer ${HUB_TOKEN}" }
+//! ```
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -47,6 +64,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::target::RawTarget;
 use super::{
     Abuse, AbuseKind, Overrides, Phase, Scenario, Setting, StreamKind, TokenShape, Transport,
 };
@@ -80,13 +98,20 @@ struct RawScenario {
     #[serde(default)]
     phase: Vec<Spanned<RawPhase>>,
     server_args: Option<Spanned<Vec<String>>>,
+    target: Option<Spanned<RawTarget>>,
+    request_rate: Option<Spanned<f64>>,
 }
 
 impl RawScenario {
-    /// Where in the file `setting` is written, if it is; `phases` holds the
+    /// Where in `text` `setting` is written, if it is; `phases` holds the
     /// span of each phase of the scenario (a burst's cool-down shares its
     /// burst's).
-    fn span_of(&self, setting: Setting, phases: &[Range<usize>]) -> Option<Range<usize>> {
+    fn span_of(
+        &self,
+        text: &str,
+        setting: Setting,
+        phases: &[Range<usize>],
+    ) -> Option<Range<usize>> {
         match setting {
             Setting::Phases => phases.first().cloned(),
             Setting::Phase(n) => phases.get(n).cloned(),
@@ -96,8 +121,34 @@ impl RawScenario {
             Setting::Replay => self.replay.as_ref().map(Spanned::span),
             Setting::ServerArgs => self.server_args.as_ref().map(Spanned::span),
             Setting::Nodes => self.nodes.as_ref().map(Spanned::span),
+            Setting::RequestRate => self.request_rate.as_ref().map(Spanned::span),
+            Setting::Stream => self.target.as_ref().map(Spanned::span),
+            Setting::Target(key) => {
+                let table = self.target.as_ref()?.span();
+                // A `[target]` table's span may be its header alone: its
+                // keys run to the next table.
+                let end = text[table.start..]
+                    .match_indices("\n[")
+                    .map(|(at, _)| table.start + at)
+                    .find(|&at| at > table.start)
+                    .unwrap_or(text.len())
+                    .max(table.end);
+                Some(key_in(text, table.start..end, key).unwrap_or(table))
+            }
         }
     }
+}
+
+/// Where `key = …` is written within `span` of `text`, if it is.
+fn key_in(text: &str, span: Range<usize>, key: &str) -> Option<Range<usize>> {
+    let within = text.get(span.clone())?;
+    within.match_indices(key).find_map(|(at, _)| {
+        let before = within[..at].chars().next_back();
+        let after = within[at + key.len()..].trim_start();
+        let starts = before.is_none_or(|c| c.is_whitespace() || matches!(c, '{' | ',' | '"'));
+        let rest = after.strip_prefix('"').unwrap_or(after).trim_start();
+        (starts && rest.starts_with('=')).then(|| span.start + at..span.start + at + key.len())
+    })
 }
 
 #[derive(Deserialize)]
@@ -153,19 +204,20 @@ struct RawPhase {
     cooldown: Option<Spanned<String>>,
 }
 
-/// Reads and validates the scenario file at `path`.
+/// Reads and validates the scenario file at `path`, the `--target-*` flags
+/// `target` replacing its `[target]` keys they give.
 ///
 /// # Errors
 ///
 /// The file cannot be read, is not valid TOML for a scenario, or describes
 /// an invalid scenario: the error names the file and, when it can, the line.
-pub fn load(path: &Path) -> Result<Scenario, Error> {
+pub fn load(path: &Path, target: &RawTarget) -> Result<Scenario, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error {
         path: path.to_owned(),
         line: None,
         message: format!("cannot read it: {e}"),
     })?;
-    parse(&text, path)
+    parse_with(&text, path, target)
 }
 
 /// Parses a scenario from `text`, reporting errors against `path`.
@@ -174,6 +226,16 @@ pub fn load(path: &Path) -> Result<Scenario, Error> {
 ///
 /// As [`load`].
 pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
+    parse_with(text, path, &RawTarget::default())
+}
+
+/// [`parse`], the `--target-*` flags `flags` replacing the `[target]` keys
+/// they give.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn parse_with(text: &str, path: &Path, flags: &RawTarget) -> Result<Scenario, Error> {
     let at = |span: Option<Range<usize>>, message: String| Error {
         path: path.to_owned(),
         line: span.map(|s| line_of(text, s.start)),
@@ -209,6 +271,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
         churn: raw.churn.as_ref().map(|c| *c.get_ref()),
         publish_rate: raw.publish_rate,
         nodes: raw.nodes.as_ref().map(|n| *n.get_ref()),
+        request_rate: raw.request_rate.as_ref().map(|r| *r.get_ref()),
     });
     if let Some(tokens) = raw.tokens.as_ref().map(Spanned::get_ref) {
         scenario.tokens = TokenShape {
@@ -286,9 +349,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
             spans.push(span.clone());
         }
     }
-    scenario
-        .validate()
-        .map_err(|e| at(raw.span_of(e.setting, &spans), e.message))?;
+    let target = (raw.target.as_ref())
+        .map(|t| t.get_ref().clone())
+        .unwrap_or_default()
+        .merge(flags.clone());
+    let invalid = |e: super::Invalid| at(raw.span_of(text, e.setting, &spans), e.message);
+    if !target.is_empty() {
+        if let Some(stream) = raw.stream {
+            return Err(invalid(super::Invalid::new(
+                Setting::Stream,
+                format!(
+                    "a [target] decides what is streamed: leave `stream = \"{}\"` out",
+                    stream.as_str()
+                ),
+            )));
+        }
+        scenario.set_target(target).map_err(invalid)?;
+    }
+    scenario.validate().map_err(invalid)?;
     Ok(scenario)
 }
 
@@ -402,6 +480,58 @@ clients = 10
             })
         );
         assert_eq!(calm.abuse, None);
+    }
+
+    #[test]
+    fn a_target_table_is_read_and_its_mistakes_point_at_their_key() {
+        let scenario = parse_str(
+            r#"
+request-rate = 2.5
+
+[target]
+subscribe_url = "http://127.0.0.1:9/v1/chat/completions"
+format = "openai"
+request_body = '{"model":"m","stream":true,"messages":[]}'
+"#,
+        )
+        .unwrap();
+        assert_eq!(scenario.stream, StreamKind::Tokens);
+        assert_eq!(scenario.request_rate, 2.5);
+        let spec = scenario.target_spec().unwrap().unwrap();
+        assert_eq!(spec.request_method, "POST");
+        let cases = [
+            (
+                "[target]\nsubscribe_url = \"/x\"\nformat = \"json\"\n\nseq_pointer = \"seq\"\n",
+                "s.toml:5: [target] seq_pointer: \"seq\" is not a JSON pointer",
+            ),
+            (
+                "stream = \"topic\"\n[target]\nsubscribe_url = \"/x\"\n",
+                "s.toml:2: a [target] decides what is streamed",
+            ),
+            (
+                "request-rate = 3.0\n",
+                "s.toml:1: request-rate 3 is for an openai target",
+            ),
+            (
+                "[target]\nsubscribe_url = \"http://h:1/x\"\n\n[[phase]]\nkind = \"steady\"\n\
+                 duration = \"1s\"\nclients = 1\nabuse = \"slowloris\"\nabusers = 1\n",
+                "s.toml:4: misbehaving clients",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = parse_str(text).unwrap_err();
+            assert!(message.starts_with(expected), "{text:?} gave {message:?}");
+        }
+        let flags = RawTarget {
+            subscribe_url: Some("ws://127.0.0.1:9/chat".to_owned()),
+            ..RawTarget::default()
+        };
+        let scenario =
+            parse_with("[target]\nformat = \"text\"\n", Path::new("s.toml"), &flags).unwrap();
+        assert_eq!(
+            (scenario.transport, scenario.stream),
+            (Transport::Ws, StreamKind::Ticker)
+        );
     }
 
     #[test]

@@ -12,8 +12,11 @@ pub mod budgets;
 pub mod file;
 pub mod preset;
 pub mod suite;
+pub mod target;
+pub mod template;
 pub mod threshold;
 
+use self::target::{Origin, RawTarget, TargetSpec};
 pub use self::threshold::{Severity, Threshold};
 
 /// Writes a duration the way scenario files and flags read it (`1s 500ms`).
@@ -265,6 +268,21 @@ pub struct Scenario {
     /// the limits a scenario is about. A `--server-arg` for the same flag
     /// wins; against `--url` they do not apply.
     pub server_args: Vec<String>,
+    /// A foreign target (`[target]`, `--target-*`): any SSE or WebSocket
+    /// server, described as data; `None` measures this project's protocol.
+    /// Validated with the scenario ([`Scenario::target_spec`]); its secrets
+    /// are not written in reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<RawTarget>,
+    /// Requests per second each client sends to an `openai` target, on an
+    /// open-model schedule; 0 sends them back to back.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub request_rate: f64,
+}
+
+/// Whether `rate` is 0 (left out of a manifest that never uses it).
+fn is_zero(rate: &f64) -> bool {
+    *rate == 0.0
 }
 
 /// Settings that replace a scenario's where given (from flags or a file).
@@ -288,6 +306,8 @@ pub struct Overrides {
     pub publish_rate: Option<u64>,
     /// Server nodes.
     pub nodes: Option<u32>,
+    /// Requests per second per client (`openai` targets).
+    pub request_rate: Option<f64>,
 }
 
 /// Why a scenario is not valid: what is wrong, and which setting says it
@@ -320,6 +340,12 @@ pub enum Setting {
     ServerArgs,
     /// `nodes`.
     Nodes,
+    /// A key of `[target]`.
+    Target(&'static str),
+    /// `request-rate`.
+    RequestRate,
+    /// `stream` beside a `[target]`, which decides it.
+    Stream,
 }
 
 impl Invalid {
@@ -360,6 +386,8 @@ impl Default for Scenario {
             thresholds: Vec::new(),
             nodes: 1,
             server_args: Vec::new(),
+            target: None,
+            request_rate: 0.0,
         }
     }
 }
@@ -376,6 +404,13 @@ pub fn phase_at(phases: &[Phase], elapsed: Duration) -> (usize, &Phase, Duration
     }
     let last = phases.len() - 1;
     (last, &phases[last], phases[last].duration)
+}
+
+/// `raw` validated for a scenario on `transport` (which a `/path` target
+/// is read over).
+fn validate_target(raw: &RawTarget, transport: Transport) -> Result<TargetSpec, Invalid> {
+    raw.validate(transport == Transport::Ws)
+        .map_err(|e| Invalid::new(Setting::Target(e.key), e.to_string()))
 }
 
 /// Descriptors a load generator process holds besides its clients'
@@ -419,6 +454,41 @@ impl Scenario {
         self.churn = overrides.churn.unwrap_or(self.churn);
         self.publish_rate = overrides.publish_rate.unwrap_or(self.publish_rate);
         self.nodes = overrides.nodes.unwrap_or(self.nodes);
+        self.request_rate = overrides.request_rate.unwrap_or(self.request_rate);
+    }
+
+    /// Sets the foreign target `raw` (flags or a file's table merged) and
+    /// what follows from it: the stream's kind, and the transport of an
+    /// absolute `subscribe_url`.
+    ///
+    /// # Errors
+    ///
+    /// A key of the target is wrong.
+    pub fn set_target(&mut self, raw: RawTarget) -> Result<(), Invalid> {
+        let spec = validate_target(&raw, self.transport)?;
+        self.stream = spec.stream_kind();
+        if spec.origin == Origin::Absolute {
+            self.transport = if spec.websocket {
+                Transport::Ws
+            } else {
+                Transport::Sse
+            };
+        }
+        self.target = Some(raw);
+        Ok(())
+    }
+
+    /// The foreign target, validated; `None` for this project's protocol.
+    ///
+    /// # Errors
+    ///
+    /// A key of the target is wrong (a scenario that passed
+    /// [`Scenario::validate`] has none).
+    pub fn target_spec(&self) -> Result<Option<TargetSpec>, Invalid> {
+        self.target
+            .as_ref()
+            .map(|raw| validate_target(raw, self.transport))
+            .transpose()
     }
 
     /// Events per second per client during `phase`.
@@ -535,6 +605,62 @@ impl Scenario {
             return Err(Invalid::new(
                 Setting::Tokens,
                 "a tokens scenario needs at least one token per stream",
+            ));
+        }
+        self.validate_target()
+    }
+
+    /// Checks the foreign target, if any, and what the rest of the
+    /// scenario must agree with it.
+    fn validate_target(&self) -> Result<(), Invalid> {
+        let openai = |spec: &Option<TargetSpec>| {
+            spec.as_ref()
+                .is_some_and(|s| s.format == target::Format::Openai)
+        };
+        let spec = self.target_spec()?;
+        if !(self.request_rate.is_finite() && self.request_rate >= 0.0)
+            || (self.request_rate > 0.0 && !openai(&spec))
+        {
+            return Err(Invalid::new(
+                Setting::RequestRate,
+                format!(
+                    "request-rate {} is for an openai target: requests per second per client, 0 or more",
+                    self.request_rate
+                ),
+            ));
+        }
+        let Some(spec) = spec else { return Ok(()) };
+        let fail = |message: &str| Err(Invalid::new(Setting::Target("subscribe_url"), message));
+        if spec.stream_kind() != self.stream {
+            return Err(Invalid::new(
+                Setting::Stream,
+                format!(
+                    "a [target] decides what is streamed ({}): leave `stream` out",
+                    spec.stream_kind().as_str()
+                ),
+            ));
+        }
+        if spec.origin == Origin::Relative && self.transport == Transport::Mixed {
+            return fail("a /path target is read over one transport: sse or ws, not mixed");
+        }
+        let scheme_transport = if spec.websocket {
+            Transport::Ws
+        } else {
+            Transport::Sse
+        };
+        if spec.origin == Origin::Absolute && self.transport != scheme_transport {
+            return fail("the URL's scheme decides the transport: leave `transport` out");
+        }
+        if spec.origin == Origin::Absolute && self.nodes > 1 {
+            return Err(Invalid::new(
+                Setting::Nodes,
+                "an absolute subscribe_url names one server: nodes = 1",
+            ));
+        }
+        if self.max_abusers() > 0 {
+            return Err(Invalid::new(
+                Setting::Phases,
+                "misbehaving clients meet this project's server's limits: not with a [target]",
             ));
         }
         Ok(())

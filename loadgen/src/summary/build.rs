@@ -9,11 +9,12 @@ use hdrhistogram::Histogram;
 use super::manifest::{Environment, Limits, Manifest, ServerUnderTest};
 use super::verdict::Verdict;
 use super::{
-    AbuseSummary, Bucket, Context, Counts, Errors, LatencyUs, Millis, NodeSummary, PhaseSummary,
-    Server, Span, Summary,
+    AbuseSummary, Bucket, Context, Counts, Errors, Foreign, LatencyUs, Millis, MillisMax,
+    NodeSummary, PhaseSummary, Rates, Server, Span, Summary,
 };
 use crate::metrics::timeline::{Measured, NodeMeasured, PhaseMeasured, Row};
-use crate::metrics::{self, ErrorKind};
+use crate::metrics::{self, ErrorKind, Stats};
+use crate::scenario::target::{Format, TargetSpec, Trust};
 use crate::scenario::{AbuseKind, Scenario, StreamKind, Transport};
 
 impl LatencyUs {
@@ -39,6 +40,54 @@ impl Millis {
             p95: ms(0.95),
             p99: ms(0.99),
         })
+    }
+}
+
+impl MillisMax {
+    /// The percentiles and highest of `histogram` (µs) in ms, if it holds
+    /// anything.
+    pub fn of(histogram: &Histogram<u64>) -> Option<Self> {
+        let ms = |us: u64| us as f64 / 1_000.0;
+        (!histogram.is_empty()).then(|| Self {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p95: ms(histogram.value_at_quantile(0.95)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        })
+    }
+}
+
+impl Rates {
+    /// The rates of requests whose time per token (µs) `histogram` holds:
+    /// the slow end of the times is the slow end of the rates.
+    pub fn of(histogram: &Histogram<u64>) -> Option<Self> {
+        let rate = |q: f64| 1e6 / histogram.value_at_quantile(q).max(1) as f64;
+        (!histogram.is_empty()).then(|| Self {
+            p50: rate(0.50),
+            p95: rate(0.95),
+            p99: rate(0.99),
+        })
+    }
+}
+
+impl Foreign {
+    /// The foreign figures of a run against `spec`.
+    fn of(spec: &TargetSpec, totals: &Stats) -> Self {
+        let c = &totals.counts;
+        let openai = spec.format == Format::Openai;
+        Self {
+            target_format: spec.format.as_str(),
+            tls: spec.trust.as_ref().map(|trust| match trust {
+                Trust::System => "system",
+                Trust::CaCert(_) => "ca_cert",
+                Trust::Insecure => "insecure",
+            }),
+            unparsed_example: totals.unparsed_example.clone(),
+            requests: openai.then_some(c.connects),
+            output_tokens: openai.then_some(c.tokens),
+            itl_ms: MillisMax::of(&totals.inter_token).filter(|_| openai),
+            tokens_per_s: Rates::of(&totals.token_time).filter(|_| openai),
+        }
     }
 }
 
@@ -88,9 +137,15 @@ fn transports(transport: Transport) -> Vec<&'static str> {
 
 /// Topics: events acknowledged over a second before the end that a
 /// subscriber still had not received then, summed over subscribers (`null`
-/// for other streams). Late or lost, the server did not deliver them in time.
-fn behind_at_end(scenario: &Scenario, counts: &metrics::Counts) -> Option<u64> {
-    (scenario.stream == StreamKind::Topic).then_some(counts.behind_at_end)
+/// for other streams, and for a foreign topic whose sequence numbers are
+/// not checked). Late or lost, the server did not deliver them in time.
+fn behind_at_end(
+    scenario: &Scenario,
+    target: Option<&TargetSpec>,
+    counts: &metrics::Counts,
+) -> Option<u64> {
+    let checked = target.is_none_or(TargetSpec::checks_seq);
+    (scenario.stream == StreamKind::Topic && checked).then_some(counts.behind_at_end)
 }
 
 /// What bounded the run on the load generator's side: a scenario wanting
@@ -229,6 +284,9 @@ impl Summary {
         let connected = t.connect.len();
         let first_event_applies =
             matches!(scenario.stream, StreamKind::Tokens | StreamKind::Replay);
+        // A validated scenario's target is valid.
+        let target = scenario.target_spec().ok().flatten();
+        let checked = target.as_ref().is_none_or(TargetSpec::checks_seq);
         Self {
             run_id: context.run_id,
             started_at: humantime::format_rfc3339_seconds(measured.started_at).to_string(),
@@ -254,11 +312,12 @@ impl Summary {
                 protocol: error(ErrorKind::Protocol),
                 timeout: error(ErrorKind::Timeout),
                 closed: error(ErrorKind::Closed),
+                unparsed: target.as_ref().map(|_| c.unparsed),
             },
             error_rate: (requests > 0).then(|| c.error_total() as f64 / requests as f64),
-            gaps: c.gaps,
-            dups: c.dups,
-            behind_at_end: behind_at_end(scenario, c),
+            gaps: checked.then_some(c.gaps),
+            dups: checked.then_some(c.dups),
+            behind_at_end: behind_at_end(scenario, target.as_ref(), c),
             bounded_by: bounded_by(scenario, c, &context.environment.limits, measured.workers),
             loadgen_workers: u32::try_from(measured.workers).unwrap_or(u32::MAX),
             server: Server {
@@ -315,6 +374,7 @@ impl Summary {
                 .map(|node| NodeSummary::of(node, seconds))
                 .collect(),
             timeline: measured.timeline.clone(),
+            foreign: target.as_ref().map(|spec| Foreign::of(spec, t)),
         }
     }
 }

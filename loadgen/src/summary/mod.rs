@@ -58,6 +58,53 @@ pub struct Millis {
     pub p99: f64,
 }
 
+/// Percentiles and the highest of a µs histogram, in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MillisMax {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// The highest.
+    pub max: f64,
+}
+
+/// Per-request decode rates, tokens/s: `p95` is the rate 95 % of requests
+/// reached or beat (1 / the 95th percentile of their time per token), and
+/// so on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Rates {
+    /// Half the requests were at least this fast.
+    pub p50: f64,
+    /// 95 % of the requests were at least this fast.
+    pub p95: f64,
+    /// 99 % of the requests were at least this fast.
+    pub p99: f64,
+}
+
+/// What a run against a foreign target adds to `summary.json` (absent on
+/// this project's protocol, whose summary keeps its exact shape).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Foreign {
+    /// The target's format: `streamgauge`, `json`, `text` or `openai`.
+    pub target_format: &'static str,
+    /// How TLS verified the server: `system`, `ca_cert` or `insecure`;
+    /// `null` over plain TCP.
+    pub tls: Option<&'static str>,
+    /// The start of the first message the format could not read.
+    pub unparsed_example: Option<String>,
+    /// `openai`: requests made.
+    pub requests: Option<u64>,
+    /// `openai`: output tokens of the completed requests.
+    pub output_tokens: Option<u64>,
+    /// `openai`: the time between content pieces of a response, ms.
+    pub itl_ms: Option<MillisMax>,
+    /// `openai`: each request's decode rate after its first token.
+    pub tokens_per_s: Option<Rates>,
+}
+
 /// Failures by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Errors {
@@ -71,6 +118,10 @@ pub struct Errors {
     pub timeout: u64,
     /// Streams the server ended when it should not have.
     pub closed: u64,
+    /// Foreign targets: messages the format could not read (per message,
+    /// not in `error_rate`); absent on this project's protocol.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unparsed: Option<u64>,
 }
 
 /// A memory figure over the run: resident MiB, or live heap bytes.
@@ -186,10 +237,11 @@ pub struct Summary {
     pub errors: Errors,
     /// Failures per request (connection attempt or publish).
     pub error_rate: Option<f64>,
-    /// Events that never came.
-    pub gaps: u64,
-    /// Events that came twice.
-    pub dups: u64,
+    /// Events that never came; `None` when no sequence number could be
+    /// checked (a foreign target without `seq_pointer`).
+    pub gaps: Option<u64>,
+    /// Events that came twice; `None` as for `gaps`.
+    pub dups: Option<u64>,
     /// Topics: events that were due but had not arrived by the end.
     pub behind_at_end: Option<u64>,
     /// What on the load generator's side, rather than the server, bounded
@@ -262,6 +314,10 @@ pub struct Summary {
     pub nodes: Vec<NodeSummary>,
     /// One row per second, and one at each change of phase.
     pub timeline: Vec<Row>,
+    /// A foreign target's figures (`None`, and no field at all, on this
+    /// project's protocol).
+    #[serde(flatten)]
+    pub foreign: Option<Foreign>,
 }
 
 /// One phase of the run, so that its figures (overload against normal,

@@ -13,10 +13,10 @@ use crate::state::AppState;
 
 /// Longest `ttft_ms` and `jitter_ms` a client may ask for: ten minutes, far
 /// beyond any real model's first token, yet bounded.
-const MAX_DELAY_MS: u64 = 600_000;
+pub(super) const MAX_DELAY_MS: u64 = 600_000;
 
 /// Most `tokens` per stream: bounded so that every token stream ends.
-const MAX_TOKENS: u64 = 10_000_000;
+pub(super) const MAX_TOKENS: u64 = 10_000_000;
 
 impl FromQuery for Tokens {
     const PARAMS: &'static [&'static str] = &["ttft_ms", "tps", "tokens", "jitter_ms", "tag"];
