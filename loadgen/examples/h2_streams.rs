@@ -192,7 +192,7 @@ impl Target {
                     let (mut sender, conn) =
                         http1::handshake(TokioIo::new(self.connect(version).await?)).await?;
                     tokio::spawn(conn);
-                    bodies.push(get(&mut sender, path).await?);
+                    bodies.push(get(path, |r| sender.send_request(r)).await?);
                 }
             }
             Version::Http2 => {
@@ -202,7 +202,7 @@ impl Target {
                     tokio::spawn(conn);
                     let here = (count - chunk * STREAMS_PER_CONNECTION).min(STREAMS_PER_CONNECTION);
                     for _ in 0..here {
-                        bodies.push(get(&mut sender, path).await?);
+                        bodies.push(get(path, |r| sender.send_request(r)).await?);
                     }
                 }
             }
@@ -215,39 +215,16 @@ impl Target {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Either protocol's request sender.
-trait Sender {
-    /// Sends `request`: its response.
-    fn send(
-        &mut self,
-        request: Request<Empty<Bytes>>,
-    ) -> impl Future<Output = hyper::Result<Response<Incoming>>>;
-}
-
-impl Sender for http1::SendRequest<Empty<Bytes>> {
-    fn send(
-        &mut self,
-        request: Request<Empty<Bytes>>,
-    ) -> impl Future<Output = hyper::Result<Response<Incoming>>> {
-        self.send_request(request)
-    }
-}
-
-impl Sender for http2::SendRequest<Empty<Bytes>> {
-    fn send(
-        &mut self,
-        request: Request<Empty<Bytes>>,
-    ) -> impl Future<Output = hyper::Result<Response<Incoming>>> {
-        self.send_request(request)
-    }
-}
-
-/// `GET {path}`: the body of its `200`.
-async fn get(sender: &mut impl Sender, path: &str) -> Result<Incoming> {
+/// `GET {path}` sent by `send` (either protocol's sender): the body of
+/// its `200`.
+async fn get<F>(path: &str, send: impl FnOnce(Request<Empty<Bytes>>) -> F) -> Result<Incoming>
+where
+    F: Future<Output = hyper::Result<Response<Incoming>>>,
+{
     let request = Request::get(format!("http://127.0.0.1{path}"))
         .header(hyper::header::HOST, "127.0.0.1")
         .body(Empty::new())?;
-    let response = within(&format!("GET {path}"), sender.send(request)).await??;
+    let response = within(&format!("GET {path}"), send(request)).await??;
     if response.status() != hyper::StatusCode::OK {
         bail!("GET {path}: {}", response.status());
     }
