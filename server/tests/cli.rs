@@ -386,6 +386,11 @@ fn tokens_never_reach_the_logs_or_help() {
         !stderr.contains("s3cret") && !stdout.contains("s3cret"),
         "a token leaked into the logs:\n{stderr}{stdout}"
     );
+    // The access log is off by default, whatever the filter lets through.
+    assert!(
+        !stderr.contains("streamgauge::access"),
+        "access lines without --access-log:\n{stderr}"
+    );
     let help = server()
         .arg("--help")
         .env("STREAMGAUGE_PUBLISH_TOKEN", RIGHT)
