@@ -6,6 +6,13 @@
 //! to three events per write before, tens after) while the fast
 //! reader keeps its rate. A screenshot of each is saved under the test's
 //! target directory (`CARGO_TARGET_TMPDIR/demo-*.png`).
+//!
+//! Over HTTPS (a certificate made for the test, which the browser is told
+//! to accept), the page comes over HTTP/2, and it runs more SSE streams at
+//! once than a browser opens HTTP/1.1 connections to one origin (six):
+//! the page sees every one of them receiving before any has ended, each
+//! over `h2` (Resource Timing's `nextHopProtocol`), and the server counts
+//! one HTTP/2 connection.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -16,6 +23,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::support::tls::TestCert;
 use crate::support::{TestServer, Transport, WAIT, config, within};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -84,18 +92,23 @@ impl Driver {
     }
 
     /// A headless Chromium session with a fresh profile and no background
-    /// networking (the machine has no network beyond loopback).
-    async fn browser(&self, profile: &Path) -> Client {
-        let options = json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                "--window-size=1280,1300",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        });
+    /// networking (the machine has no network beyond loopback), with
+    /// `extra` arguments.
+    async fn browser(&self, profile: &Path, extra: &[&str]) -> Client {
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--window-size=1280,1300".to_owned(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let options = json!({ "binary": CHROMIUM, "args": args });
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
         capabilities.insert("goog:chromeOptions".into(), options);
@@ -262,9 +275,86 @@ async fn the_demo_shows_batches_growing_for_a_slow_reader_on_both_transports() {
     let server = TestServer::start(config).await;
     let driver = Driver::start().await;
     let profile = tempfile::tempdir().expect("a browser profile directory");
-    let browser = driver.browser(profile.path()).await;
+    let browser = driver.browser(profile.path(), &[]).await;
     for transport in Transport::BOTH {
         slow_reader_batches_grow(&browser, &server, transport).await;
     }
+    browser.close().await.expect("closing the browser");
+}
+
+/// SSE streams the page opens at once over HTTPS: more than the six
+/// connections per origin a browser holds on HTTP/1.1.
+const H2_STREAMS: usize = 8;
+
+/// What the page found: when each stream got its first event and when it
+/// ended (ms, the page's clock), and the protocol each went over.
+#[derive(Debug, serde::Deserialize)]
+struct Multiplexed {
+    page: String,
+    first: Vec<f64>,
+    ended: Vec<f64>,
+    protocols: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_page_runs_more_sse_streams_at_once_than_http1_allows_on_one_h2_connection()
+{
+    let cert = TestCert::new();
+    let server = TestServer::start_tls(config(), &cert).await;
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().expect("a browser profile directory");
+    let browser = driver
+        .browser(profile.path(), &["--ignore-certificate-errors"])
+        .await;
+    let page = format!("https://{}/demo", server.addr);
+    browser.goto(&page).await.expect("loading /demo over HTTPS");
+    // Each stream: 20 events at 20/s, a second long; the page records when
+    // each first receives and when each ends, then reads Resource Timing
+    // (whose entries exist once a stream has ended).
+    let found = browser
+        .execute_async(
+            "const [n, done] = [arguments[0], arguments[arguments.length - 1]];
+             const first = [], ended = [];
+             const open = (i) => new Promise((resolve) => {
+                 const source = new EventSource(`/sse/ticker?rate=20&count=20&tag=h2-${i}`);
+                 source.onmessage = () => { first[i] ??= performance.now(); };
+                 source.onerror = () => { source.close(); ended[i] = performance.now(); resolve(); };
+             });
+             Promise.all([...Array(n).keys()].map(open)).then(() => {
+                 const streams = performance.getEntriesByType('resource')
+                     .filter((e) => e.name.includes('/sse/ticker'));
+                 done({
+                     page: performance.getEntriesByType('navigation')[0].nextHopProtocol,
+                     first, ended,
+                     protocols: streams.map((e) => e.nextHopProtocol),
+                 });
+             });",
+            vec![json!(H2_STREAMS)],
+        )
+        .await
+        .expect("the page's streams");
+    let found: Multiplexed = serde_json::from_value(found).expect("the page's findings");
+    eprintln!("demo over HTTPS: {found:?}");
+    assert_eq!(found.page, "h2", "the page itself");
+    assert_eq!(found.first.len(), H2_STREAMS, "{found:?}");
+    assert_eq!(found.protocols.len(), H2_STREAMS, "{found:?}");
+    assert!(found.protocols.iter().all(|p| p == "h2"), "{found:?}");
+    let last_start = found.first.iter().copied().fold(f64::MIN, f64::max);
+    let first_end = found.ended.iter().copied().fold(f64::MAX, f64::min);
+    assert!(
+        last_start < first_end,
+        "all {H2_STREAMS} streams received before any ended: {found:?}"
+    );
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metrics.get("streamgauge_http_connections_open{protocol=\"h2\"}"),
+        1.0,
+        "one HTTP/2 connection carried the page and its streams: {metrics}"
+    );
+    assert_eq!(
+        metrics.get("streamgauge_http_connections_open{protocol=\"http1\"}"),
+        1.0,
+        "the test's own scrape only: {metrics}"
+    );
     browser.close().await.expect("closing the browser");
 }

@@ -11,12 +11,16 @@ mod support;
 
 mod backpressure;
 mod cluster;
+mod cors;
 mod demo;
 mod http1;
+mod https;
 mod limits;
 mod liveness;
 mod loadgen;
 mod ops;
+mod phases;
+mod proxies;
 mod replay;
 mod shutdown;
 mod streams;

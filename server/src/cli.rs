@@ -6,19 +6,17 @@
 //! flag, environment variable or config file, or an SQLite database that
 //! another server holds.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::ffi::OsString;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use std::ffi::OsString;
-
-use tracing_subscriber::EnvFilter;
 
 use crate::config::Args;
-use crate::shutdown::Signals;
+use crate::shutdown::{Reloads, Signals};
 use crate::store::{self, redact};
-use crate::{Config, Shutdown, Store, heap, run};
+use crate::{Config, Shutdown, Store, Tls, heap, logging, run};
 
 /// Runs the server as the program invoked with `args` (the first being the
 /// program name), until a signal stops it.
@@ -38,15 +36,20 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(EnvFilter::new(&config.log))
-        .init();
+    // A certificate or key that cannot be used is a mistake in the
+    // invocation, like a bad flag.
+    let tls = match config.tls.as_ref().map(Tls::load).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("streamgauge-server: --tls-cert/--tls-key: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_format, &config.log, config.access_log);
     // Started before the runtime and dropped after it has shut down (at the
     // end of `serve`), so the profile covers the whole life of the server.
     let profiling = heap::Profiling::start(&config.heap_profile);
-    let served = serve(config);
+    let served = serve(config, tls);
     drop(profiling);
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,7 +65,7 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, tls: Option<Tls>) -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {
         runtime.worker_threads(workers);
@@ -80,14 +83,22 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("opening --database {}", redact(&config.store.url)))?;
         let signals = Signals::install().context("installing signal handlers")?;
-        announce(addr)?;
+        // Installed before the announcement, like the shutdown signals: a
+        // SIGHUP's default action would end the process.
+        let tls = match tls {
+            Some(tls) => {
+                Some(tls.reloading_on(Reloads::install().context("installing the SIGHUP handler")?))
+            }
+            None => None,
+        };
+        announce(addr, tls.is_some())?;
         let shutdown = Shutdown::new();
         let trigger = shutdown.clone();
         tokio::spawn(async move {
             signals.recv().await;
             trigger.trigger();
         });
-        run(listener, config, store, shutdown).await;
+        run(listener, config, store, tls, shutdown).await;
         Ok(())
     })
 }
@@ -95,8 +106,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
 /// Prints the readiness line of docs/cli.md (the socket is bound and the database
 /// migrated), the one line this program writes to stdout, and flushes it so
 /// a parent process sees it at once.
-fn announce(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+fn announce(addr: std::net::SocketAddr, tls: bool) -> anyhow::Result<()> {
+    let scheme = if tls { "https" } else { "http" };
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on http://{addr}").context("writing to stdout")?;
+    writeln!(stdout, "listening on {scheme}://{addr}").context("writing to stdout")?;
     stdout.flush().context("flushing stdout")
 }

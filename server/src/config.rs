@@ -40,9 +40,12 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{ReadRule, Secret};
+use crate::cors::Cors;
+use crate::logging::LogFormat;
 use crate::queue;
 use crate::source::topic::OverflowPolicy;
 use crate::store::{self, Retention, SqliteDurability};
+use crate::tls::TlsFiles;
 use crate::writer::BatchLimits;
 
 /// A duration written the human way: `250ms`, `15s`, `2m`.
@@ -152,6 +155,22 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// Log lines as `text` or `json` (one object per line, with the
+    /// `tracing` fields)
+    #[arg(long, env = "STREAMGAUGE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// One log line per request or stream (target `streamgauge::access`):
+    /// client, method, path, status, duration, bytes and why it ended
+    #[arg(
+        long,
+        env = "STREAMGAUGE_ACCESS_LOG",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub access_log: Option<bool>,
+
     /// Runtime worker threads [default: one per core]
     #[arg(long, env = "STREAMGAUGE_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
@@ -197,6 +216,70 @@ pub struct Args {
     /// after it was accepted is closed (slowloris)
     #[arg(long, env = "STREAMGAUGE_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<HumanDuration>,
+
+    /// An HTTP connection with no request in flight (an idle HTTP/1.1
+    /// keep-alive connection, an HTTP/2 connection without streams) is
+    /// closed after this long
+    #[arg(long, env = "STREAMGAUGE_KEEPALIVE_TIMEOUT", value_name = "DURATION")]
+    pub keepalive_timeout: Option<HumanDuration>,
+
+    /// A request body must have arrived whole this long after its head;
+    /// otherwise the request is answered 408 and its connection closed
+    #[arg(long, env = "STREAMGAUGE_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<HumanDuration>,
+
+    /// Most streams open at once on one HTTP/2 connection
+    #[arg(long, env = "STREAMGAUGE_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    pub max_concurrent_streams: Option<u32>,
+
+    /// Most streams one HTTP/2 connection may open in a second (as many at
+    /// once); past it the stream is answered 429 and the connection closed
+    #[arg(long, env = "STREAMGAUGE_MAX_STREAM_RATE", value_name = "N")]
+    pub max_stream_rate: Option<u32>,
+
+    /// PEM file of the TLS certificate chain; with --tls-key the server
+    /// speaks HTTPS (HTTP/2 and HTTP/1.1, by ALPN) and SIGHUP reloads both
+    /// files
+    #[arg(long, env = "STREAMGAUGE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the TLS private key (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "STREAMGAUGE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// An origin whose pages may read this server's answers (CORS;
+    /// repeatable, or comma-separated): `https://app.example`, or `*` for
+    /// any origin (then without credentials); none: CORS is off
+    #[arg(
+        long,
+        env = "STREAMGAUGE_CORS_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origin: Option<Vec<String>>,
+
+    /// A proxy (address or CIDR block; repeatable, or comma-separated)
+    /// trusted to say who its client is, by X-Forwarded-For or, with
+    /// --proxy-protocol, a PROXY protocol header; none: every peer is the
+    /// client
+    #[arg(
+        long,
+        env = "STREAMGAUGE_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Option<Vec<crate::proxy::Cidr>>,
+
+    /// Trusted proxies open each connection with a PROXY protocol header
+    /// (v1 or v2) instead of sending X-Forwarded-For
+    #[arg(
+        long,
+        env = "STREAMGAUGE_PROXY_PROTOCOL",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub proxy_protocol: Option<bool>,
 
     /// How long a graceful shutdown may take before open streams are abandoned
     #[arg(long, env = "STREAMGAUGE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
@@ -258,6 +341,8 @@ fn defaults() -> Args {
         cluster_poll: seconds(1),
         overflow: Some(OverflowPolicy::CatchUp),
         log: Some("info".to_owned()),
+        log_format: Some(LogFormat::Text),
+        access_log: Some(false),
         // One per core: the runtime's own default.
         workers: None,
         max_connections: Some(10_000),
@@ -270,6 +355,16 @@ fn defaults() -> Args {
         write_timeout: seconds(30),
         max_connections_per_peer: Some(4096),
         header_timeout: seconds(10),
+        keepalive_timeout: seconds(60),
+        body_timeout: seconds(30),
+        max_concurrent_streams: Some(100),
+        max_stream_rate: Some(100),
+        // None: plain HTTP, CORS off, no proxy trusted.
+        tls_cert: None,
+        tls_key: None,
+        cors_origin: None,
+        trusted_proxy: None,
+        proxy_protocol: Some(false),
         shutdown_timeout: seconds(10),
         retry_after: seconds(1),
         max_rate: Some(1_000_000),
@@ -491,6 +586,10 @@ pub struct Config {
     pub overflow: OverflowPolicy,
     /// Log filter.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Whether every request and stream gets an access-log line.
+    pub access_log: bool,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
     /// Most streams open at once.
@@ -505,8 +604,25 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Time a write may make no progress before its connection is dropped.
     pub write_timeout: Duration,
-    /// Time a new connection has to complete its first request head.
+    /// Time a request head may take: the first from accept (TLS handshake
+    /// included), each later one from its first byte.
     pub header_timeout: Duration,
+    /// Time an HTTP connection may stay with no request in flight.
+    pub keepalive_timeout: Duration,
+    /// Time a request body has to arrive whole after its head.
+    pub body_timeout: Duration,
+    /// Most streams at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// Most streams one HTTP/2 connection may open per second.
+    pub max_stream_rate: u32,
+    /// The certificate and key to serve HTTPS with; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Which origins' pages may read answers (CORS).
+    pub cors: Cors,
+    /// Peers trusted to say who their client is.
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+    /// Whether trusted proxies send a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Most TCP connections open at once from one peer address.
     pub max_connections_per_peer: usize,
     /// Deadline of a graceful shutdown.
@@ -557,6 +673,8 @@ impl Config {
             cluster_poll: Some(HumanDuration(cluster_poll)),
             overflow: Some(overflow),
             log: Some(log),
+            log_format: Some(log_format),
+            access_log: Some(access_log),
             workers,
             max_connections: Some(max_connections),
             queue_events: Some(queue_events),
@@ -568,6 +686,15 @@ impl Config {
             write_timeout: Some(HumanDuration(write_timeout)),
             max_connections_per_peer: Some(max_connections_per_peer),
             header_timeout: Some(HumanDuration(header_timeout)),
+            keepalive_timeout: Some(HumanDuration(keepalive_timeout)),
+            body_timeout: Some(HumanDuration(body_timeout)),
+            max_concurrent_streams: Some(max_concurrent_streams),
+            max_stream_rate: Some(max_stream_rate),
+            tls_cert,
+            tls_key,
+            cors_origin,
+            trusted_proxy,
+            proxy_protocol: Some(proxy_protocol),
             shutdown_timeout: Some(HumanDuration(shutdown_timeout)),
             retry_after: Some(HumanDuration(retry_after)),
             max_rate: Some(max_rate),
@@ -607,6 +734,8 @@ impl Config {
             cluster_poll: Some(cluster_poll).filter(|poll| !poll.is_zero()),
             overflow,
             log,
+            log_format,
+            access_log,
             workers,
             max_connections,
             queue: queue::Limits {
@@ -621,6 +750,14 @@ impl Config {
             pong_timeout,
             write_timeout,
             header_timeout,
+            keepalive_timeout,
+            body_timeout,
+            max_concurrent_streams,
+            max_stream_rate,
+            tls: TlsFiles::pair(tls_cert, tls_key)?,
+            cors: Cors::parse(cors_origin.unwrap_or_default())?,
+            trusted_proxies: trusted_proxy.unwrap_or_default(),
+            proxy_protocol,
             max_connections_per_peer,
             shutdown_timeout,
             retry_after,
@@ -639,6 +776,11 @@ impl Config {
             ("workers", self.workers.unwrap_or(1)),
             ("max-connections", self.max_connections),
             ("max-connections-per-peer", self.max_connections_per_peer),
+            (
+                "max-concurrent-streams",
+                self.max_concurrent_streams as usize,
+            ),
+            ("max-stream-rate", self.max_stream_rate as usize),
             ("queue-events", self.queue.max_events),
             ("queue-bytes", self.queue.max_bytes),
             ("max-batch", self.batch.max_events),
@@ -662,6 +804,8 @@ impl Config {
             ("pong-timeout", self.pong_timeout),
             ("write-timeout", self.write_timeout),
             ("header-timeout", self.header_timeout),
+            ("keepalive-timeout", self.keepalive_timeout),
+            ("body-timeout", self.body_timeout),
             ("retention-interval", self.retention_interval),
         ];
         for (name, value) in durations {
@@ -698,6 +842,12 @@ impl Config {
             return Err(invalid(
                 "max-connections",
                 "is larger than any server can hold",
+            ));
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err(invalid(
+                "proxy-protocol",
+                "needs --trusted-proxy: only a trusted proxy may say who the client is",
             ));
         }
         if let Err(e) = store::Backend::of(&self.store.url) {
@@ -791,7 +941,17 @@ mod tests {
             ("inject-delay", "off", d.inject_delay.is_none()),
             ("inject-leak", "off", d.inject_leak.is_none()),
         ];
-        let without_default = ["config", "publish-token", "read-token", "help", "version"];
+        let without_default = [
+            "config",
+            "publish-token",
+            "read-token",
+            "tls-cert",
+            "tls-key",
+            "cors-origin",
+            "trusted-proxy",
+            "help",
+            "version",
+        ];
         let help = Args::try_parse_from(["streamgauge-server", "--help"])
             .unwrap_err()
             .to_string();

@@ -19,6 +19,7 @@ use crate::admission::{Admission, OverCapacity};
 use crate::disconnect::Disconnect;
 use crate::metrics::{Metrics, TransportKind};
 use crate::queue::{Depth, Probe};
+use crate::scope::Scope;
 
 /// Every stream open now.
 #[derive(Debug)]
@@ -131,6 +132,7 @@ impl Connections {
             batches,
             connections: Arc::clone(self),
             reason: None,
+            scope: None,
             _permit: permit,
         })
     }
@@ -192,6 +194,9 @@ pub struct StreamGuard {
     /// belonged to a stream whose peer went away (e.g. an SSE body dropped
     /// when its client closed).
     reason: Option<Disconnect>,
+    /// The scope of the request that opened the stream, when the stream
+    /// must hold it (its client's slot, its access-log line).
+    scope: Option<Arc<Scope>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -201,6 +206,11 @@ impl StreamGuard {
         if let Some(live) = self.connections.lock().get_mut(&self.id) {
             live.queue = Some(probe);
         }
+    }
+
+    /// Holds `scope` for the stream's whole life.
+    pub fn adopt(&mut self, scope: Option<Arc<Scope>>) {
+        self.scope = scope;
     }
 
     /// Where the stream's writer counts its batches.
@@ -223,8 +233,18 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.connections.lock().remove(&self.id);
         let metrics = &self.connections.metrics;
+        let reason = self.reason.unwrap_or(Disconnect::PeerGone);
         metrics.transport(self.transport).open.dec();
-        metrics.record_disconnect(self.transport, self.reason.unwrap_or(Disconnect::PeerGone));
+        metrics.record_disconnect(self.transport, reason);
+        if let Some(scope) = &self.scope {
+            // An SSE stream's bytes went through its answer's body, which
+            // counted them; a WebSocket's did not.
+            let bytes = match self.transport {
+                TransportKind::Ws => self.batches.bytes.load(Ordering::Relaxed),
+                TransportKind::Sse => 0,
+            };
+            scope.stream_ended(reason.label(), bytes);
+        }
     }
 }
 

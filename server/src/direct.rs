@@ -5,15 +5,20 @@
 //! (the read buffer it parsed the head in, the write buffer of response
 //! heads; neither can be made smaller: `max_buf_size` has a floor of 8,192),
 //! which made them 16 of the 20 KiB an idle SSE stream cost
-//! (docs/performance.md). Here a `GET /sse/…` whose head came in whole is
-//! peeked at in a buffer freed at once, answered by the same router as
-//! every other request, and its body written straight to the socket:
-//! nothing is kept per connection but the session and the socket.
+//! (docs/performance.md). Here the first bytes of a connection (in plain
+//! text: under TLS, after the handshake) are read into a buffer freed at
+//! once; a whole `GET /sse/…` head among them is answered by the same
+//! router as every other request, and its body written straight to the
+//! connection: nothing is kept per connection but the session and the
+//! socket (and, under TLS, rustls' state).
 //!
 //! A stream's connection is its own: the response says `Connection: close`
-//! and the socket closes when the body ends. Anything else (another method
-//! or path, a request body, HTTP/1.0, a head that came in pieces or is
-//! malformed) is left unread for hyper, which answers it as before.
+//! and the connection closes when the body ends. A whole head that cannot
+//! be served (malformed, conflicting lengths) is answered here with a JSON
+//! `400`, where hyper would answer without a body. Anything else (another
+//! method or path, a request body, HTTP/1.0, HTTP/2's preface, a head that
+//! came in pieces) is handed to hyper with the bytes read
+//! ([`Sniffed::Other`]), which answers it as before.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,19 +29,24 @@ use axum::Router;
 use axum::body::{Body, BodyDataStream, HttpBody as _};
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Version};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use bytes::{Buf, BufMut as _, Bytes, BytesMut};
 use futures_util::{FutureExt as _, StreamExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::time::{Instant, timeout_at};
 use tower::ServiceExt as _;
 
-use crate::listener::DeadlineIo;
+use crate::error::ApiError;
+use crate::scope::{self, Client};
+
+/// The start of every HTTP/2 connection with prior knowledge (RFC 9113).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The paths served here; every other request goes to hyper.
 const STREAM_PREFIX: &str = "/sse/";
 
-/// The largest head peeked at (a longer one goes to hyper, whose own limit
-/// then applies). Allocated for the peek only.
+/// The most read at first (a longer head goes to hyper, whose own limit
+/// then applies). Allocated for that read only.
 const PEEK: usize = 4096;
 
 /// Most header lines in a head served here.
@@ -61,40 +71,110 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// What a connection's first bytes are.
 #[derive(Debug)]
 pub enum Sniffed {
-    /// A whole SSE request head, already consumed from the socket.
-    Stream(Box<Request<Body>>),
-    /// Anything else, left unread.
-    Other,
-    /// The peer closed, failed or missed the header deadline first.
+    /// A whole SSE request head, consumed, and how many bytes came after
+    /// it in the same read.
+    Stream(Box<Request<Body>>, usize),
+    /// A whole request head that cannot be served, and why.
+    Malformed(&'static str),
+    /// Anything else: the bytes read, for hyper.
+    Other(Bytes),
+    /// The peer closed or failed before sending anything.
     Gone,
+    /// Nothing came before the deadline.
+    TimedOut,
 }
 
-/// Peeks at the first bytes of `io` (waiting at most until its header
-/// deadline) and consumes them if they are a whole SSE request head.
-pub async fn sniff(io: &mut DeadlineIo) -> Sniffed {
+/// Reads the first bytes of `io` (waiting at most until `deadline`) and
+/// tells what they are.
+pub async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, deadline: Instant) -> Sniffed {
     let mut buf = vec![0; PEEK];
-    let peeked = match io.peek_head(&mut buf).await {
-        Ok(0) | Err(_) => return Sniffed::Gone,
-        Ok(n) => n,
+    let read = match timeout_at(deadline, io.read(&mut buf)).await {
+        Err(_) => return Sniffed::TimedOut,
+        Ok(Ok(0) | Err(_)) => return Sniffed::Gone,
+        Ok(Ok(n)) => n,
     };
-    let Some((request, len)) = parse(&buf[..peeked]) else {
-        return Sniffed::Other;
-    };
-    // The head is in the socket's buffer (peeked): this read does not wait.
-    match io.read_exact(&mut buf[..len]).await {
-        Ok(_) => Sniffed::Stream(Box::new(request)),
-        Err(_) => Sniffed::Gone,
+    match parse(&buf[..read]) {
+        Head::Stream(request, len) => Sniffed::Stream(request, read - len),
+        Head::Malformed(reason) => Sniffed::Malformed(reason),
+        Head::Other => {
+            buf.truncate(read);
+            Sniffed::Other(Bytes::from(buf))
+        }
     }
 }
 
-/// The request in `bytes` and its head's length, if it is a whole head of
-/// a body-less HTTP/1.1 `GET` of a stream path.
-fn parse(bytes: &[u8]) -> Option<(Request<Body>, usize)> {
+/// What the first bytes of a connection hold.
+#[derive(Debug)]
+enum Head {
+    /// A whole head of a body-less HTTP/1.1 `GET` of a stream path, and
+    /// its length.
+    Stream(Box<Request<Body>>, usize),
+    /// A whole head that must be refused.
+    Malformed(&'static str),
+    /// Anything else.
+    Other,
+}
+
+/// What `bytes`, a connection's first, hold.
+fn parse(bytes: &[u8]) -> Head {
+    if bytes.starts_with(H2_PREFACE) || H2_PREFACE.starts_with(bytes) {
+        return Head::Other;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(len) = head.parse(bytes).ok()? else {
-        return None;
+    let len = match head.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => return Head::Other,
+        Err(e) => return Head::Malformed(malformed(e)),
     };
+    if let Some(reason) = framing_error(head.headers) {
+        return Head::Malformed(reason);
+    }
+    stream_request(&head)
+        .map(|request| Head::Stream(Box::new(request), len))
+        .unwrap_or(Head::Other)
+}
+
+/// Why a syntax error makes a head unservable, said for people.
+fn malformed(error: httparse::Error) -> &'static str {
+    match error {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine | httparse::Error::Status => "invalid line ending",
+        httparse::Error::Token => "invalid method or target",
+        httparse::Error::Version => "not an HTTP/1 request",
+        httparse::Error::TooManyHeaders => "too many headers",
+    }
+}
+
+/// Why the body framing `headers` declare is not to be trusted (request
+/// smuggling): lengths that disagree or are not numbers, or a length
+/// beside a transfer coding.
+fn framing_error(headers: &[httparse::Header<'_>]) -> Option<&'static str> {
+    let mut length = None;
+    let mut chunked = false;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            match (value, length) {
+                (None, _) => return Some("Content-Length is not a number"),
+                (Some(v), Some(seen)) if v != seen => {
+                    return Some("conflicting Content-Length headers");
+                }
+                (value, _) => length = value,
+            }
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+        }
+    }
+    (chunked && length.is_some()).then_some("both Content-Length and Transfer-Encoding")
+}
+
+/// The request of a whole head, if it is a body-less HTTP/1.1 `GET` of a
+/// stream path.
+fn stream_request(head: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
     let path = head.path?;
     if head.method? != "GET" || head.version? != 1 || !path.starts_with(STREAM_PREFIX) {
         return None;
@@ -110,11 +190,12 @@ fn parse(bytes: &[u8]) -> Option<(Request<Body>, usize)> {
         }
         request = request.header(name, HeaderValue::from_bytes(header.value).ok()?);
     }
-    Some((request.body(Body::empty()).ok()?, len))
+    request.body(Body::empty()).ok()
 }
 
-/// Answers `request` with `router` and writes the response to `io`, then
-/// closes the connection.
+/// Answers `request` (from `client`) with `router` and writes the
+/// response to `io`, then closes the connection; `trailing` bytes came
+/// after the head.
 ///
 /// The futures here are what an idle SSE connection holds besides its
 /// session, so each part is stored once: `async` blocks over borrowed
@@ -124,18 +205,56 @@ fn parse(bytes: &[u8]) -> Option<(Request<Body>, usize)> {
     clippy::manual_async_fn,
     reason = "an `async fn` keeps a second copy of its arguments"
 )]
-pub fn serve(
-    io: &mut DeadlineIo,
+pub fn serve<'a, IO: AsyncRead + AsyncWrite + Unpin + Send>(
+    io: &'a mut IO,
+    client: &'a Client,
     router: Router,
-    request: Box<Request<Body>>,
+    mut request: Box<Request<Body>>,
+    trailing: usize,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        let response = match client.open(&mut request, None) {
+            Ok(scope) => match router.oneshot(unbox(request)).await {
+                Ok(response) => scope::wrap(response, scope),
+                Err(never) => match never {},
+            },
+            Err(refusal) => refusal.into_response(),
+        };
+        respond(io, begin(response), trailing).await;
+    }
+}
+
+/// The value in `boxed`, whose allocation is freed now: moving out of a
+/// box in place would keep it allocated as long as the box variable, here
+/// the stream's whole life.
+#[expect(
+    clippy::boxed_local,
+    reason = "the point: it takes the box, to free it on return"
+)]
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
+}
+
+/// Writes `error`'s answer to `io` and closes the connection.
+pub async fn refuse<IO: AsyncRead + AsyncWrite + Unpin + Send>(io: &mut IO, error: ApiError) {
+    respond(io, begin(error.into_response()), 0).await;
+}
+
+/// Writes a response, `begun` (its first write and the rest of its body,
+/// or why it cannot be), to `io` and closes the connection. Taken apart
+/// before this future is made: the response itself is not kept.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps a second copy of its arguments"
+)]
+fn respond<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+    io: &mut IO,
+    begun: Result<(Gather, BodyDataStream, bool), Cut>,
+    trailing: usize,
 ) -> impl Future<Output = ()> + Send + '_ {
     async move {
-        let response = match router.oneshot(*request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        let written = match begin(response) {
-            Ok((out, body, ended)) => write_body(io, out, body, ended).await,
+        let written = match begun {
+            Ok((out, body, ended)) => write_body(io, out, body, ended, trailing).await,
             Err(e) => Err(e),
         };
         match written {
@@ -180,12 +299,13 @@ fn begin(response: Response) -> Result<(Gather, BodyDataStream, bool), Cut> {
     clippy::manual_async_fn,
     reason = "an `async fn` keeps a second copy of its arguments"
 )]
-fn write_body<'a>(
-    io: &'a mut DeadlineIo,
+fn write_body<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+    io: &mut IO,
     mut out: Gather,
     mut body: BodyDataStream,
     mut ended: bool,
-) -> impl Future<Output = Result<(), Cut>> + Send + 'a {
+    trailing: usize,
+) -> impl Future<Output = Result<(), Cut>> + Send + '_ {
     // An `async` block: an `async fn` would keep a second copy of `out`.
     async move {
         io.write_all_buf(&mut out).await?;
@@ -193,7 +313,10 @@ fn write_body<'a>(
         // the writer reuses its buffer only once no chunk of it is held.
         out = Gather::new(out.chunked);
         let mut probe = [0u8; 64];
-        let mut input = 0;
+        let mut input = trailing;
+        if input > MAX_TRAILING_INPUT {
+            return Err(Cut::TooMuchInput);
+        }
         while !ended {
             let next = tokio::select! {
                 next = body.next() => next,
@@ -433,15 +556,11 @@ impl SizeLine {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use futures_util::stream;
-    use prometheus_client::metrics::counter::Counter;
-    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::listener::{Deadlines, Listener};
-    use crate::peers::Peers;
 
     /// What `out` writes when written `step` bytes at a time.
     fn drain(mut out: Gather, step: usize) -> Vec<u8> {
@@ -466,66 +585,56 @@ mod tests {
         Body::from_stream(stream::iter(chunks)).into_data_stream()
     }
 
-    /// A listener on loopback, a client connected to it, and the server's
-    /// side of that connection.
-    async fn connected(header_deadline: Duration) -> (TcpStream, DeadlineIo) {
-        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = inner.local_addr().unwrap();
-        let deadlines = Deadlines {
-            write: Duration::from_secs(30),
-            header: header_deadline,
-        };
-        let mut listener = Listener::new(inner, deadlines, Counter::default(), Peers::new(16));
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (io, _) = listener.accept().await;
-        (client, io)
+    /// What `bytes`, a connection's first, are found to be.
+    async fn sniffed(bytes: &[u8]) -> Sniffed {
+        let mut input = bytes;
+        sniff(&mut input, Instant::now() + Duration::from_secs(30)).await
     }
 
     #[tokio::test]
-    async fn only_a_whole_stream_head_is_consumed() {
-        let (mut client, mut io) = connected(Duration::from_secs(30)).await;
-        client
-            .write_all(b"GET /sse/ticker HTTP/1.1\r\nHost: x\r\n\r\nafter")
-            .await
-            .unwrap();
-        let Sniffed::Stream(request) = sniff(&mut io).await else {
+    async fn a_whole_stream_head_is_taken_and_what_follows_counted() {
+        let Sniffed::Stream(request, trailing) =
+            sniffed(b"GET /sse/ticker HTTP/1.1\r\nHost: x\r\n\r\nafter").await
+        else {
             panic!("a stream request");
         };
         assert_eq!(request.uri(), "/sse/ticker");
-        let mut after = [0u8; 5];
-        io.read_exact(&mut after).await.unwrap();
-        assert_eq!(&after, b"after");
+        assert_eq!(trailing, 5);
     }
 
     #[tokio::test]
-    async fn a_head_not_yet_whole_is_left_unread() {
-        let (mut client, mut io) = connected(Duration::from_secs(30)).await;
-        client
-            .write_all(b"GET /sse/ticker HTTP/1.1\r\n")
-            .await
-            .unwrap();
-        assert!(matches!(sniff(&mut io).await, Sniffed::Other));
-        client.write_all(b"\r\n").await.unwrap();
-        let mut all = [0u8; 28];
-        io.read_exact(&mut all).await.unwrap();
-        assert_eq!(&all, b"GET /sse/ticker HTTP/1.1\r\n\r\n");
+    async fn anything_else_is_handed_on_with_the_bytes_read() {
+        for bytes in [
+            &b"GET /sse/ticker HTTP/1.1\r\n"[..],
+            b"POST /topics/t/events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            H2_PREFACE,
+            b"PRI * HTTP/2",
+        ] {
+            let Sniffed::Other(read) = sniffed(bytes).await else {
+                panic!("{}", String::from_utf8_lossy(bytes));
+            };
+            assert_eq!(read, bytes);
+        }
+        assert!(matches!(sniffed(b"").await, Sniffed::Gone));
     }
 
-    #[tokio::test]
-    async fn a_peer_that_sends_nothing_is_gone_at_the_header_deadline() {
-        let (_client, mut io) = connected(Duration::from_millis(100)).await;
-        let started = Instant::now();
-        assert!(matches!(sniff(&mut io).await, Sniffed::Gone));
-        assert!(started.elapsed() >= Duration::from_millis(100));
-        let (client, mut io) = connected(Duration::from_secs(30)).await;
-        drop(client);
-        assert!(matches!(sniff(&mut io).await, Sniffed::Gone));
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_sends_nothing_times_out_at_the_deadline() {
+        let (_client, mut server) = tokio::io::duplex(64);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(matches!(
+            sniff(&mut server, deadline).await,
+            Sniffed::TimedOut
+        ));
+        assert_eq!(Instant::now(), deadline);
     }
 
     #[test]
     fn a_whole_stream_head_is_parsed() {
         let head = b"GET /sse/ticker?rate=10 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
-        let (request, len) = parse(head).expect("parsed");
+        let Head::Stream(request, len) = parse(head) else {
+            panic!("parsed");
+        };
         assert_eq!(len, head.len());
         assert_eq!(request.uri(), "/sse/ticker?rate=10");
         assert_eq!(request.headers()["accept"], "*/*");
@@ -541,11 +650,42 @@ mod tests {
             b"GET /sse/ticker HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             b"GET /sse/ticker HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET http://x/sse/ticker HTTP/1.1\r\n\r\n",
-            b"GET /sse/ticker HTTP/1.1\r\nBad Header: x\r\n\r\n",
         ] {
-            assert!(parse(head).is_none(), "{}", String::from_utf8_lossy(head));
+            assert!(
+                matches!(parse(head), Head::Other),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
         }
-        assert!(parse(b"GET /sse/ticker HTTP/1.1\r\nContent-Length: 0\r\n\r\n").is_some());
+        let zero = b"GET /sse/ticker HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(parse(zero), Head::Stream(..)));
+    }
+
+    #[test]
+    fn heads_that_cannot_be_served_are_named() {
+        for (head, reason) in [
+            (
+                &b"POST /topics/t/events HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+                "conflicting Content-Length headers",
+            ),
+            (
+                b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                "Content-Length is not a number",
+            ),
+            (
+                b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "both Content-Length and Transfer-Encoding",
+            ),
+            (b"GET /sse/ticker HTTP/1.1\r\nBad Header: x\r\n\r\n", "invalid header name"),
+            (b"\x16\x03\x01\x02\x00\x01", "invalid method or target"),
+        ] {
+            match parse(head) {
+                Head::Malformed(found) => assert_eq!(found, reason),
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(head)),
+            }
+        }
+        let same = b"POST /x HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        assert!(matches!(parse(same), Head::Other));
     }
 
     #[test]

@@ -63,6 +63,21 @@ pub enum ApiError {
     /// A WebSocket endpoint was requested without a valid upgrade.
     #[error("{0}")]
     Upgrade(#[from] WebSocketUpgradeRejection),
+    /// The client's address has its limit of connections and streams
+    /// open.
+    #[error("too many connections from your address (at most {0}); retry later")]
+    PeerLimit(usize),
+    /// An HTTP/2 connection opened streams faster than allowed; it is
+    /// being closed.
+    #[error("too many streams opened on this connection (at most {0} a second); reconnect")]
+    StreamRate(u32),
+    /// The request body did not arrive whole in time; nothing was stored,
+    /// and the connection is closed.
+    #[error("the request body did not arrive within {} ms; nothing was stored", .0.as_millis())]
+    BodyTimeout(Duration),
+    /// A request head that cannot be served; the connection is closed.
+    #[error("malformed request: {0}")]
+    MalformedHead(&'static str),
     /// No such endpoint.
     #[error("no such endpoint")]
     NotFound,
@@ -112,7 +127,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadBody(_) | ApiError::MalformedHead(_) => StatusCode::BAD_REQUEST,
+            ApiError::PeerLimit(_) | ApiError::StreamRate(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Upgrade(rejection) => rejection.status(),
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -135,6 +152,14 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::PeerLimit(_) | ApiError::StreamRate(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            // The rest of the request is not read: the connection cannot
+            // carry another.
+            ApiError::BodyTimeout(_) | ApiError::MalformedHead(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -35,11 +35,16 @@
 //! - [`transport`]: SSE and WebSocket delivery, keep-alive, close codes;
 //!   [`session`]: one stream's loop; [`disconnect`]: why a stream ended.
 //! - [`admission`] and [`connections`]: the connection limit and the live
-//!   streams; [`listener`]: accepted sockets with write and header
-//!   deadlines; [`serve`]: the accept loop, handing SSE streams to
-//!   [`direct`] (HTTP/1.1 without hyper's buffers) and the rest to hyper.
-//! - [`shutdown`]: graceful shutdown; [`metrics`]: everything `/metrics`
-//!   exposes.
+//!   streams; [`listener`]: accepted sockets with a write deadline, each
+//!   address under its limit ([`peers`]); [`serve`]: the accept loop and
+//!   each connection's first steps (a trusted proxy's client,
+//!   [`proxy`]; TLS, [`tls`]), handing SSE streams to [`direct`]
+//!   (HTTP/1.1 without hyper's buffers) and the rest to hyper ([`conn`]:
+//!   HTTP/1.1 and HTTP/2, each phase bounded, [`phase`]); [`scope`]: what a
+//!   request holds from its connection; [`cors`]: CORS.
+//! - [`shutdown`]: graceful shutdown; [`health`]: the database's health;
+//!   [`logging`]: log lines and the access log; [`metrics`]: everything
+//!   `/metrics` exposes.
 //! - `fuzzing` (feature `fuzzing`): the untrusted-input parsers, opened to
 //!   the fuzz targets in `fuzz/`.
 
@@ -49,23 +54,30 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod conn;
 pub mod connections;
+pub mod cors;
 pub mod direct;
 pub mod disconnect;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod health;
 pub mod heap;
 pub mod http;
 pub mod hub;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod peers;
+pub mod phase;
 pub mod process;
 pub mod protocol;
+pub mod proxy;
 pub mod publish;
 pub mod queue;
 pub mod retention;
+pub mod scope;
 pub mod sequence;
 pub mod serve;
 pub mod session;
@@ -73,8 +85,11 @@ pub mod shutdown;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod transport;
 pub mod writer;
+
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
@@ -83,18 +98,26 @@ use crate::metrics::SlowConsumerAction;
 pub use crate::shutdown::Shutdown;
 use crate::state::AppState;
 pub use crate::store::Store;
+pub use crate::tls::Tls;
 
 /// The least time given to close the store at shutdown.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Serves on `listener` with `config` over `store` (opened and migrated)
-/// until `shutdown` is triggered, then drains: stops accepting, ends every
+/// Serves on `listener` with `config` over `store` (opened and migrated),
+/// over TLS with `tls` when given (loaded from `config.tls`), until
+/// `shutdown` is triggered, then drains: stops accepting, ends every
 /// stream cleanly (SSE end of body, WebSocket close 1001), commits the
 /// publishes already accepted, and closes the store, all within the
 /// configured deadline. A drain that overruns its deadline is logged: the
 /// streams left are abandoned. On PostgreSQL the server is a cluster node,
 /// named after the address it listens on.
-pub async fn run(listener: TcpListener, mut config: Config, store: Store, shutdown: Shutdown) {
+pub async fn run(
+    listener: TcpListener,
+    mut config: Config,
+    store: Store,
+    tls: Option<Tls>,
+    shutdown: Shutdown,
+) {
     if let Ok(addr) = listener.local_addr() {
         config.listen = addr;
     }
@@ -112,22 +135,40 @@ pub async fn run(listener: TcpListener, mut config: Config, store: Store, shutdo
         state.metrics.topics().retention_deleted.clone(),
         shutdown.token().clone(),
     )));
-    let stalled = state
-        .metrics
-        .slow_consumers(SlowConsumerAction::WriteTimeout);
-    let deadlines = listener::Deadlines {
-        write: state.config.write_timeout,
-        header: state.config.header_timeout,
-    };
-    let peers = peers::Peers::new(state.config.max_connections_per_peer);
-    let listener = listener::Listener::new(listener, deadlines, stalled, peers);
+    let config = Arc::clone(&state.config);
+    let metrics = Arc::clone(&state.metrics);
+    if let Some(tls) = &tls {
+        let reloads = tls.clone().serve_reloads(metrics.connections().clone());
+        tokio::spawn(shutdown.token().clone().run_until_cancelled_owned(reloads));
+    }
+    let shared = Arc::new(scope::Shared {
+        peers: peers::Peers::new(config.max_connections_per_peer),
+        trusted: proxy::Trusted::new(config.trusted_proxies.clone()),
+        access_log: config.access_log,
+        metrics: metrics.connections().clone(),
+    });
+    let listener = listener::Listener::new(
+        listener,
+        config.write_timeout,
+        Arc::clone(&shared.peers),
+        shared.trusted.clone(),
+        metrics.slow_consumers(SlowConsumerAction::WriteTimeout),
+        metrics.connections().refused_peers(),
+    );
     // The accept loop returns once the shutdown has started and every
     // connection it accepted has closed; returning drops the router and its
     // state.
     let serving = tokio::spawn(serve::serve(
         listener,
-        app::router(state),
-        shutdown.token().clone(),
+        Arc::new(serve::Serving {
+            router: app::router(state),
+            token: shutdown.token().clone(),
+            http: conn::Http::new(&config),
+            tls,
+            proxy_protocol: config.proxy_protocol,
+            header_timeout: config.header_timeout,
+            shared,
+        }),
     ));
     shutdown.token().cancelled().await;
     tracing::info!("shutting down: draining open streams");

@@ -1,13 +1,14 @@
-//! The TCP listener: accepts connections, turns Nagle off, and wraps each
-//! one in [`DeadlineIo`] so that a peer that stops reading cannot hold a
-//! connection (and its buffers) forever, and neither can one that never
-//! finishes its first request head (slowloris): one header deadline for
-//! the streams served without hyper ([`DeadlineIo::peek_head`]) and the
-//! requests hyper serves alike.
+//! The TCP listener: accepts connections, turns Nagle off, admits each
+//! peer address under its connection limit, and wraps each connection in
+//! [`DeadlineIo`] so that a peer that stops reading cannot hold a
+//! connection (and its buffers) forever.
 //!
-//! The deadline must live at this level: behind a stalled SSE reader, the
-//! HTTP layer stops polling the response body, so nothing inside the body
-//! could ever notice the stall.
+//! The write deadline must live at this level: behind a stalled SSE
+//! reader, the HTTP layer stops polling the response body, so nothing
+//! inside the body could ever notice the stall; under TLS, it bounds the
+//! encrypted writes the same. The time a request head may take is bounded
+//! above this level, where heads are seen in plain text
+//! ([`crate::serve`], [`crate::phase`]).
 
 use std::io;
 use std::pin::Pin;
@@ -19,46 +20,47 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Instant, Sleep, sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep};
 
 use crate::peers::{PeerSlot, Peers, refusal};
-
-/// How long a connection may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadlines {
-    /// A write that makes no progress for this long fails.
-    pub write: Duration,
-    /// The first request head must be complete this long after accept.
-    pub header: Duration,
-}
+use crate::proxy::Trusted;
 
 /// Accepts TCP connections for [`serve`](crate::serve::serve).
 #[derive(Debug)]
 pub struct Listener {
     inner: TcpListener,
-    deadlines: Deadlines,
+    /// A write that makes no progress for this long fails.
+    write_timeout: Duration,
     peers: Arc<Peers>,
+    /// Peers whose client is someone else: admitted per client, later.
+    trusted: Trusted,
     /// Counts connections closed because their peer stopped reading.
     stalled: Counter,
+    /// Counts connections refused at their address's limit.
+    refused: Counter,
 }
 
 impl Listener {
-    /// Wraps `inner`; a write that makes no progress for the write deadline
+    /// Wraps `inner`; a write that makes no progress for `write_timeout`
     /// fails, which closes its connection, and is counted in `stalled`; a
-    /// connection whose first request head is not complete by the header
-    /// deadline is closed; a peer address over its connection limit in
-    /// `peers` is answered 429 and closed.
+    /// peer address over its connection limit in `peers` is answered 429,
+    /// closed and counted in `refused`, except a `trusted` proxy, whose
+    /// clients are admitted once known.
     pub fn new(
         inner: TcpListener,
-        deadlines: Deadlines,
-        stalled: Counter,
+        write_timeout: Duration,
         peers: Arc<Peers>,
+        trusted: Trusted,
+        stalled: Counter,
+        refused: Counter,
     ) -> Self {
         Self {
             inner,
-            deadlines,
+            write_timeout,
             peers,
+            trusted,
             stalled,
+            refused,
         }
     }
 
@@ -68,7 +70,13 @@ impl Listener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
-                    let Some(peer) = self.peers.admit(addr.ip()) else {
+                    let accepted = Instant::now();
+                    let slot = if self.trusted.contains(addr.ip()) {
+                        None
+                    } else if let Some(slot) = self.peers.admit(addr.ip()) {
+                        Some(slot)
+                    } else {
+                        self.refused.inc();
                         refuse(stream, self.peers.limit());
                         continue;
                     };
@@ -77,15 +85,11 @@ impl Listener {
                     }
                     let io = DeadlineIo {
                         stream,
-                        write_timeout: self.deadlines.write,
+                        write_timeout: self.write_timeout,
                         stall: None,
                         stalled: self.stalled.clone(),
-                        head: Some(HeadDeadline {
-                            until: Instant::now() + self.deadlines.header,
-                            timer: None,
-                            matched: 0,
-                        }),
-                        _peer: peer,
+                        accepted,
+                        slot,
                     };
                     return (io, addr);
                 }
@@ -126,18 +130,8 @@ async fn accept_failed(e: io::Error) {
     sleep(Duration::from_millis(100)).await;
 }
 
-/// The error of a request head not complete by its deadline, logged.
-fn head_timeout() -> io::Error {
-    tracing::debug!("closing a connection whose request head did not arrive in time");
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "request head not complete within the header timeout",
-    )
-}
-
 /// A TCP stream whose writes fail once they have made no progress for the
-/// write timeout, and whose reads fail if the first request head is not
-/// complete by its deadline.
+/// write timeout.
 #[derive(Debug)]
 pub struct DeadlineIo {
     stream: TcpStream,
@@ -145,62 +139,24 @@ pub struct DeadlineIo {
     /// Armed while a write is blocked; allocated on the first stall only.
     stall: Option<Pin<Box<Sleep>>>,
     stalled: Counter,
-    /// Until the first request head has been read (`None` after).
-    head: Option<HeadDeadline>,
-    /// Its peer address's connection slot, given back when it closes.
-    _peer: PeerSlot,
-}
-
-/// The deadline of the first request head, and how much of its end
-/// (`\r\n\r\n`) the bytes read so far matched.
-#[derive(Debug)]
-struct HeadDeadline {
-    until: Instant,
-    /// Armed when a read first waits; allocated then only.
-    timer: Option<Pin<Box<Sleep>>>,
-    matched: u8,
-}
-
-impl HeadDeadline {
-    /// Whether `bytes` complete the head.
-    fn completed_by(&mut self, bytes: &[u8]) -> bool {
-        for &byte in bytes {
-            self.matched = match (self.matched, byte) {
-                (0 | 2, b'\r') => self.matched + 1,
-                (1 | 3, b'\n') => self.matched + 1,
-                (_, b'\r') => 1,
-                _ => 0,
-            };
-            if self.matched == 4 {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Whether the deadline has passed (registering `cx` if not).
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let until = self.until;
-        self.timer
-            .get_or_insert_with(|| Box::pin(sleep_until(until)))
-            .as_mut()
-            .poll(cx)
-            .is_ready()
-    }
+    /// When it was accepted: its first request head is timed from then.
+    accepted: Instant,
+    /// Its client address's connection slot, given back when it closes
+    /// (`None` while the client is not known yet, or when each request
+    /// takes its own).
+    slot: Option<PeerSlot>,
 }
 
 impl DeadlineIo {
-    /// Copies the first bytes received into `buf` without consuming them,
-    /// waiting for some until the header deadline (then failing with
-    /// `TimedOut`); 0 if the peer closed first.
-    pub async fn peek_head(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let peek = self.stream.peek(buf);
-        let Some(head) = &self.head else {
-            return peek.await;
-        };
-        tokio::time::timeout_at(head.until, peek)
-            .await
-            .unwrap_or_else(|_| Err(head_timeout()))
+    /// When the connection was accepted.
+    pub fn accepted(&self) -> Instant {
+        self.accepted
+    }
+
+    /// Holds `slot` (its client's place under the per-address limit) for
+    /// the connection's life.
+    pub fn hold(&mut self, slot: PeerSlot) {
+        self.slot = Some(slot);
     }
 
     /// Tracks the outcome of a write: progress disarms the deadline, a block
@@ -227,19 +183,7 @@ impl AsyncRead for DeadlineIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let Some(head) = self.head.as_mut() else {
-            return poll;
-        };
-        match poll {
-            Poll::Ready(Ok(())) if head.completed_by(&buf.filled()[before..]) => {
-                self.head = None;
-            }
-            Poll::Pending if head.expired(cx) => return Poll::Ready(Err(head_timeout())),
-            _ => {}
-        }
-        poll
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -277,29 +221,37 @@ impl AsyncWrite for DeadlineIo {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::time::Instant;
+    use tokio::io::AsyncWriteExt;
 
     use super::*;
+
+    fn listener(
+        inner: TcpListener,
+        write: Duration,
+        peers: Arc<Peers>,
+        stalled: Counter,
+    ) -> Listener {
+        Listener::new(
+            inner,
+            write,
+            peers,
+            Trusted::default(),
+            stalled,
+            Counter::default(),
+        )
+    }
 
     #[tokio::test]
     async fn a_write_to_a_peer_that_never_reads_fails_after_the_timeout() {
         let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = inner.local_addr().unwrap();
         let stalled = Counter::default();
-        let deadlines = Deadlines {
-            write: Duration::from_millis(100),
-            header: Duration::from_secs(30),
-        };
-        let mut listener = Listener::new(inner, deadlines, stalled.clone(), Peers::new(16));
-        // A complete head: no header deadline.
-        let mut peer = TcpStream::connect(addr).await.unwrap();
-        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        let (mut complete, _) = listener.accept().await;
-        let mut head = [0u8; 64];
-        let n = complete.read(&mut head).await.unwrap();
-        assert_eq!(&head[..n], b"GET / HTTP/1.1\r\n\r\n");
-        assert!(complete.head.is_none());
+        let mut listener = listener(
+            inner,
+            Duration::from_millis(100),
+            Peers::new(16),
+            stalled.clone(),
+        );
         // The peer connects and never reads.
         let _peer = TcpStream::connect(addr).await.unwrap();
         let (mut io, _) = listener.accept().await;
@@ -320,47 +272,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_head_that_never_ends_fails_the_read_after_the_header_timeout() {
+    async fn a_trusted_proxy_is_not_admitted_by_its_own_address() {
         let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = inner.local_addr().unwrap();
-        let deadlines = Deadlines {
-            write: Duration::from_secs(30),
-            header: Duration::from_millis(100),
-        };
-        let mut listener = Listener::new(inner, deadlines, Counter::default(), Peers::new(16));
-        let mut peer = TcpStream::connect(addr).await.unwrap();
-        // Split so that the end of the head straddles reads: not an end.
-        peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r")
-            .await
-            .unwrap();
-        let (mut io, _) = listener.accept().await;
-        let started = Instant::now();
-        let err = tokio::time::timeout(Duration::from_secs(30), async {
-            let mut buf = [0u8; 64];
-            loop {
-                if let Err(e) = io.read(&mut buf).await {
-                    return e;
-                }
-            }
-        })
-        .await
-        .expect("the header deadline fired");
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() >= Duration::from_millis(90));
-    }
-
-    #[test]
-    fn the_end_of_a_head_is_found_across_reads() {
-        let mut head = HeadDeadline {
-            until: Instant::now(),
-            timer: None,
-            matched: 0,
-        };
-        assert!(!head.completed_by(b"GET / HTTP/1.1\r\nHost: x\r"));
-        assert!(!head.completed_by(b"\n\r"));
-        assert!(head.completed_by(b"\n"));
-        let mut head = HeadDeadline { matched: 0, ..head };
-        assert!(!head.completed_by(b"a\r\r\n\n"));
-        assert!(head.completed_by(b"\r\r\n\r\n"));
+        let peers = Peers::new(1);
+        let mut listener = Listener::new(
+            inner,
+            Duration::from_secs(30),
+            Arc::clone(&peers),
+            Trusted::new(vec!["127.0.0.0/8".parse().unwrap()]),
+            Counter::default(),
+            Counter::default(),
+        );
+        let _first = TcpStream::connect(addr).await.unwrap();
+        let _second = TcpStream::connect(addr).await.unwrap();
+        let (first, _) = listener.accept().await;
+        let (second, _) = listener.accept().await;
+        assert!(first.slot.is_none() && second.slot.is_none());
+        assert!(peers.admit(addr.ip()).is_some(), "no slot was taken");
     }
 }

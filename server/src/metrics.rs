@@ -125,6 +125,12 @@ impl TopicMetrics {
             .inc_by(n);
     }
 
+    /// The counter of publishes refused for `reason`.
+    pub fn publish_failures(&self, reason: &'static str) -> Counter {
+        self.publish_failures
+            .get_or_create_owned(&ReasonLabels { reason })
+    }
+
     /// Counts a gap notice sent for `reason`.
     pub fn gap_sent(&self, reason: &'static str) {
         self.gaps.get_or_create(&ReasonLabels { reason }).inc();
@@ -193,6 +199,129 @@ impl ClusterMetrics {
                 })
                 .set(i64::from(each == state));
         }
+    }
+}
+
+/// Why the server closed an HTTP connection, or cut a request, at one of
+/// the bounds of a connection's phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// A request head (the first: TLS handshake and PROXY header
+    /// included) did not arrive in time.
+    HeaderTimeout,
+    /// A connection stayed with no request in flight too long.
+    KeepaliveTimeout,
+    /// A request body did not arrive whole in time (answered 408).
+    BodyTimeout,
+    /// An HTTP/2 peer did not answer a ping in time.
+    PingTimeout,
+    /// An HTTP/2 connection opened streams faster than allowed.
+    StreamRate,
+    /// The client's address was at its connection limit (429).
+    PeerLimit,
+    /// The TLS handshake failed.
+    TlsHandshake,
+    /// A trusted proxy's PROXY protocol header was malformed.
+    ProxyHeader,
+}
+
+impl CloseReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::KeepaliveTimeout => "keepalive_timeout",
+            CloseReason::BodyTimeout => "body_timeout",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::StreamRate => "stream_rate",
+            CloseReason::PeerLimit => "peer_limit",
+            CloseReason::TlsHandshake => "tls_handshake",
+            CloseReason::ProxyHeader => "proxy_header",
+        }
+    }
+}
+
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 (and 1.0).
+    Http1,
+    /// HTTP/2, over TLS (ALPN `h2`) or with prior knowledge (h2c).
+    Http2,
+}
+
+impl Protocol {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "h2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// The metrics of HTTP connections: how many are open by protocol, which
+/// were closed at a bound of their phases, and TLS reloads.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    open: Family<ProtocolLabels, Gauge>,
+    closes: Family<ReasonLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+}
+
+/// One open HTTP connection in the `http_connections_open` gauge, until
+/// dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl ConnectionMetrics {
+    /// Counts a connection closed (or a request cut) for `reason`.
+    pub fn closed(&self, reason: CloseReason) {
+        self.closes
+            .get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection open on `protocol` until the guard is dropped.
+    pub fn open(&self, protocol: Protocol) -> OpenConnection {
+        let gauge = self.open.get_or_create_owned(&ProtocolLabels {
+            protocol: protocol.label(),
+        });
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+
+    /// The counter of connections refused at their address's limit.
+    pub fn refused_peers(&self) -> Counter {
+        self.closes.get_or_create_owned(&ReasonLabels {
+            reason: CloseReason::PeerLimit.label(),
+        })
+    }
+
+    /// Counts a TLS reload, `ok` or `failed`.
+    pub fn tls_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 }
 
@@ -291,7 +420,9 @@ pub struct Metrics {
     queue_bytes: Family<TransportLabels, Gauge>,
     topics: TopicMetrics,
     cluster: ClusterMetrics,
+    connections: ConnectionMetrics,
     live_subscribers: Gauge,
+    database_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -373,7 +504,8 @@ impl Metrics {
         );
         registry.register(
             "publish_failures",
-            "Publishes refused after validation, by reason (busy, storage)",
+            "Publishes refused after validation, by reason: storage (the commit failed), \
+             database_down (refused at once while the database was known to be down)",
             topics.publish_failures.clone(),
         );
         registry.register(
@@ -435,6 +567,32 @@ impl Metrics {
             cluster.listener_state.clone(),
         );
 
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now, by protocol (http1, h2)",
+            connections.open.clone(),
+        );
+        registry.register(
+            "connection_closes",
+            "Connections closed (or requests cut) at a bound of their phases, by reason: \
+             header_timeout, keepalive_timeout, body_timeout, ping_timeout, stream_rate, \
+             peer_limit, tls_handshake, proxy_header",
+            connections.closes.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Reloads of the TLS certificate and key (SIGHUP), by result (ok, failed)",
+            connections.tls_reloads.clone(),
+        );
+
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 while the database answers the server's probe, 0 while it is unreachable",
+            database_up.clone(),
+        );
+
         let for_transport = |transport| {
             let labels = TransportLabels { transport };
             TransportMetrics {
@@ -457,8 +615,20 @@ impl Metrics {
             queue_bytes,
             topics,
             cluster,
+            connections,
             live_subscribers,
+            database_up,
         }
+    }
+
+    /// The gauge of the database's health.
+    pub fn database_up(&self) -> Gauge {
+        self.database_up.clone()
+    }
+
+    /// The connection metrics.
+    pub fn connections(&self) -> &ConnectionMetrics {
+        &self.connections
     }
 
     /// The topic metrics.

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Denied;
 use crate::disconnect::Disconnect;
+use crate::health::Health;
 use crate::hub::Hub;
 use crate::metrics::TopicMetrics;
 use crate::protocol::{Event, Name, now_micros};
@@ -66,21 +67,39 @@ struct Request {
 pub struct Publisher {
     requests: mpsc::Sender<Request>,
     max_body: usize,
+    /// While the database is known to be down, publishes are refused at
+    /// once (and counted there).
+    health: Arc<Health>,
 }
 
 impl Publisher {
     /// Starts the writer over `store` and `hub`, with room for `capacity`
-    /// waiting publishes of at most `max_body` bytes each.
+    /// waiting publishes of at most `max_body` bytes each; a failed commit
+    /// tells `health`, and while it says the database is down publishes
+    /// are refused at once.
     pub fn start(
         store: Store,
         hub: Arc<Hub>,
+        health: Arc<Health>,
         metrics: TopicMetrics,
-        capacity: usize,
-        max_body: usize,
+        (capacity, max_body): (usize, usize),
     ) -> (Self, JoinHandle<()>) {
         let (requests, rx) = mpsc::channel(capacity);
-        let writer = tokio::spawn(write_loop(rx, store, hub, metrics));
-        (Self { requests, max_body }, writer)
+        let writer = tokio::spawn(write_loop(
+            rx,
+            Committer {
+                store,
+                hub,
+                health: Arc::clone(&health),
+                metrics,
+            },
+        ));
+        let publisher = Self {
+            requests,
+            max_body,
+            health,
+        };
+        (publisher, writer)
     }
 
     /// Validates `body` and publishes it to `topic`; returns its `seq` once
@@ -102,6 +121,9 @@ impl Publisher {
     /// [`PublishError::Busy`] or [`PublishError::Unavailable`]; nothing was
     /// stored.
     async fn publish_line(&self, topic: &Name, data: String) -> Result<u64, PublishError> {
+        if self.health.refuses(1) {
+            return Err(PublishError::Unavailable);
+        }
         let (reply, response) = oneshot::channel();
         let request = Request {
             topic: topic.clone(),
@@ -157,12 +179,15 @@ fn minify(json: &str) -> String {
     out
 }
 
-async fn write_loop(
-    mut requests: mpsc::Receiver<Request>,
+/// What the writer commits through.
+struct Committer {
     store: Store,
     hub: Arc<Hub>,
+    health: Arc<Health>,
     metrics: TopicMetrics,
-) {
+}
+
+async fn write_loop(mut requests: mpsc::Receiver<Request>, committer: Committer) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut last_pts = 0;
     while requests.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -173,66 +198,83 @@ async fn write_loop(
             request.pts = request.pts.max(last_pts);
             last_pts = request.pts;
         }
-        commit(&mut group, &store, &hub, &metrics).await;
-    }
-}
-
-/// Commits `group` in one transaction, fans it out, acknowledges it.
-async fn commit(group: &mut Vec<Request>, store: &Store, hub: &Hub, metrics: &TopicMetrics) {
-    let appends: Vec<Append<'_>> = group
-        .iter()
-        .map(|r| Append {
-            topic: r.topic.as_str(),
-            pts: r.pts,
-            data: &r.data,
-        })
-        .collect();
-    let committed = store.append(&appends).await;
-    drop(appends);
-    let seqs = match committed {
-        Ok(commit) => {
-            metrics
-                .notifications_sent
-                .inc_by(commit.notifications as u64);
-            commit.seqs
-        }
-        Err(e) => {
-            tracing::error!(error = %e, events = group.len(), "committing publishes failed");
-            metrics.publish_failed("storage", group.len() as u64);
-            // The database may have committed before failing to say so:
-            // live subscribers of these topics catch up from the store
-            // rather than wait for the next publish to reveal a hole.
-            for request in group.iter() {
-                hub.resync(request.topic.as_str());
-            }
+        if committer.health.refuses(group.len() as u64) {
+            // Queued before the outage was known: refused now, not after
+            // the pool's acquire timeout.
             for request in group.drain(..) {
                 let _ = request.reply.send(Err(PublishError::Unavailable));
             }
-            return;
+            continue;
         }
-    };
-    metrics.published.inc_by(group.len() as u64);
-    metrics.commit_events.observe(group.len() as u64);
-    let mut by_topic: HashMap<&str, Vec<Event>> = HashMap::new();
-    let mut replies = Vec::with_capacity(group.len());
-    for (request, &seq) in group.iter_mut().zip(&seqs) {
-        by_topic
-            .entry(request.topic.as_str())
-            .or_default()
-            .push(Event {
-                seq,
-                pts: Some(request.pts),
-                data: Bytes::from(std::mem::take(&mut request.data)),
-            });
-        replies.push(seq);
+        committer.commit(&mut group).await;
     }
-    for (topic, events) in &by_topic {
-        hub.publish(topic, events);
-    }
-    drop(by_topic);
-    for (request, seq) in group.drain(..).zip(replies) {
-        // A publisher that went away still had its event committed.
-        let _ = request.reply.send(Ok(seq));
+}
+
+impl Committer {
+    /// Commits `group` in one transaction, fans it out, acknowledges it.
+    async fn commit(&self, group: &mut Vec<Request>) {
+        let Self {
+            store,
+            hub,
+            health,
+            metrics,
+        } = self;
+        let appends: Vec<Append<'_>> = group
+            .iter()
+            .map(|r| Append {
+                topic: r.topic.as_str(),
+                pts: r.pts,
+                data: &r.data,
+            })
+            .collect();
+        let committed = store.append(&appends).await;
+        drop(appends);
+        let seqs = match committed {
+            Ok(commit) => {
+                metrics
+                    .notifications_sent
+                    .inc_by(commit.notifications as u64);
+                commit.seqs
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = group.len(), "committing publishes failed");
+                health.failed(&e);
+                metrics.publish_failed("storage", group.len() as u64);
+                // The database may have committed before failing to say so:
+                // live subscribers of these topics catch up from the store
+                // rather than wait for the next publish to reveal a hole.
+                for request in group.iter() {
+                    hub.resync(request.topic.as_str());
+                }
+                for request in group.drain(..) {
+                    let _ = request.reply.send(Err(PublishError::Unavailable));
+                }
+                return;
+            }
+        };
+        metrics.published.inc_by(group.len() as u64);
+        metrics.commit_events.observe(group.len() as u64);
+        let mut by_topic: HashMap<&str, Vec<Event>> = HashMap::new();
+        let mut replies = Vec::with_capacity(group.len());
+        for (request, &seq) in group.iter_mut().zip(&seqs) {
+            by_topic
+                .entry(request.topic.as_str())
+                .or_default()
+                .push(Event {
+                    seq,
+                    pts: Some(request.pts),
+                    data: Bytes::from(std::mem::take(&mut request.data)),
+                });
+            replies.push(seq);
+        }
+        for (topic, events) in &by_topic {
+            hub.publish(topic, events);
+        }
+        drop(by_topic);
+        for (request, seq) in group.drain(..).zip(replies) {
+            // A publisher that went away still had its event committed.
+            let _ = request.reply.send(Ok(seq));
+        }
     }
 }
 

@@ -96,3 +96,48 @@ impl Signals {
         }
     }
 }
+
+/// SIGHUP, listened to from the moment this value exists (install it
+/// before announcing readiness: the signal's default action ends the
+/// process). Each one asks for the TLS certificate to be reloaded.
+#[derive(Debug)]
+pub struct Reloads {
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Reloads {
+    /// Installs the handler.
+    ///
+    /// # Errors
+    ///
+    /// If the runtime cannot install signal handlers.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                hangup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves `true` at the next SIGHUP (`false` if there will be none).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a signal that arrives meanwhile is kept for the next
+    /// call.
+    pub async fn recv(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            self.hangup.recv().await.is_some()
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+}

@@ -14,6 +14,7 @@ use crate::cluster::{self, Node};
 use crate::config::Config;
 use crate::connections::{BatchCounts, Connections};
 use crate::error::ApiError;
+use crate::health::Health;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, SlowConsumerAction, TransportKind};
 use crate::protocol::Name;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Hands publishes to the single writer.
     pub publisher: Publisher,
+    /// The database's health, as the last probe or commit saw it.
+    pub health: Arc<Health>,
     /// This server as a node of a cluster (PostgreSQL); `None` on SQLite.
     pub cluster: Option<Arc<Node>>,
     /// Who may publish and read.
@@ -82,12 +85,21 @@ impl AppState {
                 (store, hub, node)
             }
         };
+        let health = Arc::new(Health::new(
+            metrics.database_up(),
+            metrics.topics().publish_failures("database_down"),
+        ));
+        tokio::spawn(crate::health::probe(
+            store.clone(),
+            Arc::clone(&health),
+            shutdown.token().clone(),
+        ));
         let (publisher, writer) = Publisher::start(
             store.clone(),
             Arc::clone(&hub),
+            Arc::clone(&health),
             metrics.topics().clone(),
-            config.publish_queue,
-            config.max_publish_bytes,
+            (config.publish_queue, config.max_publish_bytes),
         );
         let admission = Admission::new(config.max_connections);
         let sessions = TransportKind::ALL.map(|kind| {
@@ -113,6 +125,7 @@ impl AppState {
             store,
             hub,
             publisher,
+            health,
             cluster,
             shutdown,
             sessions,

@@ -40,6 +40,8 @@ fn server() -> Command {
 struct Running {
     child: Child,
     addr: String,
+    /// `http` or `https`, as the readiness line said.
+    scheme: String,
     /// Read to the end while it runs (a server logging much would block on
     /// a full pipe otherwise): stdout after the readiness line, and stderr.
     stdout: Option<thread::JoinHandle<String>>,
@@ -68,12 +70,20 @@ impl Running {
         let line = rx.recv_timeout(WAIT).expect("the readiness line");
         let addr = line
             .strip_prefix("listening on http://")
+            .or_else(|| line.strip_prefix("listening on https://"))
             .and_then(|rest| rest.strip_suffix('\n'))
             .unwrap_or_else(|| panic!("first stdout line was {line:?}"))
+            .to_owned();
+        let scheme = line
+            .trim_start_matches("listening on ")
+            .split("://")
+            .next()
+            .unwrap_or_default()
             .to_owned();
         Self {
             child,
             addr,
+            scheme,
             stdout: Some(stdout),
             stderr: Some(stderr),
         }
@@ -376,6 +386,11 @@ fn tokens_never_reach_the_logs_or_help() {
         !stderr.contains("s3cret") && !stdout.contains("s3cret"),
         "a token leaked into the logs:\n{stderr}{stdout}"
     );
+    // The access log is off by default, whatever the filter lets through.
+    assert!(
+        !stderr.contains("streamgauge::access"),
+        "access lines without --access-log:\n{stderr}"
+    );
     let help = server()
         .arg("--help")
         .env("STREAMGAUGE_PUBLISH_TOKEN", RIGHT)
@@ -635,4 +650,114 @@ fn sigterm_closes_a_websocket_with_1001_and_exits_0() {
 
     let (status, stderr) = running.wait();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+}
+
+/// A self-signed certificate and its key for `127.0.0.1`, written to `dir`.
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+#[test]
+fn with_a_certificate_it_listens_on_https_and_an_unusable_one_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let tls = |cert: &std::path::Path, key: &std::path::Path| {
+        let mut command = server();
+        command.args(["--listen", "127.0.0.1:0", "--tls-cert"]);
+        command.arg(cert).arg("--tls-key").arg(key);
+        command
+    };
+    let running = Running::start(&mut tls(&cert, &key));
+    assert_eq!(running.scheme, "https");
+    running.signal("TERM");
+    let (status, _) = running.wait();
+    assert_eq!(status.code(), Some(0));
+
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let (code, stderr) = run_to_exit(&mut tls(&garbage, &key));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("garbage.pem") && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_to_exit(server().args(["--tls-cert", "c.pem"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("invalid `tls-cert`: needs --tls-key"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_carry_the_access_log_with_the_forwarded_client() {
+    let mut command = server();
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--access-log",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ]);
+    let running = Running::start(&mut command);
+    assert_eq!(running.scheme, "http");
+    let mut stream = TcpStream::connect(&running.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET /healthz?token=secret HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let (status, body) = get(&running.addr, "/sse/ticker?rate=0&count=2");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.matches("id: ").count(), 2, "{body}");
+    running.signal("TERM");
+    let (status, stderr) = running.wait();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "streamgauge::access")
+        .collect();
+    let health = access
+        .iter()
+        .find(|l| l["path"] == "/healthz")
+        .unwrap_or_else(|| panic!("no access line for /healthz in {stderr}"));
+    assert_eq!(health["client"], "203.0.113.7:0", "{health}");
+    assert_eq!(
+        (health["status"].as_u64(), health["method"].as_str()),
+        (Some(200), Some("GET"))
+    );
+    assert_eq!(health["reason"], "complete");
+    assert!(
+        health["duration_ms"].is_f64() && health["bytes"].as_u64() > Some(0),
+        "{health}"
+    );
+    let stream = access
+        .iter()
+        .find(|l| l["path"] == "/sse/ticker")
+        .unwrap_or_else(|| panic!("no access line for the stream in {stderr}"));
+    assert_eq!(stream["reason"], "complete", "{stream}");
+    assert!(
+        !stderr.contains("secret"),
+        "the query string is not logged: {stderr}"
+    );
 }

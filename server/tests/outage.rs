@@ -1,7 +1,9 @@
 //! A PostgreSQL outage under a running server: while the database is down,
-//! a publish is answered `503` with a JSON error (never a false `201`) and
-//! a subscriber's stream ends (it is told, and resumes with its last seq);
-//! once the database is back, publishing and subscribing work again by
+//! a publish is answered `503` with a JSON error (never a false `201`), at
+//! once with `Retry-After` once the server knows, `/readyz` answers `503`
+//! saying why, and subscribers' streams end (SSE with an `end` notice,
+//! WebSocket with close 1011; they resume with their last seq); once the
+//! database is back, readiness, publishing and subscribing come back by
 //! themselves, with no seq lost or reused. The cluster is the test's own,
 //! stopped and restarted on the same port.
 //!
@@ -11,8 +13,10 @@ mod process;
 
 use std::time::Duration;
 
+use futures_util::{SinkExt as _, StreamExt as _};
 use process::{Server, postgres};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 /// The longest any wait may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -61,6 +65,29 @@ async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself(
         .expect("reading")
         .expect("the first event");
     assert_eq!(events(&String::from_utf8_lossy(&first)), [(1, 1)]);
+    let ws_url = server
+        .url("/ws/topics/outage?since=1")
+        .replacen("http", "ws", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("a WebSocket subscriber");
+    // It publishes too: seq 2, acknowledged once committed.
+    ws.send(Message::text(r#"{"publish": {"n": 0}}"#))
+        .await
+        .expect("a publish frame");
+    let ack = tokio::time::timeout(WAIT, async {
+        while let Some(message) = ws.next().await {
+            if let Ok(Message::Text(text)) = message
+                && text.contains("ack")
+            {
+                return text.to_string();
+            }
+        }
+        panic!("the WebSocket ended before its ack");
+    })
+    .await
+    .expect("the ack");
+    assert_eq!(ack, r#"{"ack":{"seq":2}}"#);
 
     cluster.stop();
     let (status, answer) = publish(&http, &server, 2).await;
@@ -87,7 +114,49 @@ async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself(
         "{rest:?}"
     );
 
+    // The WebSocket subscriber is closed with 1011.
+    let close = tokio::time::timeout(WAIT, async {
+        while let Some(message) = ws.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the WebSocket subscriber to be closed");
+    assert_eq!(close, Some(1011));
+
+    // Readiness says why; publishes are refused at once, never stored.
+    let readyz = until_status(&http, &server, "/readyz", 503).await;
+    assert_eq!(readyz["status"], "database_unreachable", "{readyz}");
+    assert!(readyz["reason"].is_string(), "{readyz}");
+    let response = http
+        .post(server.url("/topics/outage/events"))
+        .json(&json!({ "n": 4 }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("streamgauge_publish_failures_total{reason=\"database_down\"}")
+            && metrics.contains("streamgauge_database_up 0\n"),
+        "{metrics}"
+    );
+
     cluster.resume();
+    // Ready again by itself.
+    let readyz = until_status(&http, &server, "/readyz", 200).await;
+    assert_eq!(readyz["status"], "ready");
     // Service comes back by itself: publishes succeed again within WAIT.
     let resumed = tokio::time::timeout(WAIT, async {
         loop {
@@ -100,18 +169,42 @@ async fn publishes_fail_honestly_during_an_outage_and_service_resumes_by_itself(
     })
     .await
     .expect("publishing to work again");
-    assert_eq!(resumed, 2, "the seq of the failed publish was not taken");
+    assert_eq!(
+        resumed, 3,
+        "the seqs of the failed publishes were not taken"
+    );
     // And subscribers resume from their last seq.
     let mut again = http
         .get(server.url("/sse/topics/outage?since=1"))
         .send()
         .await
         .expect("resubscribing");
-    let chunk = tokio::time::timeout(WAIT, again.chunk())
-        .await
-        .expect("an event after the resume")
-        .expect("reading")
-        .expect("an event");
-    assert_eq!(events(&String::from_utf8_lossy(&chunk)), [(2, 3)]);
+    let read = tokio::time::timeout(WAIT, async {
+        let mut read = String::new();
+        while events(&read).len() < 2 {
+            let chunk = again.chunk().await.expect("reading").expect("an event");
+            read.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        read
+    })
+    .await
+    .expect("the events after the resume");
+    assert_eq!(events(&read), [(2, 0), (3, 3)]);
     server.kill();
+}
+
+/// Polls `path` until it answers `status`, within [`WAIT`]: its JSON.
+async fn until_status(http: &reqwest::Client, server: &Server, path: &str, status: u16) -> Value {
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    tokio::time::timeout(WAIT, async {
+        loop {
+            poll.tick().await;
+            let response = http.get(server.url(path)).send().await.expect("an answer");
+            if response.status() == status {
+                return response.json().await.expect("a JSON answer");
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{path} never answered {status}"))
 }

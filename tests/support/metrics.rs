@@ -13,7 +13,11 @@ impl Metrics {
     /// Reads the answer to a `GET /metrics`.
     pub async fn read(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), 200);
-        let text = response.text().await.expect("/metrics body");
+        Self::parse(response.text().await.expect("/metrics body"))
+    }
+
+    /// Reads an exposition's text.
+    pub fn parse(text: String) -> Self {
         let samples = text
             .lines()
             .filter(|line| !line.starts_with('#') && !line.is_empty())

@@ -31,13 +31,14 @@ pub mod metrics;
 pub mod postgres;
 pub mod raw_sse;
 pub mod raw_ws;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use streamgauge_server::{Config, Shutdown, Store, run};
+use streamgauge_server::{Config, Shutdown, Store, Tls, run};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::connect_async;
@@ -71,6 +72,8 @@ pub struct TestServer {
     pub shutdown: Shutdown,
     handle: Option<JoinHandle<()>>,
     http: reqwest::Client,
+    /// A client of the server's HTTPS, when it serves HTTPS.
+    tls: Option<tokio_rustls::TlsConnector>,
     /// The database it made for itself, if it did.
     _database: Option<Database>,
 }
@@ -85,6 +88,15 @@ impl TestServer {
         server
     }
 
+    /// Starts a server with `config` serving HTTPS with `cert`, on a free
+    /// loopback port, over a fresh SQLite database of its own.
+    pub async fn start_tls(mut config: Config, cert: &tls::TestCert) -> Self {
+        config.tls = Some(cert.files.clone());
+        let mut server = Self::start(config).await;
+        server.tls = Some(cert.client(&[b"http/1.1"]));
+        server
+    }
+
     /// Starts a server with `config` on a free loopback port over `database`.
     pub async fn start_on(mut config: Config, database: &Database) -> Self {
         config.store.url = database.url().to_owned();
@@ -94,6 +106,16 @@ impl TestServer {
     /// Starts a server with `config` (its database included) on a free
     /// loopback port.
     pub async fn start_with(config: Config) -> Self {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| Tls::load(files).expect("loading the test certificate"));
+        Self::start_with_tls(config, tls).await
+    }
+
+    /// Starts a server with `config` (its database included) on a free
+    /// loopback port, serving HTTPS with `tls` when given.
+    pub async fn start_with_tls(config: Config, tls: Option<Tls>) -> Self {
         let store = within("the store to open", Store::open(&config.store))
             .await
             .expect("opening the test database");
@@ -102,12 +124,13 @@ impl TestServer {
             .expect("binding 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
         let shutdown = Shutdown::new();
-        let handle = tokio::spawn(run(listener, config, store, shutdown.clone()));
+        let handle = tokio::spawn(run(listener, config, store, tls, shutdown.clone()));
         Self {
             addr,
             shutdown,
             handle: Some(handle),
             http: http_client(),
+            tls: None,
             _database: None,
         }
     }
@@ -205,9 +228,16 @@ impl TestServer {
         answer["seq"].as_u64().expect("a seq")
     }
 
-    /// The server's metrics now.
+    /// The server's metrics now (over HTTPS when it serves HTTPS).
     pub async fn metrics(&self) -> Metrics {
-        Metrics::read(self.get("/metrics").await).await
+        match &self.tls {
+            None => Metrics::read(self.get("/metrics").await).await,
+            Some(connector) => {
+                let (status, body) = tls::get_text(connector, self.addr, "/metrics").await;
+                assert_eq!(status, 200, "{body}");
+                Metrics::parse(body)
+            }
+        }
     }
 
     /// Polls `/metrics` until `ready` holds, failing after [`WAIT`] with

@@ -48,13 +48,20 @@ async fn healthz() -> Json<Value> {
 
 /// 200 once listening with the store migrated (the router only exists
 /// then) and, on a cluster node, with its listener up and resynced; 503
-/// while draining, or while the listener is down or resyncing (events from
-/// other nodes would be late), with the reason.
+/// while draining, while the database does not answer, or while the
+/// listener is down or resyncing (events from other nodes would be late),
+/// with the reason.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.shutdown.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "draining" })),
+        );
+    }
+    if let Some(reason) = state.health.down() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "database_unreachable", "reason": reason })),
         );
     }
     match state.cluster.as_ref().map(|node| node.state()) {

@@ -14,15 +14,16 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, on, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::credentials;
 use super::params::Params;
-use super::stream::{sse_stream, ws_over_capacity, ws_send_only};
+use super::stream::{WS_METHODS, sse_stream, ws_over_capacity, ws_send_only};
 use super::topics::path_name;
 use crate::error::ApiError;
+use crate::scope::StreamScope;
 use crate::source::replay::Replay;
 use crate::state::AppState;
 use crate::store::{MAX_SEED, WalletTrade};
@@ -31,7 +32,7 @@ use crate::store::{MAX_SEED, WalletTrade};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sse/replay/{wallet}", get(sse_replay))
-        .route("/ws/replay/{wallet}", get(ws_replay))
+        .route("/ws/replay/{wallet}", on(WS_METHODS, ws_replay))
         .route("/api/trades/{wallet}", get(all_trades))
         .route("/api/trades/{wallet}/seed", post(seed))
 }
@@ -57,21 +58,23 @@ fn replay(
 
 async fn sse_replay(
     State(state): State<AppState>,
+    scope: StreamScope,
     wallet: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (source, tag) = replay(&state, wallet, query.as_deref())?;
-    sse_stream(&state, source, tag)
+    sse_stream(&state, scope, source, tag)
 }
 
 async fn ws_replay(
     State(state): State<AppState>,
+    scope: StreamScope,
     wallet: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     match replay(&state, wallet, query.as_deref()) {
-        Ok((source, tag)) => Ok(ws_send_only(&state, upgrade?, source, tag)),
+        Ok((source, tag)) => Ok(ws_send_only(&state, scope, upgrade?, source, tag)),
         Err(ApiError::OverCapacity { .. }) => Ok(ws_over_capacity(&state, upgrade?)),
         Err(e) => Err(e),
     }

@@ -9,7 +9,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodFilter, get, on};
 use futures_util::FutureExt;
 
 use super::params::Params;
@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::metrics::TransportKind;
 use crate::protocol::Framing;
 use crate::queue;
+use crate::scope::StreamScope;
 use crate::session::{self, Inbox, Refuse};
 use crate::source::Source;
 use crate::state::AppState;
@@ -50,8 +51,12 @@ pub(crate) trait FromQuery: Source + Sized {
 pub(crate) fn routes<S: FromQuery>(name: &str) -> Router<AppState> {
     Router::new()
         .route(&format!("/sse/{name}"), get(sse_handler::<S>))
-        .route(&format!("/ws/{name}"), get(ws_handler::<S>))
+        .route(&format!("/ws/{name}"), on(WS_METHODS, ws_handler::<S>))
 }
+
+/// The methods of a WebSocket handshake: `GET` on HTTP/1.1, `CONNECT`
+/// (RFC 8441's extended CONNECT) on HTTP/2.
+pub(crate) const WS_METHODS: MethodFilter = MethodFilter::GET.or(MethodFilter::CONNECT);
 
 /// The source the query asks for, and the stream's tag.
 fn source_from<S: FromQuery>(
@@ -64,30 +69,36 @@ fn source_from<S: FromQuery>(
 
 async fn sse_handler<S: FromQuery>(
     State(state): State<AppState>,
+    scope: StreamScope,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (source, tag): (S, _) = source_from(&state, query.as_deref())?;
-    sse_stream(&state, source, tag)
+    sse_stream(&state, scope, source, tag)
 }
 
 async fn ws_handler<S: FromQuery>(
     State(state): State<AppState>,
+    scope: StreamScope,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let (source, tag): (S, _) = source_from(&state, query.as_deref())?;
-    Ok(ws_send_only(&state, upgrade?, source, tag))
+    Ok(ws_send_only(&state, scope, upgrade?, source, tag))
 }
 
+/// Admits a stream on `transport`, holding its request's `scope`.
 fn admit(
     state: &AppState,
+    scope: StreamScope,
     transport: TransportKind,
     tag: Option<String>,
 ) -> Result<StreamGuard, ApiError> {
-    state
+    let mut guard = state
         .connections
         .admit(transport, tag)
-        .map_err(|limit| state.over_capacity(limit))
+        .map_err(|limit| state.over_capacity(limit))?;
+    guard.adopt(scope.0);
+    Ok(guard)
 }
 
 /// The queue between source and writer, watched by the stream's guard.
@@ -100,10 +111,11 @@ fn pipeline(state: &AppState, guard: &StreamGuard, framing: Framing) -> (queue::
 /// Streams `source` as Server-Sent Events, tagged `tag`.
 pub(crate) fn sse_stream<S: Source>(
     state: &AppState,
+    scope: StreamScope,
     source: S,
     tag: Option<String>,
 ) -> Result<Response, ApiError> {
-    let guard = admit(state, TransportKind::Sse, tag)?;
+    let guard = admit(state, scope, TransportKind::Sse, tag)?;
     let (tx, writer) = pipeline(state, &guard, SseTransport::FRAMING);
     let session = state.session(TransportKind::Sse, guard.batch_counts());
     let body = sse::body(move |transport| {
@@ -122,11 +134,12 @@ pub(crate) fn sse_stream<S: Source>(
 /// that takes no messages (any closes it with 1003).
 pub(crate) fn ws_send_only<S: Source>(
     state: &AppState,
+    scope: StreamScope,
     upgrade: WebSocketUpgrade,
     source: S,
     tag: Option<String>,
 ) -> Response {
-    ws_stream(state, upgrade, source, Refuse, NO_MESSAGES, tag)
+    ws_stream(state, scope, upgrade, source, Refuse, NO_MESSAGES, tag)
 }
 
 /// `upgrade` with a server-side stream's buffers, taking messages of at
@@ -152,13 +165,14 @@ pub(crate) fn ws_over_capacity(state: &AppState, upgrade: WebSocketUpgrade) -> R
 /// the connection limit, the socket is opened and closed at once with 1013.
 pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     state: &AppState,
+    scope: StreamScope,
     upgrade: WebSocketUpgrade,
     source: S,
     inbox: I,
     max_message: usize,
     tag: Option<String>,
 ) -> Response {
-    let Ok(guard) = admit(state, TransportKind::Ws, tag) else {
+    let Ok(guard) = admit(state, scope, TransportKind::Ws, tag) else {
         return ws_over_capacity(state, upgrade);
     };
     let upgrade = configure(state, upgrade, max_message);

@@ -8,7 +8,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, on, post};
 use axum::{Json, Router};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -16,10 +16,12 @@ use serde_json::{Value, json};
 
 use super::credentials;
 use super::params::{Params, parse_u64_in};
-use super::stream::{sse_stream, ws_stream};
+use super::stream::{WS_METHODS, sse_stream, ws_stream};
 use crate::error::ApiError;
+use crate::metrics::CloseReason;
 use crate::protocol::Name;
 use crate::publish::SocketPublisher;
+use crate::scope::StreamScope;
 use crate::source::topic::{OverflowPolicy, Topic};
 use crate::state::AppState;
 
@@ -35,7 +37,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/topics/{topic}/events", post(publish))
         .route("/sse/topics/{topic}", get(sse_subscribe))
-        .route("/ws/topics/{topic}", get(ws_subscribe))
+        .route("/ws/topics/{topic}", on(WS_METHODS, ws_subscribe))
 }
 
 /// The path segment `param` as a [`Name`].
@@ -47,8 +49,12 @@ pub(crate) fn path_name(
     Name::parse(&raw).map_err(|reason| ApiError::bad_param(param, reason))
 }
 
-/// Reads a request body of at most `max` bytes.
+/// Reads a request body of at most `max` bytes, whole within the body
+/// timeout (counted from now, as the handler starts once the head is in).
+/// Bounded here, over the whole body: tower-http's body timeout restarts
+/// at every frame, so a body trickling a byte at a time would never end.
 pub(crate) async fn read_body(
+    state: &AppState,
     body: Body,
     headers: &HeaderMap,
     max: usize,
@@ -60,17 +66,27 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|len| len > max) {
         return Err(ApiError::PayloadTooLarge { max });
     }
-    let mut chunks = body.into_data_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = chunks.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::BadBody("the body could not be read".to_owned()))?;
-        if buf.len() + chunk.len() > max {
-            return Err(ApiError::PayloadTooLarge { max });
+    let limit = state.config.body_timeout;
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|_| ApiError::BadBody("the body could not be read".to_owned()))?;
+            if buf.len() + chunk.len() > max {
+                return Err(ApiError::PayloadTooLarge { max });
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
+        Ok(buf)
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(read) => read,
+        Err(_) => {
+            state.metrics.connections().closed(CloseReason::BodyTimeout);
+            Err(ApiError::BodyTimeout(limit))
+        }
     }
-    Ok(buf)
 }
 
 async fn publish(
@@ -81,7 +97,7 @@ async fn publish(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let topic = path_name("topic", topic)?;
     credentials::require_publisher(&state.auth, &headers, "publishing")?;
-    let body = read_body(body, &headers, state.config.max_publish_bytes).await?;
+    let body = read_body(&state, body, &headers, state.config.max_publish_bytes).await?;
     let seq = state
         .publisher
         .publish(&topic, &body)
@@ -172,6 +188,7 @@ impl Subscription {
 
 async fn sse_subscribe(
     State(state): State<AppState>,
+    scope: StreamScope,
     topic: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -179,11 +196,12 @@ async fn sse_subscribe(
     let params = Params::parse(query.as_deref(), SUBSCRIBE_PARAMS)?;
     let subscription = Subscription::parse(&state, topic, &params, &headers)?;
     let tag = params.tag()?;
-    sse_stream(&state, subscription.source(&state).await?, tag)
+    sse_stream(&state, scope, subscription.source(&state).await?, tag)
 }
 
 async fn ws_subscribe(
     State(state): State<AppState>,
+    scope: StreamScope,
     topic: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -203,5 +221,13 @@ async fn ws_subscribe(
     let max_message = state.config.max_publish_bytes + PUBLISH_FRAME_OVERHEAD;
     let upgrade = upgrade?;
     let source = subscription.source(&state).await?;
-    Ok(ws_stream(&state, upgrade, source, inbox, max_message, tag))
+    Ok(ws_stream(
+        &state,
+        scope,
+        upgrade,
+        source,
+        inbox,
+        max_message,
+        tag,
+    ))
 }

@@ -241,6 +241,18 @@ impl Store {
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
+    /// Runs a trivial query: whether the database answers now.
+    ///
+    /// # Errors
+    ///
+    /// The database failed (or no connection could be had).
+    pub async fn ping(&self) -> Result<(), Error> {
+        with_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         match self.pool {
