@@ -347,6 +347,7 @@ request_body = '{{"model":"m","stream":true,"messages":[{{"role":"user","content
     );
     assert!(s["requests"].as_u64() >= Some(completed));
     assert!(s["gaps"].is_null());
+    assert!(s["itl_written_ms"].is_null(), "no ts in these chunks: {s}");
     let written = read(&results.join("summary.json"));
     assert!(!written.contains(KEY), "the key is never written");
     // A wrong key: every request refused.
@@ -451,4 +452,9 @@ request_body = '{"model":"streamgauge","stream":true,"max_tokens":10,"ttft_ms":1
     let s = summary(&results);
     assert_generation(&s, 100.0, 10);
     assert!(s["latency_us"]["p50"].is_u64(), "each chunk's ts: {s}");
+    assert!(
+        within_10_percent(&s["itl_written_ms"]["p50"], 20.0),
+        "the gaps as the server wrote them, at 50 tokens/s: {}",
+        s["itl_written_ms"]
+    );
 }

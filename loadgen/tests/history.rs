@@ -236,6 +236,7 @@ async fn histograms_come_back_exactly_and_merge(backend: Backend) {
             "first_event",
             "from_publish",
             "inter_token",
+            "inter_token_written",
             "latency",
             "publish",
             "reconnect",

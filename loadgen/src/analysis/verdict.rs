@@ -46,6 +46,7 @@ pub fn metric(summary: &Value, name: &str) -> Option<f64> {
         "connect" => "connect_ms",
         "ttft" => "ttft_ms",
         "itl" => "itl_ms",
+        "itl_written" => "itl_written_ms",
         "end_to_end" => "end_to_end_us",
         "publish_to_receive" => "publish_to_receive_us",
         "publish_to_receive_same_node" => "publish_to_receive_same_node_us",

@@ -68,6 +68,8 @@ pub struct Generation {
     first_us: Option<u64>,
     /// When the last one arrived.
     last_us: u64,
+    /// When the server wrote the last one (its `ts`), if the chunks say.
+    last_written_us: Option<u64>,
     /// Content pieces received.
     pieces: u64,
     /// `usage.completion_tokens`, if the server sent it.
@@ -86,15 +88,20 @@ pub enum Piece {
     Next {
         /// The inter-token latency.
         itl_us: u64,
+        /// The same gap as the server wrote it (`ts` − the `ts` before),
+        /// when both pieces said when they were written.
+        written_us: Option<u64>,
     },
 }
 
 impl Generation {
     /// A content piece received at `received_us` of a request made at
-    /// `requested_us` (both µs since the Unix epoch).
-    pub fn piece(&mut self, requested_us: u64, received_us: u64) -> Piece {
+    /// `requested_us`, written at `written_us` if the chunk says (all µs
+    /// since the Unix epoch).
+    pub fn piece(&mut self, requested_us: u64, received_us: u64, written_us: Option<u64>) -> Piece {
         self.pieces += 1;
         let previous = std::mem::replace(&mut self.last_us, received_us);
+        let previous_written = std::mem::replace(&mut self.last_written_us, written_us);
         match self.first_us {
             None => {
                 self.first_us = Some(received_us);
@@ -104,6 +111,9 @@ impl Generation {
             }
             Some(_) => Piece::Next {
                 itl_us: received_us.saturating_sub(previous),
+                written_us: previous_written
+                    .zip(written_us)
+                    .map(|(before, now)| now.saturating_sub(before)),
             },
         }
     }
@@ -180,16 +190,22 @@ request_body = '{"model":"m","stream":true,"user":"{{client}}"}'
     fn a_generation_measures_first_token_gaps_and_rate() {
         let mut generation = Generation::default();
         assert_eq!(
-            generation.piece(1_000, 201_000),
+            generation.piece(1_000, 201_000, Some(200_500)),
             Piece::First { ttft_us: 200_000 }
         );
         assert_eq!(
-            generation.piece(1_000, 221_000),
-            Piece::Next { itl_us: 20_000 }
+            generation.piece(1_000, 221_000, Some(220_000)),
+            Piece::Next {
+                itl_us: 20_000,
+                written_us: Some(19_500)
+            }
         );
         assert_eq!(
-            generation.piece(1_000, 241_000),
-            Piece::Next { itl_us: 20_000 }
+            generation.piece(1_000, 241_000, None),
+            Piece::Next {
+                itl_us: 20_000,
+                written_us: None
+            }
         );
         assert_eq!(generation.tokens(), 3);
         assert_eq!(generation.time_per_token_us(), Some(20_000));
@@ -199,7 +215,7 @@ request_body = '{"model":"m","stream":true,"user":"{{client}}"}'
             (5, Some(10_000))
         );
         let mut one = Generation::default();
-        one.piece(0, 10);
+        one.piece(0, 10, None);
         assert_eq!(one.time_per_token_us(), None);
     }
 }

@@ -897,7 +897,8 @@ impl VirtualClient {
 
     /// Records an OpenAI-style chunk: a content piece's time to first
     /// token or inter-token latency, the output token count if given, and
-    /// its delivery latency when the chunk says when it was sent.
+    /// its delivery latency and the gap as written when the chunk says
+    /// when it was sent.
     fn chunk(
         &mut self,
         content: bool,
@@ -918,10 +919,15 @@ impl VirtualClient {
         if content {
             match reading
                 .generation
-                .piece(reading.requested_us, event.received_us)
+                .piece(reading.requested_us, event.received_us, ts_us)
             {
                 Piece::First { ttft_us } => self.recorder.sample(Sample::FirstEvent, ttft_us),
-                Piece::Next { itl_us } => self.recorder.sample(Sample::InterToken, itl_us),
+                Piece::Next { itl_us, written_us } => {
+                    self.recorder.sample(Sample::InterToken, itl_us);
+                    if let Some(written) = written_us {
+                        self.recorder.sample(Sample::InterTokenWritten, written);
+                    }
+                }
             }
         }
         true

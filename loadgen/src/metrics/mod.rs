@@ -190,6 +190,9 @@ pub enum Sample {
     /// OpenAI-style streams: a request's decode time per output token
     /// after the first.
     TokenTime,
+    /// OpenAI-style streams whose chunks say when they were written: a
+    /// content piece's `ts` − the one before's.
+    InterTokenWritten,
 }
 
 /// Everything measured over some interval. Every histogram is in µs.
@@ -222,6 +225,10 @@ pub struct Stats {
     /// OpenAI-style streams: each request's decode time per output token
     /// after the first.
     pub token_time: Histogram<u64>,
+    /// OpenAI-style streams whose chunks say when they were written: a
+    /// content piece's `ts` − the one before's (the inter-token latency
+    /// as the server wrote it).
+    pub inter_token_written: Histogram<u64>,
     /// The counters.
     pub counts: Counts,
     /// The start of the first message a foreign format could not read, for
@@ -244,6 +251,7 @@ impl Default for Stats {
             resume: histogram(),
             inter_token: histogram(),
             token_time: histogram(),
+            inter_token_written: histogram(),
             counts: Counts::default(),
             unparsed_example: None,
         }
@@ -253,7 +261,7 @@ impl Default for Stats {
 impl Stats {
     /// The histograms' names, in [`Sample`] order (that of
     /// [`Stats::histograms`] and [`Stats::each`]).
-    const NAMES: [&'static str; 12] = [
+    const NAMES: [&'static str; 13] = [
         "latency",
         "end_to_end",
         "from_publish",
@@ -266,10 +274,11 @@ impl Stats {
         "resume",
         "inter_token",
         "token_time",
+        "inter_token_written",
     ];
 
     /// Every histogram, in [`Sample`] order.
-    fn each(&self) -> [&Histogram<u64>; 12] {
+    fn each(&self) -> [&Histogram<u64>; 13] {
         [
             &self.latency,
             &self.end_to_end,
@@ -283,11 +292,12 @@ impl Stats {
             &self.resume,
             &self.inter_token,
             &self.token_time,
+            &self.inter_token_written,
         ]
     }
 
     /// Every histogram, in [`Sample`] order.
-    fn histograms(&mut self) -> [&mut Histogram<u64>; 12] {
+    fn histograms(&mut self) -> [&mut Histogram<u64>; 13] {
         [
             &mut self.latency,
             &mut self.end_to_end,
@@ -301,6 +311,7 @@ impl Stats {
             &mut self.resume,
             &mut self.inter_token,
             &mut self.token_time,
+            &mut self.inter_token_written,
         ]
     }
 

@@ -159,6 +159,7 @@ mod tests {
             Sample::Resume,
             Sample::InterToken,
             Sample::TokenTime,
+            Sample::InterTokenWritten,
         ]
         .into_iter()
         .enumerate()

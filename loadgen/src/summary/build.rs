@@ -86,6 +86,7 @@ impl Foreign {
             requests: openai.then_some(c.connects),
             output_tokens: openai.then_some(c.tokens),
             itl_ms: MillisMax::of(&totals.inter_token).filter(|_| openai),
+            itl_written_ms: MillisMax::of(&totals.inter_token_written).filter(|_| openai),
             tokens_per_s: Rates::of(&totals.token_time).filter(|_| openai),
         }
     }

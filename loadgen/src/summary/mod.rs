@@ -101,6 +101,10 @@ pub struct Foreign {
     pub output_tokens: Option<u64>,
     /// `openai`: the time between content pieces of a response, ms.
     pub itl_ms: Option<MillisMax>,
+    /// `openai` with `ts_pointer`: the time between content pieces as the
+    /// server wrote them (`ts` − the `ts` before), ms: what `itl_ms` would
+    /// be with nothing between the server and the load generator.
+    pub itl_written_ms: Option<MillisMax>,
     /// `openai`: each request's decode rate after its first token.
     pub tokens_per_s: Option<Rates>,
 }
