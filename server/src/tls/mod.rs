@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config;
 use crate::metrics::ConnectionMetrics;
 use crate::shutdown::Reloads;
+
+pub mod stream;
 
 /// ALPN protocols offered, in order of preference.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -162,10 +163,11 @@ impl Tls {
         Ok(())
     }
 
-    /// An acceptor with the configuration in force now.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    /// The configuration in force now, for a new connection
+    /// ([`stream::accept`]).
+    pub fn config(&self) -> Arc<ServerConfig> {
         let config = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        TlsAcceptor::from(Arc::clone(&config))
+        Arc::clone(&config)
     }
 }
 
