@@ -503,3 +503,147 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, duplex};
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::client::TlsStream as ClientStream;
+
+    use super::*;
+    use crate::tls::{Tls, TlsFiles, ring_provider};
+
+    /// The server's configuration for a fresh certificate, and a client
+    /// that trusts it offering `alpn`.
+    fn pair(alpn: &[&[u8]]) -> (Arc<ServerConfig>, TlsConnector, tempfile::TempDir) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        };
+        std::fs::write(&files.cert, made.cert.pem()).unwrap();
+        std::fs::write(&files.key, made.signing_key.serialize_pem()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::clone(made.cert.der())).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(ring_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let server = Tls::load(&files).unwrap().config();
+        (server, TlsConnector::from(Arc::new(client)), dir)
+    }
+
+    /// Both ends of a handshake over a pipe of `capacity` bytes each way.
+    async fn connected(
+        alpn: &[&[u8]],
+        capacity: usize,
+    ) -> (TlsStream<DuplexStream>, ClientStream<DuplexStream>) {
+        let (config, connector, _dir) = pair(alpn);
+        let (server, client) = duplex(capacity);
+        let name = ServerName::try_from("localhost").unwrap();
+        let (server, client) =
+            tokio::join!(accept(server, config), connector.connect(name, client));
+        (server.unwrap(), client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn alpn_chooses_and_data_goes_both_ways_in_pieces_then_both_close() {
+        let (server, mut client) = connected(&[b"http/1.1"], 1000).await;
+        assert_eq!(server.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let (h2, _) = connected(&[b"h2", b"http/1.1"], 1000).await;
+        assert_eq!(h2.alpn_protocol(), Some(&b"h2"[..]));
+
+        // The server echoes until the client's close_notify, then sends its own.
+        let echo = tokio::spawn(async move {
+            let (mut read, mut write) = tokio::io::split(server);
+            let echoed = tokio::io::copy(&mut read, &mut write).await.unwrap();
+            write.shutdown().await.unwrap();
+            echoed
+        });
+        // More than a record, through a pipe smaller than one: every read
+        // and write is partial, and each side waits on the other.
+        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut read, mut write) = tokio::io::split(&mut client);
+        let writing = async {
+            write.write_all(&sent).await.unwrap();
+            write.shutdown().await.unwrap();
+        };
+        let mut received = Vec::new();
+        let reading = read.read_to_end(&mut received);
+        let ((), read_result) = tokio::join!(writing, reading);
+        read_result.expect("the server's close_notify ends the stream cleanly");
+        assert_eq!(received, sent);
+        assert_eq!(echo.await.unwrap(), sent.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_clients_key_update_is_answered_and_data_goes_on() {
+        let (mut server, mut client) = connected(&[b"http/1.1"], 64 * 1024).await;
+        let mut byte = [0; 1];
+        for round in 0..3u8 {
+            // A KeyUpdate asking the server to update its keys too.
+            client.get_mut().1.refresh_traffic_keys().unwrap();
+            client.write_all(&[round]).await.unwrap();
+            server.read_exact(&mut byte).await.unwrap();
+            assert_eq!(byte, [round]);
+            // Readable only if the server's KeyUpdate came first.
+            server.write_all(&[round + 10]).await.unwrap();
+            server.flush().await.unwrap();
+            client.read_exact(&mut byte).await.unwrap();
+            assert_eq!(byte, [round + 10]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_takes_no_more_while_encrypted_bytes_wait() {
+        let capacity = 4096;
+        let (mut server, _client) = connected(&[b"http/1.1"], capacity).await;
+        let data = vec![7; 1 << 20];
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut taken = 0;
+        // The client reads nothing: the pipe fills, then writes wait.
+        for _ in 0..data.len() {
+            match Pin::new(&mut server).poll_write(&mut cx, &data[taken..]) {
+                Poll::Ready(Ok(n)) => taken += n,
+                Poll::Ready(Err(e)) => panic!("{e}"),
+                Poll::Pending => break,
+            }
+        }
+        assert!(
+            taken <= capacity + WRITE_CHUNK,
+            "{taken} B taken while the peer reads nothing"
+        );
+        assert!(
+            Pin::new(&mut server)
+                .poll_write(&mut cx, &data[taken..])
+                .is_pending()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_speak_tls_gets_an_alert_and_an_error() {
+        let (config, _, _dir) = pair(&[]);
+        let (server, mut client) = duplex(4096);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let err = accept(server, config).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply.first(), Some(&0x15), "an alert record: {reply:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_gone_during_the_handshake_is_an_unexpected_end() {
+        let (config, _, _dir) = pair(&[]);
+        let (server, client) = duplex(4096);
+        drop(client);
+        let err = accept(server, config).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
