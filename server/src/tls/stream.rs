@@ -5,9 +5,9 @@
 //! of heap against 3,050 B plain (dhat, docs/performance.md section 6),
 //! 4,096 B of it rustls' own read buffer, which its buffered connection
 //! keeps at 4 KiB for the connection's life and has no call to free. Here
-//! rustls keeps no buffer of its own: bytes read from the socket land in a
+//! rustls keeps no record buffer of its own: bytes read from the socket land in a
 //! buffer on the stack and are processed there; only a partial record is
-//! copied to the heap ([`TlsStream::incoming`]), and freed once it is
+//! copied to the heap (the stream's `incoming`), and freed once it is
 //! whole. Records to send are encrypted into a buffer freed after each
 //! flush, and decrypted data not yet read is kept only until it is read.
 //!
@@ -18,11 +18,13 @@
 //! - application data both ways, in pieces of any size: a read returns
 //!   what is decrypted, a write encrypts at most one record's worth
 //!   ([`WRITE_CHUNK`]) and, while encrypted bytes wait for the socket,
-//!   takes no more (backpressure: at most one chunk is buffered);
+//!   takes no more (backpressure: at most one chunk is buffered); a
+//!   vectored write's slices (a batch's pieces) are gathered into one
+//!   record, and one system call;
 //! - TLS 1.3 post-handshake messages: the server's NewSessionTickets and
 //!   its answer to a client's KeyUpdate are queued by rustls and sent
 //!   before anything written after them;
-//! - close_notify both ways: the peer's ends reading (a read returns 0),
+//! - close_notify both ways: the peer's ends reading (a read returns 0);
 //!   [`AsyncWrite::poll_shutdown`] sends ours; a socket's end without one
 //!   also ends reading once the handshake is done;
 //! - alerts and errors: rustls' error becomes an [`io::Error`] of kind
