@@ -12,7 +12,7 @@
 //! flush, and decrypted data not yet read is kept only until it is read.
 //!
 //! What it handles (rustls does all of TLS; this owns buffers and drives
-//! [`UnbufferedServerConnection::process_tls_records`]'s states):
+//! [`process_tls_records`](rustls::unbuffered::UnbufferedConnectionCommon::process_tls_records)'s states):
 //! - the handshake ([`accept`]; the caller bounds it in time), ALPN
 //!   included ([`TlsStream::alpn_protocol`]);
 //! - application data both ways, in pieces of any size: a read returns
