@@ -181,7 +181,7 @@ fn secure(
         let accepted = io.accepted();
         let deadline = accepted + serving.header_timeout;
         // Boxed: the handshake's state is freed once it is done.
-        let handshake = Box::pin(timeout_at(deadline, tls.acceptor().accept(io)));
+        let handshake = Box::pin(timeout_at(deadline, tls::stream::accept(io, tls.config())));
         let mut stream = match handshake.await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -194,7 +194,7 @@ fn secure(
                 return;
             }
         };
-        let prefix = if stream.get_ref().1.alpn_protocol() == Some(tls::H2) {
+        let prefix = if stream.alpn_protocol() == Some(tls::H2) {
             client.protocol = Protocol::Http2;
             Bytes::new()
         } else {

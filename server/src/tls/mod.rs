@@ -3,17 +3,24 @@
 //! reloadable while the server runs (SIGHUP: new handshakes use the new
 //! certificate; connections already open keep theirs).
 //!
-//! Why tokio-rustls (with hyper-util's connection builders) rather than
-//! axum-server: the server runs its own accept loop ([`crate::serve`]),
-//! which bounds every phase of a connection, reads the PROXY protocol,
-//! admits each peer address under its limit and serves SSE streams without
-//! hyper's buffers ([`crate::direct`]). tokio-rustls is a TLS stream over
-//! any socket and composes with that loop as it is; axum-server owns its
+//! Connections are served over [`stream::TlsStream`], the server's own
+//! driver of rustls' unbuffered connection, not tokio-rustls: rustls'
+//! buffered connection (which tokio-rustls wraps) keeps a 4 KiB read
+//! buffer for each connection's life, and an idle HTTP/1.1 stream over
+//! it held 10.7 KiB of heap against the 8 KiB the project allows; over
+//! [`stream::TlsStream`] it holds 6.4 KiB (docs/performance.md, section 6).
+//! rustls does all of TLS; [`stream`] only owns the buffers and the loop
+//! over the connection's states.
+//!
+//! Why not axum-server: the server runs its own accept loop
+//! ([`crate::serve`]), which bounds every phase of a connection, reads the
+//! PROXY protocol, admits each peer address under its limit and serves
+//! SSE streams without hyper's buffers ([`crate::direct`]). A TLS stream
+//! over any socket composes with that loop as it is; axum-server owns its
 //! accept loop (`axum_server::bind_rustls(…).serve(…)`), so the loop's
 //! parts would have to be rebuilt as its `Accept` hooks, and its direct
-//! SSE path would be lost. tokio-rustls is the rustls project's own tokio
-//! binding (the one hyper-rustls and axum-server build on), released with
-//! rustls. rustls runs on *ring*, the one crypto provider in this build.
+//! SSE path would be lost. rustls runs on *ring*, the one crypto provider
+//! in this build.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -21,11 +28,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config;
 use crate::metrics::ConnectionMetrics;
 use crate::shutdown::Reloads;
+
+pub mod stream;
 
 /// ALPN protocols offered, in order of preference.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -162,10 +170,11 @@ impl Tls {
         Ok(())
     }
 
-    /// An acceptor with the configuration in force now.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    /// The configuration in force now, for a new connection
+    /// ([`stream::accept`]).
+    pub fn config(&self) -> Arc<ServerConfig> {
         let config = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        TlsAcceptor::from(Arc::clone(&config))
+        Arc::clone(&config)
     }
 }
 
