@@ -185,6 +185,7 @@ impl Verifier {
         if options.key.is_none() && options.jwks.is_none() {
             return Ok(None);
         }
+        super::ring_crypto::install();
         let mut fingerprint = Sha256::new();
         fingerprint.update(format!("{options:?}"));
         let default = match &options.key {

@@ -13,6 +13,7 @@ pub mod denylist;
 mod glob;
 pub mod jwt;
 pub mod lease;
+pub mod ring_crypto;
 pub mod statics;
 
 use std::sync::Arc;
