@@ -5,11 +5,11 @@
 //! ([`renew_after`]), either on the live WebSocket (a refresh frame and its
 //! answer) or by reopening the stream with a fresh token.
 //!
-//! Minting costs one signature: microseconds for HS256, EdDSA and ES256,
-//! about a millisecond for RS256. Each client mints its own token in its
-//! own task, as it connects, so a connect storm spreads the work over the
-//! runtime's threads instead of holding up the clients before the first
-//! connects.
+//! Minting costs one signature (measured in a debug build: 32 µs for
+//! HS256, 0.42 ms for EdDSA, 3.9 ms for ES256; release builds are many
+//! times faster). Each client mints its own token in its own task, as it
+//! connects, so a connect storm spreads the work over the runtime's
+//! threads instead of holding up the clients before the first connects.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
