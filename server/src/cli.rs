@@ -91,6 +91,11 @@ fn serve(config: Config, tls: Option<Tls>) -> anyhow::Result<()> {
             }
             None => None,
         };
+        // The denylist's reloader installs its own once the server runs; the
+        // handler stays installed from here on (tokio never uninstalls one).
+        if config.jwt_denylist.is_some() {
+            Reloads::install().context("installing the SIGHUP handler")?;
+        }
         announce(addr, tls.is_some())?;
         let shutdown = Shutdown::new();
         let trigger = shutdown.clone();

@@ -34,11 +34,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::denylist::{Denylist, DenylistFile};
+use crate::auth::jwt::{JwtOptions, Verifier};
 use crate::auth::{ReadRule, Secret};
 use crate::cors::Cors;
 use crate::logging::LogFormat;
@@ -122,6 +125,34 @@ pub struct Args {
     /// A read rule `PATTERN=TOKEN` (repeatable; or STREAMGAUGE_READ_TOKEN, comma-separated): topics matching PATTERN (`*` = any run) need TOKEN to be read
     #[arg(long, value_name = "RULE")]
     pub read_token: Option<Vec<Secret>>,
+
+    /// JWTs: an HS256 secret file (at least 32 bytes), or a PEM public key (RSA: RS256, EC P-256: ES256, Ed25519: EdDSA); with JWTs on, every topic read and publish needs a credential [default: off]
+    #[arg(long, env = "STREAMGAUGE_JWT_KEY", value_name = "FILE")]
+    pub jwt_key: Option<PathBuf>,
+
+    /// JWTs: a JWKS document whose keys are picked by the token's `kid`
+    #[arg(long, env = "STREAMGAUGE_JWKS_FILE", value_name = "FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Clock skew accepted on a JWT's `exp` and `nbf`
+    #[arg(long, env = "STREAMGAUGE_JWT_LEEWAY", value_name = "DURATION")]
+    pub jwt_leeway: Option<HumanDuration>,
+
+    /// The `iss` a JWT must carry
+    #[arg(long, env = "STREAMGAUGE_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// An `aud` a JWT must carry
+    #[arg(long, env = "STREAMGAUGE_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// A cookie whose value is taken as a subscription's token when no header or `token` parameter gives one
+    #[arg(long, env = "STREAMGAUGE_JWT_COOKIE", value_name = "NAME")]
+    pub jwt_cookie: Option<String>,
+
+    /// A file of revoked JWT subjects (`sub`) and ids (`jti`), one per line; re-read when it changes and at SIGHUP, and live streams of a listed token end
+    #[arg(long, env = "STREAMGAUGE_JWT_DENYLIST", value_name = "FILE")]
+    pub jwt_denylist: Option<PathBuf>,
 
     /// Largest publish body, bytes; larger is 413
     #[arg(long, env = "STREAMGAUGE_MAX_PUBLISH_BYTES", value_name = "BYTES")]
@@ -333,6 +364,14 @@ fn defaults() -> Args {
         // None: publishing and reading are open.
         publish_token: None,
         read_token: None,
+        // JWTs are off unless a key or a JWKS is given.
+        jwt_key: None,
+        jwks_file: None,
+        jwt_leeway: seconds(30),
+        jwt_issuer: None,
+        jwt_audience: None,
+        jwt_cookie: None,
+        jwt_denylist: None,
         max_publish_bytes: Some(64 << 10),
         publish_queue: Some(8192),
         retention_events: Some(1_000_000),
@@ -572,6 +611,12 @@ pub struct Config {
     pub publish_tokens: Vec<Secret>,
     /// Topics that need a token to be read.
     pub read_rules: Vec<ReadRule>,
+    /// The JWT keys; `None`: JWTs are off.
+    pub jwt: Option<Arc<Verifier>>,
+    /// The cookie a subscription's token may come in.
+    pub jwt_cookie: Option<String>,
+    /// Revoked subjects and token ids.
+    pub jwt_denylist: Option<DenylistFile>,
     /// Largest publish body, bytes.
     pub max_publish_bytes: usize,
     /// Publishes waiting to be committed before new ones are refused.
@@ -665,6 +710,13 @@ impl Config {
             sqlite_durability: Some(sqlite_durability),
             publish_token,
             read_token,
+            jwt_key,
+            jwks_file,
+            jwt_leeway: Some(HumanDuration(jwt_leeway)),
+            jwt_issuer,
+            jwt_audience,
+            jwt_cookie,
+            jwt_denylist,
             max_publish_bytes: Some(max_publish_bytes),
             publish_queue: Some(publish_queue),
             retention_events: Some(retention_events),
@@ -724,6 +776,21 @@ impl Config {
                     .map_err(|reason| invalid("read-token", &reason))?,
                 None => Vec::new(),
             },
+            jwt: load_jwt(&JwtOptions {
+                key: jwt_key,
+                jwks: jwks_file,
+                leeway: jwt_leeway,
+                issuer: jwt_issuer,
+                audience: jwt_audience,
+            })?,
+            jwt_cookie: jwt_cookie.filter(|name| !name.is_empty()),
+            jwt_denylist: jwt_denylist
+                .map(|path| {
+                    Denylist::read(&path)
+                        .map(|initial| DenylistFile { path, initial })
+                        .map_err(|e| invalid("jwt-denylist", &e))
+                })
+                .transpose()?,
             max_publish_bytes,
             publish_queue,
             retention: Retention {
@@ -872,6 +939,22 @@ fn default_max_replays(database_connections: u32) -> usize {
 /// The largest batch a writer may build, bytes.
 const MAX_BATCH_BYTES: usize = 1 << 30;
 
+/// The JWT keys `options` name, the flag of a file that cannot be used
+/// named in the error.
+fn load_jwt(options: &JwtOptions) -> Result<Option<Arc<Verifier>>, Error> {
+    Verifier::load(options)
+        .map(|v| v.map(Arc::new))
+        .map_err(|e| {
+            let jwks = options.jwks.as_ref().map(|p| p.display().to_string());
+            let flag = if jwks.as_deref() == Some(e.path.as_str()) {
+                "jwks-file"
+            } else {
+                "jwt-key"
+            };
+            invalid(flag, &e.to_string())
+        })
+}
+
 fn invalid(name: &'static str, reason: &str) -> Error {
     Error::Invalid {
         name,
@@ -940,11 +1023,17 @@ mod tests {
             ("workers", "one per core", d.workers.is_none()),
             ("inject-delay", "off", d.inject_delay.is_none()),
             ("inject-leak", "off", d.inject_leak.is_none()),
+            ("jwt-key", "off", d.jwt.is_none()),
         ];
         let without_default = [
             "config",
             "publish-token",
             "read-token",
+            "jwks-file",
+            "jwt-issuer",
+            "jwt-audience",
+            "jwt-cookie",
+            "jwt-denylist",
             "tls-cert",
             "tls-key",
             "cors-origin",

@@ -40,6 +40,10 @@ pub enum Disconnect {
     StorageUnavailable,
     /// The peer sent pings faster than a stream answers them: WS 1008.
     PingFlood,
+    /// The JWT that opened the stream expired: WS 4401, SSE `end` notice.
+    TokenExpired,
+    /// The JWT's subject or id was denylisted: WS 4403, SSE `end` notice.
+    Revoked,
 }
 
 impl Disconnect {
@@ -56,6 +60,9 @@ impl Disconnect {
             Disconnect::Lagged | Disconnect::Unauthorized | Disconnect::PingFlood => Some(1008),
             Disconnect::InvalidMessage => Some(1007),
             Disconnect::StorageUnavailable => Some(1011),
+            // Application codes (RFC 6455, 7.4.2), after HTTP's 401 and 403.
+            Disconnect::TokenExpired => Some(4401),
+            Disconnect::Revoked => Some(4403),
             Disconnect::PeerGone | Disconnect::SlowConsumer => None,
         }
     }
@@ -66,7 +73,13 @@ impl Disconnect {
     /// code). Any other end of body is a completion, a shutdown, or a peer
     /// that cannot be written to.
     pub fn notifies_sse(self) -> bool {
-        matches!(self, Disconnect::StorageUnavailable | Disconnect::Lagged)
+        matches!(
+            self,
+            Disconnect::StorageUnavailable
+                | Disconnect::Lagged
+                | Disconnect::TokenExpired
+                | Disconnect::Revoked
+        )
     }
 
     /// The metric label: a stable snake_case name.
@@ -85,6 +98,8 @@ impl Disconnect {
             Disconnect::Unauthorized => "unauthorized",
             Disconnect::StorageUnavailable => "storage_unavailable",
             Disconnect::PingFlood => "ping_flood",
+            Disconnect::TokenExpired => "token_expired",
+            Disconnect::Revoked => "revoked",
         }
     }
 
@@ -104,6 +119,9 @@ impl Disconnect {
             Disconnect::Unauthorized => "publishing requires a valid bearer token",
             Disconnect::StorageUnavailable => "storage unavailable; resume from your last seq",
             Disconnect::PingFlood => "too many pings: at most 100 a second",
+            // The reason itself: what a client reads to decide to renew.
+            Disconnect::TokenExpired => "token_expired",
+            Disconnect::Revoked => "revoked",
         }
     }
 }
@@ -129,6 +147,8 @@ mod tests {
         assert_eq!(Disconnect::InvalidMessage.close_code(), Some(1007));
         assert_eq!(Disconnect::StorageUnavailable.close_code(), Some(1011));
         assert_eq!(Disconnect::PingFlood.close_code(), Some(1008));
+        assert_eq!(Disconnect::TokenExpired.close_code(), Some(4401));
+        assert_eq!(Disconnect::Revoked.close_code(), Some(4403));
         assert_eq!(Disconnect::PeerGone.close_code(), None);
     }
 
@@ -149,6 +169,8 @@ mod tests {
             Disconnect::Unauthorized,
             Disconnect::StorageUnavailable,
             Disconnect::PingFlood,
+            Disconnect::TokenExpired,
+            Disconnect::Revoked,
         ] {
             assert!(d.reason().len() <= 123);
         }

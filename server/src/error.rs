@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::admission::OverCapacity;
-use crate::auth::Denied;
+use crate::auth::Refusal;
 use crate::publish::PublishError;
 
 /// A request refused before any stream started.
@@ -34,12 +34,15 @@ pub enum ApiError {
         /// Sent as `Retry-After`.
         retry_after: Duration,
     },
-    /// No bearer token was presented where one is required.
-    #[error("{0} requires a bearer token")]
-    Unauthorized(&'static str),
-    /// The bearer token presented does not allow this.
-    #[error("the bearer token is not valid for {0}")]
-    Forbidden(&'static str),
+    /// Access to `action` was refused: 401 without a credential the server
+    /// takes, 403 with one that does not allow this.
+    #[error("{}", denial_message(*refusal, action))]
+    Denied {
+        /// Why.
+        refusal: Refusal,
+        /// What was asked, such as "publishing".
+        action: &'static str,
+    },
     /// The request body is over its limit; nothing was stored.
     #[error("body is over the limit of {max} bytes; nothing was stored")]
     PayloadTooLarge {
@@ -87,12 +90,9 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// Access to `action` (such as "publishing") was denied.
-    pub fn denied(denied: Denied, action: &'static str) -> Self {
-        match denied {
-            Denied::Missing => ApiError::Unauthorized(action),
-            Denied::Wrong => ApiError::Forbidden(action),
-        }
+    /// Access to `action` (such as "publishing") was refused.
+    pub fn denied(refusal: Refusal, action: &'static str) -> Self {
+        ApiError::Denied { refusal, action }
     }
 
     /// A refused publish; `retry_after` goes with the retryable ones.
@@ -124,8 +124,8 @@ impl ApiError {
             ApiError::OverCapacity { .. } | ApiError::Unavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Denied { refusal, .. } if refusal.is_forbidden() => StatusCode::FORBIDDEN,
+            ApiError::Denied { .. } => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) | ApiError::MalformedHead(_) => StatusCode::BAD_REQUEST,
             ApiError::PeerLimit(_) | ApiError::StreamRate(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -138,9 +138,25 @@ impl ApiError {
     }
 }
 
+/// The message of a refusal: the wording of the static tokens' two cases
+/// is kept (clients match it), every JWT reason says what is wrong.
+fn denial_message(refusal: Refusal, action: &str) -> String {
+    match refusal {
+        Refusal::Missing => format!("{action} requires a bearer token"),
+        Refusal::WrongToken => format!("the bearer token is not valid for {action}"),
+        other => format!("{action} refused: {}", other.describe()),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        let body = match &self {
+            ApiError::Denied { refusal, .. } => {
+                serde_json::json!({ "error": self.to_string(), "reason": refusal.label() })
+            }
+            _ => serde_json::json!({ "error": self.to_string() }),
+        };
+        let body = Json(body);
         let mut response = (self.status_code(), body).into_response();
         let headers = response.headers_mut();
         match self {
@@ -150,8 +166,17 @@ impl IntoResponse for ApiError {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            ApiError::Unauthorized(_) => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            ApiError::Denied { refusal, .. } if !refusal.is_forbidden() => {
+                // RFC 6750, 3: a token was presented and refused.
+                let challenge = if refusal == Refusal::Missing {
+                    "Bearer"
+                } else {
+                    "Bearer error=\"invalid_token\""
+                };
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
             }
             ApiError::PeerLimit(_) | ApiError::StreamRate(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1));

@@ -325,6 +325,33 @@ impl ConnectionMetrics {
     }
 }
 
+/// The metrics of access control: refusals by reason, JWTs accepted, and
+/// live refreshes. Subjects are logged, never labels: they are unbounded.
+#[derive(Debug, Clone, Default)]
+pub struct AuthMetrics {
+    refusals: Family<ReasonLabels, Counter>,
+    jwt_accepted: Counter,
+    refreshes: Family<ResultLabels, Counter>,
+}
+
+impl AuthMetrics {
+    /// Counts a request refused for `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a request let in by a JWT.
+    pub fn jwt_accepted(&self) {
+        self.jwt_accepted.inc();
+    }
+
+    /// Counts a refresh on a live WebSocket, `accepted` or `refused`.
+    pub fn refreshed(&self, accepted: bool) {
+        let result = if accepted { "accepted" } else { "refused" };
+        self.refreshes.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
 /// Upper bounds of the batch-size histogram: powers of two up to 1024.
 const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
@@ -421,6 +448,7 @@ pub struct Metrics {
     topics: TopicMetrics,
     cluster: ClusterMetrics,
     connections: ConnectionMetrics,
+    auth: AuthMetrics,
     live_subscribers: Gauge,
     database_up: Gauge,
 }
@@ -586,6 +614,24 @@ impl Metrics {
             connections.tls_reloads.clone(),
         );
 
+        let auth = AuthMetrics::default();
+        registry.register(
+            "auth_refusals",
+            "Requests refused access, by reason (missing, expired, bad_signature, \
+             topic_not_allowed, revoked, wrong_token, ...: docs/protocol.md)",
+            auth.refusals.clone(),
+        );
+        registry.register(
+            "jwt_accepted",
+            "Requests let in by a verified JWT",
+            auth.jwt_accepted.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Token refreshes on live WebSocket streams, by result (accepted, refused)",
+            auth.refreshes.clone(),
+        );
+
         let database_up = Gauge::default();
         registry.register(
             "database_up",
@@ -616,6 +662,7 @@ impl Metrics {
             topics,
             cluster,
             connections,
+            auth,
             live_subscribers,
             database_up,
         }
@@ -629,6 +676,11 @@ impl Metrics {
     /// The connection metrics.
     pub fn connections(&self) -> &ConnectionMetrics {
         &self.connections
+    }
+
+    /// The metrics of access control.
+    pub fn auth(&self) -> &AuthMetrics {
+        &self.auth
     }
 
     /// The topic metrics.

@@ -17,7 +17,8 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::auth::Denied;
+use crate::auth::Refusal as Denied;
+use crate::auth::jwt::Grant;
 use crate::disconnect::Disconnect;
 use crate::health::Health;
 use crate::hub::Hub;
@@ -357,6 +358,14 @@ impl SocketPublisher {
 }
 
 impl Inbox for SocketPublisher {
+    fn refreshed(&mut self, grant: &Grant) {
+        self.permission = if grant.may_publish(self.topic.as_str()) {
+            Ok(())
+        } else {
+            Err(Denied::TopicNotAllowed)
+        };
+    }
+
     async fn receive(&mut self, message: Bytes) -> Result<Option<Bytes>, Disconnect> {
         if self.permission.is_err() {
             return Err(Disconnect::Unauthorized);

@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -94,6 +94,8 @@ struct AccessLine {
     bytes: AtomicU64,
     /// Why it ended: a stream's reason, or how its body ended.
     reason: Mutex<Option<&'static str>>,
+    /// The subject of the JWT that let it in, if one did.
+    subject: OnceLock<Box<str>>,
 }
 
 impl Client {
@@ -137,6 +139,7 @@ impl Client {
             status: AtomicU16::new(0),
             bytes: AtomicU64::new(0),
             reason: Mutex::new(None),
+            subject: OnceLock::new(),
         });
         let lasting = slot.is_some() || access.is_some() || self.protocol == Protocol::Http2;
         if !lasting && busy.is_none() {
@@ -161,6 +164,13 @@ impl Scope {
         if let Some(line) = &self.access {
             line.bytes.fetch_add(bytes, Ordering::Relaxed);
             *line.reason.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        }
+    }
+
+    /// Records the subject (`sub`) of the JWT that let the request in.
+    pub fn set_subject(&self, sub: &str) {
+        if let Some(line) = &self.access {
+            let _ = line.subject.set(sub.into());
         }
     }
 
@@ -192,6 +202,7 @@ impl Drop for Scope {
             duration_ms = line.started.elapsed().as_secs_f64() * 1e3,
             bytes = line.bytes.load(Ordering::Relaxed),
             reason,
+            sub = line.subject.get().map(|s| &**s),
             "access"
         );
     }
@@ -275,6 +286,19 @@ impl HttpBody for ScopedBody {
 /// on its connection).
 #[derive(Debug, Default)]
 pub struct StreamScope(pub Option<Arc<Scope>>);
+
+/// The scope a handler that is not a stream notes things in (the access
+/// log's subject); shared with the answer, which holds it to the end.
+#[derive(Debug, Default)]
+pub struct RequestScope(pub Option<Arc<Scope>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestScope {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<Arc<Scope>>().cloned()))
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for StreamScope {
     type Rejection = Infallible;

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::jwt::Grant;
+use crate::auth::lease::Lease;
 use crate::connections::BatchCounts;
 use crate::disconnect::Disconnect;
 use crate::metrics::TransportMetrics;
@@ -36,14 +38,17 @@ pub struct Settings {
     pub inject_delay: Option<Duration>,
 }
 
-/// What a session needs besides its parts: two pointers, as it is held by
-/// every open stream.
-#[derive(Debug, Clone)]
+/// What a session needs besides its parts: three pointers, as it is held
+/// by every open stream.
+#[derive(Debug)]
 pub struct Session {
     /// The settings of the stream's transport.
     pub settings: Arc<Settings>,
     /// This stream's batch counts, for `GET /connections`.
     pub batches: Arc<BatchCounts>,
+    /// The lease of the JWT that opened the stream, if one did: it ends
+    /// the stream at the token's expiry or revocation.
+    pub lease: Option<Box<Lease>>,
 }
 
 /// What a stream does with the messages its client sends.
@@ -57,6 +62,12 @@ pub trait Inbox: Send {
         &mut self,
         message: Bytes,
     ) -> impl Future<Output = Result<Option<Bytes>, Disconnect>> + Send;
+
+    /// The client refreshed its token on the live stream: what it may do
+    /// from now on is what `grant` allows.
+    fn refreshed(&mut self, grant: &Grant) {
+        let _ = grant;
+    }
 }
 
 /// The inbox of a stream that takes no messages: any message closes it
@@ -91,12 +102,17 @@ pub fn run<T: Transport + 'static>(
     mut writer: Writer,
     mut transport: T,
     mut inbox: impl Inbox + 'static,
-    session: Session,
+    mut session: Session,
 ) -> impl Future<Output = Disconnect> + Send + 'static {
     let mut source = Box::pin(source);
     async move {
         let reason = {
-            let mut deliver = pin!(deliver(&mut writer, &mut transport, &mut inbox, &session));
+            let mut deliver = pin!(deliver(
+                &mut writer,
+                &mut transport,
+                &mut inbox,
+                &mut session
+            ));
             tokio::select! {
                 biased;
                 reason = &mut deliver => reason,
@@ -109,12 +125,13 @@ pub fn run<T: Transport + 'static>(
     }
 }
 
-/// The delivery loop: batches, keep-alives, the peer and cancellation.
+/// The delivery loop: batches, keep-alives, the peer, the token's lease
+/// and cancellation.
 async fn deliver<T: Transport>(
     writer: &mut Writer,
     transport: &mut T,
     inbox: &mut impl Inbox,
-    session: &Session,
+    session: &mut Session,
 ) -> Disconnect {
     let settings = &*session.settings;
     let mut keep_alive = interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
@@ -126,9 +143,12 @@ async fn deliver<T: Transport>(
         let done = tokio::select! {
             biased;
             () = &mut cancelled => Err(Disconnect::Shutdown),
+            reason = lease_ended(&mut session.lease) => Err(reason),
             inbound = transport.recv() => match inbound {
                 // Boxed: the largest state here, and the rarest.
-                Inbound::Text(message) => Box::pin(answer(transport, inbox, message)).await,
+                Inbound::Text(message) => {
+                    Box::pin(answer(transport, inbox, session.lease.as_deref_mut(), message)).await
+                }
                 Inbound::End(reason) => Err(reason),
             },
             batch = writer.next_batch() => match batch {
@@ -161,12 +181,28 @@ async fn write<T: Transport>(
     Ok(())
 }
 
-/// Hands a message from the peer to the inbox and sends its reply.
+/// Resolves when the stream's lease ends it; never without one.
+async fn lease_ended(lease: &mut Option<Box<Lease>>) -> Disconnect {
+    match lease {
+        Some(lease) => lease.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands a message from the peer to the lease (a token refresh) or else to
+/// the inbox, and sends the reply.
 async fn answer<T: Transport>(
     transport: &mut T,
     inbox: &mut impl Inbox,
+    lease: Option<&mut Lease>,
     message: Bytes,
 ) -> Result<(), Disconnect> {
+    if let Some(refresh) = lease.and_then(|lease| lease.refresh(&message)) {
+        if let Some(grant) = &refresh.grant {
+            inbox.refreshed(grant);
+        }
+        return transport.send_reply(refresh.reply).await;
+    }
     match inbox.receive(message).await? {
         Some(reply) => transport.send_reply(reply).await,
         None => Ok(()),
@@ -216,6 +252,7 @@ mod tests {
         Session {
             settings: Arc::new(settings),
             batches: Arc::default(),
+            lease: None,
         }
     }
 

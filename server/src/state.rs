@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, OverCapacity};
-use crate::auth::Auth;
+use crate::auth::{Auth, denylist};
 use crate::cluster::{self, Node};
 use crate::config::Config;
 use crate::connections::{BatchCounts, Connections};
@@ -119,7 +119,15 @@ impl AppState {
         let state = Self {
             connections: Arc::new(Connections::new(admission, Arc::clone(&metrics))),
             replays: Admission::counting(config.max_replays, "replays"),
-            auth: Arc::new(Auth::new(&config.publish_tokens, &config.read_rules)),
+            auth: Arc::new(Auth::new(
+                &config.publish_tokens,
+                &config.read_rules,
+                config.jwt.clone(),
+                match &config.jwt_denylist {
+                    Some(file) => denylist::watch_file(file.clone(), shutdown.token().clone()),
+                    None => denylist::fixed(denylist::Denylist::default()),
+                },
+            )),
             config: Arc::new(config),
             metrics,
             store,
@@ -143,6 +151,7 @@ impl AppState {
         Session {
             settings: Arc::clone(&self.sessions[transport as usize]),
             batches,
+            lease: None,
         }
     }
 

@@ -10,11 +10,15 @@ use tokio_tungstenite::tungstenite::Message;
 use super::server;
 use crate::support::{self, Backend, Client, End, Item, TestServer, Transport, within};
 
-/// The message of a JSON error answer, which must be the whole answer.
+/// The message of a JSON error answer, which must be the whole answer
+/// (with an access refusal's `reason`).
 fn error_message(answer: &Value) -> &str {
     let message = answer["error"].as_str();
+    let keys_known = answer
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| k == "error" || k == "reason"));
     assert!(
-        message.is_some() && answer.as_object().is_some_and(|o| o.len() == 1),
+        message.is_some() && keys_known,
         "not a JSON error: {answer}"
     );
     message.unwrap_or_default()
@@ -148,9 +152,13 @@ pub(super) async fn tokens_guard_publishing_and_reading(backend: Backend) {
 
     let missing = "publishing requires a bearer token";
     let wrong = "the bearer token is not valid for publishing";
-    for (token, status, says) in [(None, 401, missing), (Some("pub-3"), 403, wrong)] {
+    for (token, status, says, reason) in [
+        (None, 401, missing, "missing"),
+        (Some("pub-3"), 403, wrong, "wrong_token"),
+    ] {
         let (got, answer) = server.try_publish("t", "1", token).await;
         assert_eq!((got, error_message(&answer)), (status, says), "{token:?}");
+        assert_eq!(answer["reason"], reason);
     }
     let (status, answer) = server.try_publish("t", "1", Some("pub-2")).await;
     assert_eq!((status, answer["seq"].as_u64()), (201, Some(1)));

@@ -23,7 +23,7 @@ use super::params::Params;
 use super::stream::{WS_METHODS, sse_stream, ws_over_capacity, ws_send_only};
 use super::topics::path_name;
 use crate::error::ApiError;
-use crate::scope::StreamScope;
+use crate::scope::{RequestScope, StreamScope};
 use crate::source::replay::Replay;
 use crate::state::AppState;
 use crate::store::{MAX_SEED, WalletTrade};
@@ -63,7 +63,7 @@ async fn sse_replay(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (source, tag) = replay(&state, wallet, query.as_deref())?;
-    sse_stream(&state, scope, source, tag)
+    sse_stream(&state, scope, source, tag.into())
 }
 
 async fn ws_replay(
@@ -109,15 +109,17 @@ async fn all_trades(
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// Adds `count` synthetic trades to the wallet (a write: publish token).
+/// Adds `count` synthetic trades to the wallet (a write: a publish token,
+/// or a JWT with `streamgauge.admin`).
 async fn seed(
     State(state): State<AppState>,
     wallet: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    RequestScope(scope): RequestScope,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let wallet = path_name("wallet", wallet)?;
-    credentials::require_publisher(&state.auth, &headers, "seeding trades")?;
+    credentials::require_seeder(&state, scope.as_deref(), &headers)?;
     let count =
         Params::parse(query.as_deref(), &["count"])?.required_u64_in("count", 1..=MAX_SEED)?;
     let total = state

@@ -13,6 +13,7 @@ use axum::routing::{MethodFilter, get, on};
 use futures_util::FutureExt;
 
 use super::params::Params;
+use crate::auth::lease::Lease;
 use crate::config::Config;
 use crate::connections::StreamGuard;
 use crate::disconnect::Disconnect;
@@ -37,6 +38,22 @@ const WS_READ_BUFFER: usize = 1024;
 /// Largest message a client may send on a stream that takes none: any
 /// message closes such a stream (1003), this only bounds what is read first.
 const NO_MESSAGES: usize = 4096;
+
+/// What a stream carries besides its source: its tag, and the lease of
+/// the JWT that opened it.
+#[derive(Debug, Default)]
+pub(crate) struct StreamOptions {
+    /// The `tag` of `GET /connections`.
+    pub tag: Option<String>,
+    /// Ends the stream with its token, if a JWT opened it.
+    pub lease: Option<Box<Lease>>,
+}
+
+impl From<Option<String>> for StreamOptions {
+    fn from(tag: Option<String>) -> Self {
+        Self { tag, lease: None }
+    }
+}
 
 /// A source whose parameters come from the query string.
 pub(crate) trait FromQuery: Source + Sized {
@@ -73,7 +90,7 @@ async fn sse_handler<S: FromQuery>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (source, tag): (S, _) = source_from(&state, query.as_deref())?;
-    sse_stream(&state, scope, source, tag)
+    sse_stream(&state, scope, source, tag.into())
 }
 
 async fn ws_handler<S: FromQuery>(
@@ -108,16 +125,17 @@ fn pipeline(state: &AppState, guard: &StreamGuard, framing: Framing) -> (queue::
     (tx, Writer::new(rx, framing, state.config.batch))
 }
 
-/// Streams `source` as Server-Sent Events, tagged `tag`.
+/// Streams `source` as Server-Sent Events.
 pub(crate) fn sse_stream<S: Source>(
     state: &AppState,
     scope: StreamScope,
     source: S,
-    tag: Option<String>,
+    options: StreamOptions,
 ) -> Result<Response, ApiError> {
-    let guard = admit(state, scope, TransportKind::Sse, tag)?;
+    let guard = admit(state, scope, TransportKind::Sse, options.tag)?;
     let (tx, writer) = pipeline(state, &guard, SseTransport::FRAMING);
-    let session = state.session(TransportKind::Sse, guard.batch_counts());
+    let mut session = state.session(TransportKind::Sse, guard.batch_counts());
+    session.lease = options.lease;
     let body = sse::body(move |transport| {
         session::run(source.run(tx), writer, transport, Refuse, session)
             .map(move |reason| guard.finish(reason))
@@ -139,7 +157,15 @@ pub(crate) fn ws_send_only<S: Source>(
     source: S,
     tag: Option<String>,
 ) -> Response {
-    ws_stream(state, scope, upgrade, source, Refuse, NO_MESSAGES, tag)
+    ws_stream(
+        state,
+        scope,
+        upgrade,
+        source,
+        Refuse,
+        NO_MESSAGES,
+        tag.into(),
+    )
 }
 
 /// `upgrade` with a server-side stream's buffers, taking messages of at
@@ -170,15 +196,16 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     source: S,
     inbox: I,
     max_message: usize,
-    tag: Option<String>,
+    options: StreamOptions,
 ) -> Response {
-    let Ok(guard) = admit(state, scope, TransportKind::Ws, tag) else {
+    let Ok(guard) = admit(state, scope, TransportKind::Ws, options.tag) else {
         return ws_over_capacity(state, upgrade);
     };
     let upgrade = configure(state, upgrade, max_message);
     let shutdown = state.shutdown.clone();
     let (tx, writer) = pipeline(state, &guard, WsTransport::FRAMING);
-    let session = state.session(TransportKind::Ws, guard.batch_counts());
+    let mut session = state.session(TransportKind::Ws, guard.batch_counts());
+    session.lease = options.lease;
     let pong_timeout = state.config.pong_timeout;
     // Boxed until the upgrade: axum keeps the callback's captures in the
     // connection's task for its whole life, beside the session they move

@@ -1,6 +1,8 @@
 //! Topics: `POST /topics/{topic}/events`, `GET /sse/topics/{topic}` and
 //! `GET /ws/topics/{topic}` (which also takes `{"publish": …}` frames).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -16,12 +18,14 @@ use serde_json::{Value, json};
 
 use super::credentials;
 use super::params::{Params, parse_u64_in};
-use super::stream::{WS_METHODS, sse_stream, ws_stream};
+use super::stream::{StreamOptions, WS_METHODS, sse_stream, ws_stream};
+use crate::auth::Access;
+use crate::auth::lease::Lease;
 use crate::error::ApiError;
 use crate::metrics::CloseReason;
 use crate::protocol::Name;
 use crate::publish::SocketPublisher;
-use crate::scope::StreamScope;
+use crate::scope::{RequestScope, StreamScope};
 use crate::source::topic::{OverflowPolicy, Topic};
 use crate::state::AppState;
 
@@ -92,11 +96,12 @@ pub(crate) async fn read_body(
 async fn publish(
     State(state): State<AppState>,
     topic: Result<Path<String>, PathRejection>,
+    RequestScope(scope): RequestScope,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let topic = path_name("topic", topic)?;
-    credentials::require_publisher(&state.auth, &headers, "publishing")?;
+    credentials::require_publisher(&state, scope.as_deref(), &headers, topic.as_str())?;
     let body = read_body(&state, body, &headers, state.config.max_publish_bytes).await?;
     let seq = state
         .publisher
@@ -111,6 +116,8 @@ struct Subscription {
     topic: Name,
     since: Option<u64>,
     policy: OverflowPolicy,
+    /// What let it in.
+    access: Access,
 }
 
 /// Where a subscription resumes: the `Last-Event-ID` header wins over the
@@ -149,25 +156,42 @@ pub(crate) fn overflow(
 impl Subscription {
     /// Reads the topic, `since` (the `Last-Event-ID` header wins over the
     /// query, as an `EventSource` reconnecting keeps its first URL), the
-    /// `overflow` policy, and checks the read token.
+    /// `overflow` policy, and checks the token (noting a JWT's subject in
+    /// `scope`).
     fn parse(
         state: &AppState,
+        scope: &StreamScope,
         topic: Result<Path<String>, PathRejection>,
         params: &Params<'_>,
         headers: &HeaderMap,
     ) -> Result<Self, ApiError> {
         let topic = path_name("topic", topic)?;
-        state
-            .auth
-            .may_read(topic.as_str(), credentials::token(headers, params))
-            .map_err(|denied| ApiError::denied(denied, "reading this topic"))?;
+        let token = credentials::token(headers, params, state.config.jwt_cookie.as_deref());
+        let decision = state.auth.may_read(topic.as_str(), token);
+        let access =
+            credentials::decide(state, scope.0.as_deref(), decision, "reading this topic")?;
         let since = since(headers.get("last-event-id"), params)?;
         let policy = overflow(params, state.config.overflow)?;
         Ok(Self {
             topic,
             since,
             policy,
+            access,
         })
+    }
+
+    /// The stream's options: `tag`, and the lease of the JWT that let it
+    /// in.
+    fn options(&self, state: &AppState, tag: Option<String>) -> StreamOptions {
+        let lease = self.access.grant().map(|grant| {
+            Box::new(Lease::new(
+                Arc::clone(&state.auth),
+                self.topic.clone(),
+                grant,
+                state.metrics.auth().clone(),
+            ))
+        });
+        StreamOptions { tag, lease }
     }
 
     /// The subscription's source. Without `since` it starts at the head as
@@ -194,9 +218,9 @@ async fn sse_subscribe(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref(), SUBSCRIBE_PARAMS)?;
-    let subscription = Subscription::parse(&state, topic, &params, &headers)?;
-    let tag = params.tag()?;
-    sse_stream(&state, scope, subscription.source(&state).await?, tag)
+    let subscription = Subscription::parse(&state, &scope, topic, &params, &headers)?;
+    let options = subscription.options(&state, params.tag()?);
+    sse_stream(&state, scope, subscription.source(&state).await?, options)
 }
 
 async fn ws_subscribe(
@@ -208,11 +232,15 @@ async fn ws_subscribe(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref(), SUBSCRIBE_PARAMS)?;
-    let subscription = Subscription::parse(&state, topic, &params, &headers)?;
-    let tag = params.tag()?;
+    let subscription = Subscription::parse(&state, &scope, topic, &params, &headers)?;
+    let options = subscription.options(&state, params.tag()?);
+    // Checked now, refused only when the client publishes (not counted as
+    // a refusal of the subscription).
+    let token = credentials::token(&headers, &params, state.config.jwt_cookie.as_deref());
     let permission = state
         .auth
-        .may_publish(credentials::token(&headers, &params));
+        .may_publish(subscription.topic.as_str(), token)
+        .map(drop);
     let inbox = SocketPublisher::new(
         state.publisher.clone(),
         subscription.topic.clone(),
@@ -228,6 +256,6 @@ async fn ws_subscribe(
         source,
         inbox,
         max_message,
-        tag,
+        options,
     ))
 }

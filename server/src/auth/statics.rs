@@ -1,4 +1,5 @@
-//! Bearer tokens: who may publish, and who may read which topics.
+//! Static bearer tokens (`--publish-token`, `--read-token`): who may
+//! publish, and who may read which topics.
 //!
 //! Tokens are kept only as SHA-256 digests and compared in constant time
 //! (the digest makes the comparison independent of the tokens' lengths),
@@ -12,6 +13,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use super::Refusal;
+use super::glob::matches as glob_matches;
 
 /// A token from the configuration; never printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,15 +71,6 @@ impl FromStr for ReadRule {
     }
 }
 
-/// Why access was denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
-    /// No token was presented (HTTP 401).
-    Missing,
-    /// A token was presented and is not valid for this (HTTP 403).
-    Wrong,
-}
-
 type TokenDigest = [u8; 32];
 
 fn digest(token: &str) -> TokenDigest {
@@ -93,14 +88,14 @@ fn any_matches(allowed: &[TokenDigest], presented: &TokenDigest) -> bool {
         .into()
 }
 
-/// The access rules.
+/// The static access rules.
 #[derive(Debug, Clone, Default)]
-pub struct Auth {
+pub struct StaticTokens {
     publish: Vec<TokenDigest>,
     read: Vec<(String, TokenDigest)>,
 }
 
-impl Auth {
+impl StaticTokens {
     /// Rules from the configured publish tokens and read rules.
     pub fn new(publish_tokens: &[Secret], read_rules: &[ReadRule]) -> Self {
         Self {
@@ -112,30 +107,33 @@ impl Auth {
         }
     }
 
-    /// Whether anyone may publish (no publish token is configured).
+    /// Whether no publish token is configured.
     pub fn publishing_is_open(&self) -> bool {
         self.publish.is_empty()
     }
 
-    /// Whether the bearer of `token` may publish.
+    /// Whether the bearer of `token` may publish: `Ok(true)` when it is a
+    /// publish token, `Ok(false)` when publishing needs none.
     ///
     /// # Errors
     ///
-    /// [`Denied`] when publish tokens are configured and `token` is none of
+    /// [`Refusal`] when publish tokens are configured and `token` is none of
     /// them.
-    pub fn may_publish(&self, token: Option<&str>) -> Result<(), Denied> {
+    pub fn may_publish(&self, token: Option<&str>) -> Result<bool, Refusal> {
         if self.publishing_is_open() {
-            return Ok(());
+            return Ok(false);
         }
-        check(&self.publish, token)
+        check(&self.publish, token).map(|()| true)
     }
 
-    /// Whether the bearer of `token` may read `topic`.
+    /// Whether the bearer of `token` may read `topic`: `Ok(true)` when a
+    /// read rule guards it and `token` fits, `Ok(false)` when no rule
+    /// guards it.
     ///
     /// # Errors
     ///
-    /// [`Denied`] when `topic` matches read rules and `token` fits none.
-    pub fn may_read(&self, topic: &str, token: Option<&str>) -> Result<(), Denied> {
+    /// [`Refusal`] when `topic` matches read rules and `token` fits none.
+    pub fn may_read(&self, topic: &str, token: Option<&str>) -> Result<bool, Refusal> {
         let allowed: Vec<TokenDigest> = self
             .read
             .iter()
@@ -143,41 +141,19 @@ impl Auth {
             .map(|(_, token)| *token)
             .collect();
         if allowed.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        check(&allowed, token)
+        check(&allowed, token).map(|()| true)
     }
 }
 
-fn check(allowed: &[TokenDigest], token: Option<&str>) -> Result<(), Denied> {
-    let token = token.ok_or(Denied::Missing)?;
+fn check(allowed: &[TokenDigest], token: Option<&str>) -> Result<(), Refusal> {
+    let token = token.ok_or(Refusal::Missing)?;
     if any_matches(allowed, &digest(token)) {
         Ok(())
     } else {
-        Err(Denied::Wrong)
+        Err(Refusal::WrongToken)
     }
-}
-
-/// Whether `name` matches `pattern`, where `*` matches any run of
-/// characters. Hand-written: topic names have no path structure for a
-/// path-glob crate to use, and this is the whole of it.
-fn glob_matches(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 #[cfg(test)]
@@ -190,12 +166,12 @@ mod tests {
 
     #[test]
     fn publishing_is_open_without_tokens_and_guarded_with_them() {
-        assert_eq!(Auth::default().may_publish(None), Ok(()));
-        let auth = Auth::new(&secrets(&["alpha", "beta"]), &[]);
-        assert_eq!(auth.may_publish(None), Err(Denied::Missing));
-        assert_eq!(auth.may_publish(Some("gamma")), Err(Denied::Wrong));
-        assert_eq!(auth.may_publish(Some("alph")), Err(Denied::Wrong));
-        assert_eq!(auth.may_publish(Some("beta")), Ok(()));
+        assert_eq!(StaticTokens::default().may_publish(None), Ok(false));
+        let auth = StaticTokens::new(&secrets(&["alpha", "beta"]), &[]);
+        assert_eq!(auth.may_publish(None), Err(Refusal::Missing));
+        assert_eq!(auth.may_publish(Some("gamma")), Err(Refusal::WrongToken));
+        assert_eq!(auth.may_publish(Some("alph")), Err(Refusal::WrongToken));
+        assert_eq!(auth.may_publish(Some("beta")), Ok(true));
     }
 
     #[test]
@@ -204,30 +180,15 @@ mod tests {
             .iter()
             .map(|r| r.parse().unwrap())
             .collect();
-        let auth = Auth::new(&[], &rules);
-        assert_eq!(auth.may_read("public.news", None), Ok(()));
-        assert_eq!(auth.may_read("private.x", None), Err(Denied::Missing));
-        assert_eq!(auth.may_read("private.x", Some("k2")), Err(Denied::Wrong));
-        assert_eq!(auth.may_read("private.x", Some("k1")), Ok(()));
-        assert_eq!(auth.may_read("private.secret", Some("k2")), Ok(()));
-    }
-
-    #[test]
-    fn globs_match_runs_of_characters() {
-        for (pattern, name, expected) in [
-            ("a*", "abc", true),
-            ("*c", "abc", true),
-            ("a*c", "abc", true),
-            ("a*c", "ac", true),
-            ("a*b*c", "a-b-c", true),
-            ("abc", "abc", true),
-            ("abc", "abcd", false),
-            ("a*c", "abd", false),
-            ("ab*bc", "abc", false),
-            ("*", "", true),
-        ] {
-            assert_eq!(glob_matches(pattern, name), expected, "{pattern} ~ {name}");
-        }
+        let auth = StaticTokens::new(&[], &rules);
+        assert_eq!(auth.may_read("public.news", None), Ok(false));
+        assert_eq!(auth.may_read("private.x", None), Err(Refusal::Missing));
+        assert_eq!(
+            auth.may_read("private.x", Some("k2")),
+            Err(Refusal::WrongToken)
+        );
+        assert_eq!(auth.may_read("private.x", Some("k1")), Ok(true));
+        assert_eq!(auth.may_read("private.secret", Some("k2")), Ok(true));
     }
 
     #[test]

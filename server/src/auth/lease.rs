@@ -1,0 +1,180 @@
+//! A live stream opened with a JWT lives no longer than the token: its
+//! [`Lease`] ends it at `exp` (plus the accepted skew) as
+//! [`Disconnect::TokenExpired`], or as [`Disconnect::Revoked`] as soon as
+//! the denylist names the token's subject or id. A WebSocket client may
+//! send `{"refresh": "<jwt>"}` before then to go on with a new token.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::time::{Instant, Sleep};
+
+use super::denylist::Watch;
+use super::jwt::Grant;
+use super::{Auth, Refusal};
+use crate::disconnect::Disconnect;
+use crate::metrics::AuthMetrics;
+use crate::protocol::Name;
+
+/// What keeps a stream within its token's life.
+#[derive(Debug)]
+pub struct Lease {
+    auth: Arc<Auth>,
+    topic: Name,
+    sub: Box<str>,
+    jti: Option<Box<str>>,
+    deadline: Pin<Box<Sleep>>,
+    denylist: Watch,
+    metrics: AuthMetrics,
+}
+
+/// A `{"refresh": "<jwt>", "id": …}` frame.
+#[derive(Deserialize)]
+struct RefreshFrame<'a> {
+    refresh: String,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+/// `{"refreshed": {"exp": …}, "id": …}`.
+#[derive(Serialize)]
+struct Refreshed<'a> {
+    refreshed: Expiry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct Expiry {
+    exp: u64,
+}
+
+/// `{"error": …, "reason": …, "id": …}`.
+#[derive(Serialize)]
+struct RefreshRefused<'a> {
+    error: String,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+}
+
+/// What a refresh frame came to: the reply, and the new grant if taken.
+#[derive(Debug)]
+pub struct Refresh {
+    /// The reply to send back.
+    pub reply: Bytes,
+    /// The new token's grant, when it was taken.
+    pub grant: Option<Grant>,
+}
+
+impl Lease {
+    /// The lease of a stream of `topic` that `grant` opened.
+    pub fn new(auth: Arc<Auth>, topic: Name, grant: &Grant, metrics: AuthMetrics) -> Self {
+        let mut denylist = auth.denylist();
+        // Looked at once at the start: a change between the token's check
+        // and now is not missed.
+        denylist.mark_changed();
+        let deadline = Box::pin(tokio::time::sleep_until(deadline(grant.exp, auth.leeway())));
+        Self {
+            sub: grant.sub.clone(),
+            jti: grant.jti.clone(),
+            auth,
+            topic,
+            deadline,
+            denylist,
+            metrics,
+        }
+    }
+
+    /// Resolves when the stream must end: at expiry, or when revoked.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the deadline and the denylist's version are kept in the
+    /// lease.
+    pub async fn ended(&mut self) -> Disconnect {
+        loop {
+            tokio::select! {
+                () = self.deadline.as_mut() => return Disconnect::TokenExpired,
+                changed = self.denylist.changed() => {
+                    if changed.is_err() {
+                        // The denylist can no longer change.
+                        self.deadline.as_mut().await;
+                        return Disconnect::TokenExpired;
+                    }
+                    let denied = self.denylist.borrow_and_update().denies(&self.sub, self.jti.as_deref());
+                    if denied {
+                        return Disconnect::Revoked;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes `message` if it is a refresh frame: the new token must verify,
+    /// be for the same subject and still allow this topic; the stream then
+    /// goes on until the new `exp`. `None`: not a refresh frame.
+    pub fn refresh(&mut self, message: &[u8]) -> Option<Refresh> {
+        // Publish frames are most of what a client sends: only a frame that
+        // mentions the key is parsed for it.
+        if !contains(message, b"\"refresh\"") {
+            return None;
+        }
+        let frame: RefreshFrame<'_> = serde_json::from_slice(message).ok()?;
+        let outcome = self.check(&frame.refresh);
+        self.metrics.refreshed(outcome.is_ok());
+        let reply = match &outcome {
+            Ok(grant) => {
+                self.deadline
+                    .as_mut()
+                    .reset(deadline(grant.exp, self.auth.leeway()));
+                self.jti.clone_from(&grant.jti);
+                serde_json::to_vec(&Refreshed {
+                    refreshed: Expiry { exp: grant.exp },
+                    id: frame.id,
+                })
+            }
+            Err(refusal) => serde_json::to_vec(&RefreshRefused {
+                error: format!("token refresh refused: {}", refusal.describe()),
+                reason: refusal.label(),
+                id: frame.id,
+            }),
+        };
+        Some(Refresh {
+            reply: Bytes::from(reply.expect("in-memory JSON serialization")),
+            grant: outcome.ok(),
+        })
+    }
+
+    fn check(&self, token: &str) -> Result<Grant, Refusal> {
+        let grant = self.auth.verify(token)?;
+        if grant.sub != self.sub {
+            return Err(Refusal::WrongToken);
+        }
+        if !grant.may_subscribe(self.topic.as_str()) {
+            return Err(Refusal::TopicNotAllowed);
+        }
+        Ok(grant)
+    }
+}
+
+/// The furthest a deadline is set: a token may say it never expires
+/// (`exp` near `u64::MAX`), which no clock can count to.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// The instant `exp` (Unix seconds) plus `leeway` falls at.
+fn deadline(exp: u64, leeway: Duration) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let end = Duration::from_secs(exp).saturating_add(leeway);
+    Instant::now() + end.saturating_sub(now).min(FOREVER)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
