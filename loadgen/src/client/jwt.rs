@@ -171,6 +171,11 @@ impl Credential {
         (self.renewal == Renewal::Due).then_some(self.current.renew_at)
     }
 
+    /// Whether a refresh is in flight, unanswered.
+    pub fn in_flight(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Mints a fresh token for the next stream.
     pub fn renew(&mut self) {
         self.current = self.minter.mint(&self.sub);
@@ -353,8 +358,10 @@ mod tests {
         let frame: serde_json::Value = serde_json::from_str(&credential.refresh_frame()).unwrap();
         assert_eq!(frame["id"], 1);
         assert_eq!(credential.due(), None, "one refresh at a time");
+        assert!(credential.in_flight());
         assert_eq!(credential.token(), first, "the old token until answered");
         assert!(credential.accepted());
+        assert!(!credential.in_flight());
         assert_eq!(credential.token(), frame["refresh"].as_str().unwrap());
         assert!(credential.due().is_some());
         let _ = credential.refresh_frame();

@@ -791,12 +791,18 @@ impl VirtualClient {
                 .and_then(Credential::due)
                 .filter(|_| renews)
         };
+        // A refresh in flight is answered before the stream is left (for
+        // churn or the run's end): its answer would be lost, and the
+        // server would have counted a refresh the client did not.
+        let refreshing =
+            |reading: &Reading| (reading.credential.as_ref()).is_some_and(Credential::in_flight);
         let mut renew_at = due(reading);
         let mut renew = pin!(sleep_until(renew_at.unwrap_or_else(Instant::now).into()));
         let mut stall = pin!(sleep(STALL_TIMEOUT));
         let mut stall_armed = Instant::now();
-        // Once cancelled, a finite stream is read to its end (the stall
-        // timer then bounds it by FINISH_GRACE).
+        // Once cancelled, a finite stream is read to its end, an endless
+        // one until its refresh in flight is answered (the stall timer then
+        // bounds it by FINISH_GRACE).
         let mut finishing = false;
         // One registration with the token for the whole stream: a fresh
         // `cancelled()` per event registered and dropped a waiter each time
@@ -826,7 +832,7 @@ impl VirtualClient {
                 let frame = tokio::select! {
                     biased;
                     () = &mut cancelled, if !finishing => {
-                        if !finite {
+                        if !finite && !refreshing(reading) {
                             return Left::Cancelled;
                         }
                         finishing = true;
@@ -932,11 +938,15 @@ impl VirtualClient {
             }
             if !self.spec.consumer_delay.is_zero() {
                 tokio::select! {
-                    () = &mut cancelled, if !finite => return Left::Cancelled,
+                    () = &mut cancelled, if !finite && !finishing => return Left::Cancelled,
                     () = sleep(self.spec.consumer_delay) => {}
                 }
             }
-            if !finishing && churn_at.is_some_and(|at| Instant::now() >= at) {
+            if finishing && !finite && !refreshing(reading) {
+                return Left::Cancelled;
+            }
+            if !finishing && churn_at.is_some_and(|at| Instant::now() >= at) && !refreshing(reading)
+            {
                 return Left::Churned;
             }
         }
