@@ -3,14 +3,15 @@
 //! 5-second ES256 tokens over 30 s, renew every token in time (no gap, no
 //! duplicate, no refusal, no stream ended by its token), and each
 //! WebSocket refresh the server accepted is counted once by the load
-//! generator. Both runs go at once, against one server, so that the test
-//! takes the 30 s once.
+//! generator; meanwhile tokens signed with another key are refused, and the
+//! server's reason is read from SSE and WebSocket refusals alike. The runs
+//! go at once, against one server, so that the test takes the 30 s once.
 //!
 //! Test with `cargo test -p streamgauge-loadgen --test jwt`.
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde_json::Value;
@@ -59,6 +60,43 @@ fn churning(url: &str, transport: &str, key: &Path, out: &Path) -> Child {
     ])
 }
 
+/// A short mixed run (SSE and WebSocket clients, a publisher) with tokens
+/// signed with `key`, into `out`.
+fn short(url: &str, key: &Path, out: &Path) -> Child {
+    spawn(&[
+        "run",
+        "--url",
+        url,
+        "--stream",
+        "topic",
+        "--transport",
+        "mixed",
+        "--clients",
+        "2",
+        "--duration",
+        "3s",
+        "--publish-rate",
+        "5",
+        "--jwt-key",
+        key.to_str().unwrap(),
+        "--no-default-thresholds",
+        "--no-history",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// A fresh ES256 key pair in `dir`, never committed: the private key's
+/// file and the public key's.
+fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    std::fs::write(&private, pair.serialize_pem()).unwrap();
+    std::fs::write(&public, pair.public_key_pem()).unwrap();
+    (private, public)
+}
+
 /// Waits for `run` to pass (exit 0), and reads its summary from `out`.
 async fn passed(run: Child, out: &Path) -> Value {
     let limit = WAIT * 3;
@@ -90,22 +128,32 @@ fn sample(metrics: &str, name: &str, result: &str) -> u64 {
 async fn five_second_tokens_are_renewed_in_time_on_both_transports() {
     let out = out_dir("jwt");
     std::fs::create_dir_all(&out).unwrap();
-    // A key pair made here, never committed: the server verifies with the
-    // public half, the load generator signs with the private one.
-    let pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let (private, public) = (out.join("es256.pem"), out.join("es256.pub.pem"));
-    std::fs::write(&private, pair.serialize_pem()).unwrap();
-    std::fs::write(&public, pair.public_key_pem()).unwrap();
+    // The server verifies with the public half, the load generator signs
+    // with the private one; the other key's tokens do not verify.
+    let (private, public) = key_pair(&out, "es256");
+    let (other, _) = key_pair(&out, "other");
     // A second of leeway: a renewal that came late would show as a stream
     // ended by its token.
     let public = public.to_str().unwrap();
     let server_args = ["--jwt-key", public, "--jwt-leeway", "1s"];
     let (_server, addr) = server(&out.join("server"), &server_args).await;
     let url = format!("http://{addr}");
-    let (sse_out, ws_out) = (out.join("sse"), out.join("ws"));
+    let (sse_out, ws_out, refused_out) = (out.join("sse"), out.join("ws"), out.join("refused"));
     let sse = churning(&url, "sse", &private, &sse_out);
     let ws = churning(&url, "ws", &private, &ws_out);
-    let (sse, ws) = tokio::join!(passed(sse, &sse_out), passed(ws, &ws_out));
+    let refused = short(&url, &other, &refused_out);
+    let (sse, ws, refused) = tokio::join!(
+        passed(sse, &sse_out),
+        passed(ws, &ws_out),
+        passed(refused, &refused_out)
+    );
+
+    // Every stream request and publish of the other key was refused, the
+    // reason read from each 401's body (SSE, WebSocket upgrade, publish).
+    let bad = refused["auth"]["refusals"]["bad_signature"].as_u64();
+    assert!(bad.is_some_and(|n| n > 2), "{}", refused["auth"]);
+    assert_eq!(refused["errors"]["http_status"].as_u64(), bad, "{refused}");
+    assert_eq!(refused["events"], 0, "{refused}");
 
     for summary in [&sse, &ws] {
         assert_eq!(
