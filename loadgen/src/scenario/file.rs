@@ -571,6 +571,33 @@ request_body = '{"model":"m","stream":true,"messages":[]}'
     }
 
     #[test]
+    fn an_auth_table_mints_tokens_that_a_target_must_carry_somewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("secret");
+        std::fs::write(&key, "q".repeat(32)).unwrap();
+        let auth = format!("[auth]\njwt-key = {:?}\njwt-ttl = \"30s\"\n", key);
+        let scenario = parse_str(&format!("stream = \"topic\"\n\n{auth}")).unwrap();
+        let minted = scenario.auth.unwrap();
+        assert_eq!(
+            (minted.jwt_key, minted.jwt_ttl),
+            (key, Duration::from_secs(30))
+        );
+        let target = "[target]\nsubscribe_url = \"ws://127.0.0.1:9/chat\"\n";
+        let err = parse_str(&format!("{target}\n{auth}")).unwrap_err();
+        assert!(
+            err.starts_with("s.toml:5: the target names its own server"),
+            "{err}"
+        );
+        let carried = format!("{target}headers = {{ X-Jwt = \"{{{{token}}}}\" }}\n\n{auth}");
+        assert!(parse_str(&carried).unwrap().auth.is_some());
+        let err = parse_str("[auth]\njwt-key = \"/nonexistent\"\n").unwrap_err();
+        assert!(
+            err.starts_with("s.toml:2: /nonexistent: cannot read it"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn mistakes_name_the_file_and_line() {
         let cases = [
             ("rate = \"fast\"\n", "s.toml:1:"),

@@ -688,6 +688,13 @@ impl Scenario {
                 "misbehaving clients meet this project's server's limits: not with a [target]",
             ));
         }
+        if self.auth.is_some() && spec.origin == Origin::Absolute && !spec.uses_token() {
+            return Err(Invalid::new(
+                Setting::Auth("jwt-key"),
+                "the target names its own server, which gets no bearer token: put {token} \
+                 (URL) or {{token}} (headers, frames) where it wants each client's token",
+            ));
+        }
         Ok(())
     }
 
