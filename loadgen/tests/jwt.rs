@@ -60,8 +60,9 @@ fn churning(url: &str, transport: &str, key: &Path, out: &Path) -> Child {
     ])
 }
 
-/// A short mixed run (SSE and WebSocket clients, a publisher) with tokens
-/// signed with `key`, into `out`.
+/// A short mixed run (SSE and WebSocket clients in two worker processes,
+/// which read the key themselves, and a publisher) with tokens signed with
+/// `key`, into `out`.
 fn short(url: &str, key: &Path, out: &Path) -> Child {
     spawn(&[
         "run",
@@ -71,6 +72,8 @@ fn short(url: &str, key: &Path, out: &Path) -> Child {
         "topic",
         "--transport",
         "mixed",
+        "--workers",
+        "2",
         "--clients",
         "2",
         "--duration",
@@ -149,11 +152,13 @@ async fn five_second_tokens_are_renewed_in_time_on_both_transports() {
     );
 
     // Every stream request and publish of the other key was refused, the
-    // reason read from each 401's body (SSE, WebSocket upgrade, publish).
+    // reason read from each 401's body (SSE, WebSocket upgrade, publish),
+    // and the workers' counts merged into the parent's exactly.
     let bad = refused["auth"]["refusals"]["bad_signature"].as_u64();
     assert!(bad.is_some_and(|n| n > 2), "{}", refused["auth"]);
     assert_eq!(refused["errors"]["http_status"].as_u64(), bad, "{refused}");
     assert_eq!(refused["events"], 0, "{refused}");
+    assert_eq!(refused["loadgen_workers"], 2, "{refused}");
 
     for summary in [&sse, &ws] {
         assert_eq!(
