@@ -7,6 +7,8 @@
 //! - [`slow`]: slow subscribers, caught up from the store or disconnected;
 //! - [`retention`]: retention by count and by age, and gap notices;
 //! - [`refusals`]: bad requests that store nothing, tokens;
+//! - [`jwt`]: per-user JWTs: refusals, topic claims, expiry, refresh and
+//!   revocation on live streams;
 //! - [`paced`]: the connection the slow subscriber reads through.
 //!
 //! The tests are listed here, once, so that each runs as
@@ -15,6 +17,11 @@
 use serde_json::{Value, json};
 use streamgauge_server::Config;
 
+use self::jwt::{
+    a_denylisted_subject_is_cut_off_while_streaming, a_publisher_is_held_to_its_topic_patterns,
+    a_websocket_refreshes_its_token_and_streams_on,
+    an_expired_subscriber_resumes_with_a_new_token_losing_nothing, jwt_refusals_name_their_reason,
+};
 use self::refusals::{
     bad_requests_are_refused_precisely_and_store_nothing, tokens_guard_publishing_and_reading,
 };
@@ -34,6 +41,7 @@ use self::slow::{
 };
 use crate::support::{Backend, Database, Item, TestServer};
 
+mod jwt;
 mod paced;
 mod refusals;
 mod resume;
@@ -53,6 +61,11 @@ on_both_databases!(
     tokens_guard_publishing_and_reading,
     websocket_subscribers_publish_and_get_acknowledgements,
     a_hole_inside_the_history_is_announced_not_skipped,
+    jwt_refusals_name_their_reason,
+    a_publisher_is_held_to_its_topic_patterns,
+    an_expired_subscriber_resumes_with_a_new_token_losing_nothing,
+    a_websocket_refreshes_its_token_and_streams_on,
+    a_denylisted_subject_is_cut_off_while_streaming,
 );
 
 /// A server with `config` over a fresh database of `backend`.
