@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::scenario::auth::Auth;
 
 /// What a token allows: the `streamgauge` claim (docs/protocol.md,
-/// "Per-user tokens").
+/// "JSON Web Tokens").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Grants {
     /// Topic patterns it may read.

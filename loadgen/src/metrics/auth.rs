@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Why the server refused a credential (docs/protocol.md, "Per-user
-/// tokens"): the `reason` of its answer.
+/// Why the server refused a credential (docs/protocol.md, "JSON Web
+/// Tokens"): the `reason` of its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Refusal {
