@@ -15,9 +15,10 @@ use crate::ab::{self, build::Build};
 use crate::history::Filter;
 use crate::run;
 use crate::runner::worker::WorkerCount;
+use crate::scenario::auth::RawAuth;
 use crate::scenario::target::{Format, RawTarget, TsUnit};
 use crate::scenario::{
-    Overrides, Scenario, StreamKind, Threshold, Transport, budgets, file, preset,
+    Overrides, Scenario, Setting, StreamKind, Threshold, Transport, budgets, file, preset,
 };
 
 /// A duration written the human way: `250ms`, `30s`, `10m`.
@@ -374,6 +375,41 @@ pub struct ScenarioArgs {
     /// A foreign target: the `[target]` keys as flags.
     #[command(flatten)]
     pub target: TargetFlags,
+
+    /// Per-user tokens: the `[auth]` keys as flags.
+    #[command(flatten)]
+    pub auth: AuthFlags,
+}
+
+/// Per-user tokens: a scenario file's `[auth]` keys as flags (docs/loadgen.md,
+/// "Per-user tokens"); each replaces the file's key.
+#[derive(Debug, Default, Args)]
+pub struct AuthFlags {
+    /// Mint a JWT for each virtual client and publisher, signed with this
+    /// key: an HS256 secret (the file's bytes) or a PEM private key (RSA:
+    /// RS256, EC P-256: ES256, Ed25519: EdDSA)
+    #[arg(long, value_name = "FILE")]
+    pub jwt_key: Option<PathBuf>,
+
+    /// Each minted token's lifetime, at least 2s; clients renew it at about
+    /// three quarters of it [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub jwt_ttl: Option<Duration>,
+
+    /// The `kid` in each minted token's header
+    #[arg(long, value_name = "KID")]
+    pub jwt_kid: Option<String>,
+}
+
+impl AuthFlags {
+    /// The keys these flags give, as an `[auth]` table.
+    pub fn raw(&self) -> RawAuth {
+        RawAuth {
+            jwt_key: self.jwt_key.clone(),
+            jwt_ttl: self.jwt_ttl,
+            jwt_kid: self.jwt_kid.clone(),
+        }
+    }
 }
 
 /// A foreign target's keys as flags, named as in a scenario file's
@@ -543,15 +579,30 @@ impl ScenarioArgs {
     /// threshold, or settings out of bounds.
     pub fn scenario(&self, time_scale: f64, defaults: bool) -> anyhow::Result<Scenario> {
         let flags = self.target.raw();
+        let auth = self.auth.raw();
         let mut scenario = match (&self.preset, &self.scenario) {
             (Some(name), _) => preset::find(name)
                 .with_context(|| {
                     format!("no preset named {name:?}; `streamgauge-loadgen presets` lists them")
                 })?
                 .scenario(),
-            (None, Some(path)) => file::load(path, &flags)?,
+            (None, Some(path)) => {
+                let given = file::Flags {
+                    target: Some(&flags),
+                    auth: Some(&auth),
+                };
+                file::load(path, given)?
+            }
             (None, None) => Scenario::default(),
         };
+        // A file's `[auth]` took the flags in; a preset or flags alone take
+        // them here.
+        if self.scenario.is_none() && !auth.is_empty() {
+            scenario.set_auth(&auth).map_err(|e| match e.setting {
+                Setting::Auth(key) => anyhow::anyhow!("--{key}: {}", e.message),
+                _ => e.into(),
+            })?;
+        }
         scenario.apply(Overrides {
             transport: self.transport,
             stream: self.stream,
@@ -735,5 +786,48 @@ mod tests {
         assert!(err.to_string().contains("not a factor above zero"));
         let err = Cli::try_parse_from(["streamgauge-loadgen", "suite", "--workers=0"]).unwrap_err();
         assert!(err.to_string().contains("neither auto nor"), "{err}");
+    }
+
+    #[test]
+    fn jwt_flags_mint_per_user_tokens_and_their_mistakes_name_the_flag_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "z".repeat(40)).unwrap();
+        let key = secret.to_str().unwrap();
+        let s = scenario(&["--jwt-key", key, "--jwt-ttl", "5s", "--jwt-kid", "k2"]).unwrap();
+        let auth = s.auth.unwrap();
+        assert_eq!(
+            (auth.jwt_ttl, auth.jwt_kid.as_deref()),
+            (Duration::from_secs(5), Some("k2"))
+        );
+        let message = |args: &[&str]| format!("{:#}", scenario(args).unwrap_err());
+        let missing = dir.path().join("nope.pem");
+        let err = message(&["--jwt-key", missing.to_str().unwrap()]);
+        assert!(
+            err.starts_with("--jwt-key: ") && err.contains("nope.pem: cannot read it"),
+            "{err}"
+        );
+        let err = message(&["--jwt-key", key, "--jwt-ttl", "0s"]);
+        assert!(
+            err.starts_with("--jwt-ttl: a token lifetime of 0s"),
+            "{err}"
+        );
+        let err = message(&["--jwt-ttl", "5s"]);
+        assert!(err.contains("--jwt-key FILE"), "{err}");
+        // A file's [auth] takes the flags in.
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "[auth]\njwt-ttl = \"1s\"\n").unwrap();
+        let err = message(&["--scenario", file.to_str().unwrap(), "--jwt-key", key]);
+        assert!(err.contains("s.toml:2: a token lifetime of 1s"), "{err}");
+        let s = scenario(&[
+            "--scenario",
+            file.to_str().unwrap(),
+            "--jwt-key",
+            key,
+            "--jwt-ttl",
+            "3s",
+        ])
+        .unwrap();
+        assert_eq!(s.auth.unwrap().jwt_ttl, Duration::from_secs(3));
     }
 }

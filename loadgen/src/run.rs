@@ -304,8 +304,16 @@ pub async fn run_once(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (targets, monitor, local) = target(scenario, setup, http, dir).await?;
     let foreign = scenario.target_spec()?;
+    anyhow::ensure!(
+        !foreign.as_ref().is_some_and(TargetSpec::uses_token)
+            || scenario.auth.is_some()
+            || setup.token.is_some(),
+        "{}: the target puts the client's token in its request ({{token}}): give --jwt-key \
+         (a token minted per client) or --token",
+        scenario.name
+    );
+    let (targets, monitor, local) = target(scenario, setup, http, dir).await?;
     let measured = match ensure_reachable(http, &targets, foreign.as_ref()).await {
         Ok(()) => {
             let run = Run {
@@ -448,6 +456,12 @@ pub async fn measure(
         for bound in &summary.bounded_by {
             print(&format!(
                 "bounded by the load generator: {} ({}): {bound}",
+                summary.scenario, summary.transport
+            ));
+        }
+        if let Some(note) = text::auth_note(summary) {
+            print(&format!(
+                "{} ({}): {note}",
                 summary.scenario, summary.transport
             ));
         }

@@ -334,6 +334,12 @@ fn runs_that_cannot_be_made_exit_2_with_the_reason() {
             "expected http://HOST:PORT",
         ),
         (&["compare-everything"][..], "unrecognized subcommand"),
+        (
+            &["run", "--jwt-key", "/nonexistent/key.pem"][..],
+            "--jwt-key: /nonexistent/key.pem: cannot read it",
+        ),
+        (&["run", "--jwt-ttl", "5s"][..], "--jwt-key FILE"),
+        (&["run", "--jwt-ttl", "soon"][..], "--jwt-ttl"),
     ] {
         let output = loadgen(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");

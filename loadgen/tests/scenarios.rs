@@ -8,7 +8,7 @@ use std::path::Path;
 
 use streamgauge_loadgen::scenario::StreamKind;
 use streamgauge_loadgen::scenario::file;
-use streamgauge_loadgen::scenario::target::{Format, Origin, RawTarget};
+use streamgauge_loadgen::scenario::target::{Format, Origin};
 
 /// What an example is: its format, whether over WebSocket, whether its URL
 /// names its server, and what it streams.
@@ -33,7 +33,7 @@ fn every_example_scenario_parses_and_keeps_its_secrets_out() {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let scenario = file::load(&path, &RawTarget::default()).unwrap_or_else(|e| panic!("{e}"));
+        let scenario = file::load(&path, file::Flags::default()).unwrap_or_else(|e| panic!("{e}"));
         let spec = scenario.target_spec().unwrap().expect("a foreign target");
         kinds.push((spec.format, spec.websocket, spec.origin, scenario.stream));
         let text = std::fs::read_to_string(&path).unwrap();

@@ -7,56 +7,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::Duration;
-
-use support::{loadgen_command, out_dir, read_json, text};
+use support::{WAIT, out_dir, read_json, server, spawn, text, wait_for};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
-
-/// The longest any step here may take: starting a server, clients
-/// connecting, a run failing.
-const WAIT: Duration = Duration::from_secs(30);
-
-/// `streamgauge-loadgen` with `args`, stdout and stderr piped, killed if
-/// the test ends first.
-fn spawn(args: &[&str]) -> Child {
-    let mut command = Command::from(loadgen_command(args));
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command.spawn().expect("starting streamgauge-loadgen")
-}
-
-/// The real server (the binary's `__serve`), on a free loopback port with
-/// a fresh database in `dir`, once it says where it listens.
-async fn server(dir: &std::path::Path) -> (Child, SocketAddr) {
-    std::fs::create_dir_all(dir).unwrap();
-    let database = format!("sqlite://{}", dir.join("server.db").display());
-    let mut server = spawn(&[
-        "__serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--database",
-        &database,
-        "--log",
-        "warn",
-    ]);
-    let mut line = String::new();
-    let stdout = server.stdout.as_mut().unwrap();
-    tokio::time::timeout(WAIT, BufReader::new(stdout).read_line(&mut line))
-        .await
-        .expect("the server says where it listens")
-        .unwrap();
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on http://")
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("the server's first line: {line:?}"));
-    (server, addr)
-}
 
 /// The sample `name{transport="…"}` of each transport, SSE then WebSocket.
 fn per_transport(metrics: &str, name: &str) -> (u64, u64) {
@@ -70,35 +22,10 @@ fn per_transport(metrics: &str, name: &str) -> (u64, u64) {
     (value("sse"), value("ws"))
 }
 
-/// Scrapes `addr`'s `/metrics` every 20 ms until `ready` holds, at most
-/// [`WAIT`].
-async fn wait_for(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool) -> String {
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut poll = tokio::time::interval(Duration::from_millis(20));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        poll.tick().await;
-        let response = http
-            .get(format!("http://{addr}/metrics"))
-            .timeout(WAIT)
-            .send()
-            .await
-            .expect("GET /metrics");
-        let metrics = response.text().await.expect("the metrics");
-        if ready(&metrics) {
-            return metrics;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}; last metrics:\n{metrics}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_run_the_clients_of_one_and_their_figures_add_up() {
     let out = out_dir("workers");
-    let (_server, addr) = server(&out.join("server")).await;
+    let (_server, addr) = server(&out.join("server"), &[]).await;
     let url = format!("http://{addr}");
     let results = out.join("results");
     let run = spawn(&[

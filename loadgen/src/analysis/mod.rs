@@ -30,6 +30,7 @@ pub fn summarize(scenario: &Scenario, measured: &Measured, context: Context) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::auth::Refusal;
     use crate::metrics::{ErrorKind, Stats};
     use crate::summary::fixture;
 
@@ -45,6 +46,8 @@ mod tests {
         totals.counts.events = 3;
         totals.counts.connects = 4;
         totals.counts.errors[ErrorKind::Closed as usize] = 1;
+        totals.counts.auth.token_refreshes = 7;
+        totals.counts.auth.refused(Refusal::Expired);
         let scenario = Scenario {
             thresholds: [
                 "latency.p99<50ms",
@@ -52,6 +55,8 @@ mod tests {
                 "error_rate<=25%",
                 "ttft.p95<1s",
                 "events_per_s>0.2",
+                "auth.token_refreshes>=7",
+                "auth.refreshes_refused==0",
             ]
             .iter()
             .map(|t| t.parse().unwrap())
@@ -64,7 +69,7 @@ mod tests {
             Context::lone("r1", "http://127.0.0.1:1"),
         );
         let ok: Vec<bool> = summary.thresholds.iter().map(|t| t.ok).collect();
-        assert_eq!(ok, [true, false, true, false, true]);
+        assert_eq!(ok, [true, false, true, false, true, true, true]);
         let values: Vec<Option<f64>> = summary.thresholds.iter().map(|t| t.value).collect();
         assert!(
             values[0].is_some_and(|p99| (30_000.0..30_100.0).contains(&p99)),

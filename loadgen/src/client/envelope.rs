@@ -1,12 +1,15 @@
 //! The part of an event the load generator reads: `seq`, `ts`, `pts`, a gap
-//! notice, and (topic scenarios) the `sent_us` and `node` that publishers
-//! put in `data`. Parsed straight from the frame's bytes into integers: nothing is
+//! notice, an `end` notice's reason, a WebSocket refresh's answer, and
+//! (topic scenarios) the `sent_us` and `node` that publishers put in
+//! `data`. Parsed straight from the frame's bytes into integers: nothing is
 //! allocated per event, and `data` is skimmed, not built.
 
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::metrics::auth::{Ended, Refusal};
 
 /// One frame, as far as measuring goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -26,11 +29,58 @@ pub struct Envelope {
     /// them.
     #[serde(default)]
     pub data: Published,
+    /// A WebSocket refresh accepted: `{"refreshed": {"exp": …}, "id": …}`.
+    pub refreshed: Option<Present>,
+    /// An error answer, `{"error": "…", "reason": R, "id": …}`: a refresh
+    /// refused.
+    pub error: Option<Present>,
+    /// The reason an error answer gives.
+    pub reason: Option<Refusal>,
 }
 
-/// An `end` notice; its reason and message are for people and logs.
+/// A key that is there, whatever its value (skipped, not built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Present;
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer).map(|_| Present)
+    }
+}
+
+/// An `end` notice; its message is for people and logs, its reason says
+/// whether the token ended the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct EndNotice {}
+pub struct EndNotice {
+    /// Why the server ended the stream, as far as the client cares.
+    #[serde(default)]
+    pub reason: EndReason,
+}
+
+/// The reasons of `end` notices that tell the client something.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The token expired while streaming.
+    TokenExpired,
+    /// The token was revoked while streaming.
+    Revoked,
+    /// Any other reason (storage, a lagging subscriber): the stream failed.
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+impl EndReason {
+    /// Whether the token ended the stream, and how.
+    pub fn ended(self) -> Option<Ended> {
+        match self {
+            EndReason::TokenExpired => Some(Ended::TokenExpired),
+            EndReason::Revoked => Some(Ended::Revoked),
+            EndReason::Other => None,
+        }
+    }
+}
 
 /// A gap notice's range and reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -196,6 +246,7 @@ mod tests {
             parse(br#"{"end":{"message":"storage unavailable","reason":"storage_unavailable"}}"#)
                 .unwrap();
         assert!(end.end.is_some() && end.seq.is_none());
+        assert_eq!(end.end.unwrap().reason, EndReason::Other);
         let gap = parse(br#"{"gap":{"from":3,"to":9,"reason":"retention"}}"#).unwrap();
         assert_eq!(
             gap.gap,
@@ -207,6 +258,32 @@ mod tests {
         );
         let rewind = parse(br#"{"gap":{"from":4,"to":9,"reason":"beyond_head"}}"#).unwrap();
         assert_eq!(rewind.gap.unwrap().reason, GapReason::BeyondHead);
+    }
+
+    #[test]
+    fn reads_token_endings_and_refresh_answers() {
+        let ended = |json: &[u8]| parse(json).unwrap().end.unwrap().reason.ended();
+        assert_eq!(
+            ended(br#"{"end":{"reason":"token_expired","message":"exp passed"}}"#),
+            Some(Ended::TokenExpired)
+        );
+        assert_eq!(
+            ended(br#"{"end":{"reason":"revoked"}}"#),
+            Some(Ended::Revoked)
+        );
+        assert_eq!(ended(br#"{"end":{}}"#), None);
+        let accepted = parse(br#"{"refreshed":{"exp":1765100000},"id":3}"#).unwrap();
+        assert_eq!(
+            (accepted.refreshed, accepted.seq, accepted.error),
+            (Some(Present), None, None)
+        );
+        let refused =
+            parse(br#"{"error":"token refresh refused: expired","reason":"expired","id":4}"#)
+                .unwrap();
+        assert_eq!(
+            (refused.error, refused.reason),
+            (Some(Present), Some(Refusal::Expired))
+        );
     }
 
     #[test]

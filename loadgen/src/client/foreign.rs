@@ -28,9 +28,10 @@ pub struct ForeignPath {
 
 impl ForeignPath {
     /// The request client `client` sends; `last_event_id` resumes an SSE
-    /// stream after the last event it received; `token` is the run's
-    /// bearer token, sent to a `/path` target (this project's server), not
-    /// to a server the URL names.
+    /// stream after the last event it received; `token` is the client's
+    /// token (its minted JWT, or the run's `--token`): put wherever the
+    /// target says `{token}`, and sent as the bearer token to a `/path`
+    /// target (this project's server), not to a server the URL names.
     pub fn request(
         &self,
         client: usize,
@@ -41,6 +42,7 @@ impl ForeignPath {
         let values = Values {
             topic: &self.topic,
             client: &client,
+            token: token.unwrap_or_default(),
             ..Values::default()
         };
         let spec = &self.spec;
@@ -156,13 +158,20 @@ mod tests {
     fn each_client_asks_with_its_own_values() {
         let hub = path(
             r#"
-subscribe_url = "https://hub.example/topics/{topic}/events?client={client}"
-headers = { "X-Client" = "c{{client}}" }
+subscribe_url = "https://hub.example/topics/{topic}/events?client={client}&jwt={token}"
+headers = { "X-Client" = "c{{client}}", "X-Token" = "Bearer {{token}}" }
 "#,
         );
+        assert!(hub.spec.uses_token());
         let request = hub.request(7, Some(b"41".to_vec()), Some("tok"));
-        assert_eq!(request.path, "/topics/sg-run-1/events?client=7");
-        assert_eq!(request.headers, [("X-Client".to_owned(), "c7".to_owned())]);
+        assert_eq!(request.path, "/topics/sg-run-1/events?client=7&jwt=tok");
+        assert_eq!(
+            request.headers,
+            [
+                ("X-Client".to_owned(), "c7".to_owned()),
+                ("X-Token".to_owned(), "Bearer tok".to_owned())
+            ]
+        );
         assert_eq!(request.last_event_id.as_deref(), Some(&b"41"[..]));
         assert_eq!(request.token, None, "no --token to a server the URL names");
         let local = path("subscribe_url = \"/sse/topics/{topic}\"");

@@ -3,7 +3,10 @@
 //! for gaps and duplicates, records latency from the time a message
 //! carries (and, on topics, from the publisher's intended send time),
 //! spends its consumer delay, churns when its time comes, and reconnects
-//! after a failure with a backoff. What it streams is data
+//! after a failure with a backoff. With per-user tokens it holds its own
+//! JWT ([`jwt`]), renews it before it expires (on the live WebSocket, or by
+//! reopening an SSE stream where it left off) and counts what the server
+//! refused. What it streams is data
 //! ([`StreamPath`]: this project's endpoints, or a foreign target); how it
 //! reads is the same for all, each message read as the target's format
 //! says ([`format`]).
@@ -17,6 +20,7 @@ use futures_util::FutureExt;
 use tokio::time::{sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::auth::{Ended, Refusal};
 use crate::metrics::{ErrorKind, Recorder, Sample};
 use crate::scenario::target::{Invalid, TargetSpec};
 use crate::scenario::{Scenario, StreamKind, Transport};
@@ -26,6 +30,7 @@ pub mod envelope;
 pub mod foreign;
 pub mod format;
 pub mod http;
+pub mod jwt;
 pub mod pointer;
 pub mod pool;
 pub mod read_buffer;
@@ -42,6 +47,7 @@ use self::check::{NoticeKind, Seen, SeqCheck};
 use self::envelope::{Envelope, GapReason};
 use self::foreign::{ForeignPath, Generation, Piece};
 use self::format::{Decoder, Message};
+use self::jwt::{Credential, Grants, Minter};
 use self::request::Request;
 pub use self::stream::{ClientError, Frame, micros, now_micros};
 use self::target::CONNECT_TIMEOUT;
@@ -123,6 +129,13 @@ impl Connection {
             Connection::Sse(sse) => sse.next().await,
             Connection::Ws(ws) => ws.next().await,
         }
+    }
+
+    /// Whether a token is renewed on this stream itself (a WebSocket of
+    /// this project's protocol: a refresh frame), rather than by opening
+    /// the stream again with a fresh one.
+    fn refreshes_in_band(&self) -> bool {
+        matches!(self, Connection::Ws(ws) if !ws.is_foreign())
     }
 
     /// The start of the last message the target's format could not read.
@@ -303,6 +316,24 @@ impl StreamPath {
         matches!(self, StreamPath::Topic { .. })
     }
 
+    /// The topic it reads, if it reads one (what a client's token must
+    /// allow it to subscribe to).
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            StreamPath::Topic { name } => Some(name),
+            StreamPath::Foreign(foreign) => Some(&foreign.topic),
+            _ => None,
+        }
+    }
+
+    /// What a client's token allows: reading its topic, if any.
+    pub fn grants(&self) -> Grants {
+        Grants {
+            subscribe: self.topic().map(str::to_owned).into_iter().collect(),
+            publish: Vec::new(),
+        }
+    }
+
     /// The foreign target, if it is one.
     fn foreign(&self) -> Option<&ForeignPath> {
         match self {
@@ -323,8 +354,11 @@ pub struct ClientSpec {
     pub consumer_delay: Duration,
     /// Disconnect-and-resume rate per second.
     pub churn: f64,
-    /// Bearer token for the requests, if the server wants one.
+    /// Bearer token for the requests, if the server wants one (when no
+    /// token is minted).
     pub token: Option<String>,
+    /// Mints each client's own token (per-user tokens), if the run does.
+    pub minter: Option<Arc<Minter>>,
     /// Topics: the last seq a subscriber must hold when the run ends (the
     /// runner sets it before stopping the clients; 0 until then).
     pub settled: Arc<AtomicU64>,
@@ -340,7 +374,8 @@ pub struct ClientSpec {
 
 impl ClientSpec {
     /// A spec for `stream` on `transport`, its format's decoder and, for a
-    /// TLS target, its TLS connector made.
+    /// TLS target, its TLS connector made; each client sends `token`, or
+    /// its own from `minter`.
     ///
     /// # Errors
     ///
@@ -351,6 +386,7 @@ impl ClientSpec {
         consumer_delay: Duration,
         churn: f64,
         token: Option<String>,
+        minter: Option<Arc<Minter>>,
         nodes: usize,
     ) -> Result<Self, tls::Error> {
         let (decoder, tls) = match stream.foreign() {
@@ -371,6 +407,7 @@ impl ClientSpec {
             consumer_delay,
             churn,
             token,
+            minter,
             settled: Arc::new(AtomicU64::new(0)),
             nodes,
             decoder,
@@ -407,6 +444,10 @@ enum Left {
     Churned,
     /// The server shed it (close 1013), asking for this wait if it said.
     Shed(Option<Duration>),
+    /// Its token is due for renewal, by opening the stream again.
+    Renew,
+    /// The server ended it because of its token.
+    Ended(Ended),
     /// It failed.
     Failed(ErrorKind),
 }
@@ -468,6 +509,9 @@ struct Reading {
     resuming_since: Option<Instant>,
     /// `openai`: what the request delivered.
     generation: Generation,
+    /// The client's own token, if it mints one (lent to the stream, which
+    /// renews it).
+    credential: Option<Credential>,
 }
 
 /// When a client's next request is due on an open-model schedule
@@ -516,6 +560,11 @@ impl VirtualClient {
             next: None,
             interval: self.spec.stream.foreign().and_then(|f| f.request_interval),
         };
+        let mut credential = (self.spec.minter.as_ref())
+            .map(|minter| Credential::new(Arc::clone(minter), format!("client-{}", self.id)));
+        // The stream was left to renew the token: the next open says
+        // whether the server took the new one.
+        let mut renewing = false;
         while !cancel.is_cancelled() {
             // Failures are flushed even while no event arrives (an outage).
             self.recorder.flush_if_due(Instant::now());
@@ -529,12 +578,18 @@ impl VirtualClient {
             if self.spec.stream.foreign().is_some() && !resuming {
                 check = SeqCheck::from_first();
             }
+            if let Some(credential) = &mut credential {
+                credential.renew_if_due(Instant::now());
+            }
+            let token = (credential.as_ref())
+                .map(Credential::token)
+                .or(self.spec.token.as_deref());
             let request = self.spec.stream.request(
                 self.id,
                 self.spec.transport.for_client(self.id),
                 check.last().filter(|_| resumes),
                 last_event_id.take(),
-                self.spec.token.as_deref(),
+                token,
             );
             let open = Connection::open(&self.target, self.id, &self.spec, &request);
             let opened = tokio::select! {
@@ -545,6 +600,10 @@ impl VirtualClient {
             // (an endless stream's, or one over its grace) neither succeeded
             // nor failed.
             self.recorder.count(|c| c.connects += 1);
+            let renewed = std::mem::take(&mut renewing);
+            if let Ok(result) = &opened {
+                self.renewal_settled(result.as_ref().err(), renewed);
+            }
             let connection = match opened {
                 Ok(Ok(connection)) => connection,
                 Ok(Err(ClientError::Shed { retry_after, .. })) => {
@@ -577,9 +636,11 @@ impl VirtualClient {
                 first: true,
                 resuming_since: left_at.take(),
                 generation: Generation::default(),
+                credential: credential.take(),
             };
             let (left, resume_id) = self.read(connection, &mut reading, &cancel).await;
             check = reading.check;
+            credential = reading.credential;
             // A WebSocket over the limit is upgraded, then closed 1013: shed,
             // not connected.
             if !matches!(left, Left::Shed(_)) {
@@ -599,7 +660,16 @@ impl VirtualClient {
                     self.recorder.count(|c| c.reconnects += 1);
                 }
                 Left::Shed(retry_after) => self.shed(retry_after, &cancel).await,
+                // Opened again at once, where it left off, with a fresh
+                // token.
+                Left::Renew => renewing = true,
+                Left::Ended(reason) => self.recorder.count(|c| c.auth.ended(reason)),
                 Left::Failed(kind) => self.fail(kind, &mut backoff, &cancel).await,
+            }
+            if matches!(left, Left::Renew | Left::Ended(_))
+                && let Some(credential) = &mut credential
+            {
+                credential.renew();
             }
         }
         if (resumes || self.spec.publishes_foreign()) && check.last().is_some() {
@@ -608,6 +678,26 @@ impl VirtualClient {
             self.recorder.count(|c| c.behind_at_end += behind);
         }
         self.recorder.flush();
+    }
+
+    /// Counts what an open that settled says of the credential: a refusal
+    /// and its reason (`error`), and, when it opened again to renew the
+    /// token (`renewed`), whether the server took the new one.
+    fn renewal_settled(&mut self, error: Option<&ClientError>, renewed: bool) {
+        let refused = match error {
+            Some(ClientError::Refused { reason, .. }) => Some(*reason),
+            _ => None,
+        };
+        self.recorder.count(|c| {
+            if let Some(reason) = refused {
+                c.auth.refused(reason);
+            }
+            match (renewed, error, refused) {
+                (true, None, _) => c.auth.token_refreshes += 1,
+                (true, _, Some(_)) => c.auth.refreshes_refused += 1,
+                _ => {}
+            }
+        });
     }
 
     /// Counts a stream that ended as it should, and what an OpenAI-style
@@ -691,10 +781,28 @@ impl VirtualClient {
     ) -> Left {
         let churn_at = self.next_churn();
         let finite = self.spec.stream.is_finite();
+        // A token is renewed on a WebSocket of this protocol itself; other
+        // endless streams are opened again with a fresh one; a finite
+        // stream is read to its end, and the next one gets a fresh token.
+        let in_band = connection.refreshes_in_band();
+        let renews = in_band || !finite;
+        let due = |reading: &Reading| {
+            (reading.credential.as_ref())
+                .and_then(Credential::due)
+                .filter(|_| renews)
+        };
+        // A refresh in flight is answered before the stream is left (for
+        // churn or the run's end): its answer would be lost, and the
+        // server would have counted a refresh the client did not.
+        let refreshing =
+            |reading: &Reading| (reading.credential.as_ref()).is_some_and(Credential::in_flight);
+        let mut renew_at = due(reading);
+        let mut renew = pin!(sleep_until(renew_at.unwrap_or_else(Instant::now).into()));
         let mut stall = pin!(sleep(STALL_TIMEOUT));
         let mut stall_armed = Instant::now();
-        // Once cancelled, a finite stream is read to its end (the stall
-        // timer then bounds it by FINISH_GRACE).
+        // Once cancelled, a finite stream is read to its end, an endless
+        // one until its refresh in flight is answered (the stall timer then
+        // bounds it by FINISH_GRACE).
         let mut finishing = false;
         // One registration with the token for the whole stream: a fresh
         // `cancelled()` per event registered and dropped a waiter each time
@@ -714,10 +822,17 @@ impl VirtualClient {
                 frame
             } else {
                 burst = 0;
+                let due_now = due(reading);
+                if due_now != renew_at {
+                    if let Some(at) = due_now {
+                        renew.as_mut().reset(at.into());
+                    }
+                    renew_at = due_now;
+                }
                 let frame = tokio::select! {
                     biased;
                     () = &mut cancelled, if !finishing => {
-                        if !finite {
+                        if !finite && !refreshing(reading) {
                             return Left::Cancelled;
                         }
                         finishing = true;
@@ -730,6 +845,15 @@ impl VirtualClient {
                         } else {
                             Left::Failed(ErrorKind::Timeout)
                         };
+                    }
+                    () = &mut renew, if renew_at.is_some() && !finishing => {
+                        if !in_band {
+                            return Left::Renew;
+                        }
+                        if let Err(left) = refresh(connection, reading.credential.as_mut()).await {
+                            return left;
+                        }
+                        continue;
                     }
                     frame = connection.next() => frame,
                 };
@@ -747,6 +871,7 @@ impl VirtualClient {
                 Ok(frame) => frame,
                 // A WebSocket over the limit is upgraded, then closed 1013.
                 Err(ClientError::Shed { retry_after, .. }) => return Left::Shed(retry_after),
+                Err(ClientError::Ended(reason)) => return Left::Ended(reason),
                 Err(e) => {
                     tracing::debug!(client = self.id, error = %e, "stream failed");
                     return Left::Failed(e.kind());
@@ -813,11 +938,15 @@ impl VirtualClient {
             }
             if !self.spec.consumer_delay.is_zero() {
                 tokio::select! {
-                    () = &mut cancelled, if !finite => return Left::Cancelled,
+                    () = &mut cancelled, if !finite && !finishing => return Left::Cancelled,
                     () = sleep(self.spec.consumer_delay) => {}
                 }
             }
-            if !finishing && churn_at.is_some_and(|at| Instant::now() >= at) {
+            if finishing && !finite && !refreshing(reading) {
+                return Left::Cancelled;
+            }
+            if !finishing && churn_at.is_some_and(|at| Instant::now() >= at) && !refreshing(reading)
+            {
                 return Left::Churned;
             }
         }
@@ -831,6 +960,11 @@ impl VirtualClient {
         event: Event,
         reading: &mut Reading,
     ) -> Result<bool, Left> {
+        if (envelope.refreshed.is_some() || envelope.error.is_some())
+            && self.refresh_answer(&envelope, reading.credential.as_mut())
+        {
+            return Ok(false);
+        }
         if let Some(gap) = envelope.gap {
             let kind = match gap.reason {
                 GapReason::BeyondHead => NoticeKind::Rewound,
@@ -840,9 +974,13 @@ impl VirtualClient {
             self.recorder.count(|c| c.gap_notices += 1);
             return Ok(false);
         }
-        if envelope.end.is_some() {
-            // The server ends a stream that should have gone on.
-            return Err(Left::Failed(ErrorKind::Closed));
+        if let Some(end) = envelope.end {
+            // The server ends a stream that should have gone on: because
+            // of its token, or a failure.
+            return Err(end
+                .reason
+                .ended()
+                .map_or(Left::Failed(ErrorKind::Closed), Left::Ended));
         }
         let (Some(seq), Some(ts)) = (envelope.seq, envelope.ts) else {
             // Every event of the protocol (docs/protocol.md) carries both.
@@ -867,6 +1005,28 @@ impl VirtualClient {
             self.recorder.sample(Sample::EndToEnd, since(sent));
         }
         Ok(true)
+    }
+
+    /// Counts the answer to the refresh in flight, if `envelope` is one:
+    /// accepted, or refused and why. False if no refresh was in flight
+    /// (then it is no answer of the client's).
+    fn refresh_answer(&mut self, envelope: &Envelope, credential: Option<&mut Credential>) -> bool {
+        let Some(credential) = credential else {
+            return false;
+        };
+        if envelope.refreshed.is_some() && credential.accepted() {
+            self.recorder.count(|c| c.auth.token_refreshes += 1);
+            return true;
+        }
+        if envelope.error.is_some() && credential.refused() {
+            let reason = envelope.reason.unwrap_or(Refusal::Other);
+            self.recorder.count(|c| {
+                c.auth.refreshes_refused += 1;
+                c.auth.refused(reason);
+            });
+            return true;
+        }
+        false
     }
 
     /// Records a foreign JSON message: its sequence number checked, its
@@ -941,6 +1101,20 @@ impl VirtualClient {
             Seen::Duplicate => self.recorder.count(|c| c.dups += 1),
         }
     }
+}
+
+/// Sends a refresh of `credential`'s token on `connection`, a WebSocket of
+/// this protocol; the answer comes among the stream's frames.
+async fn refresh(
+    connection: &mut Connection,
+    credential: Option<&mut Credential>,
+) -> Result<(), Left> {
+    let (Connection::Ws(ws), Some(credential)) = (connection, credential) else {
+        return Ok(());
+    };
+    ws.send_text(credential.refresh_frame())
+        .await
+        .map_err(|e| Left::Failed(e.kind()))
 }
 
 /// A message's size and receipt time.

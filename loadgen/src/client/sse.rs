@@ -144,6 +144,9 @@ impl SseStream {
             let (head, consumed, filled) = read_head(&mut stream, &mut buf).await?;
             let location = head.location.as_deref().filter(|_| head.is_redirect());
             let Some(location) = location else {
+                if matches!(head.status, 401 | 403) {
+                    return Err(refusal(&mut stream, &mut buf, &head, consumed..filled).await);
+                }
                 check_head(&head)?;
                 let mut sse = Self::with_buffer(stream, head.body, buf, format);
                 sse.decode(consumed, filled)?;
@@ -168,6 +171,35 @@ impl SseStream {
     pub fn into_inner(self) -> Socket {
         self.stream
     }
+}
+
+/// Most bytes of a refusal's body read for its `reason`.
+const MAX_REFUSAL: usize = 4096;
+
+/// What a `401` or `403` `head` says, its body read (`buf[read]` holds its
+/// start, the rest comes from `stream`) up to [`MAX_REFUSAL`] bytes for
+/// the reason it gives.
+async fn refusal<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut ReadBuffer,
+    head: &ResponseHead,
+    mut read: std::ops::Range<usize>,
+) -> ClientError {
+    let mut decoder = BodyDecoder::new(head.body);
+    let mut body = Vec::new();
+    loop {
+        let decoded = decoder.decode(&buf.as_slice()[read.clone()], &mut |bytes| {
+            body.extend_from_slice(bytes);
+        });
+        if !matches!(decoded, Ok(Decoded::More)) || body.len() >= MAX_REFUSAL {
+            break;
+        }
+        match buf.read(0, stream).await {
+            Ok(n) if n > 0 => read = 0..n,
+            _ => break,
+        }
+    }
+    ClientError::answered(head.status, head.retry_after, &body)
 }
 
 /// Checks that a final response head opens an event stream.

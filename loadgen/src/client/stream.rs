@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::format::Message;
 use crate::metrics::ErrorKind;
+use crate::metrics::auth::{Ended, Refusal};
 
 /// The wall clock in µs since the Unix epoch, the server's `ts` clock.
 pub fn now_micros() -> u64 {
@@ -38,6 +39,19 @@ pub enum ClientError {
         /// How long the server asked the client to wait.
         retry_after: Option<Duration>,
     },
+    /// The server refused the credential: `401` or `403` (before any
+    /// stream; a WebSocket's before the upgrade), the body saying why.
+    #[error("refused with {status}: {reason:?}")]
+    Refused {
+        /// `401` or `403`.
+        status: u16,
+        /// The body's `reason`.
+        reason: Refusal,
+    },
+    /// The server ended the live stream because of its token (SSE `end`
+    /// with that reason, WebSocket close 4401 or 4403).
+    #[error("ended: {0:?}")]
+    Ended(Ended),
     /// Malformed bytes.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -63,6 +77,18 @@ impl ClientError {
         }
     }
 
+    /// [`ClientError::refused`], a `401` or `403` read with its `body`:
+    /// the credential refused, and why.
+    pub fn answered(status: u16, retry_after: Option<u64>, body: &[u8]) -> Self {
+        match status {
+            401 | 403 => ClientError::Refused {
+                status,
+                reason: Refusal::of_body(body),
+            },
+            other => ClientError::refused(other, retry_after),
+        }
+    }
+
     /// Whether it is this machine's limit (out of file descriptors or
     /// local ports), not the server's answer.
     pub fn is_local_limit(&self) -> bool {
@@ -79,10 +105,12 @@ impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ClientError::Connect(_) => ErrorKind::Connect,
-            ClientError::Status(_) | ClientError::Shed { .. } => ErrorKind::HttpStatus,
+            ClientError::Status(_) | ClientError::Shed { .. } | ClientError::Refused { .. } => {
+                ErrorKind::HttpStatus
+            }
             ClientError::Protocol(_) => ErrorKind::Protocol,
             ClientError::Timeout => ErrorKind::Timeout,
-            ClientError::Closed(_) => ErrorKind::Closed,
+            ClientError::Closed(_) | ClientError::Ended(_) => ErrorKind::Closed,
         }
     }
 }

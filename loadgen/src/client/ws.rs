@@ -25,6 +25,7 @@ use super::request::Request;
 use super::socket::Socket;
 use super::sse::example;
 use super::stream::{ClientError, Frame, now_micros};
+use crate::metrics::auth::Ended;
 
 /// Bytes tungstenite reads (and zero-fills: the whole of it on every read)
 /// at a time, from the stream's own [`ReadBuffer`]: its 128 KiB default
@@ -158,6 +159,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         self.unparsed.take()
     }
 
+    /// Whether it reads a foreign format (not this project's protocol).
+    pub fn is_foreign(&self) -> bool {
+        self.format.is_foreign()
+    }
+
+    /// Sends `text` as a text frame (a token refresh) on the live stream.
+    ///
+    /// # Errors
+    ///
+    /// The connection broke.
+    pub async fn send_text(&mut self, text: String) -> Result<(), ClientError> {
+        self.socket
+            .send(Message::text(text))
+            .await
+            .map_err(|e| ClientError::Closed(format!("sending a frame: {e}")))
+    }
+
     /// Reads one message's `data` as the format says.
     fn read(&mut self, data: &[u8]) -> Result<Option<Frame>, ClientError> {
         let message = self
@@ -208,23 +226,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 Some(Ok(Message::Binary(_))) => {
                     Err(ClientError::Protocol("a binary frame".to_owned()))
                 }
-                Some(Ok(Message::Close(frame))) => match frame.map(|f| u16::from(f.code)) {
-                    Some(1000) => Ok(Frame::End),
-                    Some(1013) => Err(ClientError::Shed {
-                        code: 1013,
-                        retry_after: None,
-                    }),
-                    code => Err(ClientError::Closed(format!(
-                        "close {}",
-                        code.map_or("without code".to_owned(), |c| c.to_string())
-                    ))),
-                },
+                Some(Ok(Message::Close(frame))) => closed(frame.map(|f| u16::from(f.code))),
                 Some(Err(e)) => Err(ClientError::Closed(e.to_string())),
                 None => Err(ClientError::Closed(
                     "connection closed without a close frame".to_owned(),
                 )),
             };
         }
+    }
+}
+
+/// What a close frame with `code` means: the end of the stream (1000),
+/// shed (1013), ended because of its token (4401, 4403), or broken off.
+fn closed(code: Option<u16>) -> Result<Frame, ClientError> {
+    match code {
+        Some(1000) => Ok(Frame::End),
+        Some(1013) => Err(ClientError::Shed {
+            code: 1013,
+            retry_after: None,
+        }),
+        Some(code) => Err(Ended::of_close(code).map_or_else(
+            || ClientError::Closed(format!("close {code}")),
+            ClientError::Ended,
+        )),
+        None => Err(ClientError::Closed("close without code".to_owned())),
     }
 }
 
@@ -273,12 +298,15 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut socket, _) = client_async_with_config(upgrade, stream, Some(config()))
         .await
         .map_err(|e| match e {
-            WsError::Http(response) => ClientError::refused(
+            // A refusal's body is what arrived with its head (the JSON of
+            // a 401 or 403 does).
+            WsError::Http(response) => ClientError::answered(
                 response.status().as_u16(),
                 response
                     .headers()
                     .get("retry-after")
                     .and_then(|v| retry_after(v.as_bytes())),
+                response.body().as_deref().unwrap_or_default(),
             ),
             WsError::Io(e) => ClientError::Connect(e),
             other => ClientError::Protocol(other.to_string()),

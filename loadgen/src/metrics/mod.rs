@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use self::auth::AuthCounts;
+
+pub mod auth;
 pub mod monitor;
 pub mod timeline;
 pub mod wire;
@@ -124,6 +127,9 @@ pub struct Counts {
     /// Misbehaving clients, by kind in `AbuseKind::ALL` order: kept apart
     /// from everything above, which well-behaved clients count.
     pub abuse: [AbuseCounts; 5],
+    /// Credentials: refusals by reason, tokens renewed, streams ended
+    /// because of their token.
+    pub auth: AuthCounts,
 }
 
 impl Counts {
@@ -151,6 +157,7 @@ impl Counts {
         for (into, from) in self.abuse.iter_mut().zip(&other.abuse) {
             into.add(from);
         }
+        self.auth.add(&other.auth);
     }
 
     /// All failures.

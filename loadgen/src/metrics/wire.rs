@@ -119,6 +119,7 @@ impl Encoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::auth::{Ended, Refusal};
     use crate::metrics::{ErrorKind, Sample, Shards};
 
     #[test]
@@ -169,6 +170,12 @@ mod tests {
         }
         recorder.error(ErrorKind::Closed);
         recorder.count(|c| c.abuse[2].refused = 4);
+        recorder.count(|c| {
+            c.auth.token_refreshes = 5;
+            c.auth.refreshes_refused = 1;
+            c.auth.refused(Refusal::Expired);
+            c.auth.ended(Ended::TokenExpired);
+        });
         recorder.unparsed(Some("<not json>".to_owned()));
         drop(recorder);
         let (mut stats, mut spare) = (Stats::default(), Stats::default());
@@ -201,6 +208,17 @@ mod tests {
         parent.drain_into(&mut total, &mut spare);
         assert_eq!(total.counts.events, 2);
         assert_eq!(total.counts.abuse[2].refused, 8);
+        let auth = &total.counts.auth;
+        assert_eq!(
+            (
+                auth.token_refreshes,
+                auth.refreshes_refused,
+                auth.refusals[Refusal::Expired as usize],
+                auth.ended[Ended::TokenExpired as usize]
+            ),
+            (10, 2, 2, 2),
+            "a worker's credential counts add to the parent's exactly"
+        );
         assert_eq!(
             (
                 total.latency.len(),

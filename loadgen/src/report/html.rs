@@ -17,7 +17,7 @@ use quick_xml::escape::{escape, partial_escape};
 use super::chart;
 use super::text::{
     self, NODE_COLUMNS, change_text, checked, commit, display, estimate_text, findings, headline,
-    ms, node_cells, or_dash, target_notes,
+    ms, node_cells, notes, or_dash,
 };
 use crate::analysis::compare::labelled;
 use crate::scenario::Severity;
@@ -388,7 +388,7 @@ fn counts(s: &Summary) -> String {
         e.closed,
         checked(s.gaps),
         checked(s.dups),
-        target_notes(s)
+        notes(s)
             .iter()
             .map(|note| format!("<p>{}</p>\n", escape(note)))
             .collect::<String>(),

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::text::{
     NODE_COLUMNS, change_text, commit, costs, display, estimate_text, findings, headline, ms,
-    node_cells, or_dash, target_notes,
+    node_cells, notes, or_dash,
 };
 use crate::analysis::compare::labelled;
 use crate::analysis::memory::bytes_text;
@@ -238,7 +238,7 @@ pub fn render(report: &Report) -> String {
     out.push_str(&scenarios_table(report));
     for group in &report.groups {
         let _ = write!(out, "\n## {} ({})\n\n", group.scenario, group.transport);
-        let notes = target_notes(representative(group));
+        let notes = notes(representative(group));
         if !notes.is_empty() {
             let _ = write!(out, "{}\n\n", notes.join(" "));
         }

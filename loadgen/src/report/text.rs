@@ -124,6 +124,33 @@ pub fn target_notes(s: &Summary) -> Vec<String> {
     notes
 }
 
+/// What a run's credentials came to, in a sentence: tokens renewed and
+/// renewals refused, credentials refused by reason, streams the server
+/// ended because of their token. `None` when the summary has no `auth`.
+pub fn auth_note(s: &Summary) -> Option<String> {
+    let auth = s.auth.as_ref()?;
+    let refusals = if auth.refusals.is_empty() {
+        "none".to_owned()
+    } else {
+        (auth.refusals.iter())
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "Tokens: {} renewed, {} renewals refused; credentials refused: {refusals}; streams          ended by their token: {} expired, {} revoked.",
+        auth.token_refreshes, auth.refreshes_refused, auth.ended.token_expired, auth.ended.revoked
+    ))
+}
+
+/// What a run adds in sentences beside its figures: a foreign target's
+/// notes ([`target_notes`]), then its credentials' ([`auth_note`]).
+pub fn notes(s: &Summary) -> Vec<String> {
+    let mut notes = target_notes(s);
+    notes.extend(auth_note(s));
+    notes
+}
+
 /// µs as ms, to the µs.
 pub fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1_000.0)

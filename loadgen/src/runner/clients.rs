@@ -18,9 +18,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::stop::join_within;
-use crate::client::tls;
+use crate::client::jwt::Minter;
 use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
 use crate::metrics::Shards;
+use crate::scenario::auth::Auth;
 use crate::scenario::target::Invalid;
 use crate::scenario::{Phase, Scenario, Transport, phase_at};
 
@@ -38,6 +39,8 @@ pub struct Load {
     pub phases: Vec<Phase>,
     /// What clients stream in each phase (its rate applied), one per phase.
     pub streams: Vec<StreamPath>,
+    /// Per-user tokens: each client mints its own with this key.
+    pub auth: Option<Auth>,
 }
 
 impl Load {
@@ -57,6 +60,7 @@ impl Load {
                 .iter()
                 .map(|phase| StreamPath::of(scenario, name, scenario.rate_in(phase)))
                 .collect::<Result<_, _>>()?,
+            auth: scenario.auth.clone(),
         })
     }
 
@@ -110,11 +114,13 @@ pub struct Clients {
 impl Clients {
     /// None yet: [`Clients::follow`] starts them, spread round robin over
     /// the nodes `targets` (at least one). They record into `shards` (one
-    /// node per target), send `token`, and stop with `stop`.
+    /// node per target), send `token` (or each its own, minted, with the
+    /// load's per-user tokens), and stop with `stop`.
     ///
     /// # Errors
     ///
-    /// A TLS target's settings cannot be used (its CA file).
+    /// A TLS target's settings cannot be used (its CA file), or the key
+    /// file of per-user tokens can no longer be read.
     pub fn new(
         load: Load,
         share: Share,
@@ -122,13 +128,18 @@ impl Clients {
         shards: Arc<Shards>,
         token: Option<String>,
         stop: CancellationToken,
-    ) -> Result<Self, tls::Error> {
+    ) -> anyhow::Result<Self> {
+        let minter = (load.auth.as_ref())
+            .map(|auth| Minter::new(auth, load.streams[0].grants()).map(Arc::new))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let spec = Arc::new(ClientSpec::new(
             load.transport,
             load.streams[0].clone(),
             load.consumer_delay,
             load.churn,
             token,
+            minter,
             targets.len(),
         )?);
         Ok(Self {

@@ -29,6 +29,7 @@ use self::stop::join_within;
 use self::timeline::{Sampler, Timeline};
 use self::worker::Workers;
 use crate::client::Target;
+use crate::client::jwt::{Credential, Grants, Minter};
 use crate::metrics::monitor::Monitor;
 use crate::metrics::timeline::{Measured, NodeMeasured};
 use crate::metrics::{Shards, Stats};
@@ -122,8 +123,8 @@ impl Abusers {
 
 /// Who runs the virtual clients: this process, or worker processes.
 enum Fleet {
-    /// This process, every client.
-    Here(Clients),
+    /// This process, every client (boxed: far larger than the other).
+    Here(Box<Clients>),
     /// Worker processes, each its share.
     Workers(Workers),
 }
@@ -196,6 +197,23 @@ impl Run<'_> {
             .collect()
     }
 
+    /// The publisher's own token (`publisher-0`, allowed to publish to
+    /// `topic`), with per-user tokens.
+    fn publisher_credential(&self, topic: &str) -> anyhow::Result<Option<Credential>> {
+        let Some(auth) = &self.scenario.auth else {
+            return Ok(None);
+        };
+        let grants = Grants {
+            subscribe: Vec::new(),
+            publish: vec![topic.to_owned()],
+        };
+        let minter = Minter::new(auth, grants).map_err(anyhow::Error::msg)?;
+        Ok(Some(Credential::new(
+            Arc::new(minter),
+            "publisher-0".to_owned(),
+        )))
+    }
+
     /// Seeds the replay dataset.
     async fn seed(&self, wallet: &str) -> anyhow::Result<()> {
         let url = format!(
@@ -239,14 +257,14 @@ impl Run<'_> {
         stop: &CancellationToken,
     ) -> anyhow::Result<Fleet> {
         if self.workers <= 1 {
-            return Ok(Fleet::Here(Clients::new(
+            return Ok(Fleet::Here(Box::new(Clients::new(
                 load,
                 Share::ALL,
                 self.targets.clone(),
                 Arc::clone(shards),
                 self.token.clone(),
                 stop.child_token(),
-            )?));
+            )?)));
         }
         let setup = worker::Setup {
             load,
@@ -284,12 +302,18 @@ impl Run<'_> {
         let (publish_rate, rates) = watch::channel(scenario.publish_rate_in(&scenario.phases[0]));
         let mut publishers = JoinSet::new();
         if scenario.publishes() {
+            let topic = (foreign.as_ref())
+                .and_then(|spec| spec.topic.as_deref())
+                .unwrap_or(&name);
+            let credential = self.publisher_credential(topic)?;
             let to = match &foreign {
                 Some(spec) => {
-                    let topic = spec.topic.as_deref().unwrap_or(&name);
                     let cancel = stop.child_token();
                     let server = &self.targets[0];
-                    publisher::foreign(spec, topic, server, cancel, &mut publishers).await?
+                    let token = (credential.as_ref())
+                        .map(Credential::token)
+                        .or(self.token.as_deref());
+                    publisher::foreign(spec, topic, token, server, cancel, &mut publishers).await?
                 }
                 None => Destination::Topics {
                     urls: (self.targets.iter())
@@ -302,6 +326,7 @@ impl Run<'_> {
                 rate: rates,
                 size: scenario.size,
                 token: self.token.clone(),
+                credential,
             };
             let recorders = (0..self.targets.len())
                 .map(|node| shards.recorder_for(usize::MAX, node))

@@ -16,6 +16,11 @@
 //! own sequence number and intended send time where the templates put
 //! `{{seq}}` and `{{ts_us}}`, which subscribers find again through their
 //! pointers.
+//!
+//! With per-user tokens, the publisher holds a token of its own
+//! (`publisher-0`, allowed to publish to the topic), renewed when due
+//! before a publish goes out; a publish refused `401`/`403` counts its
+//! reason.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,10 +31,12 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use self::websocket::FrameSender;
+use crate::client::jwt::Credential;
 use crate::client::pool::Pool;
 use crate::client::request::{PUBLISH_DEFAULTS, Request, path_of};
 use crate::client::tls::Connector;
 use crate::client::{Target, micros, now_micros};
+use crate::metrics::auth::Refusal;
 use crate::metrics::{ErrorKind, Recorder, Sample};
 use crate::scenario::target::{Publish, TargetSpec};
 use crate::scenario::template::{Template, Values};
@@ -77,6 +84,8 @@ enum Outcome {
     /// `503` or `429`: the server shed it, nothing was stored. The open
     /// model goes on at its rate: that is the offered load.
     Shed,
+    /// `401` or `403`: the credential was refused, for this reason.
+    Refused(Refusal),
     /// Any other answer, or none.
     Failed(ErrorKind),
 }
@@ -128,7 +137,9 @@ impl Destination {
 
 /// Where a foreign target's publishes go, as `spec` says, on topic
 /// `topic`; `server` is the target's server (a `/path` is on it). A
-/// WebSocket's task is spawned into `tasks` and ends with `cancel`.
+/// WebSocket's task is spawned into `tasks` and ends with `cancel`; it
+/// opens as a subscriber's would, `token` wherever the target says
+/// `{token}`.
 ///
 /// # Errors
 ///
@@ -136,6 +147,7 @@ impl Destination {
 pub async fn foreign(
     spec: &TargetSpec,
     topic: &str,
+    token: Option<&str>,
     server: &Arc<Target>,
     cancel: CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -143,6 +155,7 @@ pub async fn foreign(
     let values = Values {
         topic,
         client: "publisher",
+        token: token.unwrap_or_default(),
         ..Values::default()
     };
     let tls = spec.trust.as_ref().map(Connector::new).transpose()?;
@@ -215,8 +228,20 @@ pub struct Publishing {
     pub rate: watch::Receiver<u64>,
     /// Padding bytes per publish.
     pub size: usize,
-    /// Bearer token, if the server wants one.
+    /// Bearer token, if the server wants one (when no token is minted).
     pub token: Option<String>,
+    /// The publisher's own token (per-user tokens), renewed when due.
+    pub credential: Option<Credential>,
+}
+
+impl Publishing {
+    /// The bearer token a publish carries now: the publisher's own, or the
+    /// static one.
+    fn bearer(&self) -> Option<&str> {
+        (self.credential.as_ref())
+            .map(Credential::token)
+            .or(self.token.as_deref())
+    }
 }
 
 /// Publishes as `publishing` says until `cancel`, recording each node's
@@ -224,7 +249,7 @@ pub struct Publishing {
 /// acknowledged seqs into `acks`.
 pub async fn run(
     http: reqwest::Client,
-    publishing: Publishing,
+    mut publishing: Publishing,
     acks: Arc<Acks>,
     mut recorders: Vec<Recorder>,
     cancel: CancellationToken,
@@ -258,6 +283,9 @@ pub async fn run(
         // Counts reach the timeline (and their phase) within a tick.
         let now = Instant::now();
         recorders.iter_mut().for_each(|r| r.flush_if_due(now));
+        if let Some(credential) = &mut publishing.credential {
+            credential.renew_if_due(now);
+        }
         let node = (k % nodes as u64) as usize;
         let recorder = &mut recorders[node];
         recorder.count(|c| c.publishes += 1);
@@ -348,6 +376,7 @@ impl Send<'_> {
             seq,
             ts_us: sent_us,
             pad,
+            ..Values::default()
         };
         match &publishing.to {
             Destination::Topics { urls } => {
@@ -361,7 +390,7 @@ impl Send<'_> {
                     .post(&urls[node])
                     .header("content-type", "application/json")
                     .body(body);
-                if let Some(token) = &publishing.token {
+                if let Some(token) = publishing.bearer() {
                     request = request.bearer_auth(token);
                 }
                 Sending::Topic(Box::new(request))
@@ -436,6 +465,9 @@ impl Sending {
             reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS => {
                 Outcome::Shed
             }
+            reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => Outcome::Refused(
+                Refusal::of_body(&response.bytes().await.unwrap_or_default()),
+            ),
             reqwest::StatusCode::CREATED => match response.json::<Created>().await {
                 Ok(created) => Outcome::Acked {
                     seq: created.seq,
@@ -471,6 +503,10 @@ fn record(
             recorder.count(|c| c.published += 1);
         }
         Outcome::Shed => recorder.count(|c| c.publishes_shed += 1),
+        Outcome::Refused(reason) => {
+            recorder.error(ErrorKind::HttpStatus);
+            recorder.count(|c| c.auth.refused(reason));
+        }
         Outcome::Failed(kind) => recorder.error(kind),
     }
 }

@@ -57,6 +57,16 @@
 //! publish_body = '{"seq":{{seq}},"ts_us":{{ts_us}},"pad":"{{pad}}"}'
 //! headers = { Authorization = "Bearer ${HUB_TOKEN}" }
 //! ```
+//!
+//! Per-user tokens (docs/loadgen.md, "Per-user tokens") are an `[auth]`
+//! table, its keys those of [`RawAuth`] (the `--jwt-*` flags replace them):
+//!
+//! ```toml
+//! [auth]
+//! jwt-key = "keys/es256.pem"  # an HS256 secret or a PEM private key
+//! jwt-ttl = "5m"              # each token's lifetime (default 10m, at least 2s)
+//! jwt-kid = "k1"              # the header's kid
+//! ```
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -64,6 +74,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::auth::RawAuth;
 use super::target::RawTarget;
 use super::{
     Abuse, AbuseKind, Overrides, Phase, Scenario, Setting, StreamKind, TokenShape, Transport,
@@ -100,6 +111,7 @@ struct RawScenario {
     server_args: Option<Spanned<Vec<String>>>,
     target: Option<Spanned<RawTarget>>,
     request_rate: Option<Spanned<f64>>,
+    auth: Option<Spanned<RawAuth>>,
 }
 
 impl RawScenario {
@@ -123,20 +135,24 @@ impl RawScenario {
             Setting::Nodes => self.nodes.as_ref().map(Spanned::span),
             Setting::RequestRate => self.request_rate.as_ref().map(Spanned::span),
             Setting::Stream => self.target.as_ref().map(Spanned::span),
-            Setting::Target(key) => {
-                let table = self.target.as_ref()?.span();
-                // A `[target]` table's span may be its header alone: its
-                // keys run to the next table.
-                let end = text[table.start..]
-                    .match_indices("\n[")
-                    .map(|(at, _)| table.start + at)
-                    .find(|&at| at > table.start)
-                    .unwrap_or(text.len())
-                    .max(table.end);
-                Some(key_in(text, table.start..end, key).unwrap_or(table))
-            }
+            Setting::Target(key) => Some(key_of_table(text, self.target.as_ref()?.span(), key)),
+            Setting::Auth(key) => Some(key_of_table(text, self.auth.as_ref()?.span(), key)),
         }
     }
+}
+
+/// Where `key = …` is written in the table whose span is `table`, else the
+/// table itself.
+fn key_of_table(text: &str, table: Range<usize>, key: &str) -> Range<usize> {
+    // A table's span may be its header alone: its keys run to the next
+    // table.
+    let end = text[table.start..]
+        .match_indices("\n[")
+        .map(|(at, _)| table.start + at)
+        .find(|&at| at > table.start)
+        .unwrap_or(text.len())
+        .max(table.end);
+    key_in(text, table.start..end, key).unwrap_or(table)
 }
 
 /// Where `key = …` is written within `span` of `text`, if it is.
@@ -204,20 +220,30 @@ struct RawPhase {
     cooldown: Option<Spanned<String>>,
 }
 
-/// Reads and validates the scenario file at `path`, the `--target-*` flags
-/// `target` replacing its `[target]` keys they give.
+/// The flags that replace a scenario file's keys they give: `--target-*`
+/// those of `[target]`, `--jwt-*` those of `[auth]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags<'a> {
+    /// The `--target-*` flags.
+    pub target: Option<&'a RawTarget>,
+    /// The `--jwt-*` flags.
+    pub auth: Option<&'a RawAuth>,
+}
+
+/// Reads and validates the scenario file at `path`, the flags replacing
+/// its keys they give.
 ///
 /// # Errors
 ///
 /// The file cannot be read, is not valid TOML for a scenario, or describes
 /// an invalid scenario: the error names the file and, when it can, the line.
-pub fn load(path: &Path, target: &RawTarget) -> Result<Scenario, Error> {
+pub fn load(path: &Path, flags: Flags<'_>) -> Result<Scenario, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error {
         path: path.to_owned(),
         line: None,
         message: format!("cannot read it: {e}"),
     })?;
-    parse_with(&text, path, target)
+    parse_with(&text, path, flags)
 }
 
 /// Parses a scenario from `text`, reporting errors against `path`.
@@ -226,16 +252,15 @@ pub fn load(path: &Path, target: &RawTarget) -> Result<Scenario, Error> {
 ///
 /// As [`load`].
 pub fn parse(text: &str, path: &Path) -> Result<Scenario, Error> {
-    parse_with(text, path, &RawTarget::default())
+    parse_with(text, path, Flags::default())
 }
 
-/// [`parse`], the `--target-*` flags `flags` replacing the `[target]` keys
-/// they give.
+/// [`parse`], the `flags` replacing the keys they give.
 ///
 /// # Errors
 ///
 /// As [`load`].
-pub fn parse_with(text: &str, path: &Path, flags: &RawTarget) -> Result<Scenario, Error> {
+pub fn parse_with(text: &str, path: &Path, flags: Flags<'_>) -> Result<Scenario, Error> {
     let at = |span: Option<Range<usize>>, message: String| Error {
         path: path.to_owned(),
         line: span.map(|s| line_of(text, s.start)),
@@ -352,7 +377,7 @@ pub fn parse_with(text: &str, path: &Path, flags: &RawTarget) -> Result<Scenario
     let target = (raw.target.as_ref())
         .map(|t| t.get_ref().clone())
         .unwrap_or_default()
-        .merge(flags.clone());
+        .merge(flags.target.cloned().unwrap_or_default());
     let invalid = |e: super::Invalid| at(raw.span_of(text, e.setting, &spans), e.message);
     if !target.is_empty() {
         if let Some(stream) = raw.stream {
@@ -365,6 +390,13 @@ pub fn parse_with(text: &str, path: &Path, flags: &RawTarget) -> Result<Scenario
             )));
         }
         scenario.set_target(target).map_err(invalid)?;
+    }
+    let auth = (raw.auth.as_ref())
+        .map(|a| a.get_ref().clone())
+        .unwrap_or_default()
+        .merge(flags.auth.cloned().unwrap_or_default());
+    if !auth.is_empty() {
+        scenario.set_auth(&auth).map_err(invalid)?;
     }
     scenario.validate().map_err(invalid)?;
     Ok(scenario)
@@ -526,11 +558,42 @@ request_body = '{"model":"m","stream":true,"messages":[]}'
             subscribe_url: Some("ws://127.0.0.1:9/chat".to_owned()),
             ..RawTarget::default()
         };
+        let flags = Flags {
+            target: Some(&flags),
+            auth: None,
+        };
         let scenario =
-            parse_with("[target]\nformat = \"text\"\n", Path::new("s.toml"), &flags).unwrap();
+            parse_with("[target]\nformat = \"text\"\n", Path::new("s.toml"), flags).unwrap();
         assert_eq!(
             (scenario.transport, scenario.stream),
             (Transport::Ws, StreamKind::Ticker)
+        );
+    }
+
+    #[test]
+    fn an_auth_table_mints_tokens_that_a_target_must_carry_somewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("secret");
+        std::fs::write(&key, "q".repeat(32)).unwrap();
+        let auth = format!("[auth]\njwt-key = {:?}\njwt-ttl = \"30s\"\n", key);
+        let scenario = parse_str(&format!("stream = \"topic\"\n\n{auth}")).unwrap();
+        let minted = scenario.auth.unwrap();
+        assert_eq!(
+            (minted.jwt_key, minted.jwt_ttl),
+            (key, Duration::from_secs(30))
+        );
+        let target = "[target]\nsubscribe_url = \"ws://127.0.0.1:9/chat\"\n";
+        let err = parse_str(&format!("{target}\n{auth}")).unwrap_err();
+        assert!(
+            err.starts_with("s.toml:5: the target names its own server"),
+            "{err}"
+        );
+        let carried = format!("{target}headers = {{ X-Jwt = \"{{{{token}}}}\" }}\n\n{auth}");
+        assert!(parse_str(&carried).unwrap().auth.is_some());
+        let err = parse_str("[auth]\njwt-key = \"/nonexistent\"\n").unwrap_err();
+        assert!(
+            err.starts_with("s.toml:2: /nonexistent: cannot read it"),
+            "{err}"
         );
     }
 

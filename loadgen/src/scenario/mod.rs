@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
 pub mod budgets;
 pub mod file;
 pub mod preset;
@@ -16,6 +17,7 @@ pub mod target;
 pub mod template;
 pub mod threshold;
 
+use self::auth::{Auth, RawAuth};
 use self::target::{Origin, RawTarget, TargetSpec};
 pub use self::threshold::{Severity, Threshold};
 
@@ -278,6 +280,12 @@ pub struct Scenario {
     /// open-model schedule; 0 sends them back to back.
     #[serde(skip_serializing_if = "is_zero")]
     pub request_rate: f64,
+    /// Per-user tokens (`[auth]`, `--jwt-*`): each virtual client and
+    /// publisher signs its own JWT with this key; `None` sends the static
+    /// `--token`, if any. The manifest records the key's file, never the
+    /// key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
 }
 
 /// Whether `rate` is 0 (left out of a manifest that never uses it).
@@ -346,6 +354,8 @@ pub enum Setting {
     RequestRate,
     /// `stream` beside a `[target]`, which decides it.
     Stream,
+    /// A key of `[auth]`.
+    Auth(&'static str),
 }
 
 impl Invalid {
@@ -388,6 +398,7 @@ impl Default for Scenario {
             server_args: Vec::new(),
             target: None,
             request_rate: 0.0,
+            auth: None,
         }
     }
 }
@@ -475,6 +486,20 @@ impl Scenario {
             };
         }
         self.target = Some(raw);
+        Ok(())
+    }
+
+    /// Sets per-user tokens as `raw` says (a file's `[auth]` and the
+    /// `--jwt-*` flags merged), its key file read and tried.
+    ///
+    /// # Errors
+    ///
+    /// A key of `[auth]` is wrong; a key file's fault names the file.
+    pub fn set_auth(&mut self, raw: &RawAuth) -> Result<(), Invalid> {
+        let auth = raw
+            .validate()
+            .map_err(|e| Invalid::new(Setting::Auth(e.key), e.message))?;
+        self.auth = Some(auth);
         Ok(())
     }
 
@@ -661,6 +686,13 @@ impl Scenario {
             return Err(Invalid::new(
                 Setting::Phases,
                 "misbehaving clients meet this project's server's limits: not with a [target]",
+            ));
+        }
+        if self.auth.is_some() && spec.origin == Origin::Absolute && !spec.uses_token() {
+            return Err(Invalid::new(
+                Setting::Auth("jwt-key"),
+                "the target names its own server, which gets no bearer token: put {token} \
+                 (URL) or {{token}} (headers, frames) where it wants each client's token",
             ));
         }
         Ok(())

@@ -227,6 +227,16 @@ impl TargetSpec {
     pub fn is_finite(&self) -> bool {
         self.end_marker.is_some()
     }
+
+    /// Whether the subscribing request carries the client's token where
+    /// it says (`{token}`, `{{token}}`).
+    pub fn uses_token(&self) -> bool {
+        let uses = |t: &Template| t.uses(Slot::Token);
+        uses(&self.subscribe_url)
+            || self.headers.iter().any(|(_, value)| uses(value))
+            || self.ws_on_open.iter().any(uses)
+            || self.request_body.as_ref().is_some_and(uses)
+    }
 }
 
 /// A setting of a `[target]` that can be wrong, by its key.
@@ -355,7 +365,7 @@ pub const DEFAULT_PUBLISH_BODY: &str = r#"{"seq":{{seq}},"ts_us":{{ts_us}},"pad"
 const PUBLISHED: &[Slot] = &[Slot::Topic, Slot::Client, Slot::Seq, Slot::TsUs, Slot::Pad];
 
 /// The slots of what a subscribing client sends.
-const SUBSCRIBING: &[Slot] = &[Slot::Topic, Slot::Client];
+const SUBSCRIBING: &[Slot] = &[Slot::Topic, Slot::Client, Slot::Token];
 
 impl RawTarget {
     /// This table with every key `over` gives replaced by `over`'s.
@@ -666,6 +676,7 @@ fn url_template(url: &str, slots: &[Slot]) -> Result<Template, String> {
         let values = Values {
             topic,
             client,
+            token: topic,
             ..Values::default()
         };
         url::Url::parse(&template.expand(&values))

@@ -2,8 +2,11 @@
 //! and bodies the load generator publishes, with the per-client and
 //! per-publish values put in when each is sent.
 //!
-//! - In URLs (`subscribe_url`, `publish_url`), `{topic}` and `{client}`.
-//! - In headers, bodies and frames, `{{topic}}`, `{{client}}` and, in what
+//! - In URLs (`subscribe_url`, `publish_url`), `{topic}` and `{client}`;
+//!   in `subscribe_url`, `{token}` too: the client's token (its minted JWT
+//!   with `--jwt-key`, else `--token`).
+//! - In headers, bodies and frames, `{{topic}}`, `{{client}}` (and in a
+//!   subscriber's headers and frames, `{{token}}`) and, in what
 //!   the load generator publishes, `{{seq}}` (its own sequence number, from
 //!   1), `{{ts_us}}` (the publish's intended send time, µs since the Unix
 //!   epoch) and `{{pad}}` (`size` bytes of filler). Single braces are
@@ -32,6 +35,8 @@ pub enum Slot {
     TsUs,
     /// Filler of the scenario's `size`.
     Pad,
+    /// The client's token: its minted JWT, or the static `--token`.
+    Token,
 }
 
 impl Slot {
@@ -43,11 +48,19 @@ impl Slot {
             Slot::Seq => "seq",
             Slot::TsUs => "ts_us",
             Slot::Pad => "pad",
+            Slot::Token => "token",
         }
     }
 
     /// Every slot.
-    const ALL: [Slot; 5] = [Slot::Topic, Slot::Client, Slot::Seq, Slot::TsUs, Slot::Pad];
+    const ALL: [Slot; 6] = [
+        Slot::Topic,
+        Slot::Client,
+        Slot::Seq,
+        Slot::TsUs,
+        Slot::Pad,
+        Slot::Token,
+    ];
 }
 
 /// How placeholders are written in a template.
@@ -92,6 +105,8 @@ pub struct Values<'a> {
     pub ts_us: u64,
     /// `pad`.
     pub pad: &'a str,
+    /// `token`.
+    pub token: &'a str,
 }
 
 impl Template {
@@ -168,6 +183,7 @@ impl Template {
                 Part::Slot(Slot::Topic) => out.push_str(values.topic),
                 Part::Slot(Slot::Client) => out.push_str(values.client),
                 Part::Slot(Slot::Pad) => out.push_str(values.pad),
+                Part::Slot(Slot::Token) => out.push_str(values.token),
                 Part::Slot(Slot::Seq) => {
                     let _ = write!(out, "{}", values.seq);
                 }
@@ -232,7 +248,7 @@ fn slot(name: &str, syntax: Syntax, allowed: &[Slot]) -> Result<Slot, String> {
 mod tests {
     use super::*;
 
-    const PUBLISHED: &[Slot] = &Slot::ALL;
+    const PUBLISHED: &[Slot] = &[Slot::Topic, Slot::Client, Slot::Seq, Slot::TsUs, Slot::Pad];
 
     #[test]
     fn urls_take_single_braces_and_text_double_ones() {
@@ -266,6 +282,28 @@ mod tests {
             r#"{"seq":3,"at":99,"room":"r","p":"xx","n":{"a":1}}"#
         );
         assert!(body.uses(Slot::Seq) && !body.uses(Slot::Client));
+    }
+
+    #[test]
+    fn a_subscriber_may_carry_its_token_in_a_url_or_header() {
+        let subscribing = [Slot::Topic, Slot::Client, Slot::Token];
+        let url = Template::parse(
+            "/sse/{topic}?access_token={token}",
+            Syntax::Url,
+            &subscribing,
+        )
+        .unwrap();
+        let header = Template::parse("Bearer {{token}}", Syntax::Text, &subscribing).unwrap();
+        let values = Values {
+            topic: "t",
+            token: "eyJ.x.y",
+            ..Values::default()
+        };
+        assert_eq!(url.expand(&values), "/sse/t?access_token=eyJ.x.y");
+        assert_eq!(header.expand(&values), "Bearer eyJ.x.y");
+        assert!(url.uses(Slot::Token) && header.uses(Slot::Token));
+        let err = Template::parse("{{token}}", Syntax::Text, PUBLISHED).unwrap_err();
+        assert!(err.contains("unknown placeholder \"token\""), "{err}");
     }
 
     #[test]

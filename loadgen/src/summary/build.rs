@@ -9,9 +9,10 @@ use hdrhistogram::Histogram;
 use super::manifest::{Environment, Limits, Manifest, ServerUnderTest};
 use super::verdict::Verdict;
 use super::{
-    AbuseSummary, Bucket, Context, Counts, Errors, Foreign, LatencyUs, Millis, MillisMax,
-    NodeSummary, PhaseSummary, Rates, Server, Span, Summary,
+    AbuseSummary, Auth, AuthEnded, Bucket, Context, Counts, Errors, Foreign, LatencyUs, Millis,
+    MillisMax, NodeSummary, PhaseSummary, Rates, Server, Span, Summary,
 };
+use crate::metrics::auth::{AuthCounts, Ended, Refusal};
 use crate::metrics::timeline::{Measured, NodeMeasured, PhaseMeasured, Row};
 use crate::metrics::{self, ErrorKind, Stats};
 use crate::scenario::target::{Format, TargetSpec, Trust};
@@ -89,6 +90,25 @@ impl Foreign {
             itl_written_ms: MillisMax::of(&totals.inter_token_written).filter(|_| openai),
             tokens_per_s: Rates::of(&totals.token_time).filter(|_| openai),
         }
+    }
+}
+
+impl Auth {
+    /// The credential figures of `counts`, if the run minted tokens
+    /// (`minted`) or anything was refused.
+    fn of(minted: bool, counts: &AuthCounts) -> Option<Self> {
+        (minted || !counts.is_empty()).then(|| Self {
+            token_refreshes: counts.token_refreshes,
+            refreshes_refused: counts.refreshes_refused,
+            refusals: (Refusal::ALL.iter().zip(counts.refusals))
+                .filter(|&(_, n)| n > 0)
+                .map(|(reason, n)| (reason.key(), n))
+                .collect(),
+            ended: AuthEnded {
+                token_expired: counts.ended[Ended::TokenExpired as usize],
+                revoked: counts.ended[Ended::Revoked as usize],
+            },
+        })
     }
 }
 
@@ -371,6 +391,7 @@ impl Summary {
             },
             phases: measured.phases.iter().map(PhaseSummary::of).collect(),
             abuse: AbuseSummary::of(c),
+            auth: Auth::of(scenario.auth.is_some(), &c.auth),
             nodes: (measured.nodes.iter())
                 .map(|node| NodeSummary::of(node, seconds))
                 .collect(),
@@ -570,6 +591,58 @@ mod tests {
             "docs/cli.md's transport is one of sse|ws"
         );
         assert_eq!(json["transports"], json!(["sse", "ws"]));
+    }
+
+    #[test]
+    fn the_auth_section_is_there_with_tokens_or_refusals_and_null_otherwise() {
+        let summarize = |scenario: &Scenario, totals: Stats| {
+            let summary = Summary::new(
+                scenario,
+                &fixture::of_totals(totals),
+                Context::lone("a", "http://127.0.0.1:1"),
+            );
+            serde_json::to_value(&summary).unwrap()
+        };
+        let json = summarize(&Scenario::default(), Stats::default());
+        assert!(json["auth"].is_null(), "no token, nothing refused");
+        let mut totals = Stats::default();
+        totals.counts.auth.refused(Refusal::WrongToken);
+        let json = summarize(&Scenario::default(), totals);
+        assert_eq!(json["auth"]["refusals"], json!({"wrong_token": 1}));
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "k".repeat(32)).unwrap();
+        let mut minted = Scenario::default();
+        minted
+            .set_auth(&crate::scenario::auth::RawAuth {
+                jwt_key: Some(secret),
+                ..Default::default()
+            })
+            .unwrap();
+        let mut totals = Stats::default();
+        let auth = &mut totals.counts.auth;
+        (auth.token_refreshes, auth.refreshes_refused) = (12, 1);
+        auth.refused(Refusal::Expired);
+        auth.refused(Refusal::Expired);
+        auth.ended(Ended::Revoked);
+        let json = summarize(&minted, totals);
+        assert_eq!(
+            json["auth"],
+            json!({
+                "token_refreshes": 12,
+                "refreshes_refused": 1,
+                "refusals": {"expired": 2},
+                "ended": {"token_expired": 0, "revoked": 1}
+            })
+        );
+        assert_eq!(json["manifest"]["scenario"]["auth"]["alg"], "HS256");
+        let manifest = json["manifest"].to_string();
+        assert!(!manifest.contains("kkkk"), "the key stays out: {manifest}");
+        let quiet = summarize(&minted, Stats::default());
+        assert_eq!(
+            quiet["auth"]["token_refreshes"], 0,
+            "minted, nothing renewed"
+        );
     }
 
     #[test]

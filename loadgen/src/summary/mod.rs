@@ -10,6 +10,7 @@
 //! [`comparison`], [`capacity`]); the renderers (`crate::report`) read the
 //! finished model.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -107,6 +108,34 @@ pub struct Foreign {
     pub itl_written_ms: Option<MillisMax>,
     /// `openai`: each request's decode rate after its first token.
     pub tokens_per_s: Option<Rates>,
+}
+
+/// Credentials: per-user tokens renewed, and what the server refused
+/// (`summary.json`'s `auth`, `null` when no token was minted and nothing
+/// was refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Auth {
+    /// Tokens renewed on live streams: WebSocket refreshes answered
+    /// `refreshed`, SSE streams opened again with a fresh token.
+    pub token_refreshes: u64,
+    /// Renewals the server refused: a refresh answered with an error, a
+    /// stream opened again refused `401`/`403`.
+    pub refreshes_refused: u64,
+    /// Credentials refused, by the server's reason (`expired`, `revoked`,
+    /// `topic_not_allowed`, …; `other` for one not known): `401`/`403`
+    /// answers and refused refreshes. Only the reasons that came.
+    pub refusals: BTreeMap<&'static str, u64>,
+    /// Streams the server ended because of their token.
+    pub ended: AuthEnded,
+}
+
+/// Streams the server ended because of their token, by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AuthEnded {
+    /// Their token expired (SSE `end` `token_expired`, close 4401).
+    pub token_expired: u64,
+    /// Their token was revoked (SSE `end` `revoked`, close 4403).
+    pub revoked: u64,
 }
 
 /// Failures by kind.
@@ -313,6 +342,9 @@ pub struct Summary {
     pub phases: Vec<PhaseSummary>,
     /// Misbehaving clients, by kind (empty without `abuse` phases).
     pub abuse: Vec<AbuseSummary>,
+    /// Per-user tokens renewed and credentials refused (`null` when no
+    /// token was minted and nothing was refused).
+    pub auth: Option<Auth>,
     /// Each server node's figures, in the order of `--url` (one entry for
     /// a server of one node).
     pub nodes: Vec<NodeSummary>,

@@ -1,11 +1,20 @@
-//! What the binary's tests share: running `streamgauge-loadgen`, a fresh
-//! output directory per test, reading what it wrote.
+//! What the binary's tests share: running `streamgauge-loadgen`, the real
+//! server it embeds, a fresh output directory per test, reading what it
+//! wrote and what the server's metrics say.
 #![allow(dead_code, reason = "each test binary uses its own part of it")]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Child;
+
+/// The longest any step may take: starting a server, clients connecting,
+/// a run failing.
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// Runs `streamgauge-loadgen` with `args` to its end, its run history in this test
 /// process's own temporary database (never in the repository).
@@ -25,6 +34,73 @@ pub(crate) fn loadgen_command(args: &[&str]) -> Command {
         format!("sqlite://{}", history.display()),
     );
     command
+}
+
+/// `streamgauge-loadgen` with `args`, stdout and stderr piped, killed if
+/// the test ends first.
+pub(crate) fn spawn(args: &[&str]) -> Child {
+    let mut command = tokio::process::Command::from(loadgen_command(args));
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command.spawn().expect("starting streamgauge-loadgen")
+}
+
+/// The real server (the binary's `__serve`) with `args`, on a free
+/// loopback port with a fresh database in `dir`, once it says where it
+/// listens.
+pub(crate) async fn server(dir: &Path, args: &[&str]) -> (Child, SocketAddr) {
+    std::fs::create_dir_all(dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("server.db").display());
+    let mut all = vec![
+        "__serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &database,
+        "--log",
+        "warn",
+    ];
+    all.extend_from_slice(args);
+    let mut server = spawn(&all);
+    let mut line = String::new();
+    let stdout = server.stdout.as_mut().unwrap();
+    tokio::time::timeout(WAIT, BufReader::new(stdout).read_line(&mut line))
+        .await
+        .expect("the server says where it listens")
+        .unwrap();
+    let addr = line
+        .trim_end()
+        .strip_prefix("listening on http://")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("the server's first line: {line:?}"));
+    (server, addr)
+}
+
+/// Scrapes `addr`'s `/metrics` every 20 ms until `ready` holds, at most
+/// [`WAIT`].
+pub(crate) async fn wait_for(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        poll.tick().await;
+        let response = http
+            .get(format!("http://{addr}/metrics"))
+            .timeout(WAIT)
+            .send()
+            .await
+            .expect("GET /metrics");
+        let metrics = response.text().await.expect("the metrics");
+        if ready(&metrics) {
+            return metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}; last metrics:\n{metrics}"
+        );
+    }
 }
 
 /// `run` with two clients for a second, plus `extra` flags and each of
