@@ -23,7 +23,7 @@ use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
 use crate::metrics::Shards;
 use crate::scenario::auth::Auth;
 use crate::scenario::target::Invalid;
-use crate::scenario::{Phase, Scenario, Transport, phase_at};
+use crate::scenario::{Phase, Scenario, Transport, max_clients, phase_at};
 
 /// What the virtual clients of a run do, phase by phase: all a worker
 /// process needs of the scenario.
@@ -133,6 +133,10 @@ impl Clients {
             .map(|auth| Minter::new(auth, load.streams[0].grants()).map(Arc::new))
             .transpose()
             .map_err(anyhow::Error::msg)?;
+        if let Some(minter) = &minter {
+            let most = share.count(max_clients(&load.phases) as usize);
+            minter.prepare((0..most).map(|n| format!("client-{}", share.id(n))));
+        }
         let spec = Arc::new(ClientSpec::new(
             load.transport,
             load.streams[0].clone(),

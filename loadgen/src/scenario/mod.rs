@@ -149,6 +149,11 @@ pub struct Abuse {
     pub clients: u32,
 }
 
+/// The most clients any of `phases` asks for.
+pub fn max_clients(phases: &[Phase]) -> u32 {
+    phases.iter().map(|p| p.from.max(p.to)).max().unwrap_or(0)
+}
+
 /// Most abusers one phase may ask for.
 pub const MAX_ABUSERS: u32 = 10_000;
 
@@ -557,11 +562,7 @@ impl Scenario {
 
     /// The most clients any phase asks for.
     pub fn max_clients(&self) -> u32 {
-        self.phases
-            .iter()
-            .map(|p| p.from.max(p.to))
-            .max()
-            .unwrap_or(0)
+        max_clients(&self.phases)
     }
 
     /// Replaces the phases with a ramp from 0 over `ramp` (if any), then
