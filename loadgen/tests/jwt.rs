@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde_json::Value;
-use support::{WAIT, out_dir, read_json, server, spawn, text, wait_for};
+use support::{WAIT, assert_exit, out_dir, read_json, server, spawn, text, wait_for};
 use tokio::process::Child;
 
 /// Clients per run.
@@ -107,13 +107,7 @@ async fn passed(run: Child, out: &Path) -> Value {
         .await
         .unwrap_or_else(|_| panic!("a 30 s run ends within {limit:?}"))
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr:\n{}\nstdout:\n{}",
-        text(&output.stderr),
-        text(&output.stdout)
-    );
+    assert_exit(&output, 0);
     assert!(text(&output.stdout).contains("Tokens: "), "the token line");
     read_json(&out.join("summary.json"))
 }

@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{WAIT, out_dir, read_json, server, spawn, text, wait_for};
+use support::{WAIT, assert_exit, out_dir, read_json, server, spawn, wait_for};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// The sample `name{transport="…"}` of each transport, SSE then WebSocket.
@@ -59,13 +59,7 @@ async fn three_workers_run_the_clients_of_one_and_their_figures_add_up() {
         .await
         .expect("the run ends")
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr:\n{}\nstdout:\n{}",
-        text(&output.stderr),
-        text(&output.stdout)
-    );
+    assert_exit(&output, 0);
     // No client ran twice, none in two workers: each of the 9 opened its
     // stream once (a steady ticker run, no churn).
     let metrics = wait_for(addr, "the metrics", |_| true).await;

@@ -761,3 +761,59 @@ fn json_logs_carry_the_access_log_with_the_forwarded_client() {
         "the query string is not logged: {stderr}"
     );
 }
+
+#[test]
+fn sighup_rereads_the_denylist_and_ends_the_revoked_subjects_streams() {
+    let mut command = server();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-denylist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (secret, denylist) = (dir.join("secret"), dir.join("denylist"));
+    std::fs::write(&secret, "a secret of thirty-two bytes, ok\n").unwrap();
+    std::fs::write(&denylist, "nobody-00\n").unwrap();
+    let running = Running::start(command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-key",
+        secret.to_str().unwrap(),
+        "--jwt-denylist",
+        denylist.to_str().unwrap(),
+    ]));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({ "sub": "client-07", "exp": exp,
+                                     "streamgauge": { "subscribe": ["t"] } });
+    let key = jsonwebtoken::EncodingKey::from_secret(b"a secret of thirty-two bytes, ok").unwrap();
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let (head, mut stream) = request(
+        &running.addr,
+        &format!("GET /sse/topics/t?token={token} HTTP/1.1\r\n"),
+        "",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The same length and modification time: only the signal can tell the
+    // server that the file changed.
+    let modified = std::fs::metadata(&denylist).unwrap().modified().unwrap();
+    std::fs::write(&denylist, "client-07\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&denylist)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    running.signal("HUP");
+    let mut body = Vec::new();
+    let _ = stream.read_to_end(&mut body);
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("event: end") && body.contains(r#""reason":"revoked""#),
+        "{body}"
+    );
+    running.signal("TERM");
+    let (status, stderr) = running.wait();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("denylist reloaded"), "{stderr}");
+}

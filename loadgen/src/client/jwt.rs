@@ -413,4 +413,28 @@ mod tests {
         credential.renew_if_due(now + Duration::from_secs(60));
         assert_ne!(credential.token(), before);
     }
+
+    #[test]
+    fn a_prepared_first_token_is_taken_once_then_tokens_are_minted() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "p".repeat(40)).unwrap();
+        let auth = auth(&secret, Duration::from_secs(60), None);
+        let minter = Arc::new(Minter::new(&auth, Grants::default()).unwrap());
+        minter.prepare(["client-1".to_owned(), "client-2".to_owned()]);
+        let prepared = minter.prepared.lock().unwrap()["client-1"].token.clone();
+        let first = Credential::new(Arc::clone(&minter), "client-1".to_owned());
+        assert_eq!(first.token(), prepared);
+        let again = Credential::new(Arc::clone(&minter), "client-1".to_owned());
+        assert_ne!(
+            again.token(),
+            prepared,
+            "taken once: a restarted client mints"
+        );
+        assert_eq!(
+            minter.prepared.lock().unwrap().len(),
+            1,
+            "client-2's is left"
+        );
+    }
 }
