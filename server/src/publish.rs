@@ -359,11 +359,7 @@ impl SocketPublisher {
 
 impl Inbox for SocketPublisher {
     fn refreshed(&mut self, grant: &Grant) {
-        self.permission = if grant.may_publish(self.topic.as_str()) {
-            Ok(())
-        } else {
-            Err(Denied::TopicNotAllowed)
-        };
+        self.permission = grant.publish_permission(self.topic.as_str());
     }
 
     async fn receive(&mut self, message: Bytes) -> Result<Option<Bytes>, Disconnect> {

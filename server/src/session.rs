@@ -65,9 +65,7 @@ pub trait Inbox: Send {
 
     /// The client refreshed its token on the live stream: what it may do
     /// from now on is what `grant` allows.
-    fn refreshed(&mut self, grant: &Grant) {
-        let _ = grant;
-    }
+    fn refreshed(&mut self, _grant: &Grant) {}
 }
 
 /// The inbox of a stream that takes no messages: any message closes it

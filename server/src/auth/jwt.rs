@@ -151,6 +151,19 @@ impl Grant {
         glob::any_matches(&self.publish, topic)
     }
 
+    /// [`Grant::may_publish`] as a permission.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::TopicNotAllowed`] when the token does not list `topic`.
+    pub fn publish_permission(&self, topic: &str) -> Result<(), Refusal> {
+        if self.may_publish(topic) {
+            Ok(())
+        } else {
+            Err(Refusal::TopicNotAllowed)
+        }
+    }
+
     /// Whether the token carries `streamgauge.admin: true`.
     pub fn is_admin(&self) -> bool {
         self.admin

@@ -252,6 +252,25 @@ impl Auth {
         self.static_access(guarded, token)
     }
 
+    /// Whether the bearer of `token`, let in to read by `read`, may also
+    /// publish to `topic`: a JWT verified for the read is not verified
+    /// again, its claims decide.
+    ///
+    /// # Errors
+    ///
+    /// The [`Refusal`].
+    pub fn may_also_publish(
+        &self,
+        topic: &str,
+        token: Option<&str>,
+        read: &Access,
+    ) -> Result<(), Refusal> {
+        match read.grant() {
+            Some(grant) => grant.publish_permission(topic),
+            None => self.may_publish(topic, token).map(drop),
+        }
+    }
+
     /// Whether the bearer of `token` may seed datasets (a publish token, or
     /// a JWT with `streamgauge.admin`).
     ///
@@ -300,8 +319,13 @@ fn looks_like_jwt(token: &str) -> bool {
         part.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    let parts: Vec<&str> = token.split('.').collect();
-    matches!(parts.as_slice(), [h, p, s] if !h.is_empty() && !p.is_empty() && [h, p, s].iter().all(|x| base64url(x)))
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) => {
+            !h.is_empty() && !p.is_empty() && [h, p, s].into_iter().all(base64url)
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -512,6 +536,12 @@ mod tests {
         assert!(auth.may_publish("chat.room-1", jwt).is_ok());
         assert_eq!(
             auth.may_publish("chat.room-2", jwt),
+            Err(Refusal::TopicNotAllowed)
+        );
+        let read = auth.may_read("chat.room-1", jwt).unwrap();
+        assert_eq!(auth.may_also_publish("chat.room-1", jwt, &read), Ok(()));
+        assert_eq!(
+            auth.may_also_publish("chat.room-2", jwt, &read),
             Err(Refusal::TopicNotAllowed)
         );
         assert_eq!(auth.may_seed(jwt), Err(Refusal::NotAdmin));

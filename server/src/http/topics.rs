@@ -235,12 +235,12 @@ async fn ws_subscribe(
     let subscription = Subscription::parse(&state, &scope, topic, &params, &headers)?;
     let options = subscription.options(&state, params.tag()?);
     // Checked now, refused only when the client publishes (not counted as
-    // a refusal of the subscription).
+    // a refusal of the subscription); a JWT is not verified twice.
     let token = credentials::token(&headers, &params, state.config.jwt_cookie.as_deref());
-    let permission = state
-        .auth
-        .may_publish(subscription.topic.as_str(), token)
-        .map(drop);
+    let permission =
+        state
+            .auth
+            .may_also_publish(subscription.topic.as_str(), token, &subscription.access);
     let inbox = SocketPublisher::new(
         state.publisher.clone(),
         subscription.topic.clone(),
