@@ -300,6 +300,15 @@ mod tests {
         (path, pair.public_key_pem())
     }
 
+    /// A minter of HS256 tokens living a minute, no grants.
+    fn hs256_minter() -> Arc<Minter> {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "t".repeat(40)).unwrap();
+        let auth = auth(&secret, Duration::from_secs(60), None);
+        Arc::new(Minter::new(&auth, Grants::default()).unwrap())
+    }
+
     /// Mints a token for `client-7` with `auth` and decodes it with `key`.
     fn mint_and_decode(auth: &Auth, key: &DecodingKey) -> (Header, Decoded) {
         let grants = Grants {
@@ -379,11 +388,7 @@ mod tests {
 
     #[test]
     fn a_refresh_in_flight_becomes_the_token_or_stops_renewal_on_that_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("secret");
-        std::fs::write(&secret, "t".repeat(40)).unwrap();
-        let auth = auth(&secret, Duration::from_secs(60), None);
-        let minter = Arc::new(Minter::new(&auth, Grants::default()).unwrap());
+        let minter = hs256_minter();
         let mut credential = Credential::new(minter, "client-3".to_owned());
         let first = credential.token().to_owned();
         assert!(credential.due().is_some());
@@ -416,11 +421,7 @@ mod tests {
 
     #[test]
     fn a_prepared_first_token_is_taken_once_then_tokens_are_minted() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("secret");
-        std::fs::write(&secret, "p".repeat(40)).unwrap();
-        let auth = auth(&secret, Duration::from_secs(60), None);
-        let minter = Arc::new(Minter::new(&auth, Grants::default()).unwrap());
+        let minter = hs256_minter();
         minter.prepare(["client-1".to_owned(), "client-2".to_owned()]);
         let prepared = minter.prepared.lock().unwrap()["client-1"].token.clone();
         let first = Credential::new(Arc::clone(&minter), "client-1".to_owned());

@@ -57,10 +57,7 @@ impl Alg {
 fn optional_duration<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+    super::from_human(deserializer).map(Some)
 }
 
 /// The `[auth]` table as written (or the `--jwt-*` flags): nothing checked.

@@ -29,7 +29,8 @@ fn human<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::
 /// Reads a duration [`human`] wrote: exactly the same duration.
 fn from_human<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
 }
 
 /// The transport clients use.
