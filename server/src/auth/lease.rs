@@ -12,8 +12,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::time::{Instant, Sleep};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::WatchStream;
 
-use super::denylist::Watch;
+use super::denylist::Denylist;
 use super::jwt::Grant;
 use super::{Auth, Refusal};
 use crate::disconnect::Disconnect;
@@ -28,7 +30,10 @@ pub struct Lease {
     sub: Box<str>,
     jti: Option<Box<str>>,
     deadline: Pin<Box<Sleep>>,
-    denylist: Watch,
+    /// The denylist in force, then each change: one waiter for the lease's
+    /// whole life. A fresh `changed()` per batch would register and drop a
+    /// waiter on the list every stream a JWT opened shares, twice per batch.
+    denylist: WatchStream<Arc<Denylist>>,
     metrics: AuthMetrics,
 }
 
@@ -74,10 +79,9 @@ pub struct Refresh {
 impl Lease {
     /// The lease of a stream of `topic` that `grant` opened.
     pub fn new(auth: Arc<Auth>, topic: Name, grant: &Grant, metrics: AuthMetrics) -> Self {
-        let mut denylist = auth.denylist();
-        // Looked at once at the start: a change between the token's check
-        // and now is not missed.
-        denylist.mark_changed();
+        // Yields the list in force first: a change between the token's
+        // check and now is not missed.
+        let denylist = WatchStream::new(auth.denylist());
         let deadline = Box::pin(tokio::time::sleep_until(deadline(grant.exp, auth.leeway())));
         Self {
             sub: grant.sub.clone(),
@@ -94,23 +98,23 @@ impl Lease {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the deadline and the denylist's version are kept in the
-    /// lease.
+    /// Cancel safe: the deadline and the wait on the denylist are kept in
+    /// the lease.
     pub async fn ended(&mut self) -> Disconnect {
         loop {
             tokio::select! {
                 () = self.deadline.as_mut() => return Disconnect::TokenExpired,
-                changed = self.denylist.changed() => {
-                    if changed.is_err() {
+                list = self.denylist.next() => match list {
+                    Some(list) if list.denies(&self.sub, self.jti.as_deref()) => {
+                        return Disconnect::Revoked;
+                    }
+                    Some(_) => {}
+                    None => {
                         // The denylist can no longer change.
                         self.deadline.as_mut().await;
                         return Disconnect::TokenExpired;
                     }
-                    let denied = self.denylist.borrow_and_update().denies(&self.sub, self.jti.as_deref());
-                    if denied {
-                        return Disconnect::Revoked;
-                    }
-                }
+                },
             }
         }
     }
