@@ -939,20 +939,12 @@ fn default_max_replays(database_connections: u32) -> usize {
 /// The largest batch a writer may build, bytes.
 const MAX_BATCH_BYTES: usize = 1 << 30;
 
-/// The JWT keys `options` name, the flag of a file that cannot be used
-/// named in the error.
+/// The JWT keys `options` name; a file that cannot be used is named with
+/// its flag.
 fn load_jwt(options: &JwtOptions) -> Result<Option<Arc<Verifier>>, Error> {
     Verifier::load(options)
         .map(|v| v.map(Arc::new))
-        .map_err(|e| {
-            let jwks = options.jwks.as_ref().map(|p| p.display().to_string());
-            let flag = if jwks.as_deref() == Some(e.path.as_str()) {
-                "jwks-file"
-            } else {
-                "jwt-key"
-            };
-            invalid(flag, &e.to_string())
-        })
+        .map_err(|e| invalid(e.flag, &e.to_string()))
 }
 
 fn invalid(name: &'static str, reason: &str) -> Error {

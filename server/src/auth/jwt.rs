@@ -47,6 +47,8 @@ pub struct JwtOptions {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {reason}")]
 pub struct KeyError {
+    /// The flag that named the file (`jwt-key`, `jwks-file`).
+    pub flag: &'static str,
     /// The file.
     pub path: String,
     /// What is wrong with it.
@@ -54,10 +56,21 @@ pub struct KeyError {
 }
 
 impl KeyError {
+    /// An error of the `--jwt-key` file (a JWKS's are marked so by
+    /// [`KeyError::of_jwks`]).
     fn new(path: &Path, reason: impl Into<String>) -> Self {
         Self {
+            flag: "jwt-key",
             path: path.display().to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// This error, of the `--jwks-file` file.
+    fn of_jwks(self) -> Self {
+        Self {
+            flag: "jwks-file",
+            ..self
         }
     }
 }
@@ -211,9 +224,9 @@ impl Verifier {
         };
         let by_kid = match &options.jwks {
             Some(path) => {
-                let bytes = read(path)?;
+                let bytes = read(path).map_err(KeyError::of_jwks)?;
                 fingerprint.update(&bytes);
-                jwks_file(path, &bytes, options)?
+                jwks_file(path, &bytes, options).map_err(KeyError::of_jwks)?
             }
             None => HashMap::new(),
         };

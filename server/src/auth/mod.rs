@@ -632,6 +632,7 @@ mod tests {
             (files.0.path().join("absent"), "cannot be read"),
         ] {
             let Err(KeyError {
+                flag: "jwt-key",
                 path: named,
                 reason,
             }) = load(path.clone())
@@ -644,6 +645,7 @@ mod tests {
         let jwks = files.write("jwks.json", br#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#);
         let err = Verifier::load(&options(None, Some(jwks))).unwrap_err();
         assert!(err.reason.contains("key 0: has no `kid`"), "{err}");
+        assert_eq!(err.flag, "jwks-file");
     }
 
     #[test]
