@@ -42,12 +42,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::denylist::{Denylist, DenylistFile};
 use crate::auth::jwt::{JwtOptions, Verifier};
+use crate::auth::admin::AdminToken;
 use crate::auth::{ReadRule, Secret};
 use crate::cors::Cors;
 use crate::logging::LogFormat;
 use crate::queue;
 use crate::source::topic::OverflowPolicy;
-use crate::store::{self, Retention, SqliteDurability};
+use crate::retention::{Retention, RetentionRule};
+use crate::store::{self, SqliteDurability};
 use crate::tls::TlsFiles;
 use crate::writer::BatchLimits;
 
@@ -126,6 +128,10 @@ pub struct Args {
     #[arg(long, value_name = "RULE")]
     pub read_token: Option<Vec<Secret>>,
 
+    /// An admin token `LABEL=TOKEN` (repeatable; or STREAMGAUGE_ADMIN_TOKEN, comma-separated): it opens the admin API (`/admin/…`, which does not exist without one) and, once any is set, is what seeding datasets takes; logs name the LABEL, never the token
+    #[arg(long, value_name = "LABEL=TOKEN")]
+    pub admin_token: Option<Vec<Secret>>,
+
     /// JWTs: an HS256 secret file (at least 32 bytes), or a PEM public key (RSA: RS256, EC P-256: ES256, Ed25519: EdDSA); with JWTs on, every topic read and publish needs a credential [default: off]
     #[arg(long, env = "STREAMGAUGE_JWT_KEY", value_name = "FILE")]
     pub jwt_key: Option<PathBuf>,
@@ -173,6 +179,18 @@ pub struct Args {
     /// How often retention runs
     #[arg(long, env = "STREAMGAUGE_RETENTION_INTERVAL", value_name = "DURATION")]
     pub retention_interval: Option<HumanDuration>,
+
+    /// A retention rule `PATTERN=events:N,age:DURATION` for the topics matching PATTERN (`*` = any run), 0 = unlimited, a bound left out = the global one (repeatable, first match wins; e.g. `audit.*=events:0,age:365d`)
+    #[arg(long, value_name = "RULE")]
+    pub retention: Option<Vec<String>>,
+
+    /// Most topics that may exist; a publish that would create one more is refused (429)
+    #[arg(long, env = "STREAMGAUGE_MAX_TOPICS", value_name = "N")]
+    pub max_topics: Option<u64>,
+
+    /// A topic with no event left, no publish and no live subscriber (on any node) for this long is removed; a later publish starts it again at seq 1; 0s: never
+    #[arg(long, env = "STREAMGAUGE_TOPIC_IDLE_EXPIRY", value_name = "DURATION")]
+    pub topic_idle_expiry: Option<HumanDuration>,
 
     /// PostgreSQL cluster nodes: how often to compare the store's heads of topics with local subscribers with what was delivered, and re-read what a lost notification left behind; 0s turns it off
     #[arg(long, env = "STREAMGAUGE_CLUSTER_POLL", value_name = "DURATION")]
@@ -364,6 +382,7 @@ fn defaults() -> Args {
         // None: publishing and reading are open.
         publish_token: None,
         read_token: None,
+        admin_token: None,
         // JWTs are off unless a key or a JWKS is given.
         jwt_key: None,
         jwks_file: None,
@@ -377,6 +396,9 @@ fn defaults() -> Args {
         retention_events: Some(1_000_000),
         retention_age: seconds(7 * 24 * 3600),
         retention_interval: seconds(10),
+        retention: None,
+        max_topics: Some(100_000),
+        topic_idle_expiry: seconds(7 * 24 * 3600),
         cluster_poll: seconds(1),
         overflow: Some(OverflowPolicy::CatchUp),
         log: Some("info".to_owned()),
@@ -493,6 +515,11 @@ impl Args {
                 "publish-token",
             ),
             (&mut self.read_token, "STREAMGAUGE_READ_TOKEN", "read-token"),
+            (
+                &mut self.admin_token,
+                "STREAMGAUGE_ADMIN_TOKEN",
+                "admin-token",
+            ),
         ] {
             if list.is_some() {
                 continue;
@@ -509,6 +536,20 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// Each of `secrets` (the flag `flag`'s values) parsed as a rule holding a
+/// token. A malformed one is reported without its text: it holds a token.
+fn parse_secrets<T: FromStr<Err = String>>(
+    flag: &'static str,
+    secrets: Option<Vec<Secret>>,
+) -> Result<Vec<T>, Error> {
+    secrets
+        .unwrap_or_default()
+        .iter()
+        .map(|secret| secret.expose().parse())
+        .collect::<Result<_, String>>()
+        .map_err(|reason| invalid(flag, &reason))
 }
 
 fn read_file(path: &Path) -> Result<Args, Error> {
@@ -611,6 +652,8 @@ pub struct Config {
     pub publish_tokens: Vec<Secret>,
     /// Topics that need a token to be read.
     pub read_rules: Vec<ReadRule>,
+    /// The admin tokens; none: no admin API.
+    pub admin_tokens: Vec<AdminToken>,
     /// The JWT keys; `None`: JWTs are off.
     pub jwt: Option<Arc<Verifier>>,
     /// The cookie a subscription's token may come in.
@@ -621,10 +664,16 @@ pub struct Config {
     pub max_publish_bytes: usize,
     /// Publishes waiting to be committed before new ones are refused.
     pub publish_queue: usize,
-    /// How long topic events are kept.
+    /// How long topic events are kept, unless a rule says otherwise.
     pub retention: Retention,
+    /// Retention by topic pattern, first match wins.
+    pub retention_rules: Vec<RetentionRule>,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// Most topics that may exist.
+    pub max_topics: u64,
+    /// How long a topic may be idle before it is removed; `None`: never.
+    pub topic_idle_expiry: Option<Duration>,
     /// How often a cluster node's safety poll runs; `None`: never.
     pub cluster_poll: Option<Duration>,
     /// What happens to a topic subscriber whose queue overflows.
@@ -710,6 +759,7 @@ impl Config {
             sqlite_durability: Some(sqlite_durability),
             publish_token,
             read_token,
+            admin_token,
             jwt_key,
             jwks_file,
             jwt_leeway: Some(HumanDuration(jwt_leeway)),
@@ -722,6 +772,9 @@ impl Config {
             retention_events: Some(retention_events),
             retention_age: Some(HumanDuration(retention_age)),
             retention_interval: Some(HumanDuration(retention_interval)),
+            retention: retention_rules,
+            max_topics: Some(max_topics),
+            topic_idle_expiry: Some(HumanDuration(topic_idle_expiry)),
             cluster_poll: Some(HumanDuration(cluster_poll)),
             overflow: Some(overflow),
             log: Some(log),
@@ -767,15 +820,8 @@ impl Config {
             },
             max_replays: max_replays.unwrap_or_else(|| default_max_replays(database_connections)),
             publish_tokens: publish_token.unwrap_or_default(),
-            read_rules: match read_token {
-                // A malformed rule is reported without its text: it holds a token.
-                Some(rules) => rules
-                    .iter()
-                    .map(|rule| rule.expose().parse())
-                    .collect::<Result<_, String>>()
-                    .map_err(|reason| invalid("read-token", &reason))?,
-                None => Vec::new(),
-            },
+            read_rules: parse_secrets("read-token", read_token)?,
+            admin_tokens: parse_secrets("admin-token", admin_token)?,
             jwt: load_jwt(&JwtOptions {
                 key: jwt_key,
                 jwks: jwks_file,
@@ -797,7 +843,15 @@ impl Config {
                 max_events: retention_events,
                 max_age: retention_age,
             },
+            retention_rules: retention_rules
+                .unwrap_or_default()
+                .iter()
+                .map(|rule| rule.parse())
+                .collect::<Result<_, String>>()
+                .map_err(|reason| invalid("retention", &reason))?,
             retention_interval,
+            max_topics,
+            topic_idle_expiry: (!topic_idle_expiry.is_zero()).then_some(topic_idle_expiry),
             cluster_poll: Some(cluster_poll).filter(|poll| !poll.is_zero()),
             overflow,
             log,
@@ -857,6 +911,10 @@ impl Config {
             ("max-publish-bytes", self.max_publish_bytes),
             ("publish-queue", self.publish_queue),
             (
+                "max-topics",
+                usize::try_from(self.max_topics).unwrap_or(usize::MAX),
+            ),
+            (
                 "retention-events",
                 usize::try_from(self.retention.max_events).unwrap_or(usize::MAX),
             ),
@@ -879,6 +937,16 @@ impl Config {
             if value.is_zero() {
                 return Err(invalid(name, "must be longer than zero"));
             }
+        }
+        // Each node notes its watched topics at every retention run: an
+        // expiry shorter than two runs could remove a topic one is serving.
+        if let Some(expiry) = self.topic_idle_expiry
+            && expiry < 2 * self.retention_interval
+        {
+            return Err(invalid(
+                "topic-idle-expiry",
+                "must be at least twice --retention-interval (or 0s: never)",
+            ));
         }
         if self.pong_timeout <= self.keepalive_interval {
             return Err(invalid(
@@ -1021,6 +1089,8 @@ mod tests {
             "config",
             "publish-token",
             "read-token",
+            "admin-token",
+            "retention",
             "jwks-file",
             "jwt-issuer",
             "jwt-audience",

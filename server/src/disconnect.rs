@@ -44,6 +44,9 @@ pub enum Disconnect {
     TokenExpired,
     /// The JWT's subject or id was denylisted: WS 4403, SSE `end` notice.
     Revoked,
+    /// An operator deleted the topic (after its `deleted` gap notice): WS
+    /// 4404, SSE `end` notice.
+    TopicDeleted,
 }
 
 impl Disconnect {
@@ -63,6 +66,7 @@ impl Disconnect {
             // Application codes (RFC 6455, 7.4.2), after HTTP's 401 and 403.
             Disconnect::TokenExpired => Some(4401),
             Disconnect::Revoked => Some(4403),
+            Disconnect::TopicDeleted => Some(4404),
             Disconnect::PeerGone | Disconnect::SlowConsumer => None,
         }
     }
@@ -79,6 +83,7 @@ impl Disconnect {
                 | Disconnect::Lagged
                 | Disconnect::TokenExpired
                 | Disconnect::Revoked
+                | Disconnect::TopicDeleted
         )
     }
 
@@ -100,6 +105,7 @@ impl Disconnect {
             Disconnect::PingFlood => "ping_flood",
             Disconnect::TokenExpired => "token_expired",
             Disconnect::Revoked => "revoked",
+            Disconnect::TopicDeleted => "topic_deleted",
         }
     }
 
@@ -122,6 +128,7 @@ impl Disconnect {
             // The reason itself: what a client reads to decide to renew.
             Disconnect::TokenExpired => "token_expired",
             Disconnect::Revoked => "revoked",
+            Disconnect::TopicDeleted => "topic_deleted",
         }
     }
 }
@@ -149,6 +156,7 @@ mod tests {
         assert_eq!(Disconnect::PingFlood.close_code(), Some(1008));
         assert_eq!(Disconnect::TokenExpired.close_code(), Some(4401));
         assert_eq!(Disconnect::Revoked.close_code(), Some(4403));
+        assert_eq!(Disconnect::TopicDeleted.close_code(), Some(4404));
         assert_eq!(Disconnect::PeerGone.close_code(), None);
     }
 
@@ -171,6 +179,7 @@ mod tests {
             Disconnect::PingFlood,
             Disconnect::TokenExpired,
             Disconnect::Revoked,
+            Disconnect::TopicDeleted,
         ] {
             assert!(d.reason().len() <= 123);
         }

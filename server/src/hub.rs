@@ -33,6 +33,8 @@ pub enum Why {
     Lagged,
     /// An event arrived that does not follow the last one it received.
     Resync,
+    /// The topic was deleted; its head was this.
+    Deleted(u64),
 }
 
 /// A member handed back: its queue, and where it stands.
@@ -82,6 +84,10 @@ struct TopicState {
     /// kept for good (its sequence is what makes a racing join safe), so
     /// their number is bounded by the topics published, like the store's.
     published: bool,
+    /// Whether the topic was deleted since start: a joiner whose cursor is
+    /// ahead of what was fanned out since may hold a `seq` of the deleted
+    /// topic, so it reads the store again (which tells it).
+    deleted: bool,
     members: Vec<Member>,
 }
 
@@ -195,7 +201,7 @@ impl Hub {
             .or_insert_with(|| self.new_topic(cursor));
         let mut state = lock(topic);
         let delivered = state.sequence.delivered();
-        if delivered > cursor {
+        if delivered > cursor || (state.deleted && cursor > delivered) {
             return Err(Refused { queue, delivered });
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -218,6 +224,7 @@ impl Hub {
         Arc::new(Mutex::new(TopicState {
             sequence: Sequence::new(delivered, self.reads.is_some()),
             published: false,
+            deleted: false,
             members: Vec::new(),
         }))
     }
@@ -346,6 +353,35 @@ impl Hub {
         let topic = self.lock_topics().get(name).cloned();
         if let Some(topic) = topic {
             hand_back_all(&mut lock(&topic).members);
+        }
+    }
+
+    /// `name` was deleted from the store at `head`: every member is handed
+    /// back ([`Why::Deleted`]), and the topic starts again at `seq` 1.
+    pub fn delete(&self, name: &str, head: u64) {
+        let topic = self
+            .lock_topics()
+            .entry(name.to_owned())
+            .or_insert_with(|| self.new_topic(0))
+            .clone();
+        let mut state = lock(&topic);
+        state.sequence.reset(0);
+        state.published = true;
+        state.deleted = true;
+        for member in state.members.drain(..) {
+            hand_back(member, Why::Deleted(head));
+        }
+    }
+
+    /// Forgets `name`, removed from the store while no one here subscribed
+    /// to it: a later publish starts it again at `seq` 1.
+    pub fn forget(&self, name: &str) {
+        let mut topics = self.lock_topics();
+        if topics
+            .get(name)
+            .is_some_and(|topic| lock(topic).members.is_empty())
+        {
+            topics.remove(name);
         }
     }
 

@@ -62,6 +62,7 @@ pub mod disconnect;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod glob;
 pub mod health;
 pub mod heap;
 pub mod http;
@@ -129,10 +130,18 @@ pub async fn run(
         );
     }
     tokio::spawn(shutdown.track(retention::run(
-        store.clone(),
-        state.config.retention,
+        retention::Retainer {
+            store: store.clone(),
+            hub: Arc::clone(&state.hub),
+            policy: retention::RetentionPolicy {
+                rules: state.config.retention_rules.clone(),
+                default: state.config.retention,
+            },
+            idle_expiry: state.config.topic_idle_expiry,
+            deleted: state.metrics.topics().retention_deleted.clone(),
+            expired: state.metrics.topics().topics_expired.clone(),
+        },
         state.config.retention_interval,
-        state.metrics.topics().retention_deleted.clone(),
         shutdown.token().clone(),
     )));
     let config = Arc::clone(&state.config);

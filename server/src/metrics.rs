@@ -111,6 +111,10 @@ pub struct TopicMetrics {
     pub notifications_sent: Counter,
     /// Events deleted by retention.
     pub retention_deleted: Counter,
+    /// Topics removed as idle.
+    pub topics_expired: Counter,
+    /// Topics deleted through the admin API.
+    pub topics_deleted: Counter,
     /// Trade rows read from the store by replay streams.
     pub replay_rows: Counter,
     publish_failures: Family<ReasonLabels, Counter>,
@@ -545,6 +549,16 @@ impl Metrics {
             "retention_deleted",
             "Topic events deleted by retention",
             topics.retention_deleted.clone(),
+        );
+        registry.register(
+            "topics_expired",
+            "Topics removed after --topic-idle-expiry without events, publishes or subscribers",
+            topics.topics_expired.clone(),
+        );
+        registry.register(
+            "topics_deleted",
+            "Topics deleted through the admin API",
+            topics.topics_deleted.clone(),
         );
         registry.register(
             "replay_rows_read",

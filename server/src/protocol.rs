@@ -40,6 +40,10 @@ pub enum GapReason {
     /// continues from `from` (the client should reset its cursor to
     /// `from - 1`).
     BeyondHead,
+    /// An operator deleted the topic: `from..=to` (its whole history) no
+    /// longer exists, the stream ends, and a later publish starts the topic
+    /// again at `seq` 1.
+    Deleted,
 }
 
 impl GapReason {
@@ -48,6 +52,7 @@ impl GapReason {
         match self {
             GapReason::Retention => "retention",
             GapReason::BeyondHead => "beyond_head",
+            GapReason::Deleted => "deleted",
         }
     }
 }

@@ -95,6 +95,9 @@ struct State {
     sender_gone: bool,
     /// Set by [`Sender::abort`]: the stream ends now, for this reason.
     aborted: Option<Disconnect>,
+    /// Why the stream ends once what is queued is written (default:
+    /// complete).
+    finished: Option<Disconnect>,
     receiver_gone: bool,
     /// The writer, waiting for an event.
     rx_waker: Option<Waker>,
@@ -198,6 +201,12 @@ impl Sender {
         Ok(())
     }
 
+    /// Ends the stream for `reason` once what is queued is written.
+    pub fn finish(self, reason: Disconnect) {
+        self.shared.lock().finished = Some(reason);
+        // Dropping `self` then marks the sender gone and wakes the writer.
+    }
+
     /// Ends the stream now for `reason`: what is still queued is dropped and
     /// the writer's next batch is the end.
     pub fn abort(self, reason: Disconnect) {
@@ -247,7 +256,8 @@ impl Receiver {
             }
             if state.items.is_empty() {
                 if state.sender_gone {
-                    return Poll::Ready(Received::End(Disconnect::Complete));
+                    let reason = state.finished.unwrap_or(Disconnect::Complete);
+                    return Poll::Ready(Received::End(reason));
                 }
                 register(&mut state.rx_waker, cx.waker());
                 return Poll::Pending;

@@ -127,7 +127,8 @@ impl AppState {
                     Some(file) => denylist::watch_file(file.clone(), shutdown.token().clone()),
                     None => denylist::fixed(denylist::Denylist::default()),
                 },
-            )),
+            )
+            .with_admin(&config.admin_tokens)),
             config: Arc::new(config),
             metrics,
             store,

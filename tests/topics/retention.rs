@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::{Connection, PgConnection, SqliteConnection};
-use streamgauge_server::store::{Append, DELETE_CHUNK, Retention};
+use streamgauge_server::retention::Retention;
+use streamgauge_server::store::{Append, DELETE_CHUNK};
 use streamgauge_server::{Config, Store};
 
 use super::{gap, seq, server};

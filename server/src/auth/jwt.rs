@@ -23,7 +23,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use super::Refusal;
-use super::glob;
+use crate::glob;
 
 /// The shortest HS256 secret taken: 256 bits (RFC 7518, 3.2).
 const MIN_SECRET_BYTES: usize = 32;

@@ -2,15 +2,16 @@
 //! ([`statics`]) side by side with JSON Web Tokens ([`jwt`]) whose claims
 //! list the topics their bearer may use, a denylist of revoked subjects and
 //! token ids ([`denylist`]), and the lease that keeps a live stream within
-//! its token's life ([`lease`]).
+//! its token's life ([`lease`]). Admin tokens ([`admin`]) open the admin
+//! API and, once configured, are what seeding datasets takes.
 //!
 //! A presented token shaped like a JWT (three base64url parts) is verified
 //! as one when JWTs are configured; any other token is checked against the
 //! static tokens. With JWTs configured, every topic read and every publish
 //! needs a credential. Tokens never reach a log; subjects do.
 
+pub mod admin;
 pub mod denylist;
-mod glob;
 pub mod jwt;
 pub mod lease;
 pub mod ring_crypto;
@@ -18,6 +19,7 @@ pub mod statics;
 
 use std::sync::Arc;
 
+use self::admin::{AdminToken, AdminTokens};
 use self::denylist::Watch;
 use self::jwt::{Grant, Verifier};
 use self::statics::StaticTokens;
@@ -136,6 +138,8 @@ pub enum Access {
     Static,
     /// A verified JWT; a stream it opens lives no longer than it.
     Token(Box<Grant>),
+    /// An admin token, known by its label.
+    Admin(Arc<str>),
 }
 
 impl Access {
@@ -152,6 +156,7 @@ impl Access {
 #[derive(Debug, Clone)]
 pub struct Auth {
     statics: StaticTokens,
+    admin: AdminTokens,
     jwt: Option<Arc<Verifier>>,
     denylist: Watch,
 }
@@ -167,6 +172,7 @@ impl Auth {
     ) -> Self {
         Self {
             statics: StaticTokens::new(publish_tokens, read_rules),
+            admin: AdminTokens::default(),
             jwt,
             denylist,
         }
@@ -180,6 +186,27 @@ impl Auth {
             None,
             denylist::fixed(denylist::Denylist::default()),
         )
+    }
+
+    /// These rules with `tokens` as the admin tokens.
+    pub fn with_admin(mut self, tokens: &[AdminToken]) -> Self {
+        self.admin = AdminTokens::new(tokens);
+        self
+    }
+
+    /// Whether the admin API exists: an admin token is configured.
+    pub fn has_admin_api(&self) -> bool {
+        self.admin.any()
+    }
+
+    /// Whether the bearer of `token` may call the admin API: only an
+    /// admin token may.
+    ///
+    /// # Errors
+    ///
+    /// The [`Refusal`].
+    pub fn may_administer(&self, token: Option<&str>) -> Result<Access, Refusal> {
+        self.admin.label_of(token).map(Access::Admin)
     }
 
     /// Whether anyone may publish: no publish token and no JWTs.
@@ -271,8 +298,9 @@ impl Auth {
         }
     }
 
-    /// Whether the bearer of `token` may seed datasets (a publish token, or
-    /// a JWT with `streamgauge.admin`).
+    /// Whether the bearer of `token` may seed datasets: a JWT with
+    /// `streamgauge.admin`, or an admin token when any is configured, else
+    /// a publish token (open when publishing is).
     ///
     /// # Errors
     ///
@@ -280,6 +308,9 @@ impl Auth {
     pub fn may_seed(&self, token: Option<&str>) -> Result<Access, Refusal> {
         if let Some(jwt) = self.jwt_in(token) {
             return self.with_grant(jwt, Grant::is_admin, Refusal::NotAdmin);
+        }
+        if self.admin.any() {
+            return self.may_administer(token);
         }
         let guarded = self.statics.may_publish(token)?;
         self.static_access(guarded, token)

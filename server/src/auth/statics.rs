@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Refusal;
-use super::glob::matches as glob_matches;
+use crate::glob::matches as glob_matches;
 
 /// A token from the configuration; never printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,9 +71,11 @@ impl FromStr for ReadRule {
     }
 }
 
-type TokenDigest = [u8; 32];
+/// A token's SHA-256 digest.
+pub(super) type TokenDigest = [u8; 32];
 
-fn digest(token: &str) -> TokenDigest {
+/// The digest `token` is kept as.
+pub(super) fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 

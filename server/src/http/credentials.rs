@@ -66,6 +66,11 @@ pub(crate) fn decide(
             }
             tracing::debug!(sub = %grant.sub, action, "JWT accepted");
         }
+        Ok(Access::Admin(label)) => {
+            if let Some(scope) = scope {
+                scope.set_subject(label);
+            }
+        }
         Ok(_) => {}
         Err(refusal) => {
             metrics.refused(refusal.label());
@@ -95,6 +100,20 @@ pub(crate) fn require_seeder(
 ) -> Result<Access, ApiError> {
     let decision = state.auth.may_seed(bearer(headers));
     decide(state, scope, decision, "seeding trades")
+}
+
+/// Refuses the admin API unless the request's bearer token is an admin
+/// token; returns its label.
+pub(crate) fn require_admin(
+    state: &AppState,
+    scope: Option<&Scope>,
+    headers: &HeaderMap,
+) -> Result<std::sync::Arc<str>, ApiError> {
+    let decision = state.auth.may_administer(bearer(headers));
+    match decide(state, scope, decision, "the admin API")? {
+        Access::Admin(label) => Ok(label),
+        _ => unreachable!("may_administer admits admin tokens only"),
+    }
 }
 
 #[cfg(test)]

@@ -137,13 +137,15 @@ impl Source for Topic {
                 };
                 queue = back.queue;
                 cursor = back.cursor;
-                if back.why == Why::Lagged {
-                    match self.policy {
+                match back.why {
+                    Why::Lagged => match self.policy {
                         OverflowPolicy::CatchUp => {
                             self.context.catch_ups.inc();
                         }
                         OverflowPolicy::Disconnect => return queue.abort(Disconnect::Lagged),
-                    }
+                    },
+                    Why::Resync => {}
+                    Why::Deleted(head) => return self.deleted(queue, head).await,
                 }
             }
         }
@@ -157,6 +159,18 @@ impl Topic {
         if let Stop::Storage(e) = stop {
             tracing::error!(topic = %self.name, error = %e, "topic subscription lost its store");
             queue.abort(Disconnect::StorageUnavailable);
+        }
+    }
+
+    /// The topic was deleted at `head`: its whole history is announced gone,
+    /// then the stream ends.
+    async fn deleted(&self, mut queue: Sender, head: u64) {
+        if self
+            .gap(&mut queue, 1, head.max(1), GapReason::Deleted)
+            .await
+            .is_ok()
+        {
+            queue.finish(Disconnect::TopicDeleted);
         }
     }
 

@@ -24,12 +24,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod catalog;
 pub mod lock;
 pub mod notification;
 mod topics;
 mod trades;
 
-pub use self::topics::{Append, Commit, DELETE_CHUNK, Retention};
+pub use self::catalog::{DELETE_CHUNK, MAX_PAGE, Prefix, RetentionView, TopicFigures};
+pub use self::topics::{Append, Commit};
 pub use self::trades::{Cursor, MAX_SEED, Trade, WalletTrade};
 
 /// The SQLite schema.

@@ -1,5 +1,5 @@
 //! Topic events: append in one transaction per group, read a range after a
-//! `seq`, the topic's head, and retention.
+//! `seq`, the topic's head.
 //!
 //! `seq` is contiguous per topic and assigned inside the appending
 //! transaction from the `topics.head` row, so it is durable with the event
@@ -12,7 +12,6 @@
 //! ([`super::notification`]).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::postgres::PgConnection;
@@ -26,10 +25,6 @@ use crate::protocol::Event;
 /// Events per `INSERT` statement (4 bind parameters each, well under every
 /// backend's limit).
 const INSERT_CHUNK: usize = 1000;
-
-/// Rows per retention `DELETE`, so a large purge never holds the write lock
-/// for long.
-pub const DELETE_CHUNK: u64 = 10_000;
 
 /// One event to append.
 #[derive(Debug, Clone, Copy)]
@@ -52,17 +47,24 @@ pub struct Commit {
     pub notifications: usize,
 }
 
-/// Heads read per query.
-const HEADS_CHUNK: usize = 1000;
-
-/// How long events are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Most events kept per topic (the newest).
-    pub max_events: u64,
-    /// Oldest event kept, by `pts`.
-    pub max_age: Duration,
+/// What a group adds to one topic's row.
+#[derive(Debug, Default)]
+struct Tally {
+    events: u64,
+    bytes: u64,
+    last_pts: u64,
 }
+
+impl Tally {
+    fn add(&mut self, append: &Append<'_>) {
+        self.events += 1;
+        self.bytes += append.data.len() as u64;
+        self.last_pts = self.last_pts.max(append.pts);
+    }
+}
+
+/// Heads read per query.
+pub(super) const HEADS_CHUNK: usize = 1000;
 
 impl Store {
     /// Appends every event of `batch` in one transaction, and returns their
@@ -76,28 +78,31 @@ impl Store {
         let commit = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             // Sorted by name: the order in which head rows are locked.
-            let mut next: BTreeMap<&str, u64> = BTreeMap::new();
+            let mut next: BTreeMap<&str, Tally> = BTreeMap::new();
             for append in batch {
-                *next.entry(append.topic).or_default() += 1;
+                next.entry(append.topic).or_default().add(append);
             }
-            for (topic, count) in &mut next {
+            for (topic, tally) in &mut next {
                 let head: i64 = sqlx::query_scalar(
-                    "INSERT INTO topics (name, head) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO UPDATE SET head = topics.head + $2 RETURNING head",
+                    "INSERT INTO topics (name, head, bytes, last_pts) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (name) DO UPDATE SET head = topics.head + $2, \
+                     bytes = topics.bytes + $3, last_pts = $4 RETURNING head",
                 )
                 .bind(*topic)
-                .bind(to_db(*count))
+                .bind(to_db(tally.events))
+                .bind(to_db(tally.bytes))
+                .bind(to_db(tally.last_pts))
                 .fetch_one(&mut *tx)
                 .await?;
-                // The first seq of this group for the topic.
-                *count = from_db(head) - *count + 1;
+                // From here on: the next seq of this group for the topic.
+                tally.events = from_db(head) - tally.events + 1;
             }
             let seqs: Vec<u64> = batch
                 .iter()
                 .map(|append| {
-                    let seq = next.get_mut(append.topic).expect("every topic counted");
-                    *seq += 1;
-                    *seq - 1
+                    let tally = next.get_mut(append.topic).expect("every topic counted");
+                    tally.events += 1;
+                    tally.events - 1
                 })
                 .collect();
             for (appends, seqs) in batch.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
@@ -180,62 +185,6 @@ impl Store {
         });
         Ok(head.map_or(0, from_db))
     }
-
-    /// Deletes events beyond `retention` as of `now` (µs since the Unix
-    /// epoch), oldest first, in `DELETE`s of at most [`DELETE_CHUNK`] rows
-    /// (each its own transaction); returns how many.
-    ///
-    /// # Errors
-    ///
-    /// The database failed; what was deleted before stays deleted.
-    pub async fn trim(&self, retention: Retention, now: u64) -> Result<u64, Error> {
-        let max_age = u64::try_from(retention.max_age.as_micros()).unwrap_or(u64::MAX);
-        let cutoff = to_db(now.saturating_sub(max_age));
-        let max_events = to_db(retention.max_events);
-        let chunk = to_db(DELETE_CHUNK);
-        let deleted = with_pool!(self, pool => {
-            let mut deleted = 0;
-            // Only the topics that still hold an event beyond the count: a
-            // topic trimmed before costs nothing here (one index probe).
-            let over: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT name, head - $1 FROM topics WHERE head > $1 AND EXISTS \
-                 (SELECT 1 FROM events WHERE topic = topics.name AND seq <= topics.head - $1)",
-            )
-            .bind(max_events)
-            .fetch_all(pool)
-            .await?;
-            for (topic, last) in &over {
-                deleted += in_chunks(move || async move {
-                    sqlx::query(
-                        "DELETE FROM events WHERE (topic, seq) IN \
-                         (SELECT topic, seq FROM events WHERE topic = $1 AND seq <= $2 \
-                          ORDER BY seq LIMIT $3)",
-                    )
-                    .bind(topic)
-                    .bind(*last)
-                    .bind(chunk)
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected())
-                })
-                .await?;
-            }
-            deleted += in_chunks(move || async move {
-                sqlx::query(
-                    "DELETE FROM events WHERE (topic, seq) IN \
-                     (SELECT topic, seq FROM events WHERE pts < $1 LIMIT $2)",
-                )
-                .bind(cutoff)
-                .bind(chunk)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-            })
-            .await?;
-            deleted
-        });
-        Ok(deleted)
-    }
 }
 
 /// What a commit tells the other nodes: nothing on SQLite (one node
@@ -274,22 +223,5 @@ impl Notify for PgConnection {
                 .await?;
         }
         Ok(payloads.len())
-    }
-}
-
-/// Runs `delete` (one `DELETE` of at most [`DELETE_CHUNK`] rows) until a
-/// run deletes fewer; returns how many rows all deleted.
-async fn in_chunks<F, Run>(mut delete: F) -> Result<u64, sqlx::Error>
-where
-    F: FnMut() -> Run,
-    Run: Future<Output = Result<u64, sqlx::Error>>,
-{
-    let mut deleted = 0;
-    loop {
-        let chunk = delete().await?;
-        deleted += chunk;
-        if chunk < DELETE_CHUNK {
-            return Ok(deleted);
-        }
     }
 }

@@ -1,10 +1,10 @@
 //! Topic patterns: `*` matches any run of characters. The one syntax of
-//! `--read-token` rules and of a JWT's topic claims.
+//! `--read-token` rules, of a JWT's topic claims and of `--retention` rules.
 
 /// Whether `name` matches `pattern`, where `*` matches any run of
 /// characters. Hand-written: topic names have no path structure for a
 /// path-glob crate to use, and this is the whole of it.
-pub(super) fn matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn matches(pattern: &str, name: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = name.strip_prefix(first) else {
@@ -24,7 +24,7 @@ pub(super) fn matches(pattern: &str, name: &str) -> bool {
 }
 
 /// Whether any of `patterns` matches `name`.
-pub(super) fn any_matches<S: AsRef<str>>(patterns: &[S], name: &str) -> bool {
+pub(crate) fn any_matches<S: AsRef<str>>(patterns: &[S], name: &str) -> bool {
     patterns.iter().any(|p| matches(p.as_ref(), name))
 }
 
