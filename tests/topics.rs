@@ -9,6 +9,8 @@
 //! - [`refusals`]: bad requests that store nothing, tokens;
 //! - [`jwt`]: per-user JWTs: refusals, topic claims, expiry, refresh and
 //!   revocation on live streams;
+//! - [`operations`]: the admin API, retention rules by pattern, the bound
+//!   on topics, idle topics removed;
 //! - [`paced`]: the connection the slow subscriber reads through.
 //!
 //! The tests are listed here, once, so that each runs as
@@ -21,6 +23,13 @@ use self::jwt::{
     a_denylisted_subject_is_cut_off_while_streaming, a_publisher_is_held_to_its_topic_patterns,
     a_websocket_refreshes_its_token_and_streams_on,
     an_expired_subscriber_resumes_with_a_new_token_losing_nothing, jwt_refusals_name_their_reason,
+};
+use self::operations::{
+    a_publish_that_would_create_a_topic_beyond_the_bound_is_refused,
+    an_idle_topic_is_removed_and_a_watched_one_kept,
+    retention_rules_keep_each_topic_by_its_pattern,
+    the_admin_api_lists_shows_trims_and_deletes_topics,
+    without_an_admin_token_there_is_no_admin_api,
 };
 use self::refusals::{
     bad_requests_are_refused_precisely_and_store_nothing, tokens_guard_publishing_and_reading,
@@ -42,6 +51,7 @@ use self::slow::{
 use crate::support::{Backend, Database, Item, TestServer};
 
 mod jwt;
+mod operations;
 mod paced;
 mod refusals;
 mod resume;
@@ -66,6 +76,11 @@ on_both_databases!(
     an_expired_subscriber_resumes_with_a_new_token_losing_nothing,
     a_websocket_refreshes_its_token_and_streams_on,
     a_denylisted_subject_is_cut_off_while_streaming,
+    the_admin_api_lists_shows_trims_and_deletes_topics,
+    without_an_admin_token_there_is_no_admin_api,
+    retention_rules_keep_each_topic_by_its_pattern,
+    a_publish_that_would_create_a_topic_beyond_the_bound_is_refused,
+    an_idle_topic_is_removed_and_a_watched_one_kept,
 );
 
 /// A server with `config` over a fresh database of `backend`.

@@ -7,7 +7,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::http::{chat, demo, ops, replay, ticker, tokens, topics};
+use crate::http::{admin, chat, demo, ops, replay, ticker, tokens, topics};
 use crate::scope::ClientAddr;
 use crate::state::AppState;
 
@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(replay::router())
         .merge(ops::router())
         .merge(demo::router())
+        .merge(admin::router(&state))
         .fallback(async || ApiError::NotFound)
         .method_not_allowed_fallback(async || ApiError::MethodNotAllowed)
         .layer(middleware::from_fn(log_server_errors))

@@ -40,15 +40,15 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::admin::AdminToken;
 use crate::auth::denylist::{Denylist, DenylistFile};
 use crate::auth::jwt::{JwtOptions, Verifier};
-use crate::auth::admin::AdminToken;
 use crate::auth::{ReadRule, Secret};
 use crate::cors::Cors;
 use crate::logging::LogFormat;
 use crate::queue;
-use crate::source::topic::OverflowPolicy;
 use crate::retention::{Retention, RetentionRule};
+use crate::source::topic::OverflowPolicy;
 use crate::store::{self, SqliteDurability};
 use crate::tls::TlsFiles;
 use crate::writer::BatchLimits;
@@ -1293,6 +1293,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "invalid `max-replays`: must be at least 1");
+    }
+
+    #[test]
+    fn topic_operations_parse_and_bad_ones_are_named() {
+        let config = args(&[
+            "--retention",
+            "audit.*=events:0,age:365d",
+            "--retention",
+            "chat.*=events:10",
+            "--admin-token",
+            "ops-alice=s3cret",
+            "--max-topics",
+            "50",
+            "--topic-idle-expiry",
+            "0s",
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(config.retention_rules.len(), 2);
+        assert_eq!(config.admin_tokens.len(), 1);
+        assert_eq!((config.max_topics, config.topic_idle_expiry), (50, None));
+        assert_eq!(
+            Config::default().topic_idle_expiry,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        for (flags, says) in [
+            (
+                &["--retention", "audit"][..],
+                "invalid `retention`: \"audit\" is not PATTERN=",
+            ),
+            (
+                &["--admin-token", "s3cret"],
+                "invalid `admin-token`: expected LABEL=TOKEN",
+            ),
+            (
+                &["--max-topics", "0"],
+                "invalid `max-topics`: must be at least 1",
+            ),
+            (
+                &["--topic-idle-expiry", "15s"],
+                "invalid `topic-idle-expiry`: must be at least twice --retention-interval",
+            ),
+        ] {
+            let err = args(flags).load().unwrap_err().to_string();
+            assert!(err.starts_with(says), "{flags:?}: {err}");
+            assert!(!err.contains("s3cret"), "a token leaked: {err}");
+        }
     }
 
     #[test]

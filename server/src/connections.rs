@@ -4,9 +4,11 @@
 //! the disconnect. The registry lets `/metrics` read every queue's depth at
 //! scrape time, so producers pay nothing for that gauge, and `GET
 //! /connections` list each stream with its queue and its batches (a tag the
-//! client chose finds its own stream).
+//! client chose finds its own stream). A topic subscription also notes its
+//! topic and its client, for the admin API's subscriber lists.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -37,6 +39,16 @@ struct Live {
     opened: Instant,
     queue: Option<Probe>,
     batches: Arc<BatchCounts>,
+    /// A topic subscription's topic and client; boxed, as most streams
+    /// have none.
+    subscription: Option<Box<Subscription>>,
+}
+
+/// What a topic subscription notes of itself.
+#[derive(Debug)]
+struct Subscription {
+    topic: Box<str>,
+    peer: Option<SocketAddr>,
 }
 
 /// What a stream's writer has written: three relaxed atomic adds a batch.
@@ -81,6 +93,12 @@ pub struct StreamInfo {
     pub bytes: u64,
     /// Events in the last batch written.
     pub last_batch: u64,
+    /// A topic subscription's topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// A topic subscription's client (the address the limits use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<SocketAddr>,
 }
 
 impl Connections {
@@ -122,6 +140,7 @@ impl Connections {
                 opened: Instant::now(),
                 queue: None,
                 batches: Arc::clone(&batches),
+                subscription: None,
             },
         );
         metrics.opened.inc();
@@ -153,10 +172,35 @@ impl Connections {
 
     /// The open streams tagged `tag` (all of them without one), by id.
     pub fn list(&self, tag: Option<&str>) -> Vec<StreamInfo> {
+        self.list_where(|live| tag.is_none() || live.tag.as_deref() == tag)
+    }
+
+    /// The open subscriptions to `topic`, by id.
+    pub fn subscribers(&self, topic: &str) -> Vec<StreamInfo> {
+        self.list_where(|live| {
+            live.subscription
+                .as_ref()
+                .is_some_and(|s| &*s.topic == topic)
+        })
+    }
+
+    /// How many open subscriptions each topic has.
+    pub fn subscriber_counts(&self) -> HashMap<String, u64> {
+        let mut counts = HashMap::new();
+        for live in self.lock().values() {
+            if let Some(subscription) = &live.subscription {
+                *counts.entry(subscription.topic.to_string()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// The open streams `keep` keeps, by id.
+    fn list_where(&self, keep: impl Fn(&Live) -> bool) -> Vec<StreamInfo> {
         let mut streams: Vec<StreamInfo> = self
             .lock()
             .iter()
-            .filter(|(_, live)| tag.is_none() || live.tag.as_deref() == tag)
+            .filter(|(_, live)| keep(live))
             .map(|(&id, live)| {
                 let depth = live
                     .queue
@@ -175,6 +219,8 @@ impl Connections {
                     events: counts.events.load(Ordering::Relaxed),
                     bytes: counts.bytes.load(Ordering::Relaxed),
                     last_batch: counts.last.load(Ordering::Relaxed),
+                    topic: live.subscription.as_ref().map(|s| s.topic.to_string()),
+                    peer: live.subscription.as_ref().and_then(|s| s.peer),
                 }
             })
             .collect();
@@ -205,6 +251,16 @@ impl StreamGuard {
     pub fn watch_queue(&self, probe: Probe) {
         if let Some(live) = self.connections.lock().get_mut(&self.id) {
             live.queue = Some(probe);
+        }
+    }
+
+    /// Notes that the stream subscribes to `topic`, for `peer`.
+    pub fn subscribes(&self, topic: &str, peer: Option<SocketAddr>) {
+        if let Some(live) = self.connections.lock().get_mut(&self.id) {
+            live.subscription = Some(Box::new(Subscription {
+                topic: topic.into(),
+                peer,
+            }));
         }
     }
 

@@ -81,6 +81,18 @@ pub enum ApiError {
     /// A request head that cannot be served; the connection is closed.
     #[error("malformed request: {0}")]
     MalformedHead(&'static str),
+    /// A publish would create a topic beyond `--max-topics`; nothing was
+    /// stored.
+    #[error(
+        "the server holds its limit of {max} topics; this publish would create another, and nothing was stored"
+    )]
+    TooManyTopics {
+        /// The limit.
+        max: u64,
+    },
+    /// The admin API was asked about a topic that does not exist.
+    #[error("no such topic")]
+    NoSuchTopic,
     /// No such endpoint.
     #[error("no such endpoint")]
     NotFound,
@@ -102,6 +114,7 @@ impl ApiError {
             PublishError::InvalidJson(reason) => {
                 ApiError::BadBody(format!("body is not valid JSON: {reason}"))
             }
+            PublishError::TooManyTopics { max } => ApiError::TooManyTopics { max },
             PublishError::Busy | PublishError::Unavailable => ApiError::Unavailable {
                 reason: error.to_string(),
                 retry_after,
@@ -128,11 +141,13 @@ impl ApiError {
             ApiError::Denied { .. } => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) | ApiError::MalformedHead(_) => StatusCode::BAD_REQUEST,
-            ApiError::PeerLimit(_) | ApiError::StreamRate(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PeerLimit(_) | ApiError::StreamRate(_) | ApiError::TooManyTopics { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Upgrade(rejection) => rejection.status(),
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuchTopic => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -153,6 +168,9 @@ impl IntoResponse for ApiError {
         let body = match &self {
             ApiError::Denied { refusal, .. } => {
                 serde_json::json!({ "error": self.to_string(), "reason": refusal.label() })
+            }
+            ApiError::TooManyTopics { max } => {
+                serde_json::json!({ "error": self.to_string(), "reason": "max_topics", "max_topics": max })
             }
             _ => serde_json::json!({ "error": self.to_string() }),
         };

@@ -87,6 +87,7 @@ pub mod source;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod topic_limit;
 pub mod transport;
 pub mod writer;
 

@@ -26,6 +26,7 @@ use crate::metrics::TopicMetrics;
 use crate::protocol::{Event, Name, now_micros};
 use crate::session::Inbox;
 use crate::store::{Append, Store};
+use crate::topic_limit::TopicLimit;
 
 /// Most publishes committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -47,6 +48,12 @@ pub enum PublishError {
     /// Too many publishes are waiting for the writer.
     #[error("too many publishes are waiting; retry later")]
     Busy,
+    /// The publish would create a topic beyond `--max-topics`.
+    #[error("the server holds its limit of {max} topics; this publish would create another")]
+    TooManyTopics {
+        /// The limit.
+        max: u64,
+    },
     /// The store failed (or the server is stopping). The event was not
     /// acknowledged; in the rare case where the database committed it but
     /// could not say so, it is still delivered, once, under its own seq.
@@ -62,6 +69,17 @@ struct Request {
     reply: oneshot::Sender<Result<u64, PublishError>>,
 }
 
+/// The writer's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishLimits {
+    /// Publishes waiting to be committed before new ones are refused.
+    pub queue: usize,
+    /// Largest body, bytes.
+    pub max_body: usize,
+    /// Most topics that may exist.
+    pub max_topics: u64,
+}
+
 /// Hands publishes to the writer; clones share it. The writer stops once
 /// every clone is dropped and the publishes already queued are committed.
 #[derive(Debug, Clone)]
@@ -74,18 +92,17 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts the writer over `store` and `hub`, with room for `capacity`
-    /// waiting publishes of at most `max_body` bytes each; a failed commit
-    /// tells `health`, and while it says the database is down publishes
-    /// are refused at once.
+    /// Starts the writer over `store` and `hub`, within `limits`; a failed
+    /// commit tells `health`, and while it says the database is down
+    /// publishes are refused at once.
     pub fn start(
         store: Store,
         hub: Arc<Hub>,
         health: Arc<Health>,
         metrics: TopicMetrics,
-        (capacity, max_body): (usize, usize),
+        limits: PublishLimits,
     ) -> (Self, JoinHandle<()>) {
-        let (requests, rx) = mpsc::channel(capacity);
+        let (requests, rx) = mpsc::channel(limits.queue);
         let writer = tokio::spawn(write_loop(
             rx,
             Committer {
@@ -93,11 +110,12 @@ impl Publisher {
                 hub,
                 health: Arc::clone(&health),
                 metrics,
+                topics: TopicLimit::new(limits.max_topics),
             },
         ));
         let publisher = Self {
             requests,
-            max_body,
+            max_body: limits.max_body,
             health,
         };
         (publisher, writer)
@@ -186,9 +204,10 @@ struct Committer {
     hub: Arc<Hub>,
     health: Arc<Health>,
     metrics: TopicMetrics,
+    topics: TopicLimit,
 }
 
-async fn write_loop(mut requests: mpsc::Receiver<Request>, committer: Committer) {
+async fn write_loop(mut requests: mpsc::Receiver<Request>, mut committer: Committer) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut last_pts = 0;
     while requests.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -212,14 +231,53 @@ async fn write_loop(mut requests: mpsc::Receiver<Request>, committer: Committer)
 }
 
 impl Committer {
+    /// Refuses the publishes of `group` that would create a topic beyond
+    /// the bound; false if the store failed (the whole group was refused).
+    async fn admit(&mut self, group: &mut Vec<Request>) -> bool {
+        let topics: Vec<&str> = group.iter().map(|r| r.topic.as_str()).collect();
+        let admitted = match self.topics.admit(&self.store, &topics).await {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                self.failed(group, &e);
+                return false;
+            }
+        };
+        if admitted.iter().all(|&ok| ok) {
+            return true;
+        }
+        let max = self.topics.max();
+        let (kept, refused): (Vec<_>, Vec<_>) =
+            group.drain(..).zip(admitted).partition(|(_, ok)| *ok);
+        group.extend(kept.into_iter().map(|(request, _)| request));
+        self.metrics
+            .publish_failed("max_topics", refused.len() as u64);
+        for (request, _) in refused {
+            let _ = request.reply.send(Err(PublishError::TooManyTopics { max }));
+        }
+        true
+    }
+
+    /// The store failed under `group`: every publish of it is refused.
+    fn failed(&self, group: &mut Vec<Request>, e: &crate::store::Error) {
+        tracing::error!(error = %e, events = group.len(), "committing publishes failed");
+        self.health.failed(e);
+        self.metrics.publish_failed("storage", group.len() as u64);
+        // The database may have committed before failing to say so: live
+        // subscribers of these topics catch up from the store rather than
+        // wait for the next publish to reveal a hole.
+        for request in group.iter() {
+            self.hub.resync(request.topic.as_str());
+        }
+        for request in group.drain(..) {
+            let _ = request.reply.send(Err(PublishError::Unavailable));
+        }
+    }
+
     /// Commits `group` in one transaction, fans it out, acknowledges it.
-    async fn commit(&self, group: &mut Vec<Request>) {
-        let Self {
-            store,
-            hub,
-            health,
-            metrics,
-        } = self;
+    async fn commit(&mut self, group: &mut Vec<Request>) {
+        if !self.admit(group).await || group.is_empty() {
+            return;
+        }
         let appends: Vec<Append<'_>> = group
             .iter()
             .map(|r| Append {
@@ -228,35 +286,28 @@ impl Committer {
                 data: &r.data,
             })
             .collect();
-        let committed = store.append(&appends).await;
+        let committed = self.store.append(&appends).await;
         drop(appends);
         let seqs = match committed {
             Ok(commit) => {
-                metrics
+                self.metrics
                     .notifications_sent
                     .inc_by(commit.notifications as u64);
                 commit.seqs
             }
-            Err(e) => {
-                tracing::error!(error = %e, events = group.len(), "committing publishes failed");
-                health.failed(&e);
-                metrics.publish_failed("storage", group.len() as u64);
-                // The database may have committed before failing to say so:
-                // live subscribers of these topics catch up from the store
-                // rather than wait for the next publish to reveal a hole.
-                for request in group.iter() {
-                    hub.resync(request.topic.as_str());
-                }
-                for request in group.drain(..) {
-                    let _ = request.reply.send(Err(PublishError::Unavailable));
-                }
-                return;
-            }
+            Err(e) => return self.failed(group, &e),
         };
-        metrics.published.inc_by(group.len() as u64);
-        metrics.commit_events.observe(group.len() as u64);
+        self.topics
+            .committed(group.iter().map(|r| r.topic.as_str()));
+        self.metrics.published.inc_by(group.len() as u64);
+        self.metrics.commit_events.observe(group.len() as u64);
+        self.fan_out(group, seqs);
+    }
+
+    /// Fans the committed `group` out, in `seq` order per topic, then
+    /// acknowledges each publish with its `seq`.
+    fn fan_out(&self, group: &mut Vec<Request>, seqs: Vec<u64>) {
         let mut by_topic: HashMap<&str, Vec<Event>> = HashMap::new();
-        let mut replies = Vec::with_capacity(group.len());
         for (request, &seq) in group.iter_mut().zip(&seqs) {
             by_topic
                 .entry(request.topic.as_str())
@@ -266,13 +317,12 @@ impl Committer {
                     pts: Some(request.pts),
                     data: Bytes::from(std::mem::take(&mut request.data)),
                 });
-            replies.push(seq);
         }
         for (topic, events) in &by_topic {
-            hub.publish(topic, events);
+            self.hub.publish(topic, events);
         }
         drop(by_topic);
-        for (request, seq) in group.drain(..).zip(replies) {
+        for (request, seq) in group.drain(..).zip(seqs) {
             // A publisher that went away still had its event committed.
             let _ = request.reply.send(Ok(seq));
         }

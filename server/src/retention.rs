@@ -60,7 +60,9 @@ impl FromStr for RetentionRule {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (pattern, bounds) = s.split_once('=').ok_or_else(|| {
-            format!("{s:?} is not PATTERN=events:N,age:DURATION (such as audit.*=events:0,age:365d)")
+            format!(
+                "{s:?} is not PATTERN=events:N,age:DURATION (such as audit.*=events:0,age:365d)"
+            )
         })?;
         if pattern.is_empty() {
             return Err(format!("{s:?}: the topic pattern is empty"));

@@ -18,7 +18,7 @@ use crate::health::Health;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, SlowConsumerAction, TransportKind};
 use crate::protocol::Name;
-use crate::publish::Publisher;
+use crate::publish::{PublishLimits, Publisher};
 use crate::session::{Session, Settings};
 use crate::shutdown::Shutdown;
 use crate::source::replay::Replay;
@@ -99,7 +99,11 @@ impl AppState {
             Arc::clone(&hub),
             Arc::clone(&health),
             metrics.topics().clone(),
-            (config.publish_queue, config.max_publish_bytes),
+            PublishLimits {
+                queue: config.publish_queue,
+                max_body: config.max_publish_bytes,
+                max_topics: config.max_topics,
+            },
         );
         let admission = Admission::new(config.max_connections);
         let sessions = TransportKind::ALL.map(|kind| {
@@ -119,16 +123,18 @@ impl AppState {
         let state = Self {
             connections: Arc::new(Connections::new(admission, Arc::clone(&metrics))),
             replays: Admission::counting(config.max_replays, "replays"),
-            auth: Arc::new(Auth::new(
-                &config.publish_tokens,
-                &config.read_rules,
-                config.jwt.clone(),
-                match &config.jwt_denylist {
-                    Some(file) => denylist::watch_file(file.clone(), shutdown.token().clone()),
-                    None => denylist::fixed(denylist::Denylist::default()),
-                },
-            )
-            .with_admin(&config.admin_tokens)),
+            auth: Arc::new(
+                Auth::new(
+                    &config.publish_tokens,
+                    &config.read_rules,
+                    config.jwt.clone(),
+                    match &config.jwt_denylist {
+                        Some(file) => denylist::watch_file(file.clone(), shutdown.token().clone()),
+                        None => denylist::fixed(denylist::Denylist::default()),
+                    },
+                )
+                .with_admin(&config.admin_tokens),
+            ),
             config: Arc::new(config),
             metrics,
             store,

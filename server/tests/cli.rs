@@ -257,6 +257,50 @@ fn bad_flags_and_settings_exit_2_with_a_message_naming_them() {
 }
 
 #[test]
+fn admin_calls_are_logged_by_their_tokens_label_never_the_token() {
+    const TOKEN: &str = "adm1n-s3cret";
+    let running = Running::start(server().args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        &format!("ops-alice={TOKEN}"),
+    ]));
+    for (token, status) in [(TOKEN, "200"), ("wrong-one", "403")] {
+        let mut stream = TcpStream::connect(&running.addr).expect("connecting to the server");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            stream,
+            "GET /admin/topics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}")),
+            "{response}"
+        );
+    }
+    running.signal("TERM");
+    let (status, stderr) = running.wait();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let logged = |needle: &str| {
+        stderr
+            .lines()
+            .any(|l| l.contains("streamgauge::admin") && l.contains(needle))
+    };
+    assert!(
+        logged("admin=ops-alice") && logged("status=200"),
+        "{stderr}"
+    );
+    assert!(
+        logged("admin call refused") && logged("status=403"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "the token leaked:\n{stderr}");
+}
+
+#[test]
 fn a_bad_config_file_exits_2_naming_the_file_and_line() {
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-bad-config.toml");
     std::fs::write(&path, "max-batch = 16\nwrite-timeout = 30\n").unwrap();

@@ -78,7 +78,10 @@ impl AdminTokens {
             (subtle::Choice::from(0), 0u64),
             |(found, index), (i, (_, token))| {
                 let this = token.ct_eq(&presented);
-                (found | this, u64::conditional_select(&index, &(i as u64), this))
+                (
+                    found | this,
+                    u64::conditional_select(&index, &(i as u64), this),
+                )
             },
         );
         if bool::from(found) {
@@ -101,7 +104,11 @@ mod tests {
         for bad in ["no-equals", "=tok", "ops=", "ops alice=tok", "é=tok"] {
             assert!(bad.parse::<AdminToken>().is_err(), "{bad}");
         }
-        assert!(format!("{}=t", "x".repeat(65)).parse::<AdminToken>().is_err());
+        assert!(
+            format!("{}=t", "x".repeat(65))
+                .parse::<AdminToken>()
+                .is_err()
+        );
     }
 
     #[test]

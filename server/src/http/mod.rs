@@ -2,6 +2,7 @@
 //! the router beside its handlers; [`crate::app`] merges them. Only this
 //! module and [`crate::transport`] know about axum.
 
+pub mod admin;
 pub mod chat;
 mod credentials;
 pub mod demo;

@@ -3,6 +3,8 @@
 //! WebSocket upgrade whose task runs it. Also the generic handler pair that
 //! serves any source built from query parameters on both transports.
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -19,7 +21,7 @@ use crate::connections::StreamGuard;
 use crate::disconnect::Disconnect;
 use crate::error::ApiError;
 use crate::metrics::TransportKind;
-use crate::protocol::Framing;
+use crate::protocol::{Framing, Name};
 use crate::queue;
 use crate::scope::StreamScope;
 use crate::session::{self, Inbox, Refuse};
@@ -39,19 +41,25 @@ const WS_READ_BUFFER: usize = 1024;
 /// message closes such a stream (1003), this only bounds what is read first.
 const NO_MESSAGES: usize = 4096;
 
-/// What a stream carries besides its source: its tag, and the lease of
-/// the JWT that opened it.
+/// What a stream carries besides its source: its tag, the lease of the
+/// JWT that opened it, and for a topic subscription its topic and client.
 #[derive(Debug, Default)]
 pub(crate) struct StreamOptions {
     /// The `tag` of `GET /connections`.
     pub tag: Option<String>,
     /// Ends the stream with its token, if a JWT opened it.
     pub lease: Option<Box<Lease>>,
+    /// A topic subscription's topic and client, as the admin API lists
+    /// them.
+    pub subscription: Option<(Name, Option<SocketAddr>)>,
 }
 
 impl From<Option<String>> for StreamOptions {
     fn from(tag: Option<String>) -> Self {
-        Self { tag, lease: None }
+        Self {
+            tag,
+            ..Self::default()
+        }
     }
 }
 
@@ -103,18 +111,22 @@ async fn ws_handler<S: FromQuery>(
     Ok(ws_send_only(&state, scope, upgrade?, source, tag))
 }
 
-/// Admits a stream on `transport`, holding its request's `scope`.
+/// Admits a stream on `transport`, holding its request's `scope`, noting
+/// its subscription if it has one.
 fn admit(
     state: &AppState,
     scope: StreamScope,
     transport: TransportKind,
-    tag: Option<String>,
+    options: &mut StreamOptions,
 ) -> Result<StreamGuard, ApiError> {
     let mut guard = state
         .connections
-        .admit(transport, tag)
+        .admit(transport, options.tag.take())
         .map_err(|limit| state.over_capacity(limit))?;
     guard.adopt(scope.0);
+    if let Some((topic, peer)) = options.subscription.take() {
+        guard.subscribes(topic.as_str(), peer);
+    }
     Ok(guard)
 }
 
@@ -130,9 +142,9 @@ pub(crate) fn sse_stream<S: Source>(
     state: &AppState,
     scope: StreamScope,
     source: S,
-    options: StreamOptions,
+    mut options: StreamOptions,
 ) -> Result<Response, ApiError> {
-    let guard = admit(state, scope, TransportKind::Sse, options.tag)?;
+    let guard = admit(state, scope, TransportKind::Sse, &mut options)?;
     let (tx, writer) = pipeline(state, &guard, SseTransport::FRAMING);
     let mut session = state.session(TransportKind::Sse, guard.batch_counts());
     session.lease = options.lease;
@@ -196,9 +208,9 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     source: S,
     inbox: I,
     max_message: usize,
-    options: StreamOptions,
+    mut options: StreamOptions,
 ) -> Response {
-    let Ok(guard) = admit(state, scope, TransportKind::Ws, options.tag) else {
+    let Ok(guard) = admit(state, scope, TransportKind::Ws, &mut options) else {
         return ws_over_capacity(state, upgrade);
     };
     let upgrade = configure(state, upgrade, max_message);

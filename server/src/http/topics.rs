@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, on, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::metrics::CloseReason;
 use crate::protocol::Name;
 use crate::publish::SocketPublisher;
-use crate::scope::{RequestScope, StreamScope};
+use crate::scope::{ClientAddr, RequestScope, StreamScope};
 use crate::source::topic::{OverflowPolicy, Topic};
 use crate::state::AppState;
 
@@ -180,9 +180,14 @@ impl Subscription {
         })
     }
 
-    /// The stream's options: `tag`, and the lease of the JWT that let it
-    /// in.
-    fn options(&self, state: &AppState, tag: Option<String>) -> StreamOptions {
+    /// The stream's options: `tag`, the lease of the JWT that let it in,
+    /// and the subscription as the admin API lists it (`peer`, its client).
+    fn options(
+        &self,
+        state: &AppState,
+        tag: Option<String>,
+        peer: Option<ClientAddr>,
+    ) -> StreamOptions {
         let lease = self.access.grant().map(|grant| {
             Box::new(Lease::new(
                 Arc::clone(&state.auth),
@@ -191,7 +196,11 @@ impl Subscription {
                 state.metrics.auth().clone(),
             ))
         });
-        StreamOptions { tag, lease }
+        StreamOptions {
+            tag,
+            lease,
+            subscription: Some((self.topic.clone(), peer.map(|ClientAddr(addr)| addr))),
+        }
     }
 
     /// The subscription's source. Without `since` it starts at the head as
@@ -213,19 +222,21 @@ impl Subscription {
 async fn sse_subscribe(
     State(state): State<AppState>,
     scope: StreamScope,
+    peer: Option<Extension<ClientAddr>>,
     topic: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref(), SUBSCRIBE_PARAMS)?;
     let subscription = Subscription::parse(&state, &scope, topic, &params, &headers)?;
-    let options = subscription.options(&state, params.tag()?);
+    let options = subscription.options(&state, params.tag()?, peer.map(|Extension(p)| p));
     sse_stream(&state, scope, subscription.source(&state).await?, options)
 }
 
 async fn ws_subscribe(
     State(state): State<AppState>,
     scope: StreamScope,
+    peer: Option<Extension<ClientAddr>>,
     topic: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -233,7 +244,7 @@ async fn ws_subscribe(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref(), SUBSCRIBE_PARAMS)?;
     let subscription = Subscription::parse(&state, &scope, topic, &params, &headers)?;
-    let options = subscription.options(&state, params.tag()?);
+    let options = subscription.options(&state, params.tag()?, peer.map(|Extension(p)| p));
     // Checked now, refused only when the client publishes (not counted as
     // a refusal of the subscription); a JWT is not verified twice.
     let token = credentials::token(&headers, &params, state.config.jwt_cookie.as_deref());

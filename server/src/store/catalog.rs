@@ -94,11 +94,7 @@ impl Store {
     /// # Errors
     ///
     /// The database failed.
-    pub async fn list_topics(
-        &self,
-        after: &str,
-        limit: u32,
-    ) -> Result<Vec<TopicFigures>, Error> {
+    pub async fn list_topics(&self, after: &str, limit: u32) -> Result<Vec<TopicFigures>, Error> {
         let rows: Vec<FiguresRow> = with_pool!(self, pool => {
             sqlx::query_as(select_figures!("WHERE t.name > $1 ORDER BY t.name LIMIT $2"))
                 .bind(after)
@@ -300,6 +296,9 @@ impl Store {
             tx.commit().await?;
             removed
         });
+        if removed.is_some() {
+            self.removed_one();
+        }
         Ok(removed.map(from_db))
     }
 
@@ -323,6 +322,9 @@ impl Store {
             .await?
             .rows_affected()
         });
+        if removed > 0 {
+            self.removed_one();
+        }
         Ok(removed > 0)
     }
 }

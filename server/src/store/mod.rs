@@ -15,6 +15,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -182,6 +183,8 @@ pub struct Store {
     /// PostgreSQL: the node whose commits this store notifies, as the JSON
     /// string a notification carries ([`notification::origin`]).
     origin: Arc<str>,
+    /// Topics this store removed since it opened.
+    removals: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -227,6 +230,7 @@ impl Store {
             pool,
             lock: Arc::new(Mutex::new(file_lock)),
             origin: Arc::from(notification::origin("")),
+            removals: Arc::default(),
         })
     }
 
@@ -253,6 +257,17 @@ impl Store {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
         Ok(())
+    }
+
+    /// How many topics this store (any clone) has removed since it opened:
+    /// what was known to exist before may not any more.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
+    }
+
+    /// Notes that a topic was removed.
+    fn removed_one(&self) {
+        self.removals.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The backend in use.
