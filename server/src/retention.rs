@@ -177,7 +177,10 @@ impl Retainer {
         }
         for topic in self.store.retention_view().await? {
             let prefix = self.policy.of(&topic.name).prefix(topic.head, now);
-            if prefix.through > 0 || prefix.before_pts > 0 {
+            if topic
+                .oldest
+                .is_some_and(|(seq, pts)| prefix.takes(seq, pts))
+            {
                 let n = self.store.trim_topic(&topic.name, prefix).await?;
                 if n > 0 {
                     self.deleted.inc_by(n);
