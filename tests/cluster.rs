@@ -275,6 +275,40 @@ async fn a_lost_notification_is_made_good_by_the_next_one_or_by_the_poll() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_deleted_through_one_node_ends_its_streams_on_every_node() {
+    let mut config = support::config();
+    config.admin_tokens = vec!["ops=adm1n".parse().unwrap()];
+    // No poll: only the deletion's notification can tell the other node.
+    config.cluster_poll = None;
+    let cluster = Nodes::start(2, config).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_b = b.open(Transport::Ws, "topics/doomed?since=0").await;
+    for expected in 1..=3 {
+        assert_eq!(a.publish("doomed", &json!(expected)).await, expected);
+        assert_eq!(seq(&on_b.next_event().await), expected);
+    }
+    let deleted = within(
+        "the deletion",
+        a.http()
+            .delete(a.url("/admin/topics/doomed"))
+            .bearer_auth("adm1n")
+            .send(),
+    )
+    .await
+    .expect("DELETE");
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(
+        on_b.next_item().await,
+        Item::Gap(json!({ "from": 1, "to": 3, "reason": "deleted" }))
+    );
+    assert_eq!(on_b.next_item().await, Item::End(support::End::Close(4404)));
+    // Node b starts the topic again at 1 with everyone else.
+    let mut live_on_b = b.open(Transport::Sse, "topics/doomed").await;
+    assert_eq!(a.publish("doomed", &json!("again")).await, 1);
+    assert_eq!(seq(&live_on_b.next_event().await), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_went_back_is_announced_and_strands_no_subscriber() {
     let mut config = support::config();
     config.cluster_poll = Some(Duration::from_millis(200));

@@ -105,6 +105,10 @@ async fn handle(notification: &PgNotification, node: &Node, relay: &Relay) {
     // This node's own commits come back too: they keep the stream whole,
     // and whichever of them and the writer comes first is delivered.
     let own = received.origin == node.name();
+    if let Some((topic, head)) = received.deleted.filter(|_| !own) {
+        // The deleting node told its own subscribers already.
+        relay.hub.delete(&topic, head);
+    }
     for topic in received.topics {
         let count = topic.last - topic.first + 1;
         match topic.events {

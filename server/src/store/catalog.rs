@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use super::topics::Notify;
 use super::{Error, Store, from_db, to_db, with_pool};
 
 /// Rows per `DELETE`, so a large purge never holds the write lock for long.
@@ -314,10 +315,14 @@ impl Store {
                 .bind(topic)
                 .execute(&mut *tx)
                 .await?;
-            let removed = sqlx::query_scalar("DELETE FROM topics WHERE name = $1 RETURNING head")
-                .bind(topic)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let removed: Option<i64> =
+                sqlx::query_scalar("DELETE FROM topics WHERE name = $1 RETURNING head")
+                    .bind(topic)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(head) = removed {
+                tx.notify_deletion(topic, from_db(head), &self.origin).await?;
+            }
             tx.commit().await?;
             removed
         });

@@ -15,7 +15,12 @@
 //!
 //! `o` the committing node (`""` for a store that is no node), `n` the
 //! topic, `f` and `l` the first and last `seq`, `e` each event's `pts` and
-//! `data`. PostgreSQL refuses payloads of 8,000 bytes or more, so
+//! `data`. A topic deleted through the admin API is announced the same way,
+//! from the transaction that deletes it, with its head `h`:
+//!
+//! ```text
+//! {"v":1,"o":"host-a:8080","t":[],"d":{"n":"orders","h":554}}
+//! ``` PostgreSQL refuses payloads of 8,000 bytes or more, so
 //! bodies are inline only while the whole payload stays within
 //! [`MAX_PAYLOAD`]; otherwise every topic gets its range alone and
 //! receivers read the bodies from the store. A commit normally sends one
@@ -132,6 +137,11 @@ fn put_range(out: &mut String, topic: &str, run: &Run<'_>) {
     let _ = write!(out, "{{\"n\":\"{topic}\",\"f\":{},\"l\":{last}", run.first);
 }
 
+/// The payload announcing that `origin` deleted `topic` at `head`.
+pub fn encode_deletion(topic: &str, head: u64, origin: &str) -> String {
+    format!("{{\"v\":{VERSION},\"o\":{origin},\"t\":[],\"d\":{{\"n\":\"{topic}\",\"h\":{head}}}}}")
+}
+
 /// A received notification.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Received {
@@ -139,6 +149,8 @@ pub struct Received {
     pub origin: String,
     /// Each topic of the commit.
     pub topics: Vec<Announced>,
+    /// A topic deleted, and the head it had.
+    pub deleted: Option<(String, u64)>,
 }
 
 /// One topic of a received notification.
@@ -167,6 +179,15 @@ struct Payload<'a> {
     o: Cow<'a, str>,
     #[serde(borrow)]
     t: Vec<Entry<'a>>,
+    #[serde(borrow, default)]
+    d: Option<Deletion<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Deletion<'a> {
+    #[serde(borrow)]
+    n: Cow<'a, str>,
+    h: u64,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +254,7 @@ pub fn decode(payload: &Bytes) -> Result<Received, Unreadable> {
     Ok(Received {
         origin: parsed.o.into_owned(),
         topics,
+        deleted: parsed.d.map(|d| (d.n.into_owned(), d.h)),
     })
 }
 
@@ -256,6 +278,20 @@ mod tests {
 
     fn encode(batch: &[Append<'_>], seqs: &[u64]) -> Vec<String> {
         super::encode(batch, seqs, &origin("node:1"))
+    }
+
+    #[test]
+    fn a_deletion_round_trips_beside_no_commit() {
+        let payload = encode_deletion("orders", 554, &origin("node:1"));
+        assert_eq!(
+            payload,
+            r#"{"v":1,"o":"node:1","t":[],"d":{"n":"orders","h":554}}"#
+        );
+        let received = decode(&Bytes::from(payload)).unwrap();
+        assert_eq!(
+            (received.topics.len(), received.deleted),
+            (0, Some(("orders".to_owned(), 554)))
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Store {
 
 /// What a commit tells the other nodes: nothing on SQLite (one node
 /// only), a `pg_notify` per payload on PostgreSQL.
-trait Notify {
+pub(super) trait Notify {
     /// Notifies the commit of `batch` (given `seqs`) by `origin` inside its
     /// transaction on this connection; returns how many notifications it
     /// sent.
@@ -199,11 +199,24 @@ trait Notify {
         seqs: &[u64],
         origin: &str,
     ) -> impl Future<Output = Result<usize, sqlx::Error>> + Send;
+
+    /// Notifies the deletion of `topic` at `head` by `origin` inside its
+    /// transaction on this connection.
+    fn notify_deletion(
+        &mut self,
+        topic: &str,
+        head: u64,
+        origin: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
 impl Notify for SqliteConnection {
     async fn notify(&mut self, _: &[Append<'_>], _: &[u64], _: &str) -> Result<usize, sqlx::Error> {
         Ok(0)
+    }
+
+    async fn notify_deletion(&mut self, _: &str, _: u64, _: &str) -> Result<(), sqlx::Error> {
+        Ok(())
     }
 }
 
@@ -223,5 +236,19 @@ impl Notify for PgConnection {
                 .await?;
         }
         Ok(payloads.len())
+    }
+
+    async fn notify_deletion(
+        &mut self,
+        topic: &str,
+        head: u64,
+        origin: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(notification::encode_deletion(topic, head, origin))
+            .execute(&mut *self)
+            .await?;
+        Ok(())
     }
 }
