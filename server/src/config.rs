@@ -174,6 +174,10 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_RETENTION_INTERVAL", value_name = "DURATION")]
     pub retention_interval: Option<HumanDuration>,
 
+    /// How long a publish's idempotency key is honoured: a retry with the key within it gets the first publish's seq and stores nothing; older keys are deleted at each --retention-interval
+    #[arg(long, env = "STREAMGAUGE_IDEMPOTENCY_WINDOW", value_name = "DURATION")]
+    pub idempotency_window: Option<HumanDuration>,
+
     /// PostgreSQL cluster nodes: how often to compare the store's heads of topics with local subscribers with what was delivered, and re-read what a lost notification left behind; 0s turns it off
     #[arg(long, env = "STREAMGAUGE_CLUSTER_POLL", value_name = "DURATION")]
     pub cluster_poll: Option<HumanDuration>,
@@ -377,6 +381,7 @@ fn defaults() -> Args {
         retention_events: Some(1_000_000),
         retention_age: seconds(7 * 24 * 3600),
         retention_interval: seconds(10),
+        idempotency_window: seconds(24 * 3600),
         cluster_poll: seconds(1),
         overflow: Some(OverflowPolicy::CatchUp),
         log: Some("info".to_owned()),
@@ -625,6 +630,8 @@ pub struct Config {
     pub retention: Retention,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// How long a publish's idempotency key is honoured.
+    pub idempotency_window: Duration,
     /// How often a cluster node's safety poll runs; `None`: never.
     pub cluster_poll: Option<Duration>,
     /// What happens to a topic subscriber whose queue overflows.
@@ -722,6 +729,7 @@ impl Config {
             retention_events: Some(retention_events),
             retention_age: Some(HumanDuration(retention_age)),
             retention_interval: Some(HumanDuration(retention_interval)),
+            idempotency_window: Some(HumanDuration(idempotency_window)),
             cluster_poll: Some(HumanDuration(cluster_poll)),
             overflow: Some(overflow),
             log: Some(log),
@@ -798,6 +806,7 @@ impl Config {
                 max_age: retention_age,
             },
             retention_interval,
+            idempotency_window,
             cluster_poll: Some(cluster_poll).filter(|poll| !poll.is_zero()),
             overflow,
             log,
@@ -874,6 +883,7 @@ impl Config {
             ("keepalive-timeout", self.keepalive_timeout),
             ("body-timeout", self.body_timeout),
             ("retention-interval", self.retention_interval),
+            ("idempotency-window", self.idempotency_window),
         ];
         for (name, value) in durations {
             if value.is_zero() {
@@ -1277,6 +1287,29 @@ mod tests {
         assert_eq!(config.cluster_poll, Some(Duration::from_millis(250)));
         let config = args(&["--cluster-poll", "0s"]).load().unwrap();
         assert_eq!(config.cluster_poll, None);
+    }
+
+    #[test]
+    fn the_idempotency_window_is_a_day_by_default_set_by_flag_or_file_and_never_zero() {
+        assert_eq!(
+            Config::default().idempotency_window,
+            Duration::from_secs(24 * 3600)
+        );
+        let config = args(&["--idempotency-window", "90m"]).load().unwrap();
+        assert_eq!(config.idempotency_window, Duration::from_secs(90 * 60));
+        let file = config_file("idempotency-window = \"2h\"\n");
+        let config = args(&["--config", file.0.to_str().unwrap()])
+            .load()
+            .unwrap();
+        assert_eq!(config.idempotency_window, Duration::from_secs(2 * 3600));
+        let err = args(&["--idempotency-window", "0s"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid `idempotency-window`: must be longer than zero"
+        );
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub enum ApiError {
     /// A concurrent request won.
     #[error("{0}")]
     Conflict(&'static str),
+    /// A publish's idempotency key was used within the window for another
+    /// body; nothing was stored.
+    #[error("{}", PublishError::KeyReused)]
+    KeyReused,
     /// A WebSocket endpoint was requested without a valid upgrade.
     #[error("{0}")]
     Upgrade(#[from] WebSocketUpgradeRejection),
@@ -102,6 +106,7 @@ impl ApiError {
             PublishError::InvalidJson(reason) => {
                 ApiError::BadBody(format!("body is not valid JSON: {reason}"))
             }
+            PublishError::KeyReused => ApiError::KeyReused,
             PublishError::Busy | PublishError::Unavailable => ApiError::Unavailable {
                 reason: error.to_string(),
                 retry_after,
@@ -131,6 +136,7 @@ impl ApiError {
             ApiError::PeerLimit(_) | ApiError::StreamRate(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Upgrade(rejection) => rejection.status(),
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -5,13 +5,20 @@
 //! durable before its publisher hears `201`, and the hub sees every topic's
 //! events in order.
 //!
+//! A publish may carry an idempotency key: the store resolves it inside
+//! the same transaction, and a key already used (within the window) for the
+//! same body is answered with its first `seq` as a replay, stored and fanned
+//! out nothing; for another body it is refused.
+//!
 //! Also the WebSocket side of publishing: [`SocketPublisher`] turns
 //! `{"publish": …}` frames into publishes and answers each with an ack.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
@@ -22,10 +29,11 @@ use crate::auth::jwt::Grant;
 use crate::disconnect::Disconnect;
 use crate::health::Health;
 use crate::hub::Hub;
-use crate::metrics::TopicMetrics;
+use crate::idempotency::Key;
+use crate::metrics::{KeyRefusal, TopicMetrics};
 use crate::protocol::{Event, Name, now_micros};
 use crate::session::Inbox;
-use crate::store::{Append, Store};
+use crate::store::{self, Append, Digest, IdempotencyKey, Outcome, Store};
 
 /// Most publishes committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -47,6 +55,9 @@ pub enum PublishError {
     /// Too many publishes are waiting for the writer.
     #[error("too many publishes are waiting; retry later")]
     Busy,
+    /// The idempotency key was used within the window for another body.
+    #[error("this idempotency key was already used with a different body; nothing was stored")]
+    KeyReused,
     /// The store failed (or the server is stopping). The event was not
     /// acknowledged; in the rare case where the database committed it but
     /// could not say so, it is still delivered, once, under its own seq.
@@ -54,12 +65,35 @@ pub enum PublishError {
     Unavailable,
 }
 
+/// A publish that was stored, now or before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The event's `seq`.
+    pub seq: u64,
+    /// Whether it was stored before under the same idempotency key, and
+    /// nothing was stored now.
+    pub replayed: bool,
+}
+
 #[derive(Debug)]
 struct Request {
     topic: Name,
     pts: u64,
     data: String,
-    reply: oneshot::Sender<Result<u64, PublishError>>,
+    /// The idempotency key and the digest of `data`.
+    key: Option<(Key, Digest)>,
+    reply: oneshot::Sender<Result<Published, PublishError>>,
+}
+
+/// How the writer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Publishes waiting for the writer before new ones are refused.
+    pub capacity: usize,
+    /// Largest body, bytes.
+    pub max_body: usize,
+    /// How long an idempotency key is honoured.
+    pub key_window: Duration,
 }
 
 /// Hands publishes to the writer; clones share it. The writer stops once
@@ -74,18 +108,17 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts the writer over `store` and `hub`, with room for `capacity`
-    /// waiting publishes of at most `max_body` bytes each; a failed commit
-    /// tells `health`, and while it says the database is down publishes
-    /// are refused at once.
+    /// Starts the writer over `store` and `hub` with `options`; a failed
+    /// commit tells `health`, and while it says the database is down
+    /// publishes are refused at once.
     pub fn start(
         store: Store,
         hub: Arc<Hub>,
         health: Arc<Health>,
         metrics: TopicMetrics,
-        (capacity, max_body): (usize, usize),
+        options: Options,
     ) -> (Self, JoinHandle<()>) {
-        let (requests, rx) = mpsc::channel(capacity);
+        let (requests, rx) = mpsc::channel(options.capacity);
         let writer = tokio::spawn(write_loop(
             rx,
             Committer {
@@ -93,35 +126,48 @@ impl Publisher {
                 hub,
                 health: Arc::clone(&health),
                 metrics,
+                key_window: options.key_window,
             },
         ));
         let publisher = Self {
             requests,
-            max_body,
+            max_body: options.max_body,
             health,
         };
         (publisher, writer)
     }
 
-    /// Validates `body` and publishes it to `topic`; returns its `seq` once
-    /// it is committed.
+    /// Validates `body` and publishes it to `topic` under `key`; returns
+    /// its `seq` once it is committed (or, for a key used before for the
+    /// same body, the `seq` it was stored as then).
     ///
     /// # Errors
     ///
     /// See [`PublishError`]; nothing was stored.
-    pub async fn publish(&self, topic: &Name, body: &[u8]) -> Result<u64, PublishError> {
-        self.publish_line(topic, validate(body, self.max_body)?)
+    pub async fn publish(
+        &self,
+        topic: &Name,
+        body: &[u8],
+        key: Option<Key>,
+    ) -> Result<Published, PublishError> {
+        self.publish_line(topic, validate(body, self.max_body)?, key)
             .await
     }
 
     /// Publishes `data`, valid JSON on one line within the limit, to
-    /// `topic`; returns its `seq` once it is committed.
+    /// `topic` under `key`; returns its `seq` once it is committed (or
+    /// replayed).
     ///
     /// # Errors
     ///
-    /// [`PublishError::Busy`] or [`PublishError::Unavailable`]; nothing was
-    /// stored.
-    async fn publish_line(&self, topic: &Name, data: String) -> Result<u64, PublishError> {
+    /// [`PublishError::Busy`], [`PublishError::Unavailable`] or
+    /// [`PublishError::KeyReused`]; nothing was stored.
+    async fn publish_line(
+        &self,
+        topic: &Name,
+        data: String,
+        key: Option<Key>,
+    ) -> Result<Published, PublishError> {
         if self.health.refuses(1) {
             return Err(PublishError::Unavailable);
         }
@@ -129,6 +175,8 @@ impl Publisher {
         let request = Request {
             topic: topic.clone(),
             pts: now_micros(),
+            // Digested here, not on the single writer.
+            key: key.map(|key| (key, store::digest(&data))),
             data,
             reply,
         };
@@ -186,6 +234,8 @@ struct Committer {
     hub: Arc<Hub>,
     health: Arc<Health>,
     metrics: TopicMetrics,
+    /// How long an idempotency key is honoured.
+    key_window: Duration,
 }
 
 async fn write_loop(mut requests: mpsc::Receiver<Request>, committer: Committer) {
@@ -214,67 +264,99 @@ async fn write_loop(mut requests: mpsc::Receiver<Request>, committer: Committer)
 impl Committer {
     /// Commits `group` in one transaction, fans it out, acknowledges it.
     async fn commit(&self, group: &mut Vec<Request>) {
-        let Self {
-            store,
-            hub,
-            health,
-            metrics,
-        } = self;
         let appends: Vec<Append<'_>> = group
             .iter()
             .map(|r| Append {
                 topic: r.topic.as_str(),
                 pts: r.pts,
                 data: &r.data,
+                key: r.key.as_ref().map(|(key, digest)| IdempotencyKey {
+                    key: key.as_str(),
+                    digest: *digest,
+                }),
             })
             .collect();
-        let committed = store.append(&appends).await;
+        let committed = self.store.append(&appends, self.key_window).await;
         drop(appends);
-        let seqs = match committed {
+        match committed {
             Ok(commit) => {
-                metrics
+                self.metrics
                     .notifications_sent
                     .inc_by(commit.notifications as u64);
-                commit.seqs
+                self.deliver(group, &commit.outcomes);
             }
             Err(e) => {
                 tracing::error!(error = %e, events = group.len(), "committing publishes failed");
-                health.failed(&e);
-                metrics.publish_failed("storage", group.len() as u64);
+                self.health.failed(&e);
+                self.metrics.publish_failed("storage", group.len() as u64);
                 // The database may have committed before failing to say so:
                 // live subscribers of these topics catch up from the store
                 // rather than wait for the next publish to reveal a hole.
                 for request in group.iter() {
-                    hub.resync(request.topic.as_str());
+                    self.hub.resync(request.topic.as_str());
                 }
                 for request in group.drain(..) {
                     let _ = request.reply.send(Err(PublishError::Unavailable));
                 }
-                return;
             }
-        };
-        metrics.published.inc_by(group.len() as u64);
-        metrics.commit_events.observe(group.len() as u64);
+        }
+    }
+
+    /// Fans the events of a committed `group` that were stored out, then
+    /// answers each publish as its `outcome` says. Replays are not fanned
+    /// out again.
+    fn deliver(&self, group: &mut Vec<Request>, outcomes: &[Outcome]) {
+        let publishes = group.len();
         let mut by_topic: HashMap<&str, Vec<Event>> = HashMap::new();
-        let mut replies = Vec::with_capacity(group.len());
-        for (request, &seq) in group.iter_mut().zip(&seqs) {
-            by_topic
-                .entry(request.topic.as_str())
-                .or_default()
-                .push(Event {
-                    seq,
-                    pts: Some(request.pts),
-                    data: Bytes::from(std::mem::take(&mut request.data)),
-                });
-            replies.push(seq);
+        let mut replies = Vec::with_capacity(publishes);
+        let (mut replayed, mut mismatched) = (0, 0);
+        for (request, outcome) in group.iter_mut().zip(outcomes) {
+            replies.push(match *outcome {
+                Outcome::Stored(seq) => {
+                    by_topic
+                        .entry(request.topic.as_str())
+                        .or_default()
+                        .push(Event {
+                            seq,
+                            pts: Some(request.pts),
+                            data: Bytes::from(std::mem::take(&mut request.data)),
+                        });
+                    Ok(Published {
+                        seq,
+                        replayed: false,
+                    })
+                }
+                Outcome::Replayed(seq) => {
+                    replayed += 1;
+                    Ok(Published {
+                        seq,
+                        replayed: true,
+                    })
+                }
+                Outcome::Mismatch => {
+                    mismatched += 1;
+                    Err(PublishError::KeyReused)
+                }
+            });
+        }
+        let stored = (publishes - replayed - mismatched) as u64;
+        self.metrics.published.inc_by(stored);
+        if stored > 0 {
+            self.metrics.commit_events.observe(stored);
+        }
+        self.metrics.publish_replayed.inc_by(replayed as u64);
+        if mismatched > 0 {
+            self.metrics
+                .key_refusals(KeyRefusal::Mismatch)
+                .inc_by(mismatched as u64);
         }
         for (topic, events) in &by_topic {
-            hub.publish(topic, events);
+            self.hub.publish(topic, events);
         }
         drop(by_topic);
-        for (request, seq) in group.drain(..).zip(replies) {
+        for (request, reply) in group.drain(..).zip(replies) {
             // A publisher that went away still had its event committed.
-            let _ = request.reply.send(Ok(seq));
+            let _ = request.reply.send(reply);
         }
     }
 }
@@ -288,6 +370,9 @@ pub(crate) struct PublishFrame<'a> {
     /// Echoed in the acknowledgement.
     #[serde(borrow, default)]
     pub(crate) id: Option<&'a RawValue>,
+    /// The publish's idempotency key, if any (checked by [`Key::from_json`]).
+    #[serde(borrow, default)]
+    pub(crate) idempotency_key: Option<&'a RawValue>,
 }
 
 impl<'a> PublishFrame<'a> {
@@ -324,6 +409,9 @@ struct AckBody<'a> {
     seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a RawValue>,
+    /// Only when true: stored before under the same idempotency key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
 }
 
 #[derive(Serialize)]
@@ -335,25 +423,69 @@ struct Refusal<'a> {
 
 /// Publishing from a WebSocket subscriber: each `{"publish": <JSON>}` frame
 /// is published to the stream's topic and answered with
-/// `{"ack": {"seq": N}}` (plus the frame's `id`, if it had one). A publish
-/// the server cannot take now is answered `{"error": "…"}` and the stream
-/// goes on; a frame that breaks the rules closes it.
+/// `{"ack": {"seq": N}}` (plus the frame's `id`, if it had one, and
+/// `"replayed": true` for a replay of its idempotency key). A publish the
+/// server cannot take now, or whose key is invalid or used for another
+/// body, is answered `{"error": "…"}` and the stream goes on; a frame that
+/// breaks the rules closes it.
 #[derive(Debug)]
 pub struct SocketPublisher {
     publisher: Publisher,
     topic: Name,
     /// Whether this socket presented a token that may publish.
     permission: Result<(), Denied>,
+    /// Counts the publishes refused for an invalid idempotency key.
+    invalid_keys: Counter,
 }
 
 impl SocketPublisher {
-    /// Publishes to `topic` through `publisher`, if `permission` allows.
-    pub fn new(publisher: Publisher, topic: Name, permission: Result<(), Denied>) -> Self {
+    /// Publishes to `topic` through `publisher`, if `permission` allows;
+    /// counts invalid keys in `invalid_keys`.
+    pub fn new(
+        publisher: Publisher,
+        topic: Name,
+        permission: Result<(), Denied>,
+        invalid_keys: Counter,
+    ) -> Self {
         Self {
             publisher,
             topic,
             permission,
+            invalid_keys,
         }
+    }
+
+    /// Publishes `data` under the frame's key, if valid; the answer.
+    async fn publish(&self, data: String, frame: &PublishFrame<'_>) -> Vec<u8> {
+        let refusal = |error: String| {
+            serde_json::to_vec(&Refusal {
+                error,
+                id: frame.id,
+            })
+        };
+        let key = match frame.idempotency_key.map(Key::from_json).transpose() {
+            Ok(key) => key,
+            Err(reason) => {
+                self.invalid_keys.inc();
+                return refusal(format!(
+                    "invalid idempotency_key: {reason}; nothing was stored"
+                ))
+                .expect("in-memory JSON serialization");
+            }
+        };
+        // Only a refusal the client may retry (or must fix) is left:
+        // answered, the stream goes on.
+        match self.publisher.publish_line(&self.topic, data, key).await {
+            Ok(Published { seq, replayed }) => serde_json::to_vec(&Ack {
+                ack: AckBody {
+                    seq,
+                    id: frame.id,
+                    replayed,
+                },
+            }),
+            Err(e) => refusal(e.to_string()),
+        }
+        .expect("in-memory JSON serialization")
     }
 }
 
@@ -368,20 +500,7 @@ impl Inbox for SocketPublisher {
         }
         let frame = PublishFrame::decode(&message)?;
         let data = frame.body(self.publisher.max_body)?;
-        // Only a refusal the client may retry is left: answered, the stream
-        // goes on.
-        let reply = match self.publisher.publish_line(&self.topic, data).await {
-            Ok(seq) => serde_json::to_vec(&Ack {
-                ack: AckBody { seq, id: frame.id },
-            }),
-            Err(e) => serde_json::to_vec(&Refusal {
-                error: e.to_string(),
-                id: frame.id,
-            }),
-        };
-        Ok(Some(Bytes::from(
-            reply.expect("in-memory JSON serialization"),
-        )))
+        Ok(Some(Bytes::from(self.publish(data, &frame).await)))
     }
 }
 

@@ -18,7 +18,7 @@ use crate::health::Health;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, SlowConsumerAction, TransportKind};
 use crate::protocol::Name;
-use crate::publish::Publisher;
+use crate::publish::{self, Publisher};
 use crate::session::{Session, Settings};
 use crate::shutdown::Shutdown;
 use crate::source::replay::Replay;
@@ -99,7 +99,11 @@ impl AppState {
             Arc::clone(&hub),
             Arc::clone(&health),
             metrics.topics().clone(),
-            (config.publish_queue, config.max_publish_bytes),
+            publish::Options {
+                capacity: config.publish_queue,
+                max_body: config.max_publish_bytes,
+                key_window: config.idempotency_window,
+            },
         );
         let admission = Admission::new(config.max_connections);
         let sessions = TransportKind::ALL.map(|kind| {

@@ -245,6 +245,7 @@ mod tests {
             topic,
             pts: 1_000,
             data,
+            key: None,
         }
     }
 

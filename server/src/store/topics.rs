@@ -1,4 +1,5 @@
-//! Topic events: append in one transaction per group, read a range after a
+//! Topic events: append in one transaction per group (idempotency keys
+//! resolved inside it: [`super::idempotency`]), read a range after a
 //! `seq`, the topic's head, and retention.
 //!
 //! `seq` is contiguous per topic and assigned inside the appending
@@ -11,7 +12,6 @@
 //! On PostgreSQL the transaction also notifies the other nodes
 //! ([`super::notification`]).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row};
 
+use super::idempotency::{self, Group, IdempotencyKey, Outcome};
 use super::notification::{self, CHANNEL};
 use super::{Error, Store, from_db, to_db, with_pool};
 use crate::protocol::Event;
@@ -40,13 +41,16 @@ pub struct Append<'a> {
     pub pts: u64,
     /// Its payload: one line of JSON.
     pub data: &'a str,
+    /// Its idempotency key, if it has one.
+    pub key: Option<IdempotencyKey<'a>>,
 }
 
 /// A committed group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
-    /// The events' sequence numbers, in the order they were given.
-    pub seqs: Vec<u64>,
+    /// What became of each append, in the order they were given: stored
+    /// under a `seq`, or (by its idempotency key) not stored.
+    pub outcomes: Vec<Outcome>,
     /// Notifications sent to the other nodes (PostgreSQL): one, unless the
     /// group's topics did not fit one payload; none on SQLite.
     pub notifications: usize,
@@ -65,42 +69,54 @@ pub struct Retention {
 }
 
 impl Store {
-    /// Appends every event of `batch` in one transaction, and returns their
-    /// sequence numbers in order (and, on PostgreSQL, how many
-    /// notifications the commit sent). Nothing is appended if it fails.
+    /// Appends every event of `batch` in one transaction, and returns what
+    /// became of each, in order (and, on PostgreSQL, how many notifications
+    /// the commit sent). An append with an idempotency key held within
+    /// `key_window` (as of the batch's latest `pts`) is not stored: it is a
+    /// replay of the key's `seq`, or a mismatch ([`super::idempotency`]).
+    /// Nothing is appended if it fails.
     ///
     /// # Errors
     ///
     /// The database failed; the transaction was rolled back.
-    pub async fn append(&self, batch: &[Append<'_>]) -> Result<Commit, Error> {
+    pub async fn append(
+        &self,
+        batch: &[Append<'_>],
+        key_window: Duration,
+    ) -> Result<Commit, Error> {
+        let group = Group::new(batch);
+        let keys = (batch, idempotency::cutoff(batch, key_window));
         let commit = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            // Sorted by name: the order in which head rows are locked.
-            let mut next: BTreeMap<&str, u64> = BTreeMap::new();
-            for append in batch {
-                *next.entry(append.topic).or_default() += 1;
-            }
-            for (topic, count) in &mut next {
+            let mut resolved = vec![None; batch.len()];
+            // By name: the order in which head rows are locked.
+            for (topic, slots) in &group.slots {
+                let count = slots.len() as u64;
                 let head: i64 = sqlx::query_scalar(
                     "INSERT INTO topics (name, head) VALUES ($1, $2) \
                      ON CONFLICT (name) DO UPDATE SET head = topics.head + $2 RETURNING head",
                 )
                 .bind(*topic)
-                .bind(to_db(*count))
+                .bind(to_db(count))
                 .fetch_one(&mut *tx)
                 .await?;
                 // The first seq of this group for the topic.
-                *count = from_db(head) - *count + 1;
+                let first = from_db(head) - count + 1;
+                let numbered = idempotency::resolve(&mut *tx, keys, topic, slots, first).await?;
+                for (&i, slot) in slots.iter().zip(numbered) {
+                    resolved[i] = Some(slot);
+                }
             }
-            let seqs: Vec<u64> = batch
+            let outcomes = group.outcomes(batch, &resolved);
+            let (stored, seqs): (Vec<Append<'_>>, Vec<u64>) = batch
                 .iter()
-                .map(|append| {
-                    let seq = next.get_mut(append.topic).expect("every topic counted");
-                    *seq += 1;
-                    *seq - 1
+                .zip(&outcomes)
+                .filter_map(|(append, outcome)| match outcome {
+                    Outcome::Stored(seq) => Some((*append, *seq)),
+                    Outcome::Replayed(_) | Outcome::Mismatch => None,
                 })
-                .collect();
-            for (appends, seqs) in batch.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
+                .unzip();
+            for (appends, seqs) in stored.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
                 let mut insert = QueryBuilder::new("INSERT INTO events (topic, seq, pts, data) ");
                 insert.push_values(appends.iter().zip(seqs), |mut row, (append, &seq)| {
                     row.push_bind(append.topic)
@@ -110,9 +126,13 @@ impl Store {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            let notifications = Notify::notify(&mut *tx, batch, &seqs, &self.origin).await?;
+            let notifications = if stored.is_empty() {
+                0
+            } else {
+                Notify::notify(&mut *tx, &stored, &seqs, &self.origin).await?
+            };
             tx.commit().await?;
-            Commit { seqs, notifications }
+            Commit { outcomes, notifications }
         });
         Ok(commit)
     }
@@ -279,7 +299,7 @@ impl Notify for PgConnection {
 
 /// Runs `delete` (one `DELETE` of at most [`DELETE_CHUNK`] rows) until a
 /// run deletes fewer; returns how many rows all deleted.
-async fn in_chunks<F, Run>(mut delete: F) -> Result<u64, sqlx::Error>
+pub(super) async fn in_chunks<F, Run>(mut delete: F) -> Result<u64, sqlx::Error>
 where
     F: FnMut() -> Run,
     Run: Future<Output = Result<u64, sqlx::Error>>,
