@@ -342,6 +342,17 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_INJECT_LEAK", value_name = "BYTES")]
     pub inject_leak: Option<usize>,
 
+    /// For testing crash recovery only: the process kills itself (SIGKILL)
+    /// right after its first publish commit, before answering [default: off]
+    #[arg(
+        long,
+        env = "STREAMGAUGE_INJECT_EXIT_AFTER_COMMIT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub inject_exit_after_commit: Option<bool>,
+
     /// Where a build with the `dhat-heap` feature writes its DHAT heap
     /// profile on graceful shutdown
     #[arg(long, env = "STREAMGAUGE_HEAP_PROFILE", value_name = "PATH")]
@@ -413,9 +424,10 @@ fn defaults() -> Args {
         retry_after: seconds(1),
         max_rate: Some(1_000_000),
         max_size: Some(64 << 10),
-        // Off: the server is neither slowed nor leaking.
+        // Off: the server is neither slowed nor leaking nor crashing.
         inject_delay: None,
         inject_leak: None,
+        inject_exit_after_commit: None,
         heap_profile: Some(PathBuf::from("dhat-heap.json")),
     }
 }
@@ -689,6 +701,8 @@ pub struct Config {
     pub inject_delay: Option<Duration>,
     /// For testing leak detection: heap bytes leaked per stream opened.
     pub inject_leak: Option<usize>,
+    /// For testing crash recovery: SIGKILL right after a publish commit.
+    pub inject_exit_after_commit: bool,
     /// Where the DHAT heap profile goes (`dhat-heap` feature only).
     pub heap_profile: PathBuf,
 }
@@ -761,6 +775,7 @@ impl Config {
             max_size: Some(max_size),
             inject_delay,
             inject_leak,
+            inject_exit_after_commit,
             heap_profile: Some(heap_profile),
         } = layer(defaults(), args)
         else {
@@ -841,6 +856,7 @@ impl Config {
             max_size,
             inject_delay: inject_delay.map(|h| h.0).filter(|d| !d.is_zero()),
             inject_leak: inject_leak.filter(|&bytes| bytes > 0),
+            inject_exit_after_commit: inject_exit_after_commit.unwrap_or(false),
             heap_profile,
         };
         config.validate()?;
@@ -1025,6 +1041,11 @@ mod tests {
             ("workers", "one per core", d.workers.is_none()),
             ("inject-delay", "off", d.inject_delay.is_none()),
             ("inject-leak", "off", d.inject_leak.is_none()),
+            (
+                "inject-exit-after-commit",
+                "off",
+                !d.inject_exit_after_commit,
+            ),
             ("jwt-key", "off", d.jwt.is_none()),
         ];
         let without_default = [
@@ -1310,6 +1331,17 @@ mod tests {
             err,
             "invalid `idempotency-window`: must be longer than zero"
         );
+    }
+
+    #[test]
+    fn the_exit_after_commit_fault_is_off_unless_asked_for() {
+        assert!(!Config::default().inject_exit_after_commit);
+        for (flags, on) in [
+            (&["--inject-exit-after-commit"][..], true),
+            (&["--inject-exit-after-commit", "false"], false),
+        ] {
+            assert_eq!(args(flags).load().unwrap().inject_exit_after_commit, on);
+        }
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub struct Options {
     pub max_body: usize,
     /// How long an idempotency key is honoured.
     pub key_window: Duration,
+    /// For testing only: the process is killed right after a commit, before
+    /// any answer.
+    pub exit_after_commit: bool,
 }
 
 /// Hands publishes to the writer; clones share it. The writer stops once
@@ -127,6 +130,7 @@ impl Publisher {
                 health: Arc::clone(&health),
                 metrics,
                 key_window: options.key_window,
+                exit_after_commit: options.exit_after_commit,
             },
         ));
         let publisher = Self {
@@ -236,6 +240,8 @@ struct Committer {
     metrics: TopicMetrics,
     /// How long an idempotency key is honoured.
     key_window: Duration,
+    /// `--inject-exit-after-commit`.
+    exit_after_commit: bool,
 }
 
 async fn write_loop(mut requests: mpsc::Receiver<Request>, committer: Committer) {
@@ -280,6 +286,9 @@ impl Committer {
         drop(appends);
         match committed {
             Ok(commit) => {
+                if self.exit_after_commit {
+                    die();
+                }
                 self.metrics
                     .notifications_sent
                     .inc_by(commit.notifications as u64);
@@ -359,6 +368,18 @@ impl Committer {
             let _ = request.reply.send(reply);
         }
     }
+}
+
+/// `--inject-exit-after-commit`: the process is killed (SIGKILL) right
+/// after a commit, before any publisher is answered, as a crash between
+/// the two would leave it.
+fn die() -> ! {
+    // SAFETY: kill(2) and getpid(2) take and return plain integers.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    // Not reached: SIGKILL can be neither blocked nor caught.
+    std::process::abort()
 }
 
 /// A `{"publish": …}` frame, with an optional `id` echoed in the ack.

@@ -103,6 +103,7 @@ impl AppState {
                 capacity: config.publish_queue,
                 max_body: config.max_publish_bytes,
                 key_window: config.idempotency_window,
+                exit_after_commit: config.inject_exit_after_commit,
             },
         );
         let admission = Admission::new(config.max_connections);
