@@ -6,6 +6,8 @@
 //!   publishing with acknowledgements;
 //! - [`slow`]: slow subscribers, caught up from the store or disconnected;
 //! - [`retention`]: retention by count and by age, and gap notices;
+//! - [`idempotency`]: publishes retried with their idempotency key, stored
+//!   once;
 //! - [`refusals`]: bad requests that store nothing, tokens;
 //! - [`jwt`]: per-user JWTs: refusals, topic claims, expiry, refresh and
 //!   revocation on live streams;
@@ -19,6 +21,11 @@
 use serde_json::{Value, json};
 use streamgauge_server::Config;
 
+use self::idempotency::{
+    a_retried_publish_gets_its_first_seq_and_stores_nothing,
+    an_expired_key_is_deleted_and_its_retry_stored_anew, concurrent_duplicates_store_one_event,
+    keys_are_resolved_within_a_group_commit_and_expire,
+};
 use self::jwt::{
     a_denylisted_subject_is_cut_off_while_streaming, a_publisher_is_held_to_its_topic_patterns,
     a_websocket_refreshes_its_token_and_streams_on,
@@ -50,6 +57,7 @@ use self::slow::{
 };
 use crate::support::{Backend, Database, Item, TestServer};
 
+mod idempotency;
 mod jwt;
 mod operations;
 mod paced;
@@ -81,6 +89,10 @@ on_both_databases!(
     retention_rules_keep_each_topic_by_its_pattern,
     a_publish_that_would_create_a_topic_beyond_the_bound_is_refused,
     an_idle_topic_is_removed_and_a_watched_one_kept,
+    a_retried_publish_gets_its_first_seq_and_stores_nothing,
+    keys_are_resolved_within_a_group_commit_and_expire,
+    an_expired_key_is_deleted_and_its_retry_stored_anew,
+    concurrent_duplicates_store_one_event,
 );
 
 /// A server with `config` over a fresh database of `backend`.

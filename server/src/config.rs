@@ -191,6 +191,9 @@ pub struct Args {
     /// A topic with no event left, no publish and no live subscriber (on any node) for this long is removed; a later publish starts it again at seq 1; 0s: never
     #[arg(long, env = "STREAMGAUGE_TOPIC_IDLE_EXPIRY", value_name = "DURATION")]
     pub topic_idle_expiry: Option<HumanDuration>,
+    /// How long a publish's idempotency key is honoured: a retry with the key within it gets the first publish's seq and stores nothing; older keys are deleted at each --retention-interval
+    #[arg(long, env = "STREAMGAUGE_IDEMPOTENCY_WINDOW", value_name = "DURATION")]
+    pub idempotency_window: Option<HumanDuration>,
 
     /// PostgreSQL cluster nodes: how often to compare the store's heads of topics with local subscribers with what was delivered, and re-read what a lost notification left behind; 0s turns it off
     #[arg(long, env = "STREAMGAUGE_CLUSTER_POLL", value_name = "DURATION")]
@@ -356,6 +359,17 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_INJECT_LEAK", value_name = "BYTES")]
     pub inject_leak: Option<usize>,
 
+    /// For testing crash recovery only: the process kills itself (SIGKILL)
+    /// right after its first publish commit, before answering [default: off]
+    #[arg(
+        long,
+        env = "STREAMGAUGE_INJECT_EXIT_AFTER_COMMIT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub inject_exit_after_commit: Option<bool>,
+
     /// Where a build with the `dhat-heap` feature writes its DHAT heap
     /// profile on graceful shutdown
     #[arg(long, env = "STREAMGAUGE_HEAP_PROFILE", value_name = "PATH")]
@@ -399,6 +413,7 @@ fn defaults() -> Args {
         retention: None,
         max_topics: Some(100_000),
         topic_idle_expiry: seconds(7 * 24 * 3600),
+        idempotency_window: seconds(24 * 3600),
         cluster_poll: seconds(1),
         overflow: Some(OverflowPolicy::CatchUp),
         log: Some("info".to_owned()),
@@ -430,9 +445,10 @@ fn defaults() -> Args {
         retry_after: seconds(1),
         max_rate: Some(1_000_000),
         max_size: Some(64 << 10),
-        // Off: the server is neither slowed nor leaking.
+        // Off: the server is neither slowed nor leaking nor crashing.
         inject_delay: None,
         inject_leak: None,
+        inject_exit_after_commit: None,
         heap_profile: Some(PathBuf::from("dhat-heap.json")),
     }
 }
@@ -674,6 +690,8 @@ pub struct Config {
     pub max_topics: u64,
     /// How long a topic may be idle before it is removed; `None`: never.
     pub topic_idle_expiry: Option<Duration>,
+    /// How long a publish's idempotency key is honoured.
+    pub idempotency_window: Duration,
     /// How often a cluster node's safety poll runs; `None`: never.
     pub cluster_poll: Option<Duration>,
     /// What happens to a topic subscriber whose queue overflows.
@@ -731,6 +749,8 @@ pub struct Config {
     pub inject_delay: Option<Duration>,
     /// For testing leak detection: heap bytes leaked per stream opened.
     pub inject_leak: Option<usize>,
+    /// For testing crash recovery: SIGKILL right after a publish commit.
+    pub inject_exit_after_commit: bool,
     /// Where the DHAT heap profile goes (`dhat-heap` feature only).
     pub heap_profile: PathBuf,
 }
@@ -775,6 +795,7 @@ impl Config {
             retention: retention_rules,
             max_topics: Some(max_topics),
             topic_idle_expiry: Some(HumanDuration(topic_idle_expiry)),
+            idempotency_window: Some(HumanDuration(idempotency_window)),
             cluster_poll: Some(HumanDuration(cluster_poll)),
             overflow: Some(overflow),
             log: Some(log),
@@ -806,6 +827,7 @@ impl Config {
             max_size: Some(max_size),
             inject_delay,
             inject_leak,
+            inject_exit_after_commit,
             heap_profile: Some(heap_profile),
         } = layer(defaults(), args)
         else {
@@ -852,6 +874,7 @@ impl Config {
             retention_interval,
             max_topics,
             topic_idle_expiry: (!topic_idle_expiry.is_zero()).then_some(topic_idle_expiry),
+            idempotency_window,
             cluster_poll: Some(cluster_poll).filter(|poll| !poll.is_zero()),
             overflow,
             log,
@@ -886,6 +909,7 @@ impl Config {
             max_size,
             inject_delay: inject_delay.map(|h| h.0).filter(|d| !d.is_zero()),
             inject_leak: inject_leak.filter(|&bytes| bytes > 0),
+            inject_exit_after_commit: inject_exit_after_commit.unwrap_or(false),
             heap_profile,
         };
         config.validate()?;
@@ -932,6 +956,7 @@ impl Config {
             ("keepalive-timeout", self.keepalive_timeout),
             ("body-timeout", self.body_timeout),
             ("retention-interval", self.retention_interval),
+            ("idempotency-window", self.idempotency_window),
         ];
         for (name, value) in durations {
             if value.is_zero() {
@@ -1083,6 +1108,11 @@ mod tests {
             ("workers", "one per core", d.workers.is_none()),
             ("inject-delay", "off", d.inject_delay.is_none()),
             ("inject-leak", "off", d.inject_leak.is_none()),
+            (
+                "inject-exit-after-commit",
+                "off",
+                !d.inject_exit_after_commit,
+            ),
             ("jwt-key", "off", d.jwt.is_none()),
         ];
         let without_default = [
@@ -1394,6 +1424,40 @@ mod tests {
         assert_eq!(config.cluster_poll, Some(Duration::from_millis(250)));
         let config = args(&["--cluster-poll", "0s"]).load().unwrap();
         assert_eq!(config.cluster_poll, None);
+    }
+
+    #[test]
+    fn the_idempotency_window_is_a_day_by_default_set_by_flag_or_file_and_never_zero() {
+        assert_eq!(
+            Config::default().idempotency_window,
+            Duration::from_secs(24 * 3600)
+        );
+        let config = args(&["--idempotency-window", "90m"]).load().unwrap();
+        assert_eq!(config.idempotency_window, Duration::from_secs(90 * 60));
+        let file = config_file("idempotency-window = \"2h\"\n");
+        let config = args(&["--config", file.0.to_str().unwrap()])
+            .load()
+            .unwrap();
+        assert_eq!(config.idempotency_window, Duration::from_secs(2 * 3600));
+        let err = args(&["--idempotency-window", "0s"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid `idempotency-window`: must be longer than zero"
+        );
+    }
+
+    #[test]
+    fn the_exit_after_commit_fault_is_off_unless_asked_for() {
+        assert!(!Config::default().inject_exit_after_commit);
+        for (flags, on) in [
+            (&["--inject-exit-after-commit"][..], true),
+            (&["--inject-exit-after-commit", "false"], false),
+        ] {
+            assert_eq!(args(flags).load().unwrap().inject_exit_after_commit, on);
+        }
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub enum ApiError {
     /// A concurrent request won.
     #[error("{0}")]
     Conflict(&'static str),
+    /// A publish's idempotency key was used within the window for another
+    /// body; nothing was stored.
+    #[error("{}", PublishError::KeyReused)]
+    KeyReused,
     /// A WebSocket endpoint was requested without a valid upgrade.
     #[error("{0}")]
     Upgrade(#[from] WebSocketUpgradeRejection),
@@ -115,6 +119,7 @@ impl ApiError {
                 ApiError::BadBody(format!("body is not valid JSON: {reason}"))
             }
             PublishError::TooManyTopics { max } => ApiError::TooManyTopics { max },
+            PublishError::KeyReused => ApiError::KeyReused,
             PublishError::Busy | PublishError::Unavailable => ApiError::Unavailable {
                 reason: error.to_string(),
                 retry_after,
@@ -146,6 +151,7 @@ impl ApiError {
             }
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Upgrade(rejection) => rejection.status(),
             ApiError::NotFound | ApiError::NoSuchTopic => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -24,7 +24,8 @@
 //!   [`source::topic`], [`source::replay`]).
 //! - [`store`]: topic events and the replay dataset in SQLite or
 //!   PostgreSQL; [`retention`] trims it. [`publish`]: the single writer that
-//!   group-commits publishes; [`hub`]: fan-out to live subscribers, each
+//!   group-commits publishes ([`idempotency`]: the key a publish may carry,
+//!   so that a retry is not stored twice); [`hub`]: fan-out to live subscribers, each
 //!   topic's events put in order by its [`sequence`]; [`cluster`]: several
 //!   servers on one PostgreSQL database (each commit notifies the others,
 //!   which listen, and read from the store what they missed); [`auth`]:
@@ -67,6 +68,7 @@ pub mod health;
 pub mod heap;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -130,6 +132,10 @@ pub async fn run(
             "no --publish-token configured: anyone who can reach this server may publish"
         );
     }
+    let keys = retention::KeyExpiry {
+        window: state.config.idempotency_window,
+        expired: state.metrics.topics().keys_expired.clone(),
+    };
     tokio::spawn(shutdown.track(retention::run(
         retention::Retainer {
             store: store.clone(),
@@ -141,6 +147,7 @@ pub async fn run(
             idle_expiry: state.config.topic_idle_expiry,
             deleted: state.metrics.topics().retention_deleted.clone(),
             expired: state.metrics.topics().topics_expired.clone(),
+            keys,
         },
         state.config.retention_interval,
         shutdown.token().clone(),

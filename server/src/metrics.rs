@@ -99,11 +99,35 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// Why a publish's idempotency key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRefusal {
+    /// The key was used within the window for another body (`422`).
+    Mismatch,
+    /// The key breaks the key rule (`400`).
+    Invalid,
+}
+
+impl KeyRefusal {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            KeyRefusal::Mismatch => "mismatch",
+            KeyRefusal::Invalid => "invalid",
+        }
+    }
+}
+
 /// The metrics of topic publishing and subscribing.
 #[derive(Debug, Clone, Default)]
 pub struct TopicMetrics {
     /// Events committed and fanned out.
     pub published: Counter,
+    /// Publishes answered with the `seq` their idempotency key was stored
+    /// under, storing nothing.
+    pub publish_replayed: Counter,
+    /// Idempotency keys deleted past the window.
+    pub keys_expired: Counter,
     /// Events per group commit.
     pub commit_events: BatchHistogram,
     /// Notifications sent to the other nodes of a cluster (PostgreSQL):
@@ -118,6 +142,7 @@ pub struct TopicMetrics {
     /// Trade rows read from the store by replay streams.
     pub replay_rows: Counter,
     publish_failures: Family<ReasonLabels, Counter>,
+    key_refusals: Family<ReasonLabels, Counter>,
     gaps: Family<ReasonLabels, Counter>,
 }
 
@@ -133,6 +158,14 @@ impl TopicMetrics {
     pub fn publish_failures(&self, reason: &'static str) -> Counter {
         self.publish_failures
             .get_or_create_owned(&ReasonLabels { reason })
+    }
+
+    /// The counter of publishes whose idempotency key was refused for
+    /// `why`.
+    pub fn key_refusals(&self, why: KeyRefusal) -> Counter {
+        self.key_refusals.get_or_create_owned(&ReasonLabels {
+            reason: why.label(),
+        })
     }
 
     /// Counts a gap notice sent for `reason`.
@@ -531,7 +564,8 @@ impl Metrics {
         );
         registry.register(
             "publish_commit_events",
-            "Topic events per group commit: one observation per transaction",
+            "Topic events stored per group commit: one observation per transaction that stored \
+             any (replays store none)",
             topics.commit_events.clone(),
         );
         registry.register(
@@ -539,6 +573,23 @@ impl Metrics {
             "Publishes refused after validation, by reason: storage (the commit failed), \
              database_down (refused at once while the database was known to be down)",
             topics.publish_failures.clone(),
+        );
+        registry.register(
+            "publish_replayed",
+            "Publishes answered with the seq their idempotency key was first stored under, \
+             storing nothing",
+            topics.publish_replayed.clone(),
+        );
+        registry.register(
+            "publish_key_refusals",
+            "Publishes refused for their idempotency key, by reason: mismatch (used within the \
+             window for another body: 422), invalid (not 1 to 255 visible ASCII characters: 400)",
+            topics.key_refusals.clone(),
+        );
+        registry.register(
+            "idempotency_keys_expired",
+            "Idempotency keys deleted once older than --idempotency-window",
+            topics.keys_expired.clone(),
         );
         registry.register(
             "gap_notices",

@@ -5,13 +5,20 @@
 //! durable before its publisher hears `201`, and the hub sees every topic's
 //! events in order.
 //!
+//! A publish may carry an idempotency key: the store resolves it inside
+//! the same transaction, and a key already used (within the window) for the
+//! same body is answered with its first `seq` as a replay, stored and fanned
+//! out nothing; for another body it is refused.
+//!
 //! Also the WebSocket side of publishing: [`SocketPublisher`] turns
 //! `{"publish": …}` frames into publishes and answers each with an ack.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
@@ -22,10 +29,11 @@ use crate::auth::jwt::Grant;
 use crate::disconnect::Disconnect;
 use crate::health::Health;
 use crate::hub::Hub;
-use crate::metrics::TopicMetrics;
+use crate::idempotency::Key;
+use crate::metrics::{KeyRefusal, TopicMetrics};
 use crate::protocol::{Event, Name, now_micros};
 use crate::session::Inbox;
-use crate::store::{Append, Store};
+use crate::store::{self, Append, Digest, IdempotencyKey, Outcome, Store};
 use crate::topic_limit::TopicLimit;
 
 /// Most publishes committed in one transaction.
@@ -54,6 +62,9 @@ pub enum PublishError {
         /// The limit.
         max: u64,
     },
+    /// The idempotency key was used within the window for another body.
+    #[error("this idempotency key was already used with a different body; nothing was stored")]
+    KeyReused,
     /// The store failed (or the server is stopping). The event was not
     /// acknowledged; in the rare case where the database committed it but
     /// could not say so, it is still delivered, once, under its own seq.
@@ -61,23 +72,40 @@ pub enum PublishError {
     Unavailable,
 }
 
+/// A publish that was stored, now or before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The event's `seq`.
+    pub seq: u64,
+    /// Whether it was stored before under the same idempotency key, and
+    /// nothing was stored now.
+    pub replayed: bool,
+}
+
 #[derive(Debug)]
 struct Request {
     topic: Name,
     pts: u64,
     data: String,
-    reply: oneshot::Sender<Result<u64, PublishError>>,
+    /// The idempotency key and the digest of `data`.
+    key: Option<(Key, Digest)>,
+    reply: oneshot::Sender<Result<Published, PublishError>>,
 }
 
-/// The writer's bounds.
-#[derive(Debug, Clone, Copy)]
-pub struct PublishLimits {
-    /// Publishes waiting to be committed before new ones are refused.
-    pub queue: usize,
+/// How the writer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Publishes waiting for the writer before new ones are refused.
+    pub capacity: usize,
     /// Largest body, bytes.
     pub max_body: usize,
+    /// How long an idempotency key is honoured.
+    pub key_window: Duration,
     /// Most topics that may exist.
     pub max_topics: u64,
+    /// For testing only: the process is killed right after a commit, before
+    /// any answer.
+    pub exit_after_commit: bool,
 }
 
 /// Hands publishes to the writer; clones share it. The writer stops once
@@ -92,7 +120,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts the writer over `store` and `hub`, within `limits`; a failed
+    /// Starts the writer over `store` and `hub` with `options`; a failed
     /// commit tells `health`, and while it says the database is down
     /// publishes are refused at once.
     pub fn start(
@@ -100,9 +128,9 @@ impl Publisher {
         hub: Arc<Hub>,
         health: Arc<Health>,
         metrics: TopicMetrics,
-        limits: PublishLimits,
+        options: Options,
     ) -> (Self, JoinHandle<()>) {
-        let (requests, rx) = mpsc::channel(limits.queue);
+        let (requests, rx) = mpsc::channel(options.capacity);
         let writer = tokio::spawn(write_loop(
             rx,
             Committer {
@@ -110,36 +138,50 @@ impl Publisher {
                 hub,
                 health: Arc::clone(&health),
                 metrics,
-                topics: TopicLimit::new(limits.max_topics),
+                topics: TopicLimit::new(options.max_topics),
+                key_window: options.key_window,
+                exit_after_commit: options.exit_after_commit,
             },
         ));
         let publisher = Self {
             requests,
-            max_body: limits.max_body,
+            max_body: options.max_body,
             health,
         };
         (publisher, writer)
     }
 
-    /// Validates `body` and publishes it to `topic`; returns its `seq` once
-    /// it is committed.
+    /// Validates `body` and publishes it to `topic` under `key`; returns
+    /// its `seq` once it is committed (or, for a key used before for the
+    /// same body, the `seq` it was stored as then).
     ///
     /// # Errors
     ///
     /// See [`PublishError`]; nothing was stored.
-    pub async fn publish(&self, topic: &Name, body: &[u8]) -> Result<u64, PublishError> {
-        self.publish_line(topic, validate(body, self.max_body)?)
+    pub async fn publish(
+        &self,
+        topic: &Name,
+        body: &[u8],
+        key: Option<Key>,
+    ) -> Result<Published, PublishError> {
+        self.publish_line(topic, validate(body, self.max_body)?, key)
             .await
     }
 
     /// Publishes `data`, valid JSON on one line within the limit, to
-    /// `topic`; returns its `seq` once it is committed.
+    /// `topic` under `key`; returns its `seq` once it is committed (or
+    /// replayed).
     ///
     /// # Errors
     ///
-    /// [`PublishError::Busy`] or [`PublishError::Unavailable`]; nothing was
-    /// stored.
-    async fn publish_line(&self, topic: &Name, data: String) -> Result<u64, PublishError> {
+    /// [`PublishError::Busy`], [`PublishError::Unavailable`] or
+    /// [`PublishError::KeyReused`]; nothing was stored.
+    async fn publish_line(
+        &self,
+        topic: &Name,
+        data: String,
+        key: Option<Key>,
+    ) -> Result<Published, PublishError> {
         if self.health.refuses(1) {
             return Err(PublishError::Unavailable);
         }
@@ -147,6 +189,8 @@ impl Publisher {
         let request = Request {
             topic: topic.clone(),
             pts: now_micros(),
+            // Digested here, not on the single writer.
+            key: key.map(|key| (key, store::digest(&data))),
             data,
             reply,
         };
@@ -205,6 +249,10 @@ struct Committer {
     health: Arc<Health>,
     metrics: TopicMetrics,
     topics: TopicLimit,
+    /// How long an idempotency key is honoured.
+    key_window: Duration,
+    /// `--inject-exit-after-commit`.
+    exit_after_commit: bool,
 }
 
 async fn write_loop(mut requests: mpsc::Receiver<Request>, mut committer: Committer) {
@@ -284,49 +332,99 @@ impl Committer {
                 topic: r.topic.as_str(),
                 pts: r.pts,
                 data: &r.data,
+                key: r.key.as_ref().map(|(key, digest)| IdempotencyKey {
+                    key: key.as_str(),
+                    digest: *digest,
+                }),
             })
             .collect();
-        let committed = self.store.append(&appends).await;
+        let committed = self.store.append(&appends, self.key_window).await;
         drop(appends);
-        let seqs = match committed {
+        match committed {
             Ok(commit) => {
+                if self.exit_after_commit {
+                    die();
+                }
                 self.metrics
                     .notifications_sent
                     .inc_by(commit.notifications as u64);
-                commit.seqs
+                self.topics
+                    .committed(group.iter().map(|r| r.topic.as_str()));
+                self.deliver(group, &commit.outcomes);
             }
-            Err(e) => return self.failed(group, &e),
-        };
-        self.topics
-            .committed(group.iter().map(|r| r.topic.as_str()));
-        self.metrics.published.inc_by(group.len() as u64);
-        self.metrics.commit_events.observe(group.len() as u64);
-        self.fan_out(group, seqs);
+            Err(e) => self.failed(group, &e),
+        }
     }
 
-    /// Fans the committed `group` out, in `seq` order per topic, then
-    /// acknowledges each publish with its `seq`.
-    fn fan_out(&self, group: &mut Vec<Request>, seqs: Vec<u64>) {
+    /// Fans the events of a committed `group` that were stored out, then
+    /// answers each publish as its `outcome` says. Replays are not fanned
+    /// out again.
+    fn deliver(&self, group: &mut Vec<Request>, outcomes: &[Outcome]) {
+        let publishes = group.len();
         let mut by_topic: HashMap<&str, Vec<Event>> = HashMap::new();
-        for (request, &seq) in group.iter_mut().zip(&seqs) {
-            by_topic
-                .entry(request.topic.as_str())
-                .or_default()
-                .push(Event {
-                    seq,
-                    pts: Some(request.pts),
-                    data: Bytes::from(std::mem::take(&mut request.data)),
-                });
+        let mut replies = Vec::with_capacity(publishes);
+        let (mut replayed, mut mismatched) = (0, 0);
+        for (request, outcome) in group.iter_mut().zip(outcomes) {
+            replies.push(match *outcome {
+                Outcome::Stored(seq) => {
+                    by_topic
+                        .entry(request.topic.as_str())
+                        .or_default()
+                        .push(Event {
+                            seq,
+                            pts: Some(request.pts),
+                            data: Bytes::from(std::mem::take(&mut request.data)),
+                        });
+                    Ok(Published {
+                        seq,
+                        replayed: false,
+                    })
+                }
+                Outcome::Replayed(seq) => {
+                    replayed += 1;
+                    Ok(Published {
+                        seq,
+                        replayed: true,
+                    })
+                }
+                Outcome::Mismatch => {
+                    mismatched += 1;
+                    Err(PublishError::KeyReused)
+                }
+            });
+        }
+        let stored = (publishes - replayed - mismatched) as u64;
+        self.metrics.published.inc_by(stored);
+        if stored > 0 {
+            self.metrics.commit_events.observe(stored);
+        }
+        self.metrics.publish_replayed.inc_by(replayed as u64);
+        if mismatched > 0 {
+            self.metrics
+                .key_refusals(KeyRefusal::Mismatch)
+                .inc_by(mismatched as u64);
         }
         for (topic, events) in &by_topic {
             self.hub.publish(topic, events);
         }
         drop(by_topic);
-        for (request, seq) in group.drain(..).zip(seqs) {
+        for (request, reply) in group.drain(..).zip(replies) {
             // A publisher that went away still had its event committed.
-            let _ = request.reply.send(Ok(seq));
+            let _ = request.reply.send(reply);
         }
     }
+}
+
+/// `--inject-exit-after-commit`: the process is killed (SIGKILL) right
+/// after a commit, before any publisher is answered, as a crash between
+/// the two would leave it.
+fn die() -> ! {
+    // SAFETY: kill(2) and getpid(2) take and return plain integers.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    // Not reached: SIGKILL can be neither blocked nor caught.
+    std::process::abort()
 }
 
 /// A `{"publish": …}` frame, with an optional `id` echoed in the ack.
@@ -338,6 +436,9 @@ pub(crate) struct PublishFrame<'a> {
     /// Echoed in the acknowledgement.
     #[serde(borrow, default)]
     pub(crate) id: Option<&'a RawValue>,
+    /// The publish's idempotency key, if any (checked by [`Key::from_json`]).
+    #[serde(borrow, default)]
+    pub(crate) idempotency_key: Option<&'a RawValue>,
 }
 
 impl<'a> PublishFrame<'a> {
@@ -374,6 +475,9 @@ struct AckBody<'a> {
     seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a RawValue>,
+    /// Only when true: stored before under the same idempotency key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
 }
 
 #[derive(Serialize)]
@@ -385,25 +489,69 @@ struct Refusal<'a> {
 
 /// Publishing from a WebSocket subscriber: each `{"publish": <JSON>}` frame
 /// is published to the stream's topic and answered with
-/// `{"ack": {"seq": N}}` (plus the frame's `id`, if it had one). A publish
-/// the server cannot take now is answered `{"error": "…"}` and the stream
-/// goes on; a frame that breaks the rules closes it.
+/// `{"ack": {"seq": N}}` (plus the frame's `id`, if it had one, and
+/// `"replayed": true` for a replay of its idempotency key). A publish the
+/// server cannot take now, or whose key is invalid or used for another
+/// body, is answered `{"error": "…"}` and the stream goes on; a frame that
+/// breaks the rules closes it.
 #[derive(Debug)]
 pub struct SocketPublisher {
     publisher: Publisher,
     topic: Name,
     /// Whether this socket presented a token that may publish.
     permission: Result<(), Denied>,
+    /// Counts the publishes refused for an invalid idempotency key.
+    invalid_keys: Counter,
 }
 
 impl SocketPublisher {
-    /// Publishes to `topic` through `publisher`, if `permission` allows.
-    pub fn new(publisher: Publisher, topic: Name, permission: Result<(), Denied>) -> Self {
+    /// Publishes to `topic` through `publisher`, if `permission` allows;
+    /// counts invalid keys in `invalid_keys`.
+    pub fn new(
+        publisher: Publisher,
+        topic: Name,
+        permission: Result<(), Denied>,
+        invalid_keys: Counter,
+    ) -> Self {
         Self {
             publisher,
             topic,
             permission,
+            invalid_keys,
         }
+    }
+
+    /// Publishes `data` under the frame's key, if valid; the answer.
+    async fn publish(&self, data: String, frame: &PublishFrame<'_>) -> Vec<u8> {
+        let refusal = |error: String| {
+            serde_json::to_vec(&Refusal {
+                error,
+                id: frame.id,
+            })
+        };
+        let key = match frame.idempotency_key.map(Key::from_json).transpose() {
+            Ok(key) => key,
+            Err(reason) => {
+                self.invalid_keys.inc();
+                return refusal(format!(
+                    "invalid idempotency_key: {reason}; nothing was stored"
+                ))
+                .expect("in-memory JSON serialization");
+            }
+        };
+        // Only a refusal the client may retry (or must fix) is left:
+        // answered, the stream goes on.
+        match self.publisher.publish_line(&self.topic, data, key).await {
+            Ok(Published { seq, replayed }) => serde_json::to_vec(&Ack {
+                ack: AckBody {
+                    seq,
+                    id: frame.id,
+                    replayed,
+                },
+            }),
+            Err(e) => refusal(e.to_string()),
+        }
+        .expect("in-memory JSON serialization")
     }
 }
 
@@ -418,20 +566,7 @@ impl Inbox for SocketPublisher {
         }
         let frame = PublishFrame::decode(&message)?;
         let data = frame.body(self.publisher.max_body)?;
-        // Only a refusal the client may retry is left: answered, the stream
-        // goes on.
-        let reply = match self.publisher.publish_line(&self.topic, data).await {
-            Ok(seq) => serde_json::to_vec(&Ack {
-                ack: AckBody { seq, id: frame.id },
-            }),
-            Err(e) => serde_json::to_vec(&Refusal {
-                error: e.to_string(),
-                id: frame.id,
-            }),
-        };
-        Ok(Some(Bytes::from(
-            reply.expect("in-memory JSON serialization"),
-        )))
+        Ok(Some(Bytes::from(self.publish(data, &frame).await)))
     }
 }
 

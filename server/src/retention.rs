@@ -3,7 +3,7 @@
 //! and `--retention-age`), applied at an interval (first at start) until
 //! shutdown; and the removal of topics left idle (`--topic-idle-expiry`):
 //! no event stored, no publish and no live subscriber on any node for that
-//! long.
+//! long; and publishes' idempotency keys older than their window.
 //!
 //! Each node notes in the store, at every run, the topics it has live
 //! subscribers to, so that a node of a cluster never removes a topic
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::glob;
 use crate::hub::Hub;
 use crate::protocol::now_micros;
-use crate::store::{Prefix, RetentionView, Store};
+use crate::store::{self, Prefix, RetentionView, Store};
 
 /// How long events are kept; a zero bound is no bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +145,17 @@ pub struct Retainer {
     pub deleted: Counter,
     /// Topics removed as idle.
     pub expired: Counter,
+    /// Idempotency keys expired beside the events.
+    pub keys: KeyExpiry,
+}
+
+/// Idempotency keys expired beside the events.
+#[derive(Debug, Clone)]
+pub struct KeyExpiry {
+    /// How long a key is honoured; older ones are deleted.
+    pub window: Duration,
+    /// Counts the keys deleted.
+    pub expired: Counter,
 }
 
 /// Runs `retainer` every `every` until `cancel`.
@@ -170,7 +181,7 @@ pub async fn run(retainer: Retainer, every: Duration, cancel: CancellationToken)
 
 impl Retainer {
     /// One run as of `now` (µs since the Unix epoch).
-    async fn run_once(&self, now: u64) -> Result<(), crate::store::Error> {
+    async fn run_once(&self, now: u64) -> Result<(), store::Error> {
         let watched: Vec<String> = self.hub.watched().into_iter().map(|(t, _)| t).collect();
         if self.idle_expiry.is_some() {
             self.store.mark_watched(&watched, now).await?;
@@ -189,6 +200,8 @@ impl Retainer {
             }
             self.expire_if_idle(&topic, &watched, now).await?;
         }
+        let expired = self.store.expire_keys(self.keys.window, now).await?;
+        self.keys.expired.inc_by(expired);
         Ok(())
     }
 
@@ -198,7 +211,7 @@ impl Retainer {
         topic: &RetentionView,
         watched: &[String],
         now: u64,
-    ) -> Result<(), crate::store::Error> {
+    ) -> Result<(), store::Error> {
         let Some(expiry) = self.idle_expiry else {
             return Ok(());
         };

@@ -18,7 +18,7 @@ use crate::health::Health;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, SlowConsumerAction, TransportKind};
 use crate::protocol::Name;
-use crate::publish::{PublishLimits, Publisher};
+use crate::publish::{self, Publisher};
 use crate::session::{Session, Settings};
 use crate::shutdown::Shutdown;
 use crate::source::replay::Replay;
@@ -99,10 +99,12 @@ impl AppState {
             Arc::clone(&hub),
             Arc::clone(&health),
             metrics.topics().clone(),
-            PublishLimits {
-                queue: config.publish_queue,
+            publish::Options {
+                capacity: config.publish_queue,
                 max_body: config.max_publish_bytes,
+                key_window: config.idempotency_window,
                 max_topics: config.max_topics,
+                exit_after_commit: config.inject_exit_after_commit,
             },
         );
         let admission = Admission::new(config.max_connections);

@@ -4,14 +4,18 @@
 //! there, under the seq it was given and with its body, seqs are
 //! contiguous, the subscriber resumes from its own last seq and gets every
 //! event once (those it missed, then those published after the restart),
-//! and a subscriber resumes from the middle. On SQLite and on a real
-//! PostgreSQL (a throwaway cluster, or `TEST_DATABASE_URL`).
+//! and a subscriber resumes from the middle. And (issue 25) a publish
+//! whose answer was lost to a crash right after its commit
+//! (`--inject-exit-after-commit`), retried after the restart with its
+//! idempotency key, gets its first `seq` and is stored once. On SQLite and
+//! on a real PostgreSQL (a throwaway cluster, or `TEST_DATABASE_URL`).
 //!
 //! Test with `cargo test -p streamgauge-server --test crash`.
 
 mod process;
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt as _;
 use std::sync::Arc;
 
 use process::topic::{
@@ -153,4 +157,66 @@ async fn acknowledged_events_survive_kill_9_on_sqlite() {
 async fn acknowledged_events_survive_kill_9_on_postgres() {
     let database = postgres::fresh_database().await;
     acknowledged_events_survive_a_kill(database.url()).await;
+}
+
+/// Publishes `{"k": k}` to `topic` with `key` as its `Idempotency-Key`.
+async fn publish_with_key(
+    http: &reqwest::Client,
+    server: &Server,
+    topic: &str,
+    key: &str,
+    k: u64,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(server.url(&format!("/topics/{topic}/events")))
+        .header("idempotency-key", key)
+        .json(&json!({ "k": k }))
+        .send()
+        .await
+}
+
+async fn a_retry_after_a_crash_between_commit_and_answer_gets_the_first_seq(database: &str) {
+    let dir = tempfile::tempdir().expect("a working directory");
+    let (http, streams) = http_clients();
+    let topic = "retried";
+    let server = Server::start_with(database, dir.path(), &["--inject-exit-after-commit"]);
+    let lost = publish_with_key(&http, &server, topic, "order-1", 1).await;
+    assert!(
+        lost.is_err(),
+        "answered {lost:?} by a server killed at commit"
+    );
+    let status = server.exited().await;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+
+    let server = Server::start(database, dir.path());
+    let retry = publish_with_key(&http, &server, topic, "order-1", 1)
+        .await
+        .expect("the retry answered");
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let answer: Value = retry.json().await.expect("a JSON answer");
+    assert_eq!(answer, json!({ "seq": 1 }));
+    // Stored once: from the start, the event, then the next publish.
+    let next = publish_with_key(&http, &server, topic, "order-2", 2)
+        .await
+        .expect("publishing after the retry");
+    assert_eq!(next.status(), 201);
+    let events = Subscriber::open(&streams, &server, topic, 0)
+        .await
+        .read_through(2)
+        .await;
+    assert_eq!(events, [(1, 1), (2, 2)]);
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_crash_between_commit_and_answer_gets_the_first_seq_on_sqlite() {
+    let dir = tempfile::tempdir().expect("a directory for the database");
+    let url = format!("sqlite://{}", dir.path().join("retry.db").display());
+    a_retry_after_a_crash_between_commit_and_answer_gets_the_first_seq(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_crash_between_commit_and_answer_gets_the_first_seq_on_postgres() {
+    let database = postgres::fresh_database().await;
+    a_retry_after_a_crash_between_commit_and_answer_gets_the_first_seq(database.url()).await;
 }

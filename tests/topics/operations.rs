@@ -170,6 +170,28 @@ pub(super) async fn the_admin_api_lists_shows_trims_and_deletes_topics(backend: 
     let mut resumed = server.open(Transport::Sse, "topics/a.one?since=3").await;
     assert_eq!(resumed.next_item().await, gap(2, 3, "beyond_head"));
 
+    // A deleted topic's idempotency keys go with it: the same publish
+    // retried later is stored in the topic started again, not replayed.
+    let keyed = || async {
+        let response = server
+            .http()
+            .post(server.url("/topics/keyed/events"))
+            .header("Idempotency-Key", "retry-1")
+            .body("{\"n\":1}")
+            .send();
+        let response = support::within("a keyed publish", response).await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<Value>().await.unwrap()["seq"].clone(),
+        )
+    };
+    assert_eq!(keyed().await, (201, json!(1)));
+    assert_eq!(server.publish("keyed", &json!(2)).await, 2);
+    let (status, _) = as_admin(&server, reqwest::Method::DELETE, "/admin/topics/keyed").await;
+    assert_eq!(status, 200);
+    assert_eq!(keyed().await, (201, json!(1)));
+
     for (method, path, status) in [
         (reqwest::Method::DELETE, "/admin/topics/nothing", 404),
         (
@@ -191,7 +213,7 @@ pub(super) async fn the_admin_api_lists_shows_trims_and_deletes_topics(backend: 
         assert!(answer["error"].is_string(), "{path}: {answer}");
     }
     let metrics = server.metrics().await;
-    assert_eq!(metrics.get("streamgauge_topics_deleted_total"), 1.0);
+    assert_eq!(metrics.get("streamgauge_topics_deleted_total"), 2.0);
     assert_eq!(
         metrics.get("streamgauge_gap_notices_total{reason=\"deleted\"}"),
         2.0

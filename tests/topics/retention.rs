@@ -69,9 +69,17 @@ async fn fill(database: &Database, topic: &str, count: u64) {
     for chunk in data.chunks(1000) {
         let batch: Vec<Append<'_>> = chunk
             .iter()
-            .map(|data| Append { topic, pts, data })
+            .map(|data| Append {
+                topic,
+                pts,
+                data,
+                key: None,
+            })
             .collect();
-        store.append(&batch).await.expect("appending");
+        store
+            .append(&batch, support::config().idempotency_window)
+            .await
+            .expect("appending");
     }
     store.close().await;
 }

@@ -8,13 +8,13 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, post};
 use axum::{Extension, Json, Router};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::credentials;
 use super::params::{Params, parse_u64_in};
@@ -22,9 +22,10 @@ use super::stream::{StreamOptions, WS_METHODS, sse_stream, ws_stream};
 use crate::auth::Access;
 use crate::auth::lease::Lease;
 use crate::error::ApiError;
-use crate::metrics::CloseReason;
+use crate::idempotency::Key;
+use crate::metrics::{CloseReason, KeyRefusal};
 use crate::protocol::Name;
-use crate::publish::SocketPublisher;
+use crate::publish::{Published, SocketPublisher};
 use crate::scope::{ClientAddr, RequestScope, StreamScope};
 use crate::source::topic::{OverflowPolicy, Topic};
 use crate::state::AppState;
@@ -93,22 +94,59 @@ pub(crate) async fn read_body(
     }
 }
 
+/// `POST /topics/{topic}/events`: `201 {"seq": N}`, or for a replay of
+/// its `Idempotency-Key`, `200 {"seq": N}` with `Idempotent-Replayed:
+/// true`.
 async fn publish(
     State(state): State<AppState>,
     topic: Result<Path<String>, PathRejection>,
     RequestScope(scope): RequestScope,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let topic = path_name("topic", topic)?;
     credentials::require_publisher(&state, scope.as_deref(), &headers, topic.as_str())?;
+    // Before the body is read: a bad key costs no read.
+    let key = idempotency_key(&headers).inspect_err(|_| {
+        state
+            .metrics
+            .topics()
+            .key_refusals(KeyRefusal::Invalid)
+            .inc();
+    })?;
     let body = read_body(&state, body, &headers, state.config.max_publish_bytes).await?;
-    let seq = state
+    let Published { seq, replayed } = state
         .publisher
-        .publish(&topic, &body)
+        .publish(&topic, &body, key)
         .await
         .map_err(|e| ApiError::publish(e, state.config.retry_after))?;
-    Ok((StatusCode::CREATED, Json(json!({ "seq": seq }))))
+    let answer = Json(json!({ "seq": seq }));
+    Ok(if replayed {
+        let header = [(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"))];
+        (StatusCode::OK, header, answer).into_response()
+    } else {
+        (StatusCode::CREATED, answer).into_response()
+    })
+}
+
+/// The header that marks a replayed publish's answer.
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The request's `Idempotency-Key`, if it has one (at most one).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<Key>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_param(
+            "Idempotency-Key",
+            "is given more than once",
+        ));
+    }
+    Key::from_header(value.as_bytes())
+        .map(Some)
+        .map_err(|reason| ApiError::bad_param("Idempotency-Key", reason))
 }
 
 /// A subscription request, validated before any stream starts.
@@ -256,6 +294,7 @@ async fn ws_subscribe(
         state.publisher.clone(),
         subscription.topic.clone(),
         permission,
+        state.metrics.topics().key_refusals(KeyRefusal::Invalid),
     );
     let max_message = state.config.max_publish_bytes + PUBLISH_FRAME_OVERHEAD;
     let upgrade = upgrade?;

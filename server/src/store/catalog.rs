@@ -291,8 +291,8 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Removes `topic`, its events and its head: a later publish starts it
-    /// again at `seq` 1. Returns the head it had, `None` when it did not
+    /// Removes `topic`, its events, its idempotency keys and its head: a
+    /// later publish starts it again at `seq` 1. Returns the head it had, `None` when it did not
     /// exist.
     ///
     /// # Errors
@@ -311,10 +311,12 @@ impl Store {
         // What was published meanwhile goes with the head, at once.
         let removed: Option<i64> = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM events WHERE topic = $1")
-                .bind(topic)
-                .execute(&mut *tx)
-                .await?;
+            for table in [
+                "DELETE FROM events WHERE topic = $1",
+                "DELETE FROM idempotency_keys WHERE topic = $1",
+            ] {
+                sqlx::query(table).bind(topic).execute(&mut *tx).await?;
+            }
             let removed: Option<i64> =
                 sqlx::query_scalar("DELETE FROM topics WHERE name = $1 RETURNING head")
                     .bind(topic)
@@ -341,20 +343,47 @@ impl Store {
     /// The database failed.
     pub async fn remove_if_idle(&self, topic: &str, idle_before: u64) -> Result<bool, Error> {
         let removed = with_pool!(self, pool => {
-            sqlx::query(
+            let mut tx = pool.begin().await?;
+            let removed = sqlx::query(
                 "DELETE FROM topics WHERE name = $1 \
                  AND COALESCE(last_pts, 0) < $2 AND COALESCE(watched_at, 0) < $2 \
                  AND NOT EXISTS (SELECT 1 FROM events WHERE topic = $1)",
             )
             .bind(topic)
             .bind(to_db(idle_before))
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if removed > 0 {
+                // Its keys name `seq`s a topic started again would reuse.
+                sqlx::query("DELETE FROM idempotency_keys WHERE topic = $1")
+                    .bind(topic)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            removed
         });
         if removed > 0 {
             self.removed_one();
         }
         Ok(removed > 0)
+    }
+}
+
+/// Runs `delete` (one `DELETE` of at most [`DELETE_CHUNK`] rows) until a
+/// run deletes fewer; returns how many rows all deleted.
+pub(super) async fn in_chunks<F, Run>(mut delete: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Run,
+    Run: Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut deleted = 0;
+    loop {
+        let chunk = delete().await?;
+        deleted += chunk;
+        if chunk < DELETE_CHUNK {
+            return Ok(deleted);
+        }
     }
 }

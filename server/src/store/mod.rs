@@ -1,6 +1,7 @@
-//! The durable store: topic events and the replay dataset, in SQLite (the
-//! embedded default: a file created and migrated on start) or PostgreSQL (a
-//! `postgres://` URL), behind one [`Store`].
+//! The durable store: topic events (with their publishes' idempotency
+//! keys) and the replay dataset, in SQLite (the embedded default: a file
+//! created and migrated on start) or PostgreSQL (a `postgres://` URL),
+//! behind one [`Store`].
 //!
 //! Each query is written once and expanded for the backend in use by
 //! `with_pool!`, so both dialects are type-checked and neither pays for
@@ -26,12 +27,14 @@ use sqlx::sqlite::{
 };
 
 mod catalog;
+mod idempotency;
 pub mod lock;
 pub mod notification;
 mod topics;
 mod trades;
 
 pub use self::catalog::{DELETE_CHUNK, MAX_PAGE, Prefix, RetentionView, TopicFigures};
+pub use self::idempotency::{Digest, IdempotencyKey, Outcome, digest};
 pub use self::topics::{Append, Commit};
 pub use self::trades::{Cursor, MAX_SEED, Trade, WalletTrade};
 

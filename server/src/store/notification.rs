@@ -267,6 +267,7 @@ mod tests {
             topic,
             pts: 1_000,
             data,
+            key: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Topic events: append in one transaction per group, read a range after a
+//! Topic events: append in one transaction per group (idempotency keys
+//! resolved inside it: [`super::idempotency`]), read a range after a
 //! `seq`, the topic's head.
 //!
 //! `seq` is contiguous per topic and assigned inside the appending
@@ -11,13 +12,14 @@
 //! On PostgreSQL the transaction also notifies the other nodes
 //! ([`super::notification`]).
 
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row};
 
+use super::idempotency::{self, Group, IdempotencyKey, Outcome};
 use super::notification::{self, CHANNEL};
 use super::{Error, Store, from_db, to_db, with_pool};
 use crate::protocol::Event;
@@ -35,31 +37,36 @@ pub struct Append<'a> {
     pub pts: u64,
     /// Its payload: one line of JSON.
     pub data: &'a str,
+    /// Its idempotency key, if it has one.
+    pub key: Option<IdempotencyKey<'a>>,
 }
 
 /// A committed group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
-    /// The events' sequence numbers, in the order they were given.
-    pub seqs: Vec<u64>,
+    /// What became of each append, in the order they were given: stored
+    /// under a `seq`, or (by its idempotency key) not stored.
+    pub outcomes: Vec<Outcome>,
     /// Notifications sent to the other nodes (PostgreSQL): one, unless the
     /// group's topics did not fit one payload; none on SQLite.
     pub notifications: usize,
 }
 
-/// What a group adds to one topic's row.
+/// What a group adds to one topic's row besides its head: the bytes of its
+/// payloads (taken back for those its keys do not store:
+/// [`super::idempotency`]) and its latest `pts`.
 #[derive(Debug, Default)]
 struct Tally {
-    events: u64,
     bytes: u64,
     last_pts: u64,
 }
 
 impl Tally {
-    fn add(&mut self, append: &Append<'_>) {
-        self.events += 1;
-        self.bytes += append.data.len() as u64;
-        self.last_pts = self.last_pts.max(append.pts);
+    fn of<'a, 'b: 'a>(appends: impl Iterator<Item = &'a Append<'b>>) -> Self {
+        appends.fold(Self::default(), |tally, append| Self {
+            bytes: tally.bytes + append.data.len() as u64,
+            last_pts: tally.last_pts.max(append.pts),
+        })
     }
 }
 
@@ -67,45 +74,58 @@ impl Tally {
 pub(super) const HEADS_CHUNK: usize = 1000;
 
 impl Store {
-    /// Appends every event of `batch` in one transaction, and returns their
-    /// sequence numbers in order (and, on PostgreSQL, how many
-    /// notifications the commit sent). Nothing is appended if it fails.
+    /// Appends every event of `batch` in one transaction, and returns what
+    /// became of each, in order (and, on PostgreSQL, how many notifications
+    /// the commit sent). An append with an idempotency key held within
+    /// `key_window` (as of the batch's latest `pts`) is not stored: it is a
+    /// replay of the key's `seq`, or a mismatch ([`super::idempotency`]).
+    /// Nothing is appended if it fails.
     ///
     /// # Errors
     ///
     /// The database failed; the transaction was rolled back.
-    pub async fn append(&self, batch: &[Append<'_>]) -> Result<Commit, Error> {
+    pub async fn append(
+        &self,
+        batch: &[Append<'_>],
+        key_window: Duration,
+    ) -> Result<Commit, Error> {
+        let group = Group::new(batch);
+        let keys = (batch, idempotency::cutoff(batch, key_window));
         let commit = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            // Sorted by name: the order in which head rows are locked.
-            let mut next: BTreeMap<&str, Tally> = BTreeMap::new();
-            for append in batch {
-                next.entry(append.topic).or_default().add(append);
-            }
-            for (topic, tally) in &mut next {
+            let mut resolved = vec![None; batch.len()];
+            // By name: the order in which head rows are locked.
+            for (topic, slots) in &group.slots {
+                let count = slots.len() as u64;
+                let tally = Tally::of(slots.iter().map(|&i| &batch[i]));
                 let head: i64 = sqlx::query_scalar(
                     "INSERT INTO topics (name, head, bytes, last_pts) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (name) DO UPDATE SET head = topics.head + $2, \
                      bytes = topics.bytes + $3, last_pts = $4 RETURNING head",
                 )
                 .bind(*topic)
-                .bind(to_db(tally.events))
+                .bind(to_db(count))
                 .bind(to_db(tally.bytes))
                 .bind(to_db(tally.last_pts))
                 .fetch_one(&mut *tx)
                 .await?;
-                // From here on: the next seq of this group for the topic.
-                tally.events = from_db(head) - tally.events + 1;
+                // The first seq of this group for the topic.
+                let first = from_db(head) - count + 1;
+                let numbered = idempotency::resolve(&mut *tx, keys, topic, slots, first).await?;
+                for (&i, slot) in slots.iter().zip(numbered) {
+                    resolved[i] = Some(slot);
+                }
             }
-            let seqs: Vec<u64> = batch
+            let outcomes = group.outcomes(batch, &resolved);
+            let (stored, seqs): (Vec<Append<'_>>, Vec<u64>) = batch
                 .iter()
-                .map(|append| {
-                    let tally = next.get_mut(append.topic).expect("every topic counted");
-                    tally.events += 1;
-                    tally.events - 1
+                .zip(&outcomes)
+                .filter_map(|(append, outcome)| match outcome {
+                    Outcome::Stored(seq) => Some((*append, *seq)),
+                    Outcome::Replayed(_) | Outcome::Mismatch => None,
                 })
-                .collect();
-            for (appends, seqs) in batch.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
+                .unzip();
+            for (appends, seqs) in stored.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
                 let mut insert = QueryBuilder::new("INSERT INTO events (topic, seq, pts, data) ");
                 insert.push_values(appends.iter().zip(seqs), |mut row, (append, &seq)| {
                     row.push_bind(append.topic)
@@ -115,9 +135,13 @@ impl Store {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            let notifications = Notify::notify(&mut *tx, batch, &seqs, &self.origin).await?;
+            let notifications = if stored.is_empty() {
+                0
+            } else {
+                Notify::notify(&mut *tx, &stored, &seqs, &self.origin).await?
+            };
             tx.commit().await?;
-            Commit { seqs, notifications }
+            Commit { outcomes, notifications }
         });
         Ok(commit)
     }

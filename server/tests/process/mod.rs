@@ -17,7 +17,7 @@ pub(crate) mod topic;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -87,7 +87,14 @@ impl Server {
     /// Starts the binary on `database`, in `dir`, and waits for its
     /// readiness line.
     pub(crate) fn start(database: &str, dir: &Path) -> Self {
+        Self::start_with(database, dir, &[])
+    }
+
+    /// Starts the binary on `database`, in `dir`, with the flags `extra`,
+    /// and waits for its readiness line.
+    pub(crate) fn start_with(database: &str, dir: &Path, extra: &[&str]) -> Self {
         let mut child = command(database, dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -116,6 +123,24 @@ impl Server {
     pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaping the server");
+    }
+
+    /// Waits for the process to end by itself, within the readiness wait;
+    /// how it ended.
+    #[allow(dead_code, reason = "only the crash test's server ends by itself")]
+    pub(crate) async fn exited(mut self) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + READY;
+        let mut poll = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            poll.tick().await;
+            if let Some(status) = self.child.try_wait().expect("polling the server") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "streamgauge-server did not exit within {READY:?}"
+            );
+        }
     }
 }
 
