@@ -184,7 +184,7 @@ pub(crate) fn hub_members(hub: &Arc<Hub>, count: usize) -> Vec<(Membership, Rece
                 max_events: 4096,
                 max_bytes: usize::MAX,
             });
-            let membership = hub.join("t", 0, tx).expect("joining an empty topic");
+            let membership = hub.join("t", (0, 0), tx).expect("joining an empty topic");
             (membership, rx)
         })
         .collect()

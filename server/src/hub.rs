@@ -84,10 +84,10 @@ struct TopicState {
     /// kept for good (its sequence is what makes a racing join safe), so
     /// their number is bounded by the topics published, like the store's.
     published: bool,
-    /// Whether the topic was deleted since start: a joiner whose cursor is
-    /// ahead of what was fanned out since may hold a `seq` of the deleted
-    /// topic, so it reads the store again (which tells it).
-    deleted: bool,
+    /// How many times the topic was deleted since start: a joiner that
+    /// began reading the store before a deletion may hold a `seq` of the
+    /// deleted topic, so it reads the store again (which tells it).
+    generation: u64,
     members: Vec<Member>,
 }
 
@@ -180,17 +180,18 @@ impl Hub {
     }
 
     /// Joins `name` as a member that has received everything up to
-    /// `cursor`.
+    /// `cursor`, read from the store as of the topic's `generation` (noted
+    /// before reading).
     ///
     /// # Errors
     ///
     /// [`Refused`], with `queue`, when events after `cursor` have already
-    /// been fanned out: the caller must read them from the store, then join
-    /// again.
+    /// been fanned out, or the topic was deleted since `generation`: the
+    /// caller must read the store again, then join again.
     pub fn join(
         self: &Arc<Self>,
         name: &str,
-        cursor: u64,
+        (cursor, generation): (u64, u64),
         queue: Sender,
     ) -> Result<Membership, Refused> {
         let mut topics = self.lock_topics();
@@ -201,7 +202,7 @@ impl Hub {
             .or_insert_with(|| self.new_topic(cursor));
         let mut state = lock(topic);
         let delivered = state.sequence.delivered();
-        if delivered > cursor || (state.deleted && cursor > delivered) {
+        if delivered > cursor || state.generation != generation {
             return Err(Refused { queue, delivered });
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -224,7 +225,7 @@ impl Hub {
         Arc::new(Mutex::new(TopicState {
             sequence: Sequence::new(delivered, self.reads.is_some()),
             published: false,
-            deleted: false,
+            generation: 0,
             members: Vec::new(),
         }))
     }
@@ -367,7 +368,7 @@ impl Hub {
         let mut state = lock(&topic);
         state.sequence.reset(0);
         state.published = true;
-        state.deleted = true;
+        state.generation += 1;
         for member in state.members.drain(..) {
             hand_back(member, Why::Deleted(head));
         }
@@ -383,6 +384,13 @@ impl Hub {
         {
             topics.remove(name);
         }
+    }
+
+    /// The deletions of `name` since start: what a subscriber notes before
+    /// it reads the store, and joins with.
+    pub fn generation(&self, name: &str) -> u64 {
+        let topic = self.lock_topics().get(name).cloned();
+        topic.map_or(0, |topic| lock(&topic).generation)
     }
 
     /// Live subscribers across all topics.
@@ -486,7 +494,7 @@ mod tests {
     async fn members_receive_what_follows_their_cursor_in_order() {
         let hub = Arc::new(Hub::new());
         let (tx, mut rx) = queue(100);
-        let _member = hub.join("t", 0, tx).unwrap();
+        let _member = hub.join("t", (0, 0), tx).unwrap();
         hub.publish("t", &events(1..=3));
         hub.publish("t", &events(4..=5));
         assert_eq!(drain(&mut rx).await, [1, 2, 3, 4, 5]);
@@ -498,7 +506,7 @@ mod tests {
         let hub = Arc::new(Hub::new());
         let (tx, mut rx) = queue(100);
         // The member read 1..=3 from the store before the hub fanned them out.
-        let _member = hub.join("t", 3, tx).unwrap();
+        let _member = hub.join("t", (3, 0), tx).unwrap();
         hub.publish("t", &events(2..=4));
         assert_eq!(drain(&mut rx).await, [4]);
     }
@@ -508,9 +516,9 @@ mod tests {
         let hub = Arc::new(Hub::new());
         hub.publish("t", &events(1..=5));
         let (tx, _rx) = queue(100);
-        let refused = hub.join("t", 3, tx).unwrap_err();
+        let refused = hub.join("t", (3, 0), tx).unwrap_err();
         assert_eq!(refused.delivered, 5);
-        assert!(hub.join("t", 5, refused.queue).is_ok());
+        assert!(hub.join("t", (5, 0), refused.queue).is_ok());
     }
 
     #[tokio::test]
@@ -518,8 +526,8 @@ mod tests {
         let hub = Arc::new(Hub::new());
         let (slow_tx, _slow_rx) = queue(2);
         let (fast_tx, mut fast_rx) = queue(100);
-        let mut slow = hub.join("t", 0, slow_tx).unwrap();
-        let _fast = hub.join("t", 0, fast_tx).unwrap();
+        let mut slow = hub.join("t", (0, 0), slow_tx).unwrap();
+        let _fast = hub.join("t", (0, 0), fast_tx).unwrap();
         hub.publish("t", &events(1..=5));
         let back = slow.handed_back().await.unwrap();
         assert_eq!((back.cursor, back.why), (2, Why::Lagged));
@@ -531,7 +539,7 @@ mod tests {
     async fn a_hole_in_the_sequence_hands_members_back_to_resync() {
         let hub = Arc::new(Hub::new());
         let (tx, _rx) = queue(100);
-        let mut member = hub.join("t", 0, tx).unwrap();
+        let mut member = hub.join("t", (0, 0), tx).unwrap();
         hub.publish("t", &events(1..=1));
         hub.publish("t", &events(3..=3));
         let back = member.handed_back().await.unwrap();
@@ -543,23 +551,42 @@ mod tests {
         let hub = Arc::new(Hub::new());
         for n in 0..100 {
             let (tx, _rx) = queue(10);
-            drop(hub.join(&format!("random-{n}"), 0, tx).unwrap());
+            drop(hub.join(&format!("random-{n}"), (0, 0), tx).unwrap());
         }
         assert_eq!(hub.tracked_topics(), 0);
         // A published topic keeps its entry: its last seq guards later joins.
         hub.publish("kept", &events(1..=1));
         let (tx, _rx) = queue(10);
-        drop(hub.join("kept", 1, tx).unwrap());
+        drop(hub.join("kept", (1, 0), tx).unwrap());
         assert_eq!(hub.tracked_topics(), 1);
         let (tx, _rx) = queue(10);
-        assert!(hub.join("kept", 0, tx).is_err());
+        assert!(hub.join("kept", (0, 0), tx).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topic_hands_its_members_back_and_starts_again_at_one() {
+        let hub = Arc::new(Hub::new());
+        let (tx, _rx) = queue(10);
+        hub.publish("t", &events(1..=3));
+        let mut member = hub.join("t", (3, 0), tx).unwrap();
+        let before = hub.generation("t");
+        hub.delete("t", 3);
+        let back = member.handed_back().await.unwrap();
+        assert_eq!((back.cursor, back.why), (3, Why::Deleted(3)));
+        // A joiner that read the store before the deletion reads it again.
+        let refused = hub.join("t", (3, before), back.queue).unwrap_err();
+        let (tx, mut rx) = queue(10);
+        let _member = hub.join("t", (0, hub.generation("t")), tx).unwrap();
+        hub.publish("t", &events(1..=1));
+        assert_eq!(drain(&mut rx).await, [1]);
+        drop(refused);
     }
 
     #[tokio::test]
     async fn resync_hands_every_member_back() {
         let hub = Arc::new(Hub::new());
         let (tx, _rx) = queue(10);
-        let mut member = hub.join("t", 4, tx).unwrap();
+        let mut member = hub.join("t", (4, 0), tx).unwrap();
         hub.resync("t");
         let back = member.handed_back().await.unwrap();
         assert_eq!((back.cursor, back.why), (4, Why::Resync));
@@ -570,14 +597,14 @@ mod tests {
     async fn a_closed_stream_leaves_and_a_dropped_membership_leaves_at_once() {
         let hub = Arc::new(Hub::new());
         let (tx, rx) = queue(100);
-        let mut member = hub.join("t", 0, tx).unwrap();
+        let mut member = hub.join("t", (0, 0), tx).unwrap();
         drop(rx);
         hub.publish("t", &events(1..=1));
         assert!(member.handed_back().await.is_none());
         assert_eq!(hub.live_members(), 0);
 
         let (tx, _rx) = queue(100);
-        let member = hub.join("t", 1, tx).unwrap();
+        let member = hub.join("t", (1, 0), tx).unwrap();
         assert_eq!(hub.live_members(), 1);
         drop(member);
         assert_eq!(hub.live_members(), 0);
@@ -588,7 +615,7 @@ mod tests {
         let (reads, mut requests) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub::clustered(reads));
         let (tx, mut rx) = queue(100);
-        let _member = hub.join("t", 0, tx).unwrap();
+        let _member = hub.join("t", (0, 0), tx).unwrap();
         assert_eq!(hub.watched(), [("t".to_owned(), 0)]);
         // This node committed 2 before the notification of another node's
         // 1 arrived: 2 waits for it.
@@ -610,12 +637,12 @@ mod tests {
         let (reads, _requests) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub::clustered(reads));
         let (tx, _rx) = queue(10);
-        let mut member = hub.join("t", 0, tx).unwrap();
+        let mut member = hub.join("t", (0, 0), tx).unwrap();
         hub.publish("t", &events(1..=9));
         hub.reset("t", 2);
         let back = member.handed_back().await.unwrap();
         assert_eq!((back.cursor, back.why), (9, Why::Resync));
         // The store's head is where joins start again.
-        assert!(hub.join("t", 2, back.queue).is_ok());
+        assert!(hub.join("t", (2, 0), back.queue).is_ok());
     }
 }

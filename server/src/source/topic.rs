@@ -117,11 +117,15 @@ impl Source for Topic {
                 Err(stop) => return self.stop(queue, stop),
             };
             loop {
+                // Noted before the store is read: a deletion after it makes
+                // the join below fail, and the store is read again.
+                let generation = self.context.hub.generation(self.name.as_str());
                 cursor = match Box::pin(self.catch_up(&mut queue, cursor)).await {
                     Ok(cursor) => cursor,
                     Err(stop) => return self.stop(queue, stop),
                 };
-                let mut membership = match self.context.hub.join(self.name.as_str(), cursor, queue)
+                let joining = (cursor, generation);
+                let mut membership = match self.context.hub.join(self.name.as_str(), joining, queue)
                 {
                     Ok(membership) => membership,
                     Err(refused) => {
