@@ -190,3 +190,26 @@ async fn the_demo_page_is_served_whole_and_fetches_nothing_elsewhere() {
         assert!(!page.contains(external), "the page loads {external}…");
     }
 }
+
+/// A burst of connections that ends hands the memory it freed back
+/// (`--malloc-trim`, on by default): not while the connections are open,
+/// once they have fallen to at most half their peak.
+#[tokio::test]
+async fn the_end_of_a_burst_of_connections_is_trimmed() {
+    let server = TestServer::start(support::config()).await;
+    let open = "streamgauge_http_connections_open{protocol=\"http1\"}";
+    let trims = "streamgauge_memory_trims_total";
+    let burst = 2 * streamgauge_server::trim::MIN_FALL as usize;
+    let streams = futures_util::future::join_all(
+        (0..burst).map(|_| server.open(Transport::Sse, "ticker?rate=1")),
+    )
+    .await;
+    let metrics = server
+        .wait_for("the burst's connections", |m| m.get(open) >= burst as f64)
+        .await;
+    assert_eq!(metrics.get(trims), 0.0);
+    drop(streams);
+    server
+        .wait_for("the trim after the burst", |m| m.get(trims) >= 1.0)
+        .await;
+}

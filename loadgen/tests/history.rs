@@ -141,6 +141,7 @@ fn row(cpu_pct: f64) -> Row {
         server_heap_bytes: None,
         loadgen_cpu_pct: None,
         loadgen_rss_mb: None,
+        connects: 0,
     }
 }
 

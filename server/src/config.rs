@@ -223,6 +223,18 @@ pub struct Args {
     )]
     pub access_log: Option<bool>,
 
+    /// Once a burst of connections has closed (open connections down to
+    /// half their peak), hand the memory it freed back to the system
+    /// (glibc's malloc_trim); off: the allocator keeps it for reuse
+    #[arg(
+        long,
+        env = "STREAMGAUGE_MALLOC_TRIM",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub malloc_trim: Option<bool>,
+
     /// Runtime worker threads [default: one per core]
     #[arg(long, env = "STREAMGAUGE_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
@@ -419,6 +431,7 @@ fn defaults() -> Args {
         log: Some("info".to_owned()),
         log_format: Some(LogFormat::Text),
         access_log: Some(false),
+        malloc_trim: Some(true),
         // One per core: the runtime's own default.
         workers: None,
         max_connections: Some(10_000),
@@ -702,6 +715,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Whether every request and stream gets an access-log line.
     pub access_log: bool,
+    /// Whether the memory a burst freed is handed back to the system.
+    pub malloc_trim: bool,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
     /// Most streams open at once.
@@ -801,6 +816,7 @@ impl Config {
             log: Some(log),
             log_format: Some(log_format),
             access_log: Some(access_log),
+            malloc_trim: Some(malloc_trim),
             workers,
             max_connections: Some(max_connections),
             queue_events: Some(queue_events),
@@ -880,6 +896,7 @@ impl Config {
             log,
             log_format,
             access_log,
+            malloc_trim,
             workers,
             max_connections,
             queue: queue::Limits {

@@ -45,7 +45,8 @@
 //!   request holds from its connection; [`cors`]: CORS.
 //! - [`shutdown`]: graceful shutdown; [`health`]: the database's health;
 //!   [`logging`]: log lines and the access log; [`metrics`]: everything
-//!   `/metrics` exposes.
+//!   `/metrics` exposes; [`trim`]: the memory a burst of connections freed,
+//!   handed back to the system once it has ended.
 //! - `fuzzing` (feature `fuzzing`): the untrusted-input parsers, opened to
 //!   the fuzz targets in `fuzz/`.
 
@@ -91,6 +92,7 @@ pub mod store;
 pub mod tls;
 pub mod topic_limit;
 pub mod transport;
+pub mod trim;
 pub mod writer;
 
 use std::sync::Arc;
@@ -154,6 +156,13 @@ pub async fn run(
     )));
     let config = Arc::clone(&state.config);
     let metrics = Arc::clone(&state.metrics);
+    if config.malloc_trim {
+        tokio::spawn(trim::run(
+            metrics.connections().clone(),
+            metrics.memory_trims(),
+            shutdown.token().clone(),
+        ));
+    }
     if let Some(tls) = &tls {
         let reloads = tls.clone().serve_reloads(metrics.connections().clone());
         tokio::spawn(shutdown.token().clone().run_until_cancelled_owned(reloads));

@@ -314,16 +314,30 @@ pub struct ConnectionMetrics {
     open: Family<ProtocolLabels, Gauge>,
     closes: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    watermark: Arc<Watermark>,
+}
+
+/// HTTP connections open now, every protocol, and the most open at once
+/// since [`ConnectionMetrics::open_and_peak`] was last called: two relaxed
+/// atomics a connection, none a request or an event.
+#[derive(Debug, Default)]
+struct Watermark {
+    open: AtomicU64,
+    peak: AtomicU64,
 }
 
 /// One open HTTP connection in the `http_connections_open` gauge, until
 /// dropped.
 #[derive(Debug)]
-pub struct OpenConnection(Gauge);
+pub struct OpenConnection {
+    gauge: Gauge,
+    watermark: Arc<Watermark>,
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.dec();
+        self.gauge.dec();
+        self.watermark.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -343,7 +357,21 @@ impl ConnectionMetrics {
             protocol: protocol.label(),
         });
         gauge.inc();
-        OpenConnection(gauge)
+        let open = self.watermark.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.watermark.peak.fetch_max(open, Ordering::Relaxed);
+        OpenConnection {
+            gauge,
+            watermark: Arc::clone(&self.watermark),
+        }
+    }
+
+    /// HTTP connections open now (every protocol), and the most open at
+    /// once since the last call: a burst that came and went between two
+    /// calls is seen.
+    pub fn open_and_peak(&self) -> (u64, u64) {
+        let open = self.watermark.open.load(Ordering::Relaxed);
+        let peak = self.watermark.peak.swap(open, Ordering::Relaxed);
+        (open, peak.max(open))
     }
 
     /// The counter of connections refused at their address's limit.
@@ -488,6 +516,7 @@ pub struct Metrics {
     auth: AuthMetrics,
     live_subscribers: Gauge,
     database_up: Gauge,
+    memory_trims: Counter,
 }
 
 impl Default for Metrics {
@@ -704,6 +733,14 @@ impl Metrics {
             database_up.clone(),
         );
 
+        let memory_trims = Counter::default();
+        registry.register(
+            "memory_trims",
+            "Times the memory a burst of connections freed was handed back to the system \
+             (malloc_trim, --malloc-trim)",
+            memory_trims.clone(),
+        );
+
         let for_transport = |transport| {
             let labels = TransportLabels { transport };
             TransportMetrics {
@@ -730,12 +767,18 @@ impl Metrics {
             auth,
             live_subscribers,
             database_up,
+            memory_trims,
         }
     }
 
     /// The gauge of the database's health.
     pub fn database_up(&self) -> Gauge {
         self.database_up.clone()
+    }
+
+    /// The counter of trims after bursts.
+    pub fn memory_trims(&self) -> Counter {
+        self.memory_trims.clone()
     }
 
     /// The connection metrics.

@@ -8,6 +8,17 @@
 //! the run, at least two seconds), in bytes per hour, with its 95 %
 //! confidence interval and R²: a figure *grew* when the whole interval is
 //! above zero; otherwise its growth is indistinguishable from zero.
+//!
+//! Retention per stream compares like with like: the last sample of each
+//! stretch with no client connected (the end of a phase of zero clients,
+//! when the server has had the most time to close what they left), after
+//! the warm-up, against the streams opened so far. While streams come and go,
+//! what they hold in flight (buffers, queued events, a catch-up's page)
+//! swings the live heap by far more than a small leak adds in seconds; with
+//! none connected, what is left is what they kept. The slope (bytes per
+//! stream opened) is a two-point difference with two such samples and a
+//! least-squares fit, with its 95 % interval, from three; the live heap
+//! *grew* too when that interval is above zero.
 //! Recovery applies to a run whose load rose from at most half its peak and
 //! fell back to at most half: of the memory taken between the last quiet
 //! second before the peak and the highest sample after it, the share given
@@ -81,13 +92,16 @@ fn figures(
     }
     let points = growth_points(timeline, &samples);
     let line = fit_line(&points, 0.05);
+    let (retained, retained_ci95) = per_stream(&quiet_points(timeline, &value));
     let burst = burst(&samples);
     Some(Figures {
         growth_per_hour: line.map(|l| l.slope),
         growth_ci95: line.map(|l| [l.low, l.high]),
         r2: line.and_then(|l| l.r2),
         samples: points.len(),
-        grew: line.is_some_and(|l| l.low > 0.0),
+        retained_per_stream: retained,
+        retained_per_stream_ci95: retained_ci95,
+        grew: line.is_some_and(|l| l.low > 0.0) || retained_ci95.is_some_and(|[low, _]| low > 0.0),
         burst,
         recovery: burst
             .filter(|b| b.peak - b.before >= taken_at_least)
@@ -98,14 +112,47 @@ fn figures(
 /// The samples to fit, (hours, bytes): those of the longest phase after
 /// the warm-up.
 fn growth_points(timeline: &[Row], samples: &[(&Row, f64)]) -> Vec<(f64, f64)> {
-    let end = timeline.last().map_or(0.0, |r| r.t_s);
-    let warm = (WARM_UP_SHARE * end).max(WARM_UP_S);
+    let warm = warm_up(timeline);
     let main = longest_phase(timeline);
     samples
         .iter()
         .filter(|(r, _)| r.t_s >= warm && Some(r.phase.as_str()) == main)
         .map(|(r, v)| (r.t_s / HOUR_S, *v))
         .collect()
+}
+
+/// When the warm-up ends, s.
+fn warm_up(timeline: &[Row]) -> f64 {
+    let end = timeline.last().map_or(0.0, |r| r.t_s);
+    (WARM_UP_SHARE * end).max(WARM_UP_S)
+}
+
+/// The last sample of `value` of each stretch with no client connected,
+/// after the warm-up: (streams opened so far, bytes).
+fn quiet_points(timeline: &[Row], value: impl Fn(&Row) -> Option<f64>) -> Vec<(f64, f64)> {
+    let warm = warm_up(timeline);
+    let mut opened = 0;
+    let mut points = Vec::new();
+    let mut rows = timeline.iter().peekable();
+    while let Some(row) = rows.next() {
+        opened += row.connects;
+        let stretch_ends = rows.peek().is_none_or(|next| next.clients != 0);
+        if row.clients == 0 && stretch_ends && row.t_s >= warm {
+            points.extend(value(row).map(|v| (opened as f64, v)));
+        }
+    }
+    points
+}
+
+/// Bytes per stream opened through `points`, and its 95 % interval from
+/// three points on; nothing unless streams were opened between them.
+fn per_stream(points: &[(f64, f64)]) -> (Option<f64>, Option<[f64; 2]>) {
+    match points {
+        [(x0, y0), (x1, y1)] if x1 > x0 => (Some((y1 - y0) / (x1 - x0)), None),
+        _ => {
+            fit_line(points, 0.05).map_or((None, None), |l| (Some(l.slope), Some([l.low, l.high])))
+        }
+    }
 }
 
 /// The phase with the most rows.
@@ -180,6 +227,19 @@ fn sentence(name: &str, f: &Figures) -> String {
         ),
         _ => format!("{name}: too few samples after the warm-up to fit a growth"),
     };
+    let retained = match (f.retained_per_stream, f.retained_per_stream_ci95) {
+        (Some(b), Some([low, high])) => format!(
+            "; {} per stream opened (95% CI {} to {}), between the samples with no client",
+            bytes_text(b),
+            bytes_text(low),
+            bytes_text(high)
+        ),
+        (Some(b), None) => format!(
+            "; {} per stream opened, between the two samples with no client",
+            bytes_text(b)
+        ),
+        _ => String::new(),
+    };
     let recovery = match (f.burst, f.recovery) {
         (Some(b), Some(r)) => format!(
             "; a burst took {} of it and {:.1}% came back",
@@ -189,7 +249,7 @@ fn sentence(name: &str, f: &Figures) -> String {
         (Some(_), None) => "; a burst took no measurable amount of it".to_owned(),
         _ => String::new(),
     };
-    growth + &recovery
+    growth + &retained + &recovery
 }
 
 fn statement(heap: Option<&Figures>, rss: Option<&Figures>, grew: Grew) -> String {
@@ -305,6 +365,66 @@ mod tests {
         let memory = analyse(&steady).unwrap();
         assert_eq!(memory.rss.unwrap().burst, None);
         assert!(memory.heap.is_none() && memory.statement.contains("dhat-heap"));
+    }
+
+    #[test]
+    fn what_streams_keep_is_read_where_no_client_is_connected() {
+        // 100 streams opened a second, two seconds out of four; the live
+        // heap swings by up to 2 MB while they come and go, is still
+        // settling in the first second without them, and keeps `leak`
+        // bytes of each.
+        let run = |leak: u64| -> Vec<Row> {
+            let mut opened = 0;
+            (1..=12u32)
+                .map(|t| {
+                    let quiet = t % 4 == 3 || t % 4 == 0;
+                    let connects = if quiet { 0 } else { 100 };
+                    opened += connects;
+                    let swing = match t % 4 {
+                        0 => 0,
+                        3 => 500_000,
+                        _ => 1_000_000 * u64::from(t % 3),
+                    };
+                    Row {
+                        connects,
+                        ..row(
+                            f64::from(t),
+                            if quiet { "quiet" } else { "churn" },
+                            if quiet { 0 } else { 50 },
+                            20.0,
+                            Some(2_000_000 + swing + leak * opened),
+                        )
+                    }
+                })
+                .collect()
+        };
+        let leaking = analyse(&run(1024)).unwrap();
+        let heap = leaking.heap.unwrap();
+        // The ends of the quiet stretches, at 4, 8 and 12 s: 200, 400 and
+        // 600 streams opened.
+        assert!(
+            (heap.retained_per_stream.unwrap() - 1024.0).abs() < 1e-6,
+            "{heap:?}"
+        );
+        assert!(heap.grew && leaking.grew == Grew::Heap, "{heap:?}");
+        assert!(
+            leaking.statement.contains("+1.0 kB per stream opened"),
+            "{}",
+            leaking.statement
+        );
+        let clean = analyse(&run(0)).unwrap().heap.unwrap();
+        assert_eq!(clean.retained_per_stream, Some(0.0));
+        // Two quiet stretches: the difference, without an interval.
+        let short: Vec<Row> = run(1024).into_iter().take(8).collect();
+        let heap = analyse(&short).unwrap().heap.unwrap();
+        assert!((heap.retained_per_stream.unwrap() - 1024.0).abs() < 1e-6);
+        assert_eq!(heap.retained_per_stream_ci95, None);
+        // One quiet stretch after the warm-up: nothing.
+        let once: Vec<Row> = run(1024).into_iter().take(6).collect();
+        assert_eq!(
+            analyse(&once).unwrap().heap.unwrap().retained_per_stream,
+            None
+        );
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct Row {
     pub loadgen_cpu_pct: Option<f64>,
     /// Load generator resident memory, MiB.
     pub loadgen_rss_mb: Option<f64>,
+    /// Streams opened: connection attempts that settled, reconnects
+    /// included.
+    pub connects: u64,
 }
 
 /// What one phase measured.

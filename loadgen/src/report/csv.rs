@@ -1,7 +1,7 @@
 //! `timeline.csv`: the timeline of one run, one row per second (and one at each change of phase), for
 //! spreadsheets and plotting tools. Columns are the fields of
 //! [`Row`] in order, with the derived `loadgen_cpu_share`
-//! before the last one; a figure not measured is an empty cell.
+//! before `loadgen_rss_mb`; a figure not measured is an empty cell.
 
 use std::fmt::Write as _;
 
@@ -9,7 +9,7 @@ use crate::metrics::timeline::Row;
 use crate::summary::Summary;
 
 /// The header line's columns.
-pub const COLUMNS: [&str; 18] = [
+pub const COLUMNS: [&str; 19] = [
     "t_s",
     "phase",
     "clients",
@@ -28,6 +28,7 @@ pub const COLUMNS: [&str; 18] = [
     "loadgen_cpu_pct",
     "loadgen_cpu_share",
     "loadgen_rss_mb",
+    "connects",
 ];
 
 fn cell<T: ToString>(value: Option<T>) -> String {
@@ -74,6 +75,7 @@ pub fn timeline(summary: &Summary) -> String {
             cell(row.loadgen_cpu_pct.map(|v| format!("{v:.1}"))),
             cell(loadgen_share(row).map(|v| format!("{v:.3}"))),
             cell(row.loadgen_rss_mb.map(|v| format!("{v:.2}"))),
+            row.connects.to_string(),
         ];
         let _ = writeln!(out, "{}", cells.join(","));
     }
@@ -87,11 +89,11 @@ mod tests {
     use crate::summary::Span;
 
     #[test]
-    fn the_load_generators_memory_is_the_last_column_and_a_span() {
+    fn the_load_generators_memory_is_a_column_and_a_span() {
         let summary = fixture::summary(&fixture::scenario("single", &[]), 3);
         let csv = timeline(&summary);
-        let last: Vec<&str> = csv.lines().filter_map(|l| l.rsplit(',').next()).collect();
-        assert_eq!(last, ["loadgen_rss_mb", "30.00", "31.00", "32.00"]);
+        let rss: Vec<&str> = csv.lines().filter_map(|l| l.rsplit(',').nth(1)).collect();
+        assert_eq!(rss, ["loadgen_rss_mb", "30.00", "31.00", "32.00"]);
         let span = Span {
             start: 30.0,
             peak: 32.0,

@@ -126,16 +126,19 @@ fn thresholds_table(group: &Group) -> String {
 /// The memory analysis: live heap and RSS side by side.
 fn memory(memory: &Memory) -> String {
     let mut out = format!("**Memory.** {}.\n\n", memory.statement);
-    out.push_str("| figure | growth | 95% CI | R² | burst recovery |\n|---|---|---|---|---|\n");
+    out.push_str(
+        "| figure | growth | 95% CI | R² | kept per stream opened | burst recovery |\n\
+         |---|---|---|---|---|---|\n",
+    );
     for (name, figures) in [("live heap", memory.heap), ("RSS", memory.rss)] {
         let Some(f) = figures else {
-            let _ = writeln!(out, "| {name} | not measured | – | – | – |");
+            let _ = writeln!(out, "| {name} | not measured | – | – | – | – |");
             continue;
         };
         let per_hour = |b: f64| format!("{}/h", bytes_text(b));
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} |",
             or_dash(f.growth_per_hour, per_hour),
             or_dash(f.growth_ci95, |[low, high]| format!(
                 "{} to {}",
@@ -143,6 +146,7 @@ fn memory(memory: &Memory) -> String {
                 per_hour(high)
             )),
             or_dash(f.r2, |r| format!("{r:.2}")),
+            or_dash(f.retained_per_stream, bytes_text),
             or_dash(f.recovery, |r| format!("{:.1}%", 100.0 * r)),
         );
     }

@@ -251,5 +251,6 @@ fn row(
         server_heap_bytes: reading.server_heap_bytes,
         loadgen_cpu_pct: reading.loadgen_cpu_pct,
         loadgen_rss_mb: reading.loadgen_rss_mb,
+        connects: stats.counts.connects,
     }
 }

@@ -100,6 +100,8 @@ const METRICS: &[(&str, Unit)] = &[
     ("loadgen_cpu_us_per_event", Unit::Number),
     ("heap.growth_per_hour", Unit::Bytes),
     ("rss.growth_per_hour", Unit::Bytes),
+    ("heap.retained_per_stream", Unit::Bytes),
+    ("rss.retained_per_stream", Unit::Bytes),
     ("heap.recovery", Unit::Fraction),
     ("rss.recovery", Unit::Fraction),
 ];

@@ -34,6 +34,7 @@ fn timeline(clients: u32, seconds: usize) -> Vec<Row> {
                 server_heap_bytes: None,
                 loadgen_cpu_pct: Some(8.0),
                 loadgen_rss_mb: Some(30.0 + i as f64),
+                connects: if i == 0 { u64::from(clients) } else { 0 },
             }
         })
         .collect()

@@ -1,5 +1,6 @@
 //! `summary.json`'s `memory`: the server's live heap and RSS over a run,
-//! their growth and what a burst gave back. The analysis that fills it is
+//! their growth, what each stream opened left behind and what a burst
+//! gave back. The analysis that fills it is
 //! `analysis::memory`.
 
 use serde::Serialize;
@@ -31,6 +32,14 @@ pub struct Figures {
     pub r2: Option<f64>,
     /// Samples in the fit.
     pub samples: usize,
+    /// Memory kept per stream opened, bytes: the slope over the samples
+    /// taken with no client connected, after the warm-up, against the
+    /// streams opened so far (`None` without two such samples with streams
+    /// opened between them).
+    pub retained_per_stream: Option<f64>,
+    /// Its 95 % confidence interval, bytes (`None` below three such
+    /// samples).
+    pub retained_per_stream_ci95: Option<[f64; 2]>,
     /// The growth is above zero with 95 % confidence.
     pub grew: bool,
     /// The burst, when the run had one.
