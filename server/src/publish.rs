@@ -228,7 +228,10 @@ impl Committer {
                 data: &r.data,
             })
             .collect();
+        // SQLite: behind at most one seed chunk (`Store::write_turn`).
+        let turn = store.write_turn().await;
         let committed = store.append(&appends).await;
+        drop(turn);
         drop(appends);
         let seqs = match committed {
             Ok(commit) => {
