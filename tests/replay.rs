@@ -438,6 +438,25 @@ async fn a_seed_cut_midway_keeps_the_chunks_it_committed(backend: Backend) {
         trade_ids(&server, "w", 100).await,
         (1..=40).collect::<Vec<_>>()
     );
+
+    // A shutdown cuts a seed between two chunks too, and says so.
+    let stop = async {
+        server
+            .wait_for("the seed's first chunk", |m| {
+                m.get("streamgauge_trades_seeded_total") > 40.0
+            })
+            .await;
+        server.shutdown.trigger();
+    };
+    let ((status, answer), ()) = tokio::join!(server.seed_trades("w", 100_000, None), stop);
+    assert_eq!(status, 503, "{answer}");
+    let added = answer["added"].as_u64().unwrap();
+    assert!(added > 0 && added < 100_000 && added % 10 == 0, "{answer}");
+    let error = format!(
+        "the server is shutting down after adding {added} of 100000 trades; the trades added \
+         stay, retry for the rest"
+    );
+    assert_eq!(answer["error"].as_str(), Some(error.as_str()));
 }
 
 /// Trades of the seed that publishes must get through; with chunks of
