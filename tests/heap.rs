@@ -871,7 +871,7 @@ async fn replay_peaks(server: &TestServer, rows: u64) -> ReplayPeaks {
     ReplayPeaks {
         fast: peak(&replay, Reader::Fast).await,
         slow: peak(&replay, Reader::Slow).await,
-        whole: peak(&format!("/api/trades/{wallet}"), Reader::Fast).await,
+        whole: peak(&format!("/api/trades/{wallet}?limit={rows}"), Reader::Fast).await,
     }
 }
 

@@ -116,6 +116,22 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_MAX_REPLAYS", value_name = "N")]
     pub max_replays: Option<usize>,
 
+    /// Trades `GET /api/trades/{wallet}` answers when the request gives no `limit`; a wallet holding more gets 413, naming the replay stream to use instead
+    #[arg(long, env = "STREAMGAUGE_TRADES_LIMIT", value_name = "N")]
+    pub trades_limit: Option<u64>,
+
+    /// Highest `limit` a `GET /api/trades/{wallet}` may ask for; over it 400
+    #[arg(long, env = "STREAMGAUGE_MAX_TRADES_LIMIT", value_name = "N")]
+    pub max_trades_limit: Option<u64>,
+
+    /// Most trades one `POST /api/trades/{wallet}/seed` may add; over it 400
+    #[arg(long, env = "STREAMGAUGE_MAX_SEED", value_name = "N")]
+    pub max_seed: Option<u64>,
+
+    /// Trades a seed commits per transaction: on SQLite a publish waits behind a seed for at most one such transaction
+    #[arg(long, env = "STREAMGAUGE_SEED_CHUNK", value_name = "N")]
+    pub seed_chunk: Option<u64>,
+
     /// SQLite commits: `full` fsyncs each (survives power loss), `normal` survives a process crash
     #[arg(long, env = "STREAMGAUGE_SQLITE_DURABILITY", value_name = "MODE")]
     pub sqlite_durability: Option<SqliteDurability>,
@@ -404,6 +420,10 @@ fn defaults() -> Args {
         database_connections: Some(16),
         // Derived from the pool: `default_max_replays`.
         max_replays: None,
+        trades_limit: Some(10_000),
+        max_trades_limit: Some(100_000),
+        max_seed: Some(1_000_000),
+        seed_chunk: Some(10_000),
         sqlite_durability: Some(SqliteDurability::Full),
         // None: publishing and reading are open.
         publish_token: None,
@@ -668,6 +688,19 @@ fn layer(base: Args, over: Args) -> Args {
     serde_json::from_value(merged).expect("layered Args deserialize")
 }
 
+/// The bounds of the trades dataset's endpoints (docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeLimits {
+    /// Trades `GET /api/trades/{wallet}` answers without a `limit`.
+    pub default_limit: u64,
+    /// Highest `limit` a request may give; at least `default_limit`.
+    pub max_limit: u64,
+    /// Most trades one seed may add.
+    pub max_seed: u64,
+    /// Trades a seed commits per transaction.
+    pub seed_chunk: u64,
+}
+
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -677,6 +710,8 @@ pub struct Config {
     pub store: store::Options,
     /// Most replays streaming at once (each holds a database connection).
     pub max_replays: usize,
+    /// Bounds of the trades dataset's endpoints.
+    pub trades: TradeLimits,
     /// Tokens that may publish; none means publishing is open.
     pub publish_tokens: Vec<Secret>,
     /// Topics that need a token to be read.
@@ -791,6 +826,10 @@ impl Config {
             database: Some(url),
             database_connections: Some(database_connections),
             max_replays,
+            trades_limit: Some(trades_limit),
+            max_trades_limit: Some(max_trades_limit),
+            max_seed: Some(max_seed),
+            seed_chunk: Some(seed_chunk),
             sqlite_durability: Some(sqlite_durability),
             publish_token,
             read_token,
@@ -857,6 +896,12 @@ impl Config {
                 sqlite_durability,
             },
             max_replays: max_replays.unwrap_or_else(|| default_max_replays(database_connections)),
+            trades: TradeLimits {
+                default_limit: trades_limit,
+                max_limit: max_trades_limit,
+                max_seed,
+                seed_chunk,
+            },
             publish_tokens: publish_token.unwrap_or_default(),
             read_rules: parse_secrets("read-token", read_token)?,
             admin_tokens: parse_secrets("admin-token", admin_token)?,
@@ -949,15 +994,16 @@ impl Config {
             ("max-batch-bytes", self.batch.max_bytes),
             ("database-connections", self.store.max_connections as usize),
             ("max-replays", self.max_replays),
+            ("trades-limit", saturating_usize(self.trades.default_limit)),
+            ("max-trades-limit", saturating_usize(self.trades.max_limit)),
+            ("max-seed", saturating_usize(self.trades.max_seed)),
+            ("seed-chunk", saturating_usize(self.trades.seed_chunk)),
             ("max-publish-bytes", self.max_publish_bytes),
             ("publish-queue", self.publish_queue),
-            (
-                "max-topics",
-                usize::try_from(self.max_topics).unwrap_or(usize::MAX),
-            ),
+            ("max-topics", saturating_usize(self.max_topics)),
             (
                 "retention-events",
-                usize::try_from(self.retention.max_events).unwrap_or(usize::MAX),
+                saturating_usize(self.retention.max_events),
             ),
         ];
         for (name, value) in positive {
@@ -1015,6 +1061,15 @@ impl Config {
                 ),
             ));
         }
+        if self.trades.default_limit > self.trades.max_limit {
+            return Err(invalid(
+                "trades-limit",
+                &format!(
+                    "{} must be at most --max-trades-limit ({})",
+                    self.trades.default_limit, self.trades.max_limit
+                ),
+            ));
+        }
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(invalid(
                 "max-connections",
@@ -1044,6 +1099,12 @@ impl Config {
 /// default pool (16): 12 replays, the `replay-5k` preset's 10 clients fit.
 fn default_max_replays(database_connections: u32) -> usize {
     (database_connections as usize * 3 / 4).max(1)
+}
+
+/// `n` as a `usize`, `usize::MAX` where it does not fit: for the check
+/// that a count is at least 1.
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// The largest batch a writer may build, bytes.
@@ -1386,6 +1447,34 @@ mod tests {
             let err = args(flags).load().unwrap_err().to_string();
             assert!(err.starts_with(says), "{flags:?}: {err}");
             assert!(!err.contains("s3cret"), "a token leaked: {err}");
+        }
+    }
+
+    #[test]
+    fn trade_limits_are_positive_and_the_default_limit_within_the_maximum() {
+        let config = args(&["--trades-limit", "50", "--max-trades-limit", "50"])
+            .load()
+            .unwrap();
+        assert_eq!(
+            (config.trades.default_limit, config.trades.max_limit),
+            (50, 50)
+        );
+        let err = args(&["--trades-limit", "200001", "--max-trades-limit", "200000"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid `trades-limit`: 200001 must be at most --max-trades-limit (200000)"
+        );
+        for flag in [
+            "--trades-limit",
+            "--max-trades-limit",
+            "--max-seed",
+            "--seed-chunk",
+        ] {
+            let err = args(&[flag, "0"]).load().unwrap_err().to_string();
+            assert_eq!(err, format!("invalid `{}`: must be at least 1", &flag[2..]));
         }
     }
 

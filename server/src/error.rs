@@ -60,13 +60,29 @@ pub enum ApiError {
         /// Sent as `Retry-After`.
         retry_after: Duration,
     },
-    /// A concurrent request won.
-    #[error("{0}")]
-    Conflict(&'static str),
     /// A publish's idempotency key was used within the window for another
     /// body; nothing was stored.
     #[error("{}", PublishError::KeyReused)]
     KeyReused,
+    /// `GET /api/trades/{wallet}` on a wallet holding more trades than the
+    /// request's `limit`: nothing was read.
+    #[error("{}", too_many_trades(.0))]
+    TooManyTrades(Box<TooManyTrades>),
+    /// A seed stopped before adding every trade asked for; the trades it
+    /// added (whole chunks) stay.
+    #[error(
+        "{reason} after adding {added} of {asked} trades; the trades added stay, retry for the rest"
+    )]
+    SeedCut {
+        /// Why it stopped.
+        reason: &'static str,
+        /// Trades added.
+        added: u64,
+        /// Trades asked for.
+        asked: u64,
+        /// Sent as `Retry-After`.
+        retry_after: Duration,
+    },
     /// A WebSocket endpoint was requested without a valid upgrade.
     #[error("{0}")]
     Upgrade(#[from] WebSocketUpgradeRejection),
@@ -105,6 +121,48 @@ pub enum ApiError {
     MethodNotAllowed,
 }
 
+/// What [`ApiError::TooManyTrades`] tells the client.
+#[derive(Debug)]
+pub struct TooManyTrades {
+    /// The wallet.
+    pub wallet: String,
+    /// Its trades.
+    pub held: u64,
+    /// The `limit` of the request.
+    pub limit: u64,
+    /// The highest `limit` a request may give.
+    pub max_limit: u64,
+}
+
+impl TooManyTrades {
+    /// The stream that serves every trade of the wallet, whatever their
+    /// number.
+    fn stream(&self) -> String {
+        format!("/sse/replay/{}", self.wallet)
+    }
+}
+
+/// The message of [`ApiError::TooManyTrades`]: the stream to use, and a
+/// higher `limit` when one would do.
+fn too_many_trades(refusal: &TooManyTrades) -> String {
+    let TooManyTrades {
+        wallet,
+        held,
+        limit,
+        max_limit,
+    } = refusal;
+    let higher = if held <= max_limit {
+        format!(", or ask for limit={held} (at most {max_limit})")
+    } else {
+        String::new()
+    };
+    format!(
+        "wallet `{wallet}` holds {held} trades, more than limit={limit}: stream them from {} \
+         (or /ws/replay/{wallet}), which reads them only as fast as you do{higher}",
+        refusal.stream()
+    )
+}
+
 impl ApiError {
     /// Access to `action` (such as "publishing") was refused.
     pub fn denied(refusal: Refusal, action: &'static str) -> Self {
@@ -139,18 +197,19 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadParam { .. } | ApiError::UnknownParam(_) => StatusCode::BAD_REQUEST,
-            ApiError::OverCapacity { .. } | ApiError::Unavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::OverCapacity { .. }
+            | ApiError::Unavailable { .. }
+            | ApiError::SeedCut { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Denied { refusal, .. } if refusal.is_forbidden() => StatusCode::FORBIDDEN,
             ApiError::Denied { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooManyTrades(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::BadBody(_) | ApiError::MalformedHead(_) => StatusCode::BAD_REQUEST,
             ApiError::PeerLimit(_) | ApiError::StreamRate(_) | ApiError::TooManyTopics { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Upgrade(rejection) => rejection.status(),
             ApiError::NotFound | ApiError::NoSuchTopic => StatusCode::NOT_FOUND,
@@ -178,6 +237,17 @@ impl IntoResponse for ApiError {
             ApiError::TooManyTopics { max } => {
                 serde_json::json!({ "error": self.to_string(), "reason": "max_topics", "max_topics": max })
             }
+            ApiError::TooManyTrades(refusal) => serde_json::json!({
+                "error": self.to_string(),
+                "wallet": refusal.wallet,
+                "trades": refusal.held,
+                "limit": refusal.limit,
+                "max_limit": refusal.max_limit,
+                "stream": refusal.stream(),
+            }),
+            ApiError::SeedCut { added, .. } => {
+                serde_json::json!({ "error": self.to_string(), "added": added })
+            }
             _ => serde_json::json!({ "error": self.to_string() }),
         };
         let body = Json(body);
@@ -185,7 +255,8 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         match self {
             ApiError::OverCapacity { retry_after, .. }
-            | ApiError::Unavailable { retry_after, .. } => {
+            | ApiError::Unavailable { retry_after, .. }
+            | ApiError::SeedCut { retry_after, .. } => {
                 // Retry-After takes whole seconds; never advertise 0.
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

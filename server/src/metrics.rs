@@ -417,6 +417,52 @@ impl AuthMetrics {
     }
 }
 
+/// A bound of the dataset endpoints that refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatasetBound {
+    /// `--max-replays`: a replay stream or `GET /api/trades` found every
+    /// replay permit taken (503, WebSocket 1013).
+    MaxReplays,
+    /// `GET /api/trades` on a wallet holding more trades than its `limit`
+    /// (413).
+    TradesLimit,
+    /// A seed asking for more than `--max-seed` trades (400).
+    MaxSeed,
+}
+
+impl EncodeLabelValue for DatasetBound {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            DatasetBound::MaxReplays => "max_replays",
+            DatasetBound::TradesLimit => "trades_limit",
+            DatasetBound::MaxSeed => "max_seed",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BoundLabels {
+    reason: DatasetBound,
+}
+
+/// The metrics of the trades dataset: trades seeded, and requests its
+/// bounds refused.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetMetrics {
+    /// Trades added by seeds, counted as each chunk commits.
+    pub seeded: Counter,
+    refusals: Family<BoundLabels, Counter>,
+}
+
+impl DatasetMetrics {
+    /// Counts a request refused at `bound`.
+    pub fn refused(&self, bound: DatasetBound) {
+        self.refusals
+            .get_or_create(&BoundLabels { reason: bound })
+            .inc();
+    }
+}
+
 /// Upper bounds of the batch-size histogram: powers of two up to 1024.
 const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
@@ -514,6 +560,7 @@ pub struct Metrics {
     cluster: ClusterMetrics,
     connections: ConnectionMetrics,
     auth: AuthMetrics,
+    datasets: DatasetMetrics,
     live_subscribers: Gauge,
     database_up: Gauge,
     memory_trims: Counter,
@@ -642,8 +689,21 @@ impl Metrics {
         );
         registry.register(
             "replay_rows_read",
-            "Trade rows read by replay streams",
+            "Trade rows read by replay streams and GET /api/trades",
             topics.replay_rows.clone(),
+        );
+        let datasets = DatasetMetrics::default();
+        registry.register(
+            "trades_seeded",
+            "Trades added by seeds, counted as each chunk (one transaction) commits",
+            datasets.seeded.clone(),
+        );
+        registry.register(
+            "dataset_refusals",
+            "Dataset requests refused at a bound, by reason: max_replays (a replay or GET \
+             /api/trades over --max-replays), trades_limit (GET /api/trades on a wallet over \
+             its limit), max_seed (a seed over --max-seed)",
+            datasets.refusals.clone(),
         );
         registry.register(
             "topic_live_subscribers",
@@ -765,6 +825,7 @@ impl Metrics {
             cluster,
             connections,
             auth,
+            datasets,
             live_subscribers,
             database_up,
             memory_trims,
@@ -789,6 +850,11 @@ impl Metrics {
     /// The metrics of access control.
     pub fn auth(&self) -> &AuthMetrics {
         &self.auth
+    }
+
+    /// The metrics of the trades dataset.
+    pub fn datasets(&self) -> &DatasetMetrics {
+        &self.datasets
     }
 
     /// The topic metrics.

@@ -338,7 +338,10 @@ impl Committer {
                 }),
             })
             .collect();
+        // SQLite: behind at most one seed chunk (`Store::write_turn`).
+        let turn = self.store.write_turn().await;
         let committed = self.store.append(&appends, self.key_window).await;
+        drop(turn);
         drop(appends);
         match committed {
             Ok(commit) => {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, OverCapacity};
@@ -16,7 +16,7 @@ use crate::connections::{BatchCounts, Connections};
 use crate::error::ApiError;
 use crate::health::Health;
 use crate::hub::Hub;
-use crate::metrics::{Metrics, SlowConsumerAction, TransportKind};
+use crate::metrics::{DatasetBound, Metrics, SlowConsumerAction, TransportKind};
 use crate::protocol::Name;
 use crate::publish::{self, Publisher};
 use crate::session::{Session, Settings};
@@ -192,8 +192,20 @@ impl AppState {
             rate,
             store: self.store.clone(),
             rows_read: self.metrics.topics().replay_rows.clone(),
-            permit: self.replays.try_admit()?,
+            permit: self.replay_permit()?,
         })
+    }
+
+    /// One of the replay limit's permits, for a replay or another read of
+    /// the dataset that holds a database connection meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`OverCapacity`] (counted) when `--max-replays` are held.
+    pub fn replay_permit(&self) -> Result<OwnedSemaphorePermit, OverCapacity> {
+        self.replays
+            .try_admit()
+            .inspect_err(|_| self.metrics.datasets().refused(DatasetBound::MaxReplays))
     }
 
     /// A request shed at `limit`: a retryable 503.

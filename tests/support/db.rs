@@ -51,6 +51,32 @@ impl Database {
         &self.url
     }
 
+    /// Runs `sql` (one or more statements) on it from outside the server,
+    /// as a fault a test injects.
+    #[allow(
+        dead_code,
+        reason = "loadgen/tests/history.rs includes this file and injects no fault"
+    )]
+    pub async fn execute(&self, sql: &'static str) {
+        use sqlx::Connection as _;
+        let what = "running SQL on the test database";
+        if self._postgres.is_some() {
+            let mut connection = sqlx::PgConnection::connect(&self.url).await.expect(what);
+            sqlx::raw_sql(sql)
+                .execute(&mut connection)
+                .await
+                .expect(what);
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect(what);
+            sqlx::raw_sql(sql)
+                .execute(&mut connection)
+                .await
+                .expect(what);
+        }
+    }
+
     /// Its name on the test PostgreSQL server (`None` for SQLite).
     #[allow(dead_code, reason = "only the cluster tests reach into their database")]
     pub fn postgres_name(&self) -> Option<&str> {

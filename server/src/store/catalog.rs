@@ -6,7 +6,9 @@
 //! A topic's events are always a contiguous run `oldest..=head`: every
 //! deletion here, by hand or by retention, takes a prefix. Deletions go in
 //! transactions of at most [`DELETE_CHUNK`] rows, each keeping the topic's
-//! `bytes` in step, so a large one never holds the write lock for long.
+//! `bytes` in step, so a large one never holds the write lock for long;
+//! on SQLite each write takes its turn ([`Store::write_turn`]), so the
+//! publish writer waits behind at most one of them.
 
 use serde::Serialize;
 
@@ -210,6 +212,7 @@ impl Store {
     /// The database failed.
     pub async fn mark_watched(&self, topics: &[String], now: u64) -> Result<(), Error> {
         for chunk in topics.chunks(super::topics::HEADS_CHUNK) {
+            let _turn = self.write_turn().await;
             with_pool!(self, pool => {
                 let mut query = sqlx::QueryBuilder::new("UPDATE topics SET watched_at = ");
                 query.push_bind(to_db(now)).push(" WHERE name IN (");
@@ -267,6 +270,7 @@ impl Store {
         last: u64,
         prefix: Prefix,
     ) -> Result<u64, Error> {
+        let _turn = self.write_turn().await;
         let deleted = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let sizes: Vec<i64> = sqlx::query_scalar(
@@ -309,6 +313,7 @@ impl Store {
         )
         .await?;
         // What was published meanwhile goes with the head, at once.
+        let turn = self.write_turn().await;
         let removed: Option<i64> = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for table in [
@@ -328,6 +333,7 @@ impl Store {
             tx.commit().await?;
             removed
         });
+        drop(turn);
         if removed.is_some() {
             self.removed_one();
         }
@@ -342,6 +348,7 @@ impl Store {
     ///
     /// The database failed.
     pub async fn remove_if_idle(&self, topic: &str, idle_before: u64) -> Result<bool, Error> {
+        let _turn = self.write_turn().await;
         let removed = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let removed = sqlx::query(

@@ -438,6 +438,7 @@ impl Store {
         let chunk = to_db(DELETE_CHUNK);
         let deleted = with_pool!(self, pool => {
             in_chunks(move || async move {
+                let _turn = self.write_turn().await;
                 sqlx::query(
                     "DELETE FROM idempotency_keys WHERE (topic, key) IN \
                      (SELECT topic, key FROM idempotency_keys WHERE created < $1 \

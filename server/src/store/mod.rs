@@ -36,7 +36,7 @@ mod trades;
 pub use self::catalog::{DELETE_CHUNK, MAX_PAGE, Prefix, RetentionView, TopicFigures};
 pub use self::idempotency::{Digest, IdempotencyKey, Outcome, digest};
 pub use self::topics::{Append, Commit};
-pub use self::trades::{Cursor, MAX_SEED, Trade, WalletTrade};
+pub use self::trades::{Cursor, Trade, WalletTrade};
 
 /// The SQLite schema.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -85,13 +85,6 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-}
-
-impl Error {
-    /// Whether this is a unique-key violation (a concurrent writer won).
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
-    }
 }
 
 /// How SQLite makes a commit durable.
@@ -188,6 +181,9 @@ pub struct Store {
     origin: Arc<str>,
     /// Topics this store removed since it opened.
     removals: Arc<AtomicU64>,
+    /// SQLite: the turns of the writers that would otherwise contend for
+    /// the database's one write lock ([`Store::write_turn`]).
+    write_turns: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -234,6 +230,7 @@ impl Store {
             lock: Arc::new(Mutex::new(file_lock)),
             origin: Arc::from(notification::origin("")),
             removals: Arc::default(),
+            write_turns: Arc::default(),
         })
     }
 
@@ -248,6 +245,29 @@ impl Store {
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await);
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// SQLite: waits for this writer's turn, held until the guard drops;
+    /// `None` at once on PostgreSQL, whose writers lock rows, not the
+    /// database.
+    ///
+    /// SQLite has one write lock, and a writer that finds it taken retries
+    /// after sleeps of up to 100 ms (its busy handler) while the holder may
+    /// commit and take it again in between: a seed committing chunk after
+    /// chunk would keep the publish writer waiting until the whole seed
+    /// ended, or past the busy timeout. Turns are handed out first come,
+    /// first served (tokio's `Mutex` is fair), so the publish writer, which
+    /// takes one for each commit, waits behind at most one seed chunk, and
+    /// a seed's next chunk waits for that commit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled wait gives up its place in the queue.
+    pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.write_turns.lock().await),
+            Pool::Postgres(_) => None,
+        }
     }
 
     /// Runs a trivial query: whether the database answers now.

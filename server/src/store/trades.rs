@@ -1,7 +1,7 @@
 //! The replay dataset: a wallet's trades, numbered 1, 2, 3 … per wallet,
-//! seeded synthetically and read back through a [`Cursor`] (one query whose
-//! rows stream straight from the database as they are pulled) or all at
-//! once.
+//! seeded synthetically one chunk (one transaction) at a time, and read
+//! back through a [`Cursor`] (one query whose rows stream straight from the
+//! database as they are pulled) or, up to a bound, all at once.
 //!
 //! A cursor pulls its rows with sqlx's `fetch()` stream on a connection it
 //! holds for the whole replay, and sqlx reads them only as fast as that
@@ -29,9 +29,6 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, QueryBuilder, Sqlite};
 
 use super::{Error, Pool, Store, from_db, to_db, with_pool};
-
-/// Most trades one seed call may add.
-pub const MAX_SEED: u64 = 10_000_000;
 
 /// Trades per `INSERT` statement (7 bind parameters each).
 const INSERT_CHUNK: u64 = 1000;
@@ -105,21 +102,28 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl Store {
-    /// Appends `count` synthetic trades to `wallet`'s, after its last one,
-    /// in one transaction. Returns the wallet's total afterwards.
+    /// Appends `count` synthetic trades after `wallet`'s last one, in one
+    /// transaction: one chunk of a seed. Returns the wallet's total
+    /// afterwards. Nothing is appended if it fails.
+    ///
+    /// Chunks of one wallet take turns (SQLite: [`Store::write_turn`] and
+    /// its one write lock, taken at `BEGIN IMMEDIATE`; PostgreSQL: a lock
+    /// on the wallet for the transaction), and each reads the wallet's last
+    /// id once its turn has come: two seeds of one wallet at once both add
+    /// all their trades, and its ids stay 1, 2, 3 … without holes.
     ///
     /// # Errors
     ///
-    /// The database failed (a concurrent seed of the same wallet is a
-    /// conflict: see [`Error::is_conflict`]).
-    pub async fn seed_trades(&self, wallet: &str, count: u64) -> Result<u64, Error> {
+    /// The database failed.
+    pub async fn append_trades(&self, wallet: &str, count: u64) -> Result<u64, Error> {
+        let _turn = self.write_turn().await;
         let total = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM trades WHERE wallet = $1")
+            let mut tx = pool.begin_appending(wallet).await?;
+            let last: i64 = sqlx::query_scalar(LAST_ID)
                 .bind(wallet)
                 .fetch_one(&mut *tx)
                 .await?;
-            let end = last + to_db(count);
+            let end = last.saturating_add(to_db(count));
             let mut start = last + 1;
             while start <= end {
                 let stop = (start + to_db(INSERT_CHUNK) - 1).min(end);
@@ -139,15 +143,42 @@ impl Store {
             tx.commit().await?;
             end
         });
+        Ok(from_db(total))
+    }
+
+    /// Brings the database's statistics of the trades up to date, after a
+    /// seed (PostgreSQL; nothing to do on SQLite).
+    ///
+    /// PostgreSQL plans a replay from the table's statistics: without them
+    /// it takes a wallet's rows for a few dozen and sorts them all before
+    /// the first row (a bitmap scan), instead of reading them in order from
+    /// the primary key (an index scan). SQLite reads the key in order
+    /// either way.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn analyze_trades(&self) -> Result<(), Error> {
         if let Pool::Postgres(pool) = &self.pool {
-            // PostgreSQL plans a replay from the table's statistics: without
-            // them it takes a wallet's rows for a few dozen and sorts them
-            // all before the first row (a bitmap scan), instead of reading
-            // them in order from the primary key (an index scan). SQLite
-            // reads the key in order either way.
             sqlx::query("ANALYZE trades").execute(pool).await?;
         }
-        Ok(from_db(total))
+        Ok(())
+    }
+
+    /// How many trades `wallet` holds: its last id, as ids run 1, 2, 3 …
+    /// without holes. One lookup in the primary key, whatever the count.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn trade_count(&self, wallet: &str) -> Result<u64, Error> {
+        let last: i64 = with_pool!(self, pool => {
+            sqlx::query_scalar(LAST_ID)
+                .bind(wallet)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(from_db(last))
     }
 
     /// A connection of the pool, held for one replay until the cursor is
@@ -168,21 +199,81 @@ impl Store {
         })
     }
 
-    /// Every trade of `wallet`, in order, in memory at once.
+    /// `wallet`'s trades with ids up to `last`, in order, in memory at
+    /// once: at most `last` of them, however many the wallet holds.
     ///
     /// # Errors
     ///
     /// The database failed.
-    pub async fn all_trades(&self, wallet: &str) -> Result<Vec<Trade>, Error> {
+    pub async fn trades_through(&self, wallet: &str, last: u64) -> Result<Vec<Trade>, Error> {
         let trades = with_pool!(self, pool => {
-            sqlx::query_as("SELECT id, ts, market, side, price, qty FROM trades WHERE wallet = $1 ORDER BY id")
+            sqlx::query_as("SELECT id, ts, market, side, price, qty FROM trades WHERE wallet = $1 AND id <= $2 ORDER BY id")
                 .bind(wallet)
+                .bind(to_db(last))
                 .fetch_all(pool)
                 .await?
         });
         Ok(trades)
     }
 }
+
+/// How a chunk's transaction begins on each backend: holding what makes
+/// the chunks of one wallet take turns ([`Store::append_trades`]).
+trait BeginAppending {
+    /// The backend.
+    type Database: sqlx::Database;
+
+    /// A transaction in which no other chunk of `wallet` runs.
+    async fn begin_appending(
+        &self,
+        wallet: &str,
+    ) -> Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>;
+}
+
+impl BeginAppending for sqlx::SqlitePool {
+    type Database = Sqlite;
+
+    /// Takes the write lock at once: a deferred transaction would take it
+    /// only at its first insert, after reading the last id from a snapshot
+    /// that another writer (retention) may have made stale meanwhile, and
+    /// SQLite refuses such an upgrade (`SQLITE_BUSY_SNAPSHOT`) instead of
+    /// waiting.
+    async fn begin_appending(
+        &self,
+        _wallet: &str,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginAppending for sqlx::PgPool {
+    type Database = Postgres;
+
+    /// Takes a lock on the wallet until the transaction ends (an advisory
+    /// lock, which no row needs to exist for): a chunk that waited for it
+    /// then reads the last id the previous chunk committed.
+    async fn begin_appending(
+        &self,
+        wallet: &str,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(WALLET_LOCKS)
+            .bind(wallet)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
+
+/// The class of PostgreSQL's advisory locks (two 32-bit keys: this class
+/// and a hash of the wallet) that seed chunks take on their wallet. Locks
+/// of one 64-bit key are another key space, so they cannot collide.
+const WALLET_LOCKS: i32 = 0x5452_4144; // "TRAD"
+
+/// A wallet's last trade id (0 without trades): its count, as ids run 1,
+/// 2, 3 … without holes.
+const LAST_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM trades WHERE wallet = $1";
 
 /// A wallet's trades after an id, in order.
 const TRADES_AFTER: &str = "SELECT id, ts, market, side, price, qty FROM trades \
