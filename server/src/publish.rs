@@ -180,6 +180,76 @@ fn minify(json: &str) -> String {
     out
 }
 
+/// The deepest nesting of arrays and objects serde_json reads (its
+/// recursion limit, 128, allows 127 levels): a publish frame may nest as
+/// deep, its own object included.
+const MAX_DEPTH: usize = 127;
+
+/// What serde_json refuses in a value it reads, but lets through in one it
+/// skips (`IgnoredAny`) or keeps as written (`RawValue`): its grammar
+/// check does not look for these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Unreadable {
+    /// A `\u` escape of half a UTF-16 surrogate pair, at this byte.
+    #[error("the \\u escape at byte {0} is half of a UTF-16 surrogate pair")]
+    LoneSurrogate(usize),
+    /// Arrays and objects nested deeper than this.
+    #[error("arrays and objects nest deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+/// Checks `json`, already known to follow the JSON grammar, for what its
+/// grammar check lets through ([`Unreadable`]), so that what the server
+/// takes is JSON as serde_json reads it, whatever member the fault is in.
+fn check_readable(json: &str, max_depth: usize) -> Result<(), Unreadable> {
+    let bytes = json.as_bytes();
+    let (mut at, mut depth, mut in_string) = (0, 0, false);
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'"' => in_string = !in_string,
+            // Only inside a string, in grammatical JSON.
+            b'\\' => {
+                at += escape_len(&bytes[at..]).ok_or(Unreadable::LoneSurrogate(at))?;
+                continue;
+            }
+            b'[' | b'{' if !in_string => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(Unreadable::TooDeep(max_depth));
+                }
+            }
+            b']' | b'}' if !in_string => depth -= 1,
+            _ => {}
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
+/// The length of the escape `escape` starts with (its backslash and what
+/// follows), a surrogate pair's two escapes taken as one; `None` for half
+/// of a pair.
+fn escape_len(escape: &[u8]) -> Option<usize> {
+    if escape.get(1) != Some(&b'u') {
+        return Some(2);
+    }
+    match utf16_unit(escape, 2)? {
+        0xD800..=0xDBFF => {
+            let low = escape.get(6..8) == Some(&b"\\u"[..])
+                && (0xDC00..=0xDFFF).contains(&utf16_unit(escape, 8)?);
+            low.then_some(12)
+        }
+        0xDC00..=0xDFFF => None,
+        _ => Some(6),
+    }
+}
+
+/// The four hex digits at `at` in `bytes`, as a UTF-16 code unit.
+fn utf16_unit(bytes: &[u8], at: usize) -> Option<u16> {
+    let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+    u16::from_str_radix(digits, 16).ok()
+}
+
 /// What the writer commits through.
 struct Committer {
     store: Store,
@@ -293,13 +363,19 @@ pub(crate) struct PublishFrame<'a> {
 impl<'a> PublishFrame<'a> {
     /// Decodes a WebSocket text frame; one that is not a publish frame is
     /// the reason to close the stream. Only a JSON object is one: serde
-    /// would also read a struct from an array (`["publish"]`), which the
-    /// `ws_publish_frame` fuzz target found.
+    /// would also read a struct from an array (`["publish"]`); and only
+    /// JSON as serde_json reads it, in every member: serde_json does not
+    /// look for a lone surrogate escape or for nesting past its limit in
+    /// the members it skips or keeps raw (the `ws_publish_frame` fuzz
+    /// target found a lone surrogate in a skipped member).
     pub(crate) fn decode(message: &'a [u8]) -> Result<Self, Disconnect> {
         std::str::from_utf8(message)
             .ok()
             .filter(|text| text.trim_start().starts_with('{'))
-            .and_then(|text| serde_json::from_str(text).ok())
+            .and_then(|text| {
+                let frame = serde_json::from_str(text).ok()?;
+                check_readable(text, MAX_DEPTH).ok().map(|()| frame)
+            })
             .ok_or(Disconnect::InvalidMessage)
     }
 
@@ -418,6 +494,49 @@ mod tests {
                 matches!(PublishFrame::decode(bad), Err(Disconnect::InvalidMessage)),
                 "{bad:?}"
             );
+        }
+    }
+
+    /// A frame `{"publish": …}` whose value nests `levels` deep.
+    fn nested_frame(levels: usize) -> String {
+        let (open, close) = ("[".repeat(levels), "]".repeat(levels));
+        format!(r#"{{"publish":{open}0{close}}}"#)
+    }
+
+    #[test]
+    fn a_frame_is_json_as_serde_json_reads_it_in_every_member() {
+        let too_deep = nested_frame(MAX_DEPTH);
+        for bad in [
+            // The ws_publish_frame fuzz target's find (issue 25): a lone
+            // surrogate escape in a member the server skips.
+            &br#"{"publish":[0,0],"i":{"prpublisi\\\uDadDD {":0.5}}"#[..],
+            br#"{"publish":"\uD800"}"#,
+            br#"{"publish":1,"id":"\uDC00\uD800"}"#,
+            br#"{"publish":"\uD800\u0041"}"#,
+            br#"{"publish":"\uD800\n"}"#,
+            too_deep.as_bytes(),
+        ] {
+            let text = String::from_utf8_lossy(bad);
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(bad).is_err(),
+                "serde_json reads {text}"
+            );
+            assert!(
+                matches!(PublishFrame::decode(bad), Err(Disconnect::InvalidMessage)),
+                "{text}"
+            );
+        }
+        let deepest = nested_frame(MAX_DEPTH - 1);
+        for good in [
+            &br#"{"publish":"\uD83D\uDE00 \\uD800 \" [[","x":{"a\"{":"\u00e9"}}"#[..],
+            deepest.as_bytes(),
+        ] {
+            let text = String::from_utf8_lossy(good);
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(good).is_ok(),
+                "{text}"
+            );
+            assert!(PublishFrame::decode(good).is_ok(), "{text}");
         }
     }
 
