@@ -140,8 +140,8 @@ impl Publisher {
     }
 }
 
-/// Checks `body` against the limit and the JSON grammar, and returns it on
-/// one line.
+/// Checks `body` against the limit and as JSON (as serde_json reads it, its
+/// event one level deeper included), and returns it on one line.
 pub(crate) fn validate(body: &[u8], max: usize) -> Result<String, PublishError> {
     if body.len() > max {
         return Err(PublishError::TooLarge {
@@ -152,6 +152,8 @@ pub(crate) fn validate(body: &[u8], max: usize) -> Result<String, PublishError> 
     let text = std::str::from_utf8(body).map_err(|e| PublishError::InvalidJson(e.to_string()))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| PublishError::InvalidJson(e.to_string()))?;
+    // The event that carries the body nests it one level deeper.
+    check_readable(text, MAX_DEPTH - 1).map_err(|e| PublishError::InvalidJson(e.to_string()))?;
     Ok(minify(text))
 }
 
@@ -182,7 +184,8 @@ fn minify(json: &str) -> String {
 
 /// The deepest nesting of arrays and objects serde_json reads (its
 /// recursion limit, 128, allows 127 levels): a publish frame may nest as
-/// deep, its own object included.
+/// deep, its own object included; a body one level less, as the event
+/// that carries it nests it one deeper.
 const MAX_DEPTH: usize = 127;
 
 /// What serde_json refuses in a value it reads, but lets through in one it
@@ -552,5 +555,20 @@ mod tests {
                 "{bad:?}"
             );
         }
+        let too_deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        for (bad, reason) in [
+            (
+                r#"{"a":"\uD800"}"#,
+                "the \\u escape at byte 6 is half of a UTF-16 surrogate pair",
+            ),
+            (&too_deep, "arrays and objects nest deeper than 126 levels"),
+        ] {
+            assert_eq!(
+                validate(bad.as_bytes(), 1000),
+                Err(PublishError::InvalidJson(reason.to_owned()))
+            );
+        }
+        let deepest = &too_deep[1..too_deep.len() - 1];
+        assert_eq!(validate(deepest.as_bytes(), 1000).unwrap(), deepest);
     }
 }
