@@ -452,10 +452,12 @@ async fn a_request_cut_at_every_byte_gets_the_same_answer() {
     let stream = format!("GET {STREAM} HTTP/1.1\r\nHost: x\r\n\r\n");
     let conflicting = "GET /sse/ticker HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
     let publish_first = format!("POST {PUBLISH} HTTP/1.1\r\nContent-Length: 2\r\n\r\n{{}}");
+    let version = "GET /sse/ticker HTTP/1.2\r\n\r\n";
     for (case, head) in [
         // A stream with another pipelined behind it.
         (Case::new(&[&stream, &stream], 0), stream.len()),
         (Case::new(&[conflicting], 0), conflicting.len()),
+        (Case::new(&[version], 0), version.len()),
         (Case::new(&[&publish_first], 1), publish_first.len()),
     ] {
         let whole = probe.send(&case, case.bytes.len()).await;
