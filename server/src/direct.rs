@@ -116,7 +116,7 @@ pub async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, deadline: Instant) -> Sni
 
 /// What the first bytes of a connection hold.
 #[derive(Debug)]
-enum Head {
+pub enum Head {
     /// A whole head of a body-less HTTP/1.1 `GET` of a stream path, and
     /// its length.
     Stream(Box<Request<Body>>, usize),
@@ -127,7 +127,7 @@ enum Head {
 }
 
 /// What `bytes`, a connection's first, hold.
-fn parse(bytes: &[u8]) -> Head {
+pub(crate) fn parse(bytes: &[u8]) -> Head {
     if bytes.starts_with(H2_PREFACE) || H2_PREFACE.starts_with(bytes) {
         return Head::Other;
     }
