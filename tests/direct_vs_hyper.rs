@@ -191,6 +191,19 @@ impl Probe {
         assert!(outcome.acknowledged <= case.publishes, "{:?}", case.text());
         outcome
     }
+
+    /// Sends `case` cut at `cut` (as [`Probe::send`]), and checks that its
+    /// first answer is of the class `whole` got.
+    async fn send_like(&self, case: &Case, cut: usize, whole: &Outcome) -> Outcome {
+        let outcome = self.send(case, cut).await;
+        assert_eq!(
+            outcome.first,
+            whole.first,
+            "cut at {cut}: {:?}",
+            case.text()
+        );
+        outcome
+    }
 }
 
 /// What one answer's head says.
@@ -369,7 +382,7 @@ fn generated(rng: &mut fastrand::Rng) -> Case {
             rng.choice([
                 format!("GET {STREAM} HTTP/1.2"),
                 format!("GET {STREAM}\x7f HTTP/1.1"),
-                format!("GET /sse/ti cker HTTP/1.1"),
+                "GET /sse/ti cker HTTP/1.1".to_owned(),
             ])
             .expect("a choice"),
             0,
@@ -434,13 +447,7 @@ async fn generated_requests_get_the_same_class_of_answer_from_either_path() {
         let len = case.bytes.len();
         let whole = probe.send(&case, len).await;
         for cut in [1, rng.usize(1..len)] {
-            let outcome = probe.send(&case, cut).await;
-            assert_eq!(
-                outcome.first,
-                whole.first,
-                "cut at {cut}: {:?}",
-                case.text()
-            );
+            probe.send_like(&case, cut, &whole).await;
         }
     }
     probe.server.stop().await;
@@ -462,13 +469,7 @@ async fn a_request_cut_at_every_byte_gets_the_same_answer() {
     ] {
         let whole = probe.send(&case, case.bytes.len()).await;
         for cut in 1..case.bytes.len() {
-            let outcome = probe.send(&case, cut).await;
-            assert_eq!(
-                outcome.first,
-                whole.first,
-                "cut at {cut}: {:?}",
-                case.text()
-            );
+            let outcome = probe.send_like(&case, cut, &whole).await;
             if whole.first == Class::Stream {
                 // The head whole in the first read: the direct path, whose
                 // stream closes its connection and runs nothing after it;
