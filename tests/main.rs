@@ -13,6 +13,7 @@ mod backpressure;
 mod cluster;
 mod cors;
 mod demo;
+mod direct_vs_hyper;
 mod http1;
 mod https;
 mod limits;

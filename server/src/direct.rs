@@ -85,14 +85,25 @@ pub enum Sniffed {
 }
 
 /// Reads the first bytes of `io` (waiting at most until `deadline`) and
-/// tells what they are.
+/// tells what they are. One read, unless what it gave may begin HTTP/2's
+/// preface as well as an HTTP/1.1 request (`P` begins `POST` too): then
+/// it reads on until the bytes tell, lest a request whose first read was
+/// short be taken for HTTP/2.
 pub async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, deadline: Instant) -> Sniffed {
     let mut buf = vec![0; PEEK];
-    let read = match timeout_at(deadline, io.read(&mut buf)).await {
-        Err(_) => return Sniffed::TimedOut,
-        Ok(Ok(0) | Err(_)) => return Sniffed::Gone,
-        Ok(Ok(n)) => n,
-    };
+    let mut read = 0;
+    loop {
+        match timeout_at(deadline, io.read(&mut buf[read..])).await {
+            Err(_) => return Sniffed::TimedOut,
+            Ok(Ok(0) | Err(_)) if read == 0 => return Sniffed::Gone,
+            // What came before the end is left to hyper.
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => read += n,
+        }
+        if read == H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf[..read]) {
+            break;
+        }
+    }
     match parse(&buf[..read]) {
         Head::Stream(request, len) => Sniffed::Stream(request, read - len),
         Head::Malformed(reason) => Sniffed::Malformed(reason),
@@ -105,18 +116,18 @@ pub async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, deadline: Instant) -> Sni
 
 /// What the first bytes of a connection hold.
 #[derive(Debug)]
-enum Head {
+pub enum Head {
     /// A whole head of a body-less HTTP/1.1 `GET` of a stream path, and
     /// its length.
     Stream(Box<Request<Body>>, usize),
-    /// A whole head that must be refused.
+    /// A whole head that must be refused, and why.
     Malformed(&'static str),
     /// Anything else.
     Other,
 }
 
 /// What `bytes`, a connection's first, hold.
-fn parse(bytes: &[u8]) -> Head {
+pub(crate) fn parse(bytes: &[u8]) -> Head {
     if bytes.starts_with(H2_PREFACE) || H2_PREFACE.starts_with(bytes) {
         return Head::Other;
     }
@@ -616,6 +627,30 @@ mod tests {
             assert_eq!(read, bytes);
         }
         assert!(matches!(sniffed(b"").await, Sniffed::Gone));
+    }
+
+    /// What `first` and `rest`, a connection's first bytes in two reads,
+    /// are found to be.
+    async fn sniffed_in_two(first: &[u8], rest: &[u8]) -> Sniffed {
+        let mut input = tokio::io::AsyncReadExt::chain(first, rest);
+        sniff(&mut input, Instant::now() + Duration::from_secs(30)).await
+    }
+
+    #[tokio::test]
+    async fn a_first_read_that_may_begin_the_h2_preface_is_read_on_until_it_tells() {
+        let post = b"POST /topics/t/events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+        for (first, rest) in [post.split_at(1), H2_PREFACE.split_at(3)] {
+            let Sniffed::Other(read) = sniffed_in_two(first, rest).await else {
+                panic!("{}", String::from_utf8_lossy(first));
+            };
+            assert_eq!(read, [first, rest].concat());
+        }
+        // A first read that cannot begin the preface is all there is.
+        let Sniffed::Other(read) = sniffed_in_two(b"G", b"ET /sse/ticker HTTP/1.1\r\n\r\n").await
+        else {
+            panic!("a head in pieces is hyper's");
+        };
+        assert_eq!(read, &b"G"[..]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,6 +7,7 @@
 use axum::http::HeaderValue;
 
 use crate::config::Config;
+use crate::direct;
 use crate::disconnect::Disconnect;
 use crate::error::ApiError;
 use crate::http::params::Params;
@@ -28,6 +29,13 @@ use crate::source::topic::OverflowPolicy;
 /// The close reason, for a frame that breaks the rules.
 pub fn publish_frame(message: &[u8], max_body: usize) -> Result<String, Disconnect> {
     PublishFrame::decode(message)?.body(max_body)
+}
+
+/// What the hand-written HTTP/1.1 path ([`crate::direct`]) makes of
+/// `bytes`, the first read of a connection: a stream request it serves
+/// itself, a head it refuses, or anything else, which hyper is given.
+pub fn first_head(bytes: &[u8]) -> direct::Head {
+    direct::parse(bytes)
 }
 
 /// Every stream endpoint's reading of one request, each part independently.

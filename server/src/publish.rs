@@ -202,8 +202,8 @@ impl Publisher {
     }
 }
 
-/// Checks `body` against the limit and the JSON grammar, and returns it on
-/// one line.
+/// Checks `body` against the limit and as JSON (as serde_json reads it, its
+/// event one level deeper included), and returns it on one line.
 pub(crate) fn validate(body: &[u8], max: usize) -> Result<String, PublishError> {
     if body.len() > max {
         return Err(PublishError::TooLarge {
@@ -214,6 +214,8 @@ pub(crate) fn validate(body: &[u8], max: usize) -> Result<String, PublishError> 
     let text = std::str::from_utf8(body).map_err(|e| PublishError::InvalidJson(e.to_string()))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| PublishError::InvalidJson(e.to_string()))?;
+    // The event that carries the body nests it one level deeper.
+    check_readable(text, MAX_DEPTH - 1).map_err(|e| PublishError::InvalidJson(e.to_string()))?;
     Ok(minify(text))
 }
 
@@ -240,6 +242,130 @@ fn minify(json: &str) -> String {
         }
     }
     out
+}
+
+/// The deepest nesting of arrays and objects serde_json reads (its
+/// recursion limit, 128, allows 127 levels): a publish frame may nest as
+/// deep, its own object included; a body one level less, as the event
+/// that carries it nests it one deeper.
+const MAX_DEPTH: usize = 127;
+
+/// What serde_json refuses in a value it reads, but lets through in one it
+/// skips (`IgnoredAny`) or keeps as written (`RawValue`): its grammar
+/// check does not look for these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Unreadable {
+    /// A `\u` escape of half a UTF-16 surrogate pair, at this byte.
+    #[error("the \\u escape at byte {0} is half of a UTF-16 surrogate pair")]
+    LoneSurrogate(usize),
+    /// Arrays and objects nested deeper than this.
+    #[error("arrays and objects nest deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+/// Checks `json`, already known to follow the JSON grammar, for what its
+/// grammar check lets through ([`Unreadable`]), so that what the server
+/// takes is JSON as serde_json reads it, whatever member the fault is in.
+fn check_readable(json: &str, max_depth: usize) -> Result<(), Unreadable> {
+    check_escapes(json)?;
+    check_depth(json.as_bytes(), max_depth)
+}
+
+/// Every `\u` escape of a UTF-16 surrogate in `json` (grammatical JSON) is
+/// half of a pair. There, a backslash begins an escape unless the escape
+/// before took it: going from backslash to backslash, past each escape,
+/// finds them all (and most texts have none, which one `memchr` says).
+fn check_escapes(json: &str) -> Result<(), Unreadable> {
+    let bytes = json.as_bytes();
+    let Some(mut at) = json.find('\\') else {
+        return Ok(());
+    };
+    loop {
+        at += escape_len(&bytes[at..]).ok_or(Unreadable::LoneSurrogate(at))?;
+        match bytes
+            .get(at..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+        {
+            Some(found) => at += found,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Arrays and objects nest at most `max_depth` deep in `bytes`
+/// (grammatical JSON). Its length, or else a count of its opening
+/// brackets, settles most texts at once; only one with more brackets than
+/// that is followed through its strings.
+fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), Unreadable> {
+    // Deeper nesting takes more brackets than `max_depth`, and as many
+    // closing ones.
+    if bytes.len() <= 2 * max_depth || opening_brackets(bytes) <= max_depth {
+        return Ok(());
+    }
+    let (mut depth, mut in_string, mut escaped) = (0, false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(Unreadable::TooDeep(max_depth));
+                }
+            }
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How many `[` and `{` bytes `bytes` holds, strings included: counted
+/// in byte-wide lanes, 255 bytes at a time, which the compiler vectorizes
+/// (a byte loop costs seven times the instructions).
+fn opening_brackets(bytes: &[u8]) -> usize {
+    bytes
+        .chunks(usize::from(u8::MAX))
+        .map(|chunk| {
+            // `[` and `{` differ in the 0x20 bit alone.
+            let count = chunk
+                .iter()
+                .fold(0u8, |n, &b| n + u8::from(b | 0x20 == b'{'));
+            usize::from(count)
+        })
+        .sum()
+}
+
+/// The length of the escape `escape` starts with (its backslash and what
+/// follows), a surrogate pair's two escapes taken as one; `None` for half
+/// of a pair.
+fn escape_len(escape: &[u8]) -> Option<usize> {
+    if escape.get(1) != Some(&b'u') {
+        return Some(2);
+    }
+    match utf16_unit(escape, 2)? {
+        0xD800..=0xDBFF => {
+            let low = escape.get(6..8) == Some(&b"\\u"[..])
+                && (0xDC00..=0xDFFF).contains(&utf16_unit(escape, 8)?);
+            low.then_some(12)
+        }
+        0xDC00..=0xDFFF => None,
+        _ => Some(6),
+    }
+}
+
+/// The four hex digits at `at` in `bytes`, as a UTF-16 code unit.
+fn utf16_unit(bytes: &[u8], at: usize) -> Option<u16> {
+    let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+    u16::from_str_radix(digits, 16).ok()
 }
 
 /// What the writer commits through.
@@ -447,13 +573,19 @@ pub(crate) struct PublishFrame<'a> {
 impl<'a> PublishFrame<'a> {
     /// Decodes a WebSocket text frame; one that is not a publish frame is
     /// the reason to close the stream. Only a JSON object is one: serde
-    /// would also read a struct from an array (`["publish"]`), which the
-    /// `ws_publish_frame` fuzz target found.
+    /// would also read a struct from an array (`["publish"]`); and only
+    /// JSON as serde_json reads it, in every member: serde_json does not
+    /// look for a lone surrogate escape or for nesting past its limit in
+    /// the members it skips or keeps raw (the `ws_publish_frame` fuzz
+    /// target found a lone surrogate in a skipped member).
     pub(crate) fn decode(message: &'a [u8]) -> Result<Self, Disconnect> {
         std::str::from_utf8(message)
             .ok()
             .filter(|text| text.trim_start().starts_with('{'))
-            .and_then(|text| serde_json::from_str(text).ok())
+            .and_then(|text| {
+                let frame = serde_json::from_str(text).ok()?;
+                check_readable(text, MAX_DEPTH).ok().map(|()| frame)
+            })
             .ok_or(Disconnect::InvalidMessage)
     }
 
@@ -609,6 +741,55 @@ mod tests {
         }
     }
 
+    /// A frame `{"publish": …}` whose value nests `levels` deep.
+    fn nested_frame(levels: usize) -> String {
+        let (open, close) = ("[".repeat(levels), "]".repeat(levels));
+        format!(r#"{{"publish":{open}0{close}}}"#)
+    }
+
+    #[test]
+    fn a_frame_is_json_as_serde_json_reads_it_in_every_member() {
+        let too_deep = nested_frame(MAX_DEPTH);
+        let escapes = r#"a \"quoted\" \\ word, "#.repeat(20);
+        let late_surrogate = format!(r#"{{"publish":"{escapes}","x":"\uDE00"}}"#);
+        let objects: String = (0..200).map(|i| format!(r#"{{"i":{i}}},"#)).collect();
+        let shallow = format!(r#"{{"publish":[{objects}"[{{\"[{{"],"x":"{escapes}\ud83d\ude00"}}"#);
+        for bad in [
+            // The ws_publish_frame fuzz target's find (issue 25): a lone
+            // surrogate escape in a member the server skips.
+            &br#"{"publish":[0,0],"i":{"prpublisi\\\uDadDD {":0.5}}"#[..],
+            br#"{"publish":"\uD800"}"#,
+            br#"{"publish":1,"id":"\uDC00\uD800"}"#,
+            br#"{"publish":"\uD800\u0041"}"#,
+            br#"{"publish":"\uD800\n"}"#,
+            late_surrogate.as_bytes(),
+            too_deep.as_bytes(),
+        ] {
+            let text = String::from_utf8_lossy(bad);
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(bad).is_err(),
+                "serde_json reads {text}"
+            );
+            assert!(
+                matches!(PublishFrame::decode(bad), Err(Disconnect::InvalidMessage)),
+                "{text}"
+            );
+        }
+        let deepest = nested_frame(MAX_DEPTH - 1);
+        for good in [
+            &br#"{"publish":"\uD83D\uDE00 \\uD800 \" [[","x":{"a\"{":"\u00e9"}}"#[..],
+            deepest.as_bytes(),
+            shallow.as_bytes(),
+        ] {
+            let text = String::from_utf8_lossy(good);
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(good).is_ok(),
+                "{text}"
+            );
+            assert!(PublishFrame::decode(good).is_ok(), "{text}");
+        }
+    }
+
     #[test]
     fn bad_bodies_are_refused_with_the_reason() {
         assert_eq!(
@@ -621,5 +802,20 @@ mod tests {
                 "{bad:?}"
             );
         }
+        let too_deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        for (bad, reason) in [
+            (
+                r#"{"a":"\uD800"}"#,
+                "the \\u escape at byte 6 is half of a UTF-16 surrogate pair",
+            ),
+            (&too_deep, "arrays and objects nest deeper than 126 levels"),
+        ] {
+            assert_eq!(
+                validate(bad.as_bytes(), 1000),
+                Err(PublishError::InvalidJson(reason.to_owned()))
+            );
+        }
+        let deepest = &too_deep[1..too_deep.len() - 1];
+        assert_eq!(validate(deepest.as_bytes(), 1000).unwrap(), deepest);
     }
 }
