@@ -32,6 +32,7 @@ use self::jwt::{
     an_expired_subscriber_resumes_with_a_new_token_losing_nothing, jwt_refusals_name_their_reason,
 };
 use self::operations::{
+    a_full_publish_queue_refuses_at_once_and_counts_it,
     a_publish_that_would_create_a_topic_beyond_the_bound_is_refused,
     an_idle_topic_is_removed_and_a_watched_one_kept,
     retention_rules_keep_each_topic_by_its_pattern,
@@ -89,6 +90,7 @@ on_both_databases!(
     retention_rules_keep_each_topic_by_its_pattern,
     a_publish_that_would_create_a_topic_beyond_the_bound_is_refused,
     an_idle_topic_is_removed_and_a_watched_one_kept,
+    a_full_publish_queue_refuses_at_once_and_counts_it,
     a_retried_publish_gets_its_first_seq_and_stores_nothing,
     keys_are_resolved_within_a_group_commit_and_expire,
     an_expired_key_is_deleted_and_its_retry_stored_anew,

@@ -1,18 +1,20 @@
 //! The router: the one place that lists every route group and layer.
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
 use crate::error::ApiError;
 use crate::http::{admin, chat, demo, ops, replay, ticker, tokens, topics};
+use crate::metrics::ConnectionMetrics;
 use crate::scope::ClientAddr;
 use crate::state::AppState;
 
 /// The whole HTTP application over `state`: the route groups, the `404`
-/// and `405` fallbacks, the middleware that logs 5xx answers and, when
+/// and `405` fallbacks, the middleware that counts 4xx and 5xx answers and logs the 5xx, and,
+/// when
 /// `--cors-origin` names any, CORS (outermost, so that preflights are
 /// answered before routing).
 pub fn router(state: AppState) -> Router {
@@ -28,7 +30,10 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router(&state))
         .fallback(async || ApiError::NotFound)
         .method_not_allowed_fallback(async || ApiError::MethodNotAllowed)
-        .layer(middleware::from_fn(log_server_errors))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.connections().clone(),
+            count_refusals,
+        ))
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors),
@@ -36,10 +41,15 @@ pub fn router(state: AppState) -> Router {
     }
 }
 
-/// Logs every 5xx answer once, here rather than in each handler, with the
-/// client's address. A 503 is load being shed or a retryable outage (its
-/// cause is logged where it happens), so it is logged at debug level only.
-async fn log_server_errors(request: Request, next: Next) -> Response {
+/// Counts every 4xx and 5xx answer by status, and logs every 5xx once,
+/// here rather than in each handler, with the client's address. A 503 is
+/// load being shed or a retryable outage (its cause is logged where it
+/// happens), so it is logged at debug level only.
+async fn count_refusals(
+    State(metrics): State<ConnectionMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let client = request
@@ -48,6 +58,9 @@ async fn log_server_errors(request: Request, next: Next) -> Response {
         .map(|ClientAddr(addr)| *addr);
     let response = next.run(request).await;
     let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        metrics.refused(status.as_u16());
+    }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         tracing::debug!(?client, %method, %path, %status, "request shed");
     } else if status.is_server_error() {

@@ -307,6 +307,11 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
 /// The metrics of HTTP connections: how many are open by protocol, which
 /// were closed at a bound of their phases, and TLS reloads.
 #[derive(Debug, Clone, Default)]
@@ -314,6 +319,7 @@ pub struct ConnectionMetrics {
     open: Family<ProtocolLabels, Gauge>,
     closes: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    refusals: Family<StatusLabels, Counter>,
     watermark: Arc<Watermark>,
 }
 
@@ -342,6 +348,12 @@ impl Drop for OpenConnection {
 }
 
 impl ConnectionMetrics {
+    /// Counts a request the router answered with a client or server error
+    /// `status`.
+    pub fn refused(&self, status: u16) {
+        self.refusals.get_or_create(&StatusLabels { status }).inc();
+    }
+
     /// Counts a connection closed (or a request cut) for `reason`.
     pub fn closed(&self, reason: CloseReason) {
         self.closes
@@ -646,8 +658,9 @@ impl Metrics {
         );
         registry.register(
             "publish_failures",
-            "Publishes refused after validation, by reason: storage (the commit failed), \
-             database_down (refused at once while the database was known to be down)",
+            "Publishes refused after validation, by reason: busy (the publish queue was full), \
+             storage (the commit failed), database_down (refused at once while the database \
+             was known to be down), max_topics (it would create a topic beyond --max-topics)",
             topics.publish_failures.clone(),
         );
         registry.register(
@@ -754,6 +767,12 @@ impl Metrics {
             "http_connections_open",
             "HTTP connections open now, by protocol (http1, h2)",
             connections.open.clone(),
+        );
+        registry.register(
+            "http_refusals",
+            "Requests the router answered with a 4xx or 5xx status, by status: every \
+             refusal at a limit, of a bad request or of a credential",
+            connections.refusals.clone(),
         );
         registry.register(
             "connection_closes",

@@ -117,6 +117,8 @@ pub struct Publisher {
     /// While the database is known to be down, publishes are refused at
     /// once (and counted there).
     health: Arc<Health>,
+    /// Counts the publishes refused because the queue was full.
+    busy: Counter,
 }
 
 impl Publisher {
@@ -131,6 +133,7 @@ impl Publisher {
         options: Options,
     ) -> (Self, JoinHandle<()>) {
         let (requests, rx) = mpsc::channel(options.capacity);
+        let busy = metrics.publish_failures("busy");
         let writer = tokio::spawn(write_loop(
             rx,
             Committer {
@@ -147,6 +150,7 @@ impl Publisher {
             requests,
             max_body: options.max_body,
             health,
+            busy,
         };
         (publisher, writer)
     }
@@ -195,7 +199,10 @@ impl Publisher {
             reply,
         };
         self.requests.try_send(request).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => PublishError::Busy,
+            mpsc::error::TrySendError::Full(_) => {
+                self.busy.inc();
+                PublishError::Busy
+            }
             mpsc::error::TrySendError::Closed(_) => PublishError::Unavailable,
         })?;
         response.await.map_err(|_| PublishError::Unavailable)?

@@ -213,6 +213,10 @@ pub(super) async fn the_admin_api_lists_shows_trims_and_deletes_topics(backend: 
         assert!(answer["error"].is_string(), "{path}: {answer}");
     }
     let metrics = server.metrics().await;
+    for (status, count) in [(400, 4.0), (401, 1.0), (403, 1.0)] {
+        let key = format!("streamgauge_http_refusals_total{{status=\"{status}\"}}");
+        assert_eq!(metrics.get(&key), count, "{key}");
+    }
     assert_eq!(metrics.get("streamgauge_topics_deleted_total"), 2.0);
     assert_eq!(
         metrics.get("streamgauge_gap_notices_total{reason=\"deleted\"}"),
@@ -335,4 +339,77 @@ pub(super) async fn an_idle_topic_is_removed_and_a_watched_one_kept(backend: Bac
     assert_eq!(resumed.next_item().await, gap(1, 3, "beyond_head"));
     assert_eq!(server.publish("idle", &json!("again")).await, 1);
     assert_eq!(seq(&resumed.next_event().await), 1);
+}
+
+/// Holds the database's write lock from outside the server (SQLite: a
+/// write transaction; PostgreSQL: the lock of `topic`'s head row) until
+/// dropped.
+async fn hold_the_write_lock(
+    database: &support::Database,
+    backend: Backend,
+    topic: &str,
+) -> Box<dyn std::any::Any> {
+    use sqlx::Connection;
+    match backend {
+        Backend::Sqlite => {
+            let mut db = sqlx::SqliteConnection::connect(database.url())
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut db)
+                .await
+                .unwrap();
+            Box::new(db)
+        }
+        Backend::Postgres => {
+            let mut db = sqlx::PgConnection::connect(database.url()).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut db).await.unwrap();
+            sqlx::query("SELECT head FROM topics WHERE name = $1 FOR UPDATE")
+                .bind(topic)
+                .execute(&mut db)
+                .await
+                .unwrap();
+            Box::new(db)
+        }
+    }
+}
+
+pub(super) async fn a_full_publish_queue_refuses_at_once_and_counts_it(backend: Backend) {
+    let mut config = support::config();
+    config.publish_queue = 1;
+    let database = support::Database::fresh(backend).await;
+    let server = TestServer::start_on(config, &database).await;
+    server.publish("q", &json!(0)).await;
+    let lock = hold_the_write_lock(&database, backend, "q").await;
+    // The writer holds one publish, stuck on the lock; the queue one more.
+    let publishes: Vec<_> = (1..=4)
+        .map(|i| server.try_publish("q", i.to_string(), None))
+        .collect();
+    let answers = futures_util::future::join_all(publishes);
+    // Once two are refused, the lock goes and the others are stored.
+    let (answers, ()) = tokio::join!(answers, async {
+        server
+            .wait_for("two publishes refused as busy", |m| {
+                m.get("streamgauge_publish_failures_total{reason=\"busy\"}") >= 2.0
+            })
+            .await;
+        drop(lock);
+    });
+    let busy = answers.iter().filter(|(status, _)| *status == 503).count();
+    let stored = answers.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!((busy + stored, busy >= 2), (4, true), "{answers:?}");
+    assert!(answers.iter().filter(|(s, _)| *s == 503).all(|(_, a)| {
+        a["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too many publishes are waiting"))
+    }));
+    let after = server.metrics().await;
+    assert_eq!(
+        after.get("streamgauge_publish_failures_total{reason=\"busy\"}"),
+        busy as f64
+    );
+    assert_eq!(
+        after.get("streamgauge_http_refusals_total{status=\"503\"}"),
+        busy as f64
+    );
 }
