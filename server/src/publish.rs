@@ -108,10 +108,15 @@ pub struct Options {
     pub exit_after_commit: bool,
 }
 
-/// Hands publishes to the writer; clones share it. The writer stops once
-/// every clone is dropped and the publishes already queued are committed.
+/// Hands publishes to the writer; clones share it (one pointer each: every
+/// WebSocket topic subscriber holds one). The writer stops once every
+/// clone is dropped and the publishes already queued are committed.
 #[derive(Debug, Clone)]
-pub struct Publisher {
+pub struct Publisher(Arc<Shared>);
+
+/// What every clone of a [`Publisher`] shares.
+#[derive(Debug)]
+struct Shared {
     requests: mpsc::Sender<Request>,
     max_body: usize,
     /// While the database is known to be down, publishes are refused at
@@ -119,6 +124,8 @@ pub struct Publisher {
     health: Arc<Health>,
     /// Counts the publishes refused because the queue was full.
     busy: Counter,
+    /// Counts the publishes refused for an invalid idempotency key.
+    invalid_keys: Counter,
 }
 
 impl Publisher {
@@ -134,6 +141,7 @@ impl Publisher {
     ) -> (Self, JoinHandle<()>) {
         let (requests, rx) = mpsc::channel(options.capacity);
         let busy = metrics.publish_failures("busy");
+        let invalid_keys = metrics.key_refusals(KeyRefusal::Invalid);
         let writer = tokio::spawn(write_loop(
             rx,
             Committer {
@@ -146,12 +154,13 @@ impl Publisher {
                 exit_after_commit: options.exit_after_commit,
             },
         ));
-        let publisher = Self {
+        let publisher = Self(Arc::new(Shared {
             requests,
             max_body: options.max_body,
             health,
             busy,
-        };
+            invalid_keys,
+        }));
         (publisher, writer)
     }
 
@@ -168,7 +177,7 @@ impl Publisher {
         body: &[u8],
         key: Option<Key>,
     ) -> Result<Published, PublishError> {
-        self.publish_line(topic, validate(body, self.max_body)?, key)
+        self.publish_line(topic, validate(body, self.0.max_body)?, key)
             .await
     }
 
@@ -186,7 +195,7 @@ impl Publisher {
         data: String,
         key: Option<Key>,
     ) -> Result<Published, PublishError> {
-        if self.health.refuses(1) {
+        if self.0.health.refuses(1) {
             return Err(PublishError::Unavailable);
         }
         let (reply, response) = oneshot::channel();
@@ -198,9 +207,9 @@ impl Publisher {
             data,
             reply,
         };
-        self.requests.try_send(request).map_err(|e| match e {
+        self.0.requests.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
-                self.busy.inc();
+                self.0.busy.inc();
                 PublishError::Busy
             }
             mpsc::error::TrySendError::Closed(_) => PublishError::Unavailable,
@@ -642,24 +651,15 @@ pub struct SocketPublisher {
     topic: Name,
     /// Whether this socket presented a token that may publish.
     permission: Result<(), Denied>,
-    /// Counts the publishes refused for an invalid idempotency key.
-    invalid_keys: Counter,
 }
 
 impl SocketPublisher {
-    /// Publishes to `topic` through `publisher`, if `permission` allows;
-    /// counts invalid keys in `invalid_keys`.
-    pub fn new(
-        publisher: Publisher,
-        topic: Name,
-        permission: Result<(), Denied>,
-        invalid_keys: Counter,
-    ) -> Self {
+    /// Publishes to `topic` through `publisher`, if `permission` allows.
+    pub fn new(publisher: Publisher, topic: Name, permission: Result<(), Denied>) -> Self {
         Self {
             publisher,
             topic,
             permission,
-            invalid_keys,
         }
     }
 
@@ -674,7 +674,7 @@ impl SocketPublisher {
         let key = match frame.idempotency_key.map(Key::from_json).transpose() {
             Ok(key) => key,
             Err(reason) => {
-                self.invalid_keys.inc();
+                self.publisher.0.invalid_keys.inc();
                 return refusal(format!(
                     "invalid idempotency_key: {reason}; nothing was stored"
                 ))
@@ -707,7 +707,7 @@ impl Inbox for SocketPublisher {
             return Err(Disconnect::Unauthorized);
         }
         let frame = PublishFrame::decode(&message)?;
-        let data = frame.body(self.publisher.max_body)?;
+        let data = frame.body(self.publisher.0.max_body)?;
         Ok(Some(Bytes::from(self.publish(data, &frame).await)))
     }
 }

@@ -294,7 +294,6 @@ async fn ws_subscribe(
         state.publisher.clone(),
         subscription.topic.clone(),
         permission,
-        state.metrics.topics().key_refusals(KeyRefusal::Invalid),
     );
     let max_message = state.config.max_publish_bytes + PUBLISH_FRAME_OVERHEAD;
     let upgrade = upgrade?;

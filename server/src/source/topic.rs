@@ -149,7 +149,7 @@ impl Source for Topic {
                         OverflowPolicy::Disconnect => return queue.abort(Disconnect::Lagged),
                     },
                     Why::Resync => {}
-                    Why::Deleted(head) => return self.deleted(queue, head).await,
+                    Why::Deleted(head) => return Box::pin(self.deleted(queue, head)).await,
                 }
             }
         }
