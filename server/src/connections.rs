@@ -184,6 +184,18 @@ impl Connections {
         })
     }
 
+    /// How many open subscriptions `topic` has.
+    pub fn subscriber_count(&self, topic: &str) -> u64 {
+        self.lock()
+            .values()
+            .filter(|live| {
+                live.subscription
+                    .as_ref()
+                    .is_some_and(|s| &*s.topic == topic)
+            })
+            .count() as u64
+    }
+
     /// How many open subscriptions each topic has.
     pub fn subscriber_counts(&self) -> HashMap<String, u64> {
         let mut counts = HashMap::new();

@@ -6,7 +6,7 @@
 //! `ts` is stamped when the writer takes the event. This module owns the exact
 //! bytes a client parses; it knows nothing of queues or sockets.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -174,7 +174,12 @@ fn put_u64(buf: &mut BytesMut, n: u64) {
 pub fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .map_or(0, micros)
+}
+
+/// `duration` in whole microseconds, saturating at `u64::MAX`.
+pub fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A topic or wallet name: 1 to 200 characters from `A-Z a-z 0-9 . _ - :`.

@@ -424,17 +424,15 @@ impl Committer {
     /// Refuses the publishes of `group` that would create a topic beyond
     /// the bound; false if the store failed (the whole group was refused).
     async fn admit(&mut self, group: &mut Vec<Request>) -> bool {
-        let topics: Vec<&str> = group.iter().map(|r| r.topic.as_str()).collect();
-        let admitted = match self.topics.admit(&self.store, &topics).await {
-            Ok(admitted) => admitted,
+        let topics = group.iter().map(|r| r.topic.as_str());
+        let admitted = match self.topics.admit(&self.store, topics).await {
+            Ok(Some(admitted)) if admitted.iter().any(|&ok| !ok) => admitted,
+            Ok(_) => return true,
             Err(e) => {
                 self.failed(group, &e);
                 return false;
             }
         };
-        if admitted.iter().all(|&ok| ok) {
-            return true;
-        }
         let max = self.topics.max();
         let (kept, refused): (Vec<_>, Vec<_>) =
             group.drain(..).zip(admitted).partition(|(_, ok)| *ok);

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::glob;
 use crate::hub::Hub;
-use crate::protocol::now_micros;
+use crate::protocol::{micros, now_micros};
 use crate::store::{self, Prefix, RetentionView, Store};
 
 /// How long events are kept; a zero bound is no bound.
@@ -35,7 +35,7 @@ impl Retention {
     /// The oldest events this retention deletes from a topic whose head is
     /// `head`, as of `now` (µs since the Unix epoch).
     fn prefix(self, head: u64, now: u64) -> Prefix {
-        let age = u64::try_from(self.max_age.as_micros()).unwrap_or(u64::MAX);
+        let age = micros(self.max_age);
         Prefix {
             through: match self.max_events {
                 0 => 0,
@@ -215,7 +215,7 @@ impl Retainer {
         let Some(expiry) = self.idle_expiry else {
             return Ok(());
         };
-        let idle_before = now.saturating_sub(u64::try_from(expiry.as_micros()).unwrap_or(u64::MAX));
+        let idle_before = now.saturating_sub(micros(expiry));
         let idle = |at: Option<u64>| at.is_none_or(|at| at < idle_before);
         if !idle(topic.last_publish) || !idle(topic.watched_at) || watched.contains(&topic.name) {
             return Ok(());

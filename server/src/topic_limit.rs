@@ -37,32 +37,37 @@ impl TopicLimit {
 
     /// Which of `topics` (a group's, in order, repeats allowed) may be
     /// published to: those that exist, and as many new ones, first come,
-    /// as the bound leaves room for. Returns one answer per topic.
+    /// as the bound leaves room for. Returns one answer per topic, or
+    /// `None` when every topic is known to exist (a commit's usual case,
+    /// which allocates nothing).
     ///
     /// # Errors
     ///
     /// The database failed.
-    pub async fn admit(&mut self, store: &Store, topics: &[&str]) -> Result<Vec<bool>, Error> {
+    pub async fn admit<'a>(
+        &mut self,
+        store: &Store,
+        topics: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<Option<Vec<bool>>, Error> {
         if store.removals() != self.removals {
             self.removals = store.removals();
             self.known.clear();
         }
+        if topics.clone().all(|t| self.known.contains(t)) {
+            return Ok(None);
+        }
         let mut unknown: Vec<&str> = topics
-            .iter()
-            .copied()
+            .clone()
             .filter(|t| !self.known.contains(*t))
             .collect();
-        if unknown.is_empty() {
-            return Ok(vec![true; topics.len()]);
-        }
         unknown.sort_unstable();
         unknown.dedup();
         self.known.extend(store.existing_topics(&unknown).await?);
         let mut room = None;
         let mut created: HashSet<&str> = HashSet::new();
-        let mut answers = Vec::with_capacity(topics.len());
+        let mut answers = Vec::new();
         for topic in topics {
-            if self.known.contains(*topic) || created.contains(topic) {
+            if self.known.contains(topic) || created.contains(topic) {
                 answers.push(true);
                 continue;
             }
@@ -77,7 +82,7 @@ impl TopicLimit {
             }
             answers.push(admitted);
         }
-        Ok(answers)
+        Ok(Some(answers))
     }
 
     /// `topics` were committed: they exist.

@@ -30,6 +30,7 @@ use sqlx::sqlite::SqliteConnection;
 use super::catalog::{DELETE_CHUNK, in_chunks};
 use super::topics::Append;
 use super::{Error, Store, from_db, to_db, with_pool};
+use crate::protocol::micros;
 
 /// Keys per claim or read-back statement (5 bind parameters each, well
 /// under every backend's limit).
@@ -155,10 +156,6 @@ fn held_outcome(key: IdempotencyKey<'_>, record: Record) -> Outcome {
 pub(super) fn cutoff(batch: &[Append<'_>], window: Duration) -> u64 {
     let now = batch.iter().map(|append| append.pts).max().unwrap_or(0);
     now.saturating_sub(micros(window))
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A key claimed for the `seq` its publish gets if every claim of its
