@@ -363,9 +363,16 @@ pub struct ScenarioArgs {
     pub nodes: Option<u32>,
 
     /// A threshold such as `latency.p99<50ms` (repeatable); prefix it with
-    /// `warn:` for a warning that does not fail the run
+    /// `warn:` for a warning that does not fail the run, or `abort:` to stop
+    /// the run as soon as it breaks; scope it to a phase or a server node
+    /// with `latency.p99{phase=steady}<5ms` or `{node=URL}`
     #[arg(long, value_name = "EXPR")]
     pub threshold: Vec<String>,
+
+    /// How far into the run `abort:` thresholds start being checked
+    /// [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub abort_grace: Option<Duration>,
 
     /// Requests per second each client sends to an openai target, on an
     /// open-model schedule (0: back to back)
@@ -623,6 +630,9 @@ impl ScenarioArgs {
         }
         for expr in &self.threshold {
             scenario.thresholds.push(expr.parse::<Threshold>()?);
+        }
+        if let Some(grace) = self.abort_grace {
+            scenario.abort_grace = grace;
         }
         if defaults {
             budgets::add_defaults(&mut scenario);

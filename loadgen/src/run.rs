@@ -24,6 +24,7 @@ use crate::metrics::Stats;
 use crate::metrics::monitor::Monitor;
 use crate::report::files::{self, run_dir};
 use crate::report::{markdown, table, text};
+use crate::runner::abort::Abort;
 use crate::runner::worker::{WorkerCount, raise_file_limit};
 use crate::runner::{self, Run};
 use crate::scenario::Scenario;
@@ -326,6 +327,7 @@ pub async fn run_once(
                 workers: setup
                     .workers
                     .resolve(scenario, context.environment.limits.open_files),
+                abort: abort(scenario, &context),
             };
             run.execute(cancel).await
         }
@@ -339,6 +341,19 @@ pub async fn run_once(
     Ok(Measurement {
         summary,
         stats: measured.totals,
+    })
+}
+
+/// The judge of `scenario`'s `abort:` thresholds while it runs, if it has
+/// any: what was measured so far, summarized as a finished run would be.
+fn abort<'a>(scenario: &'a Scenario, context: &Context) -> Option<Abort<'a>> {
+    let context = context.clone();
+    (scenario.thresholds.iter().any(|t| t.abort)).then(|| Abort {
+        grace: scenario.abort_grace,
+        judge: Box::new(move |so_far| {
+            let summary = analysis::summarize(scenario, so_far, context.clone());
+            verdict::aborted(&summary.thresholds, so_far.duration)
+        }),
     })
 }
 

@@ -188,6 +188,65 @@ fn a_threshold_that_breaks_exits_1_and_says_which() {
     assert_run_files(&out, &summary);
 }
 
+/// Issue 18: a threshold scoped to a phase or a node reads that phase's or
+/// node's figure, not the whole run's.
+#[test]
+fn scoped_thresholds_read_their_phase_and_node() {
+    let out = out_dir("scoped");
+    let output = short_run(
+        &out,
+        &[],
+        &["events_per_s{phase=steady}>0", "latency.p99{node=1}<1us"],
+    );
+    assert_exit(&output, 1);
+    let summary = read_json(&out.join("summary.json"));
+    let thresholds = summary["thresholds"].as_array().unwrap();
+    assert_eq!(thresholds[0]["expr"], "events_per_s{phase=steady}>0");
+    assert_eq!(thresholds[0]["ok"], true);
+    assert_eq!(thresholds[0]["value"], summary["phases"][0]["events_per_s"]);
+    assert_eq!(thresholds[1]["ok"], false);
+    assert_eq!(
+        thresholds[1]["value"].as_f64(),
+        summary["nodes"][0]["latency_us"]["p99"].as_f64()
+    );
+    assert!(text(&output.stdout).contains("latency.p99{node=1}<1us broke"));
+}
+
+/// Issue 18: an `abort:` threshold stops the run as soon as it breaks past
+/// its grace; the run's files are written and say it was aborted.
+#[test]
+fn an_abort_threshold_stops_the_run_and_its_files_say_so() {
+    let out = out_dir("abort");
+    let output = loadgen(&[
+        "run",
+        "--clients",
+        "2",
+        "--duration",
+        "60s",
+        "--abort-grace",
+        "1s",
+        "--threshold",
+        "abort:latency.p50<1us",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 1);
+    let summary = read_json(&out.join("summary.json"));
+    assert_summary_schema(&summary);
+    let aborted = &summary["aborted"];
+    assert_eq!(aborted["threshold"], "abort:latency.p50<1us");
+    assert!(aborted["value"].as_f64() >= Some(1.0), "{aborted}");
+    // Stopped at its first check past the grace, not at its end.
+    let at = aborted["at_s"].as_f64().unwrap();
+    assert!((1.0..30.0).contains(&at), "{aborted}");
+    assert!(summary["duration_s"].as_f64().unwrap() < 30.0, "{summary}");
+    assert_eq!(summary["verdict"], "fail");
+    let markdown = read(&out.join("report.md"));
+    assert!(markdown.contains("ABORTED"), "{markdown}");
+    assert!(text(&output.stdout).contains("ABORTED"));
+    assert_run_files(&out, &summary);
+}
+
 /// Issue 17: the cluster preset without `--url` starts a throwaway
 /// PostgreSQL cluster and three servers of this build on it, spreads the
 /// clients and publishes over them, reports each node, and stops them all.
@@ -339,6 +398,19 @@ fn runs_that_cannot_be_made_exit_2_with_the_reason() {
             "--jwt-key: /nonexistent/key.pem: cannot read it",
         ),
         (&["run", "--jwt-ttl", "5s"][..], "--jwt-key FILE"),
+        (
+            &["run", "--threshold", "latency.p99{phase=nope}<1ms"][..],
+            "no phase is called \"nope\"; the phases: steady",
+        ),
+        (
+            &["run", "--threshold", "error_rate{node=1}<1%"][..],
+            "error_rate has no figure per node",
+        ),
+        (
+            &["run", "--threshold", "abort:events>10"][..],
+            "only grows during a run",
+        ),
+        (&["run", "--abort-grace", "soon"][..], "--abort-grace"),
         (&["run", "--jwt-ttl", "soon"][..], "--jwt-ttl"),
     ] {
         let output = loadgen(args);

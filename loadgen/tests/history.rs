@@ -105,6 +105,7 @@ impl Run {
             nodes: Vec::new(),
             cpu_seconds: CpuSeconds::default(),
             workers: 1,
+            aborted: None,
         };
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
         let context = Context {

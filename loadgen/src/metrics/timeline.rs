@@ -53,7 +53,7 @@ pub struct Row {
 }
 
 /// What one phase measured.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PhaseMeasured {
     /// The phase's name.
     pub name: String,
@@ -87,6 +87,22 @@ pub struct Measured {
     /// Processes that ran the virtual clients: 1 (the load generator
     /// itself), or its worker processes.
     pub workers: usize,
+    /// Why the run was stopped before its end, if an `abort:` threshold
+    /// broke.
+    pub aborted: Option<Aborted>,
+}
+
+/// An `abort:` threshold that broke during the run, which then stopped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Aborted {
+    /// The threshold, as written (with its `abort:` prefix).
+    pub threshold: String,
+    /// Its metric.
+    pub metric: &'static str,
+    /// Its metric's value when it broke, in the metric's unit.
+    pub value: f64,
+    /// Seconds into the run when it broke.
+    pub at_s: f64,
 }
 
 /// What the clients connected to one server node measured.

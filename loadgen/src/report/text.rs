@@ -177,6 +177,15 @@ pub fn findings(report: &Report) -> Vec<String> {
                     "warning: {run}: TLS certificates were not verified (insecure)"
                 ));
             }
+            if let Some(aborted) = &summary.aborted {
+                critical.push(format!(
+                    "{run}: ABORTED {:.1} s into the run: `{}` broke (measured {}); its figures \
+                     cover the time it ran",
+                    aborted.at_s,
+                    aborted.threshold,
+                    display(aborted.metric, Some(aborted.value))
+                ));
+            }
             for t in summary.thresholds.iter().filter(|t| !t.ok) {
                 let line = format!(
                     "{run}: `{}` broke: measured {}",
@@ -286,6 +295,8 @@ pub fn display(metric: &str, value: Option<f64>) -> String {
     let head = metric.split('.').next().unwrap_or(metric);
     match head {
         "latency"
+        | "end_to_end"
+        | "schedule_lag"
         | "publish_to_receive"
         | "publish_to_receive_same_node"
         | "publish_to_receive_cross_node" => format!("{:.3} ms", value / 1_000.0),

@@ -21,20 +21,22 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::abort::Abort;
 use self::abuse::AbuseSpec;
 use self::clients::{Clients, Load, Share};
 use self::progress::Progress;
 use self::publisher::{Acks, Destination, Publishing};
 use self::stop::join_within;
-use self::timeline::{Sampler, Timeline};
+use self::timeline::{Finished, Sampler, Timeline};
 use self::worker::Workers;
 use crate::client::Target;
 use crate::client::jwt::{Credential, Grants, Minter};
-use crate::metrics::monitor::Monitor;
-use crate::metrics::timeline::{Measured, NodeMeasured};
+use crate::metrics::monitor::{CpuSeconds, Monitor};
+use crate::metrics::timeline::{Aborted, Measured, NodeMeasured};
 use crate::metrics::{Shards, Stats};
 use crate::scenario::{Phase, Scenario, StreamKind, phase_at};
 
+pub mod abort;
 pub mod abuse;
 pub mod clients;
 pub mod progress;
@@ -75,6 +77,8 @@ pub struct Run<'a> {
     /// Processes that run the virtual clients: 1 is this one; more are
     /// worker processes ([`worker`]), and this one runs none.
     pub workers: usize,
+    /// Judges the run every second, when it has `abort:` thresholds.
+    pub abort: Option<Abort<'a>>,
 }
 
 /// The misbehaving clients of the current phase.
@@ -368,6 +372,8 @@ impl Run<'_> {
         let mut timeline = Timeline::new(&scenario.phases, self.targets.len(), start);
         // The clients wanted at the last tick, all processes together.
         let mut running = 0;
+        let mut abort = self.abort.take();
+        let mut aborted = None;
         abusers.enter(&scenario.phases[0], scenario.phases[0].duration);
         loop {
             tokio::select! {
@@ -392,6 +398,15 @@ impl Run<'_> {
                     .row(&shards, &mut sampler, elapsed, index, running)
                     .await;
                 progress.update(&row, timeline.errors());
+                aborted = (abort.as_mut()).and_then(|abort| {
+                    abort.check(elapsed, || {
+                        let so_far = timeline.snapshot();
+                        self.measured(so_far, started_at, elapsed, sampler.cpu_seconds(), None)
+                    })
+                });
+                if aborted.is_some() {
+                    break;
+                }
             }
             if changed {
                 abusers.enter(phase, phase.duration.saturating_sub(into_phase));
@@ -420,8 +435,21 @@ impl Run<'_> {
         // What clients flushed as they stopped belongs to the last phase.
         let finished = timeline.finish(&shards);
         progress.finish();
-        Ok(Measured {
-            cpu_seconds: sampler.cpu_seconds(),
+        let cpu_seconds = sampler.cpu_seconds();
+        Ok(self.measured(finished, started_at, duration, cpu_seconds, aborted))
+    }
+
+    /// What the run measured, from its `finished` timeline.
+    fn measured(
+        &self,
+        finished: Finished,
+        started_at: SystemTime,
+        duration: Duration,
+        cpu_seconds: CpuSeconds,
+        aborted: Option<Aborted>,
+    ) -> Measured {
+        Measured {
+            cpu_seconds,
             started_at,
             duration,
             totals: finished.totals,
@@ -433,6 +461,7 @@ impl Run<'_> {
                 .join(", "),
             nodes: self.nodes(finished.nodes),
             workers: self.workers.max(1),
-        })
+            aborted,
+        }
     }
 }

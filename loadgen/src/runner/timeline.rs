@@ -175,6 +175,17 @@ impl<'a> Timeline<'a> {
         }
     }
 
+    /// Everything recorded so far (the rows, the phases, the totals and
+    /// each node's), copied, for judging a run while it goes on.
+    pub(super) fn snapshot(&self) -> Finished {
+        Finished {
+            rows: self.rows.clone(),
+            phases: self.phases.clone(),
+            totals: self.totals.clone(),
+            nodes: self.nodes.clone(),
+        }
+    }
+
     /// What clients flushed as they stopped, added to the last phase and
     /// the totals; then the rows, the phases, the totals and each node's.
     pub(super) fn finish(mut self, shards: &Shards) -> Finished {

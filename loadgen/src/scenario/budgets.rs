@@ -53,7 +53,7 @@ fn latency_applies(scenario: &Scenario) -> bool {
 /// already have a threshold on.
 pub fn add_defaults(scenario: &mut Scenario) {
     for (metric, exprs) in BUDGETS {
-        let given = scenario.thresholds.iter().any(|t| t.metric == metric);
+        let given = (scenario.thresholds.iter()).any(|t| t.metric == metric && t.scope.is_none());
         if given || (metric.starts_with("latency.") && !latency_applies(scenario)) {
             continue;
         }

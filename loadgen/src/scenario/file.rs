@@ -14,7 +14,9 @@
 //! nodes = 3                   # server nodes sharing the topic (1 to 16): clients and
 //!                             # publishers round robin; without --url, that many local
 //!                             # servers on a throwaway PostgreSQL cluster
-//! thresholds = ["latency.p99<50ms", "gaps==0"]
+//! thresholds = ["latency.p99<50ms", "gaps==0"]  # also latency.p99{phase=steady}<5ms,
+//!                             # events_per_s{node=2}>100, abort:error_rate<5%
+//! abort-grace = "5s"          # abort: thresholds are checked from this far into the run
 //! server-args = ["--max-connections=250"]  # for a server started for it
 //! tokens = { ttft = "200ms", tps = 50, count = 100 }
 //! replay = { rows = 5000 }
@@ -104,6 +106,7 @@ struct RawScenario {
     nodes: Option<Spanned<u32>>,
     #[serde(default)]
     thresholds: Vec<Spanned<String>>,
+    abort_grace: Option<Spanned<String>>,
     tokens: Option<Spanned<RawTokens>>,
     replay: Option<Spanned<RawReplay>>,
     #[serde(default)]
@@ -137,6 +140,7 @@ impl RawScenario {
             Setting::Stream => self.target.as_ref().map(Spanned::span),
             Setting::Target(key) => Some(key_of_table(text, self.target.as_ref()?.span(), key)),
             Setting::Auth(key) => Some(key_of_table(text, self.auth.as_ref()?.span(), key)),
+            Setting::Threshold(n) => self.thresholds.get(n).map(Spanned::span),
         }
     }
 }
@@ -320,6 +324,9 @@ pub fn parse_with(text: &str, path: &Path, flags: Flags<'_>) -> Result<Scenario,
             .parse()
             .map_err(|e: super::threshold::Error| at(Some(threshold.span()), e.to_string()))?;
         scenario.thresholds.push(parsed);
+    }
+    if let Some(grace) = &raw.abort_grace {
+        scenario.abort_grace = duration(grace)?;
     }
     if !raw.phase.is_empty() {
         scenario.phases.clear();

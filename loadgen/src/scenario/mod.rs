@@ -19,7 +19,7 @@ pub mod threshold;
 
 use self::auth::{Auth, RawAuth};
 use self::target::{Origin, RawTarget, TargetSpec};
-pub use self::threshold::{Severity, Threshold};
+pub use self::threshold::{Scope, Severity, Threshold};
 
 /// Writes a duration the way scenario files and flags read it (`1s 500ms`).
 fn human<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -267,6 +267,10 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     /// The verdict.
     pub thresholds: Vec<Threshold>,
+    /// How long into the run `abort:` thresholds start being checked: the
+    /// first seconds' figures rest on too few events to stop a run on.
+    #[serde(serialize_with = "human")]
+    pub abort_grace: Duration,
     /// Server nodes sharing its topics: clients and publishers are spread
     /// round robin over them. Without `--url`, the load generator starts
     /// this many servers (more than one on a throwaway PostgreSQL
@@ -362,6 +366,8 @@ pub enum Setting {
     Stream,
     /// A key of `[auth]`.
     Auth(&'static str),
+    /// Threshold number `n` (from 0, in [`Scenario::thresholds`]).
+    Threshold(usize),
 }
 
 impl Invalid {
@@ -373,6 +379,10 @@ impl Invalid {
         }
     }
 }
+
+/// How long into a run `abort:` thresholds start being checked, unless
+/// the scenario says otherwise.
+pub const DEFAULT_ABORT_GRACE: Duration = Duration::from_secs(5);
 
 /// Most clients one scenario may ask for.
 pub const MAX_CLIENTS: u32 = 1_000_000;
@@ -400,6 +410,7 @@ impl Default for Scenario {
             replay_rows: 5_000,
             phases: vec![Phase::steady("steady", 10, Duration::from_secs(10))],
             thresholds: Vec::new(),
+            abort_grace: DEFAULT_ABORT_GRACE,
             nodes: 1,
             server_args: Vec::new(),
             target: None,
@@ -634,7 +645,29 @@ impl Scenario {
                 "a tokens scenario needs at least one token per stream",
             ));
         }
+        self.validate_scopes()?;
         self.validate_target()
+    }
+
+    /// Checks that every threshold scoped to a phase names one of the
+    /// scenario's phases (a misspelt phase would fail every run).
+    fn validate_scopes(&self) -> Result<(), Invalid> {
+        for (n, threshold) in self.thresholds.iter().enumerate() {
+            let Some(Scope::Phase(name)) = &threshold.scope else {
+                continue;
+            };
+            if !self.phases.iter().any(|phase| phase.name == *name) {
+                let names: Vec<&str> = self.phases.iter().map(|p| p.name.as_str()).collect();
+                return Err(Invalid::new(
+                    Setting::Threshold(n),
+                    format!(
+                        "threshold {threshold}: no phase is called {name:?}; the phases: {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks the foreign target, if any, and what the rest of the

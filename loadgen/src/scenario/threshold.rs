@@ -2,9 +2,14 @@
 //! `error_rate<0.5%`, `events_per_s>10000` or `gaps==0`, checked against a
 //! run's summary. A `warn:` prefix (`warn:latency.p95<50ms`) makes a
 //! threshold a warning: reported, but it does not fail the run; without it a
-//! threshold is critical. A value is converted to the unit the summary uses for its
-//! metric (µs for `latency.*`, ms for `connect.*` and `ttft.*`, a fraction
-//! for `error_rate`), so `50ms` and `50000us` mean the same.
+//! threshold is critical. An `abort:` prefix makes it critical and checked
+//! every second during the run, which it stops as soon as it breaks. A
+//! scope after the metric (`latency.p99{phase=steady}<5ms`,
+//! `events_per_s{node=http://10.0.0.2:8080}>100`) reads the figure of one
+//! phase or one server node instead of the whole run's. A value is
+//! converted to the unit the summary uses for its metric (µs for
+//! `latency.*`, ms for `connect.*` and `ttft.*`, a fraction for
+//! `error_rate`), so `50ms` and `50000us` mean the same.
 
 use std::fmt;
 use std::str::FromStr;
@@ -106,6 +111,72 @@ const METRICS: &[(&str, Unit)] = &[
     ("rss.recovery", Unit::Fraction),
 ];
 
+/// The metrics a phase or a node has figures of: the first segment of a
+/// metric, or the whole name (`events`).
+const SCOPED_METRICS: &[&str] = &[
+    "latency",
+    "end_to_end",
+    "schedule_lag",
+    "events",
+    "events_per_s",
+];
+
+/// The metrics only a node has figures of (publishes go to nodes, not to
+/// phases).
+const NODE_METRICS: &[&str] = &[
+    "publish_to_receive",
+    "publish_to_receive_cross_node",
+    "publish",
+];
+
+/// Which part of a run a threshold reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The phase of this name (every phase of the name, the first one
+    /// reported when phases share it).
+    Phase(String),
+    /// The server node of this base URL, or the node of this rank among
+    /// the run's nodes, counting from 1 (local nodes' ports are not known
+    /// in advance).
+    Node(String),
+}
+
+impl Scope {
+    /// `{phase=NAME}` or `{node=URL}` without its braces.
+    fn parse(inside: &str) -> Result<Self, String> {
+        let (key, value) = inside.split_once('=').ok_or_else(|| {
+            format!("scope {{{inside}}}: expected {{phase=NAME}} or {{node=URL}}")
+        })?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("scope {{{inside}}}: the {} is empty", key.trim()));
+        }
+        match key.trim() {
+            "phase" => Ok(Self::Phase(value.to_owned())),
+            "node" => Ok(Self::Node(value.trim_end_matches('/').to_owned())),
+            other => Err(format!(
+                "scope key {other:?} is not one of phase, node (one scope per threshold)"
+            )),
+        }
+    }
+
+    /// Whether a phase's or a node's figures include `metric`.
+    fn has(&self, metric: &str) -> bool {
+        let first = metric.split('.').next().unwrap_or(metric);
+        let scoped = |list: &[&str]| list.iter().any(|m| *m == first || *m == metric);
+        scoped(SCOPED_METRICS) || (matches!(self, Self::Node(_)) && scoped(NODE_METRICS))
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Phase(name) => write!(f, "{{phase={name}}}"),
+            Self::Node(url) => write!(f, "{{node={url}}}"),
+        }
+    }
+}
+
 /// What a broken threshold means for the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -117,19 +188,23 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Prefixes that select a severity; none means critical.
-    const PREFIXES: [(&'static str, Severity); 3] = [
-        ("warn:", Severity::Warning),
-        ("warning:", Severity::Warning),
-        ("critical:", Severity::Critical),
+    /// Prefixes that select a severity, and whether the threshold aborts
+    /// the run; none means critical.
+    const PREFIXES: [(&'static str, Severity, bool); 4] = [
+        ("warn:", Severity::Warning, false),
+        ("warning:", Severity::Warning, false),
+        ("critical:", Severity::Critical, false),
+        ("abort:", Severity::Critical, true),
     ];
 
-    /// The severity `expr` asks for, and the rest of it.
-    fn split(expr: &str) -> (Severity, &str) {
+    /// The severity `expr` asks for, whether it aborts, and the rest of it.
+    fn split(expr: &str) -> (Severity, bool, &str) {
         Self::PREFIXES
             .iter()
-            .find_map(|&(prefix, severity)| Some((severity, expr.strip_prefix(prefix)?)))
-            .unwrap_or((Severity::Critical, expr))
+            .find_map(|&(prefix, severity, abort)| {
+                Some((severity, abort, expr.strip_prefix(prefix)?.trim_start()))
+            })
+            .unwrap_or((Severity::Critical, false, expr))
     }
 }
 
@@ -182,8 +257,12 @@ pub struct Threshold {
     pub severity: Severity,
     /// A default budget (see `verdict`), not one given by the user.
     pub default: bool,
+    /// Checked every second during the run, which stops when it breaks.
+    pub abort: bool,
     /// The metric's path in the summary, such as `latency.p99`.
     pub metric: &'static str,
+    /// The phase or node whose figure it reads (none: the whole run's).
+    pub scope: Option<Scope>,
     /// The comparison.
     pub op: Op,
     /// The limit, in the metric's unit.
@@ -213,7 +292,9 @@ impl serde::Serialize for Threshold {
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.severity == Severity::Warning {
+        if self.abort {
+            f.write_str("abort:")?;
+        } else if self.severity == Severity::Warning {
             f.write_str("warn:")?;
         }
         f.write_str(&self.expr)
@@ -224,7 +305,7 @@ impl FromStr for Threshold {
     type Err = Error;
 
     fn from_str(expr: &str) -> Result<Self, Self::Err> {
-        let (severity, expr) = Severity::split(expr.trim());
+        let (severity, abort, expr) = Severity::split(expr.trim());
         let expr = expr.trim();
         let fail = |reason: String| Error {
             expr: expr.to_owned(),
@@ -237,7 +318,7 @@ impl FromStr for Threshold {
             .ok_or_else(|| {
                 fail("expected METRIC OP VALUE with OP one of < <= > >= == !=".to_owned())
             })?;
-        let name = expr[..at].trim();
+        let (name, scope) = split_scope(expr[..at].trim()).map_err(&fail)?;
         let value = expr[at + symbol.len()..].trim();
         let &(metric, unit) = METRICS.iter().find(|(m, _)| *m == name).ok_or_else(|| {
             let known: Vec<&str> = METRICS.iter().map(|(m, _)| *m).collect();
@@ -246,16 +327,71 @@ impl FromStr for Threshold {
                 known.join(", ")
             ))
         })?;
+        if let Some(scope) = scope.as_ref().filter(|scope| !scope.has(metric)) {
+            return Err(fail(format!(
+                "{metric} has no figure per {}; scoped metrics: {}",
+                match scope {
+                    Scope::Phase(_) => "phase",
+                    Scope::Node(_) => "node",
+                },
+                scoped_metrics(scope).join(", ")
+            )));
+        }
+        if abort && matches!(op, Op::Gt | Op::Ge) && is_count(metric) {
+            return Err(fail(format!(
+                "{metric} is a count, which only grows during a run: an abort: threshold \
+                 can bound it from above (<, <=, ==), not from below"
+            )));
+        }
         let value = parse_value(value, unit).map_err(fail)?;
         Ok(Self {
             expr: expr.to_owned(),
             severity,
             default: false,
+            abort,
             metric,
+            scope,
             op,
             value,
         })
     }
+}
+
+/// Whether `metric` counts things over the whole run (so that a run
+/// judged before its end has less of it than it will have).
+fn is_count(metric: &str) -> bool {
+    const COUNTS: [&str; 6] = [
+        "events",
+        "requests",
+        "output_tokens",
+        "gaps",
+        "dups",
+        "behind_at_end",
+    ];
+    COUNTS.contains(&metric)
+        || ["counts.", "auth.", "errors."]
+            .iter()
+            .any(|prefix| metric.starts_with(prefix))
+}
+
+/// `latency.p99{phase=steady}` split into the metric's name and its scope.
+fn split_scope(name: &str) -> Result<(&str, Option<Scope>), String> {
+    let Some((metric, rest)) = name.split_once('{') else {
+        return Ok((name, None));
+    };
+    let inside = rest
+        .strip_suffix('}')
+        .ok_or_else(|| format!("scope {{{rest}: expected a closing }} before the operator"))?;
+    Ok((metric.trim(), Some(Scope::parse(inside)?)))
+}
+
+/// The metrics a `scope` may name, for an error message.
+fn scoped_metrics(scope: &Scope) -> Vec<&'static str> {
+    METRICS
+        .iter()
+        .map(|&(m, _)| m)
+        .filter(|m| scope.has(m))
+        .collect()
 }
 
 /// `text` converted to `unit`.
@@ -349,6 +485,55 @@ mod tests {
                 .to_string()
                 .contains("unknown metric \"nope\"")
         );
+    }
+
+    #[test]
+    fn a_scope_names_a_phase_or_a_node() {
+        let t = parse("latency.p99{phase=steady}<5ms");
+        assert_eq!(
+            (t.metric, t.scope, t.value),
+            (
+                "latency.p99",
+                Some(Scope::Phase("steady".to_owned())),
+                5_000.0
+            )
+        );
+        let t = parse("warn:events_per_s{node=http://127.0.0.2:8080/} > 100");
+        assert_eq!(
+            t.scope,
+            Some(Scope::Node("http://127.0.0.2:8080".to_owned()))
+        );
+        assert_eq!(t.severity, Severity::Warning);
+        assert_eq!(
+            t.to_string(),
+            "warn:events_per_s{node=http://127.0.0.2:8080/} > 100"
+        );
+        assert_eq!(
+            parse("publish.p99{node=2}<10ms").scope,
+            Some(Scope::Node("2".to_owned()))
+        );
+        let message = |expr: &str| expr.parse::<Threshold>().unwrap_err().to_string();
+        assert!(
+            message("error_rate{phase=steady}<1%").contains("error_rate has no figure per phase")
+        );
+        assert!(message("publish.p99{phase=steady}<1ms").contains("scoped metrics: latency.p50"));
+        assert!(message("latency.p99{tag=x}<1ms").contains("scope key \"tag\""));
+        assert!(message("latency.p99{phase=}<1ms").contains("the phase is empty"));
+        assert!(message("latency.p99{phase=a<1ms").contains("expected a closing }"));
+        assert!(message("latency.p99{steady}<1ms").contains("expected {phase=NAME}"));
+    }
+
+    #[test]
+    fn an_abort_prefix_makes_a_critical_threshold_that_stops_the_run() {
+        let t = parse("abort: error_rate<5%");
+        assert_eq!((t.severity, t.abort), (Severity::Critical, true));
+        assert_eq!(t.to_string(), "abort:error_rate<5%");
+        assert!(!parse("critical:gaps==0").abort);
+        assert!(!parse("warn:gaps==0").abort);
+        assert!(parse("abort:gaps==0").abort);
+        let err = "abort:events>100".parse::<Threshold>().unwrap_err();
+        assert!(err.to_string().contains("only grows during a run"), "{err}");
+        assert!(parse("abort:events_per_s>100").abort);
     }
 
     #[test]

@@ -348,6 +348,7 @@ impl Summary {
                 cpu_us_per_event: per_event_us(measured.cpu_seconds.server, c.events),
             },
             thresholds: Vec::new(),
+            aborted: measured.aborted.clone(),
             passed: true,
             verdict: Verdict::Pass,
             // A shed attempt is the server's answer, not a failed connect.

@@ -76,6 +76,7 @@ pub(crate) fn measured(scenario: &Scenario, seconds: usize) -> Measured {
             stats: stats(clients),
         }],
         workers: 1,
+        aborted: None,
         cpu_seconds: CpuSeconds {
             server: Some(1.25),
             loadgen: Some(0.5),
@@ -95,6 +96,7 @@ pub(crate) fn of_totals(totals: Stats) -> Measured {
         target: "http://127.0.0.1:1".to_owned(),
         nodes: Vec::new(),
         workers: 1,
+        aborted: None,
     }
 }
 

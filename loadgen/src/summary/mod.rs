@@ -20,7 +20,7 @@ use self::comparison::Comparison;
 use self::manifest::{Environment, Manifest, ServerUnderTest};
 use self::memory::Memory;
 use self::verdict::{ThresholdResult, Verdict};
-use crate::metrics::timeline::Row;
+use crate::metrics::timeline::{Aborted, Row};
 
 pub mod build;
 pub mod capacity;
@@ -287,6 +287,9 @@ pub struct Summary {
     pub server: Server,
     /// Each threshold's outcome.
     pub thresholds: Vec<ThresholdResult>,
+    /// Set when an `abort:` threshold broke and stopped the run before its
+    /// end: the figures are those of the time it ran.
+    pub aborted: Option<Aborted>,
     /// Every critical threshold held, and no figure regressed beyond its
     /// budget against the baseline.
     pub passed: bool,

@@ -60,6 +60,8 @@ pub struct ThresholdResult {
     pub severity: Severity,
     /// A default budget rather than one the user gave.
     pub default: bool,
+    /// An `abort:` threshold, checked during the run.
+    pub abort: bool,
 }
 
 #[cfg(test)]
@@ -75,6 +77,7 @@ mod tests {
             ok,
             severity,
             default: false,
+            abort: false,
         };
         let warned = [
             result(Severity::Critical, true),
