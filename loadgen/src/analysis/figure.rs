@@ -237,12 +237,13 @@ impl Scoped {
         }
     }
 
-    /// Its label, for people.
+    /// Its label, for people, with the scope as its name has it:
+    /// `latency p99 {phase=steady}`.
     pub(crate) fn label(&self) -> String {
         match &self.scope {
             Scope::Run => self.figure.label.to_owned(),
-            Scope::Phase(name) => format!("{}, phase {name}", self.figure.label),
-            Scope::Node(url) => format!("{}, node {url}", self.figure.label),
+            Scope::Phase(name) => format!("{} {{phase={name}}}", self.figure.label),
+            Scope::Node(url) => format!("{} {{node={url}}}", self.figure.label),
         }
     }
 
@@ -347,7 +348,7 @@ mod tests {
             .iter()
             .find(|(s, _)| s.name() == "latency.p99{phase=steady}")
             .unwrap();
-        assert_eq!(steady.label(), "latency p99, phase steady");
+        assert_eq!(steady.label(), "latency p99 {phase=steady}");
         assert_eq!(
             values.as_ref().unwrap(),
             &(vec![30.0, 31.0], vec![20.0, 21.0])

@@ -45,10 +45,12 @@ impl GateVerdict {
 }
 
 /// How many more rounds (or runs per side) the observed variance suggests
-/// for a decision, in words: `rounds` is `None` for no finite number (the
-/// estimate sits on the budget's edge).
+/// for a decision, in words, `unit` being plural (`rounds`, `runs`):
+/// `rounds` is `None` for no finite number (the estimate sits on the
+/// budget's edge).
 pub fn rounds_text(rounds: Option<u64>, unit: &str) -> String {
     match rounds {
+        Some(1) => format!("1 more {}", unit.trim_end_matches('s')),
         Some(n) => format!("{n} more {unit}"),
         None => format!("no finite number of {unit}"),
     }
@@ -246,5 +248,7 @@ mod tests {
         assert_eq!(most_rounds([Some(3), None]), None);
         assert_eq!(most_rounds([]), Some(0));
         assert_eq!(rounds_text(None, "rounds"), "no finite number of rounds");
+        assert_eq!(rounds_text(Some(1), "runs"), "1 more run");
+        assert_eq!(rounds_text(Some(2), "runs"), "2 more runs");
     }
 }
