@@ -77,6 +77,31 @@ fn probability(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `--rounds` as given: a number of rounds, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundsArg {
+    /// This many rounds.
+    Count(u32),
+    /// Until every figure is decided.
+    Auto,
+}
+
+/// `--rounds`: `auto`, or a number from 2 to 1000.
+fn rounds(text: &str) -> Result<RoundsArg, String> {
+    if text == "auto" {
+        return Ok(RoundsArg::Auto);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if (2..=1000).contains(&n) => Ok(RoundsArg::Count(n)),
+        _ => Err(format!(
+            "{text:?} is neither `auto` nor a number of rounds from 2 to 1000"
+        )),
+    }
+}
+
+/// `--max-rounds` when `--rounds auto` is given without it.
+const DEFAULT_MAX_ROUNDS: u32 = 20;
+
 /// `ab`.
 #[derive(Debug, Args)]
 pub struct AbArgs {
@@ -102,9 +127,15 @@ pub struct AbArgs {
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub change_arg: Vec<String>,
 
-    /// Rounds; each runs the scenario once on each side, the order alternating
-    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=1000))]
-    pub rounds: u32,
+    /// Rounds (2 to 1000), each running the scenario once on each side, the
+    /// order alternating; or `auto`: rounds until every figure is decided
+    /// (3 at least, --max-rounds at most)
+    #[arg(long, value_name = "N|auto", default_value = "6", value_parser = rounds)]
+    pub rounds: RoundsArg,
+
+    /// With --rounds auto, the most rounds [default: 20]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(3..=1000))]
+    pub max_rounds: Option<u32>,
 
     /// Family-wise significance level of the paired tests
     #[arg(long, value_name = "P", default_value_t = 0.05, value_parser = probability)]
@@ -714,8 +745,18 @@ impl AbArgs {
     ///
     /// # Errors
     ///
-    /// As [`ScenarioArgs::scenario`].
+    /// As [`ScenarioArgs::scenario`]; or `--max-rounds` without
+    /// `--rounds auto`.
     pub fn options(&self) -> anyhow::Result<ab::Options> {
+        let rounds = match (self.rounds, self.max_rounds) {
+            (RoundsArg::Auto, max) => ab::Rounds::Auto {
+                max: max.unwrap_or(DEFAULT_MAX_ROUNDS),
+            },
+            (RoundsArg::Count(n), None) => ab::Rounds::Fixed(n),
+            (RoundsArg::Count(_), Some(_)) => {
+                anyhow::bail!("--max-rounds: only with --rounds auto")
+            }
+        };
         Ok(ab::Options {
             scenario: self
                 .scenario
@@ -724,7 +765,7 @@ impl AbArgs {
             change: self.change.clone(),
             base_args: self.base_arg.clone(),
             change_args: self.change_arg.clone(),
-            rounds: self.rounds,
+            rounds,
             alpha: self.alpha,
             cargo_profile: self.cargo_profile.clone(),
             build_dir: self.build_dir.clone(),
@@ -839,5 +880,44 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.auth.unwrap().jwt_ttl, Duration::from_secs(3));
+    }
+
+    fn ab_rounds(args: &[&str]) -> Result<ab::Rounds, String> {
+        let all = [
+            "streamgauge-loadgen",
+            "ab",
+            "--base",
+            "embedded",
+            "--change",
+            "embedded",
+        ];
+        let cli = Cli::try_parse_from(all.iter().chain(args)).map_err(|e| e.to_string())?;
+        let Command::Ab(ab) = cli.command else {
+            unreachable!("parsed an ab")
+        };
+        ab.options().map(|o| o.rounds).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ab_rounds_are_a_number_or_auto_up_to_a_maximum() {
+        assert_eq!(ab_rounds(&[]), Ok(ab::Rounds::Fixed(6)));
+        assert_eq!(
+            ab_rounds(&["--rounds", "auto"]),
+            Ok(ab::Rounds::Auto {
+                max: DEFAULT_MAX_ROUNDS
+            })
+        );
+        assert_eq!(
+            ab_rounds(&["--rounds", "auto", "--max-rounds", "8"]),
+            Ok(ab::Rounds::Auto { max: 8 })
+        );
+        let err = ab_rounds(&["--rounds", "1"]).unwrap_err();
+        assert!(err.contains("neither `auto` nor a number"), "{err}");
+        let err = ab_rounds(&["--rounds", "4", "--max-rounds", "8"]).unwrap_err();
+        assert!(
+            err.contains("--max-rounds: only with --rounds auto"),
+            "{err}"
+        );
+        assert!(ab_rounds(&["--rounds", "auto", "--max-rounds", "2"]).is_err());
     }
 }

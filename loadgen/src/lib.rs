@@ -83,7 +83,8 @@ pub use crate::run::Outcome;
 use crate::runner::worker::raise_file_limit;
 use crate::scenario::{Transport, preset, suite};
 
-/// Runs `command` until it is done or `cancel`.
+/// Runs `command` until it is done or `cancel`: passed (exit code 0),
+/// failed (1), or passed with a comparison that could not decide (3).
 ///
 /// # Errors
 ///
@@ -96,7 +97,7 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
             for preset in preset::PRESETS {
                 print(&format!("{:<12} {}", preset.name, preset.about));
             }
-            Ok(Outcome { passed: true })
+            Ok(Outcome::of(true))
         }
         Command::Run(args) => {
             let scenario = args.scenario.scenario(
@@ -125,13 +126,12 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
         }
         Command::Ab(args) => {
             raise_file_limit();
-            let passed = ab::run(&args.options()?, run::run_id(), &cancel).await?;
-            Ok(Outcome { passed })
+            ab::run(&args.options()?, run::run_id(), &cancel).await
         }
         Command::History(args) => {
             let text = history::command(&args.history.url, &args.filter()).await?;
             print(&text);
-            Ok(Outcome { passed: true })
+            Ok(Outcome::of(true))
         }
     }
 }

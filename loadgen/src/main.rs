@@ -1,7 +1,9 @@
 //! `streamgauge-loadgen`: the load generator.
 //!
 //! Run with `streamgauge-loadgen suite --quick`; see `--help`. Exit codes:
-//! 0 every threshold held, 1 at least one broke, 2 the run could not be made.
+//! 0 every threshold held, 1 at least one broke (or a regression), 2 the run
+//! could not be made, 3 a comparison was inconclusive (`ab`, `compare`, a
+//! baseline).
 //! Two hidden first arguments run this executable as something else: the
 //! server (`__serve`, a local server of this build) and a worker process
 //! (`__worker`, a share of a run's clients; see the library's `runner::worker`).
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         streamgauge_loadgen::run(cli.command, cancel).await
     });
     match outcome {
+        Ok(outcome) if outcome.passed && outcome.inconclusive => ExitCode::from(3),
         Ok(outcome) if outcome.passed => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {

@@ -30,6 +30,7 @@ use crate::runner::{self, Run};
 use crate::scenario::Scenario;
 use crate::scenario::target::{Origin, TargetSpec};
 use crate::scenario::template::Values;
+use crate::summary::comparison::GateVerdict;
 use crate::summary::manifest::{Environment, ServerUnderTest};
 use crate::summary::{Context, Group, Report, Summary};
 
@@ -71,11 +72,24 @@ pub struct Record {
     pub repeat: u32,
 }
 
-/// How a run ended, for the exit code: 0 if it passed, 1 if not.
+/// How a run ended, for the exit code: 0 if it passed, 1 if not, 3 if it
+/// passed but a comparison could not decide (inconclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
-    /// Every threshold of every scenario held.
+    /// Every threshold of every scenario held, and nothing regressed.
     pub passed: bool,
+    /// Some comparison with a baseline was inconclusive.
+    pub inconclusive: bool,
+}
+
+impl Outcome {
+    /// An outcome that compared nothing: passed or not.
+    pub fn of(passed: bool) -> Outcome {
+        Outcome {
+            passed,
+            inconclusive: false,
+        }
+    }
 }
 
 /// `compare CURRENT BASELINE`: every scenario of the current results beside
@@ -88,6 +102,7 @@ pub async fn compare(current: &str, baseline: &str, history: &str) -> anyhow::Re
     let current = baseline::resolve(current, history).await?;
     let base = baseline::resolve(baseline, history).await?;
     let mut regressed = false;
+    let mut inconclusive = false;
     let mut compared = 0;
     for (scenario, transport) in current.groups() {
         let before = base.of(&scenario, &transport);
@@ -101,6 +116,7 @@ pub async fn compare(current: &str, baseline: &str, history: &str) -> anyhow::Re
         let comparison =
             comparison::compare(&current.of(&scenario, &transport), &before, &base.what);
         regressed |= comparison.regressed;
+        inconclusive |= comparison.verdict == GateVerdict::Inconclusive;
         compared += 1;
         print(&format!(
             "## {scenario} ({transport})\n\n{}",
@@ -113,17 +129,21 @@ pub async fn compare(current: &str, baseline: &str, history: &str) -> anyhow::Re
         current.what,
         base.what
     );
+    let verdict = match (regressed, inconclusive) {
+        (true, _) => GateVerdict::Regression,
+        (false, true) => GateVerdict::Inconclusive,
+        (false, false) => GateVerdict::NoRegression,
+    };
     print(&format!(
         "{}: {} compared with {}",
-        if regressed {
-            "REGRESSION"
-        } else {
-            "no regression"
-        },
+        verdict.as_str(),
         current.what,
         base.what,
     ));
-    Ok(Outcome { passed: !regressed })
+    Ok(Outcome {
+        passed: !regressed,
+        inconclusive,
+    })
 }
 
 #[allow(clippy::print_stdout)]
@@ -505,8 +525,14 @@ pub async fn measure(
         out.display(),
         not_run.failed.join("\n")
     );
+    let passed = report.verdict().passed();
     Ok(Outcome {
-        passed: report.verdict().passed(),
+        passed,
+        inconclusive: passed
+            && report.groups.iter().any(|g| {
+                g.comparison()
+                    .is_some_and(|c| c.verdict == GateVerdict::Inconclusive)
+            }),
     })
 }
 

@@ -1,9 +1,10 @@
 //! The merge gate, through the binary: `compare` and `--baseline` flag a
 //! server slowed on purpose (the server's test-only `--inject-delay`) and
-//! not two runs of the same build; `ab` finds no significant difference
-//! between a build and itself (`git:HEAD`, built once into its own
-//! worktree, on both sides: the same binary, as RSS counts its code) and
-//! reports the regression of a slowed one.
+//! not two runs of the same build; `ab --rounds auto` decides "no
+//! regression" on the stable figures of a build against itself
+//! (`git:HEAD`, built once into its own worktree, on both sides: the same
+//! binary, as RSS counts its code), reports the regression of a slowed one
+//! (exit 1), and says "inconclusive" (exit 3) after two rounds.
 //!
 //! The tests measure, so they run one at a time: each takes the lock first.
 //!
@@ -73,18 +74,25 @@ fn compare_flags_a_slowed_server_and_not_the_same_build() {
     let base = out_dir("gate-base");
     assert_exit(&run_repeated(&base, &[]), 0);
 
-    // The same build again, judged at once against the base.
+    // The same build again, judged at once against the base: no
+    // regression, or too few runs to decide (exit 3).
     let same = out_dir("gate-same");
     let output = run_repeated(&same, &["--baseline", base.to_str().unwrap()]);
-    assert_exit(&output, 0);
+    let same_code = undecided_or_passed(&output);
     let comparison = &read_json(&same.join("repeat-1/summary.json"))["comparison"];
     assert_eq!(comparison["regressed"], false, "{comparison}");
     assert!(regressions(comparison).is_empty(), "{comparison}");
+    let verdict = if same_code == 0 {
+        "no_regression"
+    } else {
+        "inconclusive"
+    };
+    assert_eq!(comparison["verdict"], verdict, "{comparison}");
     assert!(
         comparison["method"]
             .as_str()
             .unwrap()
-            .contains("Welch's t-test"),
+            .contains("Welch's confidence interval"),
         "{comparison}"
     );
 
@@ -94,6 +102,7 @@ fn compare_flags_a_slowed_server_and_not_the_same_build() {
     assert_exit(&output, 1);
     let comparison = &read_json(&slow.join("repeat-1/summary.json"))["comparison"];
     assert_eq!(comparison["regressed"], true, "{comparison}");
+    assert_eq!(comparison["verdict"], "regression", "{comparison}");
     assert_eq!(
         status(comparison, "latency.p50"),
         "regression",
@@ -122,7 +131,7 @@ fn compare_flags_a_slowed_server_and_not_the_same_build() {
         "{}",
         text(&output.stdout)
     );
-    assert_exit(&compare(&same, &base), 0);
+    assert_exit(&compare(&same, &base), same_code);
     let output = compare(&same, &base.join("nothing-here"));
     assert_exit(&output, 2);
     assert!(text(&output.stderr).contains("nothing-here"));
@@ -139,10 +148,33 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// `ab` with [`LOAD`] (each side 2 s a round, 4 rounds) into `out`, plus
-/// `extra`.
+/// Exit 0 (decided: no regression) or 3 (inconclusive), never a
+/// regression: which one it was.
+fn undecided_or_passed(output: &std::process::Output) -> i32 {
+    let code = output.status.code();
+    assert!(
+        matches!(code, Some(0 | 3)),
+        "exit {code:?}: {}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    code.unwrap()
+}
+
+/// The figure `key` of an `ab.json`.
+fn figure<'a>(report: &'a Value, key: &str) -> &'a Value {
+    report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["figure"] == key)
+        .unwrap_or_else(|| panic!("{key} not in {report}"))
+}
+
+/// `ab` with [`LOAD`] (each side 2 s a round) into `out`, plus `extra`
+/// (the rounds among them).
 fn ab(out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["ab", "--rounds", "4", "--out", out.to_str().unwrap()];
+    let mut args = vec!["ab", "--out", out.to_str().unwrap()];
     args.extend(LOAD.iter().filter(|a| **a != "--no-history"));
     args.extend(extra);
     std::process::Command::new(env!("CARGO_BIN_EXE_streamgauge-loadgen"))
@@ -154,13 +186,17 @@ fn ab(out: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn ab_finds_no_difference_between_a_build_and_itself() {
+fn ab_decides_no_regression_on_the_stable_figures_of_a_build_against_itself() {
     let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let out = out_dir("ab-self");
     let builds = out_dir("ab-builds");
     let output = ab(
         &out,
         &[
+            "--rounds",
+            "auto",
+            "--max-rounds",
+            "6",
             "--base",
             "git:HEAD",
             "--change",
@@ -171,15 +207,19 @@ fn ab_finds_no_difference_between_a_build_and_itself() {
             builds.to_str().unwrap(),
         ],
     );
-    assert_exit(&output, 0);
+    let code = undecided_or_passed(&output);
     let report = read_json(&out.join("ab.json"));
-    assert_eq!(report["passed"], true, "{report}");
     assert!(report["base"]["commit"].is_string(), "{report}");
+    assert_eq!(report["max_rounds"], 6, "{report}");
+    let rounds = report["order"].as_array().unwrap().len();
+    assert!((3..=6).contains(&rounds), "{report}");
+    // Paced throughput and a zero error rate are decided within the rounds.
+    for key in ["events_per_s", "error_rate"] {
+        assert_eq!(figure(&report, key)["verdict"], "no_regression", "{report}");
+    }
     let figures = report["figures"].as_array().unwrap();
     assert!(
-        figures
-            .iter()
-            .all(|f| f["decision"] != "regression" && f["decision"] != "improvement"),
+        figures.iter().all(|f| f["decision"] != "regression"),
         "{report}"
     );
     let tested: Vec<&Value> = figures
@@ -188,12 +228,68 @@ fn ab_finds_no_difference_between_a_build_and_itself() {
         .collect();
     assert!(tested.len() >= 4, "{report}");
     for figure in tested {
-        assert_eq!(figure["base"].as_array().unwrap().len(), 4, "{figure}");
+        assert_eq!(figure["base"].as_array().unwrap().len(), rounds, "{figure}");
         let [low, high] = [&figure["ci"][0], &figure["ci"][1]].map(|v| v.as_f64().unwrap());
         assert!(low <= high, "{figure}");
     }
+    // Stopped early only when every figure was decided.
+    if code == 0 {
+        assert_eq!(
+            (report["verdict"].as_str(), report["passed"].as_bool()),
+            (Some("no_regression"), Some(true))
+        );
+    } else {
+        assert_eq!(
+            (rounds, report["verdict"].as_str()),
+            (6, Some("inconclusive"))
+        );
+    }
     assert!(junit_failures(&read(&out.join("junit.xml"))).is_empty());
-    assert!(read(&out.join("report.md")).contains("paired t-test"));
+    assert!(read(&out.join("report.md")).contains("paired t interval"));
+}
+
+#[test]
+fn ab_says_inconclusive_after_two_rounds() {
+    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let out = out_dir("ab-two");
+    let output = ab(
+        &out,
+        &[
+            "--rounds", "2", "--base", "embedded", "--change", "embedded",
+        ],
+    );
+    assert_exit(&output, 3);
+    let report = read_json(&out.join("ab.json"));
+    assert_eq!(
+        (report["verdict"].as_str(), report["passed"].as_bool()),
+        (Some("inconclusive"), Some(false))
+    );
+    // Latency moves from run to run: one degree of freedom cannot decide it.
+    let p99 = figure(&report, "latency.p99");
+    assert_eq!(
+        (p99["verdict"].as_str(), p99["decision"].as_str()),
+        (Some("inconclusive"), Some("inconclusive")),
+        "{p99}"
+    );
+    let undecided: Vec<&Value> = report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["verdict"] == "inconclusive")
+        .collect();
+    // Each undecided figure says how many more rounds (or null: none would do).
+    assert!(
+        undecided
+            .iter()
+            .all(|f| f["rounds_suggested"].is_u64() || f["rounds_suggested"].is_null()),
+        "{report}"
+    );
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("# streamgauge ab: INCONCLUSIVE"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("latency p99 undecided"), "{stdout}");
 }
 
 #[test]
@@ -203,6 +299,8 @@ fn ab_reports_the_regression_of_a_slowed_build() {
     let output = ab(
         &out,
         &[
+            "--rounds",
+            "3",
             "--base",
             "embedded",
             "--change",
@@ -213,16 +311,19 @@ fn ab_reports_the_regression_of_a_slowed_build() {
     assert_exit(&output, 1);
     let report = read_json(&out.join("ab.json"));
     assert_eq!(
-        (report["passed"].as_bool(), report["regressed"].as_bool()),
-        (Some(false), Some(true))
+        (
+            report["passed"].as_bool(),
+            report["regressed"].as_bool(),
+            report["verdict"].as_str()
+        ),
+        (Some(false), Some(true), Some("regression"))
     );
-    let p50 = report["figures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["figure"] == "latency.p50")
-        .unwrap();
-    assert_eq!(p50["decision"], "regression", "{p50}");
+    let p50 = figure(&report, "latency.p50");
+    assert_eq!(
+        (p50["decision"].as_str(), p50["verdict"].as_str()),
+        (Some("regression"), Some("regression")),
+        "{p50}"
+    );
     // 20 ms on a sub-millisecond p50: a ratio far above 1, and the whole
     // interval with it.
     assert!(p50["ci"][0].as_f64().unwrap() > 2.0, "{p50}");

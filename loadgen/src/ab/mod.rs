@@ -7,14 +7,21 @@
 //!
 //! Rounds alternate the order (base then change, then change then base,
 //! …), each run on a fresh server. For each key figure (the figures and
-//! budgets of [`compare`](crate::analysis::compare)), the rounds' pairs go through a
-//! two-sided paired t-test ([`stats`](crate::analysis::stats)) on the log of the ratio change/base
-//! (on the difference for the error rate), Bonferroni-corrected for the
-//! number of figures tested: each at `alpha / K`, with its confidence
-//! interval at `1 − alpha / K`. A figure **regressed** when the difference
-//! is significant, goes the worse way, and the ratio is beyond the figure's
-//! budget. The gate fails on a regression, or when the change breaks a
-//! critical threshold.
+//! budgets of [`figure`](crate::analysis::figure), whole and per phase and
+//! node), the rounds' pairs give a paired t interval
+//! ([`stats`](crate::analysis::stats)) of change / base (of the difference
+//! for the error rate), Bonferroni-corrected over the `K` figures measured:
+//! each is tested one-sided at `alpha / K`, so its interval is the two-sided
+//! `1 − 2 alpha / K` one. Each figure gets the three-way decision of
+//! [`gate`](crate::analysis::gate): **regression** (the interval wholly
+//! beyond the budget the worse way), **no regression** (wholly within it;
+//! reported as an **improvement** when also wholly better than no change,
+//! as **within budget** otherwise) or **inconclusive**, with the rounds its
+//! observed variance suggests. The gate fails on a regression or a broken
+//! critical threshold, and is inconclusive when a figure is undecided.
+//!
+//! With `--rounds auto` the rounds go on until every figure is decided,
+//! from [`MIN_AUTO_ROUNDS`] up to `--max-rounds`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,13 +31,15 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::analysis::compare::{Better, Budget, FIGURES, Figure, budget_text};
+use crate::analysis::figure;
+use crate::analysis::gate;
 use crate::local_server::ServerProgram;
 use crate::report::files;
 use crate::report::text::display;
-use crate::run::{self, Setup};
+use crate::run::{self, Outcome, Setup};
 use crate::runner::worker::WorkerCount;
 use crate::scenario::{Scenario, Severity};
+use crate::summary::comparison::{GateVerdict, most_rounds};
 use crate::summary::manifest::{Environment, ServerUnderTest};
 use crate::summary::{Context, Summary};
 
@@ -38,7 +47,36 @@ pub mod build;
 pub mod render;
 
 use self::build::{Build, Builder, Ready};
-use crate::analysis::stats::{Paired, Scale, paired};
+use crate::analysis::stats::{Scale, paired};
+
+/// The fewest rounds `--rounds auto` decides on: with two, the paired
+/// interval has one degree of freedom and is too wide for any budget.
+pub const MIN_AUTO_ROUNDS: u32 = 3;
+
+/// How many rounds `ab` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounds {
+    /// This many.
+    Fixed(u32),
+    /// Until every figure is decided, from [`MIN_AUTO_ROUNDS`] up to `max`.
+    Auto {
+        /// The most rounds.
+        max: u32,
+    },
+}
+
+impl Rounds {
+    /// Whether another round is needed after `done` rounds; `verdicts`
+    /// analyses those rounds (only when `auto` may stop).
+    fn another(self, done: u32, verdicts: impl FnOnce() -> Vec<GateVerdict>) -> bool {
+        match self {
+            Rounds::Fixed(n) => done < n,
+            Rounds::Auto { max } => {
+                done < MIN_AUTO_ROUNDS || gate::keep_going(&verdicts(), done, MIN_AUTO_ROUNDS, max)
+            }
+        }
+    }
+}
 
 /// What `ab` runs: the scenario, the two builds and their arguments, the
 /// rounds and the level of the tests, where builds and results go.
@@ -55,7 +93,7 @@ pub struct Options {
     /// Extra arguments for the change's server.
     pub change_args: Vec<String>,
     /// Rounds; each runs the scenario once on each side.
-    pub rounds: u32,
+    pub rounds: Rounds,
     /// Family-wise significance level of the paired tests.
     pub alpha: f64,
     /// The cargo profile git builds use.
@@ -85,14 +123,14 @@ pub struct Side {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
-    /// Significantly worse, beyond the budget.
+    /// The interval wholly beyond the budget, the worse way.
     Regression,
-    /// Significantly better, beyond the budget.
+    /// No regression: the interval wholly better than no change.
     Improvement,
-    /// Significantly different, within the budget.
+    /// No regression: the interval wholly within the budget.
     WithinBudget,
-    /// Not significantly different.
-    NoSignificantDifference,
+    /// The interval across the budget's edge: not enough evidence.
+    Inconclusive,
     /// Not measured in every round on both sides.
     NotMeasured,
 }
@@ -103,9 +141,19 @@ impl Decision {
         match self {
             Decision::Regression => "REGRESSION",
             Decision::Improvement => "improvement",
-            Decision::WithinBudget => "different, within budget",
-            Decision::NoSignificantDifference => "no significant difference",
+            Decision::WithinBudget => "within budget",
+            Decision::Inconclusive => "inconclusive",
             Decision::NotMeasured => "not measured",
+        }
+    }
+
+    /// The gate's verdict (`None`: not measured).
+    pub fn verdict(self) -> Option<GateVerdict> {
+        match self {
+            Decision::Regression => Some(GateVerdict::Regression),
+            Decision::Improvement | Decision::WithinBudget => Some(GateVerdict::NoRegression),
+            Decision::Inconclusive => Some(GateVerdict::Inconclusive),
+            Decision::NotMeasured => None,
         }
     }
 }
@@ -113,10 +161,11 @@ impl Decision {
 /// One figure tested.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FigureTest {
-    /// The figure's key (a threshold metric name).
-    pub figure: &'static str,
+    /// The figure's key (a threshold metric name), with its scope in
+    /// braces for a phase or a node: `latency.p99{phase=steady}`.
+    pub figure: String,
     /// For people.
-    pub label: &'static str,
+    pub label: String,
     /// Its unit.
     pub unit: &'static str,
     /// Its value per round, base.
@@ -127,14 +176,20 @@ pub struct FigureTest {
     pub scale: &'static str,
     /// The ratio or difference.
     pub estimate: Option<f64>,
-    /// Its confidence interval.
+    /// Its confidence interval, at the report's `confidence`.
     pub ci: Option<[f64; 2]>,
-    /// The two-sided p-value.
+    /// The two-sided p-value of "no difference".
     pub p_value: Option<f64>,
     /// The budget.
     pub budget: String,
     /// The decision.
     pub decision: Decision,
+    /// The gate's verdict (`null`: not measured).
+    pub verdict: Option<GateVerdict>,
+    /// How many more rounds the observed variance suggests for a decision:
+    /// 0 when decided; `null` when not measured or when no finite number
+    /// would do (the estimate on the budget's edge).
+    pub rounds_suggested: Option<u64>,
 }
 
 /// The outcome of an A/B comparison: `ab.json`.
@@ -154,6 +209,9 @@ pub struct AbReport {
     pub change: Side,
     /// Which side ran first in each round.
     pub order: Vec<String>,
+    /// With `--rounds auto`, the most rounds it could run (`null`: a fixed
+    /// number of rounds).
+    pub max_rounds: Option<u32>,
     /// The family-wise significance level.
     pub alpha: f64,
     /// The confidence level of each interval (Bonferroni-corrected).
@@ -166,54 +224,56 @@ pub struct AbReport {
     pub broken: Vec<String>,
     /// Some figure regressed.
     pub regressed: bool,
-    /// Nothing regressed and the change held its critical thresholds.
+    /// The gate's verdict: `regression` (a figure regressed or the change
+    /// broke a critical threshold), `inconclusive` (a figure undecided), or
+    /// `no_regression`.
+    pub verdict: GateVerdict,
+    /// The most rounds any undecided figure suggests (0: all decided;
+    /// `null`: no finite number).
+    pub rounds_suggested: Option<u64>,
+    /// The verdict is `no_regression`: nothing regressed, every figure was
+    /// decided and the change held its critical thresholds.
     pub passed: bool,
     /// Versions, machine and limits.
     pub environment: Arc<Environment>,
 }
 
-/// The decision on `figure` from its paired test at level `alpha`.
-fn decide(figure: &Figure, test: Paired, alpha: f64) -> Decision {
-    let (neutral, budget) = match figure.budget {
-        Budget::Relative(fraction) => (1.0, fraction),
-        Budget::Absolute(amount) => (0.0, amount),
-    };
-    let worse = match figure.better {
-        Better::Higher => test.estimate < neutral,
-        Better::Lower => test.estimate > neutral,
-    };
-    let beyond = (test.estimate - neutral).abs() > budget;
-    match (test.p_value < alpha, worse, beyond) {
-        (false, _, _) => Decision::NoSignificantDifference,
-        (true, _, false) => Decision::WithinBudget,
-        (true, true, true) => Decision::Regression,
-        (true, false, true) => Decision::Improvement,
+/// The decision on `figure` from its gate decision.
+fn decision(decided: gate::Decision) -> Decision {
+    match decided.verdict {
+        GateVerdict::Regression => Decision::Regression,
+        GateVerdict::NoRegression if decided.improved => Decision::Improvement,
+        GateVerdict::NoRegression => Decision::WithinBudget,
+        GateVerdict::Inconclusive => Decision::Inconclusive,
     }
 }
 
 /// Tests every figure over the rounds (`base[i]`, `change[i]`), with
 /// Bonferroni's correction at family-wise level `alpha`; also returns the
-/// confidence level used.
+/// confidence level of the intervals.
 pub fn analyse(base: &[Value], change: &[Value], alpha: f64) -> (Vec<FigureTest>, f64) {
-    let measured: Vec<(&Figure, Vec<f64>, Vec<f64>)> = FIGURES
+    let found = figure::figures(change, base);
+    let testable = found
         .iter()
-        .filter_map(|f| Some((f, f.values(base)?, f.values(change)?)))
-        .collect();
-    let testable = measured
-        .iter()
-        .filter(|(f, a, b)| paired(a, b, f.scale(), alpha).is_some())
+        .filter(|(scoped, values)| {
+            values
+                .as_ref()
+                .is_some_and(|(b, a)| paired(a, b, scoped.figure.scale(), alpha).is_some())
+        })
         .count()
         .max(1);
     let level = alpha / testable as f64;
-    let tests = FIGURES
-        .iter()
-        .map(|figure| {
-            let found = measured.iter().find(|(f, _, _)| f.key == figure.key);
-            let (a, b) = found.map_or((Vec::new(), Vec::new()), |(_, a, b)| (a.clone(), b.clone()));
-            let test = paired(&a, &b, figure.scale(), level);
+    let tests = found
+        .into_iter()
+        .map(|(scoped, values)| {
+            let figure = scoped.figure;
+            let (b, a) = values.unwrap_or_default();
+            let test = paired(&a, &b, figure.scale(), gate::interval_alpha(level));
+            let decided = test.map(|t| gate::decide(figure, &t, level, a.len()));
+            let decision = decided.map_or(Decision::NotMeasured, decision);
             FigureTest {
-                figure: figure.key,
-                label: figure.label,
+                figure: scoped.name(),
+                label: scoped.label(),
                 unit: figure.unit,
                 scale: match figure.scale() {
                     Scale::Ratio => "ratio",
@@ -222,14 +282,30 @@ pub fn analyse(base: &[Value], change: &[Value], alpha: f64) -> (Vec<FigureTest>
                 estimate: test.map(|t| t.estimate),
                 ci: test.map(|t| [t.low, t.high]),
                 p_value: test.map(|t| t.p_value),
-                budget: budget_text(figure),
-                decision: test.map_or(Decision::NotMeasured, |t| decide(figure, t, level)),
+                budget: figure.budget_text(),
+                decision,
+                verdict: decision.verdict(),
+                rounds_suggested: decided.and_then(|d| d.rounds_suggested),
                 base: a,
                 change: b,
             }
         })
         .collect();
-    (tests, 1.0 - level)
+    (tests, gate::confidence(level))
+}
+
+/// The gate's verdict on `figures` and the change's `broken` thresholds,
+/// and the most rounds an undecided figure suggests.
+fn verdict(figures: &[FigureTest], broken: &[String]) -> (GateVerdict, Option<u64>) {
+    let thresholds = (!broken.is_empty()).then_some(GateVerdict::Regression);
+    let verdict = GateVerdict::of(figures.iter().filter_map(|f| f.verdict).chain(thresholds));
+    let rounds = most_rounds(
+        figures
+            .iter()
+            .filter(|f| f.verdict == Some(GateVerdict::Inconclusive))
+            .map(|f| f.rounds_suggested),
+    );
+    (verdict, rounds)
 }
 
 /// Runs `scenario` once on one side.
@@ -277,8 +353,16 @@ fn broken(runs: &[Summary]) -> Vec<String> {
         .collect()
 }
 
+/// The summaries' JSON, per side, that the figures are read from.
+fn json(runs: &[Summary]) -> Vec<Value> {
+    runs.iter()
+        .map(|s| serde_json::to_value(s).expect("a summary serializes"))
+        .collect()
+}
+
 /// Runs the A/B comparison `options` ask for, writes `ab.json`, `report.md`
-/// and `junit.xml`, prints the verdict, and says whether it passed.
+/// and `junit.xml`, prints the verdict, and says how it ended: failed on a
+/// regression, inconclusive when a figure is undecided.
 ///
 /// # Errors
 ///
@@ -288,7 +372,7 @@ pub async fn run(
     args: &Options,
     run_id: String,
     cancel: &CancellationToken,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Outcome> {
     let scenario = &args.scenario;
     let builder = Builder {
         dir: args.build_dir.clone(),
@@ -302,8 +386,16 @@ pub async fn run(
         commit: ready.commit.clone(),
         args: extra.to_vec(),
     };
-    let base = side("base", &args.base, &base_ready, &args.base_args);
-    let change = side("change", &args.change, &change_ready, &args.change_args);
+    let sides = [
+        (
+            side("base", &args.base, &base_ready, &args.base_args),
+            &base_ready,
+        ),
+        (
+            side("change", &args.change, &change_ready, &args.change_args),
+            &change_ready,
+        ),
+    ];
     let out = args
         .out
         .clone()
@@ -313,22 +405,20 @@ pub async fn run(
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let mut runs: [Vec<Summary>; 2] = [Vec::new(), Vec::new()];
     let mut order = Vec::new();
-    for round in 1..=args.rounds {
-        let sides = if round % 2 == 1 { [0, 1] } else { [1, 0] };
-        order.push(
-            if round % 2 == 1 {
-                "base, change"
-            } else {
-                "change, base"
-            }
-            .to_owned(),
-        );
-        for i in sides {
-            let (side, ready) = if i == 0 {
-                (&base, &base_ready)
-            } else {
-                (&change, &change_ready)
-            };
+    let mut done = 0;
+    while args.rounds.another(done, || {
+        let (figures, _) = analyse(&json(&runs[0]), &json(&runs[1]), args.alpha);
+        figures.iter().filter_map(|f| f.verdict).collect()
+    }) {
+        done += 1;
+        let (first, words) = if done % 2 == 1 {
+            ([0, 1], "base, change")
+        } else {
+            ([1, 0], "change, base")
+        };
+        order.push(words.to_owned());
+        for i in first {
+            let (side, ready) = &sides[i];
             let context = Context {
                 run_id: run_id.clone(),
                 environment: Arc::clone(&environment),
@@ -337,9 +427,9 @@ pub async fn run(
                     args: side.args.clone(),
                 },
                 label: Some(side.name.to_owned()),
-                repeat: round,
+                repeat: done,
             };
-            let dir = out.join(format!("round-{round}")).join(side.name);
+            let dir = out.join(format!("round-{done}")).join(side.name);
             let summary = run_side(
                 scenario,
                 side,
@@ -358,14 +448,10 @@ pub async fn run(
             );
         }
     }
-    let json = |runs: &[Summary]| -> Vec<Value> {
-        runs.iter()
-            .map(|s| serde_json::to_value(s).expect("a summary serializes"))
-            .collect()
-    };
     let (figures, confidence) = analyse(&json(&runs[0]), &json(&runs[1]), args.alpha);
     let broken = broken(&runs[1]);
-    let regressed = figures.iter().any(|f| f.decision == Decision::Regression);
+    let (verdict, rounds_suggested) = verdict(&figures, &broken);
+    let [(base, _), (change, _)] = sides;
     let report = AbReport {
         run_id,
         started_at,
@@ -374,11 +460,17 @@ pub async fn run(
         base,
         change,
         order,
+        max_rounds: match args.rounds {
+            Rounds::Fixed(_) => None,
+            Rounds::Auto { max } => Some(max),
+        },
         alpha: args.alpha,
         confidence,
         method: render::method(args.rounds, args.alpha, confidence),
-        passed: !regressed && broken.is_empty(),
-        regressed,
+        passed: verdict == GateVerdict::NoRegression,
+        regressed: figures.iter().any(|f| f.decision == Decision::Regression),
+        verdict,
+        rounds_suggested,
         figures,
         broken,
         environment,
@@ -389,7 +481,10 @@ pub async fn run(
         println!("{}", render::markdown(&report));
         println!("results: {}", out.display());
     }
-    Ok(report.passed)
+    Ok(Outcome {
+        passed: verdict != GateVerdict::Regression,
+        inconclusive: verdict == GateVerdict::Inconclusive,
+    })
 }
 
 #[cfg(test)]
@@ -421,14 +516,12 @@ mod tests {
         let (tests, confidence) = analyse(&base, &slowed, 0.05);
         assert_eq!(decision(&tests, "latency.p50"), Decision::Regression);
         assert_eq!(decision(&tests, "latency.p99"), Decision::Regression);
-        assert_eq!(
-            decision(&tests, "events_per_s"),
-            Decision::NoSignificantDifference
-        );
+        assert_eq!(decision(&tests, "events_per_s"), Decision::WithinBudget);
         assert_eq!(decision(&tests, "connect.p95"), Decision::NotMeasured);
-        // Four figures tested (throughput, p50, p99, error rate): each at 0.05 / 4.
+        // Four figures tested (throughput, p50, p99, error rate): each
+        // one-sided at 0.05 / 4, a two-sided interval at 1 − 2 × 0.05 / 4.
         assert!(
-            (confidence - (1.0 - 0.05 / 4.0)).abs() < 1e-12,
+            (confidence - (1.0 - 0.1 / 4.0)).abs() < 1e-12,
             "{confidence}"
         );
         let p50 = tests.iter().find(|t| t.figure == "latency.p50").unwrap();
@@ -443,6 +536,36 @@ mod tests {
             tests.iter().all(|t| t.decision != Decision::Regression),
             "{tests:?}"
         );
+    }
+
+    #[test]
+    fn two_rounds_of_a_noisy_figure_are_inconclusive_with_the_rounds_they_need() {
+        let base = runs(&[200.0, 210.0], &[1000.0, 1000.0]);
+        let change = runs(&[190.0, 230.0], &[1000.0, 1000.0]);
+        let (tests, _) = analyse(&base, &change, 0.05);
+        let p50 = tests.iter().find(|t| t.figure == "latency.p50").unwrap();
+        assert_eq!(p50.decision, Decision::Inconclusive);
+        assert_eq!(p50.verdict, Some(GateVerdict::Inconclusive));
+        assert!(p50.rounds_suggested.is_some_and(|n| n > 0), "{p50:?}");
+        let (verdict, rounds) = verdict(&tests, &[]);
+        assert_eq!(verdict, GateVerdict::Inconclusive);
+        assert!(rounds >= p50.rounds_suggested, "{rounds:?}");
+        // A broken critical threshold is a regression, whatever the figures.
+        let (verdict, _) = self::verdict(&tests, &["round 1: broke".to_owned()]);
+        assert_eq!(verdict, GateVerdict::Regression);
+    }
+
+    #[test]
+    fn auto_rounds_reach_the_minimum_then_stop_when_decided() {
+        let auto = Rounds::Auto { max: 5 };
+        let undecided = || vec![GateVerdict::Inconclusive];
+        let decided = || vec![GateVerdict::NoRegression];
+        assert!(auto.another(2, || unreachable!("not analysed under the minimum")));
+        assert!(auto.another(3, undecided));
+        assert!(!auto.another(3, decided));
+        assert!(!auto.another(5, undecided));
+        assert!(Rounds::Fixed(2).another(1, undecided));
+        assert!(!Rounds::Fixed(2).another(2, undecided));
     }
 
     #[test]

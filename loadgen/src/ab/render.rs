@@ -1,23 +1,55 @@
 //! The A/B comparison's files: `ab.json` (the [`AbReport`]), `report.md`
-//! (verdict first, then a table of figures with their ratios, confidence
-//! intervals and p-values) and `junit.xml` (one test case per figure and
-//! per broken threshold).
+//! (verdict first, with the rounds each undecided figure needs, then a
+//! table of figures with their ratios, confidence intervals and p-values)
+//! and `junit.xml` (one test case per figure and per broken threshold).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::{AbReport, Decision, FigureTest};
+use super::{AbReport, Decision, FigureTest, MIN_AUTO_ROUNDS, Rounds};
 use crate::report::junit::{self, Case, Suite};
+use crate::summary::comparison::{GateVerdict, rounds_text};
 
 /// How the decision was made, in words.
-pub fn method(rounds: u32, alpha: f64, confidence: f64) -> String {
+pub fn method(rounds: Rounds, alpha: f64, confidence: f64) -> String {
+    let rounds = match rounds {
+        Rounds::Fixed(n) => format!("{n} rounds"),
+        Rounds::Auto { max } => format!(
+            "rounds added until every figure was decided ({MIN_AUTO_ROUNDS} at least, {max} at most)"
+        ),
+    };
     format!(
-        "{rounds} rounds, the order alternating (base first, then change first), each run on a fresh server; per figure a two-sided paired t-test on log(change / base) (on change − base for the error rate), Bonferroni-corrected: family-wise alpha {alpha}, so each figure is tested at {:.4} and its interval is a {:.2}% confidence interval; a regression is significant, the worse way, and beyond the figure's budget",
-        1.0 - confidence,
+        "{rounds}, the order alternating (base first, then change first), each run on a fresh server; per figure a paired t interval of change / base (on logarithms; of change − base for the error rate), Bonferroni-corrected: family-wise alpha {alpha}, each figure tested one-sided at {:.4}, so its interval is a {:.2}% confidence interval; a regression when the interval lies wholly beyond the figure's budget the worse way, no regression when wholly within it (an improvement when also wholly better than no change), inconclusive otherwise",
+        (1.0 - confidence) / 2.0,
         confidence * 100.0
     )
+}
+
+/// What an undecided figure needs, in words.
+fn needs(test: &FigureTest) -> String {
+    format!("{} suggested", rounds_text(test.rounds_suggested, "rounds"))
+}
+
+/// A figure's decision in words, with the rounds it needs when undecided.
+fn decision_words(test: &FigureTest) -> String {
+    match test.decision {
+        Decision::Inconclusive => format!("inconclusive: {}", needs(test)),
+        other => other.as_str().to_owned(),
+    }
+}
+
+/// The verdict's headline.
+fn headline(report: &AbReport) -> String {
+    match report.verdict {
+        GateVerdict::NoRegression => "PASS: no regression".to_owned(),
+        GateVerdict::Regression => "FAIL: regression".to_owned(),
+        GateVerdict::Inconclusive => format!(
+            "INCONCLUSIVE: {} for a decision",
+            rounds_text(report.rounds_suggested, "rounds")
+        ),
+    }
 }
 
 fn number(value: f64) -> String {
@@ -48,13 +80,9 @@ fn median(values: &[f64]) -> String {
 
 /// The Markdown of `report`.
 pub fn markdown(report: &AbReport) -> String {
-    let verdict = if report.passed {
-        "PASS: no significant regression"
-    } else {
-        "FAIL"
-    };
     let mut out = format!(
-        "# streamgauge ab: {verdict}\n\n{} ({}): base `{}` vs change `{}`, {} rounds.\n\n",
+        "# streamgauge ab: {}\n\n{} ({}): base `{}` vs change `{}`, {} rounds.\n\n",
+        headline(report),
         report.scenario,
         report.transport,
         report.base.build,
@@ -75,6 +103,20 @@ pub fn markdown(report: &AbReport) -> String {
             test.p_value.unwrap_or(f64::NAN)
         );
     }
+    for test in report
+        .figures
+        .iter()
+        .filter(|t| t.decision == Decision::Inconclusive)
+    {
+        let _ = writeln!(
+            out,
+            "- {} undecided: {} (budget {}): {}",
+            test.label,
+            estimate(test),
+            test.budget,
+            needs(test)
+        );
+    }
     for line in &report.broken {
         let _ = writeln!(out, "- the change broke a threshold: {line}");
     }
@@ -83,13 +125,13 @@ pub fn markdown(report: &AbReport) -> String {
     );
     for test in &report.figures {
         let decision = match test.decision {
-            Decision::Regression => "**REGRESSION**",
-            other => other.as_str(),
+            Decision::Regression => "**REGRESSION**".to_owned(),
+            _ => decision_words(test),
         };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {decision} |",
-            crate::analysis::compare::labelled(test.label, test.unit),
+            crate::analysis::compare::labelled(&test.label, test.unit),
             median(&test.base),
             median(&test.change),
             estimate(test),
@@ -121,7 +163,7 @@ pub fn junit(report: &AbReport) -> String {
             let text = format!(
                 "{}: {} {} (budget {}, p {})",
                 test.label,
-                test.decision.as_str(),
+                decision_words(test),
                 estimate(test),
                 test.budget,
                 test.p_value

@@ -1,23 +1,29 @@
 //! Baseline comparison with noise-aware tolerances: for each key figure of
-//! a scenario, the change from a baseline and whether it is a regression
-//! beyond the figure's budget.
+//! a scenario (whole, and per phase and per node: [`figure`](super::figure)),
+//! the change from a baseline and the gate's verdict on it.
 //!
 //! # How the decision is made
 //!
 //! Each side is summarized by the median of its runs (`--repeat N`). When
-//! both sides have two or more runs, a change is beyond the noise when
-//! Welch's t-test on the runs (on logarithms, so on ratios; on differences
-//! for the error rate) finds it significant at 5 %, Bonferroni-corrected
-//! over the figures tested. With a single run on a side there is nothing to
-//! test, so noise bands stand in: a side's band is the range of its runs,
-//! or, for a single run, the interquartile range of its per-second values (a
-//! figure that moves that much from one second to the next cannot reveal a
-//! smaller change); a change is beyond the noise when it exceeds both bands
-//! together. A figure **regressed** when its median moved the wrong way by
-//! more than its budget *and* beyond the noise. A change beyond the budget
-//! but inside the noise is reported as **within noise**, not as a
-//! regression; repeat the runs to narrow the noise. Improvements are found
-//! the same way.
+//! both sides have two or more runs, each figure gets Welch's confidence
+//! interval of current / baseline (on logarithms, so on ratios; of the
+//! difference for the error rate), Bonferroni-corrected over the figures
+//! tested, and the three-way decision of [`gate`](super::gate): a
+//! **regression** when the interval lies wholly beyond the budget the worse
+//! way, **unchanged** (no regression; **improved** when wholly better than
+//! no change) when it lies wholly within, **inconclusive** otherwise, with
+//! the runs per side the observed variance suggests for a decision.
+//!
+//! With a single run on a side there is nothing to test, so noise bands
+//! stand in: a side's band is the range of its runs, or, for a single run,
+//! the interquartile range of its per-second values (a figure that moves
+//! that much from one second to the next cannot reveal a smaller change); a
+//! change is beyond the noise when it exceeds both bands together. A figure
+//! **regressed** when its median moved the wrong way by more than its budget
+//! *and* beyond the noise. A change beyond the budget but inside the noise
+//! is **within noise**, and with the noise unknown on both sides
+//! **unsure**: both undecided (the gate's inconclusive); repeat the runs to
+//! decide.
 //!
 //! Both sides are read from the JSON form of their summaries, so a baseline
 //! can be a `summary.json` written by an older build: a figure either side
@@ -25,139 +31,12 @@
 
 use serde_json::Value;
 
-use super::stats::{Scale, welch};
-use super::verdict::metric;
-use crate::summary::comparison::{Change, Comparison, Estimate, NoiseSource, Status};
-
-/// Which way is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Better {
-    Higher,
-    Lower,
-}
-
-/// How far a figure may move the wrong way before it is a regression.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Budget {
-    /// A fraction of the baseline.
-    Relative(f64),
-    /// An amount in the figure's unit (for rates that are often zero).
-    Absolute(f64),
-}
-
-/// A key figure.
-pub(crate) struct Figure {
-    /// Its path in the summary's JSON (threshold metric names).
-    pub(crate) key: &'static str,
-    /// For people.
-    pub(crate) label: &'static str,
-    /// Its unit.
-    pub(crate) unit: &'static str,
-    /// Which way is better.
-    pub(crate) better: Better,
-    /// How far it may move the wrong way.
-    pub(crate) budget: Budget,
-    /// Its value in one timeline row, for single-run noise.
-    per_second: Option<fn(&Value) -> Option<f64>>,
-}
-
-fn row_field(row: &Value, field: &str) -> Option<f64> {
-    row.get(field)?.as_f64()
-}
-
-/// Server CPU µs per event in one row.
-fn row_cpu_per_event(row: &Value) -> Option<f64> {
-    let cpu = row_field(row, "server_cpu_pct")?;
-    let events = row_field(row, "events_per_s").filter(|&e| e > 0.0)?;
-    Some(cpu * 1e4 / events)
-}
-
-/// A timeline row's error rate: its errors over its events and errors.
-fn row_error_rate(row: &Value) -> Option<f64> {
-    let errors = row_field(row, "errors")?;
-    let events = row_field(row, "events_per_s")?;
-    Some(if errors > 0.0 {
-        errors / (events + errors)
-    } else {
-        0.0
-    })
-}
-
-/// The figures compared, with their budgets.
-pub(crate) const FIGURES: [Figure; 9] = [
-    Figure {
-        key: "events_per_s",
-        label: "throughput",
-        unit: "events/s",
-        better: Better::Higher,
-        budget: Budget::Relative(0.05),
-        per_second: Some(|row| row_field(row, "events_per_s")),
-    },
-    Figure {
-        key: "latency.p50",
-        label: "latency p50",
-        unit: "µs",
-        better: Better::Lower,
-        budget: Budget::Relative(0.10),
-        per_second: Some(|row| row_field(row, "latency_p50_us")),
-    },
-    Figure {
-        key: "latency.p99",
-        label: "latency p99",
-        unit: "µs",
-        better: Better::Lower,
-        budget: Budget::Relative(0.20),
-        per_second: Some(|row| row_field(row, "latency_p99_us")),
-    },
-    Figure {
-        key: "publish_to_receive.p99",
-        label: "publish to receive p99",
-        unit: "µs",
-        better: Better::Lower,
-        budget: Budget::Relative(0.20),
-        per_second: None,
-    },
-    Figure {
-        key: "ttft.p95",
-        label: "time to first event p95",
-        unit: "ms",
-        better: Better::Lower,
-        budget: Budget::Relative(0.10),
-        per_second: None,
-    },
-    Figure {
-        key: "connect.p95",
-        label: "connect p95",
-        unit: "ms",
-        better: Better::Lower,
-        budget: Budget::Relative(0.25),
-        per_second: None,
-    },
-    Figure {
-        key: "error_rate",
-        label: "error rate",
-        unit: "",
-        better: Better::Lower,
-        budget: Budget::Absolute(0.005),
-        per_second: Some(row_error_rate),
-    },
-    Figure {
-        key: "server.cpu_us_per_event",
-        label: "server CPU per event",
-        unit: "µs",
-        better: Better::Lower,
-        budget: Budget::Relative(0.10),
-        per_second: Some(row_cpu_per_event),
-    },
-    Figure {
-        key: "server.rss_mb.peak",
-        label: "server RSS peak",
-        unit: "MiB",
-        better: Better::Lower,
-        budget: Budget::Relative(0.10),
-        per_second: None,
-    },
-];
+use super::figure::{self, Better, Budget, Figure, Scoped};
+use super::gate::{self, Decision};
+use super::stats::welch;
+use crate::summary::comparison::{
+    Change, Comparison, Estimate, GateVerdict, NoiseSource, Status, most_rounds,
+};
 
 /// The family-wise significance level of the tests on repeated runs.
 pub const ALPHA: f64 = 0.05;
@@ -165,7 +44,8 @@ pub const ALPHA: f64 = 0.05;
 /// How the decision was made, for reports, with `tests` figures tested.
 fn method(tests: usize) -> String {
     format!(
-        "each side is the median of its runs; with two or more runs on each side, a figure moved beyond the noise when Welch's t-test on the runs (on logarithms, so on ratios; on differences for the error rate) finds the change significant at alpha {ALPHA} / {tests} (Bonferroni over the figures tested); with a single run on a side, when the change exceeds both noise bands together (a side's band is the range of its repeated runs, or a single run's interquartile range of per-second values); a figure regressed when it moved the wrong way by more than its budget and beyond the noise, and is within noise when it moved beyond its budget inside the noise"
+        "each side is the median of its runs; with two or more runs on each side, a figure regressed when Welch's confidence interval of current / baseline (on logarithms, so on ratios; of the difference for the error rate) lies wholly beyond its budget the worse way, is unchanged (no regression) when it lies wholly within, improved when also wholly better than no change, and inconclusive otherwise; each figure is tested one-sided at alpha {ALPHA} / {tests} (Bonferroni over the figures tested), so its interval is the two-sided {:.2}% one; with a single run on a side, a figure regressed when it moved the wrong way by more than its budget and beyond both noise bands together (a side's band is the range of its repeated runs, or a single run's interquartile range of per-second values), and is within noise (undecided) when it moved beyond its budget inside the noise",
+        gate::confidence(ALPHA / tests as f64) * 100.0
     )
 }
 
@@ -187,28 +67,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[low] + (sorted[high] - sorted[low]) * (at - low as f64)
 }
 
-impl Figure {
-    /// How its values are compared.
-    pub(crate) fn scale(&self) -> Scale {
-        match self.budget {
-            Budget::Relative(_) => Scale::Ratio,
-            Budget::Absolute(_) => Scale::Difference,
-        }
-    }
-
-    /// Its value in each of `runs` (summaries' JSON), if every run has it.
-    pub(crate) fn values(&self, runs: &[Value]) -> Option<Vec<f64>> {
-        let values: Vec<f64> = runs
-            .iter()
-            .map(|run| metric(run, self.key))
-            .collect::<Option<_>>()?;
-        (!values.is_empty()).then_some(values)
-    }
-}
-
 /// The median and noise band of `figure` over `runs`, whose values are
 /// `values`.
-fn estimate(figure: &Figure, runs: &[Value], mut values: Vec<f64>) -> Estimate {
+fn estimate(figure: &Scoped, runs: &[Value], mut values: Vec<f64>) -> Estimate {
     let median = median(&mut values);
     if values.len() > 1 {
         return Estimate {
@@ -219,7 +80,7 @@ fn estimate(figure: &Figure, runs: &[Value], mut values: Vec<f64>) -> Estimate {
         };
     }
     let seconds = figure
-        .per_second
+        .per_second()
         .and_then(|value| per_second(&runs[0], value));
     Estimate {
         median,
@@ -264,55 +125,107 @@ fn against_budget(figure: &Figure, current: f64, baseline: f64) -> Option<(f64, 
 }
 
 /// One figure's values on both sides.
-struct Sides<'a> {
-    figure: &'a Figure,
+struct Sides {
+    scoped: Scoped,
     current: Vec<f64>,
     baseline: Vec<f64>,
 }
 
-impl Sides<'_> {
+/// The status of a tested figure from the gate's decision.
+fn tested_status(decision: Decision) -> Status {
+    match decision.verdict {
+        GateVerdict::Regression => Status::Regression,
+        GateVerdict::NoRegression if decision.improved => Status::Improved,
+        GateVerdict::NoRegression => Status::Unchanged,
+        GateVerdict::Inconclusive => Status::Inconclusive,
+    }
+}
+
+/// The status of a figure with a single run on a side, from its noise
+/// bands: whether it moved `worse`, `beyond_budget`, and beyond the noise
+/// (`None`: the noise unknown on both sides).
+fn banded_status(beyond_budget: bool, worse: bool, beyond_noise: Option<bool>) -> Status {
+    match (beyond_budget, worse, beyond_noise) {
+        (false, _, _) | (true, false, Some(false) | None) => Status::Unchanged,
+        (true, true, Some(true)) => Status::Regression,
+        (true, true, Some(false)) => Status::WithinNoise,
+        (true, true, None) => Status::Unsure,
+        (true, false, Some(true)) => Status::Improved,
+    }
+}
+
+impl Sides {
     /// Whether both sides have repeated runs to test.
     fn testable(&self) -> bool {
         self.current.len() > 1 && self.baseline.len() > 1
     }
 
-    /// The comparison, testing at `level` when both sides were repeated.
+    /// The comparison, testing one-sided at `level` when both sides were
+    /// repeated.
     fn change(self, current_runs: &[Value], baseline_runs: &[Value], level: f64) -> Change {
-        let figure = self.figure;
-        let test = welch(&self.baseline, &self.current, figure.scale(), level);
-        let now = estimate(figure, current_runs, self.current);
-        let before = estimate(figure, baseline_runs, self.baseline);
+        let figure = self.scoped.figure;
+        let runs = self.current.len().min(self.baseline.len());
+        let test = welch(
+            &self.baseline,
+            &self.current,
+            figure.scale(),
+            gate::interval_alpha(level),
+        );
+        let decision = test.map(|test| gate::decide(figure, &test, level, runs));
+        let now = estimate(&self.scoped, current_runs, self.current);
+        let before = estimate(&self.scoped, baseline_runs, self.baseline);
         let (change, status) = match against_budget(figure, now.median, before.median) {
             None => (None, Status::NotMeasured),
             Some((change, worse, beyond_budget)) => {
                 let unknown = now.noise_from == NoiseSource::Unknown
                     && before.noise_from == NoiseSource::Unknown;
-                let beyond_noise = match test {
-                    Some(test) => Some(test.p_value < level),
-                    None if unknown => None,
-                    None => Some((now.median - before.median).abs() > now.noise + before.noise),
-                };
-                let status = match (beyond_budget, worse, beyond_noise) {
-                    (false, _, _) | (true, false, Some(false) | None) => Status::Unchanged,
-                    (true, true, Some(true)) => Status::Regression,
-                    (true, true, Some(false)) => Status::WithinNoise,
-                    (true, true, None) => Status::Unsure,
-                    (true, false, Some(true)) => Status::Improved,
-                };
+                let beyond_noise = (!unknown)
+                    .then(|| (now.median - before.median).abs() > now.noise + before.noise);
+                let status = decision.map_or_else(
+                    || banded_status(beyond_budget, worse, beyond_noise),
+                    tested_status,
+                );
                 (Some(change), status)
             }
         };
+        let verdict = status.verdict();
         Change {
-            figure: figure.key,
-            label: figure.label,
+            figure: self.scoped.name(),
+            label: self.scoped.label(),
             unit: figure.unit,
             current: Some(now),
             baseline: Some(before),
             change,
             p_value: test.map(|t| t.p_value),
-            budget: budget_text(figure),
+            ci: test.map(|t| [t.low, t.high]),
+            budget: figure.budget_text(),
             status,
+            verdict,
+            rounds_suggested: match (decision, verdict) {
+                (_, None) => None,
+                (Some(decision), Some(_)) => decision.rounds_suggested,
+                (None, Some(GateVerdict::Inconclusive)) => None,
+                (None, Some(_)) => Some(0),
+            },
         }
+    }
+}
+
+/// A figure that either side lacks.
+fn not_measured(scoped: &Scoped) -> Change {
+    Change {
+        figure: scoped.name(),
+        label: scoped.label(),
+        unit: scoped.figure.unit,
+        current: None,
+        baseline: None,
+        change: None,
+        p_value: None,
+        ci: None,
+        budget: scoped.figure.budget_text(),
+        status: Status::NotMeasured,
+        verdict: None,
+        rounds_suggested: None,
     }
 }
 
@@ -325,60 +238,43 @@ pub(crate) fn labelled(label: &str, unit: &str) -> String {
     }
 }
 
-/// The budget of `figure` as people read it.
-pub(crate) fn budget_text(figure: &Figure) -> String {
-    let sign = match figure.better {
-        Better::Higher => '-',
-        Better::Lower => '+',
-    };
-    match figure.budget {
-        Budget::Relative(fraction) => format!("{sign}{:.0}%", fraction * 100.0),
-        Budget::Absolute(amount) => format!("{sign}{amount}"),
-    }
-}
-
 /// Compares the runs of one scenario (`current`, its repetitions' summary
 /// JSON) with `baseline` runs of the same scenario, described by `what`.
 pub fn compare(current: &[Value], baseline: &[Value], what: &str) -> Comparison {
-    let sides: Vec<Option<Sides<'_>>> = FIGURES
-        .iter()
-        .map(|figure| {
-            Some(Sides {
-                figure,
-                current: figure.values(current)?,
-                baseline: figure.values(baseline)?,
-            })
+    let sides: Vec<Result<Sides, Scoped>> = figure::figures(current, baseline)
+        .into_iter()
+        .map(|(scoped, values)| match values {
+            Some((current, baseline)) => Ok(Sides {
+                scoped,
+                current,
+                baseline,
+            }),
+            None => Err(scoped),
         })
         .collect();
-    let tests = sides
-        .iter()
-        .flatten()
-        .filter(|s| s.testable())
-        .count()
-        .max(1);
+    let tested = sides.iter().flatten().filter(|s| s.testable()).count();
+    let tests = tested.max(1);
     let level = ALPHA / tests as f64;
     let changes: Vec<Change> = sides
         .into_iter()
-        .zip(&FIGURES)
-        .map(|(sides, figure)| match sides {
-            Some(sides) => sides.change(current, baseline, level),
-            None => Change {
-                figure: figure.key,
-                label: figure.label,
-                unit: figure.unit,
-                current: None,
-                baseline: None,
-                change: None,
-                p_value: None,
-                budget: budget_text(figure),
-                status: Status::NotMeasured,
-            },
+        .map(|sides| match sides {
+            Ok(sides) => sides.change(current, baseline, level),
+            Err(scoped) => not_measured(&scoped),
         })
         .collect();
+    let verdict = GateVerdict::of(changes.iter().filter_map(|c| c.verdict));
     Comparison {
         baseline: what.to_owned(),
         method: method(tests),
+        confidence: (tested > 0).then(|| gate::confidence(level)),
         regressed: changes.iter().any(|c| c.status == Status::Regression),
+        rounds_suggested: most_rounds(
+            changes
+                .iter()
+                .filter(|c| c.verdict == Some(GateVerdict::Inconclusive))
+                .map(|c| c.rounds_suggested),
+        ),
+        verdict,
         changes,
     }
 }
@@ -447,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_inside_the_noise_is_not_a_regression() {
+    fn a_change_inside_the_noise_is_inconclusive_with_the_runs_it_needs() {
         // Runs that scatter by ±30%: a 20% drop of the median is noise.
         let base = [
             run(1000.0, 500, &[]),
@@ -460,8 +356,39 @@ mod tests {
             run(500.0, 500, &[]),
         ];
         let c = compare(&now, &base, "main");
-        assert_eq!(status(&c, "events_per_s"), Status::WithinNoise);
-        assert!(!c.regressed);
+        assert_eq!(status(&c, "events_per_s"), Status::Inconclusive);
+        assert!(!c.regressed && c.unsure());
+        assert_eq!(c.verdict, GateVerdict::Inconclusive);
+        let change = c
+            .changes
+            .iter()
+            .find(|c| c.figure == "events_per_s")
+            .unwrap();
+        let [low, high] = change.ci.unwrap();
+        assert!(low < 0.95 && high > 0.95, "{change:?}");
+        let more = change.rounds_suggested.unwrap();
+        assert!(more > 0 && c.rounds_suggested == Some(more), "{c:?}");
+        assert!(
+            change
+                .decision_text()
+                .contains(&format!("{more} more runs")),
+            "{}",
+            change.decision_text()
+        );
+        // Steady runs of the same build: decided, no regression.
+        let again = [
+            run(1001.0, 500, &[]),
+            run(1009.0, 500, &[]),
+            run(992.0, 500, &[]),
+        ];
+        let steady = [
+            run(1000.0, 500, &[]),
+            run(1010.0, 500, &[]),
+            run(990.0, 500, &[]),
+        ];
+        let c = compare(&again, &steady, "main");
+        assert_eq!(c.verdict, GateVerdict::NoRegression, "{c:?}");
+        assert_eq!(c.rounds_suggested, Some(0));
     }
 
     #[test]

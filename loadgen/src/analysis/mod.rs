@@ -1,8 +1,9 @@
 //! The analyses: they read what a run measured and the summary model, and
 //! decide: thresholds and the verdict ([`verdict`]), memory growth and
 //! burst recovery ([`memory`]), the comparison with a baseline
-//! ([`compare`]), capacity from load steps and ramps ([`capacity`]), with
-//! the statistics they share ([`stats`]). They fill in the summary's
+//! ([`compare`]) on its key figures ([`figure`]) and the gate's three-way
+//! decision ([`gate`]), capacity from load steps and ramps ([`capacity`]),
+//! with the statistics they share ([`stats`]). They fill in the summary's
 //! judged parts and never render anything.
 
 use crate::metrics::timeline::Measured;
@@ -11,6 +12,8 @@ use crate::summary::{Context, Summary};
 
 pub mod capacity;
 pub mod compare;
+pub mod figure;
+pub mod gate;
 pub mod memory;
 pub mod stats;
 pub mod verdict;

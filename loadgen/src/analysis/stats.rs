@@ -46,6 +46,12 @@ impl Scale {
 pub struct Paired {
     /// The ratio `b / a` (geometric mean), or the mean difference `b − a`.
     pub estimate: f64,
+    /// The estimate on the test's scale (the log of a ratio).
+    pub center: f64,
+    /// The standard error of `center`.
+    pub error: f64,
+    /// The degrees of freedom of the t distribution.
+    pub freedom: f64,
     /// The confidence interval's lower end.
     pub low: f64,
     /// The confidence interval's upper end.
@@ -93,18 +99,34 @@ fn mean_variance(values: &[f64]) -> (f64, f64) {
     (mean, variance)
 }
 
+/// Whether a standard error `error` with `freedom` degrees of freedom
+/// has a t distribution (it has none without spread).
+fn spread(error: f64, freedom: f64) -> Option<StudentsT> {
+    (error > 0.0 && error.is_finite() && freedom.is_finite())
+        .then(|| StudentsT::new(0.0, 1.0, freedom).expect("degrees of freedom above zero"))
+}
+
+/// The half-width of the two-sided `1 − alpha` confidence interval of an
+/// estimate with standard error `error` and `freedom` degrees of freedom
+/// (zero without spread).
+pub fn half_width(error: f64, freedom: f64, alpha: f64) -> f64 {
+    spread(error, freedom).map_or(0.0, |t| t.inverse_cdf(1.0 - alpha / 2.0) * error)
+}
+
 /// The t test of a difference `mean` with standard error `error`.
 fn t_test(mean: f64, error: f64, freedom: f64, scale: Scale, alpha: f64) -> Paired {
-    let (half_width, p_value) = if error == 0.0 || !error.is_finite() || !freedom.is_finite() {
+    let p_value = match spread(error, freedom) {
+        Some(t) => 2.0 * (1.0 - t.cdf((mean / error).abs())),
         // No spread at all: the values either moved or they did not.
-        (0.0, if mean == 0.0 { 1.0 } else { 0.0 })
-    } else {
-        let t = StudentsT::new(0.0, 1.0, freedom).expect("degrees of freedom above zero");
-        let p_value = 2.0 * (1.0 - t.cdf((mean / error).abs()));
-        (t.inverse_cdf(1.0 - alpha / 2.0) * error, p_value)
+        None if mean == 0.0 => 1.0,
+        None => 0.0,
     };
+    let half_width = half_width(error, freedom, alpha);
     Paired {
         estimate: scale.back(mean),
+        center: mean,
+        error,
+        freedom,
         low: scale.back(mean - half_width),
         high: scale.back(mean + half_width),
         p_value,

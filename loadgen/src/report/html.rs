@@ -261,7 +261,7 @@ fn thresholds(group: &Group) -> String {
 fn status_class(status: Status) -> &'static str {
     match status {
         Status::Regression => "fail",
-        Status::WithinNoise | Status::Unsure => "warn",
+        Status::WithinNoise | Status::Unsure | Status::Inconclusive => "warn",
         Status::Improved => "good",
         Status::Unchanged | Status::NotMeasured => "",
     }
@@ -283,13 +283,13 @@ fn comparison(comparison: &Comparison) -> String {
             row(
                 status_class(change.status),
                 &[
-                    escape(labelled(change.label, change.unit)).into_owned(),
+                    escape(labelled(&change.label, change.unit)).into_owned(),
                     escape(estimate_text(change.baseline)).into_owned(),
                     escape(estimate_text(change.current)).into_owned(),
                     escape(change_text(change)).into_owned(),
                     p_value,
                     escape(&change.budget).into_owned(),
-                    change.status.as_str().to_owned(),
+                    escape(change.decision_text()).into_owned(),
                 ],
             )
         })

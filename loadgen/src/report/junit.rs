@@ -105,7 +105,7 @@ fn cases(group: &Group) -> Vec<Case> {
                 "{} against {}: {}, change {}, budget {}",
                 change.label,
                 comparison.baseline,
-                change.status.as_str(),
+                change.decision_text(),
                 change
                     .change
                     .map_or_else(|| "not measured".to_owned(), |c| format!("{c:+.3}")),

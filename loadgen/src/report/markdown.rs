@@ -14,7 +14,7 @@ use super::text::{
 use crate::analysis::compare::labelled;
 use crate::analysis::memory::bytes_text;
 use crate::scenario::Severity;
-use crate::summary::comparison::{Comparison, Status};
+use crate::summary::comparison::{Comparison, GateVerdict, Status};
 use crate::summary::memory::Memory;
 use crate::summary::{Group, NodeSummary, Report, Summary};
 
@@ -26,21 +26,36 @@ pub fn comparison(comparison: &Comparison) -> String {
     );
     for change in &comparison.changes {
         let decision = match change.status {
-            Status::Regression => "**REGRESSION**",
-            other => other.as_str(),
+            Status::Regression => "**REGRESSION**".to_owned(),
+            _ => change.decision_text(),
         };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {decision} |",
-            labelled(change.label, change.unit),
+            labelled(&change.label, change.unit),
             estimate_text(change.baseline),
             estimate_text(change.current),
             change_text(change),
             change.budget,
         );
     }
-    let _ = writeln!(out, "\nHow the decision was made: {}.", comparison.method);
+    let _ = writeln!(
+        out,
+        "\nVerdict: {}{}.\n\nHow the decision was made: {}.",
+        comparison.verdict.as_str(),
+        undecided(comparison),
+        comparison.method
+    );
     out
+}
+
+/// What an inconclusive comparison needs for a decision, after its verdict.
+fn undecided(comparison: &Comparison) -> String {
+    if comparison.verdict == GateVerdict::Inconclusive {
+        format!(": {}", comparison.needs_text())
+    } else {
+        String::new()
+    }
 }
 
 fn scenarios_table(report: &Report) -> String {

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use crate::analysis::memory::bytes_text;
 use crate::scenario::Severity;
-use crate::summary::comparison::{Change, Estimate, NoiseSource, Status};
+use crate::summary::comparison::{Change, Estimate, GateVerdict, NoiseSource, Status};
 use crate::summary::manifest::Versions;
 use crate::summary::verdict::Verdict;
 use crate::summary::{NodeSummary, Report, Summary};
@@ -214,8 +214,20 @@ pub fn findings(report: &Report) -> Vec<String> {
                         "warning: {name}: {} moved {moved}, its noise unknown: measure both sides with --repeat 3 to decide",
                         change.label
                     )),
+                    Status::Inconclusive | Status::WithinNoise => warnings.push(format!(
+                        "warning: {name}: {} undecided, moved {moved}: {}",
+                        change.label,
+                        change.decision_text()
+                    )),
                     _ => {}
                 }
+            }
+            if comparison.verdict == GateVerdict::Inconclusive {
+                warnings.push(format!(
+                    "warning: {name}: INCONCLUSIVE against {}: {}",
+                    comparison.baseline,
+                    comparison.needs_text()
+                ));
             }
         }
     }
