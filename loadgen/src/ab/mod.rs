@@ -129,8 +129,13 @@ pub enum Decision {
     Improvement,
     /// No regression: the interval wholly within the budget.
     WithinBudget,
-    /// The interval across the budget's edge: not enough evidence.
+    /// The interval across the budget's edge and away from no change: not
+    /// enough evidence.
     Inconclusive,
+    /// The interval across the budget's edge and holding no change: not
+    /// enough evidence either (inconclusive), under the name ab.json gave
+    /// this case before the gate could say inconclusive.
+    NoSignificantDifference,
     /// Not measured in every round on both sides.
     NotMeasured,
 }
@@ -143,6 +148,7 @@ impl Decision {
             Decision::Improvement => "improvement",
             Decision::WithinBudget => "within budget",
             Decision::Inconclusive => "inconclusive",
+            Decision::NoSignificantDifference => "inconclusive (no significant difference)",
             Decision::NotMeasured => "not measured",
         }
     }
@@ -152,7 +158,9 @@ impl Decision {
         match self {
             Decision::Regression => Some(GateVerdict::Regression),
             Decision::Improvement | Decision::WithinBudget => Some(GateVerdict::NoRegression),
-            Decision::Inconclusive => Some(GateVerdict::Inconclusive),
+            Decision::Inconclusive | Decision::NoSignificantDifference => {
+                Some(GateVerdict::Inconclusive)
+            }
             Decision::NotMeasured => None,
         }
     }
@@ -244,6 +252,7 @@ fn decision(decided: gate::Decision) -> Decision {
         GateVerdict::Regression => Decision::Regression,
         GateVerdict::NoRegression if decided.improved => Decision::Improvement,
         GateVerdict::NoRegression => Decision::WithinBudget,
+        GateVerdict::Inconclusive if decided.holds_no_change => Decision::NoSignificantDifference,
         GateVerdict::Inconclusive => Decision::Inconclusive,
     }
 }
@@ -544,7 +553,8 @@ mod tests {
         let change = runs(&[190.0, 230.0], &[1000.0, 1000.0]);
         let (tests, _) = analyse(&base, &change, 0.05);
         let p50 = tests.iter().find(|t| t.figure == "latency.p50").unwrap();
-        assert_eq!(p50.decision, Decision::Inconclusive);
+        // Its interval holds no change: the name ab.json gave this before.
+        assert_eq!(p50.decision, Decision::NoSignificantDifference);
         assert_eq!(p50.verdict, Some(GateVerdict::Inconclusive));
         assert!(p50.rounds_suggested.is_some_and(|n| n > 0), "{p50:?}");
         let (verdict, rounds) = verdict(&tests, &[]);

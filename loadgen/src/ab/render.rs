@@ -35,7 +35,9 @@ fn needs(test: &FigureTest) -> String {
 /// A figure's decision in words, with the rounds it needs when undecided.
 fn decision_words(test: &FigureTest) -> String {
     match test.decision {
-        Decision::Inconclusive => format!("inconclusive: {}", needs(test)),
+        Decision::Inconclusive | Decision::NoSignificantDifference => {
+            format!("{}: {}", test.decision.as_str(), needs(test))
+        }
         other => other.as_str().to_owned(),
     }
 }
@@ -106,7 +108,7 @@ pub fn markdown(report: &AbReport) -> String {
     for test in report
         .figures
         .iter()
-        .filter(|t| t.decision == Decision::Inconclusive)
+        .filter(|t| t.verdict == Some(GateVerdict::Inconclusive))
     {
         let _ = writeln!(
             out,

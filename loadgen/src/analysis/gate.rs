@@ -33,6 +33,8 @@ pub(crate) struct Decision {
     pub(crate) verdict: GateVerdict,
     /// No regression, and the interval wholly better than no change.
     pub(crate) improved: bool,
+    /// The interval holds no change: the difference is not significant.
+    pub(crate) holds_no_change: bool,
     /// More rounds suggested: 0 when decided, `None` for no finite number.
     pub(crate) rounds_suggested: Option<u64>,
 }
@@ -83,6 +85,7 @@ pub(crate) fn decide(figure: &Figure, test: &Paired, level: f64, rounds: usize) 
     Decision {
         verdict,
         improved: verdict == GateVerdict::NoRegression && center + half < 0.0,
+        holds_no_change: center - half <= 0.0 && 0.0 <= center + half,
         rounds_suggested: match verdict {
             GateVerdict::Inconclusive => more_rounds((edge - center).abs(), test, level, rounds),
             _ => Some(0),
