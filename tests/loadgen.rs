@@ -83,6 +83,7 @@ fn run_on<'a>(scenario: &'a Scenario, addrs: &[std::net::SocketAddr]) -> Run<'a>
         run_id: format!("t{}", fastrand::u32(..)),
         token: None,
         workers: 1,
+        watch: None,
     }
 }
 

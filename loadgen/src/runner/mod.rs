@@ -31,7 +31,7 @@ use self::worker::Workers;
 use crate::client::Target;
 use crate::client::jwt::{Credential, Grants, Minter};
 use crate::metrics::monitor::Monitor;
-use crate::metrics::timeline::{Measured, NodeMeasured};
+use crate::metrics::timeline::{Measured, NodeMeasured, Watch};
 use crate::metrics::{Shards, Stats};
 use crate::scenario::{Phase, Scenario, StreamKind, phase_at};
 
@@ -75,6 +75,9 @@ pub struct Run<'a> {
     /// Processes that run the virtual clients: 1 is this one; more are
     /// worker processes ([`worker`]), and this one runs none.
     pub workers: usize,
+    /// Told of each timeline row as it is made (the live dashboard, the
+    /// samples file), if anything watches.
+    pub watch: Option<&'a dyn Watch>,
 }
 
 /// The misbehaving clients of the current phase.
@@ -365,7 +368,7 @@ impl Run<'_> {
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();
-        let mut timeline = Timeline::new(&scenario.phases, self.targets.len(), start);
+        let mut timeline = Timeline::new(&scenario.phases, self.targets.len(), start, self.watch);
         // The clients wanted at the last tick, all processes together.
         let mut running = 0;
         abusers.enter(&scenario.phases[0], scenario.phases[0].duration);
