@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -90,7 +90,12 @@ fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u
 }
 
 /// Writes a gauge `name`, if it has a value.
-fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: Option<f64>) -> Fmt {
+fn gauge<N: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: Option<N>,
+) -> Fmt {
     match value {
         Some(value) => ConstGauge::new(value).encode(encoder.encode_descriptor(
             name,
@@ -166,7 +171,7 @@ fn latest(e: &mut DescriptorEncoder<'_>, row: &Row) -> Fmt {
         e,
         "streamgauge_loadgen_clients",
         "Clients connected or connecting",
-        Some(f64::from(row.clients)),
+        Some(row.clients),
     )?;
     gauge(
         e,
@@ -223,7 +228,7 @@ fn latest(e: &mut DescriptorEncoder<'_>, row: &Row) -> Fmt {
         e,
         "streamgauge_loadgen_server_heap_bytes",
         "Server live heap (servers built with heap profiling)",
-        row.server_heap_bytes.map(|b| b as f64),
+        row.server_heap_bytes,
     )
 }
 
