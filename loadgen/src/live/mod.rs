@@ -245,3 +245,114 @@ impl Watch for Watcher {
         dashboard.figures.add(&self.run, row, interval);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::scenario::Phase;
+
+    fn label(scenario: &str) -> RunLabel {
+        RunLabel {
+            run_id: "r1".to_owned(),
+            scenario: scenario.to_owned(),
+            transport: "ws",
+            repeat: 1,
+        }
+    }
+
+    /// The first event `/events` sends a page that saw event `last`.
+    async fn resume(addr: SocketAddr, last: usize) -> String {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut response = http
+            .get(format!("http://{addr}/events"))
+            .header("last-event-id", last.to_string())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("GET /events");
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            let chunk = response.chunk().await.expect("a chunk").expect("more");
+            text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn rows_become_phase_and_sample_events_and_samples_lines_that_say_their_run() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let path = dir.path().join("samples.jsonl");
+        let options = Options {
+            dashboard: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            hold: false,
+            samples: Some(path.clone()),
+        };
+        let live = Live::start(&options).await.expect("the live view starts");
+        let second = Duration::from_secs(2);
+        let scenario = Scenario {
+            phases: vec![
+                Phase::steady("ramp", 1, second),
+                Phase::steady("steady", 2, second),
+            ],
+            ..Scenario::default()
+        };
+        for name in ["first", "second"] {
+            let watcher = live.watch(label(name), &scenario).expect("watched");
+            for (t_s, phase) in [(1.0, "ramp"), (2.0, "ramp"), (3.0, "steady")] {
+                let row = Row {
+                    t_s,
+                    phase: phase.to_owned(),
+                    ..Row::default()
+                };
+                watcher.row(&row, &Stats::default());
+            }
+        }
+        let feed = Arc::clone(&live.outlets.dashboard.as_ref().expect("a dashboard").feed);
+        let addr = live.server.as_ref().expect("a server").addr;
+        let resumed = resume(addr, 10).await;
+        assert!(resumed.starts_with("id: 11\nevent: sample\n"), "{resumed}");
+        live.finish(None, &CancellationToken::new())
+            .await
+            .expect("finished");
+
+        let events: Vec<(&str, Value)> = (feed.since(0).iter())
+            .map(|(_, e)| (e.kind.as_str(), serde_json::from_str(&e.data).unwrap()))
+            .collect();
+        let kinds: Vec<&str> = events.iter().map(|(kind, _)| *kind).collect();
+        let run = ["run", "phase", "sample", "sample", "phase", "sample"];
+        assert_eq!(kinds, [&run[..], &run[..], &["done"]].concat());
+        assert_eq!(events[0].1["phases"][1]["start_s"], 2.0);
+        let phases: Vec<(&Value, &Value)> = (events.iter())
+            .filter(|(kind, _)| *kind == "phase")
+            .map(|(_, e)| (&e["phase"], &e["t_s"]))
+            .collect();
+        assert_eq!(
+            phases[..2],
+            [
+                (&"ramp".into(), &0.0.into()),
+                (&"steady".into(), &2.0.into())
+            ]
+        );
+        assert_eq!(events[12].1["verdict"], Value::Null);
+        assert_eq!(events[12].1["error"], Value::Null);
+
+        let lines: Vec<Value> = (std::fs::read_to_string(&path).expect("the samples").lines())
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect();
+        let runs: Vec<(&Value, &Value)> = (lines.iter())
+            .map(|line| (&line["scenario"], &line["t_s"]))
+            .collect();
+        assert_eq!(runs.len(), 6);
+        assert_eq!(runs[2], (&"first".into(), &3.0.into()));
+        assert_eq!(runs[3], (&"second".into(), &1.0.into()));
+        assert!(
+            lines
+                .iter()
+                .all(|line| line["run_id"] == "r1" && line["transport"] == "ws")
+        );
+    }
+}
