@@ -34,9 +34,10 @@
 //!   JUnit, Bencher Metric Format, the terminal's tables, and the files.
 //! - Beside the pipeline: [`live`] (the dashboard and the samples file,
 //!   fed row by row while a run goes), [`history`] (every run stored
-//!   through sqlx, and baselines found in it), [`ab`] (the merge gate: two builds,
-//!   alternately), [`local_server`] (a server process to measure), and
-//!   [`cli`] (the command line, turned into the plain arguments above).
+//!   through sqlx, and baselines found in it), [`ab`] (the merge gate:
+//!   two builds, alternately), [`local_server`] (a server process to
+//!   measure), and [`cli`] (the command line, turned into the plain
+//!   arguments above).
 //!
 //! # Layering
 //!
