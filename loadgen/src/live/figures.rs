@@ -166,7 +166,7 @@ impl Collector for Figures {
 
 /// Writes the gauges of the latest row.
 fn latest(e: &mut DescriptorEncoder<'_>, row: &Row) -> Fmt {
-    let mib = |mb: Option<f64>| mb.map(|mb| mb * 1024.0 * 1024.0);
+    let bytes = |mib: Option<f64>| mib.map(|mib| (mib * 1024.0 * 1024.0).round() as u64);
     gauge(
         e,
         "streamgauge_loadgen_clients",
@@ -210,7 +210,7 @@ fn latest(e: &mut DescriptorEncoder<'_>, row: &Row) -> Fmt {
         e,
         "streamgauge_loadgen_resident_memory_bytes",
         "Load generator resident memory",
-        mib(row.loadgen_rss_mb),
+        bytes(row.loadgen_rss_mb),
     )?;
     gauge(
         e,
@@ -222,7 +222,7 @@ fn latest(e: &mut DescriptorEncoder<'_>, row: &Row) -> Fmt {
         e,
         "streamgauge_loadgen_server_resident_memory_bytes",
         "Server resident memory, as the load generator samples it",
-        mib(row.server_rss_mb),
+        bytes(row.server_rss_mb),
     )?;
     gauge(
         e,
