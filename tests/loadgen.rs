@@ -84,6 +84,7 @@ fn run_on<'a>(scenario: &'a Scenario, addrs: &[std::net::SocketAddr]) -> Run<'a>
         token: None,
         workers: 1,
         abort: None,
+        watch: None,
     }
 }
 

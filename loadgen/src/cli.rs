@@ -5,6 +5,7 @@
 //! [`ab::Options`] and the history's [`Filter`]. Nothing but the dispatch
 //! in `lib.rs` (and `main.rs`) imports this module.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::ab::{self, build::Build};
 use crate::history::Filter;
+use crate::live;
 use crate::run;
 use crate::runner::worker::WorkerCount;
 use crate::scenario::auth::RawAuth;
@@ -330,6 +332,42 @@ pub struct RunArgs {
     /// Repetition, history, baseline and default thresholds.
     #[command(flatten)]
     pub record: RecordArgs,
+
+    /// The live dashboard and the samples file.
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+/// What is shown while the runs go.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// Serve a live dashboard at ADDR (such as 127.0.0.1:9090; port 0 picks
+    /// a free one) while the runs go: a page with live charts fed by SSE
+    /// (/events) and the load generator's own figures for Prometheus
+    /// (/metrics). Stderr says where: `dashboard on http://ADDR/`
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<SocketAddr>,
+
+    /// Keep the dashboard up after the runs, showing the verdict, until
+    /// Ctrl-C (SIGINT) or SIGTERM
+    #[arg(long, requires = "dashboard")]
+    pub dashboard_hold: bool,
+
+    /// Write one JSON line per second of every run here (each line its
+    /// timeline row and its run), flushed as the run goes
+    #[arg(long, value_name = "PATH")]
+    pub samples_jsonl: Option<PathBuf>,
+}
+
+impl LiveArgs {
+    /// What these arguments ask to show live.
+    pub fn options(&self) -> live::Options {
+        live::Options {
+            dashboard: self.dashboard,
+            hold: self.dashboard_hold,
+            samples: self.samples_jsonl.clone(),
+        }
+    }
 }
 
 /// A scenario: a preset, a file, inline flags, and thresholds.
@@ -605,6 +643,10 @@ pub struct SuiteArgs {
     /// Repetition, history, baseline and default thresholds.
     #[command(flatten)]
     pub record: RecordArgs,
+
+    /// The live dashboard and the samples file.
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 impl ScenarioArgs {
@@ -715,9 +757,9 @@ impl TargetArgs {
 }
 
 impl RecordArgs {
-    /// How these arguments (and `options`' results directory) record an
-    /// invocation.
-    pub fn record(&self, options: &RunOptions) -> run::Record {
+    /// How these arguments (with `options`' results directory and what
+    /// `live` shows) record an invocation.
+    pub fn record(&self, options: &RunOptions, live: &LiveArgs) -> run::Record {
         run::Record {
             out: options.out.clone(),
             history: self.history.url.clone(),
@@ -725,6 +767,7 @@ impl RecordArgs {
             label: self.label.clone(),
             baseline: self.baseline.clone(),
             repeat: self.repeat,
+            live: live.options(),
         }
     }
 }

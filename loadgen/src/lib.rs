@@ -32,10 +32,12 @@
 //!   a baseline, capacity, and the statistics they share.
 //! - [`report`]: renderers only: Markdown, HTML and its charts, CSV,
 //!   JUnit, Bencher Metric Format, the terminal's tables, and the files.
-//! - Beside the pipeline: [`history`] (every run stored through sqlx, and
-//!   baselines found in it), [`ab`] (the merge gate: two builds,
-//!   alternately), [`local_server`] (a server process to measure), and
-//!   [`cli`] (the command line, turned into the plain arguments above).
+//! - Beside the pipeline: [`live`] (the dashboard and the samples file,
+//!   fed row by row while a run goes), [`history`] (every run stored
+//!   through sqlx, and baselines found in it), [`ab`] (the merge gate:
+//!   two builds, alternately), [`local_server`] (a server process to
+//!   measure), and [`cli`] (the command line, turned into the plain
+//!   arguments above).
 //!
 //! # Layering
 //!
@@ -54,7 +56,8 @@
 //! | `analysis` | `summary` |
 //! | `report` | `analysis` |
 //! | `history` | `report` |
-//! | `run` | `history`, `runner`, `local_server` |
+//! | `live` | `summary` |
+//! | `run` | `history`, `runner`, `local_server`, `live` |
 //! | `ab` | `run` |
 //! | `cli` | `ab` |
 //!
@@ -70,6 +73,7 @@ pub mod analysis;
 pub mod cli;
 pub mod client;
 pub mod history;
+pub mod live;
 pub mod local_server;
 pub mod metrics;
 pub mod report;
@@ -104,7 +108,7 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
                 args.target.options.time_scale,
                 !args.record.no_default_thresholds,
             )?;
-            let record = args.record.record(&args.target.options);
+            let record = args.record.record(&args.target.options, &args.live);
             run::measure(&[scenario], &args.target.setup(), &record, &cancel).await
         }
         Command::Suite(args) => {
@@ -118,7 +122,7 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
                 args.target.options.time_scale,
                 !args.record.no_default_thresholds,
             );
-            let record = args.record.record(&args.target.options);
+            let record = args.record.record(&args.target.options, &args.live);
             run::measure(&plan, &args.target.setup(), &record, &cancel).await
         }
         Command::Compare(args) => {

@@ -19,9 +19,12 @@ use crate::client::target::CONNECT_TIMEOUT;
 use crate::client::tls::Connector;
 use crate::history::History;
 use crate::history::baseline::{self, Runs};
+use crate::live::event::RunLabel;
+use crate::live::{self, Live};
 use crate::local_server::{LocalServers, ServerProgram};
 use crate::metrics::Stats;
 use crate::metrics::monitor::Monitor;
+use crate::metrics::timeline::Watch;
 use crate::report::files::{self, run_dir};
 use crate::report::{markdown, table, text};
 use crate::runner::abort::Abort;
@@ -70,6 +73,8 @@ pub struct Record {
     pub baseline: Option<String>,
     /// How many times every scenario runs, round after round.
     pub repeat: u32,
+    /// What is shown while the runs go: the dashboard, the samples file.
+    pub live: live::Options,
 }
 
 /// How a run ended, for the exit code: 0 if it passed, 1 if not, 3 if it
@@ -310,7 +315,8 @@ pub struct Measurement {
 }
 
 /// Runs `scenario` once against the server `setup` names, its files
-/// (the local server's log) in `dir`, and summarizes it, judged.
+/// (the local server's log) in `dir`, `watch` told of each row, and
+/// summarizes it, judged.
 ///
 /// # Errors
 ///
@@ -322,6 +328,7 @@ pub async fn run_once(
     http: &reqwest::Client,
     dir: &Path,
     context: Context,
+    watch: Option<&dyn Watch>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -348,6 +355,7 @@ pub async fn run_once(
                     .workers
                     .resolve(scenario, context.environment.limits.open_files),
                 abort: abort(scenario, &context),
+                watch,
             };
             run.execute(cancel).await
         }
@@ -391,17 +399,32 @@ fn server_under_test(setup: &Setup) -> ServerUnderTest {
 }
 
 /// Runs each scenario of `plan`, `--repeat` times round after round,
-/// writes every report, compares with the baseline, stores the runs in
-/// the history and prints the table.
+/// shown live as `record.live` asks, writes every report, compares with
+/// the baseline, stores the runs in the history and prints the table.
 ///
 /// # Errors
 ///
 /// The baseline cannot be found, results cannot be written, a run could
-/// not be made (the others are still reported), or `cancel`.
+/// not be made (the others are still reported), the dashboard or the
+/// samples file cannot be made or written, or `cancel`.
 pub async fn measure(
     plan: &[Scenario],
     setup: &Setup,
     record: &Record,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Outcome> {
+    let live = Live::start(&record.live).await?;
+    let outcome = measure_live(plan, setup, record, &live, cancel).await;
+    live.finish(outcome.as_ref().err(), cancel).await?;
+    outcome
+}
+
+/// [`measure`], each run shown on `live`.
+async fn measure_live(
+    plan: &[Scenario],
+    setup: &Setup,
+    record: &Record,
+    live: &Live,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Outcome> {
     raise_file_limit();
@@ -450,13 +473,23 @@ pub async fn measure(
                     runs: Vec::new(),
                 });
             }
-            let measurement = match run_once(scenario, setup, &http, &dir, context, cancel).await {
+            let label = RunLabel {
+                run_id: run_id.clone(),
+                scenario: name.clone(),
+                transport,
+                repeat,
+            };
+            let watcher = live.watch(label, scenario);
+            let watch = watcher.as_ref().map(|w| w as &dyn Watch);
+            let measured = run_once(scenario, setup, &http, &dir, context, watch, cancel).await;
+            let measurement = match measured {
                 Ok(measurement) => measurement,
                 Err(e) => {
                     not_run.note(name, transport, &e);
                     continue;
                 }
             };
+            live.verdict(&measurement.summary);
             files::write_run(&dir, &measurement.summary)?;
             stats.push((RunKey::of(&measurement.summary), measurement.stats));
             groups[i].runs.push(measurement.summary);
@@ -478,6 +511,7 @@ pub async fn measure(
         groups,
         environment,
     };
+    live.judged(&report);
     files::write_report(&out, &report)?;
     if record.store {
         store(&record.history, &report, &stats).await;

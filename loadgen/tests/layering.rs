@@ -19,7 +19,8 @@ const BELOW: &[(&str, &[&str])] = &[
     ("analysis", &["summary"]),
     ("report", &["analysis"]),
     ("history", &["report"]),
-    ("run", &["history", "runner", "local_server"]),
+    ("live", &["summary"]),
+    ("run", &["history", "runner", "local_server", "live"]),
     ("ab", &["run"]),
     ("cli", &["ab"]),
 ];

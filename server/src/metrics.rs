@@ -931,14 +931,7 @@ impl Metrics {
 
     /// Every metric in the text format `exposition`.
     pub fn encode(&self, exposition: Exposition) -> String {
-        let mut openmetrics = String::with_capacity(8 * 1024);
-        // Writing into a String cannot fail.
-        prometheus_client::encoding::text::encode(&mut openmetrics, &self.registry)
-            .expect("encoding metrics into a String");
-        match exposition {
-            Exposition::OpenMetrics => openmetrics,
-            Exposition::Prometheus => prometheus_text(&openmetrics),
-        }
+        exposition.encode(&self.registry)
     }
 }
 
@@ -952,6 +945,19 @@ pub enum Exposition {
 }
 
 impl Exposition {
+    /// Every metric of `registry` in this format (the load generator's
+    /// live `/metrics` uses it too).
+    pub fn encode(self, registry: &Registry) -> String {
+        let mut openmetrics = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut openmetrics, registry)
+            .expect("encoding metrics into a String");
+        match self {
+            Exposition::OpenMetrics => openmetrics,
+            Exposition::Prometheus => prometheus_text(&openmetrics),
+        }
+    }
+
     /// The `Content-Type` of a response in this format.
     pub fn content_type(self) -> &'static str {
         match self {

@@ -23,6 +23,7 @@ macro_rules! on_both_databases {
     };
 }
 
+pub mod browser;
 pub mod buffers;
 pub mod client;
 pub mod cluster;

@@ -338,7 +338,7 @@ async fn run_side(
         token: token.cloned(),
     };
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let measurement = run::run_once(scenario, &setup, &http, dir, context, cancel).await?;
+    let measurement = run::run_once(scenario, &setup, &http, dir, context, None, cancel).await?;
     files::write_run(dir, &measurement.summary)?;
     Ok(measurement.summary)
 }

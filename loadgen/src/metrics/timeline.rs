@@ -1,7 +1,9 @@
 //! The timeline a run records: one [`Row`] per second (and one at each
 //! change of phase), each phase's measurements ([`PhaseMeasured`]), and
 //! everything a run measured ([`Measured`]), which the summary is built
-//! from. The runner fills these; it never builds a summary itself.
+//! from. The runner fills these; it never builds a summary itself. A
+//! [`Watch`] is told of each row as it is made (the live dashboard and
+//! the samples file).
 
 use std::time::{Duration, SystemTime};
 
@@ -50,6 +52,14 @@ pub struct Row {
     /// Streams opened: connection attempts that settled, reconnects
     /// included.
     pub connects: u64,
+}
+
+/// Told of each [`Row`] as the runner makes it, with the interval's own
+/// measurements (what the row was drawn from). Called on the runner's
+/// loop once a second: it must return at once.
+pub trait Watch: Send + Sync + std::fmt::Debug {
+    /// One more row of the run; `interval` is what it measured.
+    fn row(&self, row: &Row, interval: &Stats);
 }
 
 /// What one phase measured.

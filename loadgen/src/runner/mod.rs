@@ -32,7 +32,7 @@ use self::worker::Workers;
 use crate::client::Target;
 use crate::client::jwt::{Credential, Grants, Minter};
 use crate::metrics::monitor::{CpuSeconds, Monitor};
-use crate::metrics::timeline::{Aborted, Measured, NodeMeasured};
+use crate::metrics::timeline::{Aborted, Measured, NodeMeasured, Watch};
 use crate::metrics::{Shards, Stats};
 use crate::scenario::{Phase, Scenario, StreamKind, phase_at};
 
@@ -79,6 +79,9 @@ pub struct Run<'a> {
     pub workers: usize,
     /// Judges the run every second, when it has `abort:` thresholds.
     pub abort: Option<Abort<'a>>,
+    /// Told of each timeline row as it is made (the live dashboard, the
+    /// samples file), if anything watches.
+    pub watch: Option<&'a dyn Watch>,
 }
 
 /// The misbehaving clients of the current phase.
@@ -369,7 +372,7 @@ impl Run<'_> {
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();
-        let mut timeline = Timeline::new(&scenario.phases, self.targets.len(), start);
+        let mut timeline = Timeline::new(&scenario.phases, self.targets.len(), start, self.watch);
         // The clients wanted at the last tick, all processes together.
         let mut running = 0;
         let mut abort = self.abort.take();

@@ -2,14 +2,14 @@
 //! each change of phase) the shards are drained into a [`Row`], with a
 //! sample of the server's and the load generator's resources (worker
 //! processes counted), and added to its phase, to the totals and, node
-//! by node, to each server node's totals.
+//! by node, to each server node's totals; a [`Watch`] is told of it.
 
 use std::time::{Duration, Instant};
 
 use streamgauge_server::process;
 
 use crate::metrics::monitor::{CpuSeconds, Monitor, Reading};
-use crate::metrics::timeline::{PhaseMeasured, Row};
+use crate::metrics::timeline::{PhaseMeasured, Row, Watch};
 use crate::metrics::{Shards, Stats};
 use crate::scenario::Phase;
 
@@ -106,12 +106,19 @@ pub(super) struct Timeline<'a> {
     pub(super) phase: usize,
     /// The number of the phase `phases` ends with.
     phase_added: Option<usize>,
+    /// Told of each row.
+    watch: Option<&'a dyn Watch>,
 }
 
 impl<'a> Timeline<'a> {
     /// An empty timeline of the phases `spec` over `nodes` server nodes,
-    /// its first interval starting at `start`.
-    pub(super) fn new(spec: &'a [Phase], nodes: usize, start: Instant) -> Self {
+    /// its first interval starting at `start`, telling `watch` of each row.
+    pub(super) fn new(
+        spec: &'a [Phase],
+        nodes: usize,
+        start: Instant,
+        watch: Option<&'a dyn Watch>,
+    ) -> Self {
         let per_node = || (0..nodes).map(|_| Stats::default()).collect();
         Self {
             spec,
@@ -125,6 +132,7 @@ impl<'a> Timeline<'a> {
             last_row: start,
             phase: 0,
             phase_added: None,
+            watch,
         }
     }
 
@@ -158,6 +166,9 @@ impl<'a> Timeline<'a> {
             reading,
         );
         self.add_to_phase(index, &row, seconds);
+        if let Some(watch) = self.watch {
+            watch.row(&row, &self.second);
+        }
         self.totals.add(&self.second);
         self.second.reset();
         self.rows.push(row.clone());
