@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::metrics::timeline::Row;
+use crate::metrics::timeline::{Aborted, Row};
 use crate::scenario::Scenario;
 use crate::summary::Summary;
 use crate::summary::verdict::{ThresholdResult, Verdict};
@@ -152,6 +152,9 @@ pub struct RunVerdict {
     pub verdict: Verdict,
     /// The thresholds that did not hold, as `summary.json` has them.
     pub broken: Vec<ThresholdResult>,
+    /// Set when an `abort:` threshold stopped the run, as `summary.json`
+    /// has it.
+    pub aborted: Option<Aborted>,
 }
 
 impl RunVerdict {
@@ -169,6 +172,7 @@ impl RunVerdict {
                 .filter(|t| !t.ok)
                 .cloned()
                 .collect(),
+            aborted: summary.aborted.clone(),
         }
     }
 }
