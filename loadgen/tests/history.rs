@@ -135,6 +135,8 @@ fn row(cpu_pct: f64) -> Row {
         latency_p99_us: None,
         latency_p999_us: None,
         latency_max_us: None,
+        schedule_lag_p50_us: None,
+        schedule_lag_p99_us: None,
         errors: 0,
         server_cpu_pct: Some(cpu_pct),
         server_rss_mb: Some(42.0),

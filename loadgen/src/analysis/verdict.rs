@@ -43,6 +43,7 @@ pub fn metric(summary: &Value, name: &str) -> Option<f64> {
     }
     let field = match first {
         "latency" => "latency_us",
+        "schedule_lag" => "schedule_lag_us",
         "connect" => "connect_ms",
         "ttft" => "ttft_ms",
         "itl" => "itl_ms",

@@ -9,7 +9,7 @@ use crate::metrics::timeline::Row;
 use crate::summary::Summary;
 
 /// The header line's columns.
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 21] = [
     "t_s",
     "phase",
     "clients",
@@ -21,6 +21,8 @@ pub const COLUMNS: [&str; 19] = [
     "latency_p99_us",
     "latency_p999_us",
     "latency_max_us",
+    "schedule_lag_p50_us",
+    "schedule_lag_p99_us",
     "errors",
     "server_cpu_pct",
     "server_rss_mb",
@@ -68,6 +70,8 @@ pub fn timeline(summary: &Summary) -> String {
             cell(row.latency_p99_us),
             cell(row.latency_p999_us),
             cell(row.latency_max_us),
+            cell(row.schedule_lag_p50_us),
+            cell(row.schedule_lag_p99_us),
             row.errors.to_string(),
             cell(row.server_cpu_pct.map(|v| format!("{v:.1}"))),
             cell(row.server_rss_mb.map(|v| format!("{v:.2}"))),

@@ -126,7 +126,7 @@ impl Pacer {
     pub async fn next(&mut self) -> Option<u64> {
         if let Some(stall) = self.stall
             && self.released > 0
-            && self.released % stall.every == 0
+            && self.released.is_multiple_of(stall.every)
         {
             // Blocking on purpose: this is the stall under test.
             std::thread::sleep(stall.duration);
