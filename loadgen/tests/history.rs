@@ -245,6 +245,7 @@ async fn histograms_come_back_exactly_and_merge(backend: Backend) {
             "reconnect",
             "resume",
             "same_node",
+            "schedule_lag",
             "token_time"
         ]
     );

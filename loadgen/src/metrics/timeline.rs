@@ -35,11 +35,6 @@ pub struct Row {
     pub latency_p999_us: Option<u64>,
     /// Highest delivery latency this second, µs.
     pub latency_max_us: Option<u64>,
-    /// Median schedule lag (receipt − `sched`) this second, µs; `None`
-    /// when no event carried `sched`.
-    pub schedule_lag_p50_us: Option<u64>,
-    /// 99th percentile schedule lag this second, µs.
-    pub schedule_lag_p99_us: Option<u64>,
     /// Failures this second.
     pub errors: u64,
     /// Server CPU, % of one core.
@@ -55,6 +50,11 @@ pub struct Row {
     /// Streams opened: connection attempts that settled, reconnects
     /// included.
     pub connects: u64,
+    /// Median schedule lag (receipt − `sched`) this second, µs; `None`
+    /// when no event carried `sched`.
+    pub schedule_lag_p50_us: Option<u64>,
+    /// 99th percentile schedule lag this second, µs.
+    pub schedule_lag_p99_us: Option<u64>,
 }
 
 /// What one phase measured.

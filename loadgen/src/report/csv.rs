@@ -21,8 +21,6 @@ pub const COLUMNS: [&str; 21] = [
     "latency_p99_us",
     "latency_p999_us",
     "latency_max_us",
-    "schedule_lag_p50_us",
-    "schedule_lag_p99_us",
     "errors",
     "server_cpu_pct",
     "server_rss_mb",
@@ -31,6 +29,8 @@ pub const COLUMNS: [&str; 21] = [
     "loadgen_cpu_share",
     "loadgen_rss_mb",
     "connects",
+    "schedule_lag_p50_us",
+    "schedule_lag_p99_us",
 ];
 
 fn cell<T: ToString>(value: Option<T>) -> String {
@@ -70,8 +70,6 @@ pub fn timeline(summary: &Summary) -> String {
             cell(row.latency_p99_us),
             cell(row.latency_p999_us),
             cell(row.latency_max_us),
-            cell(row.schedule_lag_p50_us),
-            cell(row.schedule_lag_p99_us),
             row.errors.to_string(),
             cell(row.server_cpu_pct.map(|v| format!("{v:.1}"))),
             cell(row.server_rss_mb.map(|v| format!("{v:.2}"))),
@@ -80,6 +78,8 @@ pub fn timeline(summary: &Summary) -> String {
             cell(loadgen_share(row).map(|v| format!("{v:.3}"))),
             cell(row.loadgen_rss_mb.map(|v| format!("{v:.2}"))),
             row.connects.to_string(),
+            cell(row.schedule_lag_p50_us),
+            cell(row.schedule_lag_p99_us),
         ];
         let _ = writeln!(out, "{}", cells.join(","));
     }
@@ -96,7 +96,7 @@ mod tests {
     fn the_load_generators_memory_is_a_column_and_a_span() {
         let summary = fixture::summary(&fixture::scenario("single", &[]), 3);
         let csv = timeline(&summary);
-        let rss: Vec<&str> = csv.lines().filter_map(|l| l.rsplit(',').nth(1)).collect();
+        let rss: Vec<&str> = csv.lines().filter_map(|l| l.rsplit(',').nth(3)).collect();
         assert_eq!(rss, ["loadgen_rss_mb", "30.00", "31.00", "32.00"]);
         let span = Span {
             start: 30.0,
