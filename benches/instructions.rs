@@ -1,5 +1,6 @@
 //! Instruction counts of the hot paths, measured with gungraun (Callgrind):
-//! framing one event for SSE and WebSocket, the queue and batching writer at
+//! framing one event for SSE and WebSocket (unpaced, and paced: with
+//! `sched`), the queue and batching writer at
 //! batch sizes 1, 16 and 256, the load generator's SSE parser (including
 //! events split across reads), and topic fan-out through the hub to 1, 100
 //! and 1,000 subscribers. The same cases as the criterion benches
@@ -42,36 +43,43 @@ use streamgauge_server::queue::Receiver;
 use tokio::runtime::Runtime;
 
 use self::support::{
-    ENCODE_SEQ, ENCODE_TS, EVENTS_PER_CHUNK, GROUP, STREAM_EVENTS, WRITER_EVENTS, Written, chunked,
-    commit_group, drain, drain_members, encode_event, hub_members, payload, prefilled_writer,
-    runtime, sse_events, trade,
+    ENCODE_SCHED, ENCODE_SEQ, ENCODE_TS, EVENTS_PER_CHUNK, GROUP, STREAM_EVENTS, WRITER_EVENTS,
+    Written, chunked, commit_group, drain, drain_members, encode_event, hub_members, payload,
+    prefilled_writer, runtime, sse_events, trade,
 };
 
 #[allow(dead_code, reason = "each bench uses part of the shared fixtures")]
 mod support;
 
 // ---------------------------------------------------------------------------
-// encode: one event framed for SSE and for WebSocket.
+// encode: one event framed for SSE and for WebSocket, unpaced and paced
+// (with `sched`).
 
 /// One event, and an encode buffer with room for it.
 struct EncodeCase {
     framing: Framing,
+    sched: Option<u64>,
     event: Item,
     buf: BytesMut,
 }
 
-fn encode_setup(framing: Framing) -> EncodeCase {
+fn encode_setup(framing: Framing, sched: Option<u64>) -> EncodeCase {
     EncodeCase {
         framing,
-        event: encode_event(),
+        sched,
+        event: encode_event(sched),
         buf: BytesMut::with_capacity(4096),
     }
 }
 
 /// Checks the exact frame.
 fn encode_teardown(case: EncodeCase) {
+    let sched = case
+        .sched
+        .map(|sched| format!(r#","sched":{sched}"#))
+        .unwrap_or_default();
     let envelope = format!(
-        r#"{{"seq":{ENCODE_SEQ},"ts":{ENCODE_TS},"data":"{}"}}"#,
+        r#"{{"seq":{ENCODE_SEQ},"ts":{ENCODE_TS}{sched},"data":"{}"}}"#,
         "x".repeat(32)
     );
     let expected = match case.framing {
@@ -82,8 +90,10 @@ fn encode_teardown(case: EncodeCase) {
 }
 
 #[library_benchmark(setup = encode_setup, teardown = encode_teardown)]
-#[bench::sse(Framing::Sse)]
-#[bench::ws(Framing::WebSocket)]
+#[bench::sse(Framing::Sse, None)]
+#[bench::ws(Framing::WebSocket, None)]
+#[bench::sse_paced(Framing::Sse, Some(ENCODE_SCHED))]
+#[bench::ws_paced(Framing::WebSocket, Some(ENCODE_SCHED))]
 fn encode_one_event(mut case: EncodeCase) -> EncodeCase {
     case.framing
         .encode(black_box(&case.event), black_box(ENCODE_TS), &mut case.buf);

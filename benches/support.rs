@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use streamgauge_server::hub::{Hub, Membership};
-use streamgauge_server::protocol::{Event, Framing, Item, json_data};
+use streamgauge_server::protocol::{Event, Framing, Item, Stamp, json_data};
 use streamgauge_server::queue::{self, Limits, Receiver};
 use streamgauge_server::writer::{BatchLimits, Writer};
 use tokio::runtime::Runtime;
@@ -40,11 +40,15 @@ pub(crate) const ENCODE_SEQ: u64 = 123_456;
 /// The `ts` the encode cases stamp it with (µs since the Unix epoch).
 pub(crate) const ENCODE_TS: u64 = 1_795_000_000_000_000;
 
-/// The event the encode cases frame: [`ENCODE_SEQ`], carrying [`payload`].
-pub(crate) fn encode_event() -> Item {
+/// The `sched` of the paced encode cases: a little before [`ENCODE_TS`].
+pub(crate) const ENCODE_SCHED: u64 = ENCODE_TS - 87;
+
+/// The event the encode cases frame: [`ENCODE_SEQ`], carrying [`payload`]
+/// and `sched` (a paced event) if given.
+pub(crate) fn encode_event(sched: Option<u64>) -> Item {
     Item::Event(Event {
         seq: ENCODE_SEQ,
-        pts: None,
+        stamp: sched.map_or(Stamp::None, Stamp::Sched),
         data: payload(),
     })
 }
@@ -63,7 +67,7 @@ pub(crate) fn prefilled_writer(framing: Framing, batch: usize, data: &Bytes) -> 
     for seq in 1..=WRITER_EVENTS {
         let event = Item::Event(Event {
             seq,
-            pts: None,
+            stamp: Stamp::None,
             data: data.clone(),
         });
         tx.try_push(event).expect("the queue holds every event");
@@ -170,7 +174,7 @@ pub(crate) fn commit_group(first: u64, data: &Bytes) -> Vec<Event> {
     (first..first + GROUP)
         .map(|seq| Event {
             seq,
-            pts: Some(seq),
+            stamp: Stamp::Pts(seq),
             data: data.clone(),
         })
         .collect()

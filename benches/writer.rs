@@ -41,7 +41,7 @@ fn writer(c: &mut Criterion) {
 }
 
 fn encode(c: &mut Criterion) {
-    let event = encode_event();
+    let event = encode_event(None);
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(1));
     for (name, framing) in FRAMINGS {

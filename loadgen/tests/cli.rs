@@ -103,7 +103,7 @@ fn the_quick_suite_runs_end_to_end_and_writes_valid_summaries() {
 }
 
 /// The CSV header docs/cli.md gives `timeline.csv`.
-const TIMELINE_HEADER: &str = "t_s,phase,clients,events_per_s,bytes_per_s,latency_p50_us,latency_p90_us,latency_p95_us,latency_p99_us,latency_p999_us,latency_max_us,errors,server_cpu_pct,server_rss_mb,server_heap_bytes,loadgen_cpu_pct,loadgen_cpu_share,loadgen_rss_mb,connects";
+const TIMELINE_HEADER: &str = "t_s,phase,clients,events_per_s,bytes_per_s,latency_p50_us,latency_p90_us,latency_p95_us,latency_p99_us,latency_p999_us,latency_max_us,errors,server_cpu_pct,server_rss_mb,server_heap_bytes,loadgen_cpu_pct,loadgen_cpu_share,loadgen_rss_mb,connects,schedule_lag_p50_us,schedule_lag_p99_us";
 
 /// Checks one run's files beside its `summary`: the timeline has the
 /// header and one row per second, with as many fields; the load

@@ -136,6 +136,8 @@ fn row(cpu_pct: f64) -> Row {
         latency_p99_us: None,
         latency_p999_us: None,
         latency_max_us: None,
+        schedule_lag_p50_us: None,
+        schedule_lag_p99_us: None,
         errors: 0,
         server_cpu_pct: Some(cpu_pct),
         server_rss_mb: Some(42.0),
@@ -244,6 +246,7 @@ async fn histograms_come_back_exactly_and_merge(backend: Backend) {
             "reconnect",
             "resume",
             "same_node",
+            "schedule_lag",
             "token_time"
         ]
     );

@@ -48,6 +48,7 @@ use crate::cors::Cors;
 use crate::logging::LogFormat;
 use crate::queue;
 use crate::retention::{Retention, RetentionRule};
+use crate::source::Stall;
 use crate::source::topic::OverflowPolicy;
 use crate::store::{self, SqliteDurability};
 use crate::tls::TlsFiles;
@@ -382,6 +383,16 @@ pub struct Args {
     #[arg(long, env = "STREAMGAUGE_INJECT_DELAY", value_name = "DURATION")]
     pub inject_delay: Option<HumanDuration>,
 
+    /// For testing measurements only: after every EVERY events of a ticker
+    /// or token stream, its pacer blocks the runtime worker running it for
+    /// DURATION, a server that stalls on purpose [default: off]
+    #[arg(
+        long,
+        env = "STREAMGAUGE_INJECT_PACER_STALL",
+        value_name = "EVERY:DURATION"
+    )]
+    pub inject_pacer_stall: Option<String>,
+
     /// For testing leak detection only: leak this many bytes of heap for
     /// every stream opened, a server that leaks on purpose [default: off]
     #[arg(long, env = "STREAMGAUGE_INJECT_LEAK", value_name = "BYTES")]
@@ -478,8 +489,10 @@ fn defaults() -> Args {
         retry_after: seconds(1),
         max_rate: Some(1_000_000),
         max_size: Some(64 << 10),
-        // Off: the server is neither slowed nor leaking nor crashing.
+        // Off: the server is neither slowed nor stalling nor leaking nor
+        // crashing.
         inject_delay: None,
+        inject_pacer_stall: None,
         inject_leak: None,
         inject_exit_after_commit: None,
         heap_profile: Some(PathBuf::from("dhat-heap.json")),
@@ -797,6 +810,9 @@ pub struct Config {
     pub max_size: usize,
     /// For testing measurements: a wait before each batch is written.
     pub inject_delay: Option<Duration>,
+    /// For testing measurements: the pacer of ticker and token streams
+    /// blocks its thread now and then.
+    pub inject_pacer_stall: Option<Stall>,
     /// For testing leak detection: heap bytes leaked per stream opened.
     pub inject_leak: Option<usize>,
     /// For testing crash recovery: SIGKILL right after a publish commit.
@@ -881,6 +897,7 @@ impl Config {
             max_rate: Some(max_rate),
             max_size: Some(max_size),
             inject_delay,
+            inject_pacer_stall,
             inject_leak,
             inject_exit_after_commit,
             heap_profile: Some(heap_profile),
@@ -970,6 +987,10 @@ impl Config {
             max_rate,
             max_size,
             inject_delay: inject_delay.map(|h| h.0).filter(|d| !d.is_zero()),
+            inject_pacer_stall: inject_pacer_stall
+                .map(|stall| stall.parse::<Stall>())
+                .transpose()
+                .map_err(|reason| invalid("inject-pacer-stall", &reason))?,
             inject_leak: inject_leak.filter(|&bytes| bytes > 0),
             inject_exit_after_commit: inject_exit_after_commit.unwrap_or(false),
             heap_profile,
@@ -1185,6 +1206,7 @@ mod tests {
             ),
             ("workers", "one per core", d.workers.is_none()),
             ("inject-delay", "off", d.inject_delay.is_none()),
+            ("inject-pacer-stall", "off", d.inject_pacer_stall.is_none()),
             ("inject-leak", "off", d.inject_leak.is_none()),
             (
                 "inject-exit-after-commit",
@@ -1564,6 +1586,26 @@ mod tests {
         ] {
             assert_eq!(args(flags).load().unwrap().inject_exit_after_commit, on);
         }
+    }
+
+    #[test]
+    fn the_pacer_stall_is_every_colon_duration_and_named_when_wrong() {
+        let stall = args(&["--inject-pacer-stall", "100:250ms"])
+            .load()
+            .unwrap()
+            .inject_pacer_stall;
+        assert_eq!(
+            stall,
+            Some(Stall {
+                every: 100,
+                duration: Duration::from_millis(250)
+            })
+        );
+        let err = args(&["--inject-pacer-stall", "250ms"])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid `inject-pacer-stall`"), "{err}");
     }
 
     #[test]

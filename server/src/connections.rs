@@ -319,7 +319,7 @@ impl Drop for StreamGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Event, Item};
+    use crate::protocol::{Event, Item, Stamp};
     use crate::queue::{self, Limits};
 
     #[test]
@@ -336,7 +336,7 @@ mod tests {
         });
         tx.try_push(Item::Event(Event {
             seq: 1,
-            pts: None,
+            stamp: Stamp::None,
             data: "1".into(),
         }))
         .unwrap();
@@ -379,7 +379,7 @@ mod tests {
         for seq in 1..=3 {
             tx.try_push(Item::Event(Event {
                 seq,
-                pts: None,
+                stamp: Stamp::None,
                 data: "1".into(),
             }))
             .unwrap();

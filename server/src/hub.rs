@@ -460,13 +460,13 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::protocol::Item;
+    use crate::protocol::{Item, Stamp};
     use crate::queue::{self, Limits, Receiver};
 
     fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<Event> {
         seqs.map(|seq| Event {
             seq,
-            pts: Some(seq),
+            stamp: Stamp::Pts(seq),
             data: Bytes::from_static(b"1"),
         })
         .collect()

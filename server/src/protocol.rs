@@ -3,7 +3,9 @@
 //!
 //! An event's `data` is serialized to JSON once, when the event is produced;
 //! only the `{"seq","ts","data"}` envelope is written per connection, because
-//! `ts` is stamped when the writer takes the event. This module owns the exact
+//! `ts` is stamped when the writer takes the event. A paced event also
+//! carries `sched`, when its source's pacer meant it to go out, and a topic
+//! event `pts`, when its publish was accepted. This module owns the exact
 //! bytes a client parses; it knows nothing of queues or sockets.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,11 +24,34 @@ pub const SSE_KEEPALIVE: &[u8] = b": ping\n\n";
 pub struct Event {
     /// Per-stream sequence number (`seq` on the wire).
     pub seq: u64,
-    /// Topic events only: when the server accepted the publish (`pts`, µs
-    /// since the Unix epoch).
-    pub pts: Option<u64>,
+    /// The time the event carries besides `ts`, if any.
+    pub stamp: Stamp,
     /// The payload, already serialized as one line of JSON.
     pub data: Bytes,
+}
+
+/// The time an event carries besides `ts` (µs since the Unix epoch, the
+/// clock of `ts`): when it was published, or when it was due. One or the
+/// other, never both, so an event is no larger for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Neither (replay, unpaced streams).
+    None,
+    /// Topic events: when the server accepted the publish (`pts`).
+    Pts(u64),
+    /// Paced ticker and token events: when the pacer intended the event
+    /// (`sched`).
+    Sched(u64),
+}
+
+impl Stamp {
+    /// The `sched` it holds, if it is one.
+    pub fn sched(self) -> Option<u64> {
+        match self {
+            Stamp::Sched(sched) => Some(sched),
+            Stamp::None | Stamp::Pts(_) => None,
+        }
+    }
 }
 
 /// Why a subscriber is told of a gap.
@@ -140,15 +165,23 @@ impl Framing {
     }
 }
 
-/// Appends the JSON object `{"seq":…,"ts":…[,"pts":…],"data":…}` to `buf`.
+/// Appends the JSON object `{"seq":…,"ts":…[,"sched":…|,"pts":…],"data":…}`
+/// to `buf`.
 fn encode_event(event: &Event, ts: u64, buf: &mut BytesMut) {
     buf.put_slice(b"{\"seq\":");
     put_u64(buf, event.seq);
     buf.put_slice(b",\"ts\":");
     put_u64(buf, ts);
-    if let Some(pts) = event.pts {
-        buf.put_slice(b",\"pts\":");
-        put_u64(buf, pts);
+    match event.stamp {
+        Stamp::None => {}
+        Stamp::Pts(pts) => {
+            buf.put_slice(b",\"pts\":");
+            put_u64(buf, pts);
+        }
+        Stamp::Sched(sched) => {
+            buf.put_slice(b",\"sched\":");
+            put_u64(buf, sched);
+        }
     }
     buf.put_slice(b",\"data\":");
     buf.put_slice(&event.data);
@@ -234,7 +267,7 @@ mod tests {
     fn event() -> Item {
         Item::Event(Event {
             seq: 7,
-            pts: None,
+            stamp: Stamp::None,
             data: json_data("hi\nthere"),
         })
     }
@@ -264,12 +297,27 @@ mod tests {
     fn topic_events_carry_pts() {
         let item = Item::Event(Event {
             seq: 1,
-            pts: Some(4),
+            stamp: Stamp::Pts(4),
             data: json_data(&serde_json::json!({"a": 1})),
         });
         let mut buf = BytesMut::new();
         Framing::WebSocket.encode(&item, 5, &mut buf);
         assert_eq!(&buf[..], br#"{"seq":1,"ts":5,"pts":4,"data":{"a":1}}"#);
+    }
+
+    #[test]
+    fn paced_events_carry_sched_beside_ts() {
+        let item = Item::Event(Event {
+            seq: 2,
+            stamp: Stamp::Sched(3),
+            data: json_data("x"),
+        });
+        let mut buf = BytesMut::new();
+        Framing::Sse.encode(&item, 5, &mut buf);
+        assert_eq!(
+            &buf[..],
+            b"id: 2\ndata: {\"seq\":2,\"ts\":5,\"sched\":3,\"data\":\"x\"}\n\n"
+        );
     }
 
     #[test]

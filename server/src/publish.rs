@@ -31,7 +31,7 @@ use crate::health::Health;
 use crate::hub::Hub;
 use crate::idempotency::Key;
 use crate::metrics::{KeyRefusal, TopicMetrics};
-use crate::protocol::{Event, Name, now_micros};
+use crate::protocol::{Event, Name, Stamp, now_micros};
 use crate::session::Inbox;
 use crate::store::{self, Append, Digest, IdempotencyKey, Outcome, Store};
 use crate::topic_limit::TopicLimit;
@@ -515,7 +515,7 @@ impl Committer {
                         .or_default()
                         .push(Event {
                             seq,
-                            pts: Some(request.pts),
+                            stamp: Stamp::Pts(request.pts),
                             data: Bytes::from(std::mem::take(&mut request.data)),
                         });
                     Ok(Published {

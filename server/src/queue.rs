@@ -328,12 +328,12 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::protocol::{ENVELOPE_ALLOWANCE, Event};
+    use crate::protocol::{ENVELOPE_ALLOWANCE, Event, Stamp};
 
     fn event(seq: u64, size: usize) -> Item {
         Item::Event(Event {
             seq,
-            pts: None,
+            stamp: Stamp::None,
             data: Bytes::from(vec![b'x'; size]),
         })
     }

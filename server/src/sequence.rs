@@ -384,12 +384,13 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::protocol::Stamp;
 
     fn events(seqs: impl IntoIterator<Item = u64>) -> Vec<Event> {
         seqs.into_iter()
             .map(|seq| Event {
                 seq,
-                pts: Some(seq),
+                stamp: Stamp::Pts(seq),
                 data: Bytes::from(seq.to_string()),
             })
             .collect()

@@ -227,7 +227,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::{Metrics, TransportKind};
-    use crate::protocol::{Event, Framing, Item};
+    use crate::protocol::{Event, Framing, Item, Stamp};
     use crate::queue::{self, Limits};
     use crate::source::{Source, ticker::Ticker};
     use crate::transport::memory::{self, Record};
@@ -302,6 +302,7 @@ mod tests {
             rate: 0,
             count: 500,
             size: 8,
+            stall: None,
         };
         let reason = run(
             ticker.run(tx),
@@ -325,6 +326,7 @@ mod tests {
             rate: 0,
             count: 1,
             size: 8,
+            stall: None,
         };
         let session = with(Settings {
             inject_delay: Some(Duration::from_millis(50)),
@@ -350,6 +352,7 @@ mod tests {
             rate: 0,
             count: 2000,
             size: 8,
+            stall: None,
         };
         let session = session(CancellationToken::new());
         let stream = tokio::spawn(async move {
@@ -393,6 +396,7 @@ mod tests {
             rate: 10,
             count: 0,
             size: 8,
+            stall: None,
         };
         let reason = run(
             ticker.run(tx),
@@ -422,7 +426,7 @@ mod tests {
                         seq += 1;
                         seq
                     },
-                    pts: None,
+                    stamp: Stamp::None,
                     data: Bytes::from_static(b"1"),
                 }))
                 .await

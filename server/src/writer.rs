@@ -114,7 +114,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Event, json_data};
+    use crate::protocol::{Event, Stamp, json_data};
     use crate::queue::{self, Limits};
 
     fn filled(n: u64) -> (queue::Sender, Receiver) {
@@ -125,7 +125,7 @@ mod tests {
         for seq in 1..=n {
             tx.try_push(Item::Event(Event {
                 seq,
-                pts: None,
+                stamp: Stamp::None,
                 data: json_data("x"),
             }))
             .unwrap();

@@ -69,12 +69,12 @@ pub fn metric(summary: &Value, name: &str) -> Option<f64> {
     }
     let field = match first {
         "latency" => "latency_us",
+        "schedule_lag" => "schedule_lag_us",
         "connect" => "connect_ms",
         "ttft" => "ttft_ms",
         "itl" => "itl_ms",
         "itl_written" => "itl_written_ms",
         "end_to_end" => "end_to_end_us",
-        "schedule_lag" => "schedule_lag_us",
         "publish_to_receive" => "publish_to_receive_us",
         "publish_to_receive_same_node" => "publish_to_receive_same_node_us",
         "publish_to_receive_cross_node" => "publish_to_receive_cross_node_us",

@@ -1,4 +1,4 @@
-//! The part of an event the load generator reads: `seq`, `ts`, `pts`, a gap
+//! The part of an event the load generator reads: `seq`, `ts`, `sched`, `pts`, a gap
 //! notice, an `end` notice's reason, a WebSocket refresh's answer, and
 //! (topic scenarios) the `sent_us` and `node` that publishers put in
 //! `data`. Parsed straight from the frame's bytes into integers: nothing is
@@ -18,6 +18,9 @@ pub struct Envelope {
     pub seq: Option<u64>,
     /// When the server handed it to its writer, µs since the Unix epoch.
     pub ts: Option<u64>,
+    /// Paced ticker and token events: when the server's pacer meant the
+    /// event to go out, µs since the Unix epoch (the clock of `ts`).
+    pub sched: Option<u64>,
     /// Topic events: when the server accepted the publish.
     pub pts: Option<u64>,
     /// A gap notice.
@@ -225,8 +228,9 @@ mod tests {
             (ticker.seq, ticker.ts, ticker.data),
             (Some(7), Some(1795427796037182), Published::default())
         );
-        let token = parse(br#"{"seq":1,"ts":5,"data":{"token":" the"}}"#).unwrap();
-        assert_eq!(token.seq, Some(1));
+        let token = parse(br#"{"seq":1,"ts":5,"sched":4,"data":{"token":" the"}}"#).unwrap();
+        assert_eq!((token.seq, token.sched), (Some(1), Some(4)));
+        assert_eq!(ticker.sched, None, "an unpaced event has no schedule");
         let topic =
             parse(br#"{"seq":3,"ts":9,"pts":8,"data":{"k":1,"sent_us":6,"pad":"x\"y"}}"#).unwrap();
         let sent = |sent_us, node| Published { sent_us, node };

@@ -989,6 +989,9 @@ impl VirtualClient {
         self.observe(seq, &mut reading.check);
         let since = |time: u64| event.received_us.saturating_sub(time);
         self.recorder.event(event.bytes, since(ts));
+        if let Some(sched) = envelope.sched {
+            self.recorder.sample(Sample::ScheduleLag, since(sched));
+        }
         if let Some(pts) = envelope.pts {
             self.recorder.sample(Sample::FromPublish, since(pts));
             if let Some(from) = envelope.data.node.filter(|_| self.spec.nodes > 1) {

@@ -200,6 +200,9 @@ pub enum Sample {
     /// OpenAI-style streams whose chunks say when they were written: a
     /// content piece's `ts` − the one before's.
     InterTokenWritten,
+    /// Schedule lag: receipt − `sched`, when the server's pacer meant the
+    /// event to go out (paced ticker and token events).
+    ScheduleLag,
 }
 
 /// Everything measured over some interval. Every histogram is in µs.
@@ -236,6 +239,8 @@ pub struct Stats {
     /// content piece's `ts` − the one before's (the inter-token latency
     /// as the server wrote it).
     pub inter_token_written: Histogram<u64>,
+    /// Paced ticker and token events: receipt − `sched` (schedule lag).
+    pub schedule_lag: Histogram<u64>,
     /// The counters.
     pub counts: Counts,
     /// The start of the first message a foreign format could not read, for
@@ -259,6 +264,7 @@ impl Default for Stats {
             inter_token: histogram(),
             token_time: histogram(),
             inter_token_written: histogram(),
+            schedule_lag: histogram(),
             counts: Counts::default(),
             unparsed_example: None,
         }
@@ -268,7 +274,7 @@ impl Default for Stats {
 impl Stats {
     /// The histograms' names, in [`Sample`] order (that of
     /// [`Stats::histograms`] and [`Stats::each`]).
-    const NAMES: [&'static str; 13] = [
+    const NAMES: [&'static str; 14] = [
         "latency",
         "end_to_end",
         "from_publish",
@@ -282,10 +288,11 @@ impl Stats {
         "inter_token",
         "token_time",
         "inter_token_written",
+        "schedule_lag",
     ];
 
     /// Every histogram, in [`Sample`] order.
-    fn each(&self) -> [&Histogram<u64>; 13] {
+    fn each(&self) -> [&Histogram<u64>; 14] {
         [
             &self.latency,
             &self.end_to_end,
@@ -300,11 +307,12 @@ impl Stats {
             &self.inter_token,
             &self.token_time,
             &self.inter_token_written,
+            &self.schedule_lag,
         ]
     }
 
     /// Every histogram, in [`Sample`] order.
-    fn histograms(&mut self) -> [&mut Histogram<u64>; 13] {
+    fn histograms(&mut self) -> [&mut Histogram<u64>; 14] {
         [
             &mut self.latency,
             &mut self.end_to_end,
@@ -319,6 +327,7 @@ impl Stats {
             &mut self.inter_token,
             &mut self.token_time,
             &mut self.inter_token_written,
+            &mut self.schedule_lag,
         ]
     }
 

@@ -52,6 +52,11 @@ pub struct Row {
     /// Streams opened: connection attempts that settled, reconnects
     /// included.
     pub connects: u64,
+    /// Median schedule lag (receipt − `sched`) this second, µs; `None`
+    /// when no event carried `sched`.
+    pub schedule_lag_p50_us: Option<u64>,
+    /// 99th percentile schedule lag this second, µs.
+    pub schedule_lag_p99_us: Option<u64>,
 }
 
 /// Told of each [`Row`] as the runner makes it, with the interval's own

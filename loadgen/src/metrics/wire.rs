@@ -161,6 +161,7 @@ mod tests {
             Sample::InterToken,
             Sample::TokenTime,
             Sample::InterTokenWritten,
+            Sample::ScheduleLag,
         ]
         .into_iter()
         .enumerate()
@@ -197,6 +198,7 @@ mod tests {
         assert_eq!(decoded.cross_node.max(), 500);
         assert_eq!(decoded.resume.max(), 1000);
         assert_eq!(decoded.token_time.max(), 1200);
+        assert_eq!(decoded.schedule_lag.max(), 1400);
         assert_eq!(decoded.unparsed_example.as_deref(), Some("<not json>"));
 
         // Merged into a parent's shards, they count as its own clients' do.

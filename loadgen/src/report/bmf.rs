@@ -14,11 +14,12 @@ use crate::analysis::verdict::metric;
 use crate::summary::{Group, Report};
 
 /// The measures exported: a slug, and the figure's path in a summary.
-const MEASURES: [(&str, &str); 10] = [
+const MEASURES: [(&str, &str); 11] = [
     ("throughput", "events_per_s"),
     ("latency-p50-us", "latency.p50"),
     ("latency-p99-us", "latency.p99"),
     ("latency-p999-us", "latency.p999"),
+    ("schedule-lag-p99-us", "schedule_lag.p99"),
     ("connect-p95-ms", "connect.p95"),
     ("ttft-p95-ms", "ttft.p95"),
     ("error-rate", "error_rate"),

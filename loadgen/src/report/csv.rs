@@ -9,7 +9,7 @@ use crate::metrics::timeline::Row;
 use crate::summary::Summary;
 
 /// The header line's columns.
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 21] = [
     "t_s",
     "phase",
     "clients",
@@ -29,6 +29,8 @@ pub const COLUMNS: [&str; 19] = [
     "loadgen_cpu_share",
     "loadgen_rss_mb",
     "connects",
+    "schedule_lag_p50_us",
+    "schedule_lag_p99_us",
 ];
 
 fn cell<T: ToString>(value: Option<T>) -> String {
@@ -76,6 +78,8 @@ pub fn timeline(summary: &Summary) -> String {
             cell(loadgen_share(row).map(|v| format!("{v:.3}"))),
             cell(row.loadgen_rss_mb.map(|v| format!("{v:.2}"))),
             row.connects.to_string(),
+            cell(row.schedule_lag_p50_us),
+            cell(row.schedule_lag_p99_us),
         ];
         let _ = writeln!(out, "{}", cells.join(","));
     }
@@ -92,7 +96,7 @@ mod tests {
     fn the_load_generators_memory_is_a_column_and_a_span() {
         let summary = fixture::summary(&fixture::scenario("single", &[]), 3);
         let csv = timeline(&summary);
-        let rss: Vec<&str> = csv.lines().filter_map(|l| l.rsplit(',').nth(1)).collect();
+        let rss: Vec<&str> = csv.lines().filter_map(|l| l.rsplit(',').nth(3)).collect();
         assert_eq!(rss, ["loadgen_rss_mb", "30.00", "31.00", "32.00"]);
         let span = Span {
             start: 30.0,

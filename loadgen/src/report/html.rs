@@ -341,6 +341,7 @@ fn millis_row(name: &str, millis: Option<Millis>) -> Option<String> {
 fn latencies(s: &Summary) -> String {
     let rows: Vec<String> = [
         latency_row("delivery", s.latency_us),
+        latency_row("schedule lag (paced streams)", s.schedule_lag_us),
         latency_row("end to end (topics)", s.end_to_end_us),
         latency_row("publish to receive (topics)", s.publish_to_receive_us),
         latency_row(

@@ -60,7 +60,7 @@ fn undecided(comparison: &Comparison) -> String {
 
 fn scenarios_table(report: &Report) -> String {
     let mut out = String::from(
-        "| scenario | transport | runs | clients | events/s | p50 ms | p95 ms | p99 ms | errors | gaps | dups | server CPU % | load generator CPU % | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | transport | runs | clients | events/s | p50 ms | p95 ms | p99 ms | schedule lag p99 ms | errors | gaps | dups | server CPU % | load generator CPU % | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for group in &report.groups {
         // The figures of the median run by throughput stand for the group.
@@ -72,7 +72,7 @@ fn scenarios_table(report: &Report) -> String {
             + s.errors.closed;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {errors} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {errors} | {} | {} | {} | {} | {} |",
             group.scenario,
             group.transport,
             group.runs.len(),
@@ -81,6 +81,7 @@ fn scenarios_table(report: &Report) -> String {
             or_dash(s.latency_us, |l| ms(l.p50)),
             or_dash(s.latency_us, |l| ms(l.p95)),
             or_dash(s.latency_us, |l| ms(l.p99)),
+            or_dash(s.schedule_lag_us, |l| ms(l.p99)),
             or_dash(s.gaps, |n| n.to_string()),
             or_dash(s.dups, |n| n.to_string()),
             or_dash(s.server.cpu_pct, |c| format!("{c:.0}")),

@@ -35,13 +35,14 @@ pub fn costs(s: &Summary) -> [String; 6] {
 
 /// The columns of the nodes table every report shows for a server of
 /// several nodes, and [`node_cells`] fills.
-pub const NODE_COLUMNS: [&str; 10] = [
+pub const NODE_COLUMNS: [&str; 11] = [
     "node",
     "clients",
     "events/s",
     "errors",
     "latency p50 ms",
     "latency p99 ms",
+    "schedule lag p99 ms",
     "publish to receive p50 ms",
     "publish to receive p99 ms",
     "cross-node p99 ms",
@@ -49,7 +50,7 @@ pub const NODE_COLUMNS: [&str; 10] = [
 ];
 
 /// One node's row of the nodes table.
-pub fn node_cells(node: &NodeSummary) -> [String; 10] {
+pub fn node_cells(node: &NodeSummary) -> [String; 11] {
     [
         node.url.clone(),
         node.clients.to_string(),
@@ -57,6 +58,7 @@ pub fn node_cells(node: &NodeSummary) -> [String; 10] {
         node.errors.to_string(),
         or_dash(node.latency_us, |l| ms(l.p50)),
         or_dash(node.latency_us, |l| ms(l.p99)),
+        or_dash(node.schedule_lag_us, |l| ms(l.p99)),
         or_dash(node.publish_to_receive_us, |l| ms(l.p50)),
         or_dash(node.publish_to_receive_us, |l| ms(l.p99)),
         or_dash(node.publish_to_receive_cross_node_us, |l| ms(l.p99)),

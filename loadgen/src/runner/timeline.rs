@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use streamgauge_server::process;
 
 use crate::metrics::monitor::{CpuSeconds, Monitor, Reading};
@@ -254,7 +255,8 @@ fn row(
     clients: usize,
     reading: Reading,
 ) -> Row {
-    let latency = |q: f64| (!stats.latency.is_empty()).then(|| stats.latency.value_at_quantile(q));
+    let latency = |q: f64| quantile(&stats.latency, q);
+    let schedule_lag = |q: f64| quantile(&stats.schedule_lag, q);
     Row {
         t_s: elapsed.as_secs_f64(),
         phase: phase.to_owned(),
@@ -267,6 +269,8 @@ fn row(
         latency_p99_us: latency(0.99),
         latency_p999_us: latency(0.999),
         latency_max_us: (!stats.latency.is_empty()).then(|| stats.latency.max()),
+        schedule_lag_p50_us: schedule_lag(0.50),
+        schedule_lag_p99_us: schedule_lag(0.99),
         errors: stats.counts.error_total(),
         server_cpu_pct: reading.server_cpu_pct,
         server_rss_mb: reading.server_rss_mb,
@@ -275,4 +279,9 @@ fn row(
         loadgen_rss_mb: reading.loadgen_rss_mb,
         connects: stats.counts.connects,
     }
+}
+
+/// The `q` quantile of `histogram` (µs), if it holds anything.
+fn quantile(histogram: &Histogram<u64>, q: f64) -> Option<u64> {
+    (!histogram.is_empty()).then(|| histogram.value_at_quantile(q))
 }

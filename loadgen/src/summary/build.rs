@@ -211,6 +211,7 @@ impl PhaseSummary {
             events: c.events,
             events_per_s: c.events as f64 / phase.seconds.max(f64::EPSILON),
             latency_us: LatencyUs::of(&phase.stats.latency),
+            schedule_lag_us: LatencyUs::of(&phase.stats.schedule_lag),
             end_to_end_us: LatencyUs::of(&phase.stats.end_to_end),
             errors: c.error_total(),
             shed: c.shed,
@@ -231,6 +232,7 @@ impl NodeSummary {
             events_per_s: c.events as f64 / seconds,
             errors: c.error_total(),
             latency_us: LatencyUs::of(&s.latency),
+            schedule_lag_us: LatencyUs::of(&s.schedule_lag),
             end_to_end_us: LatencyUs::of(&s.end_to_end),
             publish_to_receive_us: LatencyUs::of(&s.from_publish),
             publish_to_receive_cross_node_us: LatencyUs::of(&s.cross_node),
@@ -321,6 +323,7 @@ impl Summary {
             events_per_s: c.events as f64 / seconds,
             bytes_per_s: c.bytes as f64 / seconds,
             latency_us: LatencyUs::of(&t.latency),
+            schedule_lag_us: LatencyUs::of(&t.schedule_lag),
             connect_ms: Millis::of(&t.connect),
             ttft_ms: if first_event_applies {
                 Millis::of(&t.first_event)
@@ -552,6 +555,7 @@ mod tests {
             "events_per_s",
             "bytes_per_s",
             "latency_us",
+            "schedule_lag_us",
             "connect_ms",
             "ttft_ms",
             "errors",
@@ -566,6 +570,7 @@ mod tests {
         }
         assert!(
             json["latency_us"].is_null()
+                && json["schedule_lag_us"].is_null()
                 && json["ttft_ms"].is_null()
                 && json["error_rate"].is_null()
         );

@@ -28,6 +28,8 @@ fn timeline(clients: u32, seconds: usize) -> Vec<Row> {
                 latency_p99_us: Some(900 + 2 * jitter),
                 latency_p999_us: Some(2_400 + 3 * jitter),
                 latency_max_us: Some(4_000),
+                schedule_lag_p50_us: Some(200 + jitter),
+                schedule_lag_p99_us: Some(1_100 + 2 * jitter),
                 errors: u64::from(i == 2),
                 server_cpu_pct: Some(12.5 + i as f64),
                 server_rss_mb: Some(21.0 + i as f64 * 0.5),

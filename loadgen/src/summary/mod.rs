@@ -262,6 +262,10 @@ pub struct Summary {
     pub bytes_per_s: f64,
     /// Delivery latency (receipt − `ts`).
     pub latency_us: Option<LatencyUs>,
+    /// Schedule lag (receipt − `sched`, when the server's pacer meant the
+    /// event to go out): `null` when no event carried `sched` (topics,
+    /// unpaced streams, foreign targets).
+    pub schedule_lag_us: Option<LatencyUs>,
     /// Connection set-up.
     pub connect_ms: Option<Millis>,
     /// Time to first token (tokens) or first row (replay).
@@ -377,6 +381,8 @@ pub struct PhaseSummary {
     pub events_per_s: f64,
     /// Delivery latency (receipt − `ts`).
     pub latency_us: Option<LatencyUs>,
+    /// Schedule lag (receipt − `sched`); `null` as in [`Summary`].
+    pub schedule_lag_us: Option<LatencyUs>,
     /// Topics: receipt − the publisher's intended send time.
     pub end_to_end_us: Option<LatencyUs>,
     /// Failures of well-behaved clients.
@@ -404,6 +410,9 @@ pub struct NodeSummary {
     pub errors: u64,
     /// Delivery latency of its clients (receipt − `ts`).
     pub latency_us: Option<LatencyUs>,
+    /// Schedule lag of its clients (receipt − `sched`); `null` as in
+    /// [`Summary`].
+    pub schedule_lag_us: Option<LatencyUs>,
     /// Topics: its clients' receipt − the publisher's intended send time.
     pub end_to_end_us: Option<LatencyUs>,
     /// Topics: its clients' receipt − `pts`, wherever it was published.

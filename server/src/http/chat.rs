@@ -8,7 +8,8 @@
 //! role with the first token, one content piece per token, the finish
 //! reason, the usage if `stream_options.include_usage`), ending with
 //! `data: [DONE]`; each chunk also carries `ts`, when it was written (µs
-//! since the Unix epoch), as this protocol's events do. A request that does not ask for a stream is `400`: only
+//! since the Unix epoch), and each token's chunk of a paced stream `sched`,
+//! when its pacer meant it to go out, as this protocol's events do. A request that does not ask for a stream is `400`: only
 //! streaming is served.
 //!
 //! The stream is admitted under the connection limit like any other and
@@ -31,6 +32,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::tokens::{MAX_DELAY_MS, MAX_TOKENS};
+use crate::config::Config;
 use crate::connections::StreamGuard;
 use crate::disconnect::Disconnect;
 use crate::error::ApiError;
@@ -102,8 +104,10 @@ fn within(name: &str, value: Option<u64>, default: u64, max: u64) -> Result<u64,
 }
 
 impl ChatRequest {
-    /// The token source this request asks for, with a server's `max_rate`.
-    fn tokens(&self, max_rate: u64) -> Result<Tokens, ApiError> {
+    /// The token source this request asks for, within the server's
+    /// `max_rate` and with its pacer's test-only stall.
+    fn tokens(&self, config: &Config) -> Result<Tokens, ApiError> {
+        let max_rate = config.max_rate;
         let count = self.max_completion_tokens.or(self.max_tokens);
         let tokens = within("max_tokens", count, 100, MAX_TOKENS)?;
         if tokens == 0 {
@@ -114,6 +118,7 @@ impl ChatRequest {
             jitter: Duration::from_millis(within("jitter_ms", self.jitter_ms, 0, MAX_DELAY_MS)?),
             tps: within("tps", self.tps, 50, max_rate)?,
             tokens,
+            stall: config.inject_pacer_stall,
         })
     }
 
@@ -144,7 +149,7 @@ async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Respo
             "only streaming is served: set \"stream\": true",
         ));
     }
-    let source = request.tokens(state.config.max_rate)?;
+    let source = request.tokens(&state.config)?;
     let guard = state
         .connections
         .admit(TransportKind::Sse, None)
@@ -201,8 +206,9 @@ struct Chunks {
 
 impl Chunks {
     /// Appends one `data:` line holding a chunk whose `choices` are
-    /// `choices` (JSON), and `extra` fields after them.
-    fn push(&self, out: &mut Vec<u8>, choices: &str, extra: &str) {
+    /// `choices` (JSON), and `extra` fields after them; a token's chunk
+    /// also carries its `sched` (paced tokens).
+    fn push(&self, out: &mut Vec<u8>, sched: Option<u64>, choices: &str, extra: &str) {
         out.extend_from_slice(b"data: {\"id\":\"");
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":");
@@ -211,6 +217,10 @@ impl Chunks {
         out.extend_from_slice(self.model.as_bytes());
         out.extend_from_slice(b",\"ts\":");
         out.extend_from_slice(self.ts.to_string().as_bytes());
+        if let Some(sched) = sched {
+            out.extend_from_slice(b",\"sched\":");
+            out.extend_from_slice(itoa::Buffer::new().format(sched).as_bytes());
+        }
         out.extend_from_slice(b",\"choices\":");
         out.extend_from_slice(choices.as_bytes());
         out.extend_from_slice(extra.as_bytes());
@@ -220,7 +230,7 @@ impl Chunks {
     /// Appends the chunk of one token, whose event data is
     /// `{"token":"…"}`: its string becomes the content as it is (already
     /// JSON); the first comes with the assistant's role.
-    fn token(&mut self, out: &mut Vec<u8>, data: &[u8]) {
+    fn token(&mut self, out: &mut Vec<u8>, data: &[u8], sched: Option<u64>) {
         let content = data
             .strip_prefix(b"{\"token\":")
             .and_then(|rest| rest.strip_suffix(b"}"))
@@ -236,7 +246,7 @@ impl Chunks {
         let choices = format!(
             "[{{\"index\":0,\"delta\":{{{role}\"content\":{content}}},\"finish_reason\":null}}]"
         );
-        self.push(out, &choices, "");
+        self.push(out, sched, &choices, "");
         self.sent += 1;
     }
 
@@ -245,6 +255,7 @@ impl Chunks {
     fn end(&self, out: &mut Vec<u8>) {
         self.push(
             out,
+            None,
             "[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]",
             "",
         );
@@ -254,7 +265,7 @@ impl Chunks {
                 self.sent,
                 prompt + self.sent
             );
-            self.push(out, "[]", &usage);
+            self.push(out, None, "[]", &usage);
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
@@ -319,7 +330,8 @@ impl Completion {
             Received::Items => {
                 for item in self.items.drain(..) {
                     if let Item::Event(event) = item {
-                        self.chunks.token(&mut out, &event.data);
+                        self.chunks
+                            .token(&mut out, &event.data, event.stamp.sched());
                     }
                 }
                 if let Some(guard) = &self.guard {
@@ -354,8 +366,8 @@ mod tests {
     fn chunks_are_openai_json_and_the_stream_ends_with_done() {
         let mut chunks = chunks(Some(3));
         let mut out = Vec::new();
-        chunks.token(&mut out, br#"{"token":" the"}"#);
-        chunks.token(&mut out, br#"{"token":"\"q\""}"#);
+        chunks.token(&mut out, br#"{"token":" the"}"#, Some(3));
+        chunks.token(&mut out, br#"{"token":"\"q\""}"#, None);
         chunks.end(&mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.split("\n\n").filter(|l| !l.is_empty()).collect();
@@ -368,6 +380,11 @@ mod tests {
         assert_eq!(json[0]["object"], "chat.completion.chunk");
         assert_eq!(json[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(json[0]["choices"][0]["delta"]["content"], " the");
+        assert_eq!(
+            (json[0]["ts"].as_u64(), json[0]["sched"].as_u64()),
+            (Some(5), Some(3))
+        );
+        assert!(json[1].get("sched").is_none() && json[2].get("sched").is_none());
         assert!(json[1]["choices"][0]["delta"].get("role").is_none());
         assert_eq!(json[1]["choices"][0]["delta"]["content"], "\"q\"");
         assert_eq!(json[2]["choices"][0]["finish_reason"], "length");
@@ -385,17 +402,26 @@ mod tests {
         let request = parse(
             r#"{"stream":true,"max_tokens":3,"ttft_ms":0,"tps":10,"messages":[{"role":"user","content":"two words"}],"temperature":0.2}"#,
         );
-        let tokens = request.tokens(1000).unwrap();
+        let config = Config {
+            max_rate: 1000,
+            ..Config::default()
+        };
+        let tokens = request.tokens(&config).unwrap();
         assert_eq!(
             (tokens.tokens, tokens.tps, tokens.ttft),
             (3, 10, Duration::ZERO)
         );
         assert_eq!(request.prompt_tokens(), 2);
         let fast = parse(r#"{"stream":true,"tps":5000}"#);
-        assert!(fast.tokens(1000).unwrap_err().to_string().contains("`tps`"));
+        assert!(
+            fast.tokens(&config)
+                .unwrap_err()
+                .to_string()
+                .contains("`tps`")
+        );
         let none = parse(r#"{"stream":true,"max_completion_tokens":0}"#);
         assert!(
-            none.tokens(1000)
+            none.tokens(&config)
                 .unwrap_err()
                 .to_string()
                 .contains("`max_tokens`")

@@ -19,6 +19,7 @@ impl FromQuery for Ticker {
             count: params.u64_in("count", 0, 0..=u64::MAX)?,
             // Bounded by `max_size`, which is a usize.
             size: params.u64_in("size", 32, 0..=max_size)? as usize,
+            stall: config.inject_pacer_stall,
         })
     }
 }

@@ -27,6 +27,7 @@ impl FromQuery for Tokens {
             tps: params.u64_in("tps", 50, 0..=config.max_rate)?,
             tokens: params.u64_in("tokens", 100, 0..=MAX_TOKENS)?,
             jitter: Duration::from_millis(params.u64_in("jitter_ms", 0, 0..=MAX_DELAY_MS)?),
+            stall: config.inject_pacer_stall,
         })
     }
 }

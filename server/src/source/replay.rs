@@ -35,7 +35,7 @@ use tokio::task::coop;
 
 use super::{Pacer, Source};
 use crate::disconnect::Disconnect;
-use crate::protocol::{Event, Item, Name};
+use crate::protocol::{Event, Item, Name, Stamp};
 use crate::queue::Sender;
 use crate::store::{self, Store, Trade, WalletTrade};
 
@@ -108,7 +108,7 @@ async fn queue_all(
     queue: &mut Sender,
 ) -> Result<bool, store::Error> {
     let mut batches = pin!(rows.ready_chunks(BATCH_ROWS));
-    let mut pacer = Pacer::new(rate);
+    let mut pacer = Pacer::new(rate, None);
     while let Some(batch) = batches.next().await {
         rows_read.inc_by(batch.iter().filter(|row| row.is_ok()).count() as u64);
         for trade in batch {
@@ -135,7 +135,7 @@ fn event(wallet: &Name, trade: &Trade) -> Event {
     .expect("in-memory JSON serialization");
     Event {
         seq: u64::try_from(trade.id).unwrap_or(0),
-        pts: None,
+        stamp: Stamp::None,
         data: Bytes::from(data),
     }
 }

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use tokio::time::{Duration, sleep};
 
-use super::{Source, paced};
-use crate::protocol::Event;
+use super::{Source, Stall, paced};
+use crate::protocol::{Event, Stamp};
 use crate::queue::Sender;
 
 /// The words tokens cycle through, already serialized as event `data`.
@@ -40,6 +40,8 @@ pub struct Tokens {
     pub tps: u64,
     /// Tokens to send before the stream ends.
     pub tokens: u64,
+    /// The pacer's test-only stall (`--inject-pacer-stall`), if injected.
+    pub stall: Option<Stall>,
 }
 
 impl Tokens {
@@ -56,10 +58,10 @@ impl Source for Tokens {
             .zip(WORDS.iter().cycle())
             .map(|(seq, word)| Event {
                 seq,
-                pts: None,
+                stamp: Stamp::None,
                 data: Bytes::from_static(word.as_bytes()),
             });
-        paced(queue, self.tps, events).await;
+        paced(queue, self.tps, self.stall, events).await;
     }
 }
 
@@ -91,6 +93,7 @@ mod tests {
             jitter: Duration::ZERO,
             tps: 10,
             tokens: 3,
+            stall: None,
         };
         let producer = tokio::spawn(source.run(tx));
         let mut out = Vec::new();
@@ -102,14 +105,17 @@ mod tests {
         producer.await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(400));
         while rx.recv_batch(&mut out, 100, usize::MAX).await == Received::Items {}
-        let seqs: Vec<u64> = out
+        let events: Vec<(u64, u64)> = out
             .iter()
             .filter_map(|item| match item {
-                Item::Event(e) => Some(e.seq),
+                Item::Event(e) => Some((e.seq, e.stamp.sched().expect("paced tokens carry sched"))),
                 Item::Gap(_) => None,
             })
             .collect();
+        let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
         assert_eq!(seqs, [1, 2, 3]);
+        let steps: Vec<u64> = events.windows(2).map(|w| w[1].1 - w[0].1).collect();
+        assert_eq!(steps, [100_000; 2], "sched is a period apart at 10 tps");
     }
 
     #[test]
@@ -119,6 +125,7 @@ mod tests {
             jitter: Duration::from_millis(50),
             tps: 1,
             tokens: 1,
+            stall: None,
         };
         for _ in 0..100 {
             let delay = source.first_token_delay();

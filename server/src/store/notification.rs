@@ -36,7 +36,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::Append;
-use crate::protocol::Event;
+use crate::protocol::{Event, Stamp};
 
 /// The channel every node listens on and every commit notifies.
 pub const CHANNEL: &str = "streamgauge";
@@ -237,7 +237,7 @@ pub fn decode(payload: &Bytes) -> Result<Received, Unreadable> {
                         .zip(events)
                         .map(|(seq, (pts, data))| Event {
                             seq,
-                            pts: Some(pts),
+                            stamp: Stamp::Pts(pts),
                             data: payload.slice_ref(data.get().as_bytes()),
                         })
                         .collect())
@@ -318,11 +318,11 @@ mod tests {
         assert_eq!(
             events
                 .iter()
-                .map(|e| (e.seq, e.pts, &e.data[..]))
+                .map(|e| (e.seq, e.stamp, &e.data[..]))
                 .collect::<Vec<_>>(),
             [
-                (7, Some(1000), &b"{\"x\":1}"[..]),
-                (8, Some(1000), &b"\"s\""[..])
+                (7, Stamp::Pts(1000), &b"{\"x\":1}"[..]),
+                (8, Stamp::Pts(1000), &b"\"s\""[..])
             ]
         );
     }

@@ -22,7 +22,7 @@ use sqlx::{QueryBuilder, Row};
 use super::idempotency::{self, Group, IdempotencyKey, Outcome};
 use super::notification::{self, CHANNEL};
 use super::{Error, Store, from_db, to_db, with_pool};
-use crate::protocol::Event;
+use crate::protocol::{Event, Stamp};
 
 /// Events per `INSERT` statement (4 bind parameters each, well under every
 /// backend's limit).
@@ -186,7 +186,7 @@ impl Store {
                 .map(|row| -> Result<Event, sqlx::Error> {
                     Ok(Event {
                         seq: from_db(row.try_get(0)?),
-                        pts: Some(from_db(row.try_get(1)?)),
+                        stamp: Stamp::Pts(from_db(row.try_get(1)?)),
                         data: Bytes::from(row.try_get::<String, _>(2)?),
                     })
                 })
