@@ -1,8 +1,17 @@
-//! Capacity: from a suite's load steps (`clients-10`, `clients-50`, …) or a
-//! ramp, the knee — the highest load that still met the thresholds — stated
-//! as this build's capacity on this machine, with the resource that ran out
-//! first (server CPU, load generator CPU, memory, errors) or, when none
-//! did, latency alone.
+//! Capacity: from a capacity search's steps ([`of_search`]), a suite's
+//! load steps (`clients-10`, `clients-50`, …) or a ramp, the knee — the
+//! highest load that still met the thresholds — stated as this build's
+//! capacity on this machine, with the resource that ran out first (open
+//! files, server CPU, load generator CPU, memory, errors) or, when none
+//! did, latency alone. When the load generator ran out first, a search's
+//! knee is only a lower bound.
+//!
+//! A search's step holds when it passed its thresholds (the scenario's,
+//! the default budgets, and for paced streams delivering 90 % of the
+//! events offered); its knee is the highest step that held, and the figure
+//! that broke is the first critical threshold of the lowest step that did
+//! not. A search estimate replaces its transport's load steps' (which
+//! rarely reach a knee).
 //!
 //! Steps are whole runs, judged by their thresholds. A ramp is judged
 //! second by second: a second holds when it had no error, its latency p95
@@ -11,19 +20,22 @@
 //! knee is the last second that held before two seconds in a row did not
 //! (one bad second is noise).
 
+use crate::metrics::descriptors::Descriptors;
 use crate::metrics::timeline::Row;
-use crate::scenario::{Scenario, Severity, StreamKind};
+use crate::scenario::search::{KEPT_UP, Search};
+use crate::scenario::{Scenario, Severity};
 use crate::summary::Summary;
-use crate::summary::capacity::{Capacity, Limit, Point};
-
-/// Below this share of the offered events a ramp second did not keep up.
-const KEPT_UP: f64 = 0.9;
+use crate::summary::capacity::{Broke, Capacity, Limit, Point};
 
 /// Above this share of all cores, the CPU ran out.
 const CPU_SATURATED: f64 = 0.85;
 
 /// Above this share of the machine's memory, memory ran out.
 const MEMORY_SATURATED: f64 = 0.9;
+
+/// At or above this share of its soft limit, a process's open files ran
+/// out.
+const FILES_SATURATED: f64 = 0.9;
 
 /// The default critical latency budget, p95 µs.
 const LATENCY_P95_US: f64 = 100_000.0;
@@ -35,17 +47,25 @@ struct Usage {
     loadgen_cpu_pct: f64,
     rss_mb: f64,
     errors: bool,
+    /// The server's open files neared its limit.
+    server_files: bool,
+    /// The load generator's open files neared its limit, or its
+    /// connection attempts failed on this machine's limits.
+    loadgen_files: bool,
 }
 
 impl Usage {
     /// What ran out, if anything did.
     fn limit(self, cores: usize, memory_mb: Option<f64>) -> Limit {
-        let all_cpu = 100.0 * cores as f64;
-        if self.errors {
+        if self.loadgen_files {
+            Limit::LoadgenOpenFiles
+        } else if self.server_files {
+            Limit::ServerOpenFiles
+        } else if self.errors {
             Limit::Errors
         } else if memory_mb.is_some_and(|total| self.rss_mb >= MEMORY_SATURATED * total) {
             Limit::Memory
-        } else if self.server_cpu_pct + self.loadgen_cpu_pct >= CPU_SATURATED * all_cpu {
+        } else if self.cpu_saturated(cores) {
             if self.server_cpu_pct >= self.loadgen_cpu_pct {
                 Limit::ServerCpu
             } else {
@@ -56,12 +76,26 @@ impl Usage {
         }
     }
 
+    /// Whether the two processes together used most of the CPU there was.
+    fn cpu_saturated(self, cores: usize) -> bool {
+        self.server_cpu_pct + self.loadgen_cpu_pct >= CPU_SATURATED * 100.0 * cores as f64
+    }
+
+    /// Whether the load generator ran out before the server: the CPU was
+    /// saturated and it used more of it, or its open files ran out.
+    fn loadgen_first(self, cores: usize) -> bool {
+        self.loadgen_files
+            || (self.cpu_saturated(cores) && self.loadgen_cpu_pct > self.server_cpu_pct)
+    }
+
     fn of_summary(s: &Summary) -> Self {
         Self {
             server_cpu_pct: s.server.cpu_pct.unwrap_or(0.0),
             loadgen_cpu_pct: s.loadgen_cpu_pct.unwrap_or(0.0),
             rss_mb: s.server.rss_mb.map_or(0.0, |r| r.peak),
             errors: s.error_rate.is_some_and(|rate| rate > 0.0),
+            server_files: false,
+            loadgen_files: !s.bounded_by.is_empty(),
         }
     }
 
@@ -71,8 +105,40 @@ impl Usage {
             loadgen_cpu_pct: row.loadgen_cpu_pct.unwrap_or(0.0),
             rss_mb: row.server_rss_mb.unwrap_or(0.0),
             errors: row.errors > 0,
+            ..Self::default()
         }
     }
+
+    /// [`Usage::of_summary`] of a search's step, with its processes' open
+    /// files.
+    fn of_step(step: &Step<'_>) -> Self {
+        let near = |files: Option<Descriptors>| {
+            files.is_some_and(|d| {
+                d.limit
+                    .is_some_and(|limit| d.open as f64 >= FILES_SATURATED * limit as f64)
+            })
+        };
+        let usage = Self::of_summary(step.summary);
+        Self {
+            server_files: near(step.server_files),
+            loadgen_files: usage.loadgen_files || near(step.loadgen_files),
+            ..usage
+        }
+    }
+}
+
+/// One step of a capacity search, as it ran.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    /// Its level, in the search's varied unit.
+    pub level: u64,
+    /// Its summary, judged.
+    pub summary: &'a Summary,
+    /// The server's peak open files during it (`None`: not a local
+    /// server, or no `/proc`).
+    pub server_files: Option<Descriptors>,
+    /// The load generator's peak open files during it.
+    pub loadgen_files: Option<Descriptors>,
 }
 
 /// Whether `name` is one of the suite's load steps (`clients-N`).
@@ -81,12 +147,17 @@ fn is_step(name: &str) -> bool {
         .is_some_and(|n| n.parse::<u32>().is_ok())
 }
 
-/// The estimates `summaries` allow: one per transport from its load steps
-/// (two or more), and one per ramp.
+/// The estimates `summaries` allow: each capacity search's, one per
+/// transport from its load steps (two or more) unless a search estimated
+/// that transport, and one per ramp.
 pub fn estimate(summaries: &[Summary]) -> Vec<Capacity> {
-    let mut estimates = Vec::new();
+    let mut estimates: Vec<Capacity> = summaries
+        .iter()
+        .filter_map(|s| s.capacity.clone())
+        .collect();
     let mut transports: Vec<&'static str> = summaries.iter().map(|s| s.transport).collect();
     transports.dedup();
+    transports.retain(|&t| !estimates.iter().any(|e| e.transport == t));
     for transport in transports {
         let mut steps: Vec<&Summary> = summaries
             .iter()
@@ -123,6 +194,7 @@ fn from_steps(steps: &[&Summary]) -> Capacity {
     let points: Vec<Point> = steps
         .iter()
         .map(|s| Point {
+            level: None,
             clients: s.clients,
             events_per_s: s.events_per_s,
             latency_p99_us: s.latency_us.map(|l| l.p99),
@@ -145,15 +217,6 @@ fn from_steps(steps: &[&Summary]) -> Capacity {
     )
 }
 
-/// Events per second a ramp second offered, if the stream is paced.
-fn offered(scenario: &Scenario, clients: u32) -> Option<f64> {
-    match scenario.stream {
-        StreamKind::Ticker if scenario.rate > 0 => Some(f64::from(clients) * scenario.rate as f64),
-        StreamKind::Topic => Some(f64::from(clients) * scenario.publish_rate as f64),
-        _ => None,
-    }
-}
-
 fn from_ramp(summary: &Summary) -> Capacity {
     let scenario = &summary.manifest.scenario;
     let latency_budget = scenario
@@ -170,12 +233,14 @@ fn from_ramp(summary: &Summary) -> Capacity {
             // Clients changed during the second: offer what the average had.
             let clients = (previous_clients + row.clients) / 2;
             previous_clients = row.clients;
-            let kept_up = offered(scenario, clients)
+            let kept_up = scenario
+                .offered_per_s(clients)
                 .is_none_or(|offered| row.events_per_s >= KEPT_UP * offered);
             let fast = row
                 .latency_p95_us
                 .is_none_or(|p95| (p95 as f64) <= latency_budget);
             Point {
+                level: None,
                 clients: row.clients,
                 events_per_s: row.events_per_s,
                 latency_p99_us: row.latency_p99_us,
@@ -235,17 +300,148 @@ fn finish(
         knee_clients: knee.map(|k| k.clients),
         knee_events_per_s: knee.map(|k| k.events_per_s),
         limit,
+        vary: None,
+        knee_level: None,
+        broke: None,
+        lower_bound: false,
         statement,
         points,
+    }
+}
+
+/// The estimate of a capacity search over `base` from its `steps` (in the
+/// order they ran, at least one), on `cores` cores and `memory_mb` of
+/// memory.
+pub fn of_search(
+    base: &Scenario,
+    search: &Search,
+    steps: &[Step<'_>],
+    cores: usize,
+    memory_mb: Option<f64>,
+) -> Capacity {
+    let transport = steps[0].summary.transport;
+    let mut points: Vec<Point> = steps
+        .iter()
+        .map(|step| Point {
+            level: Some(step.level),
+            clients: step.summary.clients,
+            events_per_s: step.summary.events_per_s,
+            latency_p99_us: step.summary.latency_us.map(|l| l.p99),
+            ok: step.summary.passed,
+        })
+        .collect();
+    points.sort_by_key(|p| p.level);
+    let knee = points.iter().rev().find(|p| p.ok).copied();
+    let failed = steps
+        .iter()
+        .filter(|s| !s.summary.passed)
+        .min_by_key(|s| s.level);
+    let usage = failed.map(Usage::of_step);
+    let limit = usage.map_or(Limit::NotReached, |u| u.limit(cores, memory_mb));
+    let lower_bound = knee.is_some() && usage.is_some_and(|u| u.loadgen_first(cores));
+    let broke = failed.map(broke_at);
+    let statement = search_statement(base, search, knee, broke.as_ref(), limit, lower_bound);
+    Capacity {
+        transport,
+        source: format!(
+            "capacity search of {} over {}, {} steps",
+            base.name,
+            search.vary.as_str(),
+            steps.len()
+        ),
+        knee_clients: knee.map(|k| k.clients),
+        knee_events_per_s: knee.map(|k| k.events_per_s),
+        limit,
+        vary: Some(search.vary.as_str()),
+        knee_level: knee.and_then(|k| k.level),
+        broke,
+        lower_bound,
+        statement,
+        points,
+    }
+}
+
+/// What broke `step`: its first critical threshold that did not hold, or,
+/// when every one held, the comparison with the baseline.
+fn broke_at(step: &Step<'_>) -> Broke {
+    let threshold = step
+        .summary
+        .thresholds
+        .iter()
+        .find(|t| !t.ok && t.severity == Severity::Critical);
+    Broke {
+        level: step.level,
+        threshold: threshold.map_or_else(
+            || "a regression against the baseline".to_owned(),
+            |t| t.expr.clone(),
+        ),
+        value: threshold.and_then(|t| t.value),
+    }
+}
+
+/// A search's estimate in a sentence.
+fn search_statement(
+    base: &Scenario,
+    search: &Search,
+    knee: Option<Point>,
+    broke: Option<&Broke>,
+    limit: Limit,
+    lower_bound: bool,
+) -> String {
+    let transport = base.transport.as_str();
+    let unit = search.vary.unit();
+    let why = |broke: &Broke| {
+        let value = broke
+            .value
+            .map_or_else(|| "not measured".to_owned(), |v| format!("{v:.0}"));
+        format!(
+            "at {} {unit} {} broke ({value})",
+            broke.level, broke.threshold
+        )
+    };
+    match (knee, broke) {
+        (Some(knee), None) => format!(
+            "{transport}: every step up to {} {unit} ({:.0} events/s) held: capacity on this \
+             machine is above {} {unit}; nothing ran out",
+            knee.level.unwrap_or_default(),
+            knee.events_per_s,
+            knee.level.unwrap_or_default(),
+        ),
+        (Some(knee), Some(broke)) if lower_bound => format!(
+            "{transport}: capacity is at least {} {unit} (≥ {:.0} events/s), a lower bound: the \
+             load generator ran out first ({}); {}; the server's capacity is higher or unknown",
+            knee.level.unwrap_or_default(),
+            knee.events_per_s,
+            limit.as_str(),
+            why(broke)
+        ),
+        (Some(knee), Some(broke)) => format!(
+            "{transport}: capacity on this machine is about {} {unit} ({:.0} events/s); {}; {} \
+             ran out first",
+            knee.level.unwrap_or_default(),
+            knee.events_per_s,
+            why(broke),
+            limit.as_str()
+        ),
+        (None, broke) => format!(
+            "{transport}: even the lightest step did not hold{}; {} ran out first",
+            broke.map(|b| format!(": {}", why(b))).unwrap_or_default(),
+            limit.as_str()
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::preset;
+    use crate::summary::Context;
+    use crate::summary::fixture;
+    use crate::summary::verdict::ThresholdResult;
 
     fn point(clients: u32, ok: bool) -> Point {
         Point {
+            level: None,
             clients,
             events_per_s: f64::from(clients) * 10.0,
             latency_p99_us: Some(100),
@@ -289,6 +485,7 @@ mod tests {
             loadgen_cpu_pct: loadgen,
             rss_mb: 100.0,
             errors,
+            ..Usage::default()
         };
         assert_eq!(
             usage(120.0, 60.0, false).limit(2, Some(1e4)),
@@ -303,6 +500,184 @@ mod tests {
         assert_eq!(
             usage(50.0, 40.0, false).limit(2, Some(105.0)),
             Limit::Memory
+        );
+    }
+
+    /// A judged summary of a search's step at `level`: `passed`, or broken
+    /// on its p95 latency; the server and the load generator using
+    /// `cpu` % of one core each.
+    fn step_summary(level: u64, passed: bool, cpu: (f64, f64)) -> Summary {
+        let scenario = fixture::scenario("clients-10", &[]);
+        let measured = fixture::measured(&scenario, 3);
+        let context = Context::lone("r1", "http://127.0.0.1:1");
+        let mut summary = crate::analysis::summarize(&scenario, &measured, context);
+        summary.events_per_s = level as f64 * 100.0;
+        summary.error_rate = Some(0.0);
+        summary.server.cpu_pct = Some(cpu.0);
+        summary.loadgen_cpu_pct = Some(cpu.1);
+        summary.passed = passed;
+        summary.thresholds = vec![ThresholdResult {
+            expr: "latency.p95<100ms".to_owned(),
+            metric: "latency.p95",
+            value: Some(250_000.0),
+            ok: passed,
+            severity: Severity::Critical,
+            default: true,
+        }];
+        summary
+    }
+
+    /// The estimate of a search whose steps at `levels` held up to 3,000,
+    /// its broken steps using `cpu`, the processes' open files as given.
+    fn searched(cpu: (f64, f64), files: (Option<Descriptors>, Option<Descriptors>)) -> Capacity {
+        let levels = [1_000, 2_000, 4_000, 3_000, 3_500];
+        let summaries: Vec<Summary> = levels
+            .iter()
+            .map(|&level| {
+                let ok = level <= 3_000;
+                step_summary(level, ok, if ok { (20.0, 20.0) } else { cpu })
+            })
+            .collect();
+        let steps: Vec<Step<'_>> = levels
+            .iter()
+            .zip(&summaries)
+            .map(|(&level, summary)| Step {
+                level,
+                summary,
+                server_files: files.0,
+                loadgen_files: files.1,
+            })
+            .collect();
+        let base = preset::find("capacity").unwrap().scenario();
+        let search = base.search.clone().unwrap();
+        of_search(&base, &search, &steps, 2, Some(1e5))
+    }
+
+    #[test]
+    fn a_search_reports_its_knee_what_broke_and_what_ran_out() {
+        let server_bound = searched((150.0, 30.0), (None, None));
+        assert_eq!(server_bound.knee_level, Some(3_000));
+        assert_eq!(server_bound.knee_events_per_s, Some(300_000.0));
+        assert_eq!(server_bound.vary, Some("rate"));
+        assert_eq!(
+            server_bound.broke,
+            Some(Broke {
+                level: 3_500,
+                threshold: "latency.p95<100ms".to_owned(),
+                value: Some(250_000.0),
+            })
+        );
+        assert_eq!(
+            (server_bound.limit, server_bound.lower_bound),
+            (Limit::ServerCpu, false)
+        );
+        let levels: Vec<Option<u64>> = server_bound.points.iter().map(|p| p.level).collect();
+        assert_eq!(
+            levels,
+            [
+                Some(1_000),
+                Some(2_000),
+                Some(3_000),
+                Some(3_500),
+                Some(4_000)
+            ]
+        );
+        assert!(
+            server_bound
+                .statement
+                .contains("about 3000 events/s per client")
+                && server_bound
+                    .statement
+                    .contains("at 3500 events/s per client latency.p95<100ms broke"),
+            "{}",
+            server_bound.statement
+        );
+        let loadgen_bound = searched((30.0, 150.0), (None, None));
+        assert_eq!(
+            (loadgen_bound.limit, loadgen_bound.lower_bound),
+            (Limit::LoadgenCpu, true)
+        );
+        assert!(
+            loadgen_bound.statement.contains("at least 3000")
+                && loadgen_bound
+                    .statement
+                    .contains("(≥ 300000 events/s), a lower bound"),
+            "{}",
+            loadgen_bound.statement
+        );
+    }
+
+    #[test]
+    fn open_files_near_their_limit_ran_out_and_the_load_generators_make_a_lower_bound() {
+        let near = Some(Descriptors {
+            open: 19_000,
+            limit: Some(20_000),
+        });
+        let far = Some(Descriptors {
+            open: 2_000,
+            limit: Some(20_000),
+        });
+        let server = searched((150.0, 30.0), (near, far));
+        assert_eq!(
+            (server.limit, server.lower_bound),
+            (Limit::ServerOpenFiles, false)
+        );
+        let loadgen = searched((150.0, 30.0), (far, near));
+        assert_eq!(
+            (loadgen.limit, loadgen.lower_bound),
+            (Limit::LoadgenOpenFiles, true)
+        );
+        let refused = Usage {
+            loadgen_files: true,
+            errors: true,
+            ..Usage::default()
+        };
+        assert_eq!(refused.limit(2, None), Limit::LoadgenOpenFiles);
+        assert!(refused.loadgen_first(2));
+        let busy_server = Usage {
+            server_cpu_pct: 150.0,
+            loadgen_cpu_pct: 30.0,
+            ..Usage::default()
+        };
+        assert!(!busy_server.loadgen_first(2));
+    }
+
+    #[test]
+    fn a_search_whose_every_step_held_is_above_its_top_and_one_with_none_has_no_knee() {
+        let plan = preset::find("capacity").unwrap().scenario();
+        let search = plan.search.clone().unwrap();
+        let held = step_summary(8_000, true, (50.0, 50.0));
+        let step = |summary| Step {
+            level: 8_000,
+            summary,
+            server_files: None,
+            loadgen_files: None,
+        };
+        let above = of_search(&plan, &search, &[step(&held)], 2, None);
+        assert_eq!(
+            (above.limit, above.knee_level),
+            (Limit::NotReached, Some(8_000))
+        );
+        assert!(
+            above.statement.contains("above 8000"),
+            "{}",
+            above.statement
+        );
+        let broke = step_summary(8_000, false, (50.0, 50.0));
+        let none = of_search(&plan, &search, &[step(&broke)], 2, None);
+        assert_eq!((none.knee_level, none.lower_bound), (None, false));
+        assert!(
+            none.statement.contains("even the lightest step"),
+            "{}",
+            none.statement
+        );
+        assert_eq!(
+            estimate(&[Summary {
+                capacity: Some(above.clone()),
+                ..held
+            }]),
+            [above],
+            "a search's estimate stands for its transport"
         );
     }
 

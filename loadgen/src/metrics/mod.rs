@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use self::auth::AuthCounts;
 
 pub mod auth;
+pub mod descriptors;
 pub mod monitor;
 pub mod timeline;
 pub mod wire;

@@ -1,0 +1,175 @@
+//! A capacity search against one server (`capacity`, a scenario's
+//! `capacity` phase): the server started once (or the one at `--url`),
+//! then step after step, each a measured run of its own, a short settle
+//! between them, the level of each decided by the search's
+//! [`Bisection`] from the steps before; the open files of the server and of
+//! the load generator watched during each. Every step's `summary.json` goes
+//! to `steps/` below the run's directory; the run's own summary is the
+//! knee's step (or, if none held, the first), with the search's estimate
+//! (`analysis::capacity::of_search`) as its `capacity`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::{Measurement, Server, Setup, ensure_token};
+use crate::analysis::capacity::{self, Step};
+use crate::metrics::descriptors::{self, Descriptors};
+use crate::report::files;
+use crate::scenario::Scenario;
+use crate::scenario::search::{Bisection, Search};
+use crate::summary::Context;
+
+/// One step as it ran.
+#[derive(Debug)]
+struct Done {
+    /// Its level.
+    level: u64,
+    /// Its measurement, judged.
+    measurement: Measurement,
+    /// The server's peak open files during it.
+    server_files: Option<Descriptors>,
+    /// The load generator's.
+    loadgen_files: Option<Descriptors>,
+}
+
+/// Runs the capacity `search` over `scenario` against the server `setup`
+/// names, its files in `dir`.
+///
+/// # Errors
+///
+/// The server could not be started or reached, a step could not be made,
+/// or `cancel` came before the first step ended.
+pub async fn search(
+    scenario: &Scenario,
+    search: &Search,
+    setup: &Setup,
+    http: &reqwest::Client,
+    dir: &Path,
+    context: Context,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Measurement> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    ensure_token(scenario, setup)?;
+    let server = Server::start(scenario, setup, dir).await?;
+    let done = steps(
+        &server, scenario, search, setup, http, dir, &context, cancel,
+    )
+    .await;
+    server.stop().await;
+    let done = done?;
+    anyhow::ensure!(!done.is_empty(), "interrupted before the first step ended");
+    Ok(conclude(scenario, search, done, &context))
+}
+
+/// Runs the steps the search asks for, until it is over or `cancel`.
+#[allow(clippy::too_many_arguments)]
+async fn steps(
+    server: &Server,
+    scenario: &Scenario,
+    search: &Search,
+    setup: &Setup,
+    http: &reqwest::Client,
+    dir: &Path,
+    context: &Context,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<Done>> {
+    let mut bisection = Bisection::new(search);
+    let mut done: Vec<Done> = Vec::new();
+    while let Some(level) = bisection.next() {
+        if !done.is_empty() {
+            // Production pacing, not test synchronization: the server drops
+            // the last step's connections meanwhile.
+            tokio::select! {
+                () = tokio::time::sleep(search.settle) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        let step = search.step(scenario, level);
+        let context = Context {
+            run_id: format!("{}-step{}", context.run_id, done.len() + 1),
+            ..context.clone()
+        };
+        let watching = CancellationToken::new();
+        let server_watch = server
+            .pid()
+            .map(|pid| tokio::spawn(descriptors::watch(Some(pid), watching.clone())));
+        let loadgen_watch = tokio::spawn(descriptors::watch(None, watching.clone()));
+        let measured = server.measure(&step, setup, http, context, cancel).await;
+        watching.cancel();
+        let server_files = match server_watch {
+            Some(watch) => watch.await.ok().flatten(),
+            None => None,
+        };
+        let loadgen_files = loadgen_watch.await.ok().flatten();
+        let measurement = measured.with_context(|| format!("capacity step at {level}"))?;
+        let summary = &measurement.summary;
+        let step_dir = dir
+            .join("steps")
+            .join(format!("{:02}-{level}", done.len() + 1));
+        std::fs::create_dir_all(&step_dir)
+            .with_context(|| format!("creating {}", step_dir.display()))?;
+        let json = serde_json::to_vec_pretty(summary).expect("a summary serializes");
+        files::write(&step_dir.join("summary.json"), &json)?;
+        say(&format!(
+            "capacity step {}: {level} {}: {} ({:.0} events/s)",
+            done.len() + 1,
+            search.vary.unit(),
+            if summary.passed { "held" } else { "broke" },
+            summary.events_per_s
+        ));
+        bisection.record(level, summary.passed);
+        done.push(Done {
+            level,
+            measurement,
+            server_files,
+            loadgen_files,
+        });
+    }
+    Ok(done)
+}
+
+/// The search's result: the knee's step (or, if none held, the first),
+/// with the estimate of every step as its `capacity`.
+fn conclude(
+    scenario: &Scenario,
+    search: &Search,
+    done: Vec<Done>,
+    context: &Context,
+) -> Measurement {
+    let machine = &context.environment.machine;
+    let steps: Vec<Step<'_>> = done
+        .iter()
+        .map(|d| Step {
+            level: d.level,
+            summary: &d.measurement.summary,
+            server_files: d.server_files,
+            loadgen_files: d.loadgen_files,
+        })
+        .collect();
+    let estimate = capacity::of_search(scenario, search, &steps, machine.cores, machine.memory_mb);
+    let knee = done
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.measurement.summary.passed)
+        .max_by_key(|(_, d)| d.level)
+        .map_or(0, |(i, _)| i);
+    let mut measurement = done
+        .into_iter()
+        .nth(knee)
+        .expect("a search has run a step")
+        .measurement;
+    measurement.summary.run_id.clone_from(&context.run_id);
+    measurement.summary.capacity = Some(estimate);
+    measurement
+}
+
+/// Says how a step went, on stderr, as the search goes.
+#[allow(clippy::print_stderr)]
+fn say(line: &str) {
+    eprintln!("{line}");
+}
