@@ -302,7 +302,7 @@ fn a_bad_scenario_file_exits_2_naming_the_file_and_line() {
 }
 
 /// A capacity search against a local server that admits 10 streams: more
-/// clients are shed, the error rate breaks its budget, and bisection finds
+/// clients are shed, which breaks a step, and bisection finds
 /// the knee at exactly 10 clients; every step is written, the estimate is
 /// in `summary.json`, and bad search flags exit 2 naming the fault.
 #[test]
@@ -350,10 +350,9 @@ fn capacity_bisects_to_the_knee_of_a_connection_limit() {
         "{capacity}"
     );
     assert_eq!(capacity["broke"]["level"], 11, "{capacity}");
-    assert!(
-        capacity["broke"]["threshold"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("error_rate")),
+    assert_eq!(
+        (&capacity["broke"]["threshold"], &capacity["broke"]["value"]),
+        (&"counts.shed==0".into(), &1.0.into()),
         "{capacity}"
     );
     assert_eq!(

@@ -20,12 +20,14 @@
 //! knee is the last second that held before two seconds in a row did not
 //! (one bad second is noise).
 
-use crate::metrics::descriptors::Descriptors;
+use crate::analysis::verdict;
 use crate::metrics::timeline::Row;
-use crate::scenario::search::{KEPT_UP, Search};
+use crate::metrics::watch::{Descriptors, Load};
+use crate::scenario::search::{KEPT_UP, MEASURED, Search};
 use crate::scenario::{Scenario, Severity};
 use crate::summary::Summary;
 use crate::summary::capacity::{Broke, Capacity, Limit, Point};
+use crate::summary::verdict::ThresholdResult;
 
 /// Above this share of all cores, the CPU ran out.
 const CPU_SATURATED: f64 = 0.85;
@@ -93,7 +95,8 @@ impl Usage {
             server_cpu_pct: s.server.cpu_pct.unwrap_or(0.0),
             loadgen_cpu_pct: s.loadgen_cpu_pct.unwrap_or(0.0),
             rss_mb: s.server.rss_mb.map_or(0.0, |r| r.peak),
-            errors: s.error_rate.is_some_and(|rate| rate > 0.0),
+            errors: s.error_rate.is_some_and(|rate| rate > 0.0)
+                || s.counts.shed + s.counts.publishes_shed > 0,
             server_files: false,
             loadgen_files: !s.bounded_by.is_empty(),
         }
@@ -109,19 +112,21 @@ impl Usage {
         }
     }
 
-    /// [`Usage::of_summary`] of a search's step, with its processes' open
-    /// files.
+    /// [`Usage::of_summary`] of a search's step, with its processes' CPU
+    /// (where watched) and open files.
     fn of_step(step: &Step<'_>) -> Self {
-        let near = |files: Option<Descriptors>| {
-            files.is_some_and(|d| {
+        let near = |load: Load| {
+            load.files.is_some_and(|d: Descriptors| {
                 d.limit
                     .is_some_and(|limit| d.open as f64 >= FILES_SATURATED * limit as f64)
             })
         };
         let usage = Self::of_summary(step.summary);
         Self {
-            server_files: near(step.server_files),
-            loadgen_files: usage.loadgen_files || near(step.loadgen_files),
+            server_cpu_pct: step.server.cpu_pct.unwrap_or(usage.server_cpu_pct),
+            loadgen_cpu_pct: step.loadgen.cpu_pct.unwrap_or(usage.loadgen_cpu_pct),
+            server_files: near(step.server),
+            loadgen_files: usage.loadgen_files || near(step.loadgen),
             ..usage
         }
     }
@@ -134,17 +139,40 @@ pub struct Step<'a> {
     pub level: u64,
     /// Its summary, judged.
     pub summary: &'a Summary,
-    /// The server's peak open files during it (`None`: not a local
+    /// What the server used during it (nothing known: not a local
     /// server, or no `/proc`).
-    pub server_files: Option<Descriptors>,
-    /// The load generator's peak open files during it.
-    pub loadgen_files: Option<Descriptors>,
+    pub server: Load,
+    /// What the load generator's own process used during it.
+    pub loadgen: Load,
 }
 
 /// Whether `name` is one of the suite's load steps (`clients-N`).
 fn is_step(name: &str) -> bool {
     name.strip_prefix("clients-")
         .is_some_and(|n| n.parse::<u32>().is_ok())
+}
+
+/// Judges whether a search's step delivered what it offered: when it
+/// offered `offered` events/s (a paced stream), its measured phase (its
+/// clients connected) must have delivered at least 90 % of them, a
+/// critical threshold `events_per_s{phase=step}>=…` added to its others;
+/// the verdict is judged again.
+pub fn judge_delivery(summary: &mut Summary, offered: Option<f64>) {
+    let Some(offered) = offered else { return };
+    let Some(measured) = summary.phases.iter().find(|p| p.name == MEASURED) else {
+        return;
+    };
+    let floor = KEPT_UP * offered;
+    let delivered = measured.events_per_s;
+    summary.thresholds.push(ThresholdResult {
+        expr: format!("events_per_s{{phase={MEASURED}}}>={floor:.0}"),
+        metric: "events_per_s",
+        value: Some(delivered),
+        ok: delivered >= floor,
+        severity: Severity::Critical,
+        default: true,
+    });
+    verdict::judge(summary);
 }
 
 /// The estimates `summaries` allow: each capacity search's, one per
@@ -435,9 +463,7 @@ fn search_statement(
 mod tests {
     use super::*;
     use crate::scenario::preset;
-    use crate::summary::Context;
-    use crate::summary::fixture;
-    use crate::summary::verdict::ThresholdResult;
+    use crate::summary::{Context, PhaseSummary, fixture};
 
     fn point(clients: u32, ok: bool) -> Point {
         Point {
@@ -530,6 +556,10 @@ mod tests {
     /// The estimate of a search whose steps at `levels` held up to 3,000,
     /// its broken steps using `cpu`, the processes' open files as given.
     fn searched(cpu: (f64, f64), files: (Option<Descriptors>, Option<Descriptors>)) -> Capacity {
+        let watched = |files| Load {
+            cpu_pct: None,
+            files,
+        };
         let levels = [1_000, 2_000, 4_000, 3_000, 3_500];
         let summaries: Vec<Summary> = levels
             .iter()
@@ -544,8 +574,8 @@ mod tests {
             .map(|(&level, summary)| Step {
                 level,
                 summary,
-                server_files: files.0,
-                loadgen_files: files.1,
+                server: watched(files.0),
+                loadgen: watched(files.1),
             })
             .collect();
         let base = preset::find("capacity").unwrap().scenario();
@@ -650,8 +680,8 @@ mod tests {
         let step = |summary| Step {
             level: 8_000,
             summary,
-            server_files: None,
-            loadgen_files: None,
+            server: Load::default(),
+            loadgen: Load::default(),
         };
         let above = of_search(&plan, &search, &[step(&held)], 2, None);
         assert_eq!(
@@ -679,6 +709,30 @@ mod tests {
             [above],
             "a search's estimate stands for its transport"
         );
+    }
+
+    #[test]
+    fn a_step_that_delivered_under_90_percent_of_its_offer_in_its_measured_phase_broke() {
+        let mut summary = step_summary(100, true, (20.0, 20.0));
+        let phase = |name: &str, events_per_s| PhaseSummary {
+            name: name.to_owned(),
+            events_per_s,
+            ..summary.phases[0].clone()
+        };
+        summary.phases = vec![phase("connect", 10.0), phase(MEASURED, 9_500.0)];
+        let mut held = summary.clone();
+        judge_delivery(&mut held, Some(10_000.0));
+        assert!(held.passed);
+        judge_delivery(&mut summary, Some(11_000.0));
+        assert!(!summary.passed);
+        let added = summary.thresholds.last().unwrap();
+        assert_eq!(
+            (added.expr.as_str(), added.value),
+            ("events_per_s{phase=step}>=9900", Some(9_500.0))
+        );
+        let mut unpaced = step_summary(100, true, (20.0, 20.0));
+        judge_delivery(&mut unpaced, None);
+        assert_eq!(unpaced.thresholds.len(), 1);
     }
 
     #[test]

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use self::auth::AuthCounts;
 
 pub mod auth;
-pub mod descriptors;
 pub mod monitor;
 pub mod timeline;
+pub mod watch;
 pub mod wire;
 
 /// A failure, sorted as `summary.json` counts them.

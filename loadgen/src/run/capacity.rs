@@ -2,8 +2,8 @@
 //! `capacity` phase): the server started once (or the one at `--url`),
 //! then step after step, each a measured run of its own, a short settle
 //! between them, the level of each decided by the search's
-//! [`Bisection`] from the steps before; the open files of the server and of
-//! the load generator watched during each. Every step's `summary.json` goes
+//! [`Bisection`] from the steps before; the CPU and open files of the server
+//! and of the load generator watched during each. Every step's `summary.json` goes
 //! to `steps/` below the run's directory; the run's own summary is the
 //! knee's step (or, if none held, the first), with the search's estimate
 //! (`analysis::capacity::of_search`) as its `capacity`.
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Measurement, Server, Setup, ensure_token};
 use crate::analysis::capacity::{self, Step};
-use crate::metrics::descriptors::{self, Descriptors};
+use crate::metrics::watch::{self, Load};
 use crate::report::files;
 use crate::scenario::Scenario;
 use crate::scenario::search::{Bisection, Search};
@@ -28,10 +28,10 @@ struct Done {
     level: u64,
     /// Its measurement, judged.
     measurement: Measurement,
-    /// The server's peak open files during it.
-    server_files: Option<Descriptors>,
-    /// The load generator's.
-    loadgen_files: Option<Descriptors>,
+    /// What the server used during it.
+    server: Load,
+    /// What the load generator's own process used.
+    loadgen: Load,
 }
 
 /// Runs the capacity `search` over `scenario` against the server `setup`
@@ -97,16 +97,20 @@ async fn steps(
         let watching = CancellationToken::new();
         let server_watch = server
             .pid()
-            .map(|pid| tokio::spawn(descriptors::watch(Some(pid), watching.clone())));
-        let loadgen_watch = tokio::spawn(descriptors::watch(None, watching.clone()));
+            .map(|pid| tokio::spawn(watch::watch(Some(pid), watching.clone())));
+        let loadgen_watch = tokio::spawn(watch::watch(None, watching.clone()));
         let measured = server.measure(&step, setup, http, context, cancel).await;
         watching.cancel();
-        let server_files = match server_watch {
-            Some(watch) => watch.await.ok().flatten(),
-            None => None,
+        let server_load = match server_watch {
+            Some(watching) => watching.await.unwrap_or_default(),
+            None => Load::default(),
         };
-        let loadgen_files = loadgen_watch.await.ok().flatten();
-        let measurement = measured.with_context(|| format!("capacity step at {level}"))?;
+        let loadgen_load = loadgen_watch.await.unwrap_or_default();
+        let mut measurement = measured.with_context(|| format!("capacity step at {level}"))?;
+        capacity::judge_delivery(
+            &mut measurement.summary,
+            step.offered_per_s(step.max_clients()),
+        );
         let summary = &measurement.summary;
         let step_dir = dir
             .join("steps")
@@ -126,8 +130,8 @@ async fn steps(
         done.push(Done {
             level,
             measurement,
-            server_files,
-            loadgen_files,
+            server: server_load,
+            loadgen: loadgen_load,
         });
     }
     Ok(done)
@@ -147,8 +151,8 @@ fn conclude(
         .map(|d| Step {
             level: d.level,
             summary: &d.measurement.summary,
-            server_files: d.server_files,
-            loadgen_files: d.loadgen_files,
+            server: d.server,
+            loadgen: d.loadgen,
         })
         .collect();
     let estimate = capacity::of_search(scenario, search, &steps, machine.cores, machine.memory_mb);

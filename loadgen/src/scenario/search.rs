@@ -16,6 +16,13 @@ use super::{MAX_CLIENTS, Phase, Scenario, StreamKind, Threshold, human};
 /// (a saturated server paces slower rather than answering later).
 pub const KEPT_UP: f64 = 0.9;
 
+/// The phase of a step whose delivery is judged, after its clients have
+/// connected in a first phase, `connect`.
+pub const MEASURED: &str = "step";
+
+/// The longest a step's `connect` phase lasts (otherwise a quarter of it).
+const CONNECT_AT_MOST: Duration = Duration::from_secs(1);
+
 /// Time scaling shortens no step below this (or below its own length, if
 /// shorter): shorter still, connecting the clients dominates the step.
 pub const MIN_STEP: Duration = Duration::from_millis(500);
@@ -191,10 +198,14 @@ impl Search {
         self.settle = self.settle.mul_f64(factor);
     }
 
-    /// The scenario of the step at `level` of a search over `base`: one
-    /// steady phase of the step's length at that level, and for a paced
-    /// stream one more critical threshold, that it delivered at least
-    /// [`KEPT_UP`] of the events it was offered.
+    /// The scenario of the step at `level` of a search over `base`: the
+    /// step's length at that level, its first quarter (a second at most)
+    /// a `connect` phase and the rest the [`MEASURED`] phase, with
+    /// critical thresholds on what marks a server at its capacity, unless
+    /// the scenario has its own on the same figure: it shed no stream
+    /// (`counts.shed==0`) nor publish. Whether a paced step delivered
+    /// what it offered is judged on its measured phase
+    /// (`analysis::capacity::judge_delivery`).
     pub fn step(&self, base: &Scenario, level: u64) -> Scenario {
         let mut step = base.clone();
         step.search = None;
@@ -207,11 +218,20 @@ impl Search {
             Vary::Rate => step.rate = level,
             Vary::PublishRate => step.publish_rate = level,
         }
-        step.phases = vec![Phase::steady("step", clients, self.step_duration)];
-        if let Some(offered) = step.offered_per_s(clients) {
-            let expr = format!("events_per_s>={:.0}", KEPT_UP * offered);
-            let threshold: Threshold = expr.parse().expect("a kept-up threshold parses");
-            step.thresholds.push(threshold);
+        let connect = (self.step_duration / 4).min(CONNECT_AT_MOST);
+        step.phases = vec![
+            Phase::steady("connect", clients, connect),
+            Phase::steady(MEASURED, clients, self.step_duration - connect),
+        ];
+        let mut limits = vec!["counts.shed==0"];
+        if step.publishes() {
+            limits.push("counts.publishes_shed==0");
+        }
+        for expr in limits {
+            let threshold: Threshold = expr.parse().expect("a step's thresholds parse");
+            if !step.thresholds.iter().any(|t| t.metric == threshold.metric) {
+                step.thresholds.push(threshold);
+            }
         }
         step
     }
@@ -393,8 +413,18 @@ mod tests {
         let step = plan.step(&base, 40);
         assert_eq!(step.max_clients(), 40);
         assert_eq!(step.duration(), plan.step_duration);
-        let kept_up = step.thresholds.last().unwrap();
-        assert_eq!(kept_up.to_string(), "events_per_s>=3600");
+        let phases: Vec<(&str, Duration)> = (step.phases.iter())
+            .map(|p| (p.name.as_str(), p.duration))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                ("connect", Duration::from_millis(750)),
+                (MEASURED, Duration::from_millis(2_250))
+            ]
+        );
+        let added: Vec<String> = step.thresholds.iter().map(ToString::to_string).collect();
+        assert_eq!(added, ["counts.shed==0"]);
         let by_rate = Search {
             vary: Vary::Rate,
             ..Search::default()
@@ -405,7 +435,15 @@ mod tests {
             rate: 0,
             ..Scenario::default()
         };
-        assert!(plan.step(&unpaced, 5).thresholds.is_empty());
+        let overload = Scenario {
+            thresholds: vec!["counts.shed>0".parse().unwrap()],
+            ..unpaced
+        };
+        assert_eq!(
+            plan.step(&overload, 5).thresholds,
+            overload.thresholds,
+            "the scenario's own threshold on a figure stands"
+        );
     }
 
     #[test]
