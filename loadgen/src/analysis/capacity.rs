@@ -54,6 +54,9 @@ struct Usage {
     /// The load generator's open files neared its limit, or its
     /// connection attempts failed on this machine's limits.
     loadgen_files: bool,
+    /// The whole machine's busy CPU, % of all cores (other processes
+    /// included; 0 when not measured).
+    machine_cpu_pct: f64,
 }
 
 impl Usage {
@@ -78,9 +81,12 @@ impl Usage {
         }
     }
 
-    /// Whether the two processes together used most of the CPU there was.
+    /// Whether the two processes together used most of the CPU there was,
+    /// or the machine as a whole was that busy (it shares its cores with
+    /// other processes).
     fn cpu_saturated(self, cores: usize) -> bool {
         self.server_cpu_pct + self.loadgen_cpu_pct >= CPU_SATURATED * 100.0 * cores as f64
+            || self.machine_cpu_pct >= CPU_SATURATED * 100.0
     }
 
     /// Whether the load generator ran out before the server: the CPU was
@@ -99,6 +105,7 @@ impl Usage {
                 || s.counts.shed + s.counts.publishes_shed > 0,
             server_files: false,
             loadgen_files: !s.bounded_by.is_empty(),
+            machine_cpu_pct: 0.0,
         }
     }
 
@@ -127,6 +134,7 @@ impl Usage {
             loadgen_cpu_pct: step.loadgen.cpu_pct.unwrap_or(usage.loadgen_cpu_pct),
             server_files: near(step.server),
             loadgen_files: usage.loadgen_files || near(step.loadgen),
+            machine_cpu_pct: step.machine_cpu_pct.unwrap_or(0.0),
             ..usage
         }
     }
@@ -144,6 +152,8 @@ pub struct Step<'a> {
     pub server: Load,
     /// What the load generator's own process used during it.
     pub loadgen: Load,
+    /// The whole machine's busy CPU during it, % of all cores.
+    pub machine_cpu_pct: Option<f64>,
 }
 
 /// Whether `name` is one of the suite's load steps (`clients-N`).
@@ -226,6 +236,8 @@ fn from_steps(steps: &[&Summary]) -> Capacity {
             clients: s.clients,
             events_per_s: s.events_per_s,
             latency_p99_us: s.latency_us.map(|l| l.p99),
+            server_cpu_pct: s.server.cpu_pct,
+            loadgen_cpu_pct: s.loadgen_cpu_pct,
             ok: s.passed,
         })
         .collect();
@@ -272,6 +284,8 @@ fn from_ramp(summary: &Summary) -> Capacity {
                 clients: row.clients,
                 events_per_s: row.events_per_s,
                 latency_p99_us: row.latency_p99_us,
+                server_cpu_pct: row.server_cpu_pct,
+                loadgen_cpu_pct: row.loadgen_cpu_pct,
                 ok: row.errors == 0 && kept_up && fast,
             }
         })
@@ -355,6 +369,8 @@ pub fn of_search(
             clients: step.summary.clients,
             events_per_s: step.summary.events_per_s,
             latency_p99_us: step.summary.latency_us.map(|l| l.p99),
+            server_cpu_pct: step.server.cpu_pct.or(step.summary.server.cpu_pct),
+            loadgen_cpu_pct: step.loadgen.cpu_pct.or(step.summary.loadgen_cpu_pct),
             ok: step.summary.passed,
         })
         .collect();
@@ -471,6 +487,8 @@ mod tests {
             clients,
             events_per_s: f64::from(clients) * 10.0,
             latency_p99_us: Some(100),
+            server_cpu_pct: None,
+            loadgen_cpu_pct: None,
             ok,
         }
     }
@@ -576,6 +594,7 @@ mod tests {
                 summary,
                 server: watched(files.0),
                 loadgen: watched(files.1),
+                machine_cpu_pct: None,
             })
             .collect();
         let base = preset::find("capacity").unwrap().scenario();
@@ -670,6 +689,14 @@ mod tests {
             ..Usage::default()
         };
         assert!(!busy_server.loadgen_first(2));
+        let shared = Usage {
+            server_cpu_pct: 50.0,
+            loadgen_cpu_pct: 90.0,
+            machine_cpu_pct: 97.0,
+            ..Usage::default()
+        };
+        assert_eq!(shared.limit(2, None), Limit::LoadgenCpu, "a busy machine");
+        assert!(shared.loadgen_first(2));
     }
 
     #[test]
@@ -682,6 +709,7 @@ mod tests {
             summary,
             server: Load::default(),
             loadgen: Load::default(),
+            machine_cpu_pct: None,
         };
         let above = of_search(&plan, &search, &[step(&held)], 2, None);
         assert_eq!(

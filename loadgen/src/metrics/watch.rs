@@ -2,8 +2,9 @@
 //! a span of time, such as a capacity search's step: the CPU it used
 //! (its share of one core, from its CPU seconds at the start and the end)
 //! and the peak of its open files against its soft limit, read from
-//! `/proc` every 250 ms. A step's own summary may have no CPU figure when
-//! it lasts under its monitor's first second; this one always has.
+//! `/proc` every 250 ms; and the whole machine's CPU ([`machine`]), which
+//! other processes share. A step's own summary may have no CPU figure when
+//! it lasts under its monitor's first second; these always have.
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,35 @@ pub async fn watch(pid: Option<u32>, stop: CancellationToken) -> Load {
     load
 }
 
+/// Busy and total CPU time of the whole machine so far, in clock ticks,
+/// from the first line of `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …: idle and iowait
+    // are not busy.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// The whole machine's busy CPU from now until `stop`, % of all its cores
+/// (`None`: `/proc/stat` did not tell).
+pub async fn machine(stop: CancellationToken) -> Option<f64> {
+    let first = machine_ticks();
+    stop.cancelled().await;
+    let (busy, total) = first
+        .zip(machine_ticks())
+        .map(|((b0, t0), (b1, t1))| (b1 - b0, t1 - t0))?;
+    (total > 0).then(|| 100.0 * busy as f64 / total as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +106,7 @@ mod tests {
         let files = load.files.expect("this process has /proc");
         assert!(files.open > 0 && files.limit.is_some(), "{load:?}");
         assert!(load.cpu_pct.is_some_and(|pct| pct >= 0.0), "{load:?}");
+        let (busy, total) = machine_ticks().expect("this machine has /proc/stat");
+        assert!(busy <= total && total > 0);
     }
 }

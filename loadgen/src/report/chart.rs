@@ -671,6 +671,8 @@ mod tests {
             clients: 10,
             events_per_s,
             latency_p99_us,
+            server_cpu_pct: None,
+            loadgen_cpu_pct: None,
             ok: false,
         };
         for points in [

@@ -32,6 +32,8 @@ struct Done {
     server: Load,
     /// What the load generator's own process used.
     loadgen: Load,
+    /// The whole machine's busy CPU, % of all cores.
+    machine_cpu_pct: Option<f64>,
 }
 
 /// Runs the capacity `search` over `scenario` against the server `setup`
@@ -99,6 +101,7 @@ async fn steps(
             .pid()
             .map(|pid| tokio::spawn(watch::watch(Some(pid), watching.clone())));
         let loadgen_watch = tokio::spawn(watch::watch(None, watching.clone()));
+        let machine_watch = tokio::spawn(watch::machine(watching.clone()));
         let measured = server.measure(&step, setup, http, context, cancel).await;
         watching.cancel();
         let server_load = match server_watch {
@@ -106,6 +109,7 @@ async fn steps(
             None => Load::default(),
         };
         let loadgen_load = loadgen_watch.await.unwrap_or_default();
+        let machine_cpu_pct = machine_watch.await.ok().flatten();
         let mut measurement = measured.with_context(|| format!("capacity step at {level}"))?;
         capacity::judge_delivery(
             &mut measurement.summary,
@@ -132,6 +136,7 @@ async fn steps(
             measurement,
             server: server_load,
             loadgen: loadgen_load,
+            machine_cpu_pct,
         });
     }
     Ok(done)
@@ -153,6 +158,7 @@ fn conclude(
             summary: &d.measurement.summary,
             server: d.server,
             loadgen: d.loadgen,
+            machine_cpu_pct: d.machine_cpu_pct,
         })
         .collect();
     let estimate = capacity::of_search(scenario, search, &steps, machine.cores, machine.memory_mb);

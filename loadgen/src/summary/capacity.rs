@@ -56,6 +56,10 @@ pub struct Point {
     pub events_per_s: f64,
     /// Delivery latency p99, µs.
     pub latency_p99_us: Option<u64>,
+    /// Server CPU, % of one core (`null`: not measured).
+    pub server_cpu_pct: Option<f64>,
+    /// Load generator CPU, % of one core (`null`: not measured).
+    pub loadgen_cpu_pct: Option<f64>,
     /// Whether it met the thresholds.
     pub ok: bool,
 }
