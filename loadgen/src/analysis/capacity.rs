@@ -89,13 +89,6 @@ impl Usage {
             || self.machine_cpu_pct >= CPU_SATURATED * 100.0
     }
 
-    /// Whether the load generator ran out before the server: the CPU was
-    /// saturated and it used more of it, or its open files ran out.
-    fn loadgen_first(self, cores: usize) -> bool {
-        self.loadgen_files
-            || (self.cpu_saturated(cores) && self.loadgen_cpu_pct > self.server_cpu_pct)
-    }
-
     fn of_summary(s: &Summary) -> Self {
         Self {
             server_cpu_pct: s.server.cpu_pct.unwrap_or(0.0),
@@ -169,11 +162,11 @@ fn is_step(name: &str) -> bool {
 /// the verdict is judged again.
 pub fn judge_delivery(summary: &mut Summary, offered: Option<f64>) {
     let Some(offered) = offered else { return };
-    let Some(measured) = summary.phases.iter().find(|p| p.name == MEASURED) else {
+    if !summary.phases.iter().any(|p| p.name == MEASURED) {
         return;
-    };
+    }
     let floor = KEPT_UP * offered;
-    let delivered = measured.events_per_s;
+    let delivered = delivered(summary);
     summary.thresholds.push(ThresholdResult {
         expr: format!("events_per_s{{phase={MEASURED}}}>={floor:.0}"),
         metric: "events_per_s",
@@ -183,6 +176,14 @@ pub fn judge_delivery(summary: &mut Summary, offered: Option<f64>) {
         default: true,
     });
     verdict::judge(summary);
+}
+
+/// Events per second a search's step delivered once its clients had
+/// connected: its measured phase's, else the whole step's.
+pub fn delivered(summary: &Summary) -> f64 {
+    (summary.phases.iter())
+        .find(|p| p.name == MEASURED)
+        .map_or(summary.events_per_s, |p| p.events_per_s)
 }
 
 /// The estimates `summaries` allow: each capacity search's, one per
@@ -367,7 +368,7 @@ pub fn of_search(
         .map(|step| Point {
             level: Some(step.level),
             clients: step.summary.clients,
-            events_per_s: step.summary.events_per_s,
+            events_per_s: delivered(step.summary),
             latency_p99_us: step.summary.latency_us.map(|l| l.p99),
             server_cpu_pct: step.server.cpu_pct.or(step.summary.server.cpu_pct),
             loadgen_cpu_pct: step.loadgen.cpu_pct.or(step.summary.loadgen_cpu_pct),
@@ -380,9 +381,12 @@ pub fn of_search(
         .iter()
         .filter(|s| !s.summary.passed)
         .min_by_key(|s| s.level);
-    let usage = failed.map(Usage::of_step);
-    let limit = usage.map_or(Limit::NotReached, |u| u.limit(cores, memory_mb));
-    let lower_bound = knee.is_some() && usage.is_some_and(|u| u.loadgen_first(cores));
+    let limit = failed.map_or(Limit::NotReached, |step| {
+        Usage::of_step(step).limit(cores, memory_mb)
+    });
+    // The load generator ran out first: the knee says nothing of the server.
+    let lower_bound =
+        knee.is_some() && matches!(limit, Limit::LoadgenCpu | Limit::LoadgenOpenFiles);
     let broke = failed.map(broke_at);
     let statement = search_statement(base, search, knee, broke.as_ref(), limit, lower_bound);
     Capacity {
@@ -682,13 +686,6 @@ mod tests {
             ..Usage::default()
         };
         assert_eq!(refused.limit(2, None), Limit::LoadgenOpenFiles);
-        assert!(refused.loadgen_first(2));
-        let busy_server = Usage {
-            server_cpu_pct: 150.0,
-            loadgen_cpu_pct: 30.0,
-            ..Usage::default()
-        };
-        assert!(!busy_server.loadgen_first(2));
         let shared = Usage {
             server_cpu_pct: 50.0,
             loadgen_cpu_pct: 90.0,
@@ -696,7 +693,15 @@ mod tests {
             ..Usage::default()
         };
         assert_eq!(shared.limit(2, None), Limit::LoadgenCpu, "a busy machine");
-        assert!(shared.loadgen_first(2));
+        let refusing = Usage {
+            errors: true,
+            ..shared
+        };
+        assert_eq!(
+            refusing.limit(2, None),
+            Limit::Errors,
+            "the server's refusals come before a busy machine"
+        );
     }
 
     #[test]

@@ -55,91 +55,116 @@ pub async fn search(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     ensure_token(scenario, setup)?;
     let server = Server::start(scenario, setup, dir).await?;
-    let done = steps(
-        &server, scenario, search, setup, http, dir, &context, cancel,
-    )
-    .await;
+    let steps = Steps {
+        server: &server,
+        scenario,
+        search,
+        setup,
+        http,
+        dir,
+        context: &context,
+    };
+    let done = steps.run(cancel).await;
     server.stop().await;
     let done = done?;
     anyhow::ensure!(!done.is_empty(), "interrupted before the first step ended");
     Ok(conclude(scenario, search, done, &context))
 }
 
-/// Runs the steps the search asks for, until it is over or `cancel`.
-#[allow(clippy::too_many_arguments)]
-async fn steps(
-    server: &Server,
-    scenario: &Scenario,
-    search: &Search,
-    setup: &Setup,
-    http: &reqwest::Client,
-    dir: &Path,
-    context: &Context,
-    cancel: &CancellationToken,
-) -> anyhow::Result<Vec<Done>> {
-    let mut bisection = Bisection::new(search);
-    let mut done: Vec<Done> = Vec::new();
-    while let Some(level) = bisection.next() {
-        if !done.is_empty() {
-            // Production pacing, not test synchronization: the server drops
-            // the last step's connections meanwhile.
-            tokio::select! {
-                () = tokio::time::sleep(search.settle) => {}
-                () = cancel.cancelled() => {}
+/// What every step of one search shares.
+struct Steps<'a> {
+    server: &'a Server,
+    scenario: &'a Scenario,
+    search: &'a Search,
+    setup: &'a Setup,
+    http: &'a reqwest::Client,
+    /// The search's results directory.
+    dir: &'a Path,
+    context: &'a Context,
+}
+
+impl Steps<'_> {
+    /// Runs the steps the search asks for, until it is over or `cancel`.
+    async fn run(&self, cancel: &CancellationToken) -> anyhow::Result<Vec<Done>> {
+        let mut bisection = Bisection::new(self.search);
+        let mut done: Vec<Done> = Vec::new();
+        while let Some(level) = bisection.next() {
+            if !done.is_empty() {
+                // Production pacing, not test synchronization: the server
+                // drops the last step's connections meanwhile.
+                tokio::select! {
+                    () = tokio::time::sleep(self.search.settle) => {}
+                    () = cancel.cancelled() => {}
+                }
             }
+            if cancel.is_cancelled() {
+                break;
+            }
+            let step = self.step(done.len() + 1, level, cancel).await?;
+            bisection.record(level, step.measurement.summary.passed);
+            done.push(step);
         }
-        if cancel.is_cancelled() {
-            break;
-        }
-        let step = search.step(scenario, level);
+        Ok(done)
+    }
+
+    /// Runs step number `n` at `level`, watching both processes and the
+    /// machine, judges its delivery, writes its summary and says how it
+    /// went.
+    async fn step(&self, n: usize, level: u64, cancel: &CancellationToken) -> anyhow::Result<Done> {
+        let step = self.search.step(self.scenario, level);
         let context = Context {
-            run_id: format!("{}-step{}", context.run_id, done.len() + 1),
-            ..context.clone()
+            run_id: format!("{}-step{n}", self.context.run_id),
+            ..self.context.clone()
         };
         let watching = CancellationToken::new();
-        let server_watch = server
-            .pid()
-            .map(|pid| tokio::spawn(watch::watch(Some(pid), watching.clone())));
+        let server_watch =
+            (self.server.pid()).map(|pid| tokio::spawn(watch::watch(Some(pid), watching.clone())));
         let loadgen_watch = tokio::spawn(watch::watch(None, watching.clone()));
         let machine_watch = tokio::spawn(watch::machine(watching.clone()));
-        let measured = server.measure(&step, setup, http, context, cancel).await;
+        let measured = (self.server)
+            .measure(&step, self.setup, self.http, context, cancel)
+            .await;
         watching.cancel();
-        let server_load = match server_watch {
+        let server = match server_watch {
             Some(watching) => watching.await.unwrap_or_default(),
             None => Load::default(),
         };
-        let loadgen_load = loadgen_watch.await.unwrap_or_default();
+        let loadgen = loadgen_watch.await.unwrap_or_default();
         let machine_cpu_pct = machine_watch.await.ok().flatten();
         let mut measurement = measured.with_context(|| format!("capacity step at {level}"))?;
         capacity::judge_delivery(
             &mut measurement.summary,
             step.offered_per_s(step.max_clients()),
         );
-        let summary = &measurement.summary;
-        let step_dir = dir
-            .join("steps")
-            .join(format!("{:02}-{level}", done.len() + 1));
-        std::fs::create_dir_all(&step_dir)
-            .with_context(|| format!("creating {}", step_dir.display()))?;
-        let json = serde_json::to_vec_pretty(summary).expect("a summary serializes");
-        files::write(&step_dir.join("summary.json"), &json)?;
-        say(&format!(
-            "capacity step {}: {level} {}: {} ({:.0} events/s)",
-            done.len() + 1,
-            search.vary.unit(),
-            if summary.passed { "held" } else { "broke" },
-            summary.events_per_s
-        ));
-        bisection.record(level, summary.passed);
-        done.push(Done {
+        self.write(n, level, &measurement)?;
+        Ok(Done {
             level,
             measurement,
-            server: server_load,
-            loadgen: loadgen_load,
+            server,
+            loadgen,
             machine_cpu_pct,
-        });
+        })
     }
-    Ok(done)
+
+    /// Writes step `n`'s `summary.json` in `steps/NN-LEVEL/`, and says on
+    /// stderr how it went.
+    fn write(&self, n: usize, level: u64, measurement: &Measurement) -> anyhow::Result<()> {
+        let summary = &measurement.summary;
+        let dir = self.dir.join("steps").join(format!("{n:02}-{level}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = serde_json::to_vec_pretty(summary).expect("a summary serializes");
+        files::write(&dir.join("summary.json"), &json)?;
+        say(&format!(
+            "capacity step {n}: {level} {}: {} ({:.0} events/s)",
+            self.search.vary.unit(),
+            if summary.passed { "held" } else { "broke" },
+            summary
+                .phases
+                .last()
+                .map_or(summary.events_per_s, |p| p.events_per_s)
+        ));
+        Ok(())
+    }
 }
 
 /// The search's result: the knee's step (or, if none held, the first),
