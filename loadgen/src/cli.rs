@@ -18,6 +18,7 @@ use crate::live;
 use crate::run;
 use crate::runner::worker::WorkerCount;
 use crate::scenario::auth::RawAuth;
+use crate::scenario::search::{Growth, Search, Vary};
 use crate::scenario::target::{Format, RawTarget, TsUnit};
 use crate::scenario::{
     Overrides, Scenario, Setting, StreamKind, Threshold, Transport, budgets, file, preset,
@@ -59,6 +60,9 @@ pub enum Command {
     Run(RunArgs),
     /// Runs the standard matrix of scenarios on both transports
     Suite(SuiteArgs),
+    /// Finds the knee: raises clients, rate or publish rate step by step
+    /// against one server until a threshold breaks, then bisects
+    Capacity(CapacityArgs),
     /// Lists the presets, one line each
     Presets,
     /// Compares two results (run ids, summary.json paths or labels) figure
@@ -649,6 +653,138 @@ pub struct SuiteArgs {
     pub live: LiveArgs,
 }
 
+/// `capacity`.
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    /// What each step runs.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+
+    /// How the load is raised.
+    #[command(flatten)]
+    pub search: SearchFlags,
+
+    /// The server and results.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Repetition, history, baseline and default thresholds.
+    #[command(flatten)]
+    pub record: RecordArgs,
+
+    /// The live dashboard and the samples file: each step shown as a run.
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+/// A capacity search's settings as flags; each replaces a scenario file's
+/// `capacity` phase key.
+#[derive(Debug, Args)]
+pub struct SearchFlags {
+    /// What to raise: clients, rate (events/s per client) or publish-rate
+    /// (topic publishes/s) [default: clients]
+    #[arg(long, value_enum)]
+    pub vary: Option<Vary>,
+
+    /// The first step's level, in the varied unit [default: the scenario's
+    /// clients, rate or publish rate]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub start: Option<u64>,
+
+    /// Each step this many times the last [default: 2]
+    #[arg(long, value_name = "F", conflicts_with = "step")]
+    pub factor: Option<f64>,
+
+    /// Each step this much above the last, instead of a factor
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub step: Option<u64>,
+
+    /// How long each step's load lasts [default: 3s]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub step_duration: Option<Duration>,
+
+    /// The pause between steps [default: 500ms]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub settle: Option<Duration>,
+
+    /// Growing steps at most; if the last still holds, the knee is above it
+    /// [default: 8]
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u32>,
+
+    /// Bisection steps at most, between the last step that held and the
+    /// first that broke [default: 4]
+    #[arg(long, value_name = "N")]
+    pub bisections: Option<u32>,
+
+    /// Bisect until the first level that broke is within this share of the
+    /// last that held (0: the exact level) [default: 0.05]
+    #[arg(long, value_name = "SHARE")]
+    pub resolution: Option<f64>,
+}
+
+impl SearchFlags {
+    /// `given` (a scenario's search, or the defaults starting at `base`'s
+    /// own level) with these flags' settings in place of its own.
+    fn search(&self, given: Option<Search>, base: &Scenario) -> Search {
+        let vary = self
+            .vary
+            .or(given.as_ref().map(|s| s.vary))
+            .unwrap_or(Vary::Clients);
+        let own_level = match vary {
+            Vary::Clients => u64::from(base.max_clients()),
+            Vary::Rate => base.rate,
+            Vary::PublishRate => base.publish_rate,
+        };
+        let search = given.filter(|s| s.vary == vary).unwrap_or_else(|| Search {
+            vary,
+            start: own_level.max(1),
+            ..Search::default()
+        });
+        let growth = match (self.factor, self.step) {
+            (Some(factor), _) => Growth::Factor(factor),
+            (None, Some(step)) => Growth::Step(step),
+            (None, None) => search.growth,
+        };
+        Search {
+            vary,
+            start: self.start.unwrap_or(search.start),
+            growth,
+            step_duration: self.step_duration.unwrap_or(search.step_duration),
+            settle: self.settle.unwrap_or(search.settle),
+            max_steps: self.max_steps.unwrap_or(search.max_steps),
+            bisections: self.bisections.unwrap_or(search.bisections),
+            resolution: self.resolution.unwrap_or(search.resolution),
+        }
+    }
+}
+
+impl CapacityArgs {
+    /// The scenario of the search: the scenario these arguments describe,
+    /// its phases one steady step at the first level, with the search and
+    /// the default budgets (unless left out), its durations scaled.
+    ///
+    /// # Errors
+    ///
+    /// As [`ScenarioArgs::scenario`], and a search out of bounds.
+    pub fn scenario(&self) -> anyhow::Result<Scenario> {
+        let mut scenario = self.scenario.scenario(1.0, false)?;
+        let search = self.search.search(scenario.search.take(), &scenario);
+        let clients = match search.vary {
+            Vary::Clients => u32::try_from(search.start).unwrap_or(u32::MAX),
+            Vary::Rate | Vary::PublishRate => scenario.max_clients(),
+        };
+        scenario.set_load(clients, search.step_duration, Duration::ZERO);
+        scenario.search = Some(search);
+        if !self.record.no_default_thresholds {
+            budgets::add_defaults(&mut scenario);
+        }
+        scenario.scale_time(self.target.options.time_scale);
+        scenario.validate()?;
+        Ok(scenario)
+    }
+}
+
 impl ScenarioArgs {
     /// The scenario these arguments describe, validated, its phases
     /// scaled by `time_scale`, with the default budgets if `defaults`.
@@ -800,10 +936,16 @@ impl AbArgs {
                 anyhow::bail!("--max-rounds: only with --rounds auto")
             }
         };
+        let scenario = self
+            .scenario
+            .scenario(self.options.time_scale, !self.no_default_thresholds)?;
+        anyhow::ensure!(
+            scenario.search.is_none(),
+            "{}: a capacity search is not an A/B scenario; give ab one of fixed load",
+            scenario.name
+        );
         Ok(ab::Options {
-            scenario: self
-                .scenario
-                .scenario(self.options.time_scale, !self.no_default_thresholds)?,
+            scenario,
             base: self.base.clone(),
             change: self.change.clone(),
             base_args: self.base_arg.clone(),

@@ -14,7 +14,8 @@
 //!
 //! - [`mod@run`]: one measurement from a validated scenario to its files: the
 //!   server measured (at a URL, or a local one started for each run),
-//!   each run, the reports, the comparison with a baseline, the history.
+//!   each run (or a capacity search's steps against one server), the
+//!   reports, the comparison with a baseline, the history.
 //! - [`scenario`]: what to run: presets, TOML files and flags validated
 //!   into a [`scenario::Scenario`] (a foreign target's description
 //!   included, as data), its thresholds, default budgets and the suite's
@@ -124,6 +125,11 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
             );
             let record = args.record.record(&args.target.options, &args.live);
             run::measure(&plan, &args.target.setup(), &record, &cancel).await
+        }
+        Command::Capacity(args) => {
+            let scenario = args.scenario()?;
+            let record = args.record.record(&args.target.options, &args.live);
+            run::measure(&[scenario], &args.target.setup(), &record, &cancel).await
         }
         Command::Compare(args) => {
             run::compare(&args.current, &args.baseline, &args.history.url).await

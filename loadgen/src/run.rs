@@ -3,7 +3,8 @@
 //! once ([`run_once`]: runner, then summary and analyses), every run of an
 //! invocation round after round ([`measure`]: reports, comparison with a
 //! baseline, the history, the terminal's table), and `compare` of two
-//! stored results ([`compare`]).
+//! stored results ([`compare`]). A scenario with a capacity search runs as
+//! its steps against one server instead ([`capacity`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +37,8 @@ use crate::scenario::template::Values;
 use crate::summary::comparison::GateVerdict;
 use crate::summary::manifest::{Environment, ServerUnderTest};
 use crate::summary::{Context, Group, Report, Summary};
+
+pub mod capacity;
 
 /// The server a run measures, and how the load reaches it: everything a
 /// run needs beyond its scenario.
@@ -163,61 +166,150 @@ pub fn run_id() -> String {
     format!("{compact}-{:04x}", fastrand::u16(..))
 }
 
-/// The server to measure for `scenario`: its nodes, its monitor, and the
-/// local servers if they were started for it.
-async fn target(
-    scenario: &Scenario,
-    setup: &Setup,
-    http: &reqwest::Client,
-    dir: &Path,
-) -> anyhow::Result<(Vec<Target>, Monitor, Option<LocalServers>)> {
-    if let Some(spec) = scenario.target_spec()?
-        && spec.origin == Origin::Absolute
-    {
-        anyhow::ensure!(
-            setup.url.is_empty(),
-            "{}: the target's subscribe_url names its server; leave --url out",
-            scenario.name
-        );
-        let values = Values {
-            topic: "t",
-            client: "0",
-            ..Values::default()
-        };
-        let target = Target::of_url(&spec.subscribe_url.expand(&values)).await?;
-        return Ok((vec![target], Monitor::loadgen_only(), None));
-    }
-    if !setup.url.is_empty() {
-        warn_of_own_settings(scenario, setup.url.len());
-        let mut targets = Vec::with_capacity(setup.url.len());
-        for url in &setup.url {
-            targets.push(Target::resolve(url).await?);
+/// How a run's monitor reads the server.
+#[derive(Debug, Clone)]
+enum Sampling {
+    /// A foreign server named by its URL: the load generator alone.
+    LoadgenOnly,
+    /// Servers at `--url`: their `/metrics`.
+    Metrics,
+    /// Local servers: these processes, one per node.
+    Processes(Vec<u32>),
+}
+
+/// The server measured, for one run or for every step of a capacity
+/// search: its nodes, how to watch them, and the local servers started for
+/// it (stopped by [`Server::stop`]).
+#[derive(Debug)]
+struct Server {
+    /// Its nodes.
+    targets: Vec<Target>,
+    /// How a monitor reads it.
+    sampling: Sampling,
+    /// The local servers, if they were started for it.
+    local: Option<LocalServers>,
+}
+
+impl Server {
+    /// The server to measure for `scenario`: the one `setup` names, or
+    /// local servers started with their files (logs) in `dir`.
+    async fn start(scenario: &Scenario, setup: &Setup, dir: &Path) -> anyhow::Result<Self> {
+        if let Some(spec) = scenario.target_spec()?
+            && spec.origin == Origin::Absolute
+        {
+            anyhow::ensure!(
+                setup.url.is_empty(),
+                "{}: the target's subscribe_url names its server; leave --url out",
+                scenario.name
+            );
+            let values = Values {
+                topic: "t",
+                client: "0",
+                ..Values::default()
+            };
+            let target = Target::of_url(&spec.subscribe_url.expand(&values)).await?;
+            return Ok(Self {
+                targets: vec![target],
+                sampling: Sampling::LoadgenOnly,
+                local: None,
+            });
         }
-        let monitor = monitor_of(&targets, http, |target| {
-            Monitor::metrics(&target.base_url(), http.clone())
-        });
-        return Ok((targets, monitor, None));
-    }
-    let program = setup
-        .server_bin
-        .clone()
-        .map_or(ServerProgram::Embedded, ServerProgram::Binary);
-    let server_args = scenario.server_args_with(&setup.server_args);
-    let nodes = usize::try_from(scenario.nodes).unwrap_or(1);
-    let local = LocalServers::start(&program, &server_args, nodes, dir).await?;
-    let targets: Vec<Target> = (local.servers.iter())
-        .map(|server| Target {
-            addr: server.addr,
-            host: server.addr.to_string(),
-            tls: false,
+        if !setup.url.is_empty() {
+            warn_of_own_settings(scenario, setup.url.len());
+            let mut targets = Vec::with_capacity(setup.url.len());
+            for url in &setup.url {
+                targets.push(Target::resolve(url).await?);
+            }
+            return Ok(Self {
+                targets,
+                sampling: Sampling::Metrics,
+                local: None,
+            });
+        }
+        let program = setup
+            .server_bin
+            .clone()
+            .map_or(ServerProgram::Embedded, ServerProgram::Binary);
+        let server_args = scenario.server_args_with(&setup.server_args);
+        let nodes = usize::try_from(scenario.nodes).unwrap_or(1);
+        let local = LocalServers::start(&program, &server_args, nodes, dir).await?;
+        let targets = (local.servers.iter())
+            .map(|server| Target {
+                addr: server.addr,
+                host: server.addr.to_string(),
+                tls: false,
+            })
+            .collect();
+        let pids = local.servers.iter().map(|server| server.pid).collect();
+        Ok(Self {
+            targets,
+            sampling: Sampling::Processes(pids),
+            local: Some(local),
         })
-        .collect();
-    let pids: Vec<u32> = local.servers.iter().map(|server| server.pid).collect();
-    let monitor = monitor_of(&targets, http, |target| {
-        let node = targets.iter().position(|t| t == target).unwrap_or(0);
-        Monitor::process(pids[node])
-    });
-    Ok((targets, monitor, Some(local)))
+    }
+
+    /// A fresh monitor of it, for one run.
+    fn monitor(&self, http: &reqwest::Client) -> Monitor {
+        match &self.sampling {
+            Sampling::LoadgenOnly => Monitor::loadgen_only(),
+            Sampling::Metrics => monitor_of(&self.targets, http, |target| {
+                Monitor::metrics(&target.base_url(), http.clone())
+            }),
+            Sampling::Processes(pids) => monitor_of(&self.targets, http, |target| {
+                let node = self.targets.iter().position(|t| t == target).unwrap_or(0);
+                Monitor::process(pids[node])
+            }),
+        }
+    }
+
+    /// The first local server's process id, if it was started here.
+    fn pid(&self) -> Option<u32> {
+        match &self.sampling {
+            Sampling::Processes(pids) => pids.first().copied(),
+            Sampling::LoadgenOnly | Sampling::Metrics => None,
+        }
+    }
+
+    /// Runs `scenario` against it once, `watch` told of each row, and
+    /// summarizes it, judged.
+    async fn measure(
+        &self,
+        scenario: &Scenario,
+        setup: &Setup,
+        http: &reqwest::Client,
+        context: Context,
+        watch: Option<&dyn Watch>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Measurement> {
+        let foreign = scenario.target_spec()?;
+        ensure_reachable(http, &self.targets, foreign.as_ref()).await?;
+        let run = Run {
+            scenario,
+            targets: self.targets.iter().cloned().map(Arc::new).collect(),
+            http: http.clone(),
+            monitor: Some(self.monitor(http)),
+            run_id: format!("{}-{}", context.run_id, context.repeat),
+            token: setup.token.clone(),
+            workers: setup
+                .workers
+                .resolve(scenario, context.environment.limits.open_files),
+            abort: abort(scenario, &context),
+            watch,
+        };
+        let measured = run.execute(cancel).await?;
+        let summary = analysis::summarize(scenario, &measured, context);
+        Ok(Measurement {
+            summary,
+            stats: measured.totals,
+        })
+    }
+
+    /// Stops the local servers, if any were started.
+    async fn stop(self) {
+        if let Some(local) = self.local {
+            local.stop().await;
+        }
+    }
 }
 
 /// One monitor of every node of `targets`, each read as `node` says, with
@@ -332,6 +424,16 @@ pub async fn run_once(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    ensure_token(scenario, setup)?;
+    let server = Server::start(scenario, setup, dir).await?;
+    let measured = (server.measure(scenario, setup, http, context, watch, cancel)).await;
+    server.stop().await;
+    measured
+}
+
+/// Fails if a foreign target puts each client's token in its request and
+/// neither per-user tokens nor `--token` give one.
+fn ensure_token(scenario: &Scenario, setup: &Setup) -> anyhow::Result<()> {
     let foreign = scenario.target_spec()?;
     anyhow::ensure!(
         !foreign.as_ref().is_some_and(TargetSpec::uses_token)
@@ -341,35 +443,30 @@ pub async fn run_once(
          (a token minted per client) or --token",
         scenario.name
     );
-    let (targets, monitor, local) = target(scenario, setup, http, dir).await?;
-    let measured = match ensure_reachable(http, &targets, foreign.as_ref()).await {
-        Ok(()) => {
-            let run = Run {
-                scenario,
-                targets: targets.into_iter().map(Arc::new).collect(),
-                http: http.clone(),
-                monitor: Some(monitor),
-                run_id: format!("{}-{}", context.run_id, context.repeat),
-                token: setup.token.clone(),
-                workers: setup
-                    .workers
-                    .resolve(scenario, context.environment.limits.open_files),
-                abort: abort(scenario, &context),
-                watch,
-            };
-            run.execute(cancel).await
-        }
-        Err(e) => Err(e),
-    };
-    if let Some(local) = local {
-        local.stop().await;
+    Ok(())
+}
+
+/// Runs `scenario` once, or its capacity search if it has one ([`run_once`],
+/// [`capacity::search`]), shown on `live` as the run `label` (each step of
+/// a search as a run of its own).
+#[allow(clippy::too_many_arguments)] // the run's parts, each passed on as it is
+async fn run_scenario(
+    scenario: &Scenario,
+    setup: &Setup,
+    http: &reqwest::Client,
+    dir: &Path,
+    context: Context,
+    live: &Live,
+    label: RunLabel,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Measurement> {
+    if let Some(search) = &scenario.search {
+        let shown = capacity::Shown { live, label };
+        return capacity::search(scenario, search, setup, http, dir, context, &shown, cancel).await;
     }
-    let measured = measured?;
-    let summary = analysis::summarize(scenario, &measured, context);
-    Ok(Measurement {
-        summary,
-        stats: measured.totals,
-    })
+    let watcher = live.watch(label, scenario);
+    let watch = watcher.as_ref().map(|w| w as &dyn Watch);
+    run_once(scenario, setup, http, dir, context, watch, cancel).await
 }
 
 /// The judge of `scenario`'s `abort:` thresholds while it runs, if it has
@@ -479,9 +576,8 @@ async fn measure_live(
                 transport,
                 repeat,
             };
-            let watcher = live.watch(label, scenario);
-            let watch = watcher.as_ref().map(|w| w as &dyn Watch);
-            let measured = run_once(scenario, setup, &http, &dir, context, watch, cancel).await;
+            let measured =
+                run_scenario(scenario, setup, &http, &dir, context, live, label, cancel).await;
             let measurement = match measured {
                 Ok(measurement) => measurement,
                 Err(e) => {

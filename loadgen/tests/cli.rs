@@ -360,6 +360,94 @@ fn a_bad_scenario_file_exits_2_naming_the_file_and_line() {
     );
 }
 
+/// A capacity search against a local server that admits 10 streams: more
+/// clients are shed, which breaks a step, and bisection finds
+/// the knee at exactly 10 clients; every step is written, the estimate is
+/// in `summary.json`, and bad search flags exit 2 naming the fault.
+#[test]
+fn capacity_bisects_to_the_knee_of_a_connection_limit() {
+    let out = out_dir("capacity");
+    let output = loadgen(&[
+        "capacity",
+        "--rate",
+        "50",
+        "--vary",
+        "clients",
+        "--start",
+        "4",
+        "--step",
+        "4",
+        "--step-duration",
+        "1s",
+        "--settle",
+        "300ms",
+        "--max-steps",
+        "5",
+        "--bisections",
+        "3",
+        "--resolution",
+        "0",
+        "--server-arg=--max-connections=10",
+        "--no-history",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 0);
+    let summary = read_json(&out.join("summary.json"));
+    let capacity = &summary["capacity"];
+    let levels: Vec<u64> = (capacity["points"].as_array().unwrap().iter())
+        .map(|p| p["level"].as_u64().unwrap())
+        .collect();
+    assert_eq!(levels, [4, 8, 10, 11, 12], "{capacity}");
+    assert_eq!(
+        (
+            &capacity["vary"],
+            &capacity["knee_level"],
+            &capacity["knee_clients"]
+        ),
+        (&"clients".into(), &10.into(), &10.into()),
+        "{capacity}"
+    );
+    assert_eq!(capacity["broke"]["level"], 11, "{capacity}");
+    assert_eq!(
+        (&capacity["broke"]["threshold"], &capacity["broke"]["value"]),
+        (&"counts.shed==0".into(), &1.0.into()),
+        "{capacity}"
+    );
+    assert_eq!(
+        (&capacity["limit"], &capacity["lower_bound"]),
+        (&"errors".into(), &false.into())
+    );
+    assert_eq!(
+        (summary["clients"].as_u64(), &summary["passed"]),
+        (Some(10), &true.into())
+    );
+    let steps = std::fs::read_dir(out.join("steps")).unwrap().count();
+    assert_eq!(steps, 5);
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("capacity on this machine is about 10 clients"),
+        "{stdout}"
+    );
+
+    for (args, says) in [
+        (
+            &["capacity", "--factor", "1"][..],
+            "factor 1 is not above 1",
+        ),
+        (&["capacity", "--factor", "2", "--step", "3"][..], "--step"),
+        (
+            &["capacity", "--vary", "publish-rate"][..],
+            "publish-rate does not apply to a ticker stream",
+        ),
+    ] {
+        let output = loadgen(args);
+        assert_exit(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn runs_that_cannot_be_made_exit_2_with_the_reason() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0")

@@ -132,7 +132,9 @@ fn the_check_sees_every_command_and_flag_of_both_programs() {
     for flag in ["listen", "database", "max-connections", "help", "version"] {
         assert!(server.flags.contains(flag), "{flag}: {server:?}");
     }
-    for command in ["ab", "compare", "history", "presets", "run", "suite"] {
+    for command in [
+        "ab", "capacity", "compare", "history", "presets", "run", "suite",
+    ] {
         assert!(loadgen.commands.contains(command), "{command}: {loadgen:?}");
     }
     assert!(!loadgen.commands.contains("help"), "clap's own is left out");

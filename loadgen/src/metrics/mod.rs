@@ -15,6 +15,7 @@ use self::auth::AuthCounts;
 pub mod auth;
 pub mod monitor;
 pub mod timeline;
+pub mod watch;
 pub mod wire;
 
 /// A failure, sorted as `summary.json` counts them.

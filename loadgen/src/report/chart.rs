@@ -443,7 +443,15 @@ pub fn heap(rows: &[Row]) -> Option<String> {
     })
 }
 
-/// Throughput and p99 latency by clients, one series per estimate.
+/// Where a capacity point goes on the load axis: a search's level (in its
+/// varied unit), else its clients.
+fn load(point: &crate::summary::capacity::Point) -> f64 {
+    point
+        .level
+        .map_or(f64::from(point.clients), |level| level as f64)
+}
+
+/// Throughput and p99 latency by load, one series per estimate.
 pub fn scaling(capacity: &[Capacity]) -> String {
     let max_us = capacity
         .iter()
@@ -459,31 +467,26 @@ pub fn scaling(capacity: &[Capacity]) -> String {
             .iter()
             .map(|c| Series {
                 label: format!("{}: {}", c.transport, c.source),
-                points: c
-                    .points
-                    .iter()
-                    .map(|p| (f64::from(p.clients), value(p)))
-                    .collect(),
+                points: c.points.iter().map(|p| (load(p), value(p))).collect(),
                 failed: c
                     .points
                     .iter()
                     .filter(|p| !p.ok)
-                    .filter_map(|p| Some((f64::from(p.clients), value(p)?)))
+                    .filter_map(|p| Some((load(p), value(p)?)))
                     .collect(),
             })
             .collect();
+        let vary = capacity.iter().find_map(|c| c.vary).unwrap_or("clients");
         Panel {
             title: title.to_owned(),
-            x_desc: "clients".to_owned(),
+            x_desc: vary.to_owned(),
             y_desc: y_desc.to_owned(),
             series,
         }
     };
     lines(&[
-        panel("Throughput by clients", "events/s", &|p| {
-            Some(p.events_per_s)
-        }),
-        panel("Latency p99 by clients", &format!("p99 ({unit})"), &|p| {
+        panel("Throughput by load", "events/s", &|p| Some(p.events_per_s)),
+        panel("Latency p99 by load", &format!("p99 ({unit})"), &|p| {
             p.latency_p99_us.map(|us| us as f64 / divisor)
         }),
     ])
@@ -664,9 +667,12 @@ mod tests {
             assert_svg(&distribution(&buckets));
         }
         let point = |events_per_s, latency_p99_us| Point {
+            level: None,
             clients: 10,
             events_per_s,
             latency_p99_us,
+            server_cpu_pct: None,
+            loadgen_cpu_pct: None,
             ok: false,
         };
         for points in [
@@ -680,6 +686,10 @@ mod tests {
                 knee_clients: None,
                 knee_events_per_s: None,
                 limit: crate::summary::capacity::Limit::Errors,
+                vary: None,
+                knee_level: None,
+                broke: None,
+                lower_bound: false,
                 statement: String::new(),
                 points,
             };

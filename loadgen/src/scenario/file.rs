@@ -43,6 +43,23 @@
 //! abusers = 500               # misbehaving clients beside the others
 //! ```
 //!
+//! A `capacity` phase is a scenario's only phase: a capacity search
+//! (docs/loadgen.md, "Capacity"), each step one steady phase:
+//!
+//! ```toml
+//! [[phase]]
+//! kind = "capacity"
+//! vary = "rate"               # clients | rate | publish-rate
+//! start = 500                 # the first step's level
+//! factor = 2.0                # each step this many times the last (or `step = 500`: this much more)
+//! duration = "2s"             # each step's length
+//! clients = 100               # the clients when not varying them
+//! settle = "500ms"            # pause between steps
+//! max-steps = 8               # growing steps at most (the knee is "above" the last if it held)
+//! bisections = 4              # bisection steps at most
+//! resolution = 0.05           # bisect until the gap is within this share of the knee
+//! ```
+//!
 //! A foreign target (any SSE or WebSocket server) is a `[target]` table,
 //! its keys those of [`RawTarget`] (docs/loadgen.md, "Foreign targets"),
 //! with `request-rate` beside it for an `openai` target:
@@ -72,11 +89,13 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::auth::RawAuth;
+use super::search::{Growth, Search, Vary};
 use super::target::RawTarget;
 use super::{
     Abuse, AbuseKind, Overrides, Phase, Scenario, Setting, StreamKind, TokenShape, Transport,
@@ -193,6 +212,7 @@ enum PhaseKind {
     Spike,
     Burst,
     Soak,
+    Capacity,
 }
 
 impl PhaseKind {
@@ -203,6 +223,7 @@ impl PhaseKind {
             PhaseKind::Spike => "spike",
             PhaseKind::Burst => "burst",
             PhaseKind::Soak => "soak",
+            PhaseKind::Capacity => "capacity",
         }
     }
 }
@@ -222,6 +243,68 @@ struct RawPhase {
     abuse: Option<AbuseKind>,
     abusers: Option<u32>,
     cooldown: Option<Spanned<String>>,
+    vary: Option<Vary>,
+    start: Option<u64>,
+    factor: Option<f64>,
+    step: Option<u64>,
+    settle: Option<Spanned<String>>,
+    #[serde(rename = "max-steps")]
+    max_steps: Option<u32>,
+    bisections: Option<u32>,
+    resolution: Option<f64>,
+}
+
+impl RawPhase {
+    /// Whether it sets any key only a capacity phase has.
+    fn searches(&self) -> bool {
+        self.vary.is_some()
+            || self.start.is_some()
+            || self.factor.is_some()
+            || self.step.is_some()
+            || self.settle.is_some()
+            || self.max_steps.is_some()
+            || self.bisections.is_some()
+            || self.resolution.is_some()
+    }
+
+    /// The search a capacity phase describes, each step `step_duration`
+    /// long and its pauses `settle`, and the clients of its steps when it
+    /// does not vary them; `Err`: what is wrong with it.
+    fn search(
+        &self,
+        step_duration: Duration,
+        settle: Option<Duration>,
+    ) -> Result<(Search, Option<u32>), &'static str> {
+        let defaults = Search::default();
+        let vary = self.vary.unwrap_or(defaults.vary);
+        let start = self.start.ok_or("needs `start`, the first step's level")?;
+        if self.from.is_some() || self.to.is_some() || self.abuse.is_some() {
+            return Err("takes no `from`, `to` or `abuse`");
+        }
+        let clients = match (vary, self.clients) {
+            (Vary::Clients, Some(_)) => return Err("varies the clients: `start` says how many"),
+            (Vary::Clients, None) => None,
+            (_, None) => return Err("needs `clients` when it does not vary them"),
+            (_, clients) => clients,
+        };
+        let growth = match (self.factor, self.step) {
+            (Some(_), Some(_)) => return Err("takes `factor` or `step`, not both"),
+            (Some(factor), None) => Growth::Factor(factor),
+            (None, Some(step)) => Growth::Step(step),
+            (None, None) => defaults.growth,
+        };
+        let search = Search {
+            vary,
+            start,
+            growth,
+            step_duration,
+            settle: settle.unwrap_or(defaults.settle),
+            max_steps: self.max_steps.unwrap_or(defaults.max_steps),
+            bisections: self.bisections.unwrap_or(defaults.bisections),
+            resolution: self.resolution.unwrap_or(defaults.resolution),
+        };
+        Ok((search, clients))
+    }
 }
 
 /// The flags that replace a scenario file's keys they give: `--target-*`
@@ -342,6 +425,27 @@ pub fn parse_with(text: &str, path: &Path, flags: Flags<'_>) -> Result<Scenario,
             )
         };
         let length = duration(&phase.duration)?;
+        if phase.kind == PhaseKind::Capacity {
+            if raw.phase.len() > 1 {
+                return Err(fail("a capacity phase is the scenario's only phase"));
+            }
+            let settle = phase.settle.as_ref().map(duration).transpose()?;
+            let (search, clients) = phase.search(length, settle).map_err(fail)?;
+            scenario.rate = phase.rate.unwrap_or(scenario.rate);
+            scenario.publish_rate = phase.publish_rate.unwrap_or(scenario.publish_rate);
+            let first = clients.unwrap_or_else(|| u32::try_from(search.start).unwrap_or(u32::MAX));
+            let name = phase.name.as_deref().unwrap_or("capacity");
+            scenario.phases.push(Phase::steady(name, first, length));
+            scenario.search = Some(search);
+            spans.push(span.clone());
+            continue;
+        }
+        if phase.searches() {
+            return Err(fail(
+                "only a capacity phase has `vary`, `start`, `factor`, `step`, `settle`, \
+                 `max-steps`, `bisections` and `resolution`",
+            ));
+        }
         let name = phase
             .name
             .clone()
@@ -519,6 +623,70 @@ clients = 10
             })
         );
         assert_eq!(calm.abuse, None);
+    }
+
+    #[test]
+    fn a_capacity_phase_is_a_search_and_its_mistakes_name_the_line() {
+        let scenario = parse_str(
+            r#"
+stream = "topic"
+
+[[phase]]
+kind = "capacity"
+vary = "publish-rate"
+start = 200
+step = 100
+duration = "2s"
+clients = 30
+settle = "1s"
+bisections = 2
+"#,
+        )
+        .unwrap();
+        let search = scenario.search.clone().unwrap();
+        assert_eq!(
+            (search.vary, search.start, search.growth, search.bisections),
+            (Vary::PublishRate, 200, Growth::Step(100), 2)
+        );
+        assert_eq!(
+            (search.step_duration, search.settle),
+            (Duration::from_secs(2), Duration::from_secs(1))
+        );
+        assert_eq!(scenario.max_clients(), 30);
+        let by_clients =
+            parse_str("[[phase]]\nkind = \"capacity\"\nstart = 50\nduration = \"1s\"\n").unwrap();
+        assert_eq!(by_clients.search.unwrap().vary, Vary::Clients);
+        let cases = [
+            (
+                "[[phase]]\nkind = \"capacity\"\nduration = \"1s\"\n",
+                "s.toml:1: capacity phase: needs `start`",
+            ),
+            (
+                "\n[[phase]]\nkind = \"capacity\"\nstart = 5\nduration = \"1s\"\nvary = \"rate\"\n",
+                "s.toml:2: capacity phase: needs `clients` when it does not vary them",
+            ),
+            (
+                "[[phase]]\nkind = \"capacity\"\nstart = 5\nduration = \"1s\"\nfactor = 2.0\nstep = 3\n",
+                "s.toml:1: capacity phase: takes `factor` or `step`, not both",
+            ),
+            (
+                "[[phase]]\nkind = \"capacity\"\nstart = 5\nduration = \"1s\"\nfactor = 0.5\n",
+                "s.toml:1: capacity: factor 0.5 is not above 1",
+            ),
+            (
+                "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 1\n\n\
+                 [[phase]]\nkind = \"capacity\"\nstart = 5\nduration = \"1s\"\n",
+                "s.toml:6: capacity phase: a capacity phase is the scenario's only phase",
+            ),
+            (
+                "[[phase]]\nkind = \"steady\"\nduration = \"1s\"\nclients = 1\nstart = 3\n",
+                "s.toml:1: steady phase: only a capacity phase has `vary`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = parse_str(text).unwrap_err();
+            assert!(message.starts_with(expected), "{text:?} gave {message:?}");
+        }
     }
 
     #[test]

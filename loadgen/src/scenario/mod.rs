@@ -12,6 +12,7 @@ pub mod auth;
 pub mod budgets;
 pub mod file;
 pub mod preset;
+pub mod search;
 pub mod suite;
 pub mod target;
 pub mod template;
@@ -296,6 +297,12 @@ pub struct Scenario {
     /// key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+    /// A capacity search (`capacity`, a file's `capacity` phase): the load
+    /// raised step by step until a threshold breaks, then bisected; each
+    /// step is [`search::Search::step`] of this scenario. `None`: the
+    /// phases run as they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<search::Search>,
 }
 
 /// Whether `rate` is 0 (left out of a manifest that never uses it).
@@ -416,6 +423,7 @@ impl Default for Scenario {
             target: None,
             request_rate: 0.0,
             auth: None,
+            search: None,
         }
     }
 }
@@ -538,6 +546,19 @@ impl Scenario {
         phase.rate.unwrap_or(self.rate)
     }
 
+    /// Events per second `clients` clients are offered, if the stream is
+    /// paced: a ticker at a rate above 0, or a topic (each subscriber gets
+    /// every publish).
+    pub fn offered_per_s(&self, clients: u32) -> Option<f64> {
+        match self.stream {
+            StreamKind::Ticker if self.rate > 0 => Some(f64::from(clients) * self.rate as f64),
+            StreamKind::Topic if self.publish_rate > 0 => {
+                Some(f64::from(clients) * self.publish_rate as f64)
+            }
+            _ => None,
+        }
+    }
+
     /// Topic publishes per second during `phase`.
     pub fn publish_rate_in(&self, phase: &Phase) -> u64 {
         phase.publish_rate.unwrap_or(self.publish_rate)
@@ -572,6 +593,14 @@ impl Scenario {
         self.phases.iter().map(|p| p.duration).sum()
     }
 
+    /// The longest it can take: its capacity search's every step, or its
+    /// phases.
+    pub fn longest(&self) -> Duration {
+        self.search
+            .as_ref()
+            .map_or_else(|| self.duration(), search::Search::longest)
+    }
+
     /// The most clients any phase asks for.
     pub fn max_clients(&self) -> u32 {
         max_clients(&self.phases)
@@ -596,6 +625,9 @@ impl Scenario {
             phase.duration = phase.duration.mul_f64(factor);
         }
         self.tokens.ttft = self.tokens.ttft.mul_f64(factor);
+        if let Some(search) = &mut self.search {
+            search.scale_time(factor);
+        }
     }
 
     /// Checks the bounds every part of the runner relies on.
@@ -638,6 +670,11 @@ impl Scenario {
                 Setting::Nodes,
                 format!("{} nodes is not between 1 and {MAX_NODES}", self.nodes),
             ));
+        }
+        if let Some(search) = &self.search {
+            search
+                .validate(self)
+                .map_err(|e| Invalid::new(Setting::Phase(0), e))?;
         }
         if self.stream == StreamKind::Tokens && self.tokens.tokens == 0 {
             return Err(Invalid::new(

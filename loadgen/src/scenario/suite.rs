@@ -2,9 +2,10 @@
 //! (a representative subset, under two minutes) or full (every preset).
 //! Every scenario of the suite must deliver and lose nothing: `events>0`,
 //! `gaps==0`, `dups==0`, `error_rate<1%`, and for topics `behind_at_end==0`;
-//! the default budgets of [`budgets`] apply on top. The
-//! quick suite ends with a short `capacity` ramp, the full suite has the
-//! `clients-N` load steps too: both give a capacity estimate.
+//! the default budgets of [`budgets`] apply on top. Both end with the
+//! `capacity` search on each transport (the quick suite's in about 10 s),
+//! which gives each transport's capacity estimate; the full suite's
+//! `clients-N` load steps stay as measurements at fixed loads.
 
 use std::time::Duration;
 
@@ -87,11 +88,15 @@ fn thresholds(scenario: &Scenario) -> Vec<&'static str> {
     thresholds
 }
 
-/// Scales every phase so that the scenario lasts `length`.
+/// Scales every phase so that the scenario lasts `length`; a capacity
+/// search, so that it lasts at most `length`.
 fn shorten(scenario: &mut Scenario, length: Duration) {
-    let factor = length.as_secs_f64() / scenario.duration().as_secs_f64();
+    let factor = length.as_secs_f64() / scenario.longest().as_secs_f64();
     for phase in &mut scenario.phases {
         phase.duration = phase.duration.mul_f64(factor);
+    }
+    if let Some(search) = &mut scenario.search {
+        search.scale_time(factor);
     }
 }
 
@@ -103,7 +108,7 @@ mod tests {
     fn the_quick_suite_covers_both_transports_in_under_two_minutes() {
         let plan = plan(false, &[Transport::Sse, Transport::Ws], 1.0, true);
         assert_eq!(plan.len(), 14);
-        let total: Duration = plan.iter().map(Scenario::duration).sum();
+        let total: Duration = plan.iter().map(Scenario::longest).sum();
         assert!(
             total < Duration::from_secs(100),
             "{total:?} of load, plus set-up"
@@ -111,6 +116,15 @@ mod tests {
         assert!(
             plan.iter()
                 .all(|s| s.thresholds.len() >= 4 && s.validate().is_ok())
+        );
+        let capacity: Vec<&Scenario> = plan.iter().filter(|s| s.search.is_some()).collect();
+        assert_eq!(capacity.len(), 2, "a capacity search on each transport");
+        assert!(
+            capacity
+                .iter()
+                .all(|s| s.longest() <= Duration::from_secs(12)),
+            "{:?}",
+            capacity[0].search
         );
         let churn = plan.iter().find(|s| s.name == "churn").unwrap();
         assert!(churn.thresholds.iter().any(|t| t.metric == "behind_at_end"));

@@ -400,6 +400,7 @@ impl Summary {
                 .map(|node| NodeSummary::of(node, seconds))
                 .collect(),
             timeline: measured.timeline.clone(),
+            capacity: None,
             foreign: target.as_ref().map(|spec| Foreign::of(spec, t)),
         }
     }

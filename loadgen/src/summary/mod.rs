@@ -357,6 +357,9 @@ pub struct Summary {
     pub nodes: Vec<NodeSummary>,
     /// One row per second, and one at each change of phase.
     pub timeline: Vec<Row>,
+    /// A capacity search's estimate (`null` for any other run): this
+    /// summary is then its knee's step (or, if none held, its first).
+    pub capacity: Option<Capacity>,
     /// A foreign target's figures (`None`, and no field at all, on this
     /// project's protocol).
     #[serde(flatten)]
