@@ -209,17 +209,18 @@ impl Chunks {
     /// `choices` (JSON), and `extra` fields after them; a token's chunk
     /// also carries its `sched` (paced tokens).
     fn push(&self, out: &mut Vec<u8>, sched: Option<u64>, choices: &str, extra: &str) {
+        let mut number = itoa::Buffer::new();
         out.extend_from_slice(b"data: {\"id\":\"");
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":");
-        out.extend_from_slice(self.created.to_string().as_bytes());
+        out.extend_from_slice(number.format(self.created).as_bytes());
         out.extend_from_slice(b",\"model\":");
         out.extend_from_slice(self.model.as_bytes());
         out.extend_from_slice(b",\"ts\":");
-        out.extend_from_slice(self.ts.to_string().as_bytes());
+        out.extend_from_slice(number.format(self.ts).as_bytes());
         if let Some(sched) = sched {
             out.extend_from_slice(b",\"sched\":");
-            out.extend_from_slice(itoa::Buffer::new().format(sched).as_bytes());
+            out.extend_from_slice(number.format(sched).as_bytes());
         }
         out.extend_from_slice(b",\"choices\":");
         out.extend_from_slice(choices.as_bytes());

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::time::{Duration, sleep};
 
 use super::{Source, Stall, paced};
-use crate::protocol::{Event, Stamp};
+use crate::protocol::{Event, Stamp, micros};
 use crate::queue::Sender;
 
 /// The words tokens cycle through, already serialized as event `data`.
@@ -46,7 +46,7 @@ pub struct Tokens {
 
 impl Tokens {
     fn first_token_delay(&self) -> Duration {
-        let jitter_us = u64::try_from(self.jitter.as_micros()).unwrap_or(u64::MAX);
+        let jitter_us = micros(self.jitter);
         self.ttft + Duration::from_micros(fastrand::u64(0..=jitter_us))
     }
 }
