@@ -39,7 +39,7 @@ use crate::report::text::display;
 use crate::run::{self, Outcome, Setup};
 use crate::runner::worker::WorkerCount;
 use crate::scenario::{Scenario, Severity};
-use crate::summary::comparison::{GateVerdict, most_rounds};
+use crate::summary::comparison::{GateVerdict, rounds_needed};
 use crate::summary::manifest::{Environment, ServerUnderTest};
 use crate::summary::{Context, Summary};
 
@@ -308,12 +308,7 @@ pub fn analyse(base: &[Value], change: &[Value], alpha: f64) -> (Vec<FigureTest>
 fn verdict(figures: &[FigureTest], broken: &[String]) -> (GateVerdict, Option<u64>) {
     let thresholds = (!broken.is_empty()).then_some(GateVerdict::Regression);
     let verdict = GateVerdict::of(figures.iter().filter_map(|f| f.verdict).chain(thresholds));
-    let rounds = most_rounds(
-        figures
-            .iter()
-            .filter(|f| f.verdict == Some(GateVerdict::Inconclusive))
-            .map(|f| f.rounds_suggested),
-    );
+    let rounds = rounds_needed(figures.iter().map(|f| (f.verdict, f.rounds_suggested)));
     (verdict, rounds)
 }
 

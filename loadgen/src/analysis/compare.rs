@@ -35,7 +35,7 @@ use super::figure::{self, Better, Budget, Figure, Scoped};
 use super::gate::{self, Decision};
 use super::stats::welch;
 use crate::summary::comparison::{
-    Change, Comparison, Estimate, GateVerdict, NoiseSource, Status, most_rounds,
+    Change, Comparison, Estimate, GateVerdict, NoiseSource, Status, rounds_needed,
 };
 
 /// The family-wise significance level of the tests on repeated runs.
@@ -267,13 +267,10 @@ pub fn compare(current: &[Value], baseline: &[Value], what: &str) -> Comparison 
         baseline: what.to_owned(),
         method: method(tests),
         confidence: (tested > 0).then(|| gate::confidence(level)),
-        regressed: changes.iter().any(|c| c.status == Status::Regression),
-        rounds_suggested: most_rounds(
-            changes
-                .iter()
-                .filter(|c| c.verdict == Some(GateVerdict::Inconclusive))
-                .map(|c| c.rounds_suggested),
-        ),
+        // Only a regression's verdict is Regression, and it wins over
+        // every other.
+        regressed: verdict == GateVerdict::Regression,
+        rounds_suggested: rounds_needed(changes.iter().map(|c| (c.verdict, c.rounds_suggested))),
         verdict,
         changes,
     }

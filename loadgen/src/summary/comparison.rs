@@ -64,6 +64,18 @@ pub fn most_rounds(suggestions: impl IntoIterator<Item = Option<u64>>) -> Option
         .try_fold(0, |most, one| one.map(|n| most.max(n)))
 }
 
+/// The most rounds the undecided figures among `figures` (each its
+/// verdict and the rounds it suggests) suggest for a decision.
+pub fn rounds_needed(
+    figures: impl IntoIterator<Item = (Option<GateVerdict>, Option<u64>)>,
+) -> Option<u64> {
+    most_rounds(
+        (figures.into_iter())
+            .filter(|(verdict, _)| *verdict == Some(GateVerdict::Inconclusive))
+            .map(|(_, rounds)| rounds),
+    )
+}
+
 /// Where a side's noise band comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
