@@ -40,6 +40,19 @@ struct Done {
     machine_cpu_pct: Option<f64>,
 }
 
+impl Done {
+    /// The step as the estimate reads it.
+    fn step(&self) -> Step<'_> {
+        Step {
+            level: self.level,
+            summary: &self.measurement.summary,
+            server: self.server,
+            loadgen: self.loadgen,
+            machine_cpu_pct: self.machine_cpu_pct,
+        }
+    }
+}
+
 /// Runs the capacity `search` over `scenario` against the server `setup`
 /// names, its files in `dir`.
 ///
@@ -190,10 +203,7 @@ impl Steps<'_> {
             "capacity step {n}: {level} {}: {} ({:.0} events/s)",
             self.search.vary.unit(),
             if summary.passed { "held" } else { "broke" },
-            summary
-                .phases
-                .last()
-                .map_or(summary.events_per_s, |p| p.events_per_s)
+            capacity::delivered(summary)
         ));
         Ok(())
     }
@@ -208,16 +218,7 @@ fn conclude(
     context: &Context,
 ) -> Measurement {
     let machine = &context.environment.machine;
-    let steps: Vec<Step<'_>> = done
-        .iter()
-        .map(|d| Step {
-            level: d.level,
-            summary: &d.measurement.summary,
-            server: d.server,
-            loadgen: d.loadgen,
-            machine_cpu_pct: d.machine_cpu_pct,
-        })
-        .collect();
+    let steps: Vec<Step<'_>> = done.iter().map(Done::step).collect();
     let estimate = capacity::of_search(scenario, search, &steps, machine.cores, machine.memory_mb);
     let knee = done
         .iter()
