@@ -227,8 +227,10 @@ impl Watch for Watcher {
             run: &self.run,
             row,
         };
+        // Serialized once, for the samples file and the dashboard alike.
+        let event = Event::of(Kind::Sample, &sample);
         if let Some(samples) = &self.outlets.samples {
-            samples.write(&sample);
+            samples.write(&event.data);
         }
         let Some(dashboard) = &self.outlets.dashboard else {
             return;
@@ -241,7 +243,7 @@ impl Watch for Watcher {
             };
             dashboard.feed.push(Event::of(Kind::Phase, &begins));
         }
-        dashboard.feed.push(Event::of(Kind::Sample, &sample));
+        dashboard.feed.push(event);
         dashboard.figures.add(&self.run, row, interval);
     }
 }

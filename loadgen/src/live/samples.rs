@@ -1,7 +1,7 @@
 //! `--samples-jsonl PATH`: one JSON line per timeline row (about one a
 //! second) of every run of the invocation, each saying its run, written
 //! and flushed as the run goes, for users who ship figures elsewhere. A
-//! line is the dashboard's `sample` event ([`Sample`]).
+//! line is the dashboard's `sample` event ([`Sample`](super::event::Sample)).
 //!
 //! A write that fails does not stop the run: the first failure is kept
 //! and reported when the invocation ends, which then cannot succeed.
@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context as _;
-
-use super::event::Sample;
 
 /// The samples file.
 #[derive(Debug)]
@@ -39,9 +37,11 @@ impl Samples {
         })
     }
 
-    /// Writes `sample` as one line, flushed.
-    pub(super) fn write(&self, sample: &Sample<'_>) {
-        let mut line = serde_json::to_vec(sample).expect("a sample serializes");
+    /// Writes a sample's JSON (one line, as its dashboard event carries
+    /// it), flushed.
+    pub(super) fn write(&self, json: &str) {
+        let mut line = Vec::with_capacity(json.len() + 1);
+        line.extend_from_slice(json.as_bytes());
         line.push(b'\n');
         let mut guard = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         let (file, failed) = &mut *guard;
