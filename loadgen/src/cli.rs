@@ -7,15 +7,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::ab::{self, build::Build};
+use crate::agent;
 use crate::history::Filter;
 use crate::live;
 use crate::run;
+use crate::runner::agents::AgentsSpec;
+use crate::runner::control::read_token;
 use crate::runner::worker::WorkerCount;
 use crate::scenario::auth::RawAuth;
 use crate::scenario::search::{Growth, Search, Vary};
@@ -73,6 +77,9 @@ pub enum Command {
     /// The merge gate: one scenario against two server builds, alternately,
     /// round after round, decided by a paired statistical test
     Ab(AbArgs),
+    /// Waits for a coordinator (`run --agent`), runs its share of the run's
+    /// clients and publishes, and goes back to waiting
+    Agent(AgentCommandArgs),
 }
 
 /// A probability strictly between 0 and 1.
@@ -282,9 +289,118 @@ pub struct TargetArgs {
     #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = workers)]
     pub workers: WorkerCount,
 
+    /// Agents on other machines.
+    #[command(flatten)]
+    pub agents: AgentArgs,
+
     /// Results, time scale and token.
     #[command(flatten)]
     pub options: RunOptions,
+}
+
+/// Agents on other machines that run the clients and publishers.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// An agent (`streamgauge-loadgen agent`) that runs a share of the
+    /// clients and publishes (repeatable): HOST:PORT of its --listen. With
+    /// agents, this load generator runs no client itself: it coordinates,
+    /// merges and reports
+    #[arg(
+        long = "agent",
+        value_name = "HOST:PORT",
+        requires = "agent_token_file"
+    )]
+    pub addresses: Vec<String>,
+
+    /// The file holding the token the agents were started with
+    #[arg(long, value_name = "FILE")]
+    pub agent_token_file: Option<PathBuf>,
+
+    /// An agent's clock known less precisely than this (its offset's
+    /// uncertainty) makes the run warn that delivery latency is not
+    /// comparable across agents
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = duration)]
+    pub max_clock_uncertainty: Duration,
+
+    /// Goes on when an agent is lost mid-run (the report says what was
+    /// lost) instead of stopping the run, incomplete, with exit code 2
+    #[arg(long)]
+    pub tolerate_agent_loss: bool,
+}
+
+impl AgentArgs {
+    /// The agents these arguments name, if any.
+    ///
+    /// # Errors
+    ///
+    /// The token file cannot be read, or an agent's address is not
+    /// HOST:PORT.
+    pub fn spec(&self) -> anyhow::Result<Option<AgentsSpec>> {
+        if self.addresses.is_empty() {
+            return Ok(None);
+        }
+        for address in &self.addresses {
+            anyhow::ensure!(
+                address.rsplit_once(':').is_some_and(
+                    |(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                ),
+                "--agent {address:?}: not HOST:PORT"
+            );
+        }
+        let path = (self.agent_token_file.as_ref())
+            .ok_or_else(|| anyhow::anyhow!("--agent needs --agent-token-file"))?;
+        Ok(Some(AgentsSpec {
+            addresses: self.addresses.clone(),
+            token: Arc::new(read_token(path)?),
+            tolerate_loss: self.tolerate_agent_loss,
+            max_clock_uncertainty_us: u64::try_from(self.max_clock_uncertainty.as_micros())
+                .unwrap_or(u64::MAX),
+        }))
+    }
+}
+
+/// `agent`: waits for a coordinator and runs its share of one run at a
+/// time.
+#[derive(Debug, Clone, Args)]
+pub struct AgentCommandArgs {
+    /// Where to wait for a coordinator (HOST:PORT; port 0: any free one,
+    /// said on stdout)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+
+    /// The file holding the token a coordinator must prove it knows
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+
+    /// Processes that run this agent's clients (as `run --workers`)
+    #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = workers)]
+    pub workers: WorkerCount,
+
+    /// Test only: this agent's clock reads this much ahead (negative:
+    /// behind), as if its machine's clock were off
+    #[arg(
+        long,
+        value_name = "MICROSECONDS",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub inject_clock_offset: Option<i64>,
+}
+
+impl AgentCommandArgs {
+    /// The agent these arguments describe.
+    ///
+    /// # Errors
+    ///
+    /// The token file cannot be read.
+    pub fn options(&self) -> anyhow::Result<agent::Options> {
+        Ok(agent::Options {
+            listen: self.listen.clone(),
+            token: read_token(&self.token_file)?,
+            workers: self.workers,
+            clock_offset_us: self.inject_clock_offset.unwrap_or(0),
+        })
+    }
 }
 
 /// `--workers`: `auto` or a number of processes.
@@ -881,14 +997,20 @@ impl ScenarioArgs {
 
 impl TargetArgs {
     /// The server these arguments name, and how the load reaches it.
-    pub fn setup(&self) -> run::Setup {
-        run::Setup {
+    ///
+    /// # Errors
+    ///
+    /// The agents' token file cannot be read, or an agent's address is not
+    /// HOST:PORT.
+    pub fn setup(&self) -> anyhow::Result<run::Setup> {
+        Ok(run::Setup {
             url: self.url.clone(),
             server_bin: self.server_bin.clone(),
             server_args: self.server_arg.clone(),
             workers: self.workers,
             token: self.options.token.clone(),
-        }
+            agents: self.agents.spec()?,
+        })
     }
 }
 

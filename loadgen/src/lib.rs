@@ -36,7 +36,8 @@
 //! - Beside the pipeline: [`live`] (the dashboard and the samples file,
 //!   fed row by row while a run goes), [`history`] (every run stored
 //!   through sqlx, and baselines found in it), [`ab`] (the merge gate:
-//!   two builds, alternately), [`local_server`] (a server process to
+//!   two builds, alternately), [`agent`] (a load generator that runs its
+//!   share of a coordinator's run), [`local_server`] (a server process to
 //!   measure), and [`cli`] (the command line, turned into the plain
 //!   arguments above).
 //!
@@ -60,7 +61,8 @@
 //! | `live` | `summary` |
 //! | `run` | `history`, `runner`, `local_server`, `live` |
 //! | `ab` | `run` |
-//! | `cli` | `ab` |
+//! | `agent` | `runner` |
+//! | `cli` | `ab`, `agent` |
 //!
 //! So the runner and the clients never import the summary, its analyses or
 //! the renderers; the summary's types never import an analysis or a
@@ -70,6 +72,7 @@
 use tokio_util::sync::CancellationToken;
 
 pub mod ab;
+pub mod agent;
 pub mod analysis;
 pub mod cli;
 pub mod client;
@@ -110,7 +113,7 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
                 !args.record.no_default_thresholds,
             )?;
             let record = args.record.record(&args.target.options, &args.live);
-            run::measure(&[scenario], &args.target.setup(), &record, &cancel).await
+            run::measure(&[scenario], &args.target.setup()?, &record, &cancel).await
         }
         Command::Suite(args) => {
             let transports = match args.transport {
@@ -124,12 +127,12 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
                 !args.record.no_default_thresholds,
             );
             let record = args.record.record(&args.target.options, &args.live);
-            run::measure(&plan, &args.target.setup(), &record, &cancel).await
+            run::measure(&plan, &args.target.setup()?, &record, &cancel).await
         }
         Command::Capacity(args) => {
             let scenario = args.scenario()?;
             let record = args.record.record(&args.target.options, &args.live);
-            run::measure(&[scenario], &args.target.setup(), &record, &cancel).await
+            run::measure(&[scenario], &args.target.setup()?, &record, &cancel).await
         }
         Command::Compare(args) => {
             run::compare(&args.current, &args.baseline, &args.history.url).await
@@ -137,6 +140,10 @@ pub async fn run(command: Command, cancel: CancellationToken) -> anyhow::Result<
         Command::Ab(args) => {
             raise_file_limit();
             ab::run(&args.options()?, run::run_id(), &cancel).await
+        }
+        Command::Agent(args) => {
+            agent::serve(args.options()?, &cancel).await?;
+            Ok(Outcome::of(true))
         }
         Command::History(args) => {
             let text = history::command(&args.history.url, &args.filter()).await?;

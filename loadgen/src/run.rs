@@ -29,6 +29,7 @@ use crate::metrics::timeline::Watch;
 use crate::report::files::{self, run_dir};
 use crate::report::{markdown, table, text};
 use crate::runner::abort::Abort;
+use crate::runner::agents::AgentsSpec;
 use crate::runner::worker::{WorkerCount, raise_file_limit};
 use crate::runner::{self, Run};
 use crate::scenario::Scenario;
@@ -57,6 +58,9 @@ pub struct Setup {
     pub workers: WorkerCount,
     /// Bearer token sent with publishes, seeds and subscriptions.
     pub token: Option<String>,
+    /// Agents on other machines that run the clients and publishers, if
+    /// any (`--agent`).
+    pub agents: Option<AgentsSpec>,
 }
 
 /// Where an invocation's results go, and how its runs are repeated,
@@ -295,6 +299,7 @@ impl Server {
                 .resolve(scenario, context.environment.limits.open_files),
             abort: abort(scenario, &context),
             watch,
+            agents: setup.agents.as_ref(),
         };
         let measured = run.execute(cancel).await?;
         let summary = analysis::summarize(scenario, &measured, context);
@@ -624,6 +629,12 @@ async fn measure_live(
                 summary.scenario, summary.transport
             ));
         }
+        for agent in &summary.agents {
+            print(&text::agent_line(agent));
+            for bound in &agent.bounded_by {
+                print(&format!("bounded by agent {}: {bound}", agent.address));
+            }
+        }
         if let Some(note) = text::auth_note(summary) {
             print(&format!(
                 "{} ({}): {note}",
@@ -639,6 +650,22 @@ async fn measure_live(
     anyhow::ensure!(
         !cancel.is_cancelled(),
         "interrupted; partial results in {}",
+        out.display()
+    );
+    let incomplete = (summaries.iter())
+        .filter(|s| s.incomplete)
+        .flat_map(|s| s.agents.iter().filter_map(|a| Some((a, a.lost.as_ref()?))))
+        .map(|(agent, lost)| {
+            format!(
+                "agent {} lost {:.1} s in: {}",
+                agent.address, lost.at_s, lost.why
+            )
+        })
+        .collect::<Vec<_>>();
+    anyhow::ensure!(
+        incomplete.is_empty(),
+        "the run is incomplete ({}); what was measured is in {}",
+        incomplete.join("; "),
         out.display()
     );
     if plan.len() == 1 && record.repeat == 1 {

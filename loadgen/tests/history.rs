@@ -106,6 +106,8 @@ impl Run {
             cpu_seconds: CpuSeconds::default(),
             workers: 1,
             aborted: None,
+            agents: Vec::new(),
+            incomplete: false,
         };
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
         let context = Context {

@@ -22,7 +22,8 @@ const BELOW: &[(&str, &[&str])] = &[
     ("live", &["summary"]),
     ("run", &["history", "runner", "local_server", "live"]),
     ("ab", &["run"]),
-    ("cli", &["ab"]),
+    ("agent", &["runner"]),
+    ("cli", &["ab", "agent"]),
 ];
 
 /// What each module may import: the closure of [`BELOW`].

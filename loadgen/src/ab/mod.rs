@@ -331,6 +331,7 @@ async fn run_side(
         server_args: side.args.clone(),
         workers: WorkerCount::Auto,
         token: token.cloned(),
+        agents: None,
     };
     let http = reqwest::Client::builder().no_proxy().build()?;
     let measurement = run::run_once(scenario, &setup, &http, dir, context, None, cancel).await?;

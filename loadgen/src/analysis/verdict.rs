@@ -110,9 +110,9 @@ pub fn judge(summary: &mut Summary) {
     let regressed = summary.comparison.as_ref().is_some_and(|c| c.regressed);
     let unsure = summary.comparison.as_ref().is_some_and(Comparison::unsure);
     summary.verdict = match Verdict::of(&summary.thresholds, regressed) {
-        // A run an `abort:` threshold stopped failed, whatever its
-        // shortened figures say.
-        _ if summary.aborted.is_some() => Verdict::Fail,
+        // A run an `abort:` threshold stopped, or an agent's loss left
+        // incomplete, failed, whatever its shortened figures say.
+        _ if summary.aborted.is_some() || summary.incomplete => Verdict::Fail,
         Verdict::Pass if unsure => Verdict::Warn,
         verdict => verdict,
     };

@@ -1,6 +1,6 @@
 //! The part of an event the load generator reads: `seq`, `ts`, `sched`, `pts`, a gap
 //! notice, an `end` notice's reason, a WebSocket refresh's answer, and
-//! (topic scenarios) the `sent_us` and `node` that publishers put in
+//! (topic scenarios) the `sent_us`, `node` and `agent` that publishers put in
 //! `data`. Parsed straight from the frame's bytes into integers: nothing is
 //! allocated per event, and `data` is skimmed, not built.
 
@@ -108,9 +108,10 @@ pub enum GapReason {
 }
 
 /// What the load generator's publishers put in `data`: the intended send
-/// time (`sent_us`) and, on runs over several nodes, the node it was
-/// published on (`node`), each `None` when `data` is not an object holding
-/// it as an integer.
+/// time (`sent_us`), on runs over several nodes the node it was published
+/// on (`node`), and on runs over several agents the agent that published
+/// it (`agent`), each `None` when `data` is not an object holding it as an
+/// integer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Published {
     /// `data.sent_us`: when the publisher meant to send it, µs since the
@@ -118,6 +119,8 @@ pub struct Published {
     pub sent_us: Option<u64>,
     /// `data.node`: the node it was published on, from 0.
     pub node: Option<u32>,
+    /// `data.agent`: the agent whose publisher sent it, from 0.
+    pub agent: Option<u32>,
 }
 
 impl<'de> Deserialize<'de> for Published {
@@ -141,6 +144,7 @@ impl<'de> Visitor<'de> for PublishedVisitor {
             match key {
                 Key::SentUs => published.sent_us = map.next_value::<u64>().ok(),
                 Key::Node => published.node = map.next_value::<u32>().ok(),
+                Key::Agent => published.agent = map.next_value::<u32>().ok(),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -183,6 +187,7 @@ impl<'de> Visitor<'de> for PublishedVisitor {
 enum Key {
     SentUs,
     Node,
+    Agent,
     Other,
 }
 
@@ -200,6 +205,7 @@ impl<'de> Deserialize<'de> for Key {
                 Ok(match key {
                     "sent_us" => Key::SentUs,
                     "node" => Key::Node,
+                    "agent" => Key::Agent,
                     _ => Key::Other,
                 })
             }
@@ -233,12 +239,20 @@ mod tests {
         assert_eq!(ticker.sched, None, "an unpaced event has no schedule");
         let topic =
             parse(br#"{"seq":3,"ts":9,"pts":8,"data":{"k":1,"sent_us":6,"pad":"x\"y"}}"#).unwrap();
-        let sent = |sent_us, node| Published { sent_us, node };
+        let sent = |sent_us, node| Published {
+            sent_us,
+            node,
+            agent: None,
+        };
         assert_eq!((topic.pts, topic.data), (Some(8), sent(Some(6), None)));
         let from_a_node =
             parse(br#"{"seq":4,"ts":9,"pts":8,"data":{"sent_us":6,"k":2,"node":2,"pad":""}}"#)
                 .unwrap();
         assert_eq!(from_a_node.data, sent(Some(6), Some(2)));
+        let from_an_agent =
+            parse(br#"{"seq":5,"ts":9,"pts":8,"data":{"sent_us":6,"k":4,"agent":1,"pad":""}}"#)
+                .unwrap();
+        assert_eq!(from_an_agent.data.agent, Some(1));
         let nested =
             parse(br#"{"seq":1,"ts":1,"data":[{"sent_us":1},[1,2],null,true,-1.5]}"#).unwrap();
         assert_eq!(nested.data, Published::default());

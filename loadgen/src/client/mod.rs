@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +50,7 @@ use self::foreign::{ForeignPath, Generation, Piece};
 use self::format::{Decoder, Message};
 use self::jwt::{Credential, Grants, Minter};
 use self::request::Request;
-pub use self::stream::{ClientError, Frame, micros, now_micros};
+pub use self::stream::{ClientError, Frame, adjust_clock, micros, now_micros};
 use self::target::CONNECT_TIMEOUT;
 pub use self::target::Target;
 use self::tls::Connector;
@@ -343,6 +344,25 @@ impl StreamPath {
     }
 }
 
+/// One agent of a run over several (`runner::agents`): the publishes its
+/// own publishers send are publish `k` (from 0) for `k` modulo `of` equal
+/// to `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// This agent's number, from 0.
+    pub index: u32,
+    /// How many agents the run has.
+    pub of: u32,
+}
+
+impl Agent {
+    /// Whether the publish with the load generator's sequence number
+    /// `seq` (from 1) is this agent's own.
+    pub fn sent(self, seq: u64) -> bool {
+        seq >= 1 && (seq - 1) % u64::from(self.of.max(1)) == u64::from(self.index)
+    }
+}
+
 /// How every client of a run behaves.
 #[derive(Debug, Clone)]
 pub struct ClientSpec {
@@ -366,6 +386,10 @@ pub struct ClientSpec {
     /// with more than one, publish-to-receive is also recorded apart for
     /// events published on the client's own node and on another.
     pub nodes: usize,
+    /// On a run over several agents, this agent: end-to-end latency (from
+    /// a publish's intended send time) is measured only for events this
+    /// agent's own publishers sent, on this machine's clock.
+    pub agent: Option<Agent>,
     /// How each message is read (the stream's format).
     pub decoder: Decoder,
     /// TLS, for an `https://` or `wss://` target.
@@ -410,6 +434,7 @@ impl ClientSpec {
             minter,
             settled: Arc::new(AtomicU64::new(0)),
             nodes,
+            agent: None,
             decoder,
             tls,
         })
@@ -1004,7 +1029,9 @@ impl VirtualClient {
                 self.recorder.sample(sample, since(pts));
             }
         }
-        if let Some(sent) = envelope.data.sent_us {
+        if let Some(sent) = envelope.data.sent_us
+            && envelope.data.agent == self.spec.agent.map(|a| a.index)
+        {
             self.recorder.sample(Sample::EndToEnd, since(sent));
         }
         Ok(true)
@@ -1049,7 +1076,8 @@ impl VirtualClient {
             Some(ts) => {
                 let latency = event.received_us.saturating_sub(ts);
                 self.recorder.event(event.bytes, latency);
-                if self.spec.publishes_foreign() {
+                let own = (self.spec.agent).is_none_or(|a| seq.is_some_and(|s| a.sent(s)));
+                if self.spec.publishes_foreign() && own {
                     self.recorder.sample(Sample::EndToEnd, latency);
                 }
             }

@@ -2,17 +2,31 @@
 //! keep-alive, the end), or why it failed ([`ClientError`], sorted as
 //! `summary.json` counts failures); and the clock frames are stamped with.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::format::Message;
 use crate::metrics::ErrorKind;
 use crate::metrics::auth::{Ended, Refusal};
 
-/// The wall clock in µs since the Unix epoch, the server's `ts` clock.
+/// What [`now_micros`] adds to the system clock, µs: 0 but on an agent,
+/// which puts its measurements on its coordinator's clock.
+static ADJUSTMENT_US: AtomicI64 = AtomicI64::new(0);
+
+/// The wall clock in µs since the Unix epoch, the server's `ts` clock:
+/// the system's, adjusted by [`adjust_clock`].
 pub fn now_micros() -> u64 {
-    SystemTime::now()
+    let system = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    u64::try_from(system.saturating_add(ADJUSTMENT_US.load(Ordering::Relaxed))).unwrap_or(0)
+}
+
+/// Makes [`now_micros`] read the system clock plus `by_us` from now on
+/// (for the whole process): an agent's measurements on its coordinator's
+/// clock (and a test's injected offset).
+pub fn adjust_clock(by_us: i64) {
+    ADJUSTMENT_US.store(by_us, Ordering::Relaxed);
 }
 
 /// `duration` in whole µs.

@@ -105,6 +105,47 @@ pub struct Measured {
     /// Why the run was stopped before its end, if an `abort:` threshold
     /// broke.
     pub aborted: Option<Aborted>,
+    /// On a run over several agents, each agent's part (empty otherwise).
+    pub agents: Vec<AgentMeasured>,
+    /// Whether the run stopped early because an agent was lost (without
+    /// `--tolerate-agent-loss`): its figures lack what was not measured.
+    pub incomplete: bool,
+}
+
+/// What one agent of a run over several measured, and how it fared.
+#[derive(Debug)]
+pub struct AgentMeasured {
+    /// Its control address (`HOST:PORT`).
+    pub address: String,
+    /// The clients it ran (at the most).
+    pub clients: u32,
+    /// Its machine's cores.
+    pub cores: usize,
+    /// Its clock minus the coordinator's, µs, as estimated before the run.
+    pub clock_offset_us: i64,
+    /// The most the true offset may differ from that, µs.
+    pub clock_uncertainty_us: u64,
+    /// Whether that uncertainty is within `--max-clock-uncertainty`: if
+    /// not, its delivery latency is not comparable with other agents'.
+    pub clock_comparable: bool,
+    /// CPU seconds it used during the run (its worker processes
+    /// included).
+    pub cpu_seconds: f64,
+    /// Its largest resident memory reported, bytes.
+    pub rss_bytes: u64,
+    /// Its measurements, every node's together.
+    pub stats: Stats,
+    /// Whether and when it was lost during the run.
+    pub lost: Option<Lost>,
+}
+
+/// An agent lost during a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lost {
+    /// Seconds into the run when it was found lost.
+    pub at_s: f64,
+    /// Why: it failed, disconnected, or stalled.
+    pub why: String,
 }
 
 /// An `abort:` threshold that broke during the run, which then stopped.

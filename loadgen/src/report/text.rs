@@ -8,10 +8,32 @@ use std::fmt::Write as _;
 
 use crate::analysis::memory::bytes_text;
 use crate::scenario::Severity;
+use crate::summary::agents::AgentSummary;
 use crate::summary::comparison::{Change, Estimate, GateVerdict, NoiseSource, Status};
 use crate::summary::manifest::Versions;
 use crate::summary::verdict::Verdict;
 use crate::summary::{NodeSummary, Report, Summary};
+
+/// One agent's figures, on a line.
+pub fn agent_line(agent: &AgentSummary) -> String {
+    let latency = agent.latency_us.map_or_else(
+        || "-".to_owned(),
+        |l| format!("p50 {} / p99 {} µs", l.p50, l.p99),
+    );
+    format!(
+        "agent {}: {} clients, {} events ({:.0}/s), {} errors, latency {latency}, CPU {:.0} %, \
+         RSS {:.1} MiB, clock {:+} ± {} µs",
+        agent.address,
+        agent.clients,
+        agent.events,
+        agent.events_per_s,
+        agent.errors,
+        agent.cpu_pct,
+        agent.rss_mb,
+        agent.clock_offset_us,
+        agent.clock_uncertainty_us
+    )
+}
 
 /// A cell for a value that may be missing.
 pub fn or_dash<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
@@ -177,6 +199,30 @@ pub fn findings(report: &Report) -> Vec<String> {
             {
                 warnings.push(format!(
                     "warning: {run}: TLS certificates were not verified (insecure)"
+                ));
+            }
+            for agent in &summary.agents {
+                let Some(lost) = &agent.lost else { continue };
+                let line = format!(
+                    "{run}: agent {} lost {:.1} s into the run: {}",
+                    agent.address, lost.at_s, lost.why
+                );
+                if summary.incomplete {
+                    critical.push(format!(
+                        "{line}; INCOMPLETE: the run stopped, its figures cover what was \
+                         measured until then"
+                    ));
+                } else {
+                    warnings.push(format!(
+                        "warning: {line}; the run went on without its clients"
+                    ));
+                }
+            }
+            if let Some(agent) = summary.agents.iter().find(|a| !a.clock_comparable) {
+                warnings.push(format!(
+                    "warning: {run}: agent {}'s clock is known to ±{} µs only \
+                     (--max-clock-uncertainty): delivery latency is not comparable across agents",
+                    agent.address, agent.clock_uncertainty_us
                 ));
             }
             if let Some(aborted) = &summary.aborted {

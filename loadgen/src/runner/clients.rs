@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::stop::join_within;
 use crate::client::jwt::Minter;
-use crate::client::{ClientSpec, StreamPath, Target, VirtualClient};
+use crate::client::{Agent, ClientSpec, StreamPath, Target, VirtualClient};
 use crate::metrics::Shards;
 use crate::scenario::auth::Auth;
 use crate::scenario::target::Invalid;
@@ -41,6 +41,10 @@ pub struct Load {
     pub streams: Vec<StreamPath>,
     /// Per-user tokens: each client mints its own with this key.
     pub auth: Option<Auth>,
+    /// On a run over several agents, the number of the agent these clients
+    /// run on (`ClientSpec::agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Agent>,
 }
 
 impl Load {
@@ -61,6 +65,7 @@ impl Load {
                 .map(|phase| StreamPath::of(scenario, name, scenario.rate_in(phase)))
                 .collect::<Result<_, _>>()?,
             auth: scenario.auth.clone(),
+            agent: None,
         })
     }
 
@@ -137,15 +142,18 @@ impl Clients {
             let most = share.count(max_clients(&load.phases) as usize);
             minter.prepare((0..most).map(|n| format!("client-{}", share.id(n))));
         }
-        let spec = Arc::new(ClientSpec::new(
-            load.transport,
-            load.streams[0].clone(),
-            load.consumer_delay,
-            load.churn,
-            token,
-            minter,
-            targets.len(),
-        )?);
+        let spec = Arc::new(ClientSpec {
+            agent: load.agent,
+            ..ClientSpec::new(
+                load.transport,
+                load.streams[0].clone(),
+                load.consumer_delay,
+                load.churn,
+                token,
+                minter,
+                targets.len(),
+            )?
+        });
         Ok(Self {
             load,
             share,

@@ -7,9 +7,12 @@
 //!
 //! - [`clients`]: the virtual clients one process runs, following the
 //!   load; past one process's open files, [`worker`] processes run them
-//!   (each its share) and this one everything else.
-//! - [`publisher`]: open-model topic publishers; [`abuse`]: misbehaving
-//!   clients beside the others; [`progress`]: the live progress line.
+//!   (each its share) and this one everything else; on several machines,
+//!   [`agents`] run them, each its share, over [`control`] connections
+//!   whose clocks [`clock`] estimates. [`fleet`]: whichever of these does.
+//! - [`plan`]: what the publishers do, as data; [`publisher`]: open-model
+//!   topic publishers; [`abuse`]: misbehaving clients beside the others;
+//!   [`progress`]: the live progress line.
 //! - `timeline`: the rows, phases and resource samples of the run;
 //!   `stop`: how its tasks stop within a bound.
 
@@ -17,20 +20,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::abort::Abort;
 use self::abuse::AbuseSpec;
-use self::clients::{Clients, Load, Share};
+use self::agents::{Agents, AgentsSpec};
+use self::clients::{Load, Share};
+use self::control::AgentSetup;
+use self::fleet::{Fleet, Trouble};
+use self::plan::{Origin, PublishPlan, Publishers};
 use self::progress::Progress;
-use self::publisher::{Acks, Destination, Publishing};
+use self::publisher::Acks;
 use self::stop::join_within;
 use self::timeline::{Finished, Sampler, Timeline};
-use self::worker::Workers;
-use crate::client::Target;
-use crate::client::jwt::{Credential, Grants, Minter};
+use self::worker::Setup;
+use crate::client::{Agent, Target};
 use crate::metrics::monitor::{CpuSeconds, Monitor};
 use crate::metrics::timeline::{Aborted, Measured, NodeMeasured, Watch};
 use crate::metrics::{Shards, Stats};
@@ -38,7 +43,12 @@ use crate::scenario::{Phase, Scenario, StreamKind, phase_at};
 
 pub mod abort;
 pub mod abuse;
+pub mod agents;
 pub mod clients;
+pub mod clock;
+pub mod control;
+pub mod fleet;
+pub mod plan;
 pub mod progress;
 pub mod publisher;
 mod stop;
@@ -77,11 +87,22 @@ pub struct Run<'a> {
     /// Processes that run the virtual clients: 1 is this one; more are
     /// worker processes ([`worker`]), and this one runs none.
     pub workers: usize,
+    /// Agents on other machines that run the clients and publishers
+    /// instead (`workers` is then theirs to decide).
+    pub agents: Option<&'a AgentsSpec>,
     /// Judges the run every second, when it has `abort:` thresholds.
     pub abort: Option<Abort<'a>>,
     /// Told of each timeline row as it is made (the live dashboard, the
     /// samples file), if anything watches.
     pub watch: Option<&'a dyn Watch>,
+}
+
+/// How a run ended early, if it did.
+struct Ended {
+    /// An `abort:` threshold broke.
+    aborted: Option<Aborted>,
+    /// An agent was lost, and losses are not tolerated.
+    incomplete: bool,
 }
 
 /// The misbehaving clients of the current phase.
@@ -128,53 +149,6 @@ impl Abusers {
     }
 }
 
-/// Who runs the virtual clients: this process, or worker processes.
-enum Fleet {
-    /// This process, every client (boxed: far larger than the other).
-    Here(Box<Clients>),
-    /// Worker processes, each its share.
-    Workers(Workers),
-}
-
-impl Fleet {
-    /// Follows the load `elapsed` into the run (workers follow it on the
-    /// same clock themselves).
-    fn follow(&mut self, elapsed: Duration) {
-        if let Fleet::Here(clients) = self {
-            clients.follow(elapsed);
-        }
-    }
-
-    /// The next failure of a worker; never for clients run here. Cancel
-    /// safe.
-    async fn failure(&mut self) -> worker::Failure {
-        match self {
-            Fleet::Here(_) => std::future::pending().await,
-            Fleet::Workers(workers) => workers.failure().await,
-        }
-    }
-
-    /// The error a worker's `failure` makes.
-    async fn explain(&mut self, failure: worker::Failure) -> anyhow::Error {
-        match self {
-            Fleet::Workers(workers) => workers.explain(failure).await,
-            Fleet::Here(_) => unreachable!("only a worker process fails: {failure:?}"),
-        }
-    }
-
-    /// Stops every client, topic subscribers told the seq they must hold
-    /// by now, once each has flushed its measurements.
-    async fn stop(&mut self, settled: u64) -> anyhow::Result<()> {
-        match self {
-            Fleet::Here(clients) => {
-                clients.stop(settled).await;
-                Ok(())
-            }
-            Fleet::Workers(workers) => workers.stop(settled).await,
-        }
-    }
-}
-
 impl Run<'_> {
     /// A name for this run's topic or wallet, unique to the run: by
     /// docs/protocol.md's name rules, or for a `foreign` target letters,
@@ -202,23 +176,6 @@ impl Run<'_> {
                 stats,
             })
             .collect()
-    }
-
-    /// The publisher's own token (`publisher-0`, allowed to publish to
-    /// `topic`), with per-user tokens.
-    fn publisher_credential(&self, topic: &str) -> anyhow::Result<Option<Credential>> {
-        let Some(auth) = &self.scenario.auth else {
-            return Ok(None);
-        };
-        let grants = Grants {
-            subscribe: Vec::new(),
-            publish: vec![topic.to_owned()],
-        };
-        let minter = Minter::new(auth, grants).map_err(anyhow::Error::msg)?;
-        Ok(Some(Credential::new(
-            Arc::new(minter),
-            "publisher-0".to_owned(),
-        )))
     }
 
     /// Seeds the replay dataset.
@@ -255,34 +212,61 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// The processes that run the clients, set up and ready; with
-    /// workers, each has its share and this process none.
+    /// Who runs the clients, set up and ready: this process, worker
+    /// processes (each its share), or agents (each its share of the
+    /// clients and of `plan`'s publishes).
     async fn fleet(
         &self,
         load: Load,
+        plan: Option<&PublishPlan>,
         shards: &Arc<Shards>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Fleet> {
-        if self.workers <= 1 {
-            return Ok(Fleet::Here(Box::new(Clients::new(
-                load,
-                Share::ALL,
-                self.targets.clone(),
-                Arc::clone(shards),
-                self.token.clone(),
-                stop.child_token(),
-            )?)));
-        }
-        let setup = worker::Setup {
-            load,
-            targets: self.targets.iter().map(|t| (**t).clone()).collect(),
-            run_id: self.run_id.clone(),
-            token: self.token.clone(),
-            share: Share::ALL,
+        let setup = fleet::setup_of(load, &self.targets, &self.run_id, self.token.as_deref());
+        let Some(spec) = self.agents else {
+            return Fleet::local(setup, self.workers, shards, stop).await;
         };
-        Ok(Fleet::Workers(
-            Workers::start(self.workers, &setup, shards).await?,
-        ))
+        let mut agents = Agents::connect(spec).await?;
+        let clients = self.scenario.max_clients() as usize;
+        agents
+            .set_up(clients, |share, correction| AgentSetup {
+                clients: Setup {
+                    load: Load {
+                        agent: Some(Agent {
+                            index: u32::try_from(share.index).unwrap_or(u32::MAX),
+                            of: u32::try_from(share.of).unwrap_or(u32::MAX),
+                        }),
+                        ..setup.load.clone()
+                    },
+                    share,
+                    clock_adjustment_us: correction,
+                    ..setup.clone()
+                },
+                publish: plan.cloned(),
+            })
+            .await?;
+        Ok(Fleet::Agents(agents))
+    }
+
+    /// This process's publishers, if the run publishes and no agent does.
+    async fn publishers(
+        &self,
+        plan: Option<&PublishPlan>,
+        fleet: &Fleet,
+        shards: &Arc<Shards>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<Publishers>> {
+        let (Some(plan), Fleet::Here(_) | Fleet::Workers(_)) = (plan, fleet) else {
+            return Ok(None);
+        };
+        let origin = Origin {
+            targets: &self.targets,
+            http: &self.http,
+            token: self.token.as_deref(),
+            shards,
+            stop,
+        };
+        Ok(Some(plan.start(&origin, None).await?))
     }
 
     /// Runs the scenario until its phases end or `cancel`.
@@ -304,48 +288,18 @@ impl Run<'_> {
         );
         let stop = cancel.child_token();
         let load = Load::of(scenario, &name)?;
-        let mut fleet = self.fleet(load.clone(), &shards, &stop).await?;
-        let acks = Arc::new(Acks::default());
-        let (publish_rate, rates) = watch::channel(scenario.publish_rate_in(&scenario.phases[0]));
-        let mut publishers = JoinSet::new();
-        if scenario.publishes() {
-            let topic = (foreign.as_ref())
-                .and_then(|spec| spec.topic.as_deref())
-                .unwrap_or(&name);
-            let credential = self.publisher_credential(topic)?;
-            let to = match &foreign {
-                Some(spec) => {
-                    let cancel = stop.child_token();
-                    let server = &self.targets[0];
-                    let token = (credential.as_ref())
-                        .map(Credential::token)
-                        .or(self.token.as_deref());
-                    publisher::foreign(spec, topic, token, server, cancel, &mut publishers).await?
-                }
-                None => Destination::Topics {
-                    urls: (self.targets.iter())
-                        .map(|t| format!("{}/topics/{name}/events", t.base_url()))
-                        .collect(),
-                },
-            };
-            let publishing = Publishing {
-                to,
-                rate: rates,
-                size: scenario.size,
-                token: self.token.clone(),
-                credential,
-            };
-            let recorders = (0..self.targets.len())
-                .map(|node| shards.recorder_for(usize::MAX, node))
-                .collect();
-            publishers.spawn(publisher::run(
-                self.http.clone(),
-                publishing,
-                Arc::clone(&acks),
-                recorders,
-                stop.child_token(),
-            ));
-        }
+        let plan = PublishPlan::of(scenario, &name)?;
+        let mut fleet = self
+            .fleet(load.clone(), plan.as_ref(), &shards, &stop)
+            .await?;
+        let mut publishers = self
+            .publishers(plan.as_ref(), &fleet, &shards, &stop)
+            .await?;
+        let acks = match (&fleet, &publishers) {
+            (Fleet::Agents(agents), _) => Arc::clone(agents.acks()),
+            (_, Some(publishers)) => Arc::clone(&publishers.acks),
+            _ => Arc::new(Acks::default()),
+        };
         let mut abusers = Abusers {
             stop: stop.clone(),
             current: stop.child_token(),
@@ -355,19 +309,17 @@ impl Run<'_> {
             token: self.token.clone(),
             shards: Arc::clone(&shards),
         };
-        let workers = match &fleet {
-            Fleet::Here(_) => Vec::new(),
-            Fleet::Workers(workers) => workers.pids(),
-        };
-        let mut sampler = Sampler::new(self.monitor.take(), workers);
+        let mut sampler = Sampler::new(self.monitor.take(), fleet.pids());
         sampler.sample().await; // the baseline the first CPU figure needs
 
         let label = format!("{} ({})", scenario.name, scenario.transport.as_str());
         let mut progress = Progress::new(&label, scenario.duration());
         let started_at = SystemTime::now();
         let start = Instant::now();
-        if let Fleet::Workers(workers) = &mut fleet {
-            workers.go(started_at).await?;
+        match &mut fleet {
+            Fleet::Workers(workers) => workers.go(started_at).await?,
+            Fleet::Agents(agents) => agents.go(started_at, &shards).await?,
+            Fleet::Here(_) => {}
         }
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -377,12 +329,19 @@ impl Run<'_> {
         let mut running = 0;
         let mut abort = self.abort.take();
         let mut aborted = None;
+        let mut incomplete = false;
         abusers.enter(&scenario.phases[0], scenario.phases[0].duration);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 _ = ticks.tick() => {}
-                failure = fleet.failure() => return Err(fleet.explain(failure).await),
+                trouble = fleet.trouble() => {
+                    if self.goes_on(&mut fleet, trouble).await? {
+                        continue;
+                    }
+                    incomplete = true;
+                    break;
+                }
             }
             let elapsed = start.elapsed();
             if elapsed >= total {
@@ -404,7 +363,18 @@ impl Run<'_> {
                 aborted = (abort.as_mut()).and_then(|abort| {
                     abort.check(elapsed, || {
                         let so_far = timeline.snapshot();
-                        self.measured(so_far, started_at, elapsed, sampler.cpu_seconds(), None)
+                        let ended = Ended {
+                            aborted: None,
+                            incomplete: false,
+                        };
+                        self.measured(
+                            so_far,
+                            &fleet,
+                            started_at,
+                            elapsed,
+                            sampler.cpu_seconds(),
+                            ended,
+                        )
                     })
                 });
                 if aborted.is_some() {
@@ -413,7 +383,9 @@ impl Run<'_> {
             }
             if changed {
                 abusers.enter(phase, phase.duration.saturating_sub(into_phase));
-                publish_rate.send_replace(scenario.publish_rate_in(phase));
+                if let Some(publishers) = &publishers {
+                    publishers.enter(index);
+                }
             }
             fleet.follow(elapsed);
             running = load.clients_at(elapsed);
@@ -430,7 +402,9 @@ impl Run<'_> {
         // then came out 0 by chance).
         fleet.stop(settled).await?;
         stop.cancel();
-        join_within(&mut publishers, "publishers").await;
+        if let Some(publishers) = &mut publishers {
+            publishers.join().await;
+        }
         // Clients count until they stop (finite streams read to their end:
         // `client::FINISH_GRACE`): so does the duration.
         let duration = start.elapsed();
@@ -439,17 +413,35 @@ impl Run<'_> {
         let finished = timeline.finish(&shards);
         progress.finish();
         let cpu_seconds = sampler.cpu_seconds();
-        Ok(self.measured(finished, started_at, duration, cpu_seconds, aborted))
+        let ended = Ended {
+            aborted,
+            incomplete,
+        };
+        Ok(self.measured(finished, &fleet, started_at, duration, cpu_seconds, ended))
     }
 
-    /// What the run measured, from its `finished` timeline.
+    /// Whether the run goes on after `trouble` in its fleet: a worker's
+    /// failure is an error; a lost agent stops the run (marked incomplete)
+    /// unless losses are tolerated.
+    async fn goes_on(&self, fleet: &mut Fleet, trouble: Trouble) -> anyhow::Result<bool> {
+        match (fleet, trouble) {
+            (Fleet::Workers(workers), Trouble::Worker(failure)) => {
+                Err(workers.explain(failure).await)
+            }
+            (Fleet::Agents(agents), Trouble::Agent(loss)) => Ok(agents.lose(loss)),
+            (_, trouble) => unreachable!("trouble from another fleet: {trouble:?}"),
+        }
+    }
+
+    /// What the run measured, from its `finished` timeline and `fleet`.
     fn measured(
         &self,
         finished: Finished,
+        fleet: &Fleet,
         started_at: SystemTime,
         duration: Duration,
         cpu_seconds: CpuSeconds,
-        aborted: Option<Aborted>,
+        ended: Ended,
     ) -> Measured {
         Measured {
             cpu_seconds,
@@ -464,7 +456,12 @@ impl Run<'_> {
                 .join(", "),
             nodes: self.nodes(finished.nodes),
             workers: self.workers.max(1),
-            aborted,
+            aborted: ended.aborted,
+            agents: match fleet {
+                Fleet::Agents(agents) => agents.measured(),
+                Fleet::Here(_) | Fleet::Workers(_) => Vec::new(),
+            },
+            incomplete: ended.incomplete,
         }
     }
 }

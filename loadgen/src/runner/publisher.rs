@@ -17,6 +17,12 @@
 //! `{{seq}}` and `{{ts_us}}`, which subscribers find again through their
 //! pointers.
 //!
+//! On a run over several agents, each agent's publisher keeps the whole
+//! schedule but sends only its own publishes (`client::Agent`: publish `k`
+//! by agent `k` modulo their number), saying so (`data.agent`), so that
+//! subscribers measure end-to-end latency only from their own machine's
+//! clock.
+//!
 //! With per-user tokens, the publisher holds a token of its own
 //! (`publisher-0`, allowed to publish to the topic), renewed when due
 //! before a publish goes out; a publish refused `401`/`403` counts its
@@ -35,7 +41,7 @@ use crate::client::jwt::Credential;
 use crate::client::pool::Pool;
 use crate::client::request::{PUBLISH_DEFAULTS, Request, path_of};
 use crate::client::tls::Connector;
-use crate::client::{Target, micros, now_micros};
+use crate::client::{Agent, Target, micros, now_micros};
 use crate::metrics::auth::Refusal;
 use crate::metrics::{ErrorKind, Recorder, Sample};
 use crate::scenario::target::{Publish, TargetSpec};
@@ -55,7 +61,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Acks(Mutex<Vec<(Instant, u64)>>);
 
 impl Acks {
-    fn push(&self, seq: u64) {
+    /// Notes that `seq` was acknowledged now.
+    pub fn push(&self, seq: u64) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -232,6 +239,9 @@ pub struct Publishing {
     pub token: Option<String>,
     /// The publisher's own token (per-user tokens), renewed when due.
     pub credential: Option<Credential>,
+    /// On a run over several agents, this one: only its own publishes are
+    /// sent.
+    pub agent: Option<Agent>,
 }
 
 impl Publishing {
@@ -273,6 +283,9 @@ pub async fn run(
         } else if k > 0 {
             due += Duration::from_secs_f64(1.0 / rate as f64);
         }
+        if publishing.agent.is_some_and(|agent| !agent.sent(k + 1)) {
+            continue;
+        }
         tokio::select! {
             () = cancel.cancelled() => break,
             () = sleep_until(due.into()) => {}
@@ -300,6 +313,7 @@ pub async fn run(
             nodes,
             sent_us,
             pad: &pad,
+            agent: publishing.agent.map(|a| a.index),
         };
         let outcome = send.start(&http, &publishing);
         tasks.spawn(async move {
@@ -350,6 +364,7 @@ struct Send<'a> {
     nodes: usize,
     sent_us: u64,
     pad: &'a str,
+    agent: Option<u32>,
 }
 
 /// A publish under way.
@@ -381,11 +396,16 @@ impl Send<'_> {
         match &publishing.to {
             Destination::Topics { urls } => {
                 let node = self.node;
-                let body = if self.nodes > 1 {
-                    format!(r#"{{"sent_us":{sent_us},"k":{k},"node":{node},"pad":"{pad}"}}"#)
+                let on_node = if self.nodes > 1 {
+                    format!(r#","node":{node}"#)
                 } else {
-                    format!(r#"{{"sent_us":{sent_us},"k":{k},"pad":"{pad}"}}"#)
+                    String::new()
                 };
+                let by_agent = (self.agent)
+                    .map(|agent| format!(r#","agent":{agent}"#))
+                    .unwrap_or_default();
+                let body =
+                    format!(r#"{{"sent_us":{sent_us},"k":{k}{on_node}{by_agent},"pad":"{pad}"}}"#);
                 let mut request = http
                     .post(&urls[node])
                     .header("content-type", "application/json")

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::{Clients, Load, Share};
-use crate::client::{Target, now_micros};
+use crate::client::{Target, adjust_clock, now_micros};
 use crate::metrics::wire::Encoded;
 use crate::metrics::{Shards, Stats};
 use crate::scenario::Scenario;
@@ -89,6 +89,19 @@ impl WorkerCount {
             WorkerCount::Auto => needed(scenario, open_files),
         }
     }
+
+    /// How many processes run `clients` clients (an agent's share), each
+    /// allowed `open_files` descriptors (`None`: unknown, taken as
+    /// enough).
+    pub fn resolve_clients(self, clients: u64, open_files: Option<u64>) -> usize {
+        match (self, open_files) {
+            (WorkerCount::Exactly(n), _) => n.get(),
+            (WorkerCount::Auto, Some(open)) if clients + crate::scenario::OTHER_FILES > open => {
+                split(clients, open)
+            }
+            (WorkerCount::Auto, _) => 1,
+        }
+    }
 }
 
 impl std::str::FromStr for WorkerCount {
@@ -125,8 +138,13 @@ fn needed(scenario: &Scenario, open_files: Option<u64>) -> usize {
     if scenario.descriptors_per_process(1) <= open {
         return 1;
     }
+    split(u64::from(scenario.max_clients()), open)
+}
+
+/// The workers (at least 2) `clients` need at `open` descriptors each.
+fn split(clients: u64, open: u64) -> usize {
     let per_worker = open.saturating_sub(crate::scenario::OTHER_FILES).max(1);
-    let workers = u64::from(scenario.max_clients()).div_ceil(per_worker);
+    let workers = clients.div_ceil(per_worker);
     usize::try_from(workers).map_or(MAX_WORKERS, |n| n.clamp(2, MAX_WORKERS))
 }
 
@@ -143,8 +161,13 @@ pub struct Setup {
     pub run_id: String,
     /// Bearer token for subscriptions.
     pub token: Option<String>,
-    /// Which clients are the worker's.
+    /// Which clients are the worker's: given to [`Workers::start`], the
+    /// share the workers split among themselves.
     pub share: Share,
+    /// What to add to the system clock, µs (an agent's correction onto its
+    /// coordinator's clock, which its workers share).
+    #[serde(default)]
+    pub clock_adjustment_us: i64,
 }
 
 /// A line from the parent to a worker.
@@ -210,7 +233,7 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers, each with its share of `setup`, their
+    /// Starts `count` workers, each with its part of `setup`'s share, their
     /// measurements going into `shards`, and waits until every one is
     /// ready.
     ///
@@ -247,7 +270,12 @@ impl Workers {
             let stdout = child.stdout.take().context("a worker's stdout")?;
             tokio::spawn(listen(index, stdout, Arc::clone(shards), tell.clone()));
             workers.processes.push(Process { child, stdin, pid });
-            let share = Share { index, of: count };
+            // Worker `index` of `count` runs every `count`-th client of the
+            // share it splits.
+            let share = Share {
+                index: setup.share.index + setup.share.of * index,
+                of: setup.share.of * count,
+            };
             let order = Order::Setup(Box::new(Setup {
                 share,
                 ..setup.clone()
@@ -481,7 +509,7 @@ async fn next(input: &mut Lines<BufReader<tokio::io::Stdin>>) -> anyhow::Result<
 
 /// The instant `at_unix_us` (µs since the Unix epoch, the parent's clock)
 /// on this process's monotonic clock.
-fn instant_of(at_unix_us: u64) -> Instant {
+pub fn instant_of(at_unix_us: u64) -> Instant {
     let ago = Duration::from_micros(now_micros().saturating_sub(at_unix_us));
     let now = Instant::now();
     now.checked_sub(ago).unwrap_or(now)
@@ -502,6 +530,7 @@ pub async fn serve() -> anyhow::Result<()> {
         other => anyhow::bail!("expected the setup first, not {other:?}"),
     };
     tracing::debug!(run = setup.run_id, share = ?setup.share, "worker set up");
+    adjust_clock(setup.clock_adjustment_us);
     anyhow::ensure!(!setup.targets.is_empty(), "the setup names no server");
     let shards = Shards::for_nodes(
         2 * std::thread::available_parallelism().map_or(2, usize::from),

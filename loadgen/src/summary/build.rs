@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
+use super::agents::AgentSummary;
 use super::manifest::{Environment, Limits, Manifest, ServerUnderTest};
 use super::verdict::Verdict;
 use super::{
@@ -399,6 +400,10 @@ impl Summary {
             nodes: (measured.nodes.iter())
                 .map(|node| NodeSummary::of(node, seconds))
                 .collect(),
+            agents: (measured.agents.iter())
+                .map(|agent| AgentSummary::of(agent, seconds))
+                .collect(),
+            incomplete: measured.incomplete,
             timeline: measured.timeline.clone(),
             capacity: None,
             foreign: target.as_ref().map(|spec| Foreign::of(spec, t)),

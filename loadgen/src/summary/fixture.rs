@@ -79,6 +79,8 @@ pub(crate) fn measured(scenario: &Scenario, seconds: usize) -> Measured {
         }],
         workers: 1,
         aborted: None,
+        agents: Vec::new(),
+        incomplete: false,
         cpu_seconds: CpuSeconds {
             server: Some(1.25),
             loadgen: Some(0.5),
@@ -99,6 +101,8 @@ pub(crate) fn of_totals(totals: Stats) -> Measured {
         nodes: Vec::new(),
         workers: 1,
         aborted: None,
+        agents: Vec::new(),
+        incomplete: false,
     }
 }
 

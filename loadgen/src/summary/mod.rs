@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use self::agents::AgentSummary;
 use self::capacity::Capacity;
 use self::comparison::Comparison;
 use self::manifest::{Environment, Manifest, ServerUnderTest};
@@ -22,6 +23,7 @@ use self::memory::Memory;
 use self::verdict::{ThresholdResult, Verdict};
 use crate::metrics::timeline::{Aborted, Row};
 
+pub mod agents;
 pub mod build;
 pub mod capacity;
 pub mod comparison;
@@ -355,6 +357,13 @@ pub struct Summary {
     /// Each server node's figures, in the order of `--url` (one entry for
     /// a server of one node).
     pub nodes: Vec<NodeSummary>,
+    /// On a run over several agents (`--agent`), each agent's figures, in
+    /// the order given; empty otherwise.
+    pub agents: Vec<AgentSummary>,
+    /// Set when an agent was lost and the run stopped early (without
+    /// `--tolerate-agent-loss`): the figures lack what was not measured,
+    /// the verdict is fail, and the exit code 2.
+    pub incomplete: bool,
     /// One row per second, and one at each change of phase.
     pub timeline: Vec<Row>,
     /// A capacity search's estimate (`null` for any other run): this
