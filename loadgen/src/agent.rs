@@ -297,11 +297,12 @@ impl Running {
             other => return Err(format!("expected start, not {other:?}")),
         };
         let start = instant_of(at_unix_us);
-        tracing::info!("run started");
         if let Fleet::Workers(workers) = &mut self.fleet {
             let at = std::time::UNIX_EPOCH + Duration::from_micros(at_unix_us);
             workers.go(at).await.map_err(|e| format!("{e:#}"))?;
         }
+        tokio::time::sleep_until(start.into()).await;
+        tracing::info!("run started");
         self.cpu_before = self.cpu_seconds();
         let total: Duration = self.phases.iter().map(|p| p.duration).sum();
         let deadline = tokio::time::Instant::from_std(start) + total + STOP_MARGIN;

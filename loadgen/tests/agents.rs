@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader as StdReader, Write as _};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -35,8 +36,6 @@ impl Agent {
             &listen,
             "--token-file",
             token.to_str().unwrap(),
-            "--workers",
-            "1",
             "--log",
             "streamgauge_loadgen=info",
         ];
@@ -125,7 +124,13 @@ async fn two_agents_run_one_run_whose_figures_are_the_sum_of_theirs() {
     let out = out_dir("agents-merge");
     let token = token_file(&out, "token", "a-shared-token-for-agents");
     let first = Agent::start("127.0.0.2", &token, &[]).await;
-    let second = Agent::start("127.0.0.3", &token, &["--inject-clock-offset", "3000"]).await;
+    // The second runs its share in two worker processes of its own.
+    let second = Agent::start(
+        "127.0.0.3",
+        &token,
+        &["--inject-clock-offset", "3000", "--workers", "2"],
+    )
+    .await;
     let mut args: Vec<String> = [
         "run",
         "--stream",
@@ -168,6 +173,21 @@ async fn two_agents_run_one_run_whose_figures_are_the_sum_of_theirs() {
         agents.iter().all(|a| a["published"].as_u64() > Some(0)),
         "publishers split"
     );
+    // The merged latency histogram is the agents' added up, bucket by
+    // bucket, exactly.
+    let buckets = |value: &Value| -> BTreeMap<u64, u64> {
+        (value["latency_distribution"].as_array().unwrap().iter())
+            .map(|b| (b["le_us"].as_u64().unwrap(), b["count"].as_u64().unwrap()))
+            .collect()
+    };
+    let mut added = buckets(&agents[0]);
+    for (le, count) in buckets(&agents[1]) {
+        *added.entry(le).or_default() += count;
+    }
+    added.retain(|_, count| *count > 0);
+    let mut merged = buckets(&summary);
+    merged.retain(|_, count| *count > 0);
+    assert_eq!(merged, added, "{summary}");
     let max = |value: &Value| value["latency_us"]["max"].as_u64().unwrap();
     assert_eq!(max(&summary), agents.iter().map(max).max().unwrap());
     let p50 = |value: &Value| value["latency_us"]["p50"].as_u64().unwrap();

@@ -36,6 +36,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an agent may take to set up (start its workers, mint tokens).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The least time between telling the agents the start and the start.
+const START_MARGIN: Duration = Duration::from_millis(100);
+
 /// An agent that sends no report for this long is lost.
 pub const STALL: Duration = Duration::from_secs(5);
 
@@ -168,6 +171,16 @@ impl Agents {
     /// How many agents the run has.
     pub fn count(&self) -> usize {
         self.links.len()
+    }
+
+    /// How far ahead the run's start is set: [`START_MARGIN`] plus four
+    /// of the slowest agent's round trips.
+    pub fn lead(&self) -> Duration {
+        let slowest = (self.lock().iter())
+            .map(|s| s.clock.uncertainty_us)
+            .max()
+            .unwrap_or(0);
+        START_MARGIN + Duration::from_micros(8 * slowest)
     }
 
     /// The publishes agents have had acknowledged, as their reports came.

@@ -73,6 +73,16 @@ impl Fleet {
         }
     }
 
+    /// How far ahead of now the run's start is set, for every process to
+    /// learn it before it comes: a margin over the agents' round trips
+    /// (none for processes on this machine).
+    pub fn lead(&self) -> Duration {
+        match self {
+            Fleet::Agents(agents) => agents.lead(),
+            Fleet::Here(_) | Fleet::Workers(_) => Duration::ZERO,
+        }
+    }
+
     /// The worker processes' ids (none for clients run here or by
     /// agents).
     pub fn pids(&self) -> Vec<u32> {

@@ -314,13 +314,17 @@ impl Run<'_> {
 
         let label = format!("{} ({})", scenario.name, scenario.transport.as_str());
         let mut progress = Progress::new(&label, scenario.duration());
-        let started_at = SystemTime::now();
-        let start = Instant::now();
+        // Agents are told a start a little ahead, so that every one of them
+        // starts on time.
+        let lead = fleet.lead();
+        let started_at = SystemTime::now() + lead;
+        let start = Instant::now() + lead;
         match &mut fleet {
             Fleet::Workers(workers) => workers.go(started_at).await?,
             Fleet::Agents(agents) => agents.go(started_at, &shards).await?,
             Fleet::Here(_) => {}
         }
+        tokio::time::sleep_until(start.into()).await;
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let total = scenario.duration();

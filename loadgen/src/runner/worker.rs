@@ -508,10 +508,13 @@ async fn next(input: &mut Lines<BufReader<tokio::io::Stdin>>) -> anyhow::Result<
 }
 
 /// The instant `at_unix_us` (µs since the Unix epoch, the parent's clock)
-/// on this process's monotonic clock.
+/// on this process's monotonic clock, past or to come.
 pub fn instant_of(at_unix_us: u64) -> Instant {
-    let ago = Duration::from_micros(now_micros().saturating_sub(at_unix_us));
-    let now = Instant::now();
+    let (now_us, now) = (now_micros(), Instant::now());
+    if at_unix_us >= now_us {
+        return now + Duration::from_micros(at_unix_us - now_us);
+    }
+    let ago = Duration::from_micros(now_us - at_unix_us);
     now.checked_sub(ago).unwrap_or(now)
 }
 
@@ -549,6 +552,7 @@ pub async fn serve() -> anyhow::Result<()> {
         Order::Start { at_unix_us } => instant_of(at_unix_us),
         other => anyhow::bail!("expected start, not {other:?}"),
     };
+    tokio::time::sleep_until(start.into()).await;
     let mut spare = Stats::default();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -621,6 +625,12 @@ mod tests {
         assert!(
             elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(6),
             "{elapsed:?}"
+        );
+        // A start to come (an agent's, set ahead) is still to come.
+        let ahead = instant_of(now_micros() + 5_000_000) - Instant::now();
+        assert!(
+            ahead > Duration::from_secs(4) && ahead <= Duration::from_secs(5),
+            "{ahead:?}"
         );
     }
 }

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{LatencyUs, Millis};
+use super::{Bucket, LatencyUs, Millis};
 use crate::metrics::timeline::{AgentMeasured, Lost};
 
 /// CPU use, as a share of an agent's cores, past which the agent rather
@@ -28,6 +28,9 @@ pub struct AgentSummary {
     pub errors: u64,
     /// Delivery latency of its clients (receipt − `ts`).
     pub latency_us: Option<LatencyUs>,
+    /// The same in buckets doubling from 1 µs, as the run's own
+    /// `latency_distribution`: the run's is these added up, exactly.
+    pub latency_distribution: Vec<Bucket>,
     /// Topics: receipt − its own publisher's intended send time (its own
     /// publishes only: one clock).
     pub end_to_end_us: Option<LatencyUs>,
@@ -79,6 +82,7 @@ impl AgentSummary {
             events_per_s: c.events as f64 / seconds,
             errors: c.error_total(),
             latency_us: LatencyUs::of(&s.latency),
+            latency_distribution: Bucket::of(&s.latency),
             end_to_end_us: LatencyUs::of(&s.end_to_end),
             publish_to_receive_us: LatencyUs::of(&s.from_publish),
             published: c.published,
