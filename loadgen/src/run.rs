@@ -630,7 +630,6 @@ async fn measure_live(
             ));
         }
         for agent in &summary.agents {
-            print(&text::agent_line(agent));
             for bound in &agent.bounded_by {
                 print(&format!("bounded by agent {}: {bound}", agent.address));
             }

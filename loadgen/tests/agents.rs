@@ -218,8 +218,13 @@ async fn two_agents_run_one_run_whose_figures_are_the_sum_of_theirs() {
     assert_eq!(summary["incomplete"], false);
     let stdout = text(&output.stdout);
     assert!(
-        stdout.contains(&format!("agent {}: 5 clients", second.address)),
-        "{stdout}"
+        stdout.contains(&second.address),
+        "the agents table: {stdout}"
+    );
+    let report = support::read(&out.join("results").join("report.md"));
+    assert!(
+        report.contains("Agents:") && report.contains(&first.address),
+        "{report}"
     );
 }
 

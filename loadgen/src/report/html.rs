@@ -16,8 +16,8 @@ use quick_xml::escape::{escape, partial_escape};
 
 use super::chart;
 use super::text::{
-    self, NODE_COLUMNS, change_text, checked, commit, display, estimate_text, findings, headline,
-    ms, node_cells, notes, or_dash,
+    self, AGENT_COLUMNS, NODE_COLUMNS, agent_cells, change_text, checked, commit, display,
+    estimate_text, findings, headline, ms, node_cells, notes, or_dash,
 };
 use crate::analysis::compare::labelled;
 use crate::scenario::Severity;
@@ -429,14 +429,31 @@ fn run(index: usize, group: &Group, s: &Summary) -> String {
         .map(|m| format!("<p>Memory: {}</p>\n", with_code(&m.statement)))
         .unwrap_or_default();
     format!(
-        "<section id=\"{}\">\n<h3>{}</h3>\n{}{memory}{}{}{}</section>\n",
+        "<section id=\"{}\">\n<h3>{}</h3>\n{}{memory}{}{}{}{}</section>\n",
         anchor(index, s.repeat),
         escape(&title),
         counts(s),
         latencies(s),
         nodes(s),
+        agents(s),
         charts(s)
     )
+}
+
+/// The agents table of a run over several agents (nothing otherwise).
+fn agents(s: &Summary) -> String {
+    if s.agents.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<String> = (s.agents.iter())
+        .map(|agent| {
+            row(
+                "",
+                &agent_cells(agent).map(|cell| escape(&cell).into_owned()),
+            )
+        })
+        .collect();
+    format!("<h4>Agents</h4>\n{}", table(&AGENT_COLUMNS, &rows))
 }
 
 /// The nodes table of a server of several nodes (nothing for one).

@@ -8,12 +8,13 @@
 use std::fmt::Write as _;
 
 use super::text::{
-    NODE_COLUMNS, change_text, commit, costs, display, estimate_text, findings, headline, ms,
-    node_cells, notes, or_dash,
+    AGENT_COLUMNS, NODE_COLUMNS, agent_cells, change_text, commit, costs, display, estimate_text,
+    findings, headline, ms, node_cells, notes, or_dash,
 };
 use crate::analysis::compare::labelled;
 use crate::analysis::memory::bytes_text;
 use crate::scenario::Severity;
+use crate::summary::agents::AgentSummary;
 use crate::summary::comparison::{Comparison, GateVerdict, Status};
 use crate::summary::memory::Memory;
 use crate::summary::{Group, NodeSummary, Report, Summary};
@@ -108,6 +109,19 @@ fn nodes_table(nodes: &[NodeSummary]) -> String {
     );
     for node in nodes {
         let _ = writeln!(out, "| {} |", node_cells(node).join(" | "));
+    }
+    out
+}
+
+/// Each agent of a run over several agents, a row each.
+fn agents_table(agents: &[AgentSummary]) -> String {
+    let mut out = format!(
+        "Agents:\n\n| {} |\n|{}\n",
+        AGENT_COLUMNS.join(" | "),
+        "---|".repeat(AGENT_COLUMNS.len())
+    );
+    for agent in agents {
+        let _ = writeln!(out, "| {} |", agent_cells(agent).join(" | "));
     }
     out
 }
@@ -271,6 +285,11 @@ pub fn render(report: &Report) -> String {
         if nodes.len() > 1 {
             out.push('\n');
             out.push_str(&nodes_table(nodes));
+        }
+        let agents = &representative(group).agents;
+        if !agents.is_empty() {
+            out.push('\n');
+            out.push_str(&agents_table(agents));
         }
         if let Some(c) = group.comparison() {
             out.push('\n');

@@ -3,7 +3,7 @@
 
 use comfy_table::{Cell, CellAlignment, Row, Table, presets::UTF8_FULL_CONDENSED};
 
-use super::text::{NODE_COLUMNS, node_cells, or_dash};
+use super::text::{AGENT_COLUMNS, NODE_COLUMNS, agent_cells, node_cells, or_dash};
 use crate::summary::Summary;
 
 fn ms(us: u64) -> String {
@@ -38,7 +38,8 @@ pub fn table<R: IntoIterator<Item = String>>(
 
 /// Each run's phases side by side (runs of more than one phase), what
 /// misbehaving clients met (runs with abuse), then each server node's
-/// figures (runs over several nodes): empty if none of these.
+/// figures (runs over several nodes), then each agent's (runs over
+/// several agents): empty if none of these.
 pub fn render_breakdowns(summaries: &[Summary]) -> String {
     let phased = summaries.iter().filter(|s| s.phases.len() > 1);
     let phases: Vec<_> = phased
@@ -111,6 +112,20 @@ pub fn render_breakdowns(summaries: &[Summary]) -> String {
     if !nodes.is_empty() {
         let header: Vec<&str> = std::iter::once("run").chain(NODE_COLUMNS).collect();
         out.push(table(header, nodes, |i| i >= 2));
+    }
+    let agents: Vec<Vec<String>> = (summaries.iter())
+        .flat_map(|s| {
+            let run = format!("{} ({})", s.scenario, s.transport);
+            s.agents.iter().map(move |agent| {
+                std::iter::once(run.clone())
+                    .chain(agent_cells(agent))
+                    .collect()
+            })
+        })
+        .collect();
+    if !agents.is_empty() {
+        let header: Vec<&str> = std::iter::once("run").chain(AGENT_COLUMNS).collect();
+        out.push(table(header, agents, |i| i >= 2));
     }
     out.join("\n")
 }

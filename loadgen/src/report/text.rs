@@ -14,27 +14,6 @@ use crate::summary::manifest::Versions;
 use crate::summary::verdict::Verdict;
 use crate::summary::{NodeSummary, Report, Summary};
 
-/// One agent's figures, on a line.
-pub fn agent_line(agent: &AgentSummary) -> String {
-    let latency = agent.latency_us.map_or_else(
-        || "-".to_owned(),
-        |l| format!("p50 {} / p99 {} µs", l.p50, l.p99),
-    );
-    format!(
-        "agent {}: {} clients, {} events ({:.0}/s), {} errors, latency {latency}, CPU {:.0} %, \
-         RSS {:.1} MiB, clock {:+} ± {} µs",
-        agent.address,
-        agent.clients,
-        agent.events,
-        agent.events_per_s,
-        agent.errors,
-        agent.cpu_pct,
-        agent.rss_mb,
-        agent.clock_offset_us,
-        agent.clock_uncertainty_us
-    )
-}
-
 /// A cell for a value that may be missing.
 pub fn or_dash<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
     value.map_or_else(|| "–".to_owned(), show)
@@ -85,6 +64,47 @@ pub fn node_cells(node: &NodeSummary) -> [String; 11] {
         or_dash(node.publish_to_receive_us, |l| ms(l.p99)),
         or_dash(node.publish_to_receive_cross_node_us, |l| ms(l.p99)),
         node.published.to_string(),
+    ]
+}
+
+/// The columns of the agents table every report shows for a run over
+/// several agents, and [`agent_cells`] fills.
+pub const AGENT_COLUMNS: [&str; 11] = [
+    "agent",
+    "clients",
+    "events/s",
+    "errors",
+    "latency p50 ms",
+    "latency p99 ms",
+    "end to end p50 ms",
+    "published",
+    "cpu %",
+    "rss MB",
+    "clock offset ms",
+];
+
+/// One agent's row of the agents table (a lost agent's address says so).
+pub fn agent_cells(agent: &AgentSummary) -> [String; 11] {
+    let name = match &agent.lost {
+        Some(lost) => format!("{} (lost at {:.1} s)", agent.address, lost.at_s),
+        None => agent.address.clone(),
+    };
+    [
+        name,
+        agent.clients.to_string(),
+        format!("{:.0}", agent.events_per_s),
+        agent.errors.to_string(),
+        or_dash(agent.latency_us, |l| ms(l.p50)),
+        or_dash(agent.latency_us, |l| ms(l.p99)),
+        or_dash(agent.end_to_end_us, |l| ms(l.p50)),
+        agent.published.to_string(),
+        format!("{:.0}", agent.cpu_pct),
+        format!("{:.1}", agent.rss_mb),
+        format!(
+            "{:+.3} ± {:.3}",
+            agent.clock_offset_us as f64 / 1_000.0,
+            agent.clock_uncertainty_us as f64 / 1_000.0
+        ),
     ]
 }
 
