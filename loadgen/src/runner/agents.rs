@@ -406,6 +406,34 @@ async fn handshake(address: &str, token: &[u8]) -> Result<(Link, usize, Offset),
     Ok((link, cores, clock))
 }
 
+/// Merges `report`'s measurements, exactly, into `shards` (as shard
+/// `shard`, each node's apart) and into `total` (every node's together).
+///
+/// # Errors
+///
+/// The report has measurements for another number of nodes, or some that
+/// do not decode.
+pub fn merge(
+    report: &Report,
+    shards: &Shards,
+    shard: usize,
+    total: &mut Stats,
+) -> Result<(), String> {
+    if report.nodes.len() != shards.nodes() {
+        return Err(format!(
+            "{} nodes' measurements for {} nodes",
+            report.nodes.len(),
+            shards.nodes()
+        ));
+    }
+    for (node, encoded) in report.nodes.iter().enumerate() {
+        let stats = encoded.decode()?;
+        shards.absorb(shard, node, &stats);
+        total.add(&stats);
+    }
+    Ok(())
+}
+
 /// Reads one agent's reports until it is done or lost.
 struct Listener {
     index: usize,
@@ -440,20 +468,9 @@ impl Listener {
     /// Adds a report's measurements into the shards (this agent's shard,
     /// each node's own) and into the agent's status.
     fn absorb(&self, report: &Report) -> Result<(), String> {
-        if report.nodes.len() != self.shards.nodes() {
-            return Err(format!(
-                "{} nodes' measurements for {} nodes",
-                report.nodes.len(),
-                self.shards.nodes()
-            ));
-        }
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let agent = &mut status[self.index];
-        for (node, encoded) in report.nodes.iter().enumerate() {
-            let stats = encoded.decode()?;
-            self.shards.absorb(self.index, node, &stats);
-            agent.stats.add(&stats);
-        }
+        merge(report, &self.shards, self.index, &mut agent.stats)?;
         agent.cpu_seconds = report.cpu_seconds;
         agent.rss_bytes = agent.rss_bytes.max(report.rss_bytes);
         if report.acked > 0 {
