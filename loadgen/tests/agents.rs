@@ -352,25 +352,39 @@ async fn another_build_or_bad_input_is_refused_on_both_sides() {
     agent.wait_for("refused: another build").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_killed_mid_run_fails_the_run_which_is_marked_incomplete() {
-    let out = out_dir("agents-killed");
+/// Two agents running `run` with `flags` (and 4 clients): `signal` is sent
+/// to the second once its run started; the coordinator's output (within
+/// `within`), where its results went, and the second agent.
+async fn lose_the_second(
+    name: &str,
+    flags: &[&str],
+    signal: libc::c_int,
+    within: std::time::Duration,
+) -> (std::process::Output, PathBuf, Agent) {
+    let out = out_dir(name);
     let token = token_file(&out, "token", "a-shared-token-for-agents");
     let first = Agent::start("127.0.0.2", &token, &[]).await;
     let mut second = Agent::start("127.0.0.3", &token, &[]).await;
-    // A minute of load: the run must end long before it, on the loss.
-    let mut args: Vec<String> = ["run", "--clients", "4", "--duration", "60s"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut args: Vec<String> = ["run", "--clients", "4"].map(str::to_owned).to_vec();
+    args.extend(flags.iter().map(|f| (*f).to_owned()));
     args.extend(coordinated(&[&first, &second], &token));
     let results = out.join("results");
-    let run = tokio::spawn(async move { coordinator(&args, &results).await });
+    let into = results.clone();
+    let run = tokio::spawn(async move { coordinator(&args, &into).await });
     second.wait_for("run started").await;
-    second.signal(libc::SIGKILL);
-    let output = tokio::time::timeout(WAIT, run)
+    second.signal(signal);
+    let output = tokio::time::timeout(within, run)
         .await
-        .expect("the run ends on the loss")
+        .expect("the run ends")
         .unwrap();
+    (output, results, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_run_fails_the_run_which_is_marked_incomplete() {
+    // A minute of load: the run must end long before it, on the loss.
+    let (output, results, second) =
+        lose_the_second("agents-killed", &["--duration", "60s"], libc::SIGKILL, WAIT).await;
     assert_exit(&output, 2);
     let stderr = text(&output.stderr);
     assert!(stderr.contains("the run is incomplete"), "{stderr}");
@@ -378,7 +392,7 @@ async fn an_agent_killed_mid_run_fails_the_run_which_is_marked_incomplete() {
         stderr.contains(&format!("agent {} lost", second.address)),
         "{stderr}"
     );
-    let summary = read_json(&out.join("results").join("summary.json"));
+    let summary = read_json(&results.join("summary.json"));
     assert_eq!(summary["incomplete"], true, "{summary}");
     assert_eq!(summary["verdict"], "fail");
     let lost = &summary["agents"][1]["lost"];
@@ -396,33 +410,17 @@ async fn an_agent_killed_mid_run_fails_the_run_which_is_marked_incomplete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_agent_is_lost_and_tolerated_the_run_goes_on() {
-    let out = out_dir("agents-stalled");
-    let token = token_file(&out, "token", "a-shared-token-for-agents");
-    let first = Agent::start("127.0.0.2", &token, &[]).await;
-    let mut second = Agent::start("127.0.0.3", &token, &[]).await;
-    let mut args: Vec<String> = [
-        "run",
-        "--clients",
-        "4",
+    let flags = [
         "--duration",
         "8s",
         "--no-default-thresholds",
         "--tolerate-agent-loss",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.extend(coordinated(&[&first, &second], &token));
-    let results = out.join("results");
-    let run = tokio::spawn(async move { coordinator(&args, &results).await });
-    second.wait_for("run started").await;
-    second.signal(libc::SIGSTOP);
-    let output = tokio::time::timeout(2 * WAIT, run)
-        .await
-        .expect("the run ends")
-        .unwrap();
+    ];
+    let (output, results, second) =
+        lose_the_second("agents-stalled", &flags, libc::SIGSTOP, 2 * WAIT).await;
     second.signal(libc::SIGCONT);
     assert_exit(&output, 0);
-    let summary = read_json(&out.join("results").join("summary.json"));
+    let summary = read_json(&results.join("summary.json"));
     assert_eq!(summary["incomplete"], false, "{summary}");
     let lost = &summary["agents"][1]["lost"];
     assert!(

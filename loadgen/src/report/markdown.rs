@@ -14,10 +14,9 @@ use super::text::{
 use crate::analysis::compare::labelled;
 use crate::analysis::memory::bytes_text;
 use crate::scenario::Severity;
-use crate::summary::agents::AgentSummary;
 use crate::summary::comparison::{Comparison, GateVerdict, Status};
 use crate::summary::memory::Memory;
-use crate::summary::{Group, NodeSummary, Report, Summary};
+use crate::summary::{Group, Report, Summary};
 
 /// The comparison table of one scenario.
 pub fn comparison(comparison: &Comparison) -> String {
@@ -100,28 +99,21 @@ pub fn representative(group: &Group) -> &Summary {
     runs[runs.len() / 2]
 }
 
-/// Each node of a server of several nodes, a row each.
-fn nodes_table(nodes: &[NodeSummary]) -> String {
+/// A table titled `title` of `parts` (a server's nodes, a run's agents), a
+/// row each, its cells by `cells` under `columns`.
+fn parts_table<T, const N: usize>(
+    title: &str,
+    columns: &[&str; N],
+    parts: &[T],
+    cells: impl Fn(&T) -> [String; N],
+) -> String {
     let mut out = format!(
-        "Nodes:\n\n| {} |\n|{}\n",
-        NODE_COLUMNS.join(" | "),
-        "---|".repeat(NODE_COLUMNS.len())
+        "{title}:\n\n| {} |\n|{}\n",
+        columns.join(" | "),
+        "---|".repeat(N)
     );
-    for node in nodes {
-        let _ = writeln!(out, "| {} |", node_cells(node).join(" | "));
-    }
-    out
-}
-
-/// Each agent of a run over several agents, a row each.
-fn agents_table(agents: &[AgentSummary]) -> String {
-    let mut out = format!(
-        "Agents:\n\n| {} |\n|{}\n",
-        AGENT_COLUMNS.join(" | "),
-        "---|".repeat(AGENT_COLUMNS.len())
-    );
-    for agent in agents {
-        let _ = writeln!(out, "| {} |", agent_cells(agent).join(" | "));
+    for part in parts {
+        let _ = writeln!(out, "| {} |", cells(part).join(" | "));
     }
     out
 }
@@ -284,12 +276,12 @@ pub fn render(report: &Report) -> String {
         let nodes = &representative(group).nodes;
         if nodes.len() > 1 {
             out.push('\n');
-            out.push_str(&nodes_table(nodes));
+            out.push_str(&parts_table("Nodes", &NODE_COLUMNS, nodes, node_cells));
         }
         let agents = &representative(group).agents;
         if !agents.is_empty() {
             out.push('\n');
-            out.push_str(&agents_table(agents));
+            out.push_str(&parts_table("Agents", &AGENT_COLUMNS, agents, agent_cells));
         }
         if let Some(c) = group.comparison() {
             out.push('\n');

@@ -4,7 +4,7 @@
 use comfy_table::{Cell, CellAlignment, Row, Table, presets::UTF8_FULL_CONDENSED};
 
 use super::text::{AGENT_COLUMNS, NODE_COLUMNS, agent_cells, node_cells, or_dash};
-use crate::summary::Summary;
+use crate::summary::{NodeSummary, Summary};
 
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1_000.0)
@@ -99,35 +99,47 @@ pub fn render_breakdowns(summaries: &[Summary]) -> String {
         let header = ["run", "abuse", "attempts", "refused", "unexpected", "held"];
         out.push(table(header, abuse, |i| i >= 2));
     }
-    let nodes: Vec<Vec<String>> = (summaries.iter().filter(|s| s.nodes.len() > 1))
-        .flat_map(|s| {
-            let run = format!("{} ({})", s.scenario, s.transport);
-            s.nodes.iter().map(move |node| {
-                std::iter::once(run.clone())
-                    .chain(node_cells(node))
-                    .collect()
-            })
-        })
-        .collect();
-    if !nodes.is_empty() {
-        let header: Vec<&str> = std::iter::once("run").chain(NODE_COLUMNS).collect();
-        out.push(table(header, nodes, |i| i >= 2));
-    }
-    let agents: Vec<Vec<String>> = (summaries.iter())
-        .flat_map(|s| {
-            let run = format!("{} ({})", s.scenario, s.transport);
-            s.agents.iter().map(move |agent| {
-                std::iter::once(run.clone())
-                    .chain(agent_cells(agent))
-                    .collect()
-            })
-        })
-        .collect();
-    if !agents.is_empty() {
-        let header: Vec<&str> = std::iter::once("run").chain(AGENT_COLUMNS).collect();
-        out.push(table(header, agents, |i| i >= 2));
-    }
+    out.extend(per_run(summaries, &NODE_COLUMNS, several_nodes, node_cells));
+    out.extend(per_run(
+        summaries,
+        &AGENT_COLUMNS,
+        |s| &s.agents,
+        agent_cells,
+    ));
     out.join("\n")
+}
+
+/// A run's nodes, if it has several (one node's figures are the run's).
+fn several_nodes(summary: &Summary) -> &[NodeSummary] {
+    if summary.nodes.len() > 1 {
+        &summary.nodes
+    } else {
+        &[]
+    }
+}
+
+/// A table of the parts `parts_of` each run has, a row each (its cells
+/// by `cells`, under `columns`) after the run's name; `None` if no run
+/// has any.
+fn per_run<T, const N: usize>(
+    summaries: &[Summary],
+    columns: &[&str; N],
+    parts_of: impl Fn(&Summary) -> &[T],
+    cells: impl Fn(&T) -> [String; N],
+) -> Option<String> {
+    let rows: Vec<Vec<String>> = (summaries.iter())
+        .flat_map(|s| {
+            let run = format!("{} ({})", s.scenario, s.transport);
+            parts_of(s)
+                .iter()
+                .map(|part| std::iter::once(run.clone()).chain(cells(part)).collect())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let header: Vec<&str> = std::iter::once("run")
+        .chain(columns.iter().copied())
+        .collect();
+    (!rows.is_empty()).then(|| table(header, rows, |i| i >= 2))
 }
 
 /// The table of `summaries`.
