@@ -85,6 +85,7 @@ fn run_on<'a>(scenario: &'a Scenario, addrs: &[std::net::SocketAddr]) -> Run<'a>
         workers: 1,
         abort: None,
         watch: None,
+        agents: None,
     }
 }
 
