@@ -1006,6 +1006,10 @@ impl VirtualClient {
         }
         if let Some(sent) = envelope.data.sent_us {
             self.recorder.sample(Sample::EndToEnd, since(sent));
+            if let Some(pts) = envelope.pts {
+                let overhead = pts.saturating_sub(sent);
+                self.recorder.sample(Sample::PublishOverhead, overhead);
+            }
         }
         Ok(true)
     }

@@ -364,6 +364,7 @@ impl Summary {
             target: measured.target.clone(),
             end_to_end_us: LatencyUs::of(&t.end_to_end),
             publish_to_receive_us: LatencyUs::of(&t.from_publish),
+            publish_overhead_us: LatencyUs::of(&t.publish_overhead),
             publish_to_receive_same_node_us: LatencyUs::of(&t.same_node),
             publish_to_receive_cross_node_us: LatencyUs::of(&t.cross_node),
             publish_ms: Millis::of(&t.publish),

@@ -316,6 +316,10 @@ pub struct Summary {
     pub end_to_end_us: Option<LatencyUs>,
     /// Topics: receipt − `pts` (the server accepting the publish).
     pub publish_to_receive_us: Option<LatencyUs>,
+    /// Topics: `pts` − the publisher's intended send time, per event
+    /// received: what the load generator's own publisher adds before the
+    /// server has the publish (its pacing, client and the request's way in).
+    pub publish_overhead_us: Option<LatencyUs>,
     /// Topics over several nodes: [`Summary::publish_to_receive_us`] of
     /// the events published on the node that delivered them.
     pub publish_to_receive_same_node_us: Option<LatencyUs>,
