@@ -66,7 +66,7 @@ pub struct Run<'a> {
     /// Against what: the server's nodes (at least one), over which clients
     /// and publishes are spread round robin.
     pub targets: Vec<Arc<Target>>,
-    /// For set-up requests and publishers.
+    /// For set-up requests (publishers have their own).
     pub http: reqwest::Client,
     /// Samples the server, if it can be.
     pub monitor: Option<Monitor>,
@@ -338,8 +338,13 @@ impl Run<'_> {
             let recorders = (0..self.targets.len())
                 .map(|node| shards.recorder_for(usize::MAX, node))
                 .collect();
+            // Its own: its connections belong to the publisher's runtime.
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .context("building the publisher's HTTP client")?;
             publishers.spawn(publisher::run(
-                self.http.clone(),
+                http,
                 publishing,
                 Arc::clone(&acks),
                 recorders,

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
+use self::metronome::Metronome;
 use self::websocket::FrameSender;
 use crate::client::jwt::Credential;
 use crate::client::pool::Pool;
@@ -41,6 +41,7 @@ use crate::metrics::{ErrorKind, Recorder, Sample};
 use crate::scenario::target::{Publish, TargetSpec};
 use crate::scenario::template::{Template, Values};
 
+pub mod metronome;
 pub mod websocket;
 
 /// Most publishes in flight at once.
@@ -246,8 +247,42 @@ impl Publishing {
 
 /// Publishes as `publishing` says until `cancel`, recording each node's
 /// publishes into its recorder of `recorders` (one per URL) and
-/// acknowledged seqs into `acks`.
+/// acknowledged seqs into `acks`, with `http` (a client of the publisher's
+/// own: its connections live on the publisher's runtime).
+///
+/// The publisher runs on a runtime of its own, on a thread of its own.
+/// On the shared runtime a publish due waited behind whatever tasks were
+/// queued there, and each event wakes every subscriber's task (200 at a
+/// time in `--clients 200`): publishes went out, and their answers were
+/// read, up to a burst's worth of subscriber work late.
 pub async fn run(
+    http: reqwest::Client,
+    publishing: Publishing,
+    acks: Arc<Acks>,
+    recorders: Vec<Recorder>,
+    cancel: CancellationToken,
+) {
+    let shared = tokio::runtime::Handle::current();
+    let apart = tokio::task::spawn_blocking(move || {
+        let publish = publish(http, publishing, acks, recorders, cancel);
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(own) => own.block_on(publish),
+            Err(e) => {
+                tracing::warn!("the publisher shares the clients' runtime: {e}");
+                shared.block_on(publish);
+            }
+        }
+    });
+    if let Err(e) = apart.await {
+        tracing::warn!("the publisher ended abnormally: {e}");
+    }
+}
+
+/// [`run`]'s work, on whichever runtime polls it.
+async fn publish(
     http: reqwest::Client,
     mut publishing: Publishing,
     acks: Arc<Acks>,
@@ -262,6 +297,7 @@ pub async fn run(
     let mut tasks: JoinSet<(usize, Outcome)> = JoinSet::new();
     let mut rates = publishing.rate.clone();
     let mut due = start;
+    let clock = Metronome::start();
     for k in 0u64.. {
         let rate = *rates.borrow();
         if rate == 0 {
@@ -275,7 +311,7 @@ pub async fn run(
         }
         tokio::select! {
             () = cancel.cancelled() => break,
-            () = sleep_until(due.into()) => {}
+            () = clock.until(due) => {}
         }
         while let Some(done) = tasks.try_join_next() {
             record(&mut recorders, &acks, done);
