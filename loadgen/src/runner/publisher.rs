@@ -3,7 +3,10 @@
 //! to the others, so a server that stalls cannot hide behind coordinated
 //! omission. The rate may change between phases. Each publish carries its
 //! intended send time (`data.sent_us`), and its latency is measured from
-//! that time to its `201`, not from when it actually went out. Over several
+//! that time to its `201`, not from when it actually went out; so that it
+//! goes out as close to that time as the machine allows, a publish waits
+//! for its due time on the [`metronome`], not on tokio's 1 ms timer, and the publisher runs on a
+//! runtime of its own ([`run`]), not behind the subscribers'. Over several
 //! server nodes, publish `k` goes to node `k` modulo their number and says
 //! so (`data.node`), so that subscribers tell same-node deliveries from
 //! cross-node ones; each node's publishes are recorded as that node's. A publish the
@@ -309,10 +312,8 @@ async fn publish(
         } else if k > 0 {
             due += Duration::from_secs_f64(1.0 / rate as f64);
         }
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            () = clock.until(due) => {}
-        }
+        // The bookkeeping before the publish is due, not between its due
+        // time and its going out.
         while let Some(done) = tasks.try_join_next() {
             record(&mut recorders, &acks, done);
         }
@@ -321,6 +322,10 @@ async fn publish(
         recorders.iter_mut().for_each(|r| r.flush_if_due(now));
         if let Some(credential) = &mut publishing.credential {
             credential.renew_if_due(now);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = clock.until(due) => {}
         }
         let node = (k % nodes as u64) as usize;
         let recorder = &mut recorders[node];
@@ -343,6 +348,8 @@ async fn publish(
             drop(permit);
             (node, outcome)
         });
+        // The request is written before the next publish's bookkeeping.
+        tokio::task::yield_now().await;
     }
     let deadline = tokio::time::Instant::now() + DRAIN;
     while let Ok(Some(done)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
