@@ -5,8 +5,9 @@
 //! intended send time (`data.sent_us`), and its latency is measured from
 //! that time to its `201`, not from when it actually went out; so that it
 //! goes out as close to that time as the machine allows, a publish waits
-//! for its due time on the [`metronome`], not on tokio's 1 ms timer, and the publisher runs on a
-//! runtime of its own ([`run`]), not behind the subscribers'. Over several
+//! for its due time on the [`metronome`], not on tokio's 1 ms timer, and
+//! the publisher runs on a runtime of its own ([`run`]), not behind the
+//! subscribers' tasks. Over several
 //! server nodes, publish `k` goes to node `k` modulo their number and says
 //! so (`data.node`), so that subscribers tell same-node deliveries from
 //! cross-node ones; each node's publishes are recorded as that node's. A publish the
@@ -253,11 +254,10 @@ impl Publishing {
 /// acknowledged seqs into `acks`, with `http` (a client of the publisher's
 /// own: its connections live on the publisher's runtime).
 ///
-/// The publisher runs on a runtime of its own, on a thread of its own.
-/// On the shared runtime a publish due waited behind whatever tasks were
-/// queued there, and each event wakes every subscriber's task (200 at a
-/// time in `--clients 200`): publishes went out, and their answers were
-/// read, up to a burst's worth of subscriber work late.
+/// The publisher runs on a runtime of its own, on a thread of its own: on
+/// the clients' runtime a publish due (and its answer) could wait behind
+/// whatever tasks were queued there, and each event wakes every
+/// subscriber's task (200 at a time with `--clients 200`).
 pub async fn run(
     http: reqwest::Client,
     publishing: Publishing,
