@@ -534,6 +534,15 @@ async fn churn_with_resume_loses_nothing_on_a_topic() {
             from_intent.p50 >= from_pts.p50,
             "the intended send time comes before the server accepts"
         );
+        // Per event, pts − intended send ≤ receipt − intended send: so is
+        // every percentile.
+        let overhead = summary
+            .publish_overhead_us
+            .expect("events carry pts and sent_us");
+        assert!(
+            overhead.p50 <= from_intent.p50 && overhead.p99 <= from_intent.p99,
+            "the publisher's overhead is part of end to end: {overhead:?} {from_intent:?}"
+        );
     }
 }
 

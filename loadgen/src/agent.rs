@@ -254,12 +254,8 @@ impl Running {
         let fleet = Fleet::local(setup, workers, &shards, &stop).await?;
         let publishers = match &publish {
             Some(plan) => {
-                let http = reqwest::Client::builder()
-                    .build()
-                    .context("an HTTP client for publishes")?;
                 let origin = Origin {
                     targets: &targets,
-                    http: &http,
                     token: token.as_deref(),
                     shards: &shards,
                     stop: &stop,

@@ -76,6 +76,7 @@ pub fn metric(summary: &Value, name: &str) -> Option<f64> {
         "itl_written" => "itl_written_ms",
         "end_to_end" => "end_to_end_us",
         "publish_to_receive" => "publish_to_receive_us",
+        "publish_overhead" => "publish_overhead_us",
         "publish_to_receive_same_node" => "publish_to_receive_same_node_us",
         "publish_to_receive_cross_node" => "publish_to_receive_cross_node_us",
         "publish" => "publish_ms",

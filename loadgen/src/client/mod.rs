@@ -1033,6 +1033,10 @@ impl VirtualClient {
             && envelope.data.agent == self.spec.agent.map(|a| a.index)
         {
             self.recorder.sample(Sample::EndToEnd, since(sent));
+            if let Some(pts) = envelope.pts {
+                let overhead = pts.saturating_sub(sent);
+                self.recorder.sample(Sample::PublishOverhead, overhead);
+            }
         }
         Ok(true)
     }

@@ -204,6 +204,10 @@ pub enum Sample {
     /// Schedule lag: receipt − `sched`, when the server's pacer meant the
     /// event to go out (paced ticker and token events).
     ScheduleLag,
+    /// The publisher's own overhead: `pts` − the publisher's intended send
+    /// time (topic events), what the instrument adds before the server has
+    /// the publish.
+    PublishOverhead,
 }
 
 /// Everything measured over some interval. Every histogram is in µs.
@@ -242,6 +246,8 @@ pub struct Stats {
     pub inter_token_written: Histogram<u64>,
     /// Paced ticker and token events: receipt − `sched` (schedule lag).
     pub schedule_lag: Histogram<u64>,
+    /// Topic events: `pts` − the publisher's intended send time.
+    pub publish_overhead: Histogram<u64>,
     /// The counters.
     pub counts: Counts,
     /// The start of the first message a foreign format could not read, for
@@ -266,6 +272,7 @@ impl Default for Stats {
             token_time: histogram(),
             inter_token_written: histogram(),
             schedule_lag: histogram(),
+            publish_overhead: histogram(),
             counts: Counts::default(),
             unparsed_example: None,
         }
@@ -275,7 +282,7 @@ impl Default for Stats {
 impl Stats {
     /// The histograms' names, in [`Sample`] order (that of
     /// [`Stats::histograms`] and [`Stats::each`]).
-    const NAMES: [&'static str; 14] = [
+    const NAMES: [&'static str; 15] = [
         "latency",
         "end_to_end",
         "from_publish",
@@ -290,10 +297,11 @@ impl Stats {
         "token_time",
         "inter_token_written",
         "schedule_lag",
+        "publish_overhead",
     ];
 
     /// Every histogram, in [`Sample`] order.
-    fn each(&self) -> [&Histogram<u64>; 14] {
+    fn each(&self) -> [&Histogram<u64>; 15] {
         [
             &self.latency,
             &self.end_to_end,
@@ -309,11 +317,12 @@ impl Stats {
             &self.token_time,
             &self.inter_token_written,
             &self.schedule_lag,
+            &self.publish_overhead,
         ]
     }
 
     /// Every histogram, in [`Sample`] order.
-    fn histograms(&mut self) -> [&mut Histogram<u64>; 14] {
+    fn histograms(&mut self) -> [&mut Histogram<u64>; 15] {
         [
             &mut self.latency,
             &mut self.end_to_end,
@@ -329,6 +338,7 @@ impl Stats {
             &mut self.token_time,
             &mut self.inter_token_written,
             &mut self.schedule_lag,
+            &mut self.publish_overhead,
         ]
     }
 

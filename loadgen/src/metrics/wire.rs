@@ -162,6 +162,7 @@ mod tests {
             Sample::TokenTime,
             Sample::InterTokenWritten,
             Sample::ScheduleLag,
+            Sample::PublishOverhead,
         ]
         .into_iter()
         .enumerate()

@@ -344,6 +344,7 @@ fn latencies(s: &Summary) -> String {
         latency_row("schedule lag (paced streams)", s.schedule_lag_us),
         latency_row("end to end (topics)", s.end_to_end_us),
         latency_row("publish to receive (topics)", s.publish_to_receive_us),
+        latency_row("publisher overhead (topics)", s.publish_overhead_us),
         latency_row(
             "publish to receive, same node",
             s.publish_to_receive_same_node_us,

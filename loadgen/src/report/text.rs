@@ -378,6 +378,7 @@ pub fn display(metric: &str, value: Option<f64>) -> String {
         | "end_to_end"
         | "schedule_lag"
         | "publish_to_receive"
+        | "publish_overhead"
         | "publish_to_receive_same_node"
         | "publish_to_receive_cross_node" => format!("{:.3} ms", value / 1_000.0),
         "connect" | "ttft" | "publish" | "reconnect" | "resume" => format!("{value:.3} ms"),

@@ -76,7 +76,7 @@ pub struct Run<'a> {
     /// Against what: the server's nodes (at least one), over which clients
     /// and publishes are spread round robin.
     pub targets: Vec<Arc<Target>>,
-    /// For set-up requests and publishers.
+    /// For set-up requests (publishers have their own).
     pub http: reqwest::Client,
     /// Samples the server, if it can be.
     pub monitor: Option<Monitor>,
@@ -261,7 +261,6 @@ impl Run<'_> {
         };
         let origin = Origin {
             targets: &self.targets,
-            http: &self.http,
             token: self.token.as_deref(),
             shards,
             stop,

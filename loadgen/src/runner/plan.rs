@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -68,8 +69,6 @@ impl Publishers {
 pub struct Origin<'a> {
     /// The server's nodes.
     pub targets: &'a [Arc<Target>],
-    /// For this project's topics.
-    pub http: &'a reqwest::Client,
     /// Bearer token, when none is minted.
     pub token: Option<&'a str>,
     /// Where each node's publishes are recorded.
@@ -151,8 +150,13 @@ impl PublishPlan {
             .map(|node| at.shards.recorder_for(usize::MAX, node))
             .collect();
         let acks = Arc::new(Acks::default());
+        // Its own: its connections belong to the publisher's runtime.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("building the publisher's HTTP client")?;
         tasks.spawn(publisher::run(
-            at.http.clone(),
+            http,
             publishing,
             Arc::clone(&acks),
             recorders,

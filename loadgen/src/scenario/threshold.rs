@@ -65,6 +65,8 @@ const METRICS: &[(&str, Unit)] = &[
     ("publish_to_receive.p50", Unit::Micros),
     ("publish_to_receive.p95", Unit::Micros),
     ("publish_to_receive.p99", Unit::Micros),
+    ("publish_overhead.p50", Unit::Micros),
+    ("publish_overhead.p99", Unit::Micros),
     ("publish_to_receive_same_node.p50", Unit::Micros),
     ("publish_to_receive_same_node.p99", Unit::Micros),
     ("publish_to_receive_cross_node.p50", Unit::Micros),

@@ -367,6 +367,7 @@ impl Summary {
             publish_to_receive_us: LatencyUs::of(&t.from_publish),
             publish_to_receive_same_node_us: LatencyUs::of(&t.same_node),
             publish_to_receive_cross_node_us: LatencyUs::of(&t.cross_node),
+            publish_overhead_us: LatencyUs::of(&t.publish_overhead),
             publish_ms: Millis::of(&t.publish),
             reconnect_ms: Millis::of(&t.reconnect),
             resume_ms: Millis::of(&t.resume),

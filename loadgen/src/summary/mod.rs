@@ -325,6 +325,10 @@ pub struct Summary {
     /// the events published on another node than the one that delivered
     /// them.
     pub publish_to_receive_cross_node_us: Option<LatencyUs>,
+    /// Topics: `pts` − the publisher's intended send time, per event
+    /// received: what the load generator's own publisher adds before the
+    /// server has the publish (its pacing, client and the request's way in).
+    pub publish_overhead_us: Option<LatencyUs>,
     /// Topics: publish latency from the intended send time.
     pub publish_ms: Option<Millis>,
     /// Churn: leaving a stream to having it open again.
