@@ -125,7 +125,7 @@ fn admit(
         .map_err(|limit| state.over_capacity(limit))?;
     guard.adopt(scope.0);
     if let Some((topic, peer)) = options.subscription.take() {
-        guard.subscribes(topic.as_str(), peer);
+        guard.subscribes(&topic, peer);
     }
     Ok(guard)
 }
