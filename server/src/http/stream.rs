@@ -33,9 +33,11 @@ use crate::writer::Writer;
 
 /// Read buffer of a server-side WebSocket. Clients send pongs, control
 /// frames and at most publish frames; tungstenite's 128 KiB default would be
-/// reserved (and zeroed) per connection. An idle stream keeps this much;
-/// a larger frame makes tungstenite reserve its declared length.
-const WS_READ_BUFFER: usize = 1024;
+/// reserved (and zeroed) per connection. An idle stream keeps this much
+/// (it was 1 KiB: most of an idle WebSocket's heap after its task, when
+/// what a subscriber sends is a pong of a few bytes); a larger frame makes
+/// tungstenite reserve its declared length, read at most this much a read.
+const WS_READ_BUFFER: usize = 256;
 
 /// Largest message a client may send on a stream that takes none: any
 /// message closes such a stream (1003), this only bounds what is read first.
