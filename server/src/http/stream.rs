@@ -221,16 +221,22 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     let mut session = state.session(TransportKind::Ws, guard.batch_counts());
     session.lease = options.lease;
     let pong_timeout = state.config.pong_timeout;
-    // Boxed until the upgrade: axum keeps the callback's captures in the
-    // connection's task for its whole life, beside the session they move
-    // into; boxed, that is one pointer.
+    // Boxed until the upgrade, so that the upgrade's task is small while it
+    // waits for hyper to hand the connection over.
     let parts = Box::new((source, tx, writer, inbox, session, guard));
     upgrade.on_upgrade(move |socket| {
         let (source, tx, writer, inbox, session, guard) = *parts;
         let transport = WsTransport::new(socket, pong_timeout);
-        shutdown.track(
-            session::run(source.run(tx), writer, transport, inbox, session)
-                .map(move |reason| guard.finish(reason)),
-        )
+        // A task of its own: axum's upgrade task keeps its own parts (the
+        // socket's configuration, this callback, the subprotocol: 150 B)
+        // for as long as the future it awaits, and the session would be
+        // laid out beside them. That task ends here.
+        tokio::spawn(
+            shutdown.track(
+                session::run(source.run(tx), writer, transport, inbox, session)
+                    .map(move |reason| guard.finish(reason)),
+            ),
+        );
+        std::future::ready(())
     })
 }
