@@ -138,10 +138,15 @@ enum Step {
 /// and the shutdown.
 ///
 /// An `async` block over borrowed parts (an `async fn` would keep a second
-/// copy of its arguments), whose waits hold little: one on the pulse, a
-/// poll of the lease, the peer's read and the writer's one pointer. What is
+/// copy of its arguments), whose waits hold little: the pulse's (one for
+/// the stream's whole interval, as the cancellation waiter was), a poll of
+/// the lease, the peer's read and the writer's one pointer. What is
 /// then done runs after the wait, so that a write's state does not add to
 /// the wait's.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps a second copy of its arguments"
+)]
 fn deliver<'a, T: Transport>(
     writer: &'a mut Writer,
     transport: &'a mut T,
@@ -149,14 +154,18 @@ fn deliver<'a, T: Transport>(
     session: &'a mut Session,
 ) -> impl Future<Output = Disconnect> + Send + 'a {
     async move {
-        let mut pulse = session.settings.pulse.follow();
+        // One wait on the pulse at a time, kept across batches.
+        let mut beat = pin!(session.settings.pulse.follow().beat());
         loop {
             let step = tokio::select! {
                 biased;
-                beat = pulse.beat() => match beat {
-                    Beat::Shutdown => Step::End(Disconnect::Shutdown),
-                    Beat::KeepAlive => Step::KeepAlive,
-                },
+                (found, pulse) = &mut beat => {
+                    beat.set(pulse.beat());
+                    match found {
+                        Beat::Shutdown => Step::End(Disconnect::Shutdown),
+                        Beat::KeepAlive => Step::KeepAlive,
+                    }
+                }
                 reason = poll_fn(|cx| lease_ended(&mut session.lease, cx)) => Step::End(reason),
                 inbound = transport.recv() => match inbound {
                     Inbound::Text(message) => Step::Message(message),
