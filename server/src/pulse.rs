@@ -54,25 +54,32 @@ impl Pulse {
         Self { rx }
     }
 
-    /// Waits for the next tick, or the shutdown (at once if it has begun),
-    /// and gives the pulse back for the next wait. It owns the pulse, so a
-    /// stream keeps one wait for the whole interval rather than making one
-    /// (and locking the channel's waiter list to add and remove it) each
-    /// time it wakes.
+    /// A tick or the shutdown this stream has not seen yet, if any,
+    /// without waiting: one atomic load when there is none, so a busy
+    /// stream looks at every turn and waits on the pulse only when it has
+    /// nothing else to do.
+    pub fn seen(&mut self) -> Option<Beat> {
+        match self.rx.has_changed() {
+            Ok(false) => None,
+            Ok(true) if !*self.rx.borrow_and_update() => Some(Beat::KeepAlive),
+            // The shutdown, or the tick's task gone with the runtime.
+            _ => Some(Beat::Shutdown),
+        }
+    }
+
+    /// Waits for the next tick, or the shutdown (at once if it has begun).
     ///
     /// # Cancel safety
     ///
-    /// Dropping it drops the pulse; a stream keeps it until it completes.
-    pub async fn beat(mut self) -> (Beat, Self) {
+    /// Cancel safe: a tick is marked seen only in the poll that returns it.
+    pub async fn beat(&mut self) -> Beat {
         if *self.rx.borrow() {
-            return (Beat::Shutdown, self);
+            return Beat::Shutdown;
         }
-        let beat = match self.rx.changed().await {
+        match self.rx.changed().await {
             Ok(()) if !*self.rx.borrow_and_update() => Beat::KeepAlive,
-            // The shutdown, or the tick's task gone with the runtime.
             _ => Beat::Shutdown,
-        };
-        (beat, self)
+        }
     }
 }
 
@@ -101,29 +108,29 @@ mod tests {
         let mut stream = pulse.follow();
         let start = Instant::now();
         for n in 1..=2 {
-            let (beat, again) = stream.beat().await;
-            assert_eq!(beat, Beat::KeepAlive);
+            assert_eq!(stream.beat().await, Beat::KeepAlive);
             assert_eq!(start.elapsed(), Duration::from_secs(5 * n));
-            stream = again;
         }
+        assert_eq!(stream.seen(), None);
         cancel.cancel();
-        assert_eq!(stream.beat().await.0, Beat::Shutdown);
-        assert_eq!(pulse.follow().beat().await.0, Beat::Shutdown);
+        assert_eq!(stream.beat().await, Beat::Shutdown);
+        assert_eq!(pulse.follow().beat().await, Beat::Shutdown);
+        assert_eq!(pulse.follow().seen(), Some(Beat::Shutdown));
     }
 
     #[tokio::test(start_paused = true)]
     async fn ticks_missed_while_busy_come_as_one() {
         let pulse = Pulse::start(Duration::from_secs(1), CancellationToken::new());
-        let stream = pulse.follow();
+        let mut stream = pulse.follow();
         // The tick's task starts, then three ticks pass unseen.
         tokio::task::yield_now().await;
         tokio::time::advance(Duration::from_millis(3500)).await;
-        let start = Instant::now();
-        let (beat, stream) = stream.beat().await;
-        assert_eq!(beat, Beat::KeepAlive);
-        assert_eq!(start.elapsed(), Duration::ZERO);
+        tokio::task::yield_now().await;
+        assert_eq!(stream.seen(), Some(Beat::KeepAlive));
+        assert_eq!(stream.seen(), None);
         // The next, an interval after the late one.
-        assert_eq!(stream.beat().await.0, Beat::KeepAlive);
+        let start = Instant::now();
+        assert_eq!(stream.beat().await, Beat::KeepAlive);
         assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 }

@@ -134,13 +134,21 @@ enum Step {
     End(Disconnect),
 }
 
+impl From<Beat> for Step {
+    fn from(beat: Beat) -> Self {
+        match beat {
+            Beat::KeepAlive => Step::KeepAlive,
+            Beat::Shutdown => Step::End(Disconnect::Shutdown),
+        }
+    }
+}
+
 /// The delivery loop: batches, keep-alives, the peer, the token's lease
 /// and the shutdown.
 ///
 /// An `async` block over borrowed parts (an `async fn` would keep a second
-/// copy of its arguments), whose waits hold little: the pulse's (one for
-/// the stream's whole interval, as the cancellation waiter was), a poll of
-/// the lease, the peer's read and the writer's one pointer. What is
+/// copy of its arguments), whose waits hold little: a poll of the lease,
+/// the peer's read, the writer's one pointer and the pulse's wait. What is
 /// then done runs after the wait, so that a write's state does not add to
 /// the wait's.
 #[expect(
@@ -154,26 +162,26 @@ fn deliver<'a, T: Transport>(
     session: &'a mut Session,
 ) -> impl Future<Output = Disconnect> + Send + 'a {
     async move {
-        // One wait on the pulse at a time, kept across batches.
-        let mut beat = pin!(session.settings.pulse.follow().beat());
+        let mut pulse = session.settings.pulse.follow();
         loop {
-            let step = tokio::select! {
-                biased;
-                (found, pulse) = &mut beat => {
-                    beat.set(pulse.beat());
-                    match found {
-                        Beat::Shutdown => Step::End(Disconnect::Shutdown),
-                        Beat::KeepAlive => Step::KeepAlive,
-                    }
-                }
-                reason = poll_fn(|cx| lease_ended(&mut session.lease, cx)) => Step::End(reason),
-                inbound = transport.recv() => match inbound {
-                    Inbound::Text(message) => Step::Message(message),
-                    Inbound::End(reason) => Step::End(reason),
-                },
-                ready = writer.ready() => match ready {
-                    Ok(()) => Step::Batch,
-                    Err(reason) => Step::End(reason),
+            // The pulse is looked at every turn (an atomic load), and
+            // waited on only when nothing else is ready: a busy stream
+            // never adds a waiter to the pulse's shared list, an idle one
+            // once per wake.
+            let step = match pulse.seen() {
+                Some(beat) => Step::from(beat),
+                None => tokio::select! {
+                    biased;
+                    reason = poll_fn(|cx| lease_ended(&mut session.lease, cx)) => Step::End(reason),
+                    inbound = transport.recv() => match inbound {
+                        Inbound::Text(message) => Step::Message(message),
+                        Inbound::End(reason) => Step::End(reason),
+                    },
+                    ready = writer.ready() => match ready {
+                        Ok(()) => Step::Batch,
+                        Err(reason) => Step::End(reason),
+                    },
+                    beat = pulse.beat() => Step::from(beat),
                 },
             };
             let done = match step {
