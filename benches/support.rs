@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use streamgauge_server::hub::{Hub, Membership};
-use streamgauge_server::protocol::{Event, Framing, Item, Stamp, json_data};
+use streamgauge_server::protocol::{Event, Framing, Item, Name, Stamp, json_data};
 use streamgauge_server::queue::{self, Limits, Receiver};
 use streamgauge_server::writer::{BatchLimits, Writer};
 use tokio::runtime::Runtime;
@@ -182,13 +182,16 @@ pub(crate) fn commit_group(first: u64, data: &Bytes) -> Vec<Event> {
 
 /// `count` live members of topic `t` of `hub`, each with its queue.
 pub(crate) fn hub_members(hub: &Arc<Hub>, count: usize) -> Vec<(Membership, Receiver)> {
+    let topic = Name::parse("t").expect("a topic name");
     (0..count)
         .map(|_| {
             let (tx, rx) = queue::channel(Limits {
                 max_events: 4096,
                 max_bytes: usize::MAX,
             });
-            let membership = hub.join("t", (0, 0), tx).expect("joining an empty topic");
+            let membership = hub
+                .join(&topic, (0, 0), tx)
+                .expect("joining an empty topic");
             (membership, rx)
         })
         .collect()

@@ -20,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::admission::{Admission, OverCapacity};
 use crate::disconnect::Disconnect;
 use crate::metrics::{Metrics, TransportKind};
+use crate::protocol::Name;
 use crate::queue::{Depth, Probe};
 use crate::scope::Scope;
 
@@ -47,7 +48,7 @@ struct Live {
 /// What a topic subscription notes of itself.
 #[derive(Debug)]
 struct Subscription {
-    topic: Box<str>,
+    topic: Name,
     peer: Option<SocketAddr>,
 }
 
@@ -180,7 +181,7 @@ impl Connections {
         self.list_where(|live| {
             live.subscription
                 .as_ref()
-                .is_some_and(|s| &*s.topic == topic)
+                .is_some_and(|s| s.topic.as_str() == topic)
         })
     }
 
@@ -191,7 +192,7 @@ impl Connections {
             .filter(|live| {
                 live.subscription
                     .as_ref()
-                    .is_some_and(|s| &*s.topic == topic)
+                    .is_some_and(|s| s.topic.as_str() == topic)
             })
             .count() as u64
     }
@@ -267,10 +268,10 @@ impl StreamGuard {
     }
 
     /// Notes that the stream subscribes to `topic`, for `peer`.
-    pub fn subscribes(&self, topic: &str, peer: Option<SocketAddr>) {
+    pub fn subscribes(&self, topic: &Name, peer: Option<SocketAddr>) {
         if let Some(live) = self.connections.lock().get_mut(&self.id) {
             live.subscription = Some(Box::new(Subscription {
-                topic: topic.into(),
+                topic: topic.clone(),
                 peer,
             }));
         }

@@ -204,34 +204,16 @@ fn stream_request(head: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
     request.body(Body::empty()).ok()
 }
 
-/// Answers `request` (from `client`) with `router` and writes the
-/// response to `io`, then closes the connection; `trailing` bytes came
-/// after the head.
-///
-/// The futures here are what an idle SSE connection holds besides its
-/// session, so each part is stored once: `async` blocks over borrowed
-/// parts rather than `async fn`s (which keep a second copy of every
-/// argument), and the response taken apart before the first wait.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an `async fn` keeps a second copy of its arguments"
-)]
-pub fn serve<'a, IO: AsyncRead + AsyncWrite + Unpin + Send>(
-    io: &'a mut IO,
-    client: &'a Client,
-    router: Router,
-    mut request: Box<Request<Body>>,
-    trailing: usize,
-) -> impl Future<Output = ()> + Send + 'a {
-    async move {
-        let response = match client.open(&mut request, None) {
-            Ok(scope) => match router.oneshot(unbox(request)).await {
-                Ok(response) => scope::wrap(response, scope),
-                Err(never) => match never {},
-            },
-            Err(refusal) => refusal.into_response(),
-        };
-        respond(io, begin(response), trailing).await;
+/// The router's response to `request` (from `client`), or the refusal of
+/// a client over its limits. Runs once per stream: the caller boxes it, so
+/// that the router's future does not size the connection's.
+pub async fn answer(client: &Client, router: Router, mut request: Box<Request<Body>>) -> Response {
+    match client.open(&mut request, None) {
+        Ok(scope) => match router.oneshot(unbox(request)).await {
+            Ok(response) => scope::wrap(response, scope),
+            Err(never) => match never {},
+        },
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -248,25 +230,80 @@ fn unbox<T>(boxed: Box<T>) -> T {
 
 /// Writes `error`'s answer to `io` and closes the connection.
 pub async fn refuse<IO: AsyncRead + AsyncWrite + Unpin + Send>(io: &mut IO, error: ApiError) {
-    respond(io, begin(error.into_response()), 0).await;
+    respond(io, Box::new(error.into_response()), 0).await;
 }
 
-/// Writes a response, `begun` (its first write and the rest of its body,
-/// or why it cannot be), to `io` and closes the connection. Taken apart
-/// before this future is made: the response itself is not kept.
+/// Writes `response` to `io`, then closes the connection; `trailing`
+/// bytes came after the request's head. Its head goes out with the chunks
+/// its body has ready, then the rest of its body, gathering the chunks the
+/// body has ready into one write. The socket is read meanwhile, so that a
+/// client that goes away ends the stream at once rather than at the next
+/// write.
+///
+/// What an idle SSE connection holds besides its session is mostly this
+/// future, so each part is stored once and only while it is needed: one
+/// `async` block (an `async fn`, or one per step, keeps a copy of each
+/// argument), the response boxed until it is taken apart, and each
+/// write's gathering a local of that write alone: while the stream waits,
+/// it holds the body, the socket and a small read buffer.
 #[expect(
     clippy::manual_async_fn,
     reason = "an `async fn` keeps a second copy of its arguments"
 )]
-fn respond<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+pub fn respond<IO: AsyncRead + AsyncWrite + Unpin + Send>(
     io: &mut IO,
-    begun: Result<(Gather, BodyDataStream, bool), Cut>,
+    response: Box<Response>,
     trailing: usize,
 ) -> impl Future<Output = ()> + Send + '_ {
     async move {
-        let written = match begun {
-            Ok((out, body, ended)) => write_body(io, out, body, ended, trailing).await,
-            Err(e) => Err(e),
+        let written: Result<(), Cut> = 'written: {
+            let (mut body, mut ended, chunked) = {
+                let (mut out, body, ended) = match begin(unbox(response)) {
+                    Ok(begun) => begun,
+                    Err(e) => break 'written Err(e),
+                };
+                if let Err(e) = io.write_all_buf(&mut out).await {
+                    break 'written Err(e.into());
+                }
+                (body, ended, out.chunked)
+            };
+            let mut probe = [0u8; 64];
+            let mut input = trailing;
+            if input > MAX_TRAILING_INPUT {
+                break 'written Err(Cut::TooMuchInput);
+            }
+            while !ended {
+                let mut out = {
+                    let next = tokio::select! {
+                        next = body.next() => next,
+                        read = io.read(&mut probe) => match read {
+                            Err(e) => break 'written Err(e.into()),
+                            Ok(0) => break 'written Err(Cut::ClientGone),
+                            Ok(n) if input + n > MAX_TRAILING_INPUT => {
+                                break 'written Err(Cut::TooMuchInput);
+                            }
+                            Ok(n) => {
+                                input += n;
+                                continue;
+                            }
+                        },
+                    };
+                    let mut out = Gather::new(chunked);
+                    ended = match next.map(|chunk| out.gather(&mut body, Some(chunk?))) {
+                        Some(Ok(ended)) => ended,
+                        Some(Err(e)) => break 'written Err(e.into()),
+                        None => {
+                            out.end();
+                            true
+                        }
+                    };
+                    out
+                };
+                if let Err(e) = io.write_all_buf(&mut out).await {
+                    break 'written Err(e.into());
+                }
+            }
+            Ok(())
         };
         match written {
             Ok(()) => {
@@ -300,58 +337,6 @@ fn begin(response: Response) -> Result<(Gather, BodyDataStream, bool), Cut> {
     let mut body = body.into_data_stream();
     let ended = out.gather(&mut body, None)?;
     Ok((out, body, ended))
-}
-
-/// Writes `out`, then the rest of `body` (chunked as `out` is), gathering
-/// the chunks the body has ready into one write. The socket is read
-/// meanwhile, so that a client that goes away ends the stream at once
-/// rather than at the next write.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an `async fn` keeps a second copy of its arguments"
-)]
-fn write_body<IO: AsyncRead + AsyncWrite + Unpin + Send>(
-    io: &mut IO,
-    mut out: Gather,
-    mut body: BodyDataStream,
-    mut ended: bool,
-    trailing: usize,
-) -> impl Future<Output = Result<(), Cut>> + Send + '_ {
-    // An `async` block: an `async fn` would keep a second copy of `out`.
-    async move {
-        io.write_all_buf(&mut out).await?;
-        // Written: what it held is let go of at once. The head is freed, and
-        // the writer reuses its buffer only once no chunk of it is held.
-        out = Gather::new(out.chunked);
-        let mut probe = [0u8; 64];
-        let mut input = trailing;
-        if input > MAX_TRAILING_INPUT {
-            return Err(Cut::TooMuchInput);
-        }
-        while !ended {
-            let next = tokio::select! {
-                next = body.next() => next,
-                read = io.read(&mut probe) => match read? {
-                    0 => return Err(Cut::ClientGone),
-                    n if input + n > MAX_TRAILING_INPUT => return Err(Cut::TooMuchInput),
-                    n => {
-                        input += n;
-                        continue;
-                    }
-                },
-            };
-            ended = match next {
-                Some(chunk) => out.gather(&mut body, Some(chunk?))?,
-                None => {
-                    out.end();
-                    true
-                }
-            };
-            io.write_all_buf(&mut out).await?;
-            out = Gather::new(out.chunked);
-        }
-        Ok(())
-    }
 }
 
 /// The response head of `parts`, framed by `length` (chunked if unknown).

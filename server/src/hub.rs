@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{Event, Item};
+use crate::protocol::{Event, Item, Name};
 use crate::queue::{Sender, TryPushError};
 use crate::sequence::{Cause, Read, Released, Sequence, Via};
 
@@ -121,7 +121,8 @@ pub struct Hub {
 #[derive(Debug)]
 pub struct Membership {
     hub: Arc<Hub>,
-    name: String,
+    /// The topic: the subscription's own name, shared, not a copy.
+    name: Name,
     id: u64,
     back: oneshot::Receiver<Handback>,
 }
@@ -141,7 +142,7 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         let mut topics = self.hub.lock_topics();
-        let Some(topic) = topics.get(&self.name) else {
+        let Some(topic) = topics.get(self.name.as_str()) else {
             return;
         };
         let mut state = lock(topic);
@@ -149,7 +150,7 @@ impl Drop for Membership {
         let forget = state.members.is_empty() && !state.published;
         drop(state);
         if forget {
-            topics.remove(&self.name);
+            topics.remove(self.name.as_str());
         }
     }
 }
@@ -190,7 +191,7 @@ impl Hub {
     /// caller must read the store again, then join again.
     pub fn join(
         self: &Arc<Self>,
-        name: &str,
+        name: &Name,
         (cursor, generation): (u64, u64),
         queue: Sender,
     ) -> Result<Membership, Refused> {
@@ -198,7 +199,7 @@ impl Hub {
         // A topic without an entry has had nothing fanned out since start:
         // the joiner's view of the store is the latest there is.
         let topic = topics
-            .entry(name.to_owned())
+            .entry(name.as_str().to_owned())
             .or_insert_with(|| self.new_topic(cursor));
         let mut state = lock(topic);
         let delivered = state.sequence.delivered();
@@ -215,7 +216,7 @@ impl Hub {
         });
         Ok(Membership {
             hub: Arc::clone(self),
-            name: name.to_owned(),
+            name: name.clone(),
             id,
             back: handed_back,
         })
@@ -463,6 +464,10 @@ mod tests {
     use crate::protocol::{Item, Stamp};
     use crate::queue::{self, Limits, Receiver};
 
+    fn name(name: &str) -> Name {
+        Name::parse(name).unwrap()
+    }
+
     fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<Event> {
         seqs.map(|seq| Event {
             seq,
@@ -494,7 +499,7 @@ mod tests {
     async fn members_receive_what_follows_their_cursor_in_order() {
         let hub = Arc::new(Hub::new());
         let (tx, mut rx) = queue(100);
-        let _member = hub.join("t", (0, 0), tx).unwrap();
+        let _member = hub.join(&name("t"), (0, 0), tx).unwrap();
         hub.publish("t", &events(1..=3));
         hub.publish("t", &events(4..=5));
         assert_eq!(drain(&mut rx).await, [1, 2, 3, 4, 5]);
@@ -506,7 +511,7 @@ mod tests {
         let hub = Arc::new(Hub::new());
         let (tx, mut rx) = queue(100);
         // The member read 1..=3 from the store before the hub fanned them out.
-        let _member = hub.join("t", (3, 0), tx).unwrap();
+        let _member = hub.join(&name("t"), (3, 0), tx).unwrap();
         hub.publish("t", &events(2..=4));
         assert_eq!(drain(&mut rx).await, [4]);
     }
@@ -516,9 +521,9 @@ mod tests {
         let hub = Arc::new(Hub::new());
         hub.publish("t", &events(1..=5));
         let (tx, _rx) = queue(100);
-        let refused = hub.join("t", (3, 0), tx).unwrap_err();
+        let refused = hub.join(&name("t"), (3, 0), tx).unwrap_err();
         assert_eq!(refused.delivered, 5);
-        assert!(hub.join("t", (5, 0), refused.queue).is_ok());
+        assert!(hub.join(&name("t"), (5, 0), refused.queue).is_ok());
     }
 
     #[tokio::test]
@@ -526,8 +531,8 @@ mod tests {
         let hub = Arc::new(Hub::new());
         let (slow_tx, _slow_rx) = queue(2);
         let (fast_tx, mut fast_rx) = queue(100);
-        let mut slow = hub.join("t", (0, 0), slow_tx).unwrap();
-        let _fast = hub.join("t", (0, 0), fast_tx).unwrap();
+        let mut slow = hub.join(&name("t"), (0, 0), slow_tx).unwrap();
+        let _fast = hub.join(&name("t"), (0, 0), fast_tx).unwrap();
         hub.publish("t", &events(1..=5));
         let back = slow.handed_back().await.unwrap();
         assert_eq!((back.cursor, back.why), (2, Why::Lagged));
@@ -539,7 +544,7 @@ mod tests {
     async fn a_hole_in_the_sequence_hands_members_back_to_resync() {
         let hub = Arc::new(Hub::new());
         let (tx, _rx) = queue(100);
-        let mut member = hub.join("t", (0, 0), tx).unwrap();
+        let mut member = hub.join(&name("t"), (0, 0), tx).unwrap();
         hub.publish("t", &events(1..=1));
         hub.publish("t", &events(3..=3));
         let back = member.handed_back().await.unwrap();
@@ -551,16 +556,16 @@ mod tests {
         let hub = Arc::new(Hub::new());
         for n in 0..100 {
             let (tx, _rx) = queue(10);
-            drop(hub.join(&format!("random-{n}"), (0, 0), tx).unwrap());
+            drop(hub.join(&name(&format!("random-{n}")), (0, 0), tx).unwrap());
         }
         assert_eq!(hub.tracked_topics(), 0);
         // A published topic keeps its entry: its last seq guards later joins.
         hub.publish("kept", &events(1..=1));
         let (tx, _rx) = queue(10);
-        drop(hub.join("kept", (1, 0), tx).unwrap());
+        drop(hub.join(&name("kept"), (1, 0), tx).unwrap());
         assert_eq!(hub.tracked_topics(), 1);
         let (tx, _rx) = queue(10);
-        assert!(hub.join("kept", (0, 0), tx).is_err());
+        assert!(hub.join(&name("kept"), (0, 0), tx).is_err());
     }
 
     #[tokio::test]
@@ -568,15 +573,15 @@ mod tests {
         let hub = Arc::new(Hub::new());
         let (tx, _rx) = queue(10);
         hub.publish("t", &events(1..=3));
-        let mut member = hub.join("t", (3, 0), tx).unwrap();
+        let mut member = hub.join(&name("t"), (3, 0), tx).unwrap();
         let before = hub.generation("t");
         hub.delete("t", 3);
         let back = member.handed_back().await.unwrap();
         assert_eq!((back.cursor, back.why), (3, Why::Deleted(3)));
         // A joiner that read the store before the deletion reads it again.
-        let refused = hub.join("t", (3, before), back.queue).unwrap_err();
+        let refused = hub.join(&name("t"), (3, before), back.queue).unwrap_err();
         let (tx, mut rx) = queue(10);
-        let _member = hub.join("t", (0, hub.generation("t")), tx).unwrap();
+        let _member = hub.join(&name("t"), (0, hub.generation("t")), tx).unwrap();
         hub.publish("t", &events(1..=1));
         assert_eq!(drain(&mut rx).await, [1]);
         drop(refused);
@@ -586,7 +591,7 @@ mod tests {
     async fn resync_hands_every_member_back() {
         let hub = Arc::new(Hub::new());
         let (tx, _rx) = queue(10);
-        let mut member = hub.join("t", (4, 0), tx).unwrap();
+        let mut member = hub.join(&name("t"), (4, 0), tx).unwrap();
         hub.resync("t");
         let back = member.handed_back().await.unwrap();
         assert_eq!((back.cursor, back.why), (4, Why::Resync));
@@ -597,14 +602,14 @@ mod tests {
     async fn a_closed_stream_leaves_and_a_dropped_membership_leaves_at_once() {
         let hub = Arc::new(Hub::new());
         let (tx, rx) = queue(100);
-        let mut member = hub.join("t", (0, 0), tx).unwrap();
+        let mut member = hub.join(&name("t"), (0, 0), tx).unwrap();
         drop(rx);
         hub.publish("t", &events(1..=1));
         assert!(member.handed_back().await.is_none());
         assert_eq!(hub.live_members(), 0);
 
         let (tx, _rx) = queue(100);
-        let member = hub.join("t", (1, 0), tx).unwrap();
+        let member = hub.join(&name("t"), (1, 0), tx).unwrap();
         assert_eq!(hub.live_members(), 1);
         drop(member);
         assert_eq!(hub.live_members(), 0);
@@ -615,7 +620,7 @@ mod tests {
         let (reads, mut requests) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub::clustered(reads));
         let (tx, mut rx) = queue(100);
-        let _member = hub.join("t", (0, 0), tx).unwrap();
+        let _member = hub.join(&name("t"), (0, 0), tx).unwrap();
         assert_eq!(hub.watched(), [("t".to_owned(), 0)]);
         // This node committed 2 before the notification of another node's
         // 1 arrived: 2 waits for it.
@@ -637,12 +642,12 @@ mod tests {
         let (reads, _requests) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub::clustered(reads));
         let (tx, _rx) = queue(10);
-        let mut member = hub.join("t", (0, 0), tx).unwrap();
+        let mut member = hub.join(&name("t"), (0, 0), tx).unwrap();
         hub.publish("t", &events(1..=9));
         hub.reset("t", 2);
         let back = member.handed_back().await.unwrap();
         assert_eq!((back.cursor, back.why), (9, Why::Resync));
         // The store's head is where joins start again.
-        assert!(hub.join("t", (2, 0), back.queue).is_ok());
+        assert!(hub.join(&name("t"), (2, 0), back.queue).is_ok());
     }
 }

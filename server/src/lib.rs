@@ -34,7 +34,8 @@
 //! - [`writer`]: the batching writer; [`protocol`]: the event envelope and
 //!   its framing.
 //! - [`transport`]: SSE and WebSocket delivery, keep-alive, close codes;
-//!   [`session`]: one stream's loop; [`disconnect`]: why a stream ended.
+//!   [`session`]: one stream's loop; [`pulse`]: the keep-alive tick and
+//!   the shutdown every stream shares; [`disconnect`]: why a stream ended.
 //! - [`admission`] and [`connections`]: the connection limit and the live
 //!   streams; [`listener`]: accepted sockets with a write deadline, each
 //!   address under its limit ([`peers`]); [`serve`]: the accept loop and
@@ -79,6 +80,7 @@ pub mod process;
 pub mod protocol;
 pub mod proxy;
 pub mod publish;
+pub mod pulse;
 pub mod queue;
 pub mod retention;
 pub mod scope;

@@ -8,6 +8,7 @@
 //! event `pts`, when its publish was accepted. This module owns the exact
 //! bytes a client parses; it knows nothing of queues or sockets.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -216,8 +217,12 @@ pub fn micros(duration: Duration) -> u64 {
 }
 
 /// A topic or wallet name: 1 to 200 characters from `A-Z a-z 0-9 . _ - :`.
+///
+/// Shared: a clone is a pointer, so what keeps a subscription's topic (its
+/// source, its hub membership, its connection entry, its publisher) holds
+/// one copy of the name between them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Name(String);
+pub struct Name(Arc<str>);
 
 /// Longest topic or wallet name.
 pub const MAX_NAME_LEN: usize = 200;
@@ -238,7 +243,7 @@ impl Name {
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
         match name.chars().find(|&c| !allowed(c)) {
             Some(c) => Err(format!("{c:?} is not allowed (only A-Z a-z 0-9 . _ - :)")),
-            None => Ok(Self(name.to_owned())),
+            None => Ok(Self(Arc::from(name))),
         }
     }
 

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use crate::disconnect::Disconnect;
 use crate::protocol::Item;
@@ -249,38 +249,48 @@ impl Receiver {
         max_events: usize,
         max_bytes: usize,
     ) -> Received {
-        poll_fn(|cx| {
-            let mut state = self.shared.lock();
-            if let Some(reason) = state.aborted {
+        poll_fn(|cx| self.poll_recv_batch(cx, out, max_events, max_bytes)).await
+    }
+
+    /// [`Receiver::recv_batch`] as a poll, for a caller that keeps no
+    /// future of its own: items are moved into `out` only when it returns
+    /// `Ready`; `Pending` registers `cx`'s waker.
+    pub fn poll_recv_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Item>,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Poll<Received> {
+        let mut state = self.shared.lock();
+        if let Some(reason) = state.aborted {
+            return Poll::Ready(Received::End(reason));
+        }
+        if state.items.is_empty() {
+            if state.sender_gone {
+                let reason = state.finished.unwrap_or(Disconnect::Complete);
                 return Poll::Ready(Received::End(reason));
             }
-            if state.items.is_empty() {
-                if state.sender_gone {
-                    let reason = state.finished.unwrap_or(Disconnect::Complete);
-                    return Poll::Ready(Received::End(reason));
-                }
-                register(&mut state.rx_waker, cx.waker());
-                return Poll::Pending;
+            register(&mut state.rx_waker, cx.waker());
+            return Poll::Pending;
+        }
+        let (mut taken, mut bytes) = (0, 0);
+        while let Some(front) = state.items.front() {
+            let cost = front.cost();
+            if taken == max_events || (taken > 0 && bytes + cost > max_bytes) {
+                break;
             }
-            let (mut taken, mut bytes) = (0, 0);
-            while let Some(front) = state.items.front() {
-                let cost = front.cost();
-                if taken == max_events || (taken > 0 && bytes + cost > max_bytes) {
-                    break;
-                }
-                out.extend(state.items.pop_front());
-                taken += 1;
-                bytes += cost;
-            }
-            state.bytes -= bytes;
-            let waker = state.tx_waker.take();
-            drop(state);
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-            Poll::Ready(Received::Items)
-        })
-        .await
+            out.extend(state.items.pop_front());
+            taken += 1;
+            bytes += cost;
+        }
+        state.bytes -= bytes;
+        let waker = state.tx_waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Poll::Ready(Received::Items)
     }
 
     /// A handle that reads this queue's depth without keeping it alive.
@@ -323,8 +333,6 @@ impl Probe {
 
 #[cfg(test)]
 mod tests {
-    use std::task::Context;
-
     use bytes::Bytes;
 
     use super::*;

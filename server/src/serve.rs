@@ -249,8 +249,10 @@ where
         Sniffed::Gone => return Next::Done,
     };
     let _open = serving.metrics().open(Protocol::Http1);
-    let router = serving.router.clone();
-    direct::serve(io, client, router, request, trailing).await;
+    // Boxed: the router's future runs once, and would otherwise size every
+    // stream's task.
+    let response = Box::pin(direct::answer(client, serving.router.clone(), request)).await;
+    direct::respond(io, Box::new(response), trailing).await;
     Next::Done
 }
 

@@ -2,35 +2,34 @@
 //! batches, the transport delivers them, until something ends the stream.
 //!
 //! Everything runs in one task (for SSE, inside the response body): the
-//! source, the writer, keep-alive and cancellation are polled together in one
-//! `select!`. Messages the client sends go to the stream's [`Inbox`], and
+//! source, the writer, the keep-alive tick and the shutdown ([`Pulse`]) are
+//! polled together in one `select!`. Messages the client sends go to the stream's [`Inbox`], and
 //! its replies back to the client. The session returns the [`Disconnect`]
 //! that ended it after the transport has closed accordingly.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::{Instant, MissedTickBehavior, interval_at};
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::Grant;
 use crate::auth::lease::Lease;
 use crate::connections::BatchCounts;
 use crate::disconnect::Disconnect;
 use crate::metrics::TransportMetrics;
+use crate::pulse::{Beat, Pulse};
 use crate::transport::{Inbound, Transport};
 use crate::writer::{Batch, Writer};
 
 /// The settings every stream of a transport shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Cancelled when the server shuts down.
-    pub cancel: CancellationToken,
-    /// How often the transport is asked for a keep-alive.
-    pub keep_alive: Duration,
+    /// The keep-alive tick (each transport is asked for a keep-alive at
+    /// every tick) and the shutdown.
+    pub pulse: Pulse,
     /// Where batches and keep-alives are counted.
     pub metrics: TransportMetrics,
     /// For testing measurements: a wait before each batch is written
@@ -123,40 +122,86 @@ pub fn run<T: Transport + 'static>(
     }
 }
 
+/// What woke the delivery loop.
+enum Step {
+    /// Queued items were taken for a batch.
+    Batch,
+    /// The keep-alive tick.
+    KeepAlive,
+    /// A message from the peer.
+    Message(Bytes),
+    /// Something that ends the stream.
+    End(Disconnect),
+}
+
+impl From<Beat> for Step {
+    fn from(beat: Beat) -> Self {
+        match beat {
+            Beat::KeepAlive => Step::KeepAlive,
+            Beat::Shutdown => Step::End(Disconnect::Shutdown),
+        }
+    }
+}
+
 /// The delivery loop: batches, keep-alives, the peer, the token's lease
-/// and cancellation.
-async fn deliver<T: Transport>(
-    writer: &mut Writer,
-    transport: &mut T,
-    inbox: &mut impl Inbox,
-    session: &mut Session,
-) -> Disconnect {
-    let settings = &*session.settings;
-    let mut keep_alive = interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
-    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // One waiter for the stream's whole life: a fresh one per batch would
-    // lock the token's waiter list twice per batch.
-    let mut cancelled = pin!(settings.cancel.cancelled());
-    loop {
-        let done = tokio::select! {
-            biased;
-            () = &mut cancelled => Err(Disconnect::Shutdown),
-            reason = lease_ended(&mut session.lease) => Err(reason),
-            inbound = transport.recv() => match inbound {
+/// and the shutdown.
+///
+/// An `async` block over borrowed parts (an `async fn` would keep a second
+/// copy of its arguments), whose waits hold little: a poll of the lease,
+/// the peer's read, the writer's one pointer and the pulse's wait. What is
+/// then done runs after the wait, so that a write's state does not add to
+/// the wait's.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps a second copy of its arguments"
+)]
+fn deliver<'a, T: Transport>(
+    writer: &'a mut Writer,
+    transport: &'a mut T,
+    inbox: &'a mut impl Inbox,
+    session: &'a mut Session,
+) -> impl Future<Output = Disconnect> + Send + 'a {
+    async move {
+        let mut pulse = session.settings.pulse.follow();
+        loop {
+            // The pulse is looked at every turn (an atomic load), and
+            // waited on only when nothing else is ready: a busy stream
+            // never adds a waiter to the pulse's shared list, an idle one
+            // once per wake.
+            let step = match pulse.seen() {
+                Some(beat) => Step::from(beat),
+                None => tokio::select! {
+                    biased;
+                    reason = poll_fn(|cx| lease_ended(&mut session.lease, cx)) => Step::End(reason),
+                    inbound = transport.recv() => match inbound {
+                        Inbound::Text(message) => Step::Message(message),
+                        Inbound::End(reason) => Step::End(reason),
+                    },
+                    ready = writer.ready() => match ready {
+                        Ok(()) => Step::Batch,
+                        Err(reason) => Step::End(reason),
+                    },
+                    beat = pulse.beat() => Step::from(beat),
+                },
+            };
+            let done = match step {
+                Step::Batch => write(transport, &writer.batch(), session).await,
+                Step::KeepAlive => keep_alive_now(transport, session).await,
                 // Boxed: the largest state here, and the rarest.
-                Inbound::Text(message) => {
-                    Box::pin(answer(transport, inbox, session.lease.as_deref_mut(), message)).await
+                Step::Message(message) => {
+                    Box::pin(answer(
+                        transport,
+                        inbox,
+                        session.lease.as_deref_mut(),
+                        message,
+                    ))
+                    .await
                 }
-                Inbound::End(reason) => Err(reason),
-            },
-            batch = writer.next_batch() => match batch {
-                Ok(batch) => write(transport, &batch, session).await,
-                Err(reason) => Err(reason),
-            },
-            _ = keep_alive.tick() => keep_alive_now(transport, session).await,
-        };
-        if let Err(reason) = done {
-            return reason;
+                Step::End(reason) => Err(reason),
+            };
+            if let Err(reason) = done {
+                return reason;
+            }
         }
     }
 }
@@ -168,7 +213,8 @@ async fn write<T: Transport>(
     session: &Session,
 ) -> Result<(), Disconnect> {
     if let Some(delay) = session.settings.inject_delay {
-        tokio::time::sleep(delay).await;
+        // Boxed: a timer would otherwise size every stream's write.
+        Box::pin(tokio::time::sleep(delay)).await;
     }
     transport.write_batch(batch).await?;
     session
@@ -179,11 +225,11 @@ async fn write<T: Transport>(
     Ok(())
 }
 
-/// Resolves when the stream's lease ends it; never without one.
-async fn lease_ended(lease: &mut Option<Box<Lease>>) -> Disconnect {
+/// Whether the stream's lease ends it now; never without one.
+fn lease_ended(lease: &mut Option<Box<Lease>>, cx: &mut Context<'_>) -> Poll<Disconnect> {
     match lease {
-        Some(lease) => lease.ended().await,
-        None => std::future::pending().await,
+        Some(lease) => lease.poll_ended(cx),
+        None => Poll::Pending,
     }
 }
 
@@ -224,6 +270,7 @@ mod tests {
 
     use bytes::Bytes;
     use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::metrics::{Metrics, TransportKind};
@@ -234,9 +281,13 @@ mod tests {
     use crate::writer::BatchLimits;
 
     fn settings(cancel: CancellationToken) -> Settings {
+        every(Duration::from_secs(15), cancel)
+    }
+
+    /// Settings with a keep-alive tick every `interval`.
+    fn every(interval: Duration, cancel: CancellationToken) -> Settings {
         Settings {
-            cancel,
-            keep_alive: Duration::from_secs(15),
+            pulse: Pulse::start(interval, cancel),
             metrics: Metrics::new().transport(TransportKind::Ws).clone(),
             inject_delay: None,
         }
@@ -449,10 +500,7 @@ mod tests {
         let (_tx, rx) = queue::channel(QUEUE);
         let (transport, mut records) = memory::channel(16);
         let cancel = CancellationToken::new();
-        let session = with(Settings {
-            keep_alive: Duration::from_secs(5),
-            ..settings(cancel.clone())
-        });
+        let session = with(every(Duration::from_secs(5), cancel.clone()));
         let stream = tokio::spawn(async move {
             run(
                 std::future::pending(),

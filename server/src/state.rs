@@ -19,6 +19,7 @@ use crate::hub::Hub;
 use crate::metrics::{DatasetBound, Metrics, SlowConsumerAction, TransportKind};
 use crate::protocol::Name;
 use crate::publish::{self, Publisher};
+use crate::pulse::Pulse;
 use crate::session::{Session, Settings};
 use crate::shutdown::Shutdown;
 use crate::source::replay::Replay;
@@ -108,10 +109,11 @@ impl AppState {
             },
         );
         let admission = Admission::new(config.max_connections);
+        // One keep-alive tick for every stream of the server.
+        let pulse = Pulse::start(config.keepalive_interval, shutdown.token().clone());
         let sessions = TransportKind::ALL.map(|kind| {
             Arc::new(Settings {
-                cancel: shutdown.token().clone(),
-                keep_alive: config.keepalive_interval,
+                pulse: pulse.clone(),
                 metrics: metrics.transport(kind).clone(),
                 inject_delay: config.inject_delay,
             })

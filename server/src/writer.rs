@@ -7,6 +7,8 @@
 //! moment the events are handed to the writer. The writer knows nothing of
 //! sockets; a [`Transport`](crate::transport::Transport) delivers its batches.
 
+use std::future::{Future, poll_fn};
+
 use bytes::{Bytes, BytesMut};
 
 use crate::disconnect::Disconnect;
@@ -88,14 +90,35 @@ impl Writer {
     /// Cancel safe: items leave the queue only in the poll that completes,
     /// and are encoded before this returns.
     pub async fn next_batch(&mut self) -> Result<Batch<'_>, Disconnect> {
-        let limits = self.limits;
-        let received = self
-            .queue
-            .recv_batch(&mut self.taken, limits.max_events, limits.max_bytes)
-            .await;
-        if let Received::End(reason) = received {
-            return Err(reason);
-        }
+        self.ready().await?;
+        Ok(self.batch())
+    }
+
+    /// Waits until queued items are taken for a batch, which
+    /// [`Writer::batch`] then encodes. The future holds one pointer: a
+    /// stream waits on it for most of its life.
+    ///
+    /// # Errors
+    ///
+    /// As [`Writer::next_batch`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: items leave the queue only in the poll that completes.
+    pub fn ready(&mut self) -> impl Future<Output = Result<(), Disconnect>> + Send + '_ {
+        poll_fn(|cx| {
+            let limits = self.limits;
+            self.queue
+                .poll_recv_batch(cx, &mut self.taken, limits.max_events, limits.max_bytes)
+                .map(|received| match received {
+                    Received::Items => Ok(()),
+                    Received::End(reason) => Err(reason),
+                })
+        })
+    }
+
+    /// Encodes the items [`Writer::ready`] took (none: an empty batch).
+    pub fn batch(&mut self) -> Batch<'_> {
         let ts = now_micros();
         let estimate: usize = self.taken.iter().map(Item::cost).sum();
         self.buf.reserve(estimate);
@@ -104,10 +127,10 @@ impl Writer {
             self.framing.encode(&item, ts, &mut self.buf);
             self.frame_ends.push(self.buf.len());
         }
-        Ok(Batch {
+        Batch {
             bytes: self.buf.split().freeze(),
             frame_ends: &self.frame_ends,
-        })
+        }
     }
 }
 

@@ -4,15 +4,17 @@
 //! the denylist names the token's subject or id. A WebSocket client may
 //! send `{"refresh": "<jwt>"}` before then to go on with a new token.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::time::{Instant, Sleep};
-use tokio_stream::StreamExt as _;
+use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 
 use super::denylist::Denylist;
@@ -94,29 +96,25 @@ impl Lease {
         }
     }
 
-    /// Resolves when the stream must end: at expiry, or when revoked.
+    /// Whether the stream must end now: at expiry, or when revoked. A
+    /// poll rather than a future, so that a stream's loop waits on it with
+    /// no state of its own (most streams have no lease, and every one pays
+    /// for the wait's size).
     ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: the deadline and the wait on the denylist are kept in
-    /// the lease.
-    pub async fn ended(&mut self) -> Disconnect {
-        loop {
-            tokio::select! {
-                () = self.deadline.as_mut() => return Disconnect::TokenExpired,
-                list = self.denylist.next() => match list {
-                    Some(list) if list.denies(&self.sub, self.jti.as_deref()) => {
-                        return Disconnect::Revoked;
-                    }
-                    Some(_) => {}
-                    None => {
-                        // The denylist can no longer change.
-                        self.deadline.as_mut().await;
-                        return Disconnect::TokenExpired;
-                    }
-                },
+    /// `Pending` registers `cx`'s waker with the deadline and, while the
+    /// denylist can still change, with the denylist: each change is looked
+    /// at once.
+    pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Disconnect::TokenExpired);
+        }
+        // `None`: the denylist can no longer change; the deadline remains.
+        while let Poll::Ready(Some(list)) = Pin::new(&mut self.denylist).poll_next(cx) {
+            if list.denies(&self.sub, self.jti.as_deref()) {
+                return Poll::Ready(Disconnect::Revoked);
             }
         }
+        Poll::Pending
     }
 
     /// Takes `message` if it is a refresh frame: the new token must verify,

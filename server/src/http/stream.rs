@@ -33,9 +33,11 @@ use crate::writer::Writer;
 
 /// Read buffer of a server-side WebSocket. Clients send pongs, control
 /// frames and at most publish frames; tungstenite's 128 KiB default would be
-/// reserved (and zeroed) per connection. An idle stream keeps this much;
-/// a larger frame makes tungstenite reserve its declared length.
-const WS_READ_BUFFER: usize = 1024;
+/// reserved (and zeroed) per connection. An idle stream keeps this much
+/// (it was 1 KiB: most of an idle WebSocket's heap after its task, when
+/// what a subscriber sends is a pong of a few bytes); a larger frame makes
+/// tungstenite reserve its declared length, read at most this much a read.
+const WS_READ_BUFFER: usize = 256;
 
 /// Largest message a client may send on a stream that takes none: any
 /// message closes such a stream (1003), this only bounds what is read first.
@@ -125,7 +127,7 @@ fn admit(
         .map_err(|limit| state.over_capacity(limit))?;
     guard.adopt(scope.0);
     if let Some((topic, peer)) = options.subscription.take() {
-        guard.subscribes(topic.as_str(), peer);
+        guard.subscribes(&topic, peer);
     }
     Ok(guard)
 }
@@ -219,16 +221,22 @@ pub(crate) fn ws_stream<S: Source, I: Inbox + 'static>(
     let mut session = state.session(TransportKind::Ws, guard.batch_counts());
     session.lease = options.lease;
     let pong_timeout = state.config.pong_timeout;
-    // Boxed until the upgrade: axum keeps the callback's captures in the
-    // connection's task for its whole life, beside the session they move
-    // into; boxed, that is one pointer.
+    // Boxed until the upgrade, so that the upgrade's task is small while it
+    // waits for hyper to hand the connection over.
     let parts = Box::new((source, tx, writer, inbox, session, guard));
     upgrade.on_upgrade(move |socket| {
         let (source, tx, writer, inbox, session, guard) = *parts;
         let transport = WsTransport::new(socket, pong_timeout);
-        shutdown.track(
-            session::run(source.run(tx), writer, transport, inbox, session)
-                .map(move |reason| guard.finish(reason)),
-        )
+        // A task of its own: axum's upgrade task keeps its own parts (the
+        // socket's configuration, this callback, the subprotocol: 150 B)
+        // for as long as the future it awaits, and the session would be
+        // laid out beside them. That task ends here.
+        tokio::spawn(
+            shutdown.track(
+                session::run(source.run(tx), writer, transport, inbox, session)
+                    .map(move |reason| guard.finish(reason)),
+            ),
+        );
+        std::future::ready(())
     })
 }

@@ -125,8 +125,7 @@ impl Source for Topic {
                     Err(stop) => return self.stop(queue, stop),
                 };
                 let joining = (cursor, generation);
-                let mut membership = match self.context.hub.join(self.name.as_str(), joining, queue)
-                {
+                let mut membership = match self.context.hub.join(&self.name, joining, queue) {
                     Ok(membership) => membership,
                     Err(refused) => {
                         queue = refused.queue;
