@@ -245,6 +245,7 @@ async fn histograms_come_back_exactly_and_merge(backend: Backend) {
             "inter_token_written",
             "latency",
             "publish",
+            "publish_overhead",
             "reconnect",
             "resume",
             "same_node",
