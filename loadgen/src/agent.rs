@@ -11,7 +11,7 @@
 //! conversation is `runner::control`'s.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -20,16 +20,23 @@ use streamgauge_server::process;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Target, adjust_clock, now_micros};
+use crate::client::{Agent, Target, adjust_clock, now_micros};
 use crate::metrics::wire::Encoded;
 use crate::metrics::{Shards, Stats};
 use crate::runner::control::{
     self, AgentSetup, ControlError, FromAgent, Inbox, Outbox, Report, ToAgent,
 };
 use crate::runner::fleet::{Fleet, Trouble};
-use crate::runner::plan::{Origin, Publishers};
+use crate::runner::plan::{Origin, PublishPlan, Publishers};
 use crate::runner::worker::{WorkerCount, instant_of, raise_file_limit};
 use crate::scenario::max_clients;
+
+/// Most bytes a coordinator's hello may have: it is not yet known.
+const MAX_HELLO: usize = 4096;
+
+/// Most connections being greeted at once: past them, a connection is
+/// closed unanswered.
+const MAX_GREETING: usize = 16;
 
 /// How long a coordinator may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +51,9 @@ const STOP_MARGIN: Duration = Duration::from_secs(60);
 
 /// How often the agent follows the load.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Most agents a run may have (a share of more is no share).
+const MAX_AGENTS: usize = 1 << 16;
 
 /// How often it reports.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -77,6 +87,7 @@ pub async fn serve(options: Options, cancel: &CancellationToken) -> anyhow::Resu
     say(&format!("agent listening on {addr}"));
     let options = Arc::new(options);
     let busy = Arc::new(AtomicBool::new(false));
+    let greeting = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -88,10 +99,15 @@ pub async fn serve(options: Options, cancel: &CancellationToken) -> anyhow::Resu
                 }
             },
         };
+        if greeting.load(Ordering::Acquire) >= MAX_GREETING {
+            tracing::warn!(%peer, "{MAX_GREETING} connections are being greeted: closed");
+            continue;
+        }
         let (options, busy) = (Arc::clone(&options), Arc::clone(&busy));
+        let greeting = Greeting::new(&greeting);
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            match session(stream, &options, &busy, &cancel).await {
+            match session(stream, &options, &busy, greeting, &cancel).await {
                 Ok(()) => tracing::info!(%peer, "run done; waiting for a coordinator"),
                 Err(why) => tracing::warn!(%peer, "coordinator session ended: {why}"),
             }
@@ -110,20 +126,51 @@ async fn session(
     stream: TcpStream,
     options: &Options,
     busy: &AtomicBool,
+    greeting: Greeting,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let (mut inbox, mut outbox, _) = control::split(stream);
-    let Err(reason) = greet(&mut inbox, &mut outbox, &options.token).await? else {
+    let greeted = greet(&mut inbox, &mut outbox, &options.token).await;
+    drop(greeting);
+    let Err(reason) = greeted? else {
         if busy.swap(true, Ordering::AcqRel) {
             let reason = "busy with another coordinator's run".to_owned();
             return refuse(&mut outbox, reason).await;
         }
-        let ran = run(&mut inbox, &mut outbox, options, cancel).await;
-        adjust_clock(options.clock_offset_us);
-        busy.store(false, Ordering::Release);
-        return ran;
+        let _free = Free { busy, options };
+        return run(&mut inbox, &mut outbox, options, cancel).await;
     };
     refuse(&mut outbox, reason).await
+}
+
+/// A connection being greeted, counted while it is.
+struct Greeting(Arc<AtomicUsize>);
+
+impl Greeting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Greeting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Frees the agent when a run's session ends, however it ends: not busy,
+/// its clock as it was.
+struct Free<'a> {
+    busy: &'a AtomicBool,
+    options: &'a Options,
+}
+
+impl Drop for Free<'_> {
+    fn drop(&mut self) {
+        adjust_clock(self.options.clock_offset_us);
+        self.busy.store(false, Ordering::Release);
+    }
 }
 
 /// Tells the coordinator it is refused, and why; the error says it too.
@@ -154,7 +201,10 @@ async fn greet(
         nonce: nonce.clone(),
     };
     outbox.send(&greeting).await.map_err(|e| e.to_string())?;
-    let hello = match inbox.next::<ToAgent>(HELLO_TIMEOUT).await {
+    let hello = match inbox
+        .next_at_most::<ToAgent>(HELLO_TIMEOUT, MAX_HELLO)
+        .await
+    {
         Ok(ToAgent::Hello(hello)) => hello,
         Ok(other) => return Ok(Err(format!("expected hello, not {other:?}"))),
         Err(e) => return Err(e.to_string()),
@@ -198,7 +248,7 @@ async fn run(
             other => return Err(format!("expected its setup, not {other:?}")),
         }
     };
-    let mut running = match Running::set_up(setup, options).await {
+    let mut running = match Running::set_up(setup, options, cancel).await {
         Ok(running) => running,
         Err(e) => {
             let why = format!("{e:#}");
@@ -215,9 +265,20 @@ async fn run(
     result
 }
 
+/// What an agent's publishers do, where, with what token, as which agent.
+struct ToPublish {
+    plan: PublishPlan,
+    targets: Vec<Arc<Target>>,
+    token: Option<String>,
+    agent: Option<Agent>,
+}
+
 /// This agent's share of a run, set up.
 struct Running {
     fleet: Fleet,
+    /// What the publishers do, if the run publishes.
+    publish: Option<ToPublish>,
+    /// The publishers, once the run started.
     publishers: Option<Publishers>,
     shards: Arc<Shards>,
     phases: Vec<crate::scenario::Phase>,
@@ -227,10 +288,22 @@ struct Running {
 }
 
 impl Running {
-    /// Sets up `setup`'s clients (here or in worker processes) and
-    /// publishers, on the coordinator's clock.
-    async fn set_up(setup: AgentSetup, options: &Options) -> anyhow::Result<Self> {
+    /// Sets up `setup`'s clients (here or in worker processes), on the
+    /// coordinator's clock; they and the publishers stop with `cancel`.
+    async fn set_up(
+        setup: AgentSetup,
+        options: &Options,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Self> {
         let AgentSetup { clients, publish } = setup;
+        let (share, agent) = (clients.share, clients.load.agent);
+        anyhow::ensure!(
+            (1..=MAX_AGENTS).contains(&share.of)
+                && share.index < share.of
+                && agent
+                    .is_none_or(|a| (a.index as usize, a.of as usize) == (share.index, share.of)),
+            "the setup's share is not one: {share:?}, agent {agent:?}"
+        );
         let adjustment = options.clock_offset_us + clients.clock_adjustment_us;
         adjust_clock(adjustment);
         tracing::info!(run = clients.run_id, share = ?clients.share, "set up");
@@ -240,38 +313,47 @@ impl Running {
             2 * std::thread::available_parallelism().map_or(2, usize::from),
             targets.len(),
         );
-        let stop = CancellationToken::new();
+        let stop = cancel.child_token();
         let phases = clients.load.phases.clone();
         let ours = clients.share.count(max_clients(&phases) as usize) as u64;
         let open_files = process::read(None).and_then(|p| p.max_fds);
         let workers = options.workers.resolve_clients(ours, open_files);
-        let agent = clients.load.agent;
         let token = clients.token.clone();
         let setup = crate::runner::worker::Setup {
             clock_adjustment_us: adjustment,
             ..clients
         };
         let fleet = Fleet::local(setup, workers, &shards, &stop).await?;
-        let publishers = match &publish {
-            Some(plan) => {
-                let origin = Origin {
-                    targets: &targets,
-                    token: token.as_deref(),
-                    shards: &shards,
-                    stop: &stop,
-                };
-                Some(plan.start(&origin, agent).await?)
-            }
-            None => None,
-        };
         Ok(Self {
             fleet,
-            publishers,
+            publish: publish.map(|plan| ToPublish {
+                plan,
+                targets,
+                token,
+                agent,
+            }),
+            publishers: None,
             shards,
             phases,
             stop,
             cpu_before: 0.0,
         })
+    }
+
+    /// Starts the publishers, if the run publishes: at the run's start,
+    /// so that every agent's schedule is the run's.
+    async fn start_publishers(&mut self) -> anyhow::Result<()> {
+        let Some(publish) = &self.publish else {
+            return Ok(());
+        };
+        let origin = Origin {
+            targets: &publish.targets,
+            token: publish.token.as_deref(),
+            shards: &self.shards,
+            stop: &self.stop,
+        };
+        self.publishers = Some(publish.plan.start(&origin, publish.agent).await?);
+        Ok(())
     }
 
     /// Runs from the coordinator's start until its stop, reporting every
@@ -292,12 +374,22 @@ impl Running {
             ToAgent::Start { at_unix_us } => at_unix_us,
             other => return Err(format!("expected start, not {other:?}")),
         };
+        let ahead = Duration::from_micros(at_unix_us.saturating_sub(now_micros()));
+        if ahead > COORDINATOR_TIMEOUT {
+            return Err(format!("a start {ahead:?} ahead is no start"));
+        }
         let start = instant_of(at_unix_us);
         if let Fleet::Workers(workers) = &mut self.fleet {
             let at = std::time::UNIX_EPOCH + Duration::from_micros(at_unix_us);
             workers.go(at).await.map_err(|e| format!("{e:#}"))?;
         }
-        tokio::time::sleep_until(start.into()).await;
+        tokio::select! {
+            () = cancel.cancelled() => return Err("the agent was interrupted".to_owned()),
+            () = tokio::time::sleep_until(start.into()) => {}
+        }
+        self.start_publishers()
+            .await
+            .map_err(|e| format!("{e:#}"))?;
         tracing::info!("run started");
         self.cpu_before = self.cpu_seconds();
         let total: Duration = self.phases.iter().map(|p| p.duration).sum();
@@ -327,6 +419,8 @@ impl Running {
             }
         };
         self.stop_reporting(settled, outbox).await?;
+        // The publishers' last counts go in the last report.
+        self.finish().await;
         self.report(outbox).await.map_err(fail)?;
         outbox.send(&FromAgent::Done).await.map_err(fail)
     }

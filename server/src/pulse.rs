@@ -9,8 +9,9 @@
 //! stream").
 //!
 //! Ticks coalesce: one a stream was too busy to see is seen at its next
-//! wait, so a stream gets at most one keep-alive per interval and never
-//! goes longer than an interval (plus its current write) without one. The
+//! wait, so a stream gets at most one keep-alive per interval (a transport
+//! may skip the tick after a stream wrote something, as SSE does: then
+//! up to two intervals pass between keep-alives). The
 //! first comes within an interval of the stream's start, at the server's
 //! tick rather than an interval after the stream's own start. This module
 //! carries no data and knows nothing of transports.

@@ -25,6 +25,7 @@ use super::control::{
 use super::publisher::Acks;
 use crate::client::now_micros;
 use crate::metrics::timeline::{AgentMeasured, Lost};
+use crate::metrics::wire::Encoded;
 use crate::metrics::{Shards, Stats};
 
 /// How long connecting to an agent may take.
@@ -84,9 +85,13 @@ struct Status {
 /// One connected agent.
 #[derive(Debug)]
 struct Link {
-    outbox: Outbox,
+    /// Its writing half, until it is lost (dropped with the reading half,
+    /// the connection closes and the agent stops).
+    outbox: Option<Outbox>,
     /// Its reading half, until its listener takes it.
     inbox: Option<Inbox>,
+    /// Its listener, once the run started.
+    listener: Option<tokio::task::JoinHandle<()>>,
     live: bool,
 }
 
@@ -240,13 +245,14 @@ impl Agents {
             self.send(index, &ToAgent::Start { at_unix_us }).await?;
             let listener = Listener {
                 index,
+                first_wait: self.lead() + STALL,
                 inbox: self.links[index].inbox.take().expect("listened to once"),
                 shards: Arc::clone(shards),
                 status: Arc::clone(&self.status),
                 acks: Arc::clone(&self.acks),
                 tell: self.tell.clone(),
             };
-            tokio::spawn(listener.listen());
+            self.links[index].listener = Some(tokio::spawn(listener.listen()));
             self.links[index].live = true;
         }
         Ok(())
@@ -283,7 +289,14 @@ impl Agents {
             why: loss.why,
         });
         drop(status);
-        self.links[loss.index].live = false;
+        // Nothing more of it counts, and closing the connection stops it,
+        // should it still be running.
+        let link = &mut self.links[loss.index];
+        if let Some(listener) = link.listener.take() {
+            listener.abort();
+        }
+        link.outbox = None;
+        link.live = false;
         self.tolerate_loss
     }
 
@@ -347,7 +360,10 @@ impl Agents {
 
     /// Writes `message` to agent `index`.
     async fn send(&mut self, index: usize, message: &ToAgent) -> anyhow::Result<()> {
-        let sent = self.links[index].outbox.send(message).await;
+        let Some(outbox) = self.links[index].outbox.as_mut() else {
+            return Err(self.explain(index, "it was lost"));
+        };
+        let sent = outbox.send(message).await;
         sent.map_err(|e| self.explain(index, &e.to_string()))
     }
 }
@@ -399,8 +415,9 @@ async fn handshake(address: &str, token: &[u8]) -> Result<(Link, usize, Offset),
     }
     let clock = clock::estimate(&trips).expect("round trips were made");
     let link = Link {
-        outbox,
+        outbox: Some(outbox),
         inbox: Some(inbox),
+        listener: None,
         live: false,
     };
     Ok((link, cores, clock))
@@ -426,10 +443,14 @@ pub fn merge(
             shards.nodes()
         ));
     }
-    for (node, encoded) in report.nodes.iter().enumerate() {
-        let stats = encoded.decode()?;
-        shards.absorb(shard, node, &stats);
-        total.add(&stats);
+    // Every node's decoded before any is merged: a report is taken whole
+    // or not at all.
+    let nodes = (report.nodes.iter())
+        .map(Encoded::decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    for (node, stats) in nodes.iter().enumerate() {
+        shards.absorb(shard, node, stats);
+        total.add(stats);
     }
     Ok(())
 }
@@ -437,6 +458,9 @@ pub fn merge(
 /// Reads one agent's reports until it is done or lost.
 struct Listener {
     index: usize,
+    /// How long the first report may take: the lead to the start, and
+    /// [`STALL`].
+    first_wait: Duration,
     inbox: Inbox,
     shards: Arc<Shards>,
     status: Arc<Mutex<Vec<Status>>>,
@@ -446,8 +470,11 @@ struct Listener {
 
 impl Listener {
     async fn listen(mut self) {
+        let mut within = self.first_wait;
         let heard = loop {
-            match self.inbox.next::<FromAgent>(STALL).await {
+            let next = self.inbox.next::<FromAgent>(within).await;
+            within = STALL;
+            match next {
                 Ok(FromAgent::Report(report)) => {
                     if let Err(why) = self.absorb(&report) {
                         break Heard::Failed(format!("its report does not decode: {why}"));
@@ -470,8 +497,13 @@ impl Listener {
     fn absorb(&self, report: &Report) -> Result<(), String> {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let agent = &mut status[self.index];
+        if agent.lost.is_some() {
+            return Ok(());
+        }
         merge(report, &self.shards, self.index, &mut agent.stats)?;
-        agent.cpu_seconds = report.cpu_seconds;
+        // Its worker processes, once reaped, no longer count in its last
+        // reports: it used at least what it said before.
+        agent.cpu_seconds = agent.cpu_seconds.max(report.cpu_seconds);
         agent.rss_bytes = agent.rss_bytes.max(report.rss_bytes);
         if report.acked > 0 {
             self.acks.push(report.acked);

@@ -11,7 +11,7 @@
 //! ```text
 //! agent        ── Greeting {protocol, commit, nonce} ──▶ coordinator
 //! coordinator  ── Hello {protocol, commit, proof}    ──▶ agent
-//! agent        ── Welcome {cores, workers} | Refused ──▶ coordinator
+//! agent        ── Welcome {cores} | Refused ──────────▶ coordinator
 //! coordinator  ── Ping ──▶ agent ── Pong {at_us} ──▶   (several times: clock)
 //! coordinator  ── Setup ──▶ agent ── Ready ──▶
 //! coordinator  ── Start {at_unix_us} ──▶ agent ── Report every second ──▶
@@ -167,8 +167,8 @@ pub enum ControlError {
     /// Nothing arrived in time.
     #[error("it sent nothing for {0:?}")]
     Silent(Duration),
-    /// A message over [`MAX_MESSAGE`] bytes.
-    #[error("it sent a message over {MAX_MESSAGE} bytes")]
+    /// A message over the bytes allowed ([`MAX_MESSAGE`] at most).
+    #[error("it sent a message over the bytes allowed")]
     TooLarge,
     /// A line that is not a message of the protocol.
     #[error("it sent {0}, which is not the control protocol: {1}")]
@@ -198,7 +198,21 @@ impl Inbox {
     ///
     /// Cancel safe: a line read in part is kept for the next call.
     pub async fn next<T: DeserializeOwned>(&mut self, within: Duration) -> Result<T, ControlError> {
-        let room = (MAX_MESSAGE + 1).saturating_sub(self.line.len());
+        self.next_at_most(within, MAX_MESSAGE).await
+    }
+
+    /// [`Inbox::next`], of at most `max` bytes (an unauthenticated peer's
+    /// is small).
+    ///
+    /// # Errors
+    ///
+    /// As [`Inbox::next`]; a longer message is [`ControlError::TooLarge`].
+    pub async fn next_at_most<T: DeserializeOwned>(
+        &mut self,
+        within: Duration,
+        max: usize,
+    ) -> Result<T, ControlError> {
+        let room = (max + 1).saturating_sub(self.line.len());
         let mut bounded = (&mut self.reader).take(u64::try_from(room).unwrap_or(u64::MAX));
         let read = tokio::time::timeout(within, bounded.read_until(b'\n', &mut self.line)).await;
         match read {
@@ -208,7 +222,7 @@ impl Inbox {
             Ok(Ok(_)) => {}
         }
         if self.line.last() != Some(&b'\n') {
-            return Err(if self.line.len() > MAX_MESSAGE {
+            return Err(if self.line.len() > max {
                 ControlError::TooLarge
             } else {
                 ControlError::Closed

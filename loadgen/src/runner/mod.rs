@@ -286,6 +286,8 @@ impl Run<'_> {
             self.targets.len(),
         );
         let stop = cancel.child_token();
+        // However the run ends, its publishers and clients stop with it.
+        let _stop_on_drop = stop.clone().drop_guard();
         let load = Load::of(scenario, &name)?;
         let plan = PublishPlan::of(scenario, &name)?;
         let mut fleet = self

@@ -275,6 +275,9 @@ pub async fn run(
     recorders: Vec<Recorder>,
     cancel: CancellationToken,
 ) {
+    // Its thread runs until `cancel`: so does this task, whose drop (the
+    // run's early return, an abort) cancels it.
+    let _stop_on_drop = cancel.clone().drop_guard();
     let shared = tokio::runtime::Handle::current();
     let apart = tokio::task::spawn_blocking(move || {
         let publish = publish(http, publishing, acks, recorders, cancel);

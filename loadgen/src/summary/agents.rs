@@ -66,6 +66,9 @@ impl AgentSummary {
     /// The figures of `agent` over a run of `seconds`.
     pub fn of(agent: &AgentMeasured, seconds: f64) -> Self {
         let (s, c) = (&agent.stats, &agent.stats.counts);
+        // A lost agent's rates are over the time it ran.
+        let seconds =
+            (agent.lost.as_ref()).map_or(seconds, |lost| lost.at_s.clamp(f64::EPSILON, seconds));
         let cpu_pct = 100.0 * agent.cpu_seconds / seconds;
         let mut bounded_by = Vec::new();
         if cpu_pct >= CPU_SATURATED * 100.0 * agent.cores as f64 {
