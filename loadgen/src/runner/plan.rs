@@ -150,7 +150,7 @@ impl PublishPlan {
             .map(|node| at.shards.recorder_for(usize::MAX, node))
             .collect();
         let acks = Arc::new(Acks::default());
-        // Its own: its connections belong to the publisher's runtime.
+        // Its own: its connections are the publisher's alone.
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()

@@ -5,9 +5,8 @@
 //! intended send time (`data.sent_us`), and its latency is measured from
 //! that time to its `201`, not from when it actually went out; so that it
 //! goes out as close to that time as the machine allows, a publish waits
-//! for its due time on the [`metronome`], not on tokio's 1 ms timer, and
-//! the publisher runs on a runtime of its own ([`run`]), not behind the
-//! subscribers' tasks. Over several
+//! for its due time on the [`metronome`], not on tokio's 1 ms timer. Over
+//! several
 //! server nodes, publish `k` goes to node `k` modulo their number and says
 //! so (`data.node`), so that subscribers tell same-node deliveries from
 //! cross-node ones; each node's publishes are recorded as that node's. A publish the
@@ -261,44 +260,14 @@ impl Publishing {
 
 /// Publishes as `publishing` says until `cancel`, recording each node's
 /// publishes into its recorder of `recorders` (one per URL) and
-/// acknowledged seqs into `acks`, with `http` (a client of the publisher's
-/// own: its connections live on the publisher's runtime).
+/// acknowledged seqs into `acks`, with `http`.
 ///
-/// The publisher runs on a runtime of its own, on a thread of its own: on
-/// the clients' runtime a publish due (and its answer) could wait behind
-/// whatever tasks were queued there, and each event wakes every
-/// subscriber's task (200 at a time with `--clients 200`).
+/// It runs on the clients' runtime. A runtime of its own, on a thread of
+/// its own, measured no better at 200 subscribers (within the noise), and
+/// under the `overload` preset's twenty-fold publishes its busy third
+/// thread on two cores delayed the subscribers' reads: delivery latency
+/// p95 44–107 ms against 31–35 ms (3 runs each, same server).
 pub async fn run(
-    http: reqwest::Client,
-    publishing: Publishing,
-    acks: Arc<Acks>,
-    recorders: Vec<Recorder>,
-    cancel: CancellationToken,
-) {
-    // Its thread runs until `cancel`: so does this task, whose drop (the
-    // run's early return, an abort) cancels it.
-    let _stop_on_drop = cancel.clone().drop_guard();
-    let shared = tokio::runtime::Handle::current();
-    let apart = tokio::task::spawn_blocking(move || {
-        let publish = publish(http, publishing, acks, recorders, cancel);
-        match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(own) => own.block_on(publish),
-            Err(e) => {
-                tracing::warn!("the publisher shares the clients' runtime: {e}");
-                shared.block_on(publish);
-            }
-        }
-    });
-    if let Err(e) = apart.await {
-        tracing::warn!("the publisher ended abnormally: {e}");
-    }
-}
-
-/// [`run`]'s work, on whichever runtime polls it.
-async fn publish(
     http: reqwest::Client,
     mut publishing: Publishing,
     acks: Arc<Acks>,
