@@ -246,10 +246,15 @@ async fn over_https_the_page_runs_more_sse_streams_at_once_than_http1_allows_on_
         "all {H2_STREAMS} streams received before any ended: {found:?}"
     );
     let metrics = server.metrics().await;
-    assert_eq!(
-        metrics.get("streamgauge_http_connections_open{protocol=\"h2\"}"),
-        1.0,
-        "one HTTP/2 connection carried the page and its streams: {metrics}"
+    // Eight streams on at most two connections is multiplexing (HTTP/1.1
+    // takes a connection per stream): Chromium now and then opens a second,
+    // speculative connection to the same origin beside the one the page
+    // uses (seen about once in three runs).
+    let h2 = metrics.get("streamgauge_http_connections_open{protocol=\"h2\"}");
+    assert!(
+        (1.0..=2.0).contains(&h2),
+        "one HTTP/2 connection (and at most a speculative second) carried the page and its \
+         streams: {metrics}"
     );
     assert_eq!(
         metrics.get("streamgauge_http_connections_open{protocol=\"http1\"}"),
