@@ -28,6 +28,7 @@ use crate::runner::control::{
 };
 use crate::runner::fleet::{Fleet, Trouble};
 use crate::runner::plan::{Origin, PublishPlan, Publishers};
+use crate::runner::publisher::Acks;
 use crate::runner::worker::{WorkerCount, instant_of, raise_file_limit};
 use crate::scenario::max_clients;
 
@@ -283,8 +284,6 @@ struct Running {
     shards: Arc<Shards>,
     phases: Vec<crate::scenario::Phase>,
     stop: CancellationToken,
-    /// CPU seconds used before the start.
-    cpu_before: f64,
 }
 
 impl Running {
@@ -336,7 +335,6 @@ impl Running {
             shards,
             phases,
             stop,
-            cpu_before: 0.0,
         })
     }
 
@@ -391,21 +389,24 @@ impl Running {
             .await
             .map_err(|e| format!("{e:#}"))?;
         tracing::info!("run started");
-        self.cpu_before = self.cpu_seconds();
+        let reporter = self.reporter();
         let total: Duration = self.phases.iter().map(|p| p.duration).sum();
-        let deadline = tokio::time::Instant::from_std(start) + total + STOP_MARGIN;
+        let deadline = start + total + STOP_MARGIN;
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported = Instant::now();
         let settled = loop {
+            // The one bound on the run: the coordinator's stop by the
+            // load's end and a margin.
+            let left = deadline.saturating_duration_since(Instant::now());
             tokio::select! {
                 () = cancel.cancelled() => return Err("the agent was interrupted".to_owned()),
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(format!("no stop within {STOP_MARGIN:?} of the load's end"));
-                }
-                order = inbox.next::<ToAgent>(COORDINATOR_TIMEOUT + total) => match order {
+                order = inbox.next::<ToAgent>(left) => match order {
                     Ok(ToAgent::Stop { settled }) => break settled,
                     Ok(other) => return Err(format!("expected stop, not {other:?}")),
+                    Err(ControlError::Silent(_)) => {
+                        return Err(format!("no stop within {STOP_MARGIN:?} of the load's end"));
+                    }
                     Err(e) => return Err(format!("the coordinator went away: {e}")),
                 },
                 trouble = self.fleet.trouble() => return Err(self.explain(trouble).await),
@@ -413,16 +414,27 @@ impl Running {
                     self.follow(start.elapsed());
                     if reported.elapsed() >= REPORT_EVERY {
                         reported = Instant::now();
-                        self.report(outbox).await.map_err(fail)?;
+                        reporter.send(outbox).await?;
                     }
                 }
             }
         };
-        self.stop_reporting(settled, outbox).await?;
+        self.stop_reporting(settled, &reporter, outbox).await?;
         // The publishers' last counts go in the last report.
         self.finish().await;
-        self.report(outbox).await.map_err(fail)?;
+        reporter.send(outbox).await?;
         outbox.send(&FromAgent::Done).await.map_err(fail)
+    }
+
+    /// What reports this run's measurements, from now on.
+    fn reporter(&self) -> Reporter {
+        let pids = self.fleet.pids();
+        Reporter {
+            shards: Arc::clone(&self.shards),
+            cpu_before: usage(&pids).0,
+            pids,
+            acks: self.publishers.as_ref().map(|p| Arc::clone(&p.acks)),
+        }
     }
 
     /// Follows the load and the publish rate `elapsed` into the run.
@@ -436,46 +448,21 @@ impl Running {
 
     /// Stops the clients (topic subscribers told they must hold
     /// `settled`), reporting every second while they stop.
-    async fn stop_reporting(&mut self, settled: u64, outbox: &mut Outbox) -> Result<(), String> {
-        let pids = self.fleet.pids();
-        let (shards, cpu_before) = (Arc::clone(&self.shards), self.cpu_before);
-        let acked = self.acked_source();
+    async fn stop_reporting(
+        &mut self,
+        settled: u64,
+        reporter: &Reporter,
+        outbox: &mut Outbox,
+    ) -> Result<(), String> {
         let mut stopping = std::pin::pin!(self.fleet.stop(settled));
         let mut ticks = tokio::time::interval(REPORT_EVERY);
         ticks.tick().await;
         loop {
             tokio::select! {
                 stopped = &mut stopping => return stopped.map_err(|e| format!("{e:#}")),
-                _ = ticks.tick() => {
-                    let report = report_of(&shards, &pids, cpu_before, acked())
-                        .map_err(|e| e.to_string())?;
-                    let message = FromAgent::Report(Box::new(report));
-                    outbox.send(&message).await.map_err(|e| e.to_string())?;
-                }
+                _ = ticks.tick() => reporter.send(outbox).await?,
             }
         }
-    }
-
-    /// Reads the highest acknowledged seq, whenever asked.
-    fn acked_source(&self) -> impl Fn() -> u64 + use<> {
-        let acks = self.publishers.as_ref().map(|p| Arc::clone(&p.acks));
-        move || {
-            acks.as_ref()
-                .map_or(0, |acks| acks.settled_by(Instant::now()))
-        }
-    }
-
-    /// Sends what was measured since the last report.
-    async fn report(&self, outbox: &mut Outbox) -> Result<(), ControlError> {
-        let acked = self.acked_source()();
-        let report = report_of(&self.shards, &self.fleet.pids(), self.cpu_before, acked)
-            .map_err(|e| ControlError::Garbled("its own measurements".to_owned(), e))?;
-        outbox.send(&FromAgent::Report(Box::new(report))).await
-    }
-
-    /// CPU seconds this process and its workers used so far.
-    fn cpu_seconds(&self) -> f64 {
-        usage(&self.fleet.pids()).0
     }
 
     /// The error a worker's failure makes (an agent has no agents).
@@ -507,15 +494,28 @@ fn usage(pids: &[u32]) -> (f64, u64) {
         })
 }
 
-/// A report of what `shards` hold now (drained), each node's apart.
-fn report_of(shards: &Shards, pids: &[u32], cpu_before: f64, acked: u64) -> Result<Report, String> {
-    let mut nodes: Vec<Stats> = (0..shards.nodes()).map(|_| Stats::default()).collect();
-    shards.drain_nodes(&mut nodes, &mut Stats::default());
-    let (cpu, rss_bytes) = usage(pids);
-    Ok(Report {
-        nodes: nodes.iter().map(Encoded::of).collect::<Result<_, _>>()?,
-        acked,
-        cpu_seconds: (cpu - cpu_before).max(0.0),
-        rss_bytes,
-    })
+/// Reports a run's measurements: what its shards hold, its CPU and RSS
+/// (its worker processes' included), its publishers' acknowledgements.
+struct Reporter {
+    shards: Arc<Shards>,
+    pids: Vec<u32>,
+    /// CPU seconds used before the start.
+    cpu_before: f64,
+    acks: Option<Arc<Acks>>,
+}
+
+impl Reporter {
+    /// Sends what was measured since the last report.
+    async fn send(&self, outbox: &mut Outbox) -> Result<(), String> {
+        let nodes = Encoded::drain(&self.shards, &mut Stats::default())?;
+        let (cpu, rss_bytes) = usage(&self.pids);
+        let report = Report {
+            nodes,
+            acked: (self.acks.as_ref()).map_or(0, |acks| acks.settled_by(Instant::now())),
+            cpu_seconds: (cpu - self.cpu_before).max(0.0),
+            rss_bytes,
+        };
+        let sent = outbox.send(&FromAgent::Report(Box::new(report))).await;
+        sent.map_err(|e| e.to_string())
+    }
 }

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
-use super::{Counts, Stats};
+use super::{Counts, Shards, Stats};
 
 /// `histogram` in HdrHistogram's V2 + DEFLATE encoding, base64.
 ///
@@ -114,13 +114,33 @@ impl Encoded {
         }
         Ok(stats)
     }
+
+    /// What `shards` hold now, drained (using `spare`, as
+    /// [`Shards::drain_nodes`] does), each node's encoded apart: what a
+    /// worker process or an agent sends of an interval.
+    ///
+    /// # Errors
+    ///
+    /// A histogram cannot be encoded.
+    pub fn drain(shards: &Shards, spare: &mut Stats) -> Result<Vec<Self>, String> {
+        let mut nodes: Vec<Stats> = (0..shards.nodes()).map(|_| Stats::default()).collect();
+        shards.drain_nodes(&mut nodes, spare);
+        nodes.iter().map(Self::of).collect()
+    }
+
+    /// Whether it holds nothing at all (as [`Stats::is_empty`]).
+    pub fn is_empty(&self) -> bool {
+        self.counts == Counts::default()
+            && self.histograms.is_empty()
+            && self.unparsed_example.is_none()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::auth::{Ended, Refusal};
-    use crate::metrics::{ErrorKind, Sample, Shards};
+    use crate::metrics::{ErrorKind, Sample};
 
     #[test]
     fn histograms_survive_encoding_exactly() {

@@ -483,16 +483,11 @@ impl Output {
 
     /// Sends what `shards` holds, if anything, node by node.
     async fn send_stats(&mut self, shards: &Shards, spare: &mut Stats) -> anyhow::Result<()> {
-        let mut nodes: Vec<Stats> = (0..shards.nodes()).map(|_| Stats::default()).collect();
-        shards.drain_nodes(&mut nodes, spare);
-        if nodes.iter().all(Stats::is_empty) {
+        let encoded =
+            Encoded::drain(shards, spare).map_err(|e| anyhow::anyhow!("encoding stats: {e}"))?;
+        if encoded.iter().all(Encoded::is_empty) {
             return Ok(());
         }
-        let encoded = nodes
-            .iter()
-            .map(Encoded::of)
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow::anyhow!("encoding stats: {e}"))?;
         self.send(&News::Stats(encoded)).await
     }
 }
