@@ -26,11 +26,8 @@ use crate::metrics::watch::{Descriptors, Load};
 use crate::scenario::search::{KEPT_UP, MEASURED, Search};
 use crate::scenario::{Scenario, Severity};
 use crate::summary::Summary;
-use crate::summary::capacity::{Broke, Capacity, Limit, Point};
+use crate::summary::capacity::{Broke, CPU_SATURATED, Capacity, Limit, Point};
 use crate::summary::verdict::ThresholdResult;
-
-/// Above this share of all cores, the CPU ran out.
-const CPU_SATURATED: f64 = 0.85;
 
 /// Above this share of the machine's memory, memory ran out.
 const MEMORY_SATURATED: f64 = 0.9;

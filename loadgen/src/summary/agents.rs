@@ -5,13 +5,9 @@
 
 use serde::Serialize;
 
+use super::capacity::CPU_SATURATED;
 use super::{Bucket, LatencyUs, Millis};
 use crate::metrics::timeline::{AgentMeasured, Lost};
-
-/// CPU use, as a share of an agent's cores, past which the agent rather
-/// than the server may have bounded the figures (as a capacity search
-/// judges the load generator's own CPU).
-const CPU_SATURATED: f64 = 0.85;
 
 /// One agent's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]

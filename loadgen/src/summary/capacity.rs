@@ -6,6 +6,11 @@
 
 use serde::Serialize;
 
+/// Above this share of all a machine's cores, its CPU ran out: what a
+/// capacity search judges the server and load generator by, and an agent
+/// its own CPU by (`summary::agents`).
+pub const CPU_SATURATED: f64 = 0.85;
+
 /// What limited the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
