@@ -31,6 +31,7 @@
 //! before a publish goes out; a publish refused `401`/`403` counts its
 //! reason.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -411,16 +412,17 @@ impl Send<'_> {
         match &publishing.to {
             Destination::Topics { urls } => {
                 let node = self.node;
-                let on_node = if self.nodes > 1 {
-                    format!(r#","node":{node}"#)
-                } else {
-                    String::new()
-                };
-                let by_agent = (self.agent)
-                    .map(|agent| format!(r#","agent":{agent}"#))
-                    .unwrap_or_default();
-                let body =
-                    format!(r#"{{"sent_us":{sent_us},"k":{k}{on_node}{by_agent},"pad":"{pad}"}}"#);
+                // One allocation a publish: the optional keys are written
+                // into the body, not formatted apart first.
+                let mut body = String::with_capacity(80 + pad.len());
+                let _ = write!(body, r#"{{"sent_us":{sent_us},"k":{k}"#);
+                if self.nodes > 1 {
+                    let _ = write!(body, r#","node":{node}"#);
+                }
+                if let Some(agent) = self.agent {
+                    let _ = write!(body, r#","agent":{agent}"#);
+                }
+                let _ = write!(body, r#","pad":"{pad}"}}"#);
                 let mut request = http
                     .post(&urls[node])
                     .header("content-type", "application/json")
