@@ -130,7 +130,7 @@ async fn session(
     greeting: Greeting,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
-    let (mut inbox, mut outbox, _) = control::split(stream);
+    let (mut inbox, mut outbox) = control::split(stream);
     let greeted = greet(&mut inbox, &mut outbox, &options.token).await;
     drop(greeting);
     let Err(reason) = greeted? else {

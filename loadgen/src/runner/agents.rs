@@ -375,7 +375,7 @@ async fn handshake(address: &str, token: &[u8]) -> Result<(Link, usize, Offset),
         .await
         .map_err(|_| format!("unreachable: no connection within {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| format!("unreachable: {e}"))?;
-    let (mut inbox, mut outbox, _) = control::split(stream);
+    let (mut inbox, mut outbox) = control::split(stream);
     let fail = |e: ControlError| e.to_string();
     let FromAgent::Greeting {
         protocol,

@@ -23,7 +23,6 @@
 //! coordinator of another build (protocol version or commit), and the
 //! coordinator refuses such an agent; each says why.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use ring::hmac;
@@ -264,9 +263,8 @@ impl Outbox {
     }
 }
 
-/// A connection split into its halves, and the peer's address.
-pub fn split(stream: TcpStream) -> (Inbox, Outbox, Option<SocketAddr>) {
-    let peer = stream.peer_addr().ok();
+/// A connection split into its halves.
+pub fn split(stream: TcpStream) -> (Inbox, Outbox) {
     // Messages are small and answered at once: Nagle would hold pongs.
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
@@ -274,7 +272,7 @@ pub fn split(stream: TcpStream) -> (Inbox, Outbox, Option<SocketAddr>) {
         reader: BufReader::new(read),
         line: Vec::new(),
     };
-    (inbox, Outbox { writer: write }, peer)
+    (inbox, Outbox { writer: write })
 }
 
 /// The proof that whoever made it knows `token`: HMAC-SHA256 of `nonce`
@@ -373,7 +371,7 @@ mod tests {
                 .unwrap();
         });
         let (stream, _) = listener.accept().await.unwrap();
-        let (mut inbox, _outbox, _) = split(stream);
+        let (mut inbox, _outbox) = split(stream);
         let within = Duration::from_secs(10);
         assert!(matches!(
             inbox.next::<ToAgent>(within).await,
