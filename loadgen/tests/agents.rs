@@ -291,19 +291,7 @@ async fn another_build_or_bad_input_is_refused_on_both_sides() {
     let out = out_dir("agents-build");
     let token = token_file(&out, "token", "a-shared-token-for-agents");
     let run = |address: String, name: &str| {
-        let args = [
-            "run",
-            "--clients",
-            "1",
-            "--duration",
-            "1s",
-            "--agent",
-            &address,
-            "--agent-token-file",
-            token.to_str().unwrap(),
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let args = one_client_run(&address, &token);
         let out = out.join(name);
         async move { coordinator(&args, &out).await }
     };
@@ -437,8 +425,26 @@ async fn a_stalled_agent_is_lost_and_tolerated_the_run_goes_on() {
     );
 }
 
-#[test]
-fn an_unreachable_agent_or_a_bad_address_exits_2_naming_it() {
+/// A second of one client's run over the agent at `address`, with the
+/// token in `token`.
+fn one_client_run(address: &str, token: &Path) -> Vec<String> {
+    let token = token.to_str().unwrap();
+    let args = [
+        "run",
+        "--clients",
+        "1",
+        "--duration",
+        "1s",
+        "--agent",
+        address,
+    ];
+    let mut args: Vec<String> = args.map(str::to_owned).to_vec();
+    args.extend(["--agent-token-file".to_owned(), token.to_owned()]);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_agent_or_a_bad_address_exits_2_naming_it() {
     let out = out_dir("agents-unreachable");
     let token = token_file(&out, "token", "a-shared-token-for-agents");
     let free = StdListener::bind("127.0.0.2:0")
@@ -446,25 +452,11 @@ fn an_unreachable_agent_or_a_bad_address_exits_2_naming_it() {
         .local_addr()
         .unwrap()
         .to_string();
-    let token = token.to_str().unwrap();
     for (agent, said) in [
         (free.as_str(), format!("agent {free}: unreachable")),
         ("no-port", "--agent \"no-port\": not HOST:PORT".to_owned()),
     ] {
-        let output = support::loadgen(&[
-            "run",
-            "--clients",
-            "1",
-            "--duration",
-            "1s",
-            "--agent",
-            agent,
-            "--agent-token-file",
-            token,
-            "--no-history",
-            "--out",
-            out.join("results").to_str().unwrap(),
-        ]);
+        let output = coordinator(&one_client_run(agent, &token), &out.join("results")).await;
         assert_exit(&output, 2);
         let stderr = text(&output.stderr);
         assert!(stderr.contains(&said), "{stderr}");
