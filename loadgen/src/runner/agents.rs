@@ -23,7 +23,7 @@ use super::control::{
     self, AgentSetup, ControlError, FromAgent, Hello, Inbox, Outbox, Report, ToAgent,
 };
 use super::publisher::Acks;
-use crate::client::now_micros;
+use crate::client::{micros, now_micros};
 use crate::metrics::timeline::{AgentMeasured, Lost};
 use crate::metrics::wire::Encoded;
 use crate::metrics::{Shards, Stats};
@@ -207,8 +207,11 @@ impl Agents {
         let of = self.count();
         for index in 0..of {
             let share = Share { index, of };
-            let correction = -self.lock()[index].clock.offset_us;
-            self.lock()[index].clients = u32::try_from(share.count(clients)).unwrap_or(u32::MAX);
+            let correction = {
+                let agent = &mut self.lock()[index];
+                agent.clients = u32::try_from(share.count(clients)).unwrap_or(u32::MAX);
+                -agent.clock.offset_us
+            };
             let setup = ToAgent::Setup(Box::new(setup_of(share, correction)));
             self.send(index, &setup).await?;
         }
@@ -237,15 +240,16 @@ impl Agents {
     ///
     /// An agent cannot be told.
     pub async fn go(&mut self, at: SystemTime, shards: &Arc<Shards>) -> anyhow::Result<()> {
-        let at_unix_us = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        self.started = Some(Instant::now());
+        let at_unix_us = micros(at.duration_since(UNIX_EPOCH).unwrap_or_default());
+        // A loss is timed from the start, which is a lead ahead of now.
+        let lead = at.duration_since(SystemTime::now()).unwrap_or_default();
+        self.started = Some(Instant::now() + lead);
+        let first_wait = self.lead() + STALL;
         for index in 0..self.count() {
             self.send(index, &ToAgent::Start { at_unix_us }).await?;
             let listener = Listener {
                 index,
-                first_wait: self.lead() + STALL,
+                first_wait,
                 inbox: self.links[index].inbox.take().expect("listened to once"),
                 shards: Arc::clone(shards),
                 status: Arc::clone(&self.status),

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::{Clients, Load, Share};
-use crate::client::{Target, adjust_clock, now_micros};
+use crate::client::{Target, adjust_clock, micros, now_micros};
 use crate::metrics::wire::Encoded;
 use crate::metrics::{Shards, Stats};
 use crate::scenario::Scenario;
@@ -299,9 +299,7 @@ impl Workers {
     ///
     /// A worker cannot be told.
     pub async fn go(&mut self, at: SystemTime) -> anyhow::Result<()> {
-        let at_unix_us = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let at_unix_us = micros(at.duration_since(UNIX_EPOCH).unwrap_or_default());
         for index in 0..self.processes.len() {
             self.send(index, &Order::Start { at_unix_us }).await?;
         }
